@@ -1,0 +1,233 @@
+"""One typed configuration for every entry point (CLI, Python API, HF, Ray), validated once.
+
+A config is built from defaults, then a TOML file, then explicit overrides (CLI flags win).
+The TOML layout mirrors the dataclasses: top-level run options, plus ``[dedup]``,
+``[detector]``, ``[ratio]`` and ``[report]`` tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which key and why."""
+
+
+@dataclass
+class DedupConfig:
+    """Exact and near-duplicate detection settings."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    seed: int = 1
+    ngram: int = 5
+    char_ngram: int = 5
+    verify: bool = True
+    keep_rule: list[str] = field(default_factory=lambda: ["provenance", "score", "order"])
+
+
+@dataclass
+class DetectorConfig:
+    """Which detector scores the records (``model = None`` means the shipped default)."""
+
+    enabled: bool = True
+    model: str | None = None
+    batch_size: int = 512
+
+
+@dataclass
+class RatioConfig:
+    """Provenance mapping, prevalence estimation and target-ratio downsampling."""
+
+    target_ratio: float | None = None
+    strategy: Literal["threshold", "uniform"] = "threshold"
+    method: str = "auto"
+    provenance_field: str | None = None
+    provenance_map: dict[str, str] = field(default_factory=dict)
+    max_human_loss: float | None = None
+    bootstrap: int = 1000
+
+
+@dataclass
+class ReportConfig:
+    """What the report computes beyond counts."""
+
+    html: bool = True
+    diversity: bool = True
+    group_by: str | None = None
+    sample_size: int = 5000
+
+
+@dataclass
+class Config:
+    """Every option of ``synthfilter run``; the same object drives the Python API."""
+
+    text_field: str = "text"
+    id_field: str | None = None
+    workers: int = 0
+    on_error: Literal["fail", "quarantine"] = "fail"
+    resume: bool = False
+    overwrite: bool = False
+    annotate: bool = False
+    dry_run: bool = False
+    seed: int = 0
+    quiet: bool = False
+    batch_size: int = 2048
+    max_line_bytes: int = 50 * 1024 * 1024
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    ratio: RatioConfig = field(default_factory=RatioConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> "Config":
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: config file is not UTF-8") from None
+        return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "Config":
+        cfg = cls()
+        cfg.apply(data, source=source)
+        return cfg
+
+    def apply(self, data: Mapping[str, Any], source: str = "config") -> "Config":
+        """Apply overrides (nested dicts for sections; ``None`` values are ignored)."""
+        _apply(self, data, source, prefix="")
+        self.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        if not self.text_field:
+            raise ConfigError("text_field must not be empty")
+        if self.on_error not in ("fail", "quarantine"):
+            raise ConfigError(f"on_error must be 'fail' or 'quarantine', got {self.on_error!r}")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.workers < 0:
+            raise ConfigError("workers must be >= 0 (0 means all cores)")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if self.max_line_bytes < 1024:
+            raise ConfigError("max_line_bytes must be >= 1024")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite are mutually exclusive")
+        d = self.dedup
+        if not 0.0 < d.threshold <= 1.0:
+            raise ConfigError(f"dedup.threshold must be in (0, 1], got {d.threshold}")
+        if d.num_perm < 2 or d.num_perm > 1024:
+            raise ConfigError(f"dedup.num_perm must be in [2, 1024], got {d.num_perm}")
+        if d.ngram < 1 or d.char_ngram < 1:
+            raise ConfigError("dedup.ngram and dedup.char_ngram must be >= 1")
+        allowed_rules = {"provenance", "score", "order", "length"}
+        bad = [r for r in d.keep_rule if r not in allowed_rules]
+        if bad:
+            raise ConfigError(f"dedup.keep_rule: unknown rule(s) {bad}; allowed: {sorted(allowed_rules)}")
+        r = self.ratio
+        if r.target_ratio is not None and not 0.0 <= r.target_ratio < 1.0:
+            raise ConfigError(f"target_ratio must be in [0, 1), got {r.target_ratio}")
+        if r.strategy not in ("threshold", "uniform"):
+            raise ConfigError(f"ratio.strategy must be 'threshold' or 'uniform', got {r.strategy!r}")
+        if r.max_human_loss is not None and not 0.0 <= r.max_human_loss <= 1.0:
+            raise ConfigError(f"max_human_loss must be in [0, 1], got {r.max_human_loss}")
+        for key, value in r.provenance_map.items():
+            if value not in ("human", "machine", "unknown"):
+                raise ConfigError(
+                    f"ratio.provenance_map[{key!r}] must be 'human', 'machine' or 'unknown', got {value!r}"
+                )
+        if self.detector.batch_size < 1:
+            raise ConfigError("detector.batch_size must be >= 1")
+        if self.report.sample_size < 10:
+            raise ConfigError("report.sample_size must be >= 10")
+
+
+def _apply(obj: Any, data: Mapping[str, Any], source: str, prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise ConfigError(f"{source}: unknown option {prefix}{key!r}")
+        if value is None:
+            continue
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {prefix}{key} must be a table")
+            _apply(current, value, source, prefix=f"{prefix}{name}.")
+            continue
+        setattr(obj, name, _coerce(value, current, f"{prefix}{name}", source))
+
+
+def _coerce(value: Any, current: Any, name: str, source: str) -> Any:
+    """Check a TOML/flag value against the type of the default it replaces."""
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(current, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
+        return list(value)
+    if isinstance(current, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {name} must be a table, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if name.endswith("target_ratio") or name.endswith("max_human_loss"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{source}: {name} must be a single value, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (flags win)."""
+    cfg = Config.from_toml(path) if path is not None else Config()
+    if overrides:
+        cfg.apply(overrides, source="command line")
+    else:
+        cfg.validate()
+    return cfg

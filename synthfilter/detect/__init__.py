@@ -1,0 +1,1 @@
+"""The synthetic-text detector: features, model, training, evaluation."""

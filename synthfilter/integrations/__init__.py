@@ -1,0 +1,1 @@
+"""Integrations with other data tools (Hugging Face datasets)."""

@@ -1,0 +1,1 @@
+"""Readers and writers for shards and CMS exports."""

@@ -1,0 +1,1 @@
+"""The score -> decide -> write stages and the engines that run them."""

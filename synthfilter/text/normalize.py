@@ -1,0 +1,65 @@
+"""Evasion-resistant text normalisation shared by exact dedup, near-dedup and the detector.
+
+``normalize_for_dedup`` is the canonical form two texts must share to be exact duplicates:
+NFKC, look-alike Cyrillic/Greek letters mapped to Latin, case-folded, zero-width and control
+characters removed, punctuation stripped, whitespace collapsed. ``clean_text`` is the gentler
+form the detector reads (punctuation kept, because punctuation is style).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import regex
+
+# Look-alike letters that are used to hide copies ("homoglyph swaps"). Mapped before
+# case-folding so that upper-case look-alikes map to upper-case Latin letters.
+_HOMOGLYPHS: dict[str, str] = {
+    # Cyrillic lower case
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d",
+    "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l", "ɡ": "g", "ү": "y",
+    # Cyrillic upper case
+    "А": "A", "В": "B", "Е": "E", "Ё": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+    "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ї": "I", "Ј": "J", "Ԁ": "D",
+    "Ԛ": "Q", "Ԝ": "W", "Һ": "H", "Ӏ": "I", "Ү": "Y",
+    # Greek lower case
+    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "ϲ": "c", "ϳ": "j",
+    # Greek upper case
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
+    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C",
+    # Latin-script look-alikes outside ASCII that NFKC keeps
+    "ı": "i", "ȷ": "j", "ℓ": "l",
+}
+_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+
+# Whitespace-like controls become spaces; every other format/control/private/surrogate
+# character (zero-width space/joiners, BOM, soft hyphen, bidi marks, ...) disappears.
+_WHITESPACE_CONTROLS = regex.compile(r"[\t\n\r\v\f\x85\u2028\u2029]")
+_INVISIBLE = regex.compile(r"[\p{Cf}\p{Cc}\p{Co}\p{Cs}&&[^\t\n\r\v\f\x85]]", regex.V1)
+_PUNCT = regex.compile(r"\p{P}+")
+_SPACES = regex.compile(r"\s+")
+
+
+def map_homoglyphs(text: str) -> str:
+    """Replace common Cyrillic/Greek look-alike letters with their Latin twins."""
+    return text.translate(_HOMOGLYPH_TABLE)
+
+
+def clean_text(text: str, *, casefold: bool = False, strip_punctuation: bool = False) -> str:
+    """NFKC + homoglyphs mapped + invisible characters removed + whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _WHITESPACE_CONTROLS.sub(" ", text)
+    text = _INVISIBLE.sub("", text)
+    text = text.translate(_HOMOGLYPH_TABLE)
+    if casefold:
+        text = text.casefold()
+    if strip_punctuation:
+        text = _PUNCT.sub("", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def normalize_for_dedup(text: str) -> str:
+    """The canonical form used for exact-duplicate hashing and for shingling."""
+    return clean_text(text, casefold=True, strip_punctuation=True)
