@@ -1,0 +1,183 @@
+"""The ``synthfilter`` command line (typer): run, score, train, eval, gate, report.
+
+Every failure a user can cause ends in a one-line ``error: ...`` on stderr and exit code 2
+(1 when a policy such as ``--max-human-loss`` refuses the run); never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from synthfilter import __version__
+from synthfilter.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    name="synthfilter",
+    help="Filter model-generated and duplicated text out of training corpora.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_POLICY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    quarantine = "quarantine"
+
+
+class Strategy(str, Enum):
+    threshold = "threshold"
+    uniform = "uniform"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body, turning every expected failure into a one-line message + exit code."""
+    from synthfilter.io.shards import InputError
+    from synthfilter.pipeline.run import UsageError
+    from synthfilter.pipeline.stages import ConservationError, HumanLossExceeded
+
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except (InputError, UsageError, ConfigError) as e:
+        _fail(str(e), EXIT_USAGE)
+    except HumanLossExceeded as e:
+        _fail(str(e), EXIT_POLICY)
+    except ConservationError as e:
+        _fail(f"conservation check failed: {e}", EXIT_INTERNAL)
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun with --resume to continue", 130)
+    except MemoryError:
+        _fail("out of memory; use fewer --workers or a smaller --batch-size", EXIT_INTERNAL)
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _fail(f"{where}{e.strerror or e}", EXIT_USAGE)
+    except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if os.environ.get("SYNTHFILTER_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set SYNTHFILTER_DEBUG=1 for a traceback)", EXIT_INTERNAL)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"synthfilter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Filter model-generated and duplicated text out of training corpora."""
+
+
+def build_config(config: Optional[Path], overrides: dict[str, Any]) -> Config:
+    """Defaults < TOML file < flags (a flag left unset does not override the file)."""
+    return load_config(config, overrides)
+
+
+def _print_summary(report: dict[str, Any], out: Path) -> None:
+    inp, outp, dup, syn = report["input"], report["output"], report["duplicates"], report["synthetic"]
+    lines = [
+        f"records: {inp['records']:,} in {inp['shards']} shard(s), {inp['malformed']:,} malformed",
+        f"kept: {outp['kept']:,}   rejected: {outp['rejected']:,}   "
+        f"(exact dup {dup['exact']:,}, near dup {dup['near']:,}, downsampled {syn.get('downsampled', 0):,})",
+    ]
+    if syn.get("estimated_share_before") is not None:
+        lo, hi = syn["ci95_before"]
+        line = f"synthetic share: {syn['estimated_share_before']:.1%} [{lo:.1%}, {hi:.1%}]"
+        if syn.get("estimated_share_after") is not None:
+            lo2, hi2 = syn["ci95_after"]
+            line += f" -> {syn['estimated_share_after']:.1%} [{lo2:.1%}, {hi2:.1%}]"
+        lines.append(line)
+    for w in report.get("warnings", []):
+        lines.append(f"warning: {w}")
+    lines.append(f"outputs: {out}  ({report['timing']['records_per_s'] or 0:,.0f} records/s)")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def run(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Files, directories or globs of .jsonl, .jsonl.gz, .jsonl.zst, .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (kept/, rejected/, manifest.json, report.json)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; flags override it."),
+    text_field: Optional[str] = typer.Option(None, help="Field holding the text (dotted path for nested fields). [default: text]"),
+    id_field: Optional[str] = typer.Option(None, help="Field holding the record id. [default: id when present, else <shard>:<line>]"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
+    on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail with a clear error, or quarantine the record in rejected/. [default: fail]"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted run in OUT."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace synthfilter's previous outputs in OUT."),
+    annotate: Optional[bool] = typer.Option(None, "--annotate", help="Add a 'synthfilter' object (score, decision) to every output record."),
+    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="Score and decide, write report + manifest only, no records."),
+    seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
+    model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector (dedup only)."),
+    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
+    threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
+    num_perm: Optional[int] = typer.Option(None, help="MinHash permutations. [default: 128]"),
+    target_ratio: Optional[float] = typer.Option(None, help="Keep at most this estimated synthetic share (0 <= R < 1)."),
+    strategy: Optional[Strategy] = typer.Option(None, help="How to downsample synthetic text. [default: threshold]"),
+    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
+    max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
+    group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
+    engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
+    batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Dedup, score and downsample shards; write kept/, rejected/, manifest.json and report.json."""
+
+    def body() -> None:
+        overrides: dict[str, Any] = {
+            "text_field": text_field, "id_field": id_field, "workers": workers,
+            "on_error": on_error.value if on_error else None, "resume": resume, "overwrite": overwrite,
+            "annotate": annotate, "dry_run": dry_run, "seed": seed, "quiet": quiet, "batch_size": batch_size,
+            "engine": engine.value if engine else None, "ray_address": ray_address,
+            "detector": {"model": model, "enabled": False if no_detector else None},
+            "dedup": {"near": False if no_near_dedup else None, "threshold": threshold, "num_perm": num_perm},
+            "ratio": {"target_ratio": target_ratio, "strategy": strategy.value if strategy else None,
+                      "provenance_field": provenance_field, "max_human_loss": max_human_loss},
+            "report": {"group_by": group_by},
+        }
+        cfg = build_config(config, overrides)
+        from synthfilter.pipeline.run import Progress, run_pipeline
+
+        with Progress(quiet=cfg.quiet) as progress:
+            if cfg.engine == "ray":
+                from synthfilter.pipeline.ray_engine import run_pipeline_ray
+
+                result = run_pipeline_ray(inputs, out, cfg, progress=progress)
+            else:
+                result = run_pipeline(inputs, out, cfg, progress=progress)
+        if not cfg.quiet:
+            _print_summary(result.report, result.out)
+
+    guarded(body)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, prog_name="synthfilter", standalone_mode=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        sys.exit(code)

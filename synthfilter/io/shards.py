@@ -1,0 +1,484 @@
+"""Find, read and write shards: JSONL (plain, .gz, .zst) and Parquet, with atomic writes.
+
+Readers never raise on a bad record: they yield it with an error message, and the caller
+decides (fail with a one-line error, or quarantine). They do raise ``InputError`` for
+problems that concern the whole file (not found, unreadable, truncated compression, ...).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+import orjson
+import zstandard
+
+JSONL_SUFFIXES = {".jsonl": None, ".jsonl.gz": "gz", ".jsonl.zst": "zst"}
+PARQUET_SUFFIX = ".parquet"
+SUPPORTED = tuple(JSONL_SUFFIXES) + (PARQUET_SUFFIX,)
+_CHUNK = 1 << 20
+
+
+class InputError(Exception):
+    """A problem with an input that the user must fix; ``str()`` is the one-line message."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, message: str, line: int | None = None):
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.message = message
+        where = self.path or ""
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file and the relative path its outputs get under kept/ and rejected/."""
+
+    path: Path
+    rel: str
+    format: str  # "jsonl" or "parquet"
+    compression: str | None  # None, "gz" or "zst" (JSONL only)
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def shard_format(path: Path) -> tuple[str, str | None] | None:
+    name = path.name.lower()
+    for suffix, comp in JSONL_SUFFIXES.items():
+        if name.endswith(suffix):
+            return "jsonl", comp
+    if name.endswith(PARQUET_SUFFIX):
+        return "parquet", None
+    return None
+
+
+def _is_glob(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    root: list[str] = []
+    for part in parts:
+        if _is_glob(part):
+            break
+        root.append(part)
+    return Path(*root) if root else Path(".")
+
+
+def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shard], list[str]]:
+    """Expand files, directories (recursively) and globs into shards, in a stable order.
+
+    Returns the shards and the files that were found inside directories but skipped because
+    their extension is not a supported one (the caller reports them; nothing is skipped silently).
+    """
+    if not inputs:
+        raise InputError(None, "no INPUT given: pass files, directories or globs of .jsonl/.jsonl.gz/.jsonl.zst/.parquet")
+    found: list[tuple[Path, str]] = []
+    ignored: list[str] = []
+    for raw in inputs:
+        s = str(raw)
+        if _is_glob(s) and not Path(s).exists():
+            matches = sorted(glob.glob(s, recursive=True))
+            if not matches:
+                raise InputError(s, "glob matched no files")
+            root = _glob_root(s)
+            for m in matches:
+                p = Path(m)
+                if p.is_dir():
+                    found.extend(_walk(p, root, ignored))
+                elif shard_format(p) is None:
+                    raise InputError(p, f"unknown extension; supported: {', '.join(SUPPORTED)}")
+                else:
+                    found.append((p, p.relative_to(root).as_posix() if _inside(p, root) else p.name))
+            continue
+        p = Path(s)
+        if not p.exists():
+            raise InputError(p, "path does not exist")
+        if p.is_dir():
+            found.extend(_walk(p, p, ignored))
+        elif shard_format(p) is None:
+            raise InputError(p, f"unknown extension; supported: {', '.join(SUPPORTED)}")
+        else:
+            found.append((p, p.name))
+    shards: list[Shard] = []
+    seen_paths: set[Path] = set()
+    by_rel: dict[str, Path] = {}
+    for p, rel in found:
+        real = p.resolve()
+        if real in seen_paths:
+            continue
+        seen_paths.add(real)
+        if rel in by_rel:
+            raise InputError(
+                p, f"maps to the same output path {rel!r} as {by_rel[rel]}; pass their common parent directory instead"
+            )
+        by_rel[rel] = p
+        fmt, comp = shard_format(p)  # type: ignore[misc]
+        shards.append(Shard(path=real, rel=rel, format=fmt, compression=comp))
+    if not shards:
+        raise InputError(", ".join(str(i) for i in inputs), f"no input shards found ({', '.join(SUPPORTED)})")
+    shards.sort(key=lambda sh: sh.rel)
+    return shards, ignored
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _walk(directory: Path, root: Path, ignored: list[str]) -> list[tuple[Path, str]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if shard_format(p) is None:
+                if not name.startswith("."):
+                    ignored.append(str(p))
+                continue
+            out.append((p, p.relative_to(root).as_posix()))
+    return out
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+class _HashingRaw(io.RawIOBase):
+    """A raw reader that hashes every byte it hands out (sha256 of the file as stored)."""
+
+    def __init__(self, f: IO[bytes]):
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._f.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            mv = memoryview(b)[:n]
+            self.sha256.update(mv)
+            self.bytes_read += n
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class _ZstdRaw(io.RawIOBase):
+    """Streaming zstd decompression that notices a truncated final frame (zstandard's own
+    stream reader returns a silent short read there)."""
+
+    def __init__(self, f: IO[bytes], path: Path):
+        self._f = f
+        self._path = path
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._pending and not self._eof:
+            chunk = self._f.read(_CHUNK)
+            if not chunk:
+                if self._in_frame:
+                    raise InputError(self._path, "truncated .zst file (the last frame is incomplete); re-copy or re-compress it")
+                self._eof = True
+                break
+            try:
+                self._pending = self._feed(chunk)
+            except zstandard.ZstdError as e:
+                raise InputError(self._path, f"corrupt .zst data ({e})") from None
+        n = min(len(b), len(self._pending))
+        b[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            self._in_frame = True
+            out.append(self._obj.decompress(chunk))
+            if self._obj.eof:
+                chunk = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = False
+            else:
+                chunk = b""
+        return b"".join(out)
+
+
+@dataclass
+class RawRecord:
+    """One record as read: where it is, its bytes/values, the parsed object, or why it is bad."""
+
+    index: int  # 0-based ordinal among the shard's records
+    line: int  # 1-based line (JSONL) or row (Parquet) number
+    raw: bytes | None  # JSONL: the line without its newline
+    obj: Any  # the parsed value (a dict for a good record)
+    error: str | None  # set when the record is malformed
+    offset: int = 0  # JSONL: byte offset of the line in the decompressed stream
+
+
+class ShardReader:
+    """Iterate the records of one shard. ``sha256``/``bytes_read`` are final after iteration."""
+
+    def __init__(self, shard: Shard, max_line_bytes: int = 50 * 1024 * 1024, batch_rows: int = 4096):
+        self.shard = shard
+        self.max_line_bytes = max_line_bytes
+        self.batch_rows = batch_rows
+        self.blank_lines = 0
+        self.sha256 = ""
+        self.bytes_read = 0
+        self.parquet_schema: Any = None
+
+    def __iter__(self) -> Iterator[RawRecord]:
+        if self.shard.format == "parquet":
+            yield from self._iter_parquet()
+        else:
+            yield from self._iter_jsonl()
+
+    # JSONL ----------------------------------------------------------------------------------
+
+    def _open_jsonl(self) -> tuple[_HashingRaw, IO[bytes]]:
+        path = self.shard.path
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise InputError(path, f"cannot open: {e.strerror}") from None
+        hraw = _HashingRaw(f)
+        stream: IO[bytes]
+        if self.shard.compression == "gz":
+            stream = gzip.GzipFile(fileobj=io.BufferedReader(hraw, _CHUNK), mode="rb")  # type: ignore[assignment]
+        elif self.shard.compression == "zst":
+            stream = io.BufferedReader(_ZstdRaw(io.BufferedReader(hraw, _CHUNK), path), _CHUNK)
+        else:
+            stream = io.BufferedReader(hraw, _CHUNK)
+        return hraw, stream
+
+    def _iter_jsonl(self) -> Iterator[RawRecord]:
+        path = self.shard.path
+        hraw, stream = self._open_jsonl()
+        limit = self.max_line_bytes
+        line_no = 0
+        index = 0
+        offset = 0
+        try:
+            while True:
+                try:
+                    line = stream.readline(limit + 1)
+                except EOFError:
+                    raise InputError(
+                        path, "truncated .gz file (ended before the end-of-stream marker); re-copy or re-compress it", line_no + 1
+                    ) from None
+                except (OSError, zlib.error) as e:
+                    raise InputError(path, f"corrupt compressed data ({e})", line_no + 1) from None
+                if not line:
+                    break
+                line_no += 1
+                start = offset
+                offset += len(line)
+                if len(line) > limit and not line.endswith(b"\n"):
+                    size = len(line) + self._skip_rest_of_line(stream)
+                    offset = start + size
+                    yield RawRecord(
+                        index, line_no, line[:1024], None,
+                        f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
+                    )
+                    index += 1
+                    continue
+                body = line.rstrip(b"\r\n")
+                if not body.strip():
+                    self.blank_lines += 1
+                    continue
+                obj, error = parse_json_line(body)
+                yield RawRecord(index, line_no, body, obj, error, start)
+                index += 1
+        finally:
+            try:
+                # Hash whatever the decoder left unread (e.g. gzip trailer) so sha256 covers the file.
+                while hraw.read(_CHUNK):
+                    pass
+            except (OSError, ValueError):
+                pass
+            self.sha256 = hraw.sha256.hexdigest()
+            self.bytes_read = hraw.bytes_read
+            stream.close()
+
+    @staticmethod
+    def _skip_rest_of_line(stream: IO[bytes]) -> int:
+        skipped = 0
+        while True:
+            chunk = stream.readline(_CHUNK)
+            skipped += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                return skipped
+
+    # Parquet --------------------------------------------------------------------------------
+
+    def _iter_parquet(self) -> Iterator[RawRecord]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.shard.path
+        self.sha256, self.bytes_read = file_sha256(path), path.stat().st_size
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(path, f"not a readable Parquet file ({_first_line(e)})") from None
+        self.parquet_schema = pf.schema_arrow
+        index = 0
+        try:
+            for batch in pf.iter_batches(batch_size=self.batch_rows):
+                for row in batch.to_pylist():
+                    yield RawRecord(index, index + 1, None, row, None)
+                    index += 1
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(path, f"corrupt Parquet data ({_first_line(e)})", index + 1) from None
+
+
+def parse_json_line(body: bytes) -> tuple[Any, str | None]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as ue:
+            return None, f"invalid UTF-8 (byte 0x{body[ue.start]:02x} at column {ue.start + 1})"
+        return None, f"malformed JSON ({_first_line(e)})"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, got {type(obj).__name__ if obj is not None else 'null'}"
+    return obj, None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def tmp_path_for(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+class AtomicJsonlWriter:
+    """Write JSONL lines (optionally .gz/.zst) to a temp file; ``commit`` renames it into place.
+
+    Compression is deterministic (gzip mtime 0 and no file name; fixed zstd level) so the same
+    records always give the same bytes.
+    """
+
+    def __init__(self, final: Path, compression: str | None):
+        self.final = final
+        self.tmp = tmp_path_for(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.tmp, "wb")
+        self._stream: Any
+        if compression == "gz":
+            self._stream = gzip.GzipFile(filename="", fileobj=self._file, mode="wb", mtime=0, compresslevel=6)
+        elif compression == "zst":
+            self._stream = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+        else:
+            self._stream = None
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self.count = 0
+
+    def write_line(self, line: bytes) -> None:
+        self._buf.append(line)
+        self._buf.append(b"\n")
+        self._buffered += len(line) + 1
+        self.count += 1
+        if self._buffered >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self._buffered = 0
+        (self._stream or self._file).write(data)
+
+    def commit(self) -> None:
+        self._flush()
+        if self._stream is not None:
+            self._stream.close() if not isinstance(self._stream, gzip.GzipFile) else self._stream.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class AtomicParquetWriter:
+    """Write Arrow record batches to a Parquet temp file; ``commit`` renames it into place."""
+
+    def __init__(self, final: Path, schema: Any):
+        import pyarrow.parquet as pq
+
+        self.final = final
+        self.tmp = tmp_path_for(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, schema)
+        self.count = 0
+
+    def write_table(self, table: Any) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.count += table.num_rows
+
+    def commit(self) -> None:
+        self._writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)

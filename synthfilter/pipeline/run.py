@@ -1,0 +1,486 @@
+"""The local engine: score shards in a process pool, decide once, write shards in a pool.
+
+Resumable: every shard's annotations, the decisions and every written shard are committed
+atomically with a marker under ``OUT/_synthfilter``; a restarted run (``--resume``) redoes only
+what has no marker, and, because decisions are deterministic, ends with identical outputs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from synthfilter import __version__
+from synthfilter.config import Config
+from synthfilter.io.shards import InputError, Shard, atomic_write_bytes, discover_shards, file_sha256
+from synthfilter.pipeline.stages import (
+    REASONS,
+    Annotations,
+    ConservationError,
+    Decisions,
+    HumanLossExceeded,
+    Scorer,
+    WorkPaths,
+    decide,
+    score_shard,
+    write_shard,
+)
+
+log = logging.getLogger("synthfilter")
+
+WORK_DIR = "_synthfilter"
+OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, "manifest.json", "report.json", "report.html")
+# Options that change no decision: a resumed run may differ in these.
+_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address")
+
+
+class UsageError(Exception):
+    """The command line or output directory is unusable; ``str()`` is the one-line message."""
+
+
+@dataclass
+class RunResult:
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+    out: Path
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+class Progress:
+    """A rich progress bar on a terminal, plain log lines otherwise, nothing with ``quiet``."""
+
+    def __init__(self, quiet: bool = False, stream: Any = None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._rich: Any = None
+        self._task: Any = None
+        self._records = 0
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        if not self.quiet and getattr(self.stream, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self._rich = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("shards"), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False,
+            )
+            self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+    def stage(self, name: str, total: int) -> None:
+        self._records = 0
+        self._t0 = time.perf_counter()
+        if self._rich is not None:
+            self._task = self._rich.add_task(name, total=total, rate="")
+        else:
+            self.log(f"{name}: {total} shard(s)")
+
+    def shard_done(self, rel: str, records: int) -> None:
+        self._records += records
+        rate = self._records / max(time.perf_counter() - self._t0, 1e-9)
+        if self._rich is not None:
+            self._rich.update(self._task, advance=1, rate=f"{rate:,.0f} rec/s")
+        else:
+            self.log(f"  {rel}: {records:,} records ({rate:,.0f} rec/s)")
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._rich is not None:
+            self._rich.console.print(message)
+        else:
+            print(message, file=self.stream, flush=True)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def config_fingerprint(cfg: Config) -> str:
+    d = cfg.to_dict()
+    for k in _NON_DECIDING:
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
+    out_real = out.resolve()
+    for raw in inputs:
+        p = Path(str(raw))
+        if p.is_dir():
+            d = p.resolve()
+            if out_real == d or d in out_real.parents:
+                raise UsageError(f"{out}: output directory is inside input directory {p}; choose an output outside it")
+    for sh in shards:
+        if out_real in sh.path.parents:
+            raise UsageError(f"{sh.path}: input is inside the output directory {out}; choose another output")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+
+
+def _prepare_out_dir(out: Path, cfg: Config) -> None:
+    if out.exists() and any(out.iterdir()):
+        if cfg.overwrite:
+            for name in OUTPUT_ENTRIES:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+            leftover = sorted(x.name for x in out.iterdir())
+            if leftover:
+                raise UsageError(
+                    f"{out}: --overwrite removes only synthfilter's own outputs, and the directory also holds "
+                    f"{', '.join(leftover[:5])}; choose an empty directory"
+                )
+        elif cfg.resume:
+            run_file = out / WORK_DIR / "run.json"
+            manifest = out / "manifest.json"
+            if not run_file.exists() and not manifest.exists():
+                raise UsageError(f"{out}: --resume given but this directory holds no synthfilter run to resume")
+            if run_file.exists():
+                prev = json.loads(run_file.read_text())
+                if prev.get("fingerprint") != config_fingerprint(cfg):
+                    raise UsageError(
+                        f"{out}: the interrupted run used different settings (config, seed, model or dedup "
+                        "settings); resume with the same settings, or use --overwrite"
+                    )
+        else:
+            raise UsageError(f"{out}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.rglob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _pool(workers: int, n_tasks: int) -> cf.Executor | None:
+    if workers <= 1 or n_tasks <= 1:
+        return None
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(max_workers=min(workers, n_tasks), mp_context=ctx)
+
+
+def _map_shards(fn: Callable[..., Any], shards: Sequence[Shard], args: tuple[Any, ...], workers: int,
+                on_done: Callable[[Shard, Any], None]) -> None:
+    """Run ``fn(shard, *args)`` for each shard, in a process pool when workers > 1."""
+    pool = _pool(workers, len(shards))
+    if pool is None:
+        for sh in shards:
+            on_done(sh, fn(sh, *args))
+        return
+    with pool:
+        futures = {pool.submit(fn, sh, *args): sh for sh in shards}
+        try:
+            for fut in cf.as_completed(futures):
+                on_done(futures[fut], fut.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _score_meta_valid(shard: Shard, paths: WorkPaths) -> dict[str, Any] | None:
+    if not paths.meta.exists():
+        return None
+    meta = json.loads(paths.meta.read_text())
+    st = shard.path.stat()
+    if meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+        raise UsageError(f"{shard.path}: input changed since the interrupted run; use --overwrite to start again")
+    return meta
+
+
+# -- annotations ----------------------------------------------------------------------------------
+
+
+def load_annotations(shards: Sequence[Shard], work: Path, metas: dict[str, dict[str, Any]], near: bool) -> tuple[Annotations, list[int]]:
+    """Concatenate per-shard annotations in shard order; signatures stay memory-mapped."""
+    import pyarrow.ipc as ipc
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("status", "hash_hi", "hash_lo", "score", "provenance", "uniform", "length")}
+    shard_ids: list[np.ndarray] = []
+    offsets = [0]
+    bands: list[np.ndarray] = []
+    for si, sh in enumerate(shards):
+        paths = WorkPaths.for_shard(work, sh)
+        with ipc.open_file(str(paths.ann)) as reader:
+            t = reader.read_all()
+        for k in parts:
+            parts[k].append(t.column(k).to_numpy())
+        n = t.num_rows
+        shard_ids.append(np.full(n, si, dtype=np.int32))
+        offsets.append(offsets[-1] + n)
+        if near:
+            nb = metas[sh.rel]["bands"]
+            bands.append(np.fromfile(paths.bands, dtype=np.uint64).reshape(n, nb))
+    total = offsets[-1]
+    sigs = None
+    if near and total:
+        num_perm = metas[shards[0].rel]["num_perm"]
+        all_sigs = work / "signatures.u32"
+        # One contiguous memory-mapped matrix, built by streaming the shard files (bounded RAM).
+        with open(all_sigs.with_suffix(".tmp"), "wb") as dst:
+            for sh in shards:
+                with open(WorkPaths.for_shard(work, sh).sigs, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(all_sigs.with_suffix(".tmp"), all_sigs)
+        sigs = np.memmap(all_sigs, dtype=np.uint32, mode="r", shape=(total, num_perm))
+
+    def cat(k: str) -> np.ndarray:
+        return np.concatenate(parts[k]) if parts[k] else np.zeros(0)
+
+    ann = Annotations(
+        shard=np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32),
+        status=cat("status").astype(np.int8), hash_hi=cat("hash_hi").astype(np.uint64),
+        hash_lo=cat("hash_lo").astype(np.uint64), score=cat("score").astype(np.float32),
+        provenance=cat("provenance").astype(np.int8), uniform=cat("uniform").astype(np.float64),
+        length=cat("length").astype(np.int32),
+        bands=np.concatenate(bands) if near and bands else None, signatures=sigs,
+    )
+    return ann, offsets
+
+
+def save_decisions(shards: Sequence[Shard], work: Path, offsets: list[int], decisions: Decisions) -> None:
+    """Split decisions per shard; duplicate_of becomes the kept record's id."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    dup = decisions.duplicate_of
+    targets = np.unique(dup[dup >= 0])
+    target_shard = np.searchsorted(offsets, targets, side="right") - 1
+    id_of: dict[int, str] = {}
+    for si in np.unique(target_shard):
+        sh = shards[int(si)]
+        with ipc.open_file(str(WorkPaths.for_shard(work, sh).ann)) as reader:
+            ids = reader.read_all().column("id")
+        for g in targets[target_shard == si]:
+            id_of[int(g)] = ids[int(g) - offsets[si]].as_py()
+    for si, sh in enumerate(shards):
+        lo, hi = offsets[si], offsets[si + 1]
+        d = dup[lo:hi]
+        table = pa.table({
+            "reason": pa.array(decisions.reason[lo:hi], type=pa.int8()),
+            "duplicate_of": pa.array([id_of[int(x)] if x >= 0 else None for x in d], type=pa.string()),
+        })
+        path = WorkPaths.for_shard(work, sh).decisions
+        tmp = path.with_suffix(".tmp")
+        with ipc.new_file(str(tmp), table.schema) as w:
+            w.write_table(table)
+        os.replace(tmp, path)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config,
+                 progress: Progress | None = None) -> RunResult:
+    """``synthfilter run``: score -> decide -> write, then check conservation and report."""
+    t_start = time.perf_counter()
+    started = _now()
+    out = Path(out)
+    shards, ignored = discover_shards(inputs)
+    _check_out_dir(out, shards, inputs, cfg)
+    if cfg.resume and (out / "manifest.json").exists() and not (out / WORK_DIR).exists():
+        # The run being resumed had already finished: its outputs stand as they are.
+        (progress or Progress(quiet=True)).log(f"{out}: run already complete; nothing to resume")
+        return RunResult(
+            report=json.loads((out / "report.json").read_text()),
+            manifest=json.loads((out / "manifest.json").read_text()),
+            out=out,
+        )
+    _prepare_out_dir(out, cfg)
+    progress = progress or Progress(quiet=True)
+    for path in ignored:
+        progress.log(f"note: {path}: not a supported shard extension, not read")
+    work = out / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer(cfg)
+    model_info = _model_info(scorer)
+    atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
+    workers = cfg.resolved_workers()
+
+    metas = _score_all(shards, cfg, work, workers, progress)
+    try:
+        decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
+    except HumanLossExceeded:
+        # The policy refused the run: leave nothing behind.
+        shutil.rmtree(work, ignore_errors=True)
+        if not any(out.iterdir()):
+            out.rmdir()
+        raise
+    written: dict[str, dict[str, int]] = {}
+    if not cfg.dry_run:
+        written = _write_all(shards, cfg, work, out, workers, progress)
+    conservation = _check_conservation(shards, metas, written, decisions, offsets, cfg.dry_run)
+    seconds = time.perf_counter() - t_start
+    ended = _now()
+    report = build_report(shards, metas, decisions, cfg, seconds, scorer)
+    manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model_info, scorer,
+                              conservation, ignored)
+    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    shutil.rmtree(work, ignore_errors=True)
+    return RunResult(report=report, manifest=manifest, out=out)
+
+
+def _model_info(scorer: Scorer) -> dict[str, Any] | None:
+    if not scorer.uses_detector:
+        return None
+    det = scorer.detector
+    return {"id": det.model_id, "sha256": det.sha256}
+
+
+def _score_all(shards: Sequence[Shard], cfg: Config, work: Path, workers: int, progress: Progress) -> dict[str, dict[str, Any]]:
+    metas: dict[str, dict[str, Any]] = {}
+    todo = []
+    for sh in shards:
+        meta = _score_meta_valid(sh, WorkPaths.for_shard(work, sh)) if cfg.resume else None
+        if meta is not None:
+            metas[sh.rel] = meta
+        else:
+            todo.append(sh)
+    progress.stage("score", len(todo))
+
+    def done(sh: Shard, meta: dict[str, Any]) -> None:
+        metas[sh.rel] = meta
+        progress.shard_done(sh.rel, meta["records"])
+
+    _map_shards(score_shard, todo, (cfg, work), workers, done)
+    return metas
+
+
+def _decide_all(shards: Sequence[Shard], cfg: Config, work: Path, metas: dict[str, dict[str, Any]],
+                scorer: Scorer) -> tuple[Decisions, list[int]]:
+    ann, offsets = load_annotations(shards, work, metas, cfg.dedup.near)
+    card = scorer.detector.card if scorer.uses_detector else None
+    decisions = decide(ann, cfg, card)
+    save_decisions(shards, work, offsets, decisions)
+    return decisions, offsets
+
+
+def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, workers: int,
+               progress: Progress) -> dict[str, dict[str, int]]:
+    written: dict[str, dict[str, int]] = {}
+    todo = []
+    for sh in shards:
+        marker = WorkPaths.for_shard(work, sh).written
+        if cfg.resume and marker.exists() and (out / "kept" / sh.rel).exists():
+            written[sh.rel] = json.loads(marker.read_text())
+        else:
+            todo.append(sh)
+    progress.stage("write", len(todo))
+
+    def done(sh: Shard, counts: dict[str, int]) -> None:
+        written[sh.rel] = counts
+        progress.shard_done(sh.rel, counts["kept"] + counts["rejected"])
+
+    _map_shards(write_shard, todo, (cfg, work, out), workers, done)
+    return written
+
+
+def _check_conservation(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], written: dict[str, dict[str, int]],
+                        decisions: Decisions, offsets: list[int], dry_run: bool) -> dict[str, Any]:
+    per_shard = {}
+    for si, sh in enumerate(shards):
+        read = metas[sh.rel]["records"]
+        decided = offsets[si + 1] - offsets[si]
+        if decided != read:
+            raise ConservationError(f"{sh.path}: {read} records read but {decided} decided")
+        if dry_run:
+            continue
+        w = written[sh.rel]
+        expected_kept = int(np.sum(decisions.reason[offsets[si]:offsets[si + 1]] == 0))
+        if w["kept"] + w["rejected"] != read or w["kept"] != expected_kept:
+            raise ConservationError(
+                f"{sh.path}: read {read} records but wrote {w['kept']} kept + {w['rejected']} rejected"
+            )
+        per_shard[sh.rel] = {"read": read, "kept": w["kept"], "rejected": w["rejected"]}
+    return {"checked": not dry_run, "ok": True, "shards": len(shards)}
+
+
+def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], decisions: Decisions, cfg: Config,
+                 seconds: float, scorer: Scorer) -> dict[str, Any]:
+    """report.json: stable top-level keys (documented in the README)."""
+    counts = decisions.counts()
+    records = sum(m["records"] for m in metas.values())
+    kept = counts["kept"]
+    dedup = scorer.dedup_settings()
+    return {
+        "version": __version__,
+        "input": {
+            "records": records,
+            "bytes": sum(m["size"] for m in metas.values()),
+            "shards": len(shards),
+            "malformed": counts["malformed"],
+        },
+        "output": {
+            "kept": kept,
+            "rejected": records - kept,
+            "rejected_by_reason": {r: counts[r] for r in REASONS[1:]},
+            "dry_run": cfg.dry_run,
+        },
+        "duplicates": {
+            "exact": counts["exact_duplicate"],
+            "near": counts["near_duplicate"],
+            "clusters": int(len(decisions.cluster_sizes)),
+            "largest_cluster": int(decisions.cluster_sizes.max()) if len(decisions.cluster_sizes) else 0,
+            "bands": dedup["bands"] if dedup else None,
+            "rows": dedup["rows"] if dedup else None,
+            "threshold": cfg.dedup.threshold if cfg.dedup.near else None,
+        },
+        "synthetic": decisions.synthetic,
+        "warnings": decisions.warnings,
+        "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
+    }
+
+
+def build_manifest(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], decisions: Decisions, offsets: list[int],
+                   cfg: Config, started: str, ended: str, model_info: dict[str, Any] | None, scorer: Scorer,
+                   conservation: dict[str, Any], ignored: Sequence[str]) -> dict[str, Any]:
+    inputs = []
+    for si, sh in enumerate(shards):
+        m = metas[sh.rel]
+        r = decisions.reason[offsets[si]:offsets[si + 1]]
+        c = np.bincount(r, minlength=len(REASONS))
+        inputs.append({
+            "path": str(sh.path), "rel": sh.rel, "format": sh.format, "compression": sh.compression,
+            "size": m["size"], "sha256": m["sha256"], "records": m["records"], "blank_lines": m["blank_lines"],
+            "empty": m["empty"], "kept": int(c[0]), "rejected": int(len(r) - c[0]),
+            "by_reason": {REASONS[i]: int(c[i]) for i in range(1, len(REASONS)) if c[i]},
+        })
+    return {
+        "synthfilter_version": __version__,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "started": started,
+        "ended": ended,
+        "inputs": inputs,
+        "ignored_files": list(ignored),
+        "model": model_info,
+        "dedup": scorer.dedup_settings(),
+        "conservation": conservation,
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,763 @@
+"""The score -> decide -> write stages as functions over batches, shards and arrays.
+
+``Scorer.score_texts`` is pure per batch (used by the local engine, ``datasets.map`` and Ray).
+``decide`` is pure over the concatenated annotations (ids, hashes, band keys, scores, labels;
+never texts). ``score_shard`` and ``write_shard`` put file I/O around them for the engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+import xxhash
+
+from synthfilter.config import Config
+from synthfilter.io.shards import (
+    AtomicJsonlWriter,
+    AtomicParquetWriter,
+    InputError,
+    RawRecord,
+    Shard,
+    ShardReader,
+    atomic_write_bytes,
+)
+from synthfilter.records import FieldSpec, fallback_id
+from synthfilter.text.normalize import normalize_for_dedup
+
+REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled")
+KEPT, MALFORMED, EXACT_DUP, NEAR_DUP, DOWNSAMPLED = range(5)
+STATUS_OK, STATUS_MALFORMED = 0, 1
+PROVENANCE_NAMES = ("unknown", "human", "machine")
+
+
+class ConservationError(RuntimeError):
+    """Records written != records read for some shard: a bug, never silently accepted."""
+
+
+# -- score ------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """Per-batch scoring: exact hash, MinHash band keys, detector score, provenance label.
+
+    Picklable; the MinHasher and the detector are created lazily once per process.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._hasher: Any = None
+        self._detector: Any = None
+        self._provenance: Any = None
+        self._bands: tuple[int, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["cfg"])  # type: ignore[misc]
+
+    # lazily built parts
+    @property
+    def hasher(self) -> Any:
+        if self._hasher is None:
+            from synthfilter.dedup.minhash import MinHasher
+
+            d = self.cfg.dedup
+            self._hasher = MinHasher(num_perm=d.num_perm, seed=d.seed, ngram=d.ngram, char_ngram=d.char_ngram)
+        return self._hasher
+
+    @property
+    def bands(self) -> tuple[int, int]:
+        if self._bands is None:
+            from synthfilter.dedup.lsh import optimal_bands
+
+            self._bands = optimal_bands(self.cfg.dedup.threshold, self.cfg.dedup.num_perm)
+        return self._bands
+
+    @property
+    def detector(self) -> Any:
+        if self._detector is None:
+            from synthfilter.detect.model import get_detector
+
+            self._detector = get_detector(self.cfg.detector.model)
+        return self._detector
+
+    @property
+    def provenance(self) -> Any:
+        if self._provenance is None:
+            from synthfilter.provenance import ProvenanceMapper
+
+            self._provenance = ProvenanceMapper(self.cfg.ratio.provenance_map)
+        return self._provenance
+
+    @property
+    def uses_near(self) -> bool:
+        return self.cfg.dedup.near
+
+    @property
+    def uses_detector(self) -> bool:
+        return self.cfg.detector.enabled
+
+    def dedup_settings(self) -> dict[str, Any] | None:
+        if not self.uses_near:
+            return None
+        b, r = self.bands
+        return {**self.hasher.settings(), "threshold": self.cfg.dedup.threshold, "bands": b, "rows": r}
+
+    def score_texts(self, texts: Sequence[str], provenance_values: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
+        """Annotate a batch of texts. Pure: same texts + config => same arrays."""
+        n = len(texts)
+        normalized = [normalize_for_dedup(t) for t in texts]
+        hi = np.empty(n, dtype=np.uint64)
+        lo = np.empty(n, dtype=np.uint64)
+        for i, t in enumerate(normalized):
+            h = xxhash.xxh3_128_intdigest(t.encode("utf-8"))
+            hi[i] = h >> 64
+            lo[i] = h & 0xFFFFFFFFFFFFFFFF
+        out: dict[str, np.ndarray] = {
+            "hash_hi": hi,
+            "hash_lo": lo,
+            "length": np.fromiter((len(t) for t in texts), dtype=np.int32, count=n),
+        }
+        if self.uses_near:
+            from synthfilter.dedup.lsh import band_keys
+
+            sigs = self.hasher.signatures(normalized) if n else np.zeros((0, self.cfg.dedup.num_perm), np.uint32)
+            b, r = self.bands
+            out["signatures"] = sigs
+            out["bands"] = band_keys(sigs, b, r) if n else np.zeros((0, b), np.uint64)
+        if self.uses_detector:
+            scores = np.asarray(self.detector.predict_proba(list(texts)), dtype=np.float32) if n else np.zeros(0, np.float32)
+            out["score"] = scores
+        else:
+            out["score"] = np.full(n, np.nan, dtype=np.float32)
+        if provenance_values is not None and self.cfg.ratio.provenance_field:
+            out["provenance"] = np.fromiter((self.provenance.label(v) for v in provenance_values), dtype=np.int8, count=n)
+        else:
+            out["provenance"] = np.zeros(n, dtype=np.int8)
+        return out
+
+
+def record_uniforms(seed: int, ids: Sequence[str]) -> np.ndarray:
+    """A stable number in [0, 1) per (seed, record id): drives every random choice."""
+    try:
+        from synthfilter.ratio import record_uniform
+    except ImportError:  # TEMPORARY until ratio.py lands
+        return np.array([xxhash.xxh3_64_intdigest(f"{seed}\0{i}".encode()) / 2.0**64 for i in ids])
+    return np.asarray(record_uniform(seed, ids), dtype=np.float64)
+
+
+# -- per-shard work files -----------------------------------------------------------------------
+
+
+def shard_key(shard: Shard) -> str:
+    return xxhash.xxh3_64_hexdigest(shard.rel.encode("utf-8"))
+
+
+@dataclass
+class WorkPaths:
+    """Where one shard's annotations, decisions and markers live under ``OUT/_synthfilter``."""
+
+    root: Path
+
+    @classmethod
+    def for_shard(cls, work: Path, shard: Shard) -> "WorkPaths":
+        return cls(work / "shards" / shard_key(shard))
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "score.json"
+
+    @property
+    def ann(self) -> Path:
+        return self.root / "ann.arrow"
+
+    @property
+    def bands(self) -> Path:
+        return self.root / "bands.u64"
+
+    @property
+    def sigs(self) -> Path:
+        return self.root / "sigs.u32"
+
+    @property
+    def decisions(self) -> Path:
+        return self.root / "decisions.arrow"
+
+    @property
+    def written(self) -> Path:
+        return self.root / "written.json"
+
+
+def _error_record(rec: RawRecord | None, line: int, index: int, message: str) -> RawRecord:
+    return RawRecord(index, line, rec.raw if rec else None, None, message)
+
+
+class _ReaderHolder:
+    def __init__(self, shard: Shard, cfg: Config):
+        self.reader = ShardReader(shard, max_line_bytes=cfg.max_line_bytes, batch_rows=cfg.batch_size)
+        self.cfg = cfg
+
+    def __iter__(self) -> Any:
+        last_index, last_line = -1, 0
+        try:
+            for rec in self.reader:
+                last_index, last_line = rec.index, rec.line
+                yield rec
+        except InputError as e:
+            if self.cfg.on_error == "fail":
+                raise
+            yield RawRecord(last_index + 1, e.line or last_line + 1, None, None, e.message)
+
+
+def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = None) -> dict[str, Any]:
+    """Read one shard, score it in batches, write its annotation files atomically.
+
+    Returns the shard's score summary (also saved as ``score.json``).
+    """
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    scorer = scorer or Scorer(cfg)
+    paths = WorkPaths.for_shard(work, shard)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    spec = FieldSpec(cfg.text_field, cfg.id_field, cfg.ratio.provenance_field)
+    holder = _ReaderHolder(shard, cfg)
+
+    cols: dict[str, list[Any]] = {k: [] for k in ("id", "line", "status", "error")}
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance")}
+    band_tmp = paths.bands.with_suffix(".tmp")
+    sig_tmp = paths.sigs.with_suffix(".tmp")
+    band_f = open(band_tmp, "wb") if scorer.uses_near else None
+    sig_f = open(sig_tmp, "wb") if scorer.uses_near else None
+    num_perm = cfg.dedup.num_perm
+    n_bands = scorer.bands[0] if scorer.uses_near else 0
+
+    batch_texts: list[str] = []
+    batch_prov: list[Any] = []
+    batch_pos: list[int] = []  # position in cols of each text in the batch
+    malformed = 0
+
+    def flush() -> None:
+        n_total = len(cols["id"])
+        ann = scorer.score_texts(batch_texts, batch_prov)
+        # Fill per-record arrays for this stretch of records (malformed rows get neutral values).
+        start = flush.start  # type: ignore[attr-defined]
+        count = n_total - start
+        pos = np.asarray(batch_pos, dtype=np.int64) - start
+        for name, dtype, fill in (
+            ("hash_hi", np.uint64, 0), ("hash_lo", np.uint64, 0), ("length", np.int32, 0),
+            ("score", np.float32, np.nan), ("provenance", np.int8, 0),
+        ):
+            a = np.full(count, fill, dtype=dtype)
+            a[pos] = ann[name]
+            arrays[name].append(a)
+        if band_f is not None and sig_f is not None:
+            b = np.zeros((count, n_bands), dtype=np.uint64)
+            s = np.full((count, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+            b[pos] = ann["bands"]
+            s[pos] = ann["signatures"]
+            band_f.write(b.tobytes())
+            sig_f.write(s.tobytes())
+        batch_texts.clear()
+        batch_prov.clear()
+        batch_pos.clear()
+        flush.start = n_total  # type: ignore[attr-defined]
+
+    flush.start = 0  # type: ignore[attr-defined]
+    try:
+        for rec in holder:
+            error = rec.error
+            text = prov = None
+            if error is None:
+                rid, text, prov, error = spec.extract(rec.obj, shard.rel, rec.line)
+            else:
+                rid = spec.record_id(rec.obj, shard.rel, rec.line) if rec.obj is not None else fallback_id(shard.rel, rec.line)
+            if error is not None:
+                if cfg.on_error == "fail":
+                    raise InputError(
+                        shard.path, f"{error} (use --on-error quarantine to set bad records aside)", rec.line
+                    )
+                malformed += 1
+            cols["id"].append(rid)
+            cols["line"].append(rec.line)
+            cols["status"].append(STATUS_OK if error is None else STATUS_MALFORMED)
+            cols["error"].append(error)
+            if error is None:
+                batch_texts.append(text)  # type: ignore[arg-type]
+                batch_prov.append(prov)
+                batch_pos.append(len(cols["id"]) - 1)
+            if len(cols["id"]) - flush.start >= cfg.batch_size:  # type: ignore[attr-defined]
+                flush()
+        if len(cols["id"]) > flush.start:  # type: ignore[attr-defined]
+            flush()
+    finally:
+        for f in (band_f, sig_f):
+            if f is not None:
+                f.close()
+
+    reader = holder.reader
+    n = len(cols["id"])
+    if n == 0 and cfg.on_error == "fail":
+        raise InputError(shard.path, "empty file: no records (remove it, or use --on-error quarantine to note it and go on)")
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(arrays[name]) if arrays[name] else np.zeros(0, dtype=dtype)
+
+    uniform = record_uniforms(cfg.seed, cols["id"]) if n else np.zeros(0, np.float64)
+    table = pa.table({
+        "id": pa.array(cols["id"], type=pa.string()),
+        "line": pa.array(cols["line"], type=pa.int64()),
+        "status": pa.array(cols["status"], type=pa.int8()),
+        "error": pa.array(cols["error"], type=pa.string()),
+        "hash_hi": cat("hash_hi", np.uint64),
+        "hash_lo": cat("hash_lo", np.uint64),
+        "length": cat("length", np.int32),
+        "score": cat("score", np.float32),
+        "provenance": cat("provenance", np.int8),
+        "uniform": uniform,
+    })
+    tmp = paths.ann.with_suffix(".tmp")
+    with ipc.new_file(str(tmp), table.schema) as w:
+        w.write_table(table)
+    os.replace(tmp, paths.ann)
+    if scorer.uses_near:
+        os.replace(band_tmp, paths.bands)
+        os.replace(sig_tmp, paths.sigs)
+    stat = shard.path.stat()
+    meta = {
+        "rel": shard.rel,
+        "path": str(shard.path),
+        "format": shard.format,
+        "compression": shard.compression,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": reader.sha256,
+        "records": n,
+        "malformed": malformed,
+        "blank_lines": reader.blank_lines,
+        "empty": n == 0,
+        "bands": n_bands,
+        "num_perm": num_perm if scorer.uses_near else 0,
+    }
+    atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
+    return meta
+
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Annotations:
+    """Annotations of all records in global order (shard order, then record order)."""
+
+    shard: np.ndarray  # int32
+    status: np.ndarray  # int8
+    hash_hi: np.ndarray
+    hash_lo: np.ndarray
+    score: np.ndarray  # float32, NaN = not scored
+    provenance: np.ndarray  # int8 codes
+    uniform: np.ndarray  # float64 in [0, 1)
+    length: np.ndarray  # int32
+    bands: np.ndarray | None = None  # (N, b) uint64
+    signatures: Any = None  # (N, num_perm) uint32 array-like (memmap)
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+
+@dataclass
+class Decisions:
+    reason: np.ndarray  # int8 code per record (REASONS)
+    duplicate_of: np.ndarray  # int64 global index of the kept record, -1 where it does not apply
+    cluster_sizes: np.ndarray  # sizes of duplicate clusters with >= 2 members
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        c = np.bincount(self.reason, minlength=len(REASONS))
+        return {name: int(c[i]) for i, name in enumerate(REASONS)}
+
+
+class HumanLossExceeded(RuntimeError):
+    """Meeting the target ratio would drop more estimated-human records than allowed."""
+
+
+def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Label = smallest global index with the same normalised-text hash (ok records only)."""
+    n = len(ok)
+    labels = np.arange(n, dtype=np.int64)
+    idx = np.flatnonzero(ok)
+    if len(idx) < 2:
+        return labels
+    order = idx[np.lexsort((idx, lo[idx], hi[idx]))]
+    h1, h2 = hi[order], lo[order]
+    new_run = np.ones(len(order), dtype=bool)
+    new_run[1:] = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
+    run_id = np.cumsum(new_run) - 1
+    first = order[new_run]
+    labels[order] = first[run_id]
+    return labels
+
+
+def _merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the union of two labelings (label = smallest index)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(a)
+    idx = np.arange(n)
+    rows = np.concatenate([idx[a != idx], idx[b != idx]])
+    cols = np.concatenate([a[a != idx], b[b != idx]])
+    if len(rows) == 0:
+        return idx.astype(np.int64)
+    g = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
+    _, comp = connected_components(g, directed=False)
+    # Relabel each component by its smallest member.
+    smallest = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, comp, idx)
+    return smallest[comp]
+
+
+def _survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
+    """Pick one record per group by the configured rule; ties go to the earliest record."""
+    keys = []
+    for rule in rules:
+        if rule == "provenance":
+            # human (1) first, unknown (0) next, machine (2) last
+            keys.append(np.choose(ann.provenance.astype(np.int64), [1, 0, 2]))
+        elif rule == "score":
+            keys.append(np.nan_to_num(ann.score.astype(np.float64), nan=0.5))
+        elif rule == "length":
+            keys.append(-ann.length.astype(np.int64))
+        elif rule == "order":
+            break
+    try:
+        from synthfilter.dedup.clusters import choose_survivors
+
+        return choose_survivors(labels, keys)
+    except ImportError:
+        return _choose_survivors_fallback(labels, keys)
+
+
+def _choose_survivors_fallback(labels: np.ndarray, keys: Sequence[np.ndarray]) -> np.ndarray:
+    n = len(labels)
+    idx = np.arange(n)
+    order = np.lexsort((idx, *reversed(list(keys)), labels))
+    lab = labels[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = lab[1:] != lab[:-1]
+    run = np.cumsum(first) - 1
+    winner = order[first][run]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = winner
+    return out
+
+
+def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) -> Decisions:
+    """Global decisions for every record: malformed, duplicates, then the synthetic target."""
+    n = len(ann)
+    reason = np.zeros(n, dtype=np.int8)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    ok = ann.status == STATUS_OK
+    reason[~ok] = MALFORMED
+    idx = np.arange(n, dtype=np.int64)
+
+    labels = idx.copy()
+    exact = _exact_labels(ok, ann.hash_hi, ann.hash_lo) if cfg.dedup.exact else idx.copy()
+    labels = exact
+    if cfg.dedup.near and ann.bands is not None and n:
+        from synthfilter.dedup.clusters import near_duplicate_components
+
+        ok_idx = np.flatnonzero(ok)
+        sub = near_duplicate_components(
+            ann.bands[ok_idx] if len(ok_idx) < n else ann.bands,
+            signatures=_SubsetRows(ann.signatures, ok_idx) if (cfg.dedup.verify and len(ok_idx) < n) else (ann.signatures if cfg.dedup.verify else None),
+            threshold=cfg.dedup.threshold,
+            verify=cfg.dedup.verify,
+        )
+        near = idx.copy()
+        near[ok_idx] = ok_idx[sub]
+        labels = _merge_labels(exact, near)
+
+    survivor = _survivors(labels, ann, cfg.dedup.keep_rule)
+    is_dup = ok & (survivor != idx)
+    same_hash = (ann.hash_hi == ann.hash_hi[survivor]) & (ann.hash_lo == ann.hash_lo[survivor])
+    reason[is_dup & same_hash] = EXACT_DUP
+    reason[is_dup & ~same_hash] = NEAR_DUP
+    dup_of[is_dup] = survivor[is_dup]
+
+    group_sizes = np.bincount(labels[ok], minlength=n) if n else np.zeros(0, np.int64)
+    cluster_sizes = group_sizes[group_sizes >= 2]
+
+    decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes)
+    _decide_synthetic(ann, cfg, card, decisions)
+    return decisions
+
+
+class _SubsetRows:
+    """Row-subset view of a (memory-mapped) signature matrix, without copying it."""
+
+    def __init__(self, base: Any, rows: np.ndarray):
+        self.base = base
+        self.rows = rows
+        self.shape = (len(rows), base.shape[1])
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        return np.asarray(self.base[self.rows[item]])
+
+
+def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
+    """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
+    survivors = np.flatnonzero(decisions.reason == KEPT)
+    scores = ann.score[survivors]
+    prov = ann.provenance[survivors]
+    known_h = int(np.sum(prov == 1))
+    known_m = int(np.sum(prov == 2))
+    scored = ~np.isnan(scores) & (prov == 0)
+    section: dict[str, Any] = {
+        "known_provenance": {"human": known_h, "machine": known_m},
+        "detector_scored": int(scored.sum()),
+        "target_ratio": cfg.ratio.target_ratio,
+        "strategy": cfg.ratio.strategy if cfg.ratio.target_ratio is not None else None,
+        "downsampled": 0,
+    }
+    if not len(survivors) or (not scored.any() and known_h + known_m == 0):
+        decisions.synthetic = section
+        return
+    from synthfilter import ratio as ratio_mod
+
+    est_scores = np.where(prov == 0, scores, np.nan).astype(np.float32)
+    if cfg.ratio.target_ratio is None:
+        est = ratio_mod.estimate_prevalence(
+            est_scores, prov, card, method=cfg.ratio.method, n_boot=cfg.ratio.bootstrap, seed=cfg.seed
+        )
+        section.update(_estimate_fields(est, "before"))
+        section.update({k.replace("before", "after"): v for k, v in _estimate_fields(est, "before").items()})
+        decisions.synthetic = section
+        return
+    plan = ratio_mod.plan_downsampling(
+        est_scores, prov, ann.uniform[survivors], cfg.ratio.target_ratio,
+        strategy=cfg.ratio.strategy, card=card, method=cfg.ratio.method,
+        n_boot=cfg.ratio.bootstrap, seed=cfg.seed,
+    )
+    keep = np.asarray(plan.keep, dtype=bool)
+    dropped = survivors[~keep]
+    decisions.reason[dropped] = DOWNSAMPLED
+    section.update(_estimate_fields(plan.before, "before"))
+    section.update(_estimate_fields(plan.after, "after"))
+    section["downsampled"] = int(len(dropped))
+    section["estimated_human_dropped"] = float(plan.human_dropped)
+    section["estimated_human_loss"] = float(plan.human_loss)
+    if getattr(plan, "warning", None):
+        decisions.warnings.append(plan.warning)
+        section["warning"] = plan.warning
+    decisions.synthetic = section
+    limit = cfg.ratio.max_human_loss
+    if limit is not None and plan.human_loss > limit:
+        raise HumanLossExceeded(
+            f"meeting target ratio {cfg.ratio.target_ratio:g} would drop {plan.human_loss:.1%} of the records "
+            f"estimated human, over --max-human-loss {limit:g}; nothing was written"
+        )
+
+
+def _estimate_fields(est: Any, when: str) -> dict[str, Any]:
+    return {
+        f"estimated_share_{when}": float(est.share),
+        f"ci95_{when}": [float(est.ci95[0]), float(est.ci95[1])],
+        "method": est.method,
+    }
+
+
+# -- write ------------------------------------------------------------------------------------
+
+
+def synthfilter_fields(reason: int, dup_id: str | None, score: float, prov: int, error: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"decision": "kept" if reason == KEPT else "rejected"}
+    if reason != KEPT:
+        out["reason"] = REASONS[reason]
+    if dup_id is not None:
+        out["duplicate_of"] = dup_id
+    out["score"] = None if np.isnan(score) else round(float(score), 6)
+    out["provenance"] = PROVENANCE_NAMES[prov]
+    if error is not None:
+        out["error"] = error
+    return out
+
+
+def write_shard(shard: Shard, cfg: Config, work: Path, out: Path) -> dict[str, int]:
+    """Route each record of a shard to kept/ or rejected/ according to its decision."""
+    import pyarrow.ipc as ipc
+
+    paths = WorkPaths.for_shard(work, shard)
+    ann = ipc.open_file(str(paths.ann)).read_all()
+    dec = ipc.open_file(str(paths.decisions)).read_all()
+    reason = dec.column("reason").to_numpy()
+    dup_ids = dec.column("duplicate_of").to_pylist()
+    score = ann.column("score").to_numpy()
+    prov = ann.column("provenance").to_numpy()
+    errors = ann.column("error").to_pylist()
+    kept_path = out / "kept" / shard.rel
+    rej_path = out / "rejected" / shard.rel
+    if shard.format == "parquet":
+        counts = _write_parquet(shard, cfg, kept_path, rej_path, reason, dup_ids, score, prov, errors)
+    else:
+        counts = _write_jsonl(shard, cfg, kept_path, rej_path, reason, dup_ids, score, prov, errors)
+    atomic_write_bytes(paths.written, json.dumps(counts).encode())
+    return counts
+
+
+def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, reason: np.ndarray,
+                 dup_ids: list[Any], score: np.ndarray, prov: np.ndarray, errors: list[Any]) -> dict[str, int]:
+    kept = AtomicJsonlWriter(kept_path, shard.compression)
+    rejected: AtomicJsonlWriter | None = None
+    n = len(reason)
+    seen = 0
+    try:
+        for rec in _ReaderHolder(shard, cfg):
+            i = rec.index
+            if i >= n:
+                raise ConservationError(f"{shard.path}: more records on the second read than the first ({i + 1} > {n})")
+            seen += 1
+            r = int(reason[i])
+            if r == KEPT:
+                if cfg.annotate:
+                    obj = dict(rec.obj)
+                    obj["synthfilter"] = synthfilter_fields(r, None, float(score[i]), int(prov[i]), None)
+                    kept.write_line(orjson.dumps(obj))
+                else:
+                    kept.write_line(rec.raw)  # type: ignore[arg-type]
+                continue
+            if rejected is None:
+                rejected = AtomicJsonlWriter(rej_path, shard.compression)
+            fields = synthfilter_fields(r, dup_ids[i], float(score[i]), int(prov[i]), errors[i])
+            if isinstance(rec.obj, dict):
+                obj = dict(rec.obj)
+            else:
+                obj = {}
+                fields["source"] = {"file": shard.rel, "line": rec.line, "byte_offset": rec.offset}
+                if rec.raw is not None:
+                    fields["raw"] = rec.raw.decode("utf-8", errors="replace")
+                    if fields["raw"].encode("utf-8") != rec.raw:
+                        import base64
+
+                        fields["raw_base64"] = base64.b64encode(rec.raw).decode("ascii")
+            obj["synthfilter"] = fields
+            rejected.write_line(orjson.dumps(obj))
+        if seen != n:
+            raise ConservationError(f"{shard.path}: {seen} records on the second read, {n} on the first")
+        kept.commit()
+        if rejected is not None:
+            rejected.commit()
+    except BaseException:
+        kept.abort()
+        if rejected is not None:
+            rejected.abort()
+        raise
+    return {"kept": kept.count, "rejected": rejected.count if rejected else 0}
+
+
+def _synthfilter_struct_type() -> Any:
+    import pyarrow as pa
+
+    return pa.struct([
+        ("decision", pa.string()), ("reason", pa.string()), ("duplicate_of", pa.string()),
+        ("score", pa.float32()), ("provenance", pa.string()), ("error", pa.string()),
+    ])
+
+
+def _struct_column(rows: np.ndarray, reason: np.ndarray, dup_ids: list[Any], score: np.ndarray,
+                   prov: np.ndarray, errors: list[Any]) -> Any:
+    import pyarrow as pa
+
+    values = []
+    for i in rows:
+        r = int(reason[i])
+        values.append({
+            "decision": "kept" if r == KEPT else "rejected",
+            "reason": None if r == KEPT else REASONS[r],
+            "duplicate_of": dup_ids[i],
+            "score": None if np.isnan(score[i]) else float(score[i]),
+            "provenance": PROVENANCE_NAMES[int(prov[i])],
+            "error": errors[i],
+        })
+    return pa.array(values, type=_synthfilter_struct_type())
+
+
+def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, reason: np.ndarray,
+                   dup_ids: list[Any], score: np.ndarray, prov: np.ndarray, errors: list[Any]) -> dict[str, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(reason)
+    struct_field = pa.field("synthfilter", _synthfilter_struct_type())
+    try:
+        pf = pq.ParquetFile(shard.path)
+        schema = pf.schema_arrow
+        batches = pf.iter_batches(batch_size=cfg.batch_size)
+    except (pa.ArrowException, OSError):
+        # Unreadable file, quarantined as one malformed record: rejected holds only our column.
+        schema, batches = pa.schema([]), iter(())
+    base_schema = schema.remove(schema.get_field_index("synthfilter")) if "synthfilter" in schema.names else schema
+    kept_schema = base_schema.append(struct_field) if cfg.annotate else schema
+    kept = AtomicParquetWriter(kept_path, kept_schema)
+    rejected: AtomicParquetWriter | None = None
+    offset = 0
+    try:
+        for batch in batches:
+            table = pa.Table.from_batches([batch], schema=schema)
+            rows = np.arange(offset, offset + table.num_rows)
+            offset += table.num_rows
+            r = reason[rows]
+            kept_rows = rows[r == KEPT]
+            rej_rows = rows[r != KEPT]
+            kt = table.take(pa.array(kept_rows - rows[0] if len(rows) else kept_rows))
+            if cfg.annotate:
+                kt = _replace_struct(kt, _struct_column(kept_rows, reason, dup_ids, score, prov, errors))
+            kept.write_table(kt)
+            if len(rej_rows):
+                rt = _replace_struct(table.take(pa.array(rej_rows - rows[0])),
+                                     _struct_column(rej_rows, reason, dup_ids, score, prov, errors))
+                if rejected is None:
+                    rejected = AtomicParquetWriter(rej_path, rt.schema)
+                rejected.write_table(rt)
+        if offset < n:
+            # Records past the readable data: the quarantined tail of a corrupt file.
+            rows = np.arange(offset, n)
+            if np.any(reason[rows] == KEPT):
+                raise ConservationError(f"{shard.path}: rows {offset}..{n} could not be re-read")
+            col = _struct_column(rows, reason, dup_ids, score, prov, errors)
+            rt = pa.table({"synthfilter": col}) if not base_schema.names else pa.table(
+                {**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col})
+            if rejected is None:
+                rejected = AtomicParquetWriter(rej_path, rt.schema)
+            rejected.write_table(rt)
+            offset = n
+        if offset != n:
+            raise ConservationError(f"{shard.path}: {offset} rows on the second read, {n} on the first")
+        kept.commit()
+        if rejected is not None:
+            rejected.commit()
+    except BaseException:
+        kept.abort()
+        if rejected is not None:
+            rejected.abort()
+        raise
+    return {"kept": kept.count, "rejected": rejected.count if rejected else 0}
+
+
+def _replace_struct(table: Any, column: Any) -> Any:
+    if "synthfilter" in table.column_names:
+        table = table.drop_columns(["synthfilter"])
+    return table.append_column("synthfilter", column)
+

@@ -1,0 +1,69 @@
+"""The record model: pull the id, text and metadata fields out of a parsed record.
+
+Fields are addressed by dotted paths (``meta.source.author``). A record whose text is missing,
+not a string or empty is malformed; its id falls back to ``<shard path>:<line>`` so that every
+record, good or bad, has a stable id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_MISSING = object()
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Follow a dotted path through nested mappings; returns ``_MISSING`` when absent."""
+    if isinstance(obj, dict) and path in obj:
+        return obj[path]
+    cur = obj
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            return _MISSING
+    return cur
+
+
+def is_missing(value: Any) -> bool:
+    return value is _MISSING
+
+
+def fallback_id(rel: str, line: int) -> str:
+    return f"{rel}:{line}"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Which fields hold the text, the id and the provenance label."""
+
+    text_field: str = "text"
+    id_field: str | None = None  # None: use "id" when present, else the fallback
+    provenance_field: str | None = None
+
+    def extract(self, obj: dict[str, Any], rel: str, line: int) -> tuple[str, str | None, Any, str | None]:
+        """Return ``(id, text, provenance_value, error)`` for one parsed record."""
+        rid = self.record_id(obj, rel, line)
+        value = get_path(obj, self.text_field)
+        prov = None
+        if self.provenance_field is not None:
+            p = get_path(obj, self.provenance_field)
+            prov = None if p is _MISSING else p
+        if value is _MISSING:
+            return rid, None, prov, f"missing text field {self.text_field!r}"
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            return rid, None, prov, f"text field {self.text_field!r} is {kind}, expected a string"
+        if not value.strip():
+            return rid, None, prov, f"text field {self.text_field!r} is empty"
+        return rid, value, prov, None
+
+    def record_id(self, obj: Any, rel: str, line: int) -> str:
+        field = self.id_field or "id"
+        value = get_path(obj, field) if isinstance(obj, dict) else _MISSING
+        if value is _MISSING or value is None or isinstance(value, (dict, list)):
+            return fallback_id(rel, line)
+        if isinstance(value, bool):
+            return fallback_id(rel, line)
+        return str(value)

@@ -1,0 +1,184 @@
+"""End-to-end tests of the local engine: outputs, exact duplicates, conservation, determinism."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import make_records, read_jsonl, write_jsonl
+from synthfilter.config import Config
+from synthfilter.io.shards import InputError
+from synthfilter.pipeline.run import UsageError, run_pipeline
+
+
+def cfg_of(overrides: dict, **more) -> Config:
+    return Config.from_dict({**overrides, **more})
+
+
+def test_kept_lines_are_byte_identical_and_duplicates_rejected(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(60, seed=3)
+    # Exact duplicates under normalisation: case, spacing, zero-width characters, punctuation.
+    rows.append({"id": "dup-case", "text": rows[0]["text"].upper()})
+    rows.append({"id": "dup-space", "text": "  " + rows[1]["text"].replace(" ", "\n  ") + "\t"})
+    rows.append({"id": "dup-zw", "text": rows[2]["text"].replace("e", "e\u200b", 5)})
+    src = write_jsonl(tmp_path / "in" / "part-0.jsonl", rows)
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
+
+    original = read_jsonl(src)
+    kept = read_jsonl(tmp_path / "out" / "kept" / "part-0.jsonl")
+    rejected = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "rejected" / "part-0.jsonl")]
+    assert kept == original[:60]  # byte-identical, input order
+    assert {r["id"] for r in rejected} == {"dup-case", "dup-space", "dup-zw"}
+    by_id = {r["id"]: r["synthfilter"] for r in rejected}
+    assert by_id["dup-case"]["reason"] == "exact_duplicate"
+    assert by_id["dup-case"]["duplicate_of"] == rows[0]["id"]
+    assert by_id["dup-zw"]["duplicate_of"] == rows[2]["id"]
+    assert res.report["duplicates"]["exact"] == 3
+    assert res.report["output"] == {
+        "kept": 60, "rejected": 3, "dry_run": False,
+        "rejected_by_reason": {"malformed": 0, "exact_duplicate": 3, "near_duplicate": 0, "synthetic_downsampled": 0},
+    }
+    assert set(res.report) >= {"version", "input", "output", "duplicates", "synthetic", "timing"}
+
+
+@pytest.mark.parametrize("compression", [None, "gz", "zst"])
+def test_compressed_outputs_keep_format(tmp_path: Path, fast_config: dict, compression: str | None) -> None:
+    suffix = {None: ".jsonl", "gz": ".jsonl.gz", "zst": ".jsonl.zst"}[compression]
+    rows = make_records(40, seed=5, dup_every=7)
+    src = write_jsonl(tmp_path / "in" / f"x{suffix}", rows, compression)
+    res = run_pipeline([str(src)], tmp_path / "out", cfg_of(fast_config))
+    kept = read_jsonl(tmp_path / "out" / "kept" / f"x{suffix}")
+    rej = read_jsonl(tmp_path / "out" / "rejected" / f"x{suffix}")
+    assert len(kept) + len(rej) == 40
+    assert len(rej) == res.report["duplicates"]["exact"] > 0
+    assert set(kept) <= set(read_jsonl(src))
+
+
+def test_duplicates_across_shards_keep_earliest(tmp_path: Path, fast_config: dict) -> None:
+    a = make_records(20, seed=1)
+    b = [{"id": "b-copy", "text": a[5]["text"]}] + make_records(5, seed=2)
+    write_jsonl(tmp_path / "in" / "a.jsonl", a)
+    write_jsonl(tmp_path / "in" / "sub" / "b.jsonl", b)
+    run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
+    rej = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "rejected" / "sub" / "b.jsonl")]
+    assert [(r["id"], r["synthfilter"]["duplicate_of"]) for r in rej] == [("b-copy", a[5]["id"])]
+    assert not (tmp_path / "out" / "rejected" / "a.jsonl").exists()
+
+
+def test_workers_do_not_change_outputs(tmp_path: Path, fast_config: dict) -> None:
+    for i in range(4):
+        write_jsonl(tmp_path / "in" / f"p{i}.jsonl.gz", make_records(50, seed=i % 2, dup_every=6), "gz")
+    outs = []
+    for w in (1, 2):
+        out = tmp_path / f"out{w}"
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, workers=w))
+        outs.append({p.relative_to(out).as_posix(): p.read_bytes()
+                     for p in sorted(out.rglob("*")) if p.is_file() and p.suffix != ".json"})
+    assert outs[0] == outs[1]
+    assert len(outs[0]) == 8  # kept + rejected for each of 4 shards
+
+
+def test_parquet_rows_identical_and_rejected_has_reason(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(30, seed=9, dup_every=5)
+    for i, r in enumerate(rows):
+        r["n"] = i
+        r["meta"] = {"lang": "en", "score": i / 10}
+    table = pa.Table.from_pylist(rows)
+    src = tmp_path / "in" / "t.parquet"
+    src.parent.mkdir()
+    pq.write_table(table, src)
+    run_pipeline([str(src)], tmp_path / "out", cfg_of(fast_config))
+    kept = pq.read_table(tmp_path / "out" / "kept" / "t.parquet")
+    rej = pq.read_table(tmp_path / "out" / "rejected" / "t.parquet")
+    assert kept.schema == table.schema
+    assert kept.num_rows + rej.num_rows == 30
+    original = {r["n"]: r for r in table.to_pylist()}
+    for r in kept.to_pylist():
+        assert r == original[r["n"]]
+    for r in rej.to_pylist():
+        assert r["synthfilter"]["reason"] == "exact_duplicate"
+        assert r["synthfilter"]["duplicate_of"] in {x["id"] for x in kept.to_pylist()}
+
+
+def test_nested_text_field_id_fallback_and_annotate(tmp_path: Path, fast_config: dict) -> None:
+    rows = [{"doc": {"body": t["text"]}, "k": i} for i, t in enumerate(make_records(10, seed=4))]
+    rows.append({"doc": {"body": rows[0]["doc"]["body"]}, "k": 99})
+    write_jsonl(tmp_path / "in" / "n.jsonl", rows)
+    run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config, text_field="doc.body", annotate=True))
+    kept = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "kept" / "n.jsonl")]
+    rej = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "rejected" / "n.jsonl")]
+    assert all(r["synthfilter"]["decision"] == "kept" for r in kept)
+    assert rej[0]["synthfilter"]["duplicate_of"] == "n.jsonl:1"  # stable fallback id: shard path + line
+    assert rej[0]["k"] == 99
+
+
+def test_dry_run_writes_only_reports(tmp_path: Path, fast_config: dict) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(20, seed=1, dup_every=4))
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config, dry_run=True))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "report.json"]
+    assert res.report["duplicates"]["exact"] > 0
+    assert res.report["output"]["dry_run"] is True
+
+
+def test_manifest_records_inputs_config_and_conservation(tmp_path: Path, fast_config: dict) -> None:
+    import hashlib
+
+    src = write_jsonl(tmp_path / "in" / "a.jsonl.gz", make_records(25, seed=2, dup_every=5), "gz")
+    run_pipeline([str(src)], tmp_path / "out", cfg_of(fast_config, seed=7))
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (inp,) = m["inputs"]
+    assert inp["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert inp["size"] == src.stat().st_size
+    assert inp["records"] == inp["kept"] + inp["rejected"] == 25
+    assert m["seed"] == 7 and m["config"]["seed"] == 7
+    assert m["conservation"]["ok"] is True
+    assert m["started"] <= m["ended"]
+
+
+def test_out_dir_rules(tmp_path: Path, fast_config: dict) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(5))
+    with pytest.raises(UsageError, match="inside input directory"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "in" / "out", cfg_of(fast_config))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "something.txt").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "busy", cfg_of(fast_config))
+    run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
+    with pytest.raises(UsageError, match="--resume"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
+    before = (tmp_path / "out" / "kept" / "a.jsonl").read_bytes()
+    run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config, overwrite=True))
+    assert (tmp_path / "out" / "kept" / "a.jsonl").read_bytes() == before
+
+
+def test_inputs_that_do_not_exist_or_are_unknown(tmp_path: Path, fast_config: dict) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        run_pipeline([str(tmp_path / "nope.jsonl")], tmp_path / "out", cfg_of(fast_config))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="unknown extension"):
+        run_pipeline([str(tmp_path / "x.csv")], tmp_path / "out", cfg_of(fast_config))
+    with pytest.raises(InputError, match="glob matched no files"):
+        run_pipeline([str(tmp_path / "*.jsonl")], tmp_path / "out", cfg_of(fast_config))
+
+
+def test_glob_inputs_keep_relative_paths(tmp_path: Path, fast_config: dict) -> None:
+    write_jsonl(tmp_path / "d" / "2024" / "a.jsonl", make_records(5, seed=1))
+    write_jsonl(tmp_path / "d" / "2025" / "a.jsonl", make_records(5, seed=2))
+    run_pipeline([str(tmp_path / "d" / "*" / "a.jsonl")], tmp_path / "out", cfg_of(fast_config))
+    assert (tmp_path / "out" / "kept" / "2024" / "a.jsonl").exists()
+    assert (tmp_path / "out" / "kept" / "2025" / "a.jsonl").exists()
+
+
+def test_gzip_output_is_deterministic(tmp_path: Path, fast_config: dict) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl.gz", make_records(30, seed=1, dup_every=3), "gz")
+    run_pipeline([str(tmp_path / "in")], tmp_path / "o1", cfg_of(fast_config))
+    run_pipeline([str(tmp_path / "in")], tmp_path / "o2", cfg_of(fast_config))
+    a = (tmp_path / "o1" / "kept" / "a.jsonl.gz").read_bytes()
+    assert a == (tmp_path / "o2" / "kept" / "a.jsonl.gz").read_bytes()
+    assert gzip.decompress(a)
