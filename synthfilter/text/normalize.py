@@ -34,12 +34,35 @@ _HOMOGLYPHS: dict[str, str] = {
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 
-# Whitespace-like controls become spaces; every other format/control/private/surrogate
-# character (zero-width space/joiners, BOM, soft hyphen, bidi marks, ...) disappears.
-_WHITESPACE_CONTROLS = regex.compile(r"[\t\n\r\v\f\x85\u2028\u2029]")
+# Whitespace-like controls become spaces; every other format/control/private character
+# (zero-width space/joiners, BOM, soft hyphen, bidi marks, ...) disappears. Code points below
+# _TABLE_LIMIT (Latin, Greek, Cyrillic, general punctuation, ...) go through one str.translate
+# table (several times faster than regex substitutions); rarer scripts take the regex path.
+_TABLE_LIMIT = 0x3040
+_WHITESPACE = "\t\n\r\v\f\x85\u2028\u2029"
 _INVISIBLE = regex.compile(r"[\p{Cf}\p{Cc}\p{Co}\p{Cs}&&[^\t\n\r\v\f\x85]]", regex.V1)
 _PUNCT = regex.compile(r"\p{P}+")
-_SPACES = regex.compile(r"\s+")
+
+
+def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
+    keep_punct: dict[int, str | None] = {}
+    for cp in range(_TABLE_LIMIT):
+        ch = chr(cp)
+        cat = unicodedata.category(ch)
+        if ch in _WHITESPACE:
+            keep_punct[cp] = " "
+        elif cat in ("Cf", "Cc", "Co", "Cs"):
+            keep_punct[cp] = None
+    keep_punct.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
+    strip_punct = dict(keep_punct)
+    for cp in range(_TABLE_LIMIT):
+        if unicodedata.category(chr(cp)).startswith("P"):
+            strip_punct[cp] = None
+    return keep_punct, strip_punct
+
+
+_CLEAN_TABLE, _DEDUP_TABLE = _build_tables()
+_HIGH = chr(_TABLE_LIMIT)
 
 
 def map_homoglyphs(text: str) -> str:
@@ -49,15 +72,16 @@ def map_homoglyphs(text: str) -> str:
 
 def clean_text(text: str, *, casefold: bool = False, strip_punctuation: bool = False) -> str:
     """NFKC + homoglyphs mapped + invisible characters removed + whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text)
-    text = _WHITESPACE_CONTROLS.sub(" ", text)
-    text = _INVISIBLE.sub("", text)
-    text = text.translate(_HOMOGLYPH_TABLE)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_DEDUP_TABLE if strip_punctuation else _CLEAN_TABLE)
     if casefold:
         text = text.casefold()
-    if strip_punctuation:
-        text = _PUNCT.sub("", text)
-    return _SPACES.sub(" ", text).strip()
+    if text and max(text) >= _HIGH:
+        text = _INVISIBLE.sub("", text)
+        if strip_punctuation:
+            text = _PUNCT.sub("", text)
+    return " ".join(text.split())
 
 
 def normalize_for_dedup(text: str) -> str:
