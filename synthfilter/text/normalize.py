@@ -8,6 +8,7 @@ form the detector reads (punctuation kept, because punctuation is style).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import regex
@@ -62,7 +63,7 @@ def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
 
 
 _CLEAN_TABLE, _DEDUP_TABLE = _build_tables()
-_HIGH = chr(_TABLE_LIMIT)
+_HIGH = re.compile(f"[{chr(_TABLE_LIMIT)}-\U0010ffff]")
 
 
 def map_homoglyphs(text: str) -> str:
@@ -77,7 +78,7 @@ def clean_text(text: str, *, casefold: bool = False, strip_punctuation: bool = F
     text = text.translate(_DEDUP_TABLE if strip_punctuation else _CLEAN_TABLE)
     if casefold:
         text = text.casefold()
-    if text and max(text) >= _HIGH:
+    if not text.isascii() and _HIGH.search(text):
         text = _INVISIBLE.sub("", text)
         if strip_punctuation:
             text = _PUNCT.sub("", text)
