@@ -34,7 +34,7 @@ def _canonical(value: Any) -> str | None:
     """The string a field value is matched as (case-folded); None for missing or nested values."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
         return str(int(value))

@@ -1,0 +1,639 @@
+"""Synthetic-share estimation with a 95 % interval, and deterministic target-ratio keep decisions.
+
+Pure numpy: the decide stage passes detector scores, provenance codes and per-record uniforms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Provenance codes; the same values as ``synthfilter.provenance`` (kept here so this module
+# depends on numpy alone).
+UNKNOWN, HUMAN, MACHINE = 0, 1, 2
+
+METHODS = ("em", "acc", "pcc", "cc")
+STRATEGIES = ("threshold", "uniform")
+SAFETIES = ("upper", "point")
+
+_MAX_BINS = 4096  # distinct score values the estimator works with; finer differences do not matter
+_SCORE_CLIP = 1e-6  # a calibrated probability of exactly 0 or 1 is never trustworthy
+_NEWTON_STEPS = 60
+
+
+class HumanLossError(ValueError):
+    """Meeting the target ratio would drop more human records than ``max_human_loss`` allows."""
+
+
+# -- public results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrevalenceEstimate:
+    """Estimated synthetic share of a set of records.
+
+    ``share`` and ``ci95`` cover every record passed in: known-machine records count 1,
+    known-human records 0, the rest the estimated share among detector-scored records
+    (``detector_share``). ``ci95`` is a bootstrap percentile interval (None if ``n_boot == 0``).
+    ``naive_share`` is plain classify-and-count (score >= 0.5) over the same records, kept
+    for comparison: it is biased whenever the corpus prior differs from the training prior.
+    """
+
+    share: float
+    ci95: tuple[float, float] | None
+    method: str
+    n_records: int
+    n_scored: int
+    n_unscored: int
+    known_human: int
+    known_machine: int
+    detector_share: float | None
+    detector_ci95: tuple[float, float] | None
+    naive_share: float | None
+    train_prior: float | None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimated_share": self.share,
+            "ci95": list(self.ci95) if self.ci95 is not None else None,
+            "method": self.method,
+            "records": self.n_records,
+            "detector_scored": self.n_scored,
+            "unscored": self.n_unscored,
+            "known_provenance": {"human": self.known_human, "machine": self.known_machine},
+            "detector_share": self.detector_share,
+            "detector_ci95": list(self.detector_ci95) if self.detector_ci95 is not None else None,
+            "naive_share": self.naive_share,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class DownsamplingPlan:
+    """Which records to keep so that the estimated synthetic share is at most ``target_ratio``.
+
+    ``keep`` is in the order the records were passed in. ``posterior`` is each record's
+    P(machine) under the estimated corpus prior (1 for known machine, 0 for known human);
+    it is the probability to write next to a ``synthetic_downsampled`` rejection.
+    ``est_human_dropped`` / ``est_human_total`` is the estimated human loss that
+    ``--max-human-loss`` checks. ``weak_detector`` says the plan dropped more than the point
+    estimate needed because the detector could not pin the kept share down (``warning``).
+    """
+
+    keep: np.ndarray
+    posterior: np.ndarray
+    before: PrevalenceEstimate
+    share_after: float
+    ci95_after: tuple[float, float] | None
+    target_ratio: float
+    strategy: str
+    safety: str
+    downsampled: int
+    downsampled_known_machine: int
+    est_human_dropped: float
+    est_human_total: float
+    weak_detector: bool
+    warning: str | None = None
+    extra_dropped_for_safety: int = 0
+
+    @property
+    def human_loss(self) -> float:
+        """Estimated fraction of the human records that the plan drops."""
+        return self.est_human_dropped / self.est_human_total if self.est_human_total > 0 else 0.0
+
+    def to_report(self) -> dict[str, Any]:
+        """The ``synthetic`` section of report.json."""
+        b = self.before
+        return {
+            "estimated_share_before": b.share,
+            "ci95_before": list(b.ci95) if b.ci95 is not None else None,
+            "estimated_share_after": self.share_after,
+            "ci95_after": list(self.ci95_after) if self.ci95_after is not None else None,
+            "target_ratio": self.target_ratio,
+            "known_provenance": {"human": b.known_human, "machine": b.known_machine},
+            "detector_scored": b.n_scored,
+            "unscored": b.n_unscored,
+            "downsampled": self.downsampled,
+            "downsampled_known_machine": self.downsampled_known_machine,
+            "estimated_human_dropped": self.est_human_dropped,
+            "estimated_human_loss": self.human_loss,
+            "naive_share_before": b.naive_share,
+            "method": b.method,
+            "strategy": self.strategy,
+            "safety": self.safety,
+            "weak_detector": self.weak_detector,
+            "warnings": list(b.warnings) + ([self.warning] if self.warning else []),
+        }
+
+
+# -- deterministic per-record randomness ----------------------------------------------------------
+
+
+def record_uniform(seed: int, ids: Sequence[Any]) -> np.ndarray:
+    """A float64 in [0, 1) per record from a keyed hash of (seed, id); independent of order.
+
+    The same id gets the same number in any shard, worker or engine. Ids are hashed as
+    their ``str()`` (bytes as they are), so ``7`` and ``"7"`` are the same record.
+    """
+    key = int(seed).to_bytes(16, "little", signed=True)
+    out = np.empty(len(ids), dtype=np.float64)
+    for i, rid in enumerate(ids):
+        data = rid if isinstance(rid, bytes) else str(rid).encode("utf-8")
+        h = int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "little")
+        out[i] = (h >> 11) * (1.0 / 9007199254740992.0)  # top 53 bits -> [0, 1)
+    return out
+
+
+# -- the model card -------------------------------------------------------------------------------
+
+
+def card_train_prior(card: Mapping[str, Any] | None) -> float | None:
+    """The machine share at which the detector's probabilities are calibrated, if the card says."""
+    if not card or card.get("train_prior") is None:
+        return None
+    prior = float(card["train_prior"])
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"model card: train_prior must be in (0, 1), got {prior}")
+    return prior
+
+
+def card_operating_point(card: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
+    """The card's operating point with the largest TPR - FPR, as (threshold, tpr, fpr).
+
+    Adjusted count divides by TPR - FPR, so the widest gap gives the steadiest estimate.
+    """
+    best: tuple[float, float, float] | None = None
+    for op in (card or {}).get("operating_points") or []:
+        try:
+            t, tpr, fpr = float(op["threshold"]), float(op["tpr"]), float(op["fpr"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if tpr - fpr > 0.05 and (best is None or tpr - fpr > best[1] - best[2]):
+            best = (t, tpr, fpr)
+    return best
+
+
+# -- estimation -----------------------------------------------------------------------------------
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass
+class _Bins:
+    """Detector scores reduced to at most ``_MAX_BINS`` distinct values (sorted, so order-free)."""
+
+    score: np.ndarray  # representative calibrated probability per bin
+    counts: np.ndarray  # records per bin (int64)
+    index: np.ndarray  # bin of each scored record, in the order the records came
+
+    @classmethod
+    def build(cls, scores: np.ndarray) -> "_Bins":
+        s = np.clip(scores.astype(np.float64), _SCORE_CLIP, 1.0 - _SCORE_CLIP)
+        uniq, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+        if len(uniq) <= _MAX_BINS:
+            return cls(uniq, counts.astype(np.int64), inverse.astype(np.int64))
+        # Too many distinct values: equal-width bins on the logit scale, each represented by
+        # the mean logit of its records (computed over sorted unique values: order-free).
+        lu = _logit(uniq)
+        edges = np.linspace(lu[0], lu[-1], _MAX_BINS + 1)
+        ub = np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, _MAX_BINS - 1)
+        n = np.bincount(ub, weights=counts, minlength=_MAX_BINS)
+        total = np.bincount(ub, weights=lu * counts, minlength=_MAX_BINS)
+        used = n > 0
+        remap = np.cumsum(used) - 1
+        rep = total[used] / n[used]
+        return cls(1.0 / (1.0 + np.exp(-rep)), n[used].astype(np.int64), remap[ub][inverse].astype(np.int64))
+
+
+def _posteriors(score: np.ndarray, train_prior: float | None, prior: np.ndarray | float) -> np.ndarray:
+    """P(machine | score) after moving the prior from ``train_prior`` to ``prior`` (Bayes' rule).
+
+    ``prior`` may be a vector of priors (one row per bootstrap replicate).
+    """
+    if train_prior is None:
+        return np.broadcast_to(score, np.shape(prior) + score.shape).copy() if np.ndim(prior) else score.copy()
+    lr = (score / (1.0 - score)) * ((1.0 - train_prior) / train_prior)
+    p = np.asarray(prior, dtype=np.float64)[..., None] if np.ndim(prior) else float(prior)
+    return p * lr / (p * lr + (1.0 - p))
+
+
+def _mle_prior(lr: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood class prior under label shift, one per row of ``weights``.
+
+    Maximises sum_k w_k log(1 + pi (lr_k - 1)) over pi in [0, 1], where lr_k is the
+    likelihood ratio p(x|machine)/p(x|human) read off the calibrated score. This is the
+    fixed point that the EM of Saerens et al. (2002) converges to; solving it directly
+    (safeguarded Newton on a concave function) is exact and vectorises over replicates.
+    """
+    w = np.atleast_2d(weights).astype(np.float64)
+    d = lr - 1.0
+    g0 = w @ d
+    g1 = w @ (d / lr)
+    pi = np.full(w.shape[0], 0.5)
+    lo, hi = np.zeros_like(pi), np.ones_like(pi)
+    interior = (g0 > 0) & (g1 < 0)
+    pi[g0 <= 0] = 0.0
+    pi[g1 >= 0] = 1.0
+    active = interior.copy()
+    for _ in range(_NEWTON_STEPS):
+        if not active.any():
+            break
+        p = pi[active][:, None]
+        denom = 1.0 + p * d
+        g = (w[active] * (d / denom)).sum(axis=1)
+        h = -(w[active] * (d * d / (denom * denom))).sum(axis=1)
+        p = p[:, 0]
+        lo_a = np.where(g > 0, p, lo[active])
+        hi_a = np.where(g > 0, hi[active], p)
+        step = np.where(h < 0, -g / h, 0.0)
+        new = p + step
+        bad = (new <= lo_a) | (new >= hi_a) | ~np.isfinite(new)
+        new = np.where(bad, 0.5 * (lo_a + hi_a), new)
+        idx = np.flatnonzero(active)
+        lo[idx], hi[idx], pi[idx] = lo_a, hi_a, new
+        done = (np.abs(new - p) < 1e-12) | (hi_a - lo_a < 1e-12)
+        active[idx[done]] = False
+    return pi
+
+
+def _prior_from_counts(
+    method: str, bins: _Bins, weights: np.ndarray, train_prior: float | None, op: tuple[float, float, float] | None
+) -> np.ndarray:
+    """The detector-scored share for each row of bin ``weights`` (counts), by ``method``."""
+    w = np.atleast_2d(weights).astype(np.float64)
+    n = w.sum(axis=1)
+    if method == "em":
+        assert train_prior is not None
+        lr = (bins.score / (1.0 - bins.score)) * ((1.0 - train_prior) / train_prior)
+        return _mle_prior(lr, w)
+    if method == "pcc":
+        return (w @ bins.score) / n
+    if method == "cc":
+        return (w @ (bins.score >= 0.5).astype(np.float64)) / n
+    if method == "acc":
+        assert op is not None
+        t, tpr, fpr = op
+        rate = (w @ (bins.score >= t).astype(np.float64)) / n
+        return np.clip((rate - fpr) / (tpr - fpr), 0.0, 1.0)
+    raise ValueError(f"unknown prevalence method {method!r}; choose from auto, {', '.join(METHODS)}")
+
+
+def _resolve_method(method: str, train_prior: float | None, op: tuple[float, float, float] | None) -> str:
+    if method == "auto":
+        # Measured in benchmarks/ratio_accuracy.py: EM (maximum likelihood) has the smallest
+        # error and honest intervals when the card gives the calibration prior; adjusted count
+        # is the fallback; without a card nothing can correct for the prior (pcc, biased).
+        if train_prior is not None:
+            return "em"
+        return "acc" if op is not None else "pcc"
+    if method not in METHODS:
+        raise ValueError(f"unknown prevalence method {method!r}; choose from auto, {', '.join(METHODS)}")
+    if method == "em" and train_prior is None:
+        raise ValueError("method 'em' needs the model card's train_prior (the prior the scores are calibrated at)")
+    if method == "acc" and op is None:
+        raise ValueError("method 'acc' needs operating points (threshold, tpr, fpr) in the model card")
+    return method
+
+
+@dataclass
+class _Analysis:
+    """Everything estimate_prevalence computes, kept for plan_downsampling to reuse."""
+
+    estimate: PrevalenceEstimate
+    bins: _Bins | None
+    scored: np.ndarray  # bool per record: unknown provenance with a finite score
+    unscored: np.ndarray  # bool per record: unknown provenance and no score
+    pi: float  # estimated share among unknown-provenance records
+    pi_boot: np.ndarray  # bootstrap replicates of pi
+    train_prior: float | None
+
+
+def _check_inputs(scores: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    p = np.asarray(provenance).ravel()
+    if s.shape != p.shape:
+        raise ValueError(f"scores and provenance differ in length ({len(s)} vs {len(p)})")
+    if p.size and not np.isin(p, (UNKNOWN, HUMAN, MACHINE)).all():
+        raise ValueError("provenance codes must be 0 (unknown), 1 (human) or 2 (machine)")
+    finite = np.isfinite(s)
+    if ((s[finite] < 0) | (s[finite] > 1)).any():
+        raise ValueError("detector scores must be probabilities in [0, 1] (NaN where not scored)")
+    return s, p.astype(np.int8)
+
+
+def _percentile_ci(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _analyse(
+    scores: np.ndarray,
+    provenance: np.ndarray,
+    card: Mapping[str, Any] | None,
+    method: str,
+    n_boot: int,
+    seed: int,
+) -> _Analysis:
+    s, prov = _check_inputs(scores, provenance)
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    n = len(s)
+    known_h = int((prov == HUMAN).sum())
+    known_m = int((prov == MACHINE).sum())
+    unknown = prov == UNKNOWN
+    scored = unknown & np.isfinite(s)
+    unscored = unknown & ~np.isfinite(s)
+    n_scored, n_unscored = int(scored.sum()), int(unscored.sum())
+    train_prior = card_train_prior(card)
+    op = card_operating_point(card)
+    warnings: list[str] = []
+
+    if n_scored == 0:
+        if n_unscored:
+            raise ValueError(
+                f"{n_unscored} records have neither a known provenance nor a detector score: "
+                "enable the detector or map their provenance"
+            )
+        share = known_m / n if n else 0.0
+        est = PrevalenceEstimate(
+            share, (share, share), "known", n, 0, 0, known_h, known_m, None, None, None, train_prior
+        )
+        return _Analysis(est, None, scored, unscored, 0.0, np.zeros(max(n_boot, 1)), train_prior)
+
+    used = _resolve_method(method, train_prior, op)
+    if used == "pcc" and method == "auto":
+        warnings.append(
+            "model card has neither train_prior nor operating points: the synthetic share is the mean "
+            "score, not corrected for the corpus prior"
+        )
+    bins = _Bins.build(s[scored])
+    pi = float(_prior_from_counts(used, bins, bins.counts, train_prior, op)[0])
+    naive = float(_prior_from_counts("cc", bins, bins.counts, train_prior, op)[0])
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(n_scored, bins.counts / n_scored, size=n_boot)
+        pi_boot = _prior_from_counts(used, bins, draws, train_prior, op)
+        det_ci: tuple[float, float] | None = _percentile_ci(pi_boot)
+    else:
+        pi_boot = np.array([pi])
+        det_ci = None
+    if n_unscored:
+        warnings.append(
+            f"{n_unscored} records without a detector score are assumed to share the detector-scored share"
+        )
+
+    n_unknown = n_scored + n_unscored
+    share = (known_m + pi * n_unknown) / n
+    ci = None if det_ci is None else ((known_m + det_ci[0] * n_unknown) / n, (known_m + det_ci[1] * n_unknown) / n)
+    naive_share = (known_m + naive * n_unknown) / n
+    est = PrevalenceEstimate(
+        share, ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, naive_share, train_prior,
+        tuple(warnings),
+    )
+    return _Analysis(est, bins, scored, unscored, pi, pi_boot, train_prior)
+
+
+def estimate_prevalence(
+    scores: np.ndarray,
+    provenance: np.ndarray,
+    card: Mapping[str, Any] | None = None,
+    method: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PrevalenceEstimate:
+    """Estimate the synthetic share of the records, with a 95 % bootstrap interval.
+
+    Args:
+        scores: calibrated P(machine) per record; NaN where provenance is known or no score.
+        provenance: int8 codes per record (0 unknown, 1 human, 2 machine). Known records are
+            counted exactly; the detector's score never overrides them.
+        card: the detector's model card; ``train_prior`` (the machine share the scores are
+            calibrated at) enables ``em``, ``operating_points`` enable ``acc``.
+        method: ``auto`` (``em`` when the card allows), ``em`` (maximum likelihood under
+            prior shift, Saerens et al. 2002), ``acc`` (adjusted classify-and-count at the
+            card's widest TPR-FPR point), ``pcc`` (mean score), ``cc`` (naive count at 0.5).
+        n_boot: bootstrap replicates for the interval (0: no interval).
+        seed: bootstrap seed; the same inputs and seed give the same numbers in any order.
+
+    Example:
+        >>> rng = np.random.default_rng(1)
+        >>> s = rng.uniform(size=1000).astype(np.float32)
+        >>> prov = np.zeros(1000, dtype=np.int8)
+        >>> est = estimate_prevalence(s, prov, {"train_prior": 0.5})
+        >>> est.method, round(est.share, 2)
+        ('em', 0.5)
+    """
+    return _analyse(scores, provenance, card, method, n_boot, seed).estimate
+
+
+# -- downsampling ---------------------------------------------------------------------------------
+
+
+class _KeptShare:
+    """Estimated synthetic share of a kept subset, with bootstrap replicates for its interval.
+
+    A replicate moves every detector posterior to that replicate's prior and adds the
+    record-level Bernoulli spread of the kept set (which labels the posteriors leave open).
+    """
+
+    def __init__(self, an: _Analysis, provenance: np.ndarray, posterior: np.ndarray, n_boot: int, seed: int):
+        self.an = an
+        self.prov = provenance
+        self.posterior = posterior
+        self.bin_of = np.full(len(provenance), -1, dtype=np.int64)
+        if an.bins is not None:
+            self.bin_of[an.scored] = an.bins.index
+            self.q_boot = _posteriors(an.bins.score, an.train_prior, an.pi_boot)  # (B, K)
+        else:
+            self.q_boot = np.zeros((len(an.pi_boot), 0))
+        self.z = np.random.default_rng([seed, 1]).standard_normal(len(an.pi_boot)) if n_boot > 0 else None
+
+    def replicates(self, kept: np.ndarray) -> np.ndarray | None:
+        if self.z is None:
+            return None
+        m = int(kept.sum())
+        if m == 0:
+            return np.zeros_like(self.z)
+        machines = float((self.prov[kept] == MACHINE).sum())
+        k_bins = self.bin_of[kept]
+        k_bins = k_bins[k_bins >= 0]
+        per_bin = np.bincount(k_bins, minlength=self.q_boot.shape[1]).astype(np.float64)
+        n_unscored = float((kept & self.an.unscored).sum())
+        mass = machines + self.q_boot @ per_bin + self.an.pi_boot * n_unscored
+        q = np.sort(self.posterior[kept])  # sorted: the sum does not depend on record order
+        spread = math.sqrt(float(np.sum(q * (1.0 - q))))
+        return np.clip((mass + self.z * spread) / m, 0.0, 1.0)
+
+    def upper(self, kept: np.ndarray, confidence: float) -> float:
+        reps = self.replicates(kept)
+        if reps is None:
+            return float(np.sort(self.posterior[kept]).sum() / max(int(kept.sum()), 1))
+        return float(np.quantile(reps, confidence))
+
+
+def _drop_order(posterior: np.ndarray, provenance: np.ndarray, uniform: np.ndarray, strategy: str) -> np.ndarray:
+    """Record indices in the order they are dropped (known machine, then by strategy, known human last)."""
+    unknown = provenance == UNKNOWN
+    group = np.where(provenance == MACHINE, 0, np.where(unknown, 2, 4))
+    key = -posterior
+    if strategy == "uniform":
+        # Predicted-synthetic records (posterior >= 0.5) go at random; only if dropping all of
+        # them is not enough does the rest go most-likely-synthetic first.
+        predicted = unknown & (posterior >= 0.5)
+        group = np.where(predicted, 1, group)
+        key = np.where(predicted, 0.0, key)
+    elif strategy != "threshold":
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    return np.lexsort((uniform, key, group))
+
+
+def plan_downsampling(
+    scores: np.ndarray,
+    provenance: np.ndarray,
+    uniform: np.ndarray,
+    target_ratio: float,
+    strategy: str = "threshold",
+    card: Mapping[str, Any] | None = None,
+    method: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_human_loss: float | None = None,
+    safety: str = "upper",
+    confidence: float = 0.95,
+) -> DownsamplingPlan:
+    """Keep the largest set whose synthetic share is at most ``target_ratio``.
+
+    Args:
+        scores, provenance, card, method, n_boot, seed: as for ``estimate_prevalence``.
+        uniform: float64 in [0, 1) per record from ``record_uniform(seed, ids)``: it breaks
+            ties and drives the ``uniform`` strategy, so decisions do not depend on order.
+        target_ratio: the most synthetic share allowed in the kept set, 0 <= R < 1.
+        strategy: ``threshold`` drops the most-likely-synthetic records first (keeps the most
+            data; the default); ``uniform`` drops predicted-synthetic records at random (keeps
+            the synthetic remainder representative). Known-machine records go first in both.
+        max_human_loss: raise ``HumanLossError`` when the plan would drop more than this
+            fraction of the records estimated human.
+        safety: ``upper`` keeps the largest set whose one-sided ``confidence`` upper bound on
+            the synthetic share is <= R (correctness first: a weak detector drops more and
+            says so); ``point`` uses the point estimate alone.
+
+    If the estimated share before is already <= R, nothing is dropped.
+    """
+    if not 0.0 <= target_ratio < 1.0:
+        raise ValueError(f"target_ratio must be in [0, 1), got {target_ratio}")
+    if safety not in SAFETIES:
+        raise ValueError(f"safety must be one of {', '.join(SAFETIES)}, got {safety!r}")
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+    if max_human_loss is not None and not 0.0 <= max_human_loss <= 1.0:
+        raise ValueError(f"max_human_loss must be in [0, 1], got {max_human_loss}")
+    an = _analyse(scores, provenance, card, method, n_boot, seed)
+    prov = np.asarray(provenance).ravel().astype(np.int8)
+    u = np.asarray(uniform, dtype=np.float64).ravel()
+    n = len(prov)
+    if u.shape != prov.shape:
+        raise ValueError(f"uniform and provenance differ in length ({len(u)} vs {n})")
+    if n and ((u < 0) | (u >= 1) | ~np.isfinite(u)).any():
+        raise ValueError("uniform values must be in [0, 1): use record_uniform(seed, ids)")
+
+    posterior = np.where(prov == MACHINE, 1.0, 0.0)
+    if an.bins is not None:
+        posterior[an.scored] = _posteriors(an.bins.score, an.train_prior, an.pi)[an.bins.index]
+    posterior[an.unscored] = an.pi
+    kept_share = _KeptShare(an, prov, posterior, n_boot, seed)
+
+    order = _drop_order(posterior, prov, u, strategy)
+    q_ordered = posterior[order]
+    # Point estimate of the kept share after dropping the first k records, for every k.
+    remaining_mass = np.concatenate(([0.0], np.cumsum(q_ordered[::-1])))[::-1]
+    remaining = np.arange(n, -1, -1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.where(remaining > 0, remaining_mass / np.maximum(remaining, 1), 0.0)
+    tol = 1e-12
+    if an.estimate.share <= target_ratio + tol:
+        k = 0
+        k_point = 0
+    else:
+        k_point = int(np.argmax(point <= target_ratio + tol))
+        k = k_point
+        if safety == "upper" and n_boot > 0:
+            k = _first_safe(order, k_point, n, kept_share, target_ratio, confidence)
+
+    keep = np.ones(n, dtype=bool)
+    keep[order[:k]] = False
+    dropped = ~keep
+    human_total = float(np.sort(1.0 - posterior).sum())
+    human_dropped = float(np.sort(1.0 - posterior[dropped]).sum())
+    if k == 0:
+        share_after, ci_after = an.estimate.share, an.estimate.ci95
+    else:
+        share_after = float(point[k])
+        reps = kept_share.replicates(keep)
+        ci_after = None if reps is None else _percentile_ci(reps)
+
+    extra = k - k_point
+    weak = extra > max(1, int(0.005 * n))
+    warning = None
+    if weak:
+        warning = (
+            f"the detector cannot pin down the synthetic share of the kept set: {extra} more records "
+            f"were dropped than the point estimate needs, so that the share stays <= {target_ratio:g} "
+            f"at {confidence:.0%} confidence"
+        )
+    plan = DownsamplingPlan(
+        keep=keep,
+        posterior=posterior.astype(np.float32),
+        before=an.estimate,
+        share_after=share_after,
+        ci95_after=ci_after,
+        target_ratio=float(target_ratio),
+        strategy=strategy,
+        safety=safety,
+        downsampled=int(k),
+        downsampled_known_machine=int((dropped & (prov == MACHINE)).sum()),
+        est_human_dropped=human_dropped,
+        est_human_total=human_total,
+        weak_detector=weak,
+        warning=warning,
+        extra_dropped_for_safety=int(extra),
+    )
+    if max_human_loss is not None and plan.human_loss > max_human_loss + tol:
+        raise HumanLossError(
+            f"meeting target ratio {target_ratio:g} would drop {plan.human_loss:.1%} of the records "
+            f"estimated human (about {human_dropped:.0f} of {human_total:.0f}), more than "
+            f"--max-human-loss {max_human_loss:g}. Raise the target ratio or the allowed loss, or "
+            "use a stronger detector / provenance metadata."
+        )
+    return plan
+
+
+def _first_safe(
+    order: np.ndarray, k_point: int, n: int, kept_share: _KeptShare, target: float, confidence: float
+) -> int:
+    """Smallest k >= k_point whose kept set has its upper bound <= target (bisection over k)."""
+
+    def safe(k: int) -> bool:
+        if k >= n:
+            return True
+        kept = np.ones(n, dtype=bool)
+        kept[order[:k]] = False
+        return kept_share.upper(kept, confidence) <= target
+
+    if safe(k_point):
+        return k_point
+    lo, hi = k_point, n  # safe(lo) is False, safe(hi) is True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if safe(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,343 @@
+"""Prevalence estimation and target-ratio downsampling on simulated, exactly calibrated scores.
+
+Scores come from an equal-variance Gaussian model: a latent z ~ N(+-d/2, 1) per class has the
+log-likelihood ratio d*z, so sigmoid(d*z + logit(train_prior)) is P(machine) calibrated at
+train_prior. ``d`` sets the detector's strength (AUROC = Phi(d / sqrt 2)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthfilter.ratio import (
+    HUMAN,
+    MACHINE,
+    UNKNOWN,
+    HumanLossError,
+    _Bins,
+    _mle_prior,
+    card_operating_point,
+    estimate_prevalence,
+    plan_downsampling,
+    record_uniform,
+)
+
+TRAIN_PRIOR = 0.8
+CARD = {"train_prior": TRAIN_PRIOR}
+
+
+def simulate(n: int, share: float, d: float, seed: int, train_prior: float = TRAIN_PRIOR):
+    """(scores float32, is_machine bool) for n records with exactly round(share * n) machines."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n, dtype=bool)
+    y[rng.choice(n, int(round(share * n)), replace=False)] = True
+    z = rng.standard_normal(n) + np.where(y, d / 2, -d / 2)
+    logit = d * z + np.log(train_prior / (1 - train_prior))
+    return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32), y
+
+
+def unknown(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int8)
+
+
+# -- record_uniform ----------------------------------------------------------------------------
+
+
+def test_record_uniform_is_deterministic_and_order_free() -> None:
+    ids = [f"doc-{i}" for i in range(500)]
+    u = record_uniform(7, ids)
+    assert u.dtype == np.float64 and ((u >= 0) & (u < 1)).all()
+    perm = np.random.default_rng(0).permutation(500)
+    assert np.array_equal(record_uniform(7, [ids[i] for i in perm]), u[perm])
+    assert not np.array_equal(record_uniform(8, ids), u)
+    assert np.array_equal(record_uniform(7, [3, "3", b"3"]), np.repeat(record_uniform(7, ["3"]), 3))
+
+
+def test_record_uniform_looks_uniform() -> None:
+    u = record_uniform(0, range(20000))
+    assert abs(u.mean() - 0.5) < 0.01
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert counts.min() > 1800 and counts.max() < 2200
+
+
+# -- estimation --------------------------------------------------------------------------------
+
+
+def test_mle_is_the_saerens_em_fixed_point() -> None:
+    s, _ = simulate(3000, 0.3, 2.0, seed=1)
+    s64 = s.astype(np.float64)
+    # Saerens et al. (2002): re-weight posteriors by the prior ratio, average, repeat.
+    pi = TRAIN_PRIOR
+    for _ in range(5000):
+        w1, w0 = pi / TRAIN_PRIOR * s64, (1 - pi) / (1 - TRAIN_PRIOR) * (1 - s64)
+        pi = float(np.mean(w1 / (w1 + w0)))
+    lr = (s64 / (1 - s64)) * ((1 - TRAIN_PRIOR) / TRAIN_PRIOR)
+    assert _mle_prior(lr, np.ones(len(lr)))[0] == pytest.approx(pi, abs=1e-6)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2, 0.5, 0.8])
+def test_em_recovers_the_share_and_beats_naive_counting(share: float) -> None:
+    s, y = simulate(20000, share, 2.5, seed=int(share * 100))
+    em = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=200)
+    assert em.method == "em"
+    assert abs(em.share - y.mean()) < 0.015
+    assert em.ci95[0] <= y.mean() <= em.ci95[1]
+    cc = estimate_prevalence(s, unknown(len(s)), CARD, method="cc", n_boot=0)
+    assert cc.share == pytest.approx(em.naive_share)
+    if share != TRAIN_PRIOR:  # naive counting is biased whenever the corpus prior moves
+        assert abs(cc.share - y.mean()) > 3 * abs(em.share - y.mean())
+
+
+def test_interval_covers_the_truth_in_about_95_percent_of_corpora() -> None:
+    hits = 0
+    runs = 60
+    for seed in range(runs):
+        s, y = simulate(1500, 0.2, 2.0, seed=seed)
+        est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=300, seed=seed)
+        hits += est.ci95[0] <= y.mean() <= est.ci95[1]
+    assert hits / runs >= 0.88
+
+
+def test_adjusted_count_uses_the_cards_operating_point() -> None:
+    d = 2.5
+    # With the equal-variance model, the threshold s = 0.5 at prior 0.8 is z = -logit(0.8)/d.
+    from scipy.stats import norm
+
+    zt = -np.log(4) / d
+    card = {
+        "train_prior": TRAIN_PRIOR,
+        "operating_points": [
+            {"name": "weak", "threshold": 0.99, "tpr": 0.2, "fpr": 0.01},
+            {"name": "default", "threshold": 0.5, "tpr": float(norm.sf(zt - d / 2)), "fpr": float(norm.sf(zt + d / 2))},
+        ],
+    }
+    assert card_operating_point(card)[0] == 0.5  # the widest TPR - FPR gap
+    s, y = simulate(20000, 0.3, d, seed=3)
+    acc = estimate_prevalence(s, unknown(len(s)), card, method="acc", n_boot=100)
+    assert acc.method == "acc"
+    assert abs(acc.share - y.mean()) < 0.02
+    # Without train_prior, auto falls back to adjusted count.
+    assert estimate_prevalence(s, unknown(len(s)), {"operating_points": card["operating_points"]}, n_boot=0).method == "acc"
+
+
+def test_without_a_card_the_mean_score_is_used_with_a_warning() -> None:
+    s, _ = simulate(1000, 0.3, 2.0, seed=4)
+    est = estimate_prevalence(s, unknown(len(s)), None, n_boot=0)
+    assert est.method == "pcc"
+    assert est.share == pytest.approx(float(np.mean(s.astype(np.float64))), abs=1e-6)
+    assert est.warnings and "not corrected" in est.warnings[0]
+    with pytest.raises(ValueError, match="train_prior"):
+        estimate_prevalence(s, unknown(len(s)), None, method="em")
+
+
+def test_known_provenance_is_counted_exactly_and_never_overridden() -> None:
+    s, y = simulate(4000, 0.5, 2.5, seed=5)
+    prov = unknown(len(s))
+    prov[:1000] = HUMAN
+    prov[1000:1500] = MACHINE
+    # Scores on known records must not matter, whatever they say.
+    s_known_nan = s.copy()
+    s_known_nan[:1500] = np.nan
+    s_known_wrong = s.copy()
+    s_known_wrong[:1000] = 0.999
+    s_known_wrong[1000:1500] = 0.001
+    a = estimate_prevalence(s_known_nan, prov, CARD, n_boot=200)
+    b = estimate_prevalence(s_known_wrong, prov, CARD, n_boot=200)
+    assert a == b
+    assert (a.known_human, a.known_machine, a.n_scored) == (1000, 500, 2500)
+    assert a.share == pytest.approx((500 + a.detector_share * 2500) / 4000)
+    assert a.ci95[0] >= 500 / 4000
+    truth = (500 + y[1500:].sum()) / 4000
+    assert abs(a.share - truth) < 0.02
+
+
+def test_all_known_provenance_needs_no_detector() -> None:
+    prov = np.array([HUMAN] * 30 + [MACHINE] * 10, dtype=np.int8)
+    est = estimate_prevalence(np.full(40, np.nan), prov, None)
+    assert est.method == "known"
+    assert est.share == 0.25 and est.ci95 == (0.25, 0.25)
+    empty = estimate_prevalence(np.zeros(0), np.zeros(0, dtype=np.int8), None)
+    assert empty.share == 0.0 and empty.n_records == 0
+
+
+def test_unscored_unknown_records() -> None:
+    s, _ = simulate(1000, 0.3, 2.0, seed=6)
+    s = s.astype(np.float64)
+    s[:100] = np.nan
+    est = estimate_prevalence(s, unknown(1000), CARD, n_boot=0)
+    assert est.n_unscored == 100 and est.n_scored == 900
+    assert est.share == pytest.approx(est.detector_share)
+    with pytest.raises(ValueError, match="neither a known provenance nor a detector score"):
+        estimate_prevalence(np.full(5, np.nan), unknown(5), CARD)
+
+
+def test_estimate_does_not_depend_on_record_order() -> None:
+    s, _ = simulate(3000, 0.35, 2.0, seed=7)
+    prov = unknown(3000)
+    prov[:200] = MACHINE
+    perm = np.random.default_rng(1).permutation(3000)
+    assert estimate_prevalence(s, prov, CARD, seed=3) == estimate_prevalence(s[perm], prov[perm], CARD, seed=3)
+
+
+def test_many_distinct_scores_are_binned_without_losing_accuracy() -> None:
+    s, _ = simulate(50000, 0.4, 2.0, seed=8)
+    bins = _Bins.build(s)
+    assert len(bins.score) <= 4096 and bins.counts.sum() == 50000
+    s64 = np.clip(s.astype(np.float64), 1e-6, 1 - 1e-6)
+    lr = (s64 / (1 - s64)) * ((1 - TRAIN_PRIOR) / TRAIN_PRIOR)
+    exact = _mle_prior(lr, np.ones(len(lr)))[0]
+    assert estimate_prevalence(s, unknown(len(s)), CARD, n_boot=0).share == pytest.approx(exact, abs=5e-4)
+
+
+def test_input_errors() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        estimate_prevalence(np.zeros(3), np.zeros(2, dtype=np.int8), CARD)
+    with pytest.raises(ValueError, match="provenance codes"):
+        estimate_prevalence(np.zeros(2), np.array([0, 3], dtype=np.int8), CARD)
+    with pytest.raises(ValueError, match="probabilities"):
+        estimate_prevalence(np.array([0.5, 1.5]), unknown(2), CARD)
+    with pytest.raises(ValueError, match="train_prior"):
+        estimate_prevalence(np.array([0.5]), unknown(1), {"train_prior": 1.0})
+    with pytest.raises(ValueError, match="unknown prevalence method"):
+        estimate_prevalence(np.array([0.5]), unknown(1), CARD, method="magic")
+
+
+# -- downsampling ------------------------------------------------------------------------------
+
+
+def plan_for(s, prov, target, ids=None, **kw):
+    ids = ids if ids is not None else [f"r{i}" for i in range(len(s))]
+    kw.setdefault("card", CARD)
+    kw.setdefault("n_boot", 300)
+    return plan_downsampling(s, prov, record_uniform(0, ids), target, **kw)
+
+
+def test_nothing_is_dropped_when_already_below_target() -> None:
+    s, _ = simulate(2000, 0.05, 3.0, seed=9)
+    plan = plan_for(s, unknown(2000), 0.2)
+    assert plan.keep.all() and plan.downsampled == 0
+    assert plan.share_after == plan.before.share and plan.ci95_after == plan.before.ci95
+
+
+@pytest.mark.parametrize("safety", ["point", "upper"])
+def test_threshold_plan_meets_the_target_with_a_strong_detector(safety: str) -> None:
+    s, y = simulate(10000, 0.5, 4.0, seed=10)
+    plan = plan_for(s, unknown(len(s)), 0.1, safety=safety)
+    assert plan.share_after <= 0.1 + 1e-9
+    assert y[plan.keep].mean() <= 0.1 + 0.015
+    assert plan.downsampled == int((~plan.keep).sum())
+    # Threshold: every dropped record scores at least as high as every kept one.
+    assert s[~plan.keep].min() >= s[plan.keep].max()
+    assert not plan.weak_detector
+    assert plan.ci95_after[0] <= y[plan.keep].mean() <= plan.ci95_after[1]
+    # The estimated human loss is close to the real one.
+    assert abs(plan.human_loss - (~plan.keep[~y]).mean()) < 0.02
+
+
+def test_a_weak_detector_drops_more_and_says_so() -> None:
+    s, y = simulate(4000, 0.4, 1.5, seed=11)
+    point = plan_for(s, unknown(len(s)), 0.1, safety="point")
+    safe = plan_for(s, unknown(len(s)), 0.1, safety="upper")
+    assert safe.downsampled > point.downsampled
+    assert safe.weak_detector and "more records" in safe.warning
+    assert safe.extra_dropped_for_safety == safe.downsampled - point.downsampled
+    assert y[safe.keep].mean() <= 0.1 + 0.01
+
+
+def test_known_machine_goes_first_and_known_human_is_never_dropped() -> None:
+    s, _ = simulate(3000, 0.5, 2.5, seed=12)
+    s = s.astype(np.float64)
+    prov = unknown(3000)
+    prov[:300] = MACHINE
+    prov[300:600] = HUMAN
+    s[:600] = np.nan
+    plan = plan_for(s, prov, 0.3)
+    assert not plan.keep[:300].any()
+    assert plan.keep[300:600].all()
+    assert plan.downsampled_known_machine == 300
+    assert plan.posterior[:300].tolist() == [1.0] * 300 and plan.posterior[300:600].tolist() == [0.0] * 300
+    # A target the known machines alone can meet leaves detector-scored records alone.
+    s2, _ = simulate(3000, 0.5, 2.5, seed=12)
+    prov2 = unknown(3000)
+    prov2[:1000] = MACHINE
+    s2 = np.where(prov2 == MACHINE, np.nan, s2)
+    p2 = plan_for(s2, prov2, 0.6)
+    assert p2.keep[1000:].all() and 0 < p2.downsampled < 1000
+    assert p2.share_after <= 0.6
+
+
+def test_target_zero_keeps_only_known_humans() -> None:
+    s, _ = simulate(500, 0.3, 3.0, seed=13)
+    s = s.astype(np.float64)
+    prov = unknown(500)
+    prov[:50] = HUMAN
+    s[:50] = np.nan
+    plan = plan_for(s, prov, 0.0)
+    assert plan.keep[:50].all() and not plan.keep[50:].any()
+    assert plan.share_after == 0.0
+
+
+def test_uniform_strategy_drops_predicted_synthetic_at_random() -> None:
+    s, y = simulate(10000, 0.6, 3.0, seed=14)
+    ids = [f"r{i}" for i in range(len(s))]
+    u = record_uniform(0, ids)
+    plan = plan_for(s, unknown(len(s)), 0.4, ids=ids, strategy="uniform", safety="point")
+    predicted = plan.posterior >= 0.5
+    dropped = ~plan.keep
+    assert dropped.any() and not (dropped & ~predicted).any()
+    # Which predicted-synthetic records go is decided by the per-record uniform alone.
+    assert u[dropped].max() < u[predicted & plan.keep].min()
+    # So the kept synthetic remainder keeps the score profile of the predicted-synthetic set.
+    assert abs(np.median(s[dropped]) - np.median(s[predicted & plan.keep])) < 0.01
+    assert plan.share_after <= 0.4 + 1e-9 and abs(y[plan.keep].mean() - 0.4) < 0.03
+    # Threshold reaches the same target dropping fewer records (it keeps more data).
+    assert plan_for(s, unknown(len(s)), 0.4, safety="point").downsampled < plan.downsampled
+
+
+def test_decisions_do_not_depend_on_record_order() -> None:
+    s, _ = simulate(5000, 0.5, 2.0, seed=15)
+    s = np.round(s, 2)  # many ties, broken by the record hash
+    prov = unknown(5000)
+    prov[::50] = MACHINE
+    ids = np.array([f"doc-{i}" for i in range(5000)])
+    perm = np.random.default_rng(2).permutation(5000)
+    for strategy in ("threshold", "uniform"):
+        a = plan_for(s, prov, 0.2, ids=list(ids), strategy=strategy)
+        b = plan_for(s[perm], prov[perm], 0.2, ids=list(ids[perm]), strategy=strategy)
+        assert np.array_equal(a.keep[perm], b.keep)
+        assert a.share_after == b.share_after and a.ci95_after == b.ci95_after
+
+
+def test_max_human_loss_fails_with_a_clear_message() -> None:
+    s, _ = simulate(3000, 0.5, 1.5, seed=16)
+    with pytest.raises(HumanLossError, match="max-human-loss 0.05"):
+        plan_for(s, unknown(3000), 0.05, max_human_loss=0.05)
+    plan = plan_for(s, unknown(3000), 0.05, max_human_loss=1.0)
+    assert plan.human_loss > 0.05
+
+
+def test_report_section_has_the_stable_keys() -> None:
+    s, _ = simulate(2000, 0.4, 3.0, seed=17)
+    prov = unknown(2000)
+    prov[:10] = HUMAN
+    rep = plan_for(s, prov, 0.1, strategy="threshold").to_report()
+    for key in (
+        "estimated_share_before", "ci95_before", "estimated_share_after", "ci95_after", "target_ratio",
+        "known_provenance", "downsampled", "method", "strategy",
+    ):
+        assert key in rep
+    assert rep["known_provenance"] == {"human": 10, "machine": 0}
+    assert rep["method"] == "em" and rep["strategy"] == "threshold"
+
+
+def test_plan_argument_errors() -> None:
+    s = np.array([0.5, 0.6])
+    with pytest.raises(ValueError, match="target_ratio"):
+        plan_for(s, unknown(2), 1.0)
+    with pytest.raises(ValueError, match="strategy"):
+        plan_for(s, unknown(2), 0.1, strategy="random")
+    with pytest.raises(ValueError, match="uniform values"):
+        plan_downsampling(s, unknown(2), np.array([0.1, 1.0]), 0.1, card=CARD)
+    empty = plan_downsampling(np.zeros(0), np.zeros(0, dtype=np.int8), np.zeros(0), 0.1, card=CARD)
+    assert empty.keep.shape == (0,) and empty.downsampled == 0
