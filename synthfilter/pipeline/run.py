@@ -177,23 +177,35 @@ def _prepare_out_dir(out: Path, cfg: Config) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _pool(workers: int, n_tasks: int) -> cf.Executor | None:
-    if workers <= 1 or n_tasks <= 1:
-        return None
-    ctx = multiprocessing.get_context("spawn")
-    return cf.ProcessPoolExecutor(max_workers=min(workers, n_tasks), mp_context=ctx)
+class ShardExecutor:
+    """Runs ``fn(shard, *args)`` per shard: in-process for one worker, else one process pool
+    shared by the score and write stages (forkserver with the stages preloaded, so workers
+    start cheaply and inherit no threads from the parent)."""
 
+    def __init__(self, workers: int, n_shards: int):
+        self.workers = min(workers, n_shards)
+        self._pool: cf.ProcessPoolExecutor | None = None
 
-def _map_shards(fn: Callable[..., Any], shards: Sequence[Shard], args: tuple[Any, ...], workers: int,
-                on_done: Callable[[Shard, Any], None]) -> None:
-    """Run ``fn(shard, *args)`` for each shard, in a process pool when workers > 1."""
-    pool = _pool(workers, len(shards))
-    if pool is None:
-        for sh in shards:
-            on_done(sh, fn(sh, *args))
-        return
-    with pool:
-        futures = {pool.submit(fn, sh, *args): sh for sh in shards}
+    def __enter__(self) -> "ShardExecutor":
+        if self.workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if "forkserver" in methods:
+                ctx.set_forkserver_preload(["synthfilter.pipeline.stages"])
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, fn: Callable[..., Any], shards: Sequence[Shard], args: tuple[Any, ...],
+            on_done: Callable[[Shard, Any], None]) -> None:
+        if self._pool is None or len(shards) <= 1:
+            for sh in shards:
+                on_done(sh, fn(sh, *args))
+            return
+        futures = {self._pool.submit(fn, sh, *args): sh for sh in shards}
         try:
             for fut in cf.as_completed(futures):
                 on_done(futures[fut], fut.result())
@@ -322,18 +334,19 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
     workers = cfg.resolved_workers()
 
-    metas = _score_all(shards, cfg, work, workers, progress)
-    try:
-        decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
-    except HumanLossExceeded:
-        # The policy refused the run: leave nothing behind.
-        shutil.rmtree(work, ignore_errors=True)
-        if not any(out.iterdir()):
-            out.rmdir()
-        raise
-    written: dict[str, dict[str, int]] = {}
-    if not cfg.dry_run:
-        written = _write_all(shards, cfg, work, out, workers, progress)
+    with ShardExecutor(workers, len(shards)) as executor:
+        metas = _score_all(shards, cfg, work, executor, progress)
+        try:
+            decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
+        except HumanLossExceeded:
+            # The policy refused the run: leave nothing behind.
+            shutil.rmtree(work, ignore_errors=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+            raise
+        written: dict[str, dict[str, int]] = {}
+        if not cfg.dry_run:
+            written = _write_all(shards, cfg, work, out, executor, progress)
     conservation = _check_conservation(shards, metas, written, decisions, offsets, cfg.dry_run)
     seconds = time.perf_counter() - t_start
     ended = _now()
@@ -353,7 +366,7 @@ def _model_info(scorer: Scorer) -> dict[str, Any] | None:
     return {"id": det.model_id, "sha256": det.sha256}
 
 
-def _score_all(shards: Sequence[Shard], cfg: Config, work: Path, workers: int, progress: Progress) -> dict[str, dict[str, Any]]:
+def _score_all(shards: Sequence[Shard], cfg: Config, work: Path, executor: ShardExecutor, progress: Progress) -> dict[str, dict[str, Any]]:
     metas: dict[str, dict[str, Any]] = {}
     todo = []
     for sh in shards:
@@ -368,7 +381,7 @@ def _score_all(shards: Sequence[Shard], cfg: Config, work: Path, workers: int, p
         metas[sh.rel] = meta
         progress.shard_done(sh.rel, meta["records"])
 
-    _map_shards(score_shard, todo, (cfg, work), workers, done)
+    executor.map(score_shard, todo, (cfg, work), done)
     return metas
 
 
@@ -381,7 +394,7 @@ def _decide_all(shards: Sequence[Shard], cfg: Config, work: Path, metas: dict[st
     return decisions, offsets
 
 
-def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, workers: int,
+def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, executor: ShardExecutor,
                progress: Progress) -> dict[str, dict[str, int]]:
     written: dict[str, dict[str, int]] = {}
     todo = []
@@ -397,7 +410,7 @@ def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, work
         written[sh.rel] = counts
         progress.shard_done(sh.rel, counts["kept"] + counts["rejected"])
 
-    _map_shards(write_shard, todo, (cfg, work, out), workers, done)
+    executor.map(write_shard, todo, (cfg, work, out), done)
     return written
 
 
