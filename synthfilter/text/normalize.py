@@ -13,6 +13,10 @@ import unicodedata
 
 import regex
 
+# Changes whenever ``normalize_for_dedup`` would return something different for some text:
+# hashes and MinHash signatures computed under another name must not be mixed with new ones.
+NORMALIZATION_NAME = "nfkc-homoglyph-casefold-nopunct-v1"
+
 # Look-alike letters that are used to hide copies ("homoglyph swaps"). Mapped before
 # case-folding so that upper-case look-alikes map to upper-case Latin letters.
 _HOMOGLYPHS: dict[str, str] = {
@@ -30,8 +34,12 @@ _HOMOGLYPHS: dict[str, str] = {
     # Greek upper case
     "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
     "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C",
+    # Armenian and Cherokee capitals drawn like Latin letters
+    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "ց": "g", "զ": "q", "Տ": "S", "Օ": "O",
+    "Ꭺ": "A", "Ᏼ": "B", "Ꮯ": "C", "Ꭼ": "E", "Ꮋ": "H", "Ꮶ": "K", "Ꮇ": "M", "Ꮲ": "P", "Ꭲ": "T",
     # Latin-script look-alikes outside ASCII that NFKC keeps
-    "ı": "i", "ȷ": "j", "ℓ": "l",
+    "ı": "i", "ȷ": "j", "ℓ": "l", "ɑ": "a", "ɩ": "i", "ɪ": "i", "ʏ": "y", "ᴄ": "c", "ᴏ": "o",
+    "ᴠ": "v", "ᴡ": "w", "ᴢ": "z",
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 
@@ -41,7 +49,13 @@ _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 # table (several times faster than regex substitutions); rarer scripts take the regex path.
 _TABLE_LIMIT = 0x3040
 _WHITESPACE = "\t\n\r\v\f\x85\u2028\u2029"
-_INVISIBLE = regex.compile(r"[\p{Cf}\p{Cc}\p{Co}\p{Cs}&&[^\t\n\r\v\f\x85]]", regex.V1)
+# Invisible although not in a C* category: combining grapheme joiner, Hangul fillers,
+# variation selectors (inserted between letters they change nothing visible).
+_INVISIBLE_OTHER = "\u034f\u115f\u1160\u3164\uffa0"
+_INVISIBLE = regex.compile(
+    r"[[\p{Cf}\p{Cc}\p{Co}\p{Cs}&&[^\t\n\r\v\f\x85]]\u3164\uffa0\ufe00-\ufe0f\U000e0100-\U000e01ef]",
+    regex.V1,
+)
 _PUNCT = regex.compile(r"\p{P}+")
 
 
@@ -52,7 +66,7 @@ def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
         cat = unicodedata.category(ch)
         if ch in _WHITESPACE:
             keep_punct[cp] = " "
-        elif cat in ("Cf", "Cc", "Co", "Cs"):
+        elif cat in ("Cf", "Cc", "Co", "Cs") or ch in _INVISIBLE_OTHER:
             keep_punct[cp] = None
     keep_punct.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
     strip_punct = dict(keep_punct)

@@ -1,0 +1,218 @@
+"""Near-duplicate clusters from band keys: candidate pairs by sorting, verified edges, survivors.
+
+Works on compact annotations only (band keys, signatures that may be memory-mapped), in numpy
+passes over whole bands: no Python loop per record and no all-pairs work inside a bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["choose_survivors", "near_duplicate_components"]
+
+
+def near_duplicate_components(
+    keys: np.ndarray,
+    signatures: np.ndarray | None = None,
+    threshold: float = 0.8,
+    verify: bool = True,
+    *,
+    max_rounds: int = 8,
+    verify_chunk: int = 16384,
+) -> np.ndarray:
+    """Component label of every record: the smallest record index of its near-duplicate cluster.
+
+    Args:
+        keys: (N, b) uint64 band keys (``lsh.band_keys``); may be an ``np.memmap``.
+        signatures: (N, num_perm) uint32 MinHash signatures (may be an ``np.memmap``: only the
+            rows of candidate pairs are read); required when ``verify``.
+        threshold: Jaccard threshold a candidate pair must reach (estimated from signatures).
+        verify: check every candidate pair before linking it. Without it, any shared band links.
+        max_rounds: how often a bucket is re-split among members that failed verification.
+        verify_chunk: candidate pairs verified per numpy step (bounds temporary memory).
+
+    Returns:
+        int64 array (N,). Records without a verified near-duplicate keep their own index.
+
+    In each band, records with equal keys form a bucket; each member is linked to the
+    bucket's smallest record index (its representative), never to every other member. A
+    member that fails verification against the representative is not dropped: the failed
+    members form a sub-bucket with a new representative in the next round. Pairs already in
+    one cluster are not verified again. Clusters are connected components of verified links.
+    """
+    if keys.ndim != 2:
+        raise ValueError(f"keys must be a 2-D (records, bands) array, got shape {keys.shape}")
+    n, n_bands = keys.shape
+    if verify:
+        if signatures is None:
+            raise ValueError("verify=True needs the signatures (or pass verify=False)")
+        if signatures.ndim != 2 or signatures.shape[0] != n:
+            raise ValueError(f"signatures must have shape ({n}, num_perm), got {signatures.shape}")
+    forest = _Forest(n)
+    for band in range(n_bands):
+        records, group_starts = _buckets(keys, band)
+        _link(forest, records, group_starts, signatures, threshold, verify, max_rounds, verify_chunk)
+    return forest.labels()
+
+
+def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Index of the record each record's group keeps (``survivor[i] == i``: ``i`` is kept).
+
+    Args:
+        labels: (N,) group label per record (any integers; equal label = same group).
+        sort_keys: (N,) arrays in priority order (first decides first); within a group the
+            record with the lowest values wins (NaN loses to any number), ties go to the
+            smallest index, i.e. the earliest in input order.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    keys = [np.asarray(k) for k in sort_keys]
+    for i, k in enumerate(keys):
+        if k.shape != (n,):
+            raise ValueError(f"sort_keys[{i}] must have shape ({n},), got {k.shape}")
+    survivor = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return survivor
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    same = sorted_labels[1:] == sorted_labels[:-1]
+    del sorted_labels
+    positions, group_starts = _runs_of_equal(same)
+    if len(positions) == 0:
+        return survivor
+    members = order[positions]
+    group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
+    ranked = np.lexsort((members, *[k[members] for k in reversed(keys)], group))
+    members, group = members[ranked], group[ranked]
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    survivor[members] = np.repeat(members[first], np.diff(np.r_[first, len(members)]))
+    return survivor
+
+
+# -- buckets --------------------------------------------------------------------------------
+
+
+def _runs_of_equal(same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a sorted array that belong to runs of >= 2 equal values, and run starts.
+
+    ``same[p]`` says whether sorted values p and p + 1 are equal. Returns ``positions`` (sorted)
+    and ``starts`` (offsets into ``positions``, one per run, plus ``len(positions)``).
+    """
+    in_run = np.zeros(len(same) + 1, dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    positions = np.flatnonzero(in_run)
+    del in_run
+    opens = np.ones(len(positions), dtype=bool)
+    opens[1:] = ~same[positions[1:] - 1]
+    starts = np.append(np.flatnonzero(opens), len(positions))
+    return positions, starts
+
+
+def _buckets(keys: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """Records sharing a key in ``band``, grouped: (records, group_starts) as in _runs_of_equal."""
+    column = np.ascontiguousarray(keys[:, band])
+    order = np.argsort(column)
+    column = column[order]
+    same = column[1:] == column[:-1]
+    del column
+    positions, starts = _runs_of_equal(same)
+    return order[positions], starts
+
+
+# -- linking --------------------------------------------------------------------------------
+
+
+def _link(
+    forest: "_Forest",
+    records: np.ndarray,
+    group_starts: np.ndarray,
+    signatures: np.ndarray | None,
+    threshold: float,
+    verify: bool,
+    max_rounds: int,
+    verify_chunk: int,
+) -> None:
+    group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
+    for _ in range(max_rounds):
+        if len(records) < 2:
+            return
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        sizes = np.diff(np.r_[starts, len(records)])
+        rep = np.repeat(np.minimum.reduceat(records, starts), sizes)
+        member = records != rep
+        u, v, group = rep[member], records[member], group[member]
+        root_u, root_v = forest.find(u), forest.find(v)
+        todo = root_u != root_v
+        if verify:
+            passed = _similar(signatures, u[todo], v[todo], threshold, verify_chunk)
+        else:
+            passed = np.ones(int(todo.sum()), dtype=bool)
+        forest.union(root_u[todo][passed], root_v[todo][passed])
+        if not verify:
+            return
+        failed = np.zeros(len(u), dtype=bool)
+        failed[np.flatnonzero(todo)[~passed]] = True
+        records, group = v[failed], group[failed]
+        # Only groups with >= 2 failed members have pairs left to try.
+        if len(records) < 2:
+            return
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        sizes = np.diff(np.r_[starts, len(records)])
+        keep = np.repeat(sizes >= 2, sizes)
+        records, group = records[keep], group[keep]
+
+
+def _similar(
+    signatures: np.ndarray, u: np.ndarray, v: np.ndarray, threshold: float, chunk: int
+) -> np.ndarray:
+    """Whether the estimated Jaccard of each pair (u[i], v[i]) reaches ``threshold``."""
+    out = np.empty(len(u), dtype=bool)
+    num_perm = signatures.shape[1]
+    for lo in range(0, len(u), chunk):
+        a = np.asarray(signatures[u[lo : lo + chunk]])
+        b = np.asarray(signatures[v[lo : lo + chunk]])
+        out[lo : lo + chunk] = np.count_nonzero(a == b, axis=1) / num_perm >= threshold
+    return out
+
+
+class _Forest:
+    """Union-find over record indices, vectorised; every root is the smallest index of its set."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: np.ndarray) -> np.ndarray:
+        root = self.parent[x]
+        while True:
+            up = self.parent[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+        self.parent[x] = root  # path compression for the records asked about
+        return root
+
+    def union(self, root_u: np.ndarray, root_v: np.ndarray) -> None:
+        """Merge the sets of each pair of roots (all merges of one call at once)."""
+        if len(root_u) == 0:
+            return
+        nodes, inverse = np.unique(np.concatenate([root_u, root_v]), return_inverse=True)
+        k, e = len(nodes), len(root_u)
+        graph = coo_matrix((np.ones(e, dtype=np.int8), (inverse[:e], inverse[e:])), shape=(k, k))
+        _count, component = connected_components(graph, directed=False)
+        # nodes is sorted, so a component's first node is its smallest index: the new root.
+        _labels, first = np.unique(component, return_index=True)
+        self.parent[nodes] = nodes[first][component]
+
+    def labels(self) -> np.ndarray:
+        """Root of every record (pointer jumping until every parent is a root)."""
+        parent = self.parent
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                return up
+            parent = up

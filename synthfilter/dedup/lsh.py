@@ -1,0 +1,106 @@
+"""LSH banding for MinHash signatures: choosing bands x rows for a threshold, and band keys.
+
+Two signatures fall in the same bucket of a band when all ``r`` values of that band are equal,
+which happens with probability ``s**r`` for Jaccard similarity ``s``; with ``b`` bands a pair
+becomes a candidate with probability ``1 - (1 - s**r)**b``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.integrate import quad
+
+__all__ = [
+    "band_keys",
+    "candidate_probability",
+    "false_negative_probability",
+    "false_positive_probability",
+    "optimal_bands",
+]
+
+
+def candidate_probability(similarity: float | np.ndarray, b: int, r: int) -> float | np.ndarray:
+    """Probability that a pair with Jaccard ``similarity`` shares at least one of ``b`` bands of ``r`` rows."""
+    return 1.0 - (1.0 - np.power(similarity, float(r))) ** float(b)
+
+
+def false_positive_probability(threshold: float, b: int, r: int) -> float:
+    """Area under the candidate curve below ``threshold`` (pairs that should not be candidates)."""
+    area, _err = quad(lambda s: 1.0 - (1.0 - s ** float(r)) ** float(b), 0.0, threshold)
+    return area
+
+
+def false_negative_probability(threshold: float, b: int, r: int) -> float:
+    """Area above the candidate curve from ``threshold`` to 1 (pairs that should be candidates)."""
+    area, _err = quad(lambda s: (1.0 - s ** float(r)) ** float(b), threshold, 1.0)
+    return area
+
+
+@lru_cache(maxsize=64)
+def optimal_bands(
+    threshold: float,
+    num_perm: int,
+    false_positive_weight: float = 0.5,
+    false_negative_weight: float = 0.5,
+) -> tuple[int, int]:
+    """Bands ``b`` and rows ``r`` (``b * r <= num_perm``) minimising weighted FP + FN areas.
+
+    The same grid search, integrals and tie-breaking as ``datasketch.MinHashLSH``, so both
+    choose the same parameters: e.g. ``optimal_bands(0.8, 128) == (9, 13)``.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if num_perm < 2:
+        raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+    best, best_error = (0, 0), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            error = false_positive_weight * false_positive_probability(threshold, b, r)
+            error += false_negative_weight * false_negative_probability(threshold, b, r)
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
+
+
+_MUL64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def _band_seeds(b: int) -> np.ndarray:
+    return _fmix64(np.arange(1, b + 1, dtype=np.uint64) * _MUL64)
+
+
+def band_keys(signatures: np.ndarray, b: int, r: int, *, chunk_rows: int = 65536) -> np.ndarray:
+    """uint64 array (n, b): a 64-bit hash of each band's ``r`` values, seeded by the band index.
+
+    Band ``i`` covers signature columns ``[i * r, (i + 1) * r)``. Equal bands give equal keys;
+    the seed makes equal values in different bands give different keys, so keys of different
+    bands are never confused (``near_duplicate_components`` also compares only within a band).
+    """
+    signatures = np.asarray(signatures)
+    if signatures.ndim != 2 or signatures.dtype != np.uint32:
+        raise ValueError(f"signatures must be a 2-D uint32 array, got {signatures.dtype} {signatures.shape}")
+    if b < 1 or r < 1 or b * r > signatures.shape[1]:
+        raise ValueError(f"b * r must be in [1, {signatures.shape[1]}] (signature length), got {b} x {r}")
+    n = signatures.shape[0]
+    out = np.empty((n, b), dtype=np.uint64)
+    seeds = _band_seeds(b)
+    for lo in range(0, n, chunk_rows):
+        bands = signatures[lo : lo + chunk_rows, : b * r].reshape(-1, b, r)
+        h = np.repeat(seeds[None, :], len(bands), axis=0)
+        for j in range(r):
+            h ^= bands[:, :, j]
+            h *= _MUL64
+            h ^= h >> np.uint64(29)
+        out[lo : lo + len(bands)] = _fmix64(h)
+    return out
