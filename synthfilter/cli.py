@@ -52,7 +52,8 @@ def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning every expected failure into a one-line message + exit code."""
     from synthfilter.io.shards import InputError
     from synthfilter.pipeline.run import UsageError
-    from synthfilter.pipeline.stages import ConservationError, HumanLossExceeded
+    from synthfilter.pipeline.stages import ConservationError
+    from synthfilter.ratio import HumanLossError
 
     try:
         return fn()
@@ -60,7 +61,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
         raise
     except (InputError, UsageError, ConfigError) as e:
         _fail(str(e), EXIT_USAGE)
-    except HumanLossExceeded as e:
+    except HumanLossError as e:
         _fail(str(e), EXIT_POLICY)
     except ConservationError as e:
         _fail(f"conservation check failed: {e}", EXIT_INTERNAL)

@@ -25,13 +25,13 @@ import numpy as np
 
 from synthfilter import __version__
 from synthfilter.config import Config
+from synthfilter.ratio import HumanLossError
 from synthfilter.io.shards import InputError, Shard, atomic_write_bytes, discover_shards, file_sha256
 from synthfilter.pipeline.stages import (
     REASONS,
     Annotations,
     ConservationError,
     Decisions,
-    HumanLossExceeded,
     Scorer,
     WorkPaths,
     decide,
@@ -296,6 +296,7 @@ def save_decisions(shards: Sequence[Shard], work: Path, offsets: list[int], deci
         table = pa.table({
             "reason": pa.array(decisions.reason[lo:hi], type=pa.int8()),
             "duplicate_of": pa.array([id_of[int(x)] if x >= 0 else None for x in d], type=pa.string()),
+            "posterior": pa.array(decisions.posterior[lo:hi], type=pa.float32()),
         })
         path = WorkPaths.for_shard(work, sh).decisions
         tmp = path.with_suffix(".tmp")
@@ -338,7 +339,7 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         metas = _score_all(shards, cfg, work, executor, progress)
         try:
             decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
-        except HumanLossExceeded:
+        except HumanLossError:
             # The policy refused the run: leave nothing behind.
             shutil.rmtree(work, ignore_errors=True)
             if not any(out.iterdir()):

@@ -7,6 +7,7 @@ never texts). ``score_shard`` and ``write_shard`` put file I/O around them for t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -146,10 +147,8 @@ class Scorer:
 
 def record_uniforms(seed: int, ids: Sequence[str]) -> np.ndarray:
     """A stable number in [0, 1) per (seed, record id): drives every random choice."""
-    try:
-        from synthfilter.ratio import record_uniform
-    except ImportError:  # TEMPORARY until ratio.py lands
-        return np.array([xxhash.xxh3_64_intdigest(f"{seed}\0{i}".encode()) / 2.0**64 for i in ids])
+    from synthfilter.ratio import record_uniform
+
     return np.asarray(record_uniform(seed, ids), dtype=np.float64)
 
 
@@ -193,10 +192,6 @@ class WorkPaths:
     @property
     def written(self) -> Path:
         return self.root / "written.json"
-
-
-def _error_record(rec: RawRecord | None, line: int, index: int, message: str) -> RawRecord:
-    return RawRecord(index, line, rec.raw if rec else None, None, message)
 
 
 class _ReaderHolder:
@@ -377,16 +372,13 @@ class Decisions:
     reason: np.ndarray  # int8 code per record (REASONS)
     duplicate_of: np.ndarray  # int64 global index of the kept record, -1 where it does not apply
     cluster_sizes: np.ndarray  # sizes of duplicate clusters with >= 2 members
+    posterior: np.ndarray  # float32 P(machine) under the corpus prior, for downsampled records
     synthetic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = np.bincount(self.reason, minlength=len(REASONS))
         return {name: int(c[i]) for i, name in enumerate(REASONS)}
-
-
-class HumanLossExceeded(RuntimeError):
-    """Meeting the target ratio would drop more estimated-human records than allowed."""
 
 
 def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -496,7 +488,8 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     group_sizes = np.bincount(labels[ok], minlength=n) if n else np.zeros(0, np.int64)
     cluster_sizes = group_sizes[group_sizes >= 2]
 
-    decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes)
+    decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
+                          posterior=np.full(n, np.nan, dtype=np.float32))
     _decide_synthetic(ann, cfg, card, decisions)
     return decisions
 
@@ -519,109 +512,105 @@ class _SubsetRows:
 
 def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
     """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
-    survivors = np.flatnonzero(decisions.reason == KEPT)
-    scores = ann.score[survivors]
-    prov = ann.provenance[survivors]
-    known_h = int(np.sum(prov == 1))
-    known_m = int(np.sum(prov == 2))
-    scored = ~np.isnan(scores) & (prov == 0)
-    section: dict[str, Any] = {
-        "known_provenance": {"human": known_h, "machine": known_m},
-        "detector_scored": int(scored.sum()),
-        "target_ratio": cfg.ratio.target_ratio,
-        "strategy": cfg.ratio.strategy if cfg.ratio.target_ratio is not None else None,
-        "downsampled": 0,
-    }
-    if not len(survivors) or (not scored.any() and known_h + known_m == 0):
-        decisions.synthetic = section
-        return
     from synthfilter import ratio as ratio_mod
 
-    est_scores = np.where(prov == 0, scores, np.nan).astype(np.float32)
-    if cfg.ratio.target_ratio is None:
-        est = ratio_mod.estimate_prevalence(
-            est_scores, prov, card, method=cfg.ratio.method, n_boot=cfg.ratio.bootstrap, seed=cfg.seed
-        )
-        section.update(_estimate_fields(est, "before"))
-        section.update({k.replace("before", "after"): v for k, v in _estimate_fields(est, "before").items()})
-        decisions.synthetic = section
+    survivors = np.flatnonzero(decisions.reason == KEPT)
+    prov = ann.provenance[survivors]
+    # Known provenance is counted as known: the detector's guess never overrides it.
+    scores = np.where(prov == 0, ann.score[survivors], np.nan).astype(np.float32)
+    r = cfg.ratio
+    if not len(survivors) or (np.isnan(scores).all() and not (prov != 0).any()):
+        decisions.synthetic = {
+            "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
+            "target_ratio": r.target_ratio, "downsampled": 0, "method": None,
+            "strategy": r.strategy if r.target_ratio is not None else None,
+        }
+        return
+    if r.target_ratio is None:
+        est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed)
+        ci = list(est.ci95) if est.ci95 is not None else None
+        decisions.synthetic = {
+            "estimated_share_before": est.share, "ci95_before": ci,
+            "estimated_share_after": est.share, "ci95_after": ci,
+            "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
+            "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
+            "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
+            "warnings": list(est.warnings),
+        }
+        decisions.warnings.extend(est.warnings)
         return
     plan = ratio_mod.plan_downsampling(
-        est_scores, prov, ann.uniform[survivors], cfg.ratio.target_ratio,
-        strategy=cfg.ratio.strategy, card=card, method=cfg.ratio.method,
-        n_boot=cfg.ratio.bootstrap, seed=cfg.seed,
+        scores, prov, ann.uniform[survivors], r.target_ratio, strategy=r.strategy, card=card,
+        method=r.method, n_boot=r.bootstrap, seed=cfg.seed, max_human_loss=r.max_human_loss,
     )
-    keep = np.asarray(plan.keep, dtype=bool)
-    dropped = survivors[~keep]
+    dropped = survivors[~plan.keep]
     decisions.reason[dropped] = DOWNSAMPLED
-    section.update(_estimate_fields(plan.before, "before"))
-    section.update(_estimate_fields(plan.after, "after"))
-    section["downsampled"] = int(len(dropped))
-    section["estimated_human_dropped"] = float(plan.human_dropped)
-    section["estimated_human_loss"] = float(plan.human_loss)
-    if getattr(plan, "warning", None):
-        decisions.warnings.append(plan.warning)
-        section["warning"] = plan.warning
-    decisions.synthetic = section
-    limit = cfg.ratio.max_human_loss
-    if limit is not None and plan.human_loss > limit:
-        raise HumanLossExceeded(
-            f"meeting target ratio {cfg.ratio.target_ratio:g} would drop {plan.human_loss:.1%} of the records "
-            f"estimated human, over --max-human-loss {limit:g}; nothing was written"
-        )
-
-
-def _estimate_fields(est: Any, when: str) -> dict[str, Any]:
-    return {
-        f"estimated_share_{when}": float(est.share),
-        f"ci95_{when}": [float(est.ci95[0]), float(est.ci95[1])],
-        "method": est.method,
-    }
+    decisions.posterior[dropped] = plan.posterior[~plan.keep]
+    decisions.synthetic = plan.to_report()
+    decisions.warnings.extend(decisions.synthetic.get("warnings", []))
 
 
 # -- write ------------------------------------------------------------------------------------
 
 
-def synthfilter_fields(reason: int, dup_id: str | None, score: float, prov: int, error: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"decision": "kept" if reason == KEPT else "rejected"}
-    if reason != KEPT:
-        out["reason"] = REASONS[reason]
-    if dup_id is not None:
-        out["duplicate_of"] = dup_id
-    out["score"] = None if np.isnan(score) else round(float(score), 6)
-    out["provenance"] = PROVENANCE_NAMES[prov]
-    if error is not None:
-        out["error"] = error
-    return out
+@dataclass
+class ShardDecisions:
+    """What the write stage needs for one shard, row-aligned with its records."""
+
+    reason: np.ndarray
+    duplicate_of: list[str | None]
+    score: np.ndarray
+    posterior: np.ndarray
+    provenance: np.ndarray
+    error: list[str | None]
+
+    @classmethod
+    def load(cls, paths: WorkPaths) -> "ShardDecisions":
+        import pyarrow.ipc as ipc
+
+        with ipc.open_file(str(paths.ann)) as r:
+            ann = r.read_all()
+        with ipc.open_file(str(paths.decisions)) as r:
+            dec = r.read_all()
+        return cls(
+            reason=dec.column("reason").to_numpy(), duplicate_of=dec.column("duplicate_of").to_pylist(),
+            score=ann.column("score").to_numpy(), posterior=dec.column("posterior").to_numpy(),
+            provenance=ann.column("provenance").to_numpy(), error=ann.column("error").to_pylist(),
+        )
+
+    def fields(self, i: int) -> dict[str, Any]:
+        """The ``synthfilter`` object written with record ``i``."""
+        r = int(self.reason[i])
+        out: dict[str, Any] = {"decision": "kept" if r == KEPT else "rejected"}
+        if r != KEPT:
+            out["reason"] = REASONS[r]
+        if self.duplicate_of[i] is not None:
+            out["duplicate_of"] = self.duplicate_of[i]
+        out["score"] = None if np.isnan(self.score[i]) else round(float(self.score[i]), 6)
+        if not np.isnan(self.posterior[i]):
+            out["p_machine"] = round(float(self.posterior[i]), 6)
+        out["provenance"] = PROVENANCE_NAMES[int(self.provenance[i])]
+        if self.error[i] is not None:
+            out["error"] = self.error[i]
+        return out
 
 
 def write_shard(shard: Shard, cfg: Config, work: Path, out: Path) -> dict[str, int]:
     """Route each record of a shard to kept/ or rejected/ according to its decision."""
-    import pyarrow.ipc as ipc
-
     paths = WorkPaths.for_shard(work, shard)
-    ann = ipc.open_file(str(paths.ann)).read_all()
-    dec = ipc.open_file(str(paths.decisions)).read_all()
-    reason = dec.column("reason").to_numpy()
-    dup_ids = dec.column("duplicate_of").to_pylist()
-    score = ann.column("score").to_numpy()
-    prov = ann.column("provenance").to_numpy()
-    errors = ann.column("error").to_pylist()
+    dec = ShardDecisions.load(paths)
     kept_path = out / "kept" / shard.rel
     rej_path = out / "rejected" / shard.rel
-    if shard.format == "parquet":
-        counts = _write_parquet(shard, cfg, kept_path, rej_path, reason, dup_ids, score, prov, errors)
-    else:
-        counts = _write_jsonl(shard, cfg, kept_path, rej_path, reason, dup_ids, score, prov, errors)
+    write = _write_parquet if shard.format == "parquet" else _write_jsonl
+    counts = write(shard, cfg, kept_path, rej_path, dec)
     atomic_write_bytes(paths.written, json.dumps(counts).encode())
     return counts
 
 
-def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, reason: np.ndarray,
-                 dup_ids: list[Any], score: np.ndarray, prov: np.ndarray, errors: list[Any]) -> dict[str, int]:
+def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
     kept = AtomicJsonlWriter(kept_path, shard.compression)
     rejected: AtomicJsonlWriter | None = None
-    n = len(reason)
+    n = len(dec.reason)
     seen = 0
     try:
         for rec in _ReaderHolder(shard, cfg):
@@ -629,28 +618,22 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, rea
             if i >= n:
                 raise ConservationError(f"{shard.path}: more records on the second read than the first ({i + 1} > {n})")
             seen += 1
-            r = int(reason[i])
-            if r == KEPT:
+            if dec.reason[i] == KEPT:
                 if cfg.annotate:
-                    obj = dict(rec.obj)
-                    obj["synthfilter"] = synthfilter_fields(r, None, float(score[i]), int(prov[i]), None)
-                    kept.write_line(orjson.dumps(obj))
+                    kept.write_line(orjson.dumps({**rec.obj, "synthfilter": dec.fields(i)}))
                 else:
                     kept.write_line(rec.raw)  # type: ignore[arg-type]
                 continue
             if rejected is None:
                 rejected = AtomicJsonlWriter(rej_path, shard.compression)
-            fields = synthfilter_fields(r, dup_ids[i], float(score[i]), int(prov[i]), errors[i])
-            if isinstance(rec.obj, dict):
-                obj = dict(rec.obj)
-            else:
-                obj = {}
+            fields = dec.fields(i)
+            obj = dict(rec.obj) if isinstance(rec.obj, dict) else {}
+            if not isinstance(rec.obj, dict):
+                # Not even a JSON object: keep the raw line (and where it was) so nothing is lost.
                 fields["source"] = {"file": shard.rel, "line": rec.line, "byte_offset": rec.offset}
                 if rec.raw is not None:
                     fields["raw"] = rec.raw.decode("utf-8", errors="replace")
                     if fields["raw"].encode("utf-8") != rec.raw:
-                        import base64
-
                         fields["raw_base64"] = base64.b64encode(rec.raw).decode("ascii")
             obj["synthfilter"] = fields
             rejected.write_line(orjson.dumps(obj))
@@ -672,33 +655,23 @@ def _synthfilter_struct_type() -> Any:
 
     return pa.struct([
         ("decision", pa.string()), ("reason", pa.string()), ("duplicate_of", pa.string()),
-        ("score", pa.float32()), ("provenance", pa.string()), ("error", pa.string()),
+        ("score", pa.float32()), ("p_machine", pa.float32()), ("provenance", pa.string()), ("error", pa.string()),
     ])
 
 
-def _struct_column(rows: np.ndarray, reason: np.ndarray, dup_ids: list[Any], score: np.ndarray,
-                   prov: np.ndarray, errors: list[Any]) -> Any:
+def _struct_column(rows: np.ndarray, dec: ShardDecisions) -> Any:
     import pyarrow as pa
 
-    values = []
-    for i in rows:
-        r = int(reason[i])
-        values.append({
-            "decision": "kept" if r == KEPT else "rejected",
-            "reason": None if r == KEPT else REASONS[r],
-            "duplicate_of": dup_ids[i],
-            "score": None if np.isnan(score[i]) else float(score[i]),
-            "provenance": PROVENANCE_NAMES[int(prov[i])],
-            "error": errors[i],
-        })
+    names = _synthfilter_struct_type().names
+    values = [{k: f.get(k) for k in names} for f in (dec.fields(int(i)) for i in rows)]
     return pa.array(values, type=_synthfilter_struct_type())
 
 
-def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, reason: np.ndarray,
-                   dup_ids: list[Any], score: np.ndarray, prov: np.ndarray, errors: list[Any]) -> dict[str, int]:
+def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    reason = dec.reason
     n = len(reason)
     struct_field = pa.field("synthfilter", _synthfilter_struct_type())
     try:
@@ -723,11 +696,10 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, r
             rej_rows = rows[r != KEPT]
             kt = table.take(pa.array(kept_rows - rows[0] if len(rows) else kept_rows))
             if cfg.annotate:
-                kt = _replace_struct(kt, _struct_column(kept_rows, reason, dup_ids, score, prov, errors))
+                kt = _replace_struct(kt, _struct_column(kept_rows, dec))
             kept.write_table(kt)
             if len(rej_rows):
-                rt = _replace_struct(table.take(pa.array(rej_rows - rows[0])),
-                                     _struct_column(rej_rows, reason, dup_ids, score, prov, errors))
+                rt = _replace_struct(table.take(pa.array(rej_rows - rows[0])), _struct_column(rej_rows, dec))
                 if rejected is None:
                     rejected = AtomicParquetWriter(rej_path, rt.schema)
                 rejected.write_table(rt)
@@ -736,9 +708,8 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, r
             rows = np.arange(offset, n)
             if np.any(reason[rows] == KEPT):
                 raise ConservationError(f"{shard.path}: rows {offset}..{n} could not be re-read")
-            col = _struct_column(rows, reason, dup_ids, score, prov, errors)
-            rt = pa.table({"synthfilter": col}) if not base_schema.names else pa.table(
-                {**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col})
+            col = _struct_column(rows, dec)
+            rt = pa.table({**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col})
             if rejected is None:
                 rejected = AtomicParquetWriter(rej_path, rt.schema)
             rejected.write_table(rt)

@@ -182,3 +182,26 @@ def test_gzip_output_is_deterministic(tmp_path: Path, fast_config: dict) -> None
     a = (tmp_path / "o1" / "kept" / "a.jsonl.gz").read_bytes()
     assert a == (tmp_path / "o2" / "kept" / "a.jsonl.gz").read_bytes()
     assert gzip.decompress(a)
+
+
+def test_provenance_and_target_ratio_without_detector(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(200, seed=21, machine_share=0.5)
+    for r in rows:
+        r["meta"] = {"generated_by": "gpt-4o" if r["label"] == "machine" else "staff writer"}
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    cfg = cfg_of(fast_config, ratio={
+        "target_ratio": 0.1, "provenance_field": "meta.generated_by",
+        "provenance_map": {"gpt-*": "machine", "staff*": "human"},
+    })
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg)
+    syn = res.report["synthetic"]
+    n_machine = sum(r["label"] == "machine" for r in rows)
+    assert syn["known_provenance"] == {"human": 200 - n_machine, "machine": n_machine}
+    kept = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "kept" / "a.jsonl")]
+    share = sum(r["label"] == "machine" for r in kept) / len(kept)
+    assert share <= 0.1 and sum(r["label"] == "human" for r in kept) == 200 - n_machine  # no human lost
+    rej = [orjson.loads(x) for x in read_jsonl(tmp_path / "out" / "rejected" / "a.jsonl")]
+    assert {r["synthfilter"]["reason"] for r in rej} == {"synthetic_downsampled"}
+    assert all(r["label"] == "machine" and r["synthfilter"]["p_machine"] == 1.0 for r in rej)
+    assert syn["estimated_share_after"] <= 0.1 and syn["downsampled"] == len(rej)
+
