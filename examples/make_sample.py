@@ -26,7 +26,7 @@ from textgen import assistant_text, human_text  # noqa: E402
 
 def _edit(text: str, rng: random.Random, share: float) -> str:
     words = text.split()
-    for _ in range(max(1, int(len(words) * share))):
+    for _ in range(max(1, round(len(words) * share))):
         words[rng.randrange(len(words))] = rng.choice(["really", "quite", "also", "then", "still"])
     return " ".join(words)
 
@@ -48,7 +48,7 @@ def build(out: Path, seed: int = 2024) -> None:
                      "meta": {"site": "syndicated"}})
     for j in range(12):  # near copies: a few words edited
         src = rows[rng.randrange(240)]
-        rows.append({"id": f"edit-{j:02d}", "text": _edit(src["text"], rng, 0.04), "meta": {"site": "syndicated"}})
+        rows.append({"id": f"edit-{j:02d}", "text": _edit(src["text"], rng, 0.01), "meta": {"site": "syndicated"}})
     rng.shuffle(rows)
     a, b, c = rows[:110], rows[110:200], rows[200:]
     (out / "blog.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in a))

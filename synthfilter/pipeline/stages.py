@@ -254,7 +254,9 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
             a[pos] = ann[name]
             arrays[name].append(a)
         if band_f is not None and sig_f is not None:
-            b = np.zeros((count, n_bands), dtype=np.uint64)
+            # Rows without text get band keys of their own so that they never match anything.
+            b = np.arange(start, start + count, dtype=np.uint64)[:, None] * np.uint64(n_bands) + np.arange(n_bands, dtype=np.uint64)
+            b ^= np.uint64(xxhash.xxh3_64_intdigest(f"no-text:{shard.rel}".encode()))
             s = np.full((count, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
             b[pos] = ann["bands"]
             s[pos] = ann["signatures"]
@@ -467,16 +469,12 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     if cfg.dedup.near and ann.bands is not None and n:
         from synthfilter.dedup.clusters import near_duplicate_components
 
-        ok_idx = np.flatnonzero(ok)
-        sub = near_duplicate_components(
-            ann.bands[ok_idx] if len(ok_idx) < n else ann.bands,
-            signatures=_SubsetRows(ann.signatures, ok_idx) if (cfg.dedup.verify and len(ok_idx) < n) else (ann.signatures if cfg.dedup.verify else None),
-            threshold=cfg.dedup.threshold,
-            verify=cfg.dedup.verify,
+        # Malformed rows carry unique band keys (see score_shard), so they match nothing.
+        near = near_duplicate_components(
+            ann.bands, signatures=ann.signatures if cfg.dedup.verify else None,
+            threshold=cfg.dedup.threshold, verify=cfg.dedup.verify,
         )
-        near = idx.copy()
-        near[ok_idx] = ok_idx[sub]
-        labels = _merge_labels(exact, near)
+        labels = _merge_labels(exact, np.where(ok, near, idx))
 
     survivor = _survivors(labels, ann, cfg.dedup.keep_rule)
     is_dup = ok & (survivor != idx)
@@ -492,22 +490,6 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
                           posterior=np.full(n, np.nan, dtype=np.float32))
     _decide_synthetic(ann, cfg, card, decisions)
     return decisions
-
-
-class _SubsetRows:
-    """Row-subset view of a (memory-mapped) signature matrix, without copying it."""
-
-    def __init__(self, base: Any, rows: np.ndarray):
-        self.base = base
-        self.rows = rows
-        self.shape = (len(rows), base.shape[1])
-        self.dtype = base.dtype
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, item: Any) -> np.ndarray:
-        return np.asarray(self.base[self.rows[item]])
 
 
 def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:

@@ -205,3 +205,33 @@ def test_provenance_and_target_ratio_without_detector(tmp_path: Path, fast_confi
     assert all(r["label"] == "machine" and r["synthfilter"]["p_machine"] == 1.0 for r in rej)
     assert syn["estimated_share_after"] <= 0.1 and syn["downsampled"] == len(rej)
 
+
+
+def _near_copy(text: str) -> str:
+    words = text.split()
+    words[len(words) // 2] = "notably"
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_near_duplicates_rejected_with_survivor(tmp_path: Path, workers: int) -> None:
+    from helpers import make_records as mk
+
+    pool = mk(40, seed=31)
+    # ~200-word documents: one edited word leaves a true Jaccard near 0.95.
+    base = [{"id": f"b{i}", "text": pool[2 * i]["text"] + " " + pool[2 * i + 1]["text"]} for i in range(20)]
+    rows = list(base)
+    rows += [{"id": f"near-{i}", "text": _near_copy(r["text"])} for i, r in enumerate(base[:6])]
+    rows.insert(3, b'{"text": broken')  # a malformed line, quarantined, must not disturb the index
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True, "workers": workers,
+                            "on_error": "quarantine"})
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg)
+    rej = {r.get("id"): r["synthfilter"] for r in map(orjson.loads, read_jsonl(tmp_path / "out" / "rejected" / "a.jsonl"))}
+    for i, r in enumerate(base[:6]):
+        assert rej[f"near-{i}"]["reason"] == "near_duplicate"
+        assert rej[f"near-{i}"]["duplicate_of"] == r["id"]
+    assert res.report["duplicates"]["near"] == 6 and res.report["input"]["malformed"] == 1
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["dedup"]["num_perm"] == 128 and m["dedup"]["bands"] * m["dedup"]["rows"] <= 128
+    assert res.report["duplicates"]["bands"] == m["dedup"]["bands"]
