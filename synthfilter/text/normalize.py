@@ -88,6 +88,8 @@ def map_homoglyphs(text: str) -> str:
 def clean_text(text: str, *, casefold: bool = False, strip_punctuation: bool = False) -> str:
     """NFKC + homoglyphs mapped + invisible characters removed + whitespace collapsed."""
     if not text.isascii():
+        if "\u03f2" in text or "\u03f9" in text:  # lunate sigmas look like C, but NFKC makes them sigmas
+            text = text.replace("\u03f2", "c").replace("\u03f9", "C")
         text = unicodedata.normalize("NFKC", text)
     text = text.translate(_DEDUP_TABLE if strip_punctuation else _CLEAN_TABLE)
     if casefold:

@@ -1,0 +1,169 @@
+"""near_duplicate_components and choose_survivors: verified links, no chains, bounded work, deterministic keeps."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from synthfilter.dedup.clusters import choose_survivors, near_duplicate_components
+from synthfilter.dedup.lsh import band_keys
+from synthfilter.dedup.minhash import MinHasher
+from synthfilter.text.normalize import normalize_for_dedup
+
+B, R, P = 9, 13, 128
+RNG = np.random.default_rng(7)
+
+
+def _random(n: int) -> np.ndarray:
+    return RNG.integers(0, 1 << 32, size=(n, P), dtype=np.uint32)
+
+
+def _partition(labels: np.ndarray) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        groups.setdefault(label, set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_labels_are_smallest_index_and_singletons_keep_their_own():
+    sigs = _random(6)
+    sigs[4] = sigs[1]
+    sigs[5] = sigs[1]
+    sigs[5, 120] ^= 1  # outside every band: same keys, estimated Jaccard 127/128
+    labels = near_duplicate_components(band_keys(sigs, B, R), sigs)
+    assert labels.dtype == np.int64
+    assert labels.tolist() == [0, 1, 2, 3, 1, 1]
+
+
+def test_a_shared_band_alone_does_not_link_unrelated_records():
+    sigs = _random(3)
+    sigs[1, :R] = sigs[0, :R]  # share band 0 only: estimated Jaccard 13/128
+    sigs[2] = sigs[1]
+    sigs[2, :3] ^= 1  # near-duplicate of 1, and no band in common with 0
+    keys = band_keys(sigs, B, R)
+    assert near_duplicate_components(keys, sigs).tolist() == [0, 1, 1]
+    assert near_duplicate_components(keys, verify=False).tolist() == [0, 0, 0]  # the chain verification stops
+
+
+def _family_sharing_only_band0(base: np.ndarray, k: int, shift: int) -> np.ndarray:
+    """k near-duplicates of base (Jaccard 120/128) that share band 0 with each other and no other band."""
+    out = np.repeat(base[None, :], k, axis=0)
+    for i in range(1, k):
+        for band in range(1, B):
+            out[i, band * R + (i + shift) % R] ^= 1 << i
+    return out
+
+
+def test_failed_bucket_members_get_a_second_representative():
+    x = _family_sharing_only_band0(_random(1)[0], 3, 0)
+    y = _family_sharing_only_band0(_random(1)[0], 3, 5)
+    y[:, :R] = x[0, :R]  # every record of both families falls into one bucket of band 0
+    sigs = np.vstack([x, y])
+    keys = band_keys(sigs, B, R)
+    assert len(np.unique(keys[:, 0])) == 1 and all(len(np.unique(keys[:, b])) == 6 for b in range(1, B))
+    assert near_duplicate_components(keys, sigs).tolist() == [0, 0, 0, 3, 3, 3]
+    # With a single round, y's members are only compared with x's representative.
+    assert near_duplicate_components(keys, sigs, max_rounds=1).tolist() == [0, 0, 0, 3, 4, 5]
+
+
+def test_a_huge_bucket_is_linked_to_representatives_not_all_pairs():
+    copies = np.repeat(_random(1), 100_000, axis=0)  # all pairs would be 5e9 per band
+    unrelated = _random(20_000)
+    unrelated[:, :R] = unrelated[0, :R]  # a 20,000-member bucket of dissimilar records
+    sigs = np.vstack([copies, unrelated])
+    keys = band_keys(sigs, B, R)
+    start = time.perf_counter()
+    labels = near_duplicate_components(keys, sigs)
+    assert time.perf_counter() - start < 20
+    assert np.all(labels[:100_000] == 0)
+    assert np.array_equal(labels[100_000:], np.arange(100_000, 120_000))
+
+
+def _text_corpus(maker, n_base: int = 60):
+    base = [maker.doc(150) for _ in range(n_base)]
+    texts = list(base)
+    for t in base:
+        for _ in range(maker.rng.randint(0, 3)):
+            texts.append(maker.edit(t, maker.rng.choice([0.005, 0.01, 0.02, 0.05, 0.3])))
+    maker.rng.shuffle(texts)
+    sigs = MinHasher().signatures([normalize_for_dedup(t) for t in texts])
+    return sigs, band_keys(sigs, B, R)
+
+
+def test_matches_brute_force_components_on_a_text_corpus(maker):
+    sigs, keys = _text_corpus(maker)
+    n = len(sigs)
+    edges = [
+        (i, j)
+        for i, j in itertools.combinations(range(n), 2)
+        if np.any(keys[i] == keys[j]) and np.count_nonzero(sigs[i] == sigs[j]) / P >= 0.8
+    ]
+    assert len(edges) > 20
+    i, j = np.array(edges).T
+    _, brute = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
+    assert _partition(near_duplicate_components(keys, sigs)) == _partition(brute)
+
+
+def test_same_partition_whatever_the_record_order(maker):
+    sigs, keys = _text_corpus(maker)
+    perm = np.random.default_rng(3).permutation(len(sigs))
+    labels = near_duplicate_components(keys, sigs)
+    permuted = near_duplicate_components(keys[perm], sigs[perm])  # record k of it is perm[k]
+    assert {frozenset(perm[list(g)].tolist()) for g in _partition(permuted)} == _partition(labels)
+
+
+def test_memory_mapped_inputs(tmp_path, maker):
+    sigs, keys = _text_corpus(maker)
+    k = np.lib.format.open_memmap(tmp_path / "keys.npy", mode="w+", dtype=np.uint64, shape=keys.shape)
+    s = np.lib.format.open_memmap(tmp_path / "sigs.npy", mode="w+", dtype=np.uint32, shape=sigs.shape)
+    k[:], s[:] = keys, sigs
+    k.flush(), s.flush()
+    del k, s
+    k = np.load(tmp_path / "keys.npy", mmap_mode="r")
+    s = np.load(tmp_path / "sigs.npy", mmap_mode="r")
+    assert np.array_equal(near_duplicate_components(k, s), near_duplicate_components(keys, sigs))
+
+
+def test_argument_errors():
+    keys = np.zeros((3, 2), dtype=np.uint64)
+    with pytest.raises(ValueError, match="verify=True needs"):
+        near_duplicate_components(keys)
+    with pytest.raises(ValueError, match="shape"):
+        near_duplicate_components(keys, np.zeros((2, 8), dtype=np.uint32))
+    assert near_duplicate_components(np.zeros((0, 9), dtype=np.uint64), verify=False).tolist() == []
+
+
+def test_survivor_follows_priority_then_input_order():
+    labels = np.array([5, 5, 5, -1, 7, 7, 5])
+    human_first = np.array([1, 0, 0, 0, 1, 1, 0])  # 0 = human provenance
+    score = np.array([0.1, 0.9, 0.2, 0.5, 0.3, 0.3, 0.2])
+    survivor = choose_survivors(labels, [human_first, score])
+    assert survivor.tolist() == [2, 2, 2, 3, 4, 4, 2]  # group 5: humans 1, 2, 6 -> lowest score 2 (before 6)
+    assert choose_survivors(labels).tolist() == [0, 0, 0, 3, 4, 4, 0]
+    assert choose_survivors(labels, [score]).tolist() == [0, 0, 0, 3, 4, 4, 0]
+
+
+def test_survivor_nan_loses_and_any_integer_labels_work():
+    labels = np.array([2**40, 2**40, -3, -3])
+    score = np.array([np.nan, 0.7, 0.1, np.nan])
+    assert choose_survivors(labels, [score]).tolist() == [1, 1, 2, 2]
+    assert choose_survivors(np.arange(4)).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        choose_survivors(labels, [np.zeros(3)])
+
+
+def test_components_then_survivors_on_big_input_is_fast():
+    n = 300_000
+    sigs = _random(n // 2)
+    sigs = np.vstack([sigs, sigs])  # every record has one exact copy
+    keys = band_keys(sigs, B, R)
+    start = time.perf_counter()
+    labels = near_duplicate_components(keys, sigs)
+    survivor = choose_survivors(labels, [np.zeros(n)])
+    assert time.perf_counter() - start < 20
+    assert np.array_equal(survivor, np.tile(np.arange(n // 2), 2))
