@@ -175,6 +175,51 @@ def run(
     guarded(body)
 
 
+@app.command()
+def train(
+    data: List[Path] = typer.Argument(..., metavar="DATA...", help="Labelled JSONL(.gz/.zst) files: one text and one label per record."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (model files + card.json)."),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+    label_field: str = typer.Option("label", help="Field holding the label."),
+    human_label: str = typer.Option("human", help="Label value meaning human-written."),
+    machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
+    val: Optional[List[Path]] = typer.Option(None, "--val", help="Held-out labelled data for the card's metrics and operating points."),
+    seed: int = typer.Option(0, help="Seed for every random choice in training."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train a detector on your own labelled human / machine text (e.g. your generator's output)."""
+    from synthfilter.detect.train import train_command
+
+    code = guarded(lambda: train_command(
+        data, out, text_field=text_field, label_field=label_field, human_label=human_label,
+        machine_label=machine_label, val=val or None, seed=seed, quiet=quiet,
+    ))
+    raise typer.Exit(code or 0)
+
+
+@app.command("eval")
+def eval_(
+    data: List[Path] = typer.Argument(..., metavar="DATA...", help="Labelled JSONL(.gz/.zst) files."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model directory. [default: the shipped model]"),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+    label_field: str = typer.Option("label", help="Field holding the label."),
+    human_label: str = typer.Option("human", help="Label value meaning human-written."),
+    machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
+    group_by: Optional[str] = typer.Option(None, help="Comma-separated fields for a per-group table (e.g. domain,generator)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON to this file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """AUROC, TPR at 1 % / 5 % FPR, calibration error and confusion of a detector on labelled data."""
+    from synthfilter.detect.evaluate import eval_command
+
+    groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
+    code = guarded(lambda: eval_command(
+        data, model, text_field=text_field, label_field=label_field, human_label=human_label,
+        machine_label=machine_label, group_by=groups, json_out=json_out, quiet=quiet,
+    ))
+    raise typer.Exit(code or 0)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     try:
