@@ -28,7 +28,7 @@ from synthfilter.io.shards import (
     ShardReader,
     atomic_write_bytes,
 )
-from synthfilter.records import FieldSpec, fallback_id
+from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
 from synthfilter.text.normalize import normalize_for_dedup
 
 REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled")
@@ -193,6 +193,40 @@ class WorkPaths:
     def written(self) -> Path:
         return self.root / "written.json"
 
+    @property
+    def sample(self) -> Path:
+        return self.root / "sample.arrow"
+
+
+class SampleKeeper:
+    """The ``k`` records with the smallest per-record hash-uniform, with their texts: a
+    deterministic, fixed-size sample (bottom-k) whatever the shard order or worker count."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self._heap: list[tuple[float, int, str, str]] = []  # (-uniform, index, text, group)
+
+    def offer(self, uniform: np.ndarray, index: Sequence[int], texts: Sequence[str], groups: Sequence[str]) -> None:
+        import heapq
+
+        heap = self._heap
+        for u, i, t, g in zip(uniform.tolist(), index, texts, groups):
+            if len(heap) < self.k:
+                heapq.heappush(heap, (-u, i, t, g))
+            elif -u > heap[0][0]:
+                heapq.heapreplace(heap, (-u, i, t, g))
+
+    def table(self) -> Any:
+        import pyarrow as pa
+
+        rows = sorted(self._heap, key=lambda r: (-r[0], r[1]))
+        return pa.table({
+            "index": pa.array([r[1] for r in rows], type=pa.int64()),
+            "uniform": pa.array([-r[0] for r in rows], type=pa.float64()),
+            "text": pa.array([r[2] for r in rows], type=pa.string()),
+            "group": pa.array([r[3] for r in rows], type=pa.string()),
+        })
+
 
 class _ReaderHolder:
     def __init__(self, shard: Shard, cfg: Config):
@@ -226,7 +260,9 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     holder = _ReaderHolder(shard, cfg)
 
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "line", "status", "error")}
-    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance")}
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance", "uniform")}
+    sampler = SampleKeeper(cfg.report.sample_size) if cfg.report.diversity else None
+    group_field = cfg.report.group_by
     band_tmp = paths.bands.with_suffix(".tmp")
     sig_tmp = paths.sigs.with_suffix(".tmp")
     band_f = open(band_tmp, "wb") if scorer.uses_near else None
@@ -237,6 +273,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     batch_texts: list[str] = []
     batch_prov: list[Any] = []
     batch_pos: list[int] = []  # position in cols of each text in the batch
+    batch_groups: list[str] = []
     malformed = 0
 
     def flush() -> None:
@@ -253,6 +290,10 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
             a = np.full(count, fill, dtype=dtype)
             a[pos] = ann[name]
             arrays[name].append(a)
+        uniform = record_uniforms(cfg.seed, cols["id"][start:n_total])
+        arrays["uniform"].append(uniform)
+        if sampler is not None:
+            sampler.offer(uniform[pos], batch_pos, batch_texts, batch_groups or [shard.rel] * len(batch_pos))
         if band_f is not None and sig_f is not None:
             # Rows without text get band keys of their own so that they never match anything.
             b = np.arange(start, start + count, dtype=np.uint64)[:, None] * np.uint64(n_bands) + np.arange(n_bands, dtype=np.uint64)
@@ -265,6 +306,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         batch_texts.clear()
         batch_prov.clear()
         batch_pos.clear()
+        batch_groups.clear()
         flush.start = n_total  # type: ignore[attr-defined]
 
     flush.start = 0  # type: ignore[attr-defined]
@@ -290,6 +332,9 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
                 batch_texts.append(text)  # type: ignore[arg-type]
                 batch_prov.append(prov)
                 batch_pos.append(len(cols["id"]) - 1)
+                if group_field is not None:
+                    g = get_path(rec.obj, group_field)
+                    batch_groups.append("(missing)" if is_missing(g) or g is None else str(g))
             if len(cols["id"]) - flush.start >= cfg.batch_size:  # type: ignore[attr-defined]
                 flush()
         if len(cols["id"]) > flush.start:  # type: ignore[attr-defined]
@@ -307,7 +352,6 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     def cat(name: str, dtype: Any) -> np.ndarray:
         return np.concatenate(arrays[name]) if arrays[name] else np.zeros(0, dtype=dtype)
 
-    uniform = record_uniforms(cfg.seed, cols["id"]) if n else np.zeros(0, np.float64)
     table = pa.table({
         "id": pa.array(cols["id"], type=pa.string()),
         "line": pa.array(cols["line"], type=pa.int64()),
@@ -318,12 +362,17 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "length": cat("length", np.int32),
         "score": cat("score", np.float32),
         "provenance": cat("provenance", np.int8),
-        "uniform": uniform,
+        "uniform": cat("uniform", np.float64),
     })
     tmp = paths.ann.with_suffix(".tmp")
     with ipc.new_file(str(tmp), table.schema) as w:
         w.write_table(table)
     os.replace(tmp, paths.ann)
+    if sampler is not None:
+        sample_tmp = paths.sample.with_suffix(".tmp")
+        with ipc.new_file(str(sample_tmp), sampler.table().schema) as w:
+            w.write_table(sampler.table())
+        os.replace(sample_tmp, paths.sample)
     if scorer.uses_near:
         os.replace(band_tmp, paths.bands)
         os.replace(sig_tmp, paths.sigs)
