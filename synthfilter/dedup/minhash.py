@@ -63,6 +63,7 @@ class MinHasher:
         char_ngram: characters per shingle for texts in scripts written without spaces.
         spaceless_share: share of such characters from which a text is shingled by characters.
         slice_width: shingles permuted per numpy step (speed only; results do not depend on it).
+            Default: 2**20 / num_perm, at least 2,560 (numpy's loops are much slower on shorter rows).
 
     Example:
         >>> h = MinHasher(num_perm=128, seed=1)
@@ -79,7 +80,7 @@ class MinHasher:
         ngram: int = 5,
         char_ngram: int = 5,
         spaceless_share: float = DEFAULT_SPACELESS_SHARE,
-        slice_width: int = 4096,
+        slice_width: int | None = None,
     ) -> None:
         if not 1 <= num_perm <= 1 << 16:
             raise ValueError(f"num_perm must be in [1, 65536], got {num_perm}")
@@ -87,6 +88,8 @@ class MinHasher:
             raise ValueError(f"ngram and char_ngram must be >= 1, got {ngram} and {char_ngram}")
         if not 0.0 <= spaceless_share <= 1.0:
             raise ValueError(f"spaceless_share must be in [0, 1], got {spaceless_share}")
+        if slice_width is None:
+            slice_width = max(2560, (1 << 20) // num_perm)
         if slice_width < 1:
             raise ValueError(f"slice_width must be >= 1, got {slice_width}")
         self.num_perm = num_perm

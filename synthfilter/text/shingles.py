@@ -29,10 +29,12 @@ SHINGLE_HASH_NAME = "synthfilter-tab32-v1"
 # where no byte of a multi-byte character is <= 0x20.
 _TOKEN = regex.compile(r"[^\x00-\x20]+")
 
-# Scripts written without spaces between words: such texts are shingled by characters.
+# Scripts written without spaces between words: such texts are shingled by characters. All of
+# them lie above U+0E00; a scan for that one range is much faster than for script properties.
 _SPACELESS_RUN = regex.compile(
     r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]+"
 )
+_ABOVE_U0E00_RUN = regex.compile("[\u0e00-\U0010ffff]+")
 DEFAULT_SPACELESS_SHARE = 0.3
 
 _MASK = 0xFFFFFFFF
@@ -60,14 +62,14 @@ _UTF8_LEN[0xF0:] = 4
 
 
 def uses_char_ngrams(text: str, share: float = DEFAULT_SPACELESS_SHARE) -> bool:
-    """True when at least ``share`` of the visible characters are in a script written without spaces."""
+    """True when at least ``share`` of the non-space characters are in a script written without spaces."""
     if text.isascii():
         return False
-    spaceless = sum(map(len, _SPACELESS_RUN.findall(text)))
-    if spaceless == 0:
+    high = _ABOVE_U0E00_RUN.findall(text)
+    if not high:
         return False
-    visible = sum(map(len, _TOKEN.findall(text)))
-    return spaceless >= share * visible
+    spaceless = sum(map(len, _SPACELESS_RUN.findall("".join(high))))
+    return spaceless > 0 and spaceless >= share * (len(text) - text.count(" "))
 
 
 def tokens(text: str, *, char_mode: bool = False) -> list[str]:
@@ -220,7 +222,8 @@ def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray,
         ends = starts + _UTF8_LEN[buf[starts]]
     else:
         # Separator/token transitions alternate: start, end, start, end, ...
-        edges = np.flatnonzero(np.diff((buf <= 0x20).view(np.int8))) + 1
+        separator = buf <= 0x20
+        edges = np.flatnonzero(separator[1:] ^ separator[:-1]) + 1
         starts, ends = edges[0::2], edges[1::2]
 
     # Token hashes from prefix sums: sum(V[b_j] * M**j) over a token, shifted to its start.

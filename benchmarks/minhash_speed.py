@@ -1,0 +1,226 @@
+"""MinHash speed (issue 3): signatures per second and MB/s on one core, ~3 KB documents.
+
+Every contestant starts from the same normalised texts (``normalize_for_dedup``, timed on its
+own) and ends with a 128-value signature per text; tokenising and shingling count as part of
+the work. Contestants, all in this process, one after the other:
+
+- floor: tokenising alone with ``regex`` (``\\w+``), no shingles, no hashing (also ``str.split``);
+- synthfilter ``MinHasher.signatures`` (word 5-gram shingles, batches of 2,048 texts);
+- datasketch ``MinHash`` per text with its default SHA-1 hash, on the same 5-gram shingles;
+- datasketch ``MinHash.bulk`` with xxhash's xxh32 (the fastest hash callable from Python);
+- rensa ``RMinHash`` / ``CMinHash`` on the same shingles, and on whitespace tokens (its README
+  usage: cheaper, but not the same sets). Rayon is pinned to one thread.
+
+    python benchmarks/minhash_speed.py            # 4,000 documents, best of 3 runs, writes RESULTS.md
+    python benchmarks/minhash_speed.py --quick    # 800 documents, prints only
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAYON_NUM_THREADS"] = "1"  # before rensa is imported
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import regex  # noqa: E402
+
+from synthfilter.dedup.minhash import MinHasher  # noqa: E402
+from synthfilter.text.normalize import normalize_for_dedup  # noqa: E402
+from synthfilter.text.shingles import shingles  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "detector"
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+TITLE = "MinHash speed (issue 3)"
+NUM_PERM, SEED, NGRAM, BATCH = 128, 1, 5, 2048
+WORDS = regex.compile(r"\w+")
+
+
+def realistic_documents(n: int, target_bytes: int = 3000) -> list[str]:
+    """Consecutive rows of the detector corpus joined until ~target_bytes, cut at a word boundary."""
+    docs: list[str] = []
+    parts: list[str] = []
+    size = 0
+    for name in ("train.jsonl", "validation.jsonl"):
+        with (DATA / name).open(encoding="utf-8") as f:
+            for line in f:
+                text = json.loads(line)["text"]
+                parts.append(text)
+                size += len(text.encode("utf-8")) + 1
+                if size >= target_bytes:
+                    doc = " ".join(parts).encode("utf-8")[:target_bytes].decode("utf-8", "ignore")
+                    docs.append(doc.rsplit(" ", 1)[0])
+                    parts, size = [], 0
+                    if len(docs) == n:
+                        return docs
+    return docs
+
+
+def word_shingles(text: str) -> list[str]:
+    """What a datasketch or rensa user writes: the same shingles as synthfilter's, as strings."""
+    return [" ".join(s) for s in shingles(text, NGRAM)]
+
+
+def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, float]:
+    """(best wall seconds, CPU seconds of that run); CPU > wall would reveal extra threads."""
+    best = (float("inf"), 0.0)
+    for _ in range(runs):
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        best = min(best, (wall, cpu))
+    return best
+
+
+def contestants(texts: list[str]) -> dict[str, Callable[[], object]]:
+    import xxhash
+    from datasketch import MinHash
+
+    hasher = MinHasher(num_perm=NUM_PERM, seed=SEED, ngram=NGRAM)
+    xxh32 = xxhash.xxh32_intdigest
+
+    def synthfilter_batches() -> None:
+        for i in range(0, len(texts), BATCH):
+            hasher.signatures(texts[i : i + BATCH])
+
+    def datasketch_default() -> None:
+        for t in texts:
+            m = MinHash(num_perm=NUM_PERM, seed=SEED)
+            m.update_batch([s.encode("utf-8") for s in word_shingles(t)])
+            m.digest()
+
+    def datasketch_bulk_xxh32() -> None:
+        sets = ([s.encode("utf-8") for s in word_shingles(t)] for t in texts)
+        for m in MinHash.generator(sets, num_perm=NUM_PERM, seed=SEED, hashfunc=xxh32):
+            m.digest()
+
+    out: dict[str, Callable[[], object]] = {
+        "floor: regex \\w+ tokenising only": lambda: [WORDS.findall(t) for t in texts],
+        "floor: str.split only (not Unicode-word aware)": lambda: [t.split() for t in texts],
+        "synthfilter MinHasher.signatures": synthfilter_batches,
+        "datasketch MinHash, default SHA-1": datasketch_default,
+        "datasketch MinHash.bulk, xxh32": datasketch_bulk_xxh32,
+    }
+    try:
+        import rensa
+    except ImportError:
+        print("rensa is not installed (pip install rensa): skipped", file=sys.stderr)
+        return out
+
+    def rensa_objects() -> None:
+        for t in texts:
+            m = rensa.RMinHash(num_perm=NUM_PERM, seed=SEED)
+            m.update(word_shingles(t))
+            m.digest()
+
+    out["rensa RMinHash per text, same shingles"] = rensa_objects
+    out["rensa RMinHash.digest_matrix_from_token_sets, same shingles"] = lambda: rensa.RMinHash.digest_matrix_from_token_sets(
+        [word_shingles(t) for t in texts], NUM_PERM, SEED
+    )
+    out["rensa CMinHash.digests_from_token_sets, same shingles"] = lambda: rensa.CMinHash.digests_from_token_sets(
+        [word_shingles(t) for t in texts], NUM_PERM, SEED
+    )
+    out["rensa RMinHash.digest_matrix_from_token_sets, str.split tokens (other sets)"] = (
+        lambda: rensa.RMinHash.digest_matrix_from_token_sets([t.split() for t in texts], NUM_PERM, SEED)
+    )
+    return out
+
+
+def run(n_docs: int, runs: int) -> tuple[list[dict], dict]:
+    raw = realistic_documents(n_docs)
+    t0 = time.perf_counter()
+    texts = [normalize_for_dedup(t) for t in raw]
+    normalise_s = time.perf_counter() - t0
+    megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    info = {
+        "docs": len(texts),
+        "mean_bytes": megabytes * 1e6 / len(texts),
+        "normalize_docs_per_s": len(texts) / normalise_s,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    rows = []
+    for name, fn in contestants(texts).items():
+        wall, cpu = best_of(runs, fn)
+        rows.append({"name": name, "docs_per_s": len(texts) / wall, "mb_per_s": megabytes / wall, "cpu_over_wall": cpu / wall})
+        print(f"{name:78s} {len(texts) / wall:10,.0f} docs/s {megabytes / wall:7.2f} MB/s  cpu/wall {cpu / wall:.2f}", flush=True)
+    return rows, info
+
+
+def summarise(rows: list[dict], info: dict) -> tuple[str, dict]:
+    by = {r["name"]: r["docs_per_s"] for r in rows}
+    ours = by["synthfilter MinHasher.signatures"]
+    floor = by["floor: regex \\w+ tokenising only"]
+    default = by["datasketch MinHash, default SHA-1"]
+    rensa_best = max((v for k, v in by.items() if k.startswith("rensa")), default=float("nan"))
+    rensa_same = max((v for k, v in by.items() if k.startswith("rensa") and "same shingles" in k), default=float("nan"))
+    goals = {
+        "faster than rensa (best rensa variant, any token sets)": (ours / rensa_best, ours > rensa_best),
+        "faster than rensa (same shingles)": (ours / rensa_same, ours > rensa_same),
+        ">= 3x datasketch default": (ours / default, ours >= 3 * default),
+        "within 2x of the tokenising floor": (ours / floor, ours >= floor / 2),
+    }
+    lines = [
+        f"{info['docs']:,} documents of {info['mean_bytes']:,.0f} bytes on average (normalised), "
+        f"built from `shared/data/detector`; 128 permutations, seed 1, word 5-grams; one core "
+        f"({info['machine']}); best of the runs. `normalize_for_dedup` itself (not in the figures "
+        f"below, every contestant starts from its output): {info['normalize_docs_per_s']:,.0f} docs/s.",
+        "",
+        "| contestant | docs/s | MB/s | synthfilter is x faster | CPU/wall |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['docs_per_s']:,.0f} | {r['mb_per_s']:.2f} | {ours / r['docs_per_s']:.2f} | {r['cpu_over_wall']:.2f} |"
+        )
+    lines += ["", "| goal | ratio | met |", "|---|---:|---|"]
+    for goal, (ratio, met) in goals.items():
+        lines.append(f"| {goal} | {ratio:.2f} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines), goals
+
+
+def write_section(body: str, title: str) -> None:
+    """Append this run's dated section to RESULTS.md (replacing one of the same title and date)."""
+    heading = f"## {title}, {dt.date.today().isoformat()}"
+    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    start = text.find(heading + "\n")
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="800 documents, best of 2 runs, print only")
+    ap.add_argument("--docs", type=int, default=None, help="number of documents (default 4000, quick 800)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per contestant, best kept (default 3)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = ap.parse_args(argv)
+    n_docs = args.docs or (800 if args.quick else 4000)
+    runs = args.runs or (2 if args.quick else 3)
+    rows, info = run(n_docs, runs)
+    body, goals = summarise(rows, info)
+    print()
+    print(body)
+    if not (args.quick or args.no_write):
+        write_section(body, TITLE)
+        print(f"\nwrote {RESULTS.relative_to(REPO)}")
+    return 0 if all(met for _, met in goals.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
