@@ -20,8 +20,9 @@ class NearDupIndex:
     """Add signatures under keys; query returns the keys of verified near-duplicates.
 
     Args:
-        threshold: Jaccard threshold; bands x rows come from ``optimal_bands`` (as in the
-            decide stage, so streaming and batch runs find the same candidates).
+        threshold: Jaccard threshold; bands x rows come from ``optimal_bands(threshold,
+            num_perm, verify=verify)``, as in the decide stage, so streaming and batch runs
+            find the same candidates.
         num_perm: signature length.
         seed: the MinHasher seed (recorded in the datasketch sketches).
         verify: keep only candidates whose estimated Jaccard reaches ``threshold``.
@@ -40,7 +41,7 @@ class NearDupIndex:
         self.num_perm = num_perm
         self.seed = seed
         self.verify = verify
-        self.b, self.r = optimal_bands(threshold, num_perm)
+        self.b, self.r = optimal_bands(threshold, num_perm, verify=verify)
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(self.b, self.r))
         self._signatures: dict[Hashable, np.ndarray] = {}
         self._order: dict[Hashable, int] = {}

@@ -15,21 +15,27 @@ from synthfilter.text.normalize import normalize_for_dedup
 
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.85, 0.9, 0.95])
 @pytest.mark.parametrize("num_perm", [16, 128, 256])
-def test_bands_and_rows_match_datasketch(threshold, num_perm):
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9), (0.7, 0.3)])
+def test_bands_and_rows_match_datasketch(threshold, num_perm, weights):
+    ours = optimal_bands(threshold, num_perm, weights=weights)
     try:
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
     except ValueError as e:  # datasketch refuses a single band; we return it
-        assert "b < 2" in str(e) and optimal_bands(threshold, num_perm)[0] == 1
+        assert "b < 2" in str(e) and ours[0] == 1
         return
-    assert optimal_bands(threshold, num_perm) == (lsh.b, lsh.r)
+    assert ours == (lsh.b, lsh.r)
+
+
+def test_default_weights_depend_on_verification():
+    assert optimal_bands(0.8, 128, verify=False) == (9, 13)  # datasketch MinHashLSH's own choice
+    assert optimal_bands(0.8, 128) == optimal_bands(0.8, 128, weights=(0.1, 0.9)) == (14, 9)
 
 
 def test_default_parameters_and_curve():
     b, r = optimal_bands(0.8, 128)
-    assert (b, r) == (9, 13)
-    assert candidate_probability(0.95, b, r) > 0.99
-    assert candidate_probability(0.5, b, r) < 0.01
-    assert candidate_probability(0.8, b, r) == pytest.approx(1 - (1 - 0.8**13) ** 9)
+    assert candidate_probability(0.85, b, r) > 0.97
+    assert candidate_probability(0.5, b, r) < 0.03
+    assert candidate_probability(0.8, b, r) == pytest.approx(1 - (1 - 0.8**r) ** b)
 
 
 def test_equal_bands_give_equal_keys_and_nothing_else_does():
@@ -67,7 +73,8 @@ def test_candidate_pairs_match_datasketch_minhashlsh(maker):
     b, r = optimal_bands(0.8, 128)
     keys = band_keys(sigs, b, r)
     ours = {(i, j) for i, j in itertools.combinations(range(len(texts)), 2) if np.any(keys[i] == keys[j])}
-    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128, weights=(0.1, 0.9))
+    assert (lsh.b, lsh.r) == (b, r)
     for i, sig in enumerate(sigs):
         lsh.insert(i, to_datasketch(sig))
     theirs = {(min(i, j), max(i, j)) for i, sig in enumerate(sigs) for j in lsh.query(to_datasketch(sig)) if i != j}
