@@ -175,12 +175,15 @@ def components(n: int, pairs: set[tuple[int, int]]) -> np.ndarray:
     return connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)[1]
 
 
-def synthfilter_clusters(texts: list[str], verify: bool, num_perm: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+def synthfilter_clusters(
+    texts: list[str], verify: bool, num_perm: int, verify_at: float
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Bands chosen for THRESHOLD; candidate pairs verified at ``verify_at`` (estimated Jaccard)."""
     t0 = time.perf_counter()
     sigs = MinHasher(num_perm=num_perm, seed=SEED).signatures(texts)
     bands = optimal_bands(THRESHOLD, num_perm, verify=verify)
     keys = band_keys(sigs, *bands)
-    labels = near_duplicate_components(keys, sigs, threshold=THRESHOLD, verify=verify)
+    labels = near_duplicate_components(keys, sigs, threshold=verify_at, verify=verify)
     return labels, time.perf_counter() - t0, bands
 
 
@@ -259,13 +262,14 @@ def run(n_base: int, seed: int, edit_rates: str) -> tuple[list[tuple[str, dict, 
         "pairs 0.7<=J<0.8": int(((j >= 0.7) & (j < 0.8)).sum()),
         "pairs 0.3<=J<0.7": int(((j >= 0.3) & (j < 0.7)).sum()),
     }
-    rows = []
-    for name, verify, num_perm in (
-        ("synthfilter, verified (default)", True, NUM_PERM),
-        ("synthfilter, verify=False", False, NUM_PERM),
-        ("synthfilter, verified, 256 permutations", True, 256),
+    rows = [("exact: components of the true J >= 0.8 graph (the ceiling)", score(truth_component, truth, truth_component), 0.0)]
+    for name, num_perm, verify, verify_at in (
+        ("synthfilter default: 128 permutations, verified at 0.8", NUM_PERM, True, THRESHOLD),
+        ("synthfilter, 128 permutations, verify=False", NUM_PERM, False, THRESHOLD),
+        ("synthfilter, 256 permutations, verified at 0.82", 256, True, 0.82),
+        ("synthfilter, 512 permutations, verified at 0.83", 512, True, 0.83),
     ):
-        labels, seconds, bands = synthfilter_clusters(texts, verify, num_perm)
+        labels, seconds, bands = synthfilter_clusters(texts, verify, num_perm, verify_at)
         rows.append((f"{name}, {bands[0]}x{bands[1]}", score(labels, truth, truth_component), seconds))
     for name, verify in (("datasketch MinHashLSH, clusters of raw candidates", False),
                          ("datasketch MinHashLSH, clusters of candidates with jaccard >= 0.8", True)):
@@ -277,7 +281,7 @@ def run(n_base: int, seed: int, edit_rates: str) -> tuple[list[tuple[str, dict, 
 
 
 def summarise(rows: list[tuple[str, dict, float]], info: dict) -> tuple[str, dict]:
-    ours = rows[0][1]
+    ours = rows[1][1]
     goals = {
         "recall >= 0.95 on pairs with true J >= 0.85": (ours["recall (J >= 0.85)"], ours["recall (J >= 0.85)"] >= 0.95),
         "precision >= 0.99 (pair itself has true J >= 0.8)": (ours["precision"], ours["precision"] >= 0.99),
@@ -297,7 +301,10 @@ def summarise(rows: list[tuple[str, dict, float]], info: dict) -> tuple[str, dic
         f"{info['pairs 0.3<=J<0.7']:,} pairs with 0.3 <= J < 0.7. Threshold 0.8. A predicted pair = two documents "
         "in one cluster; \"same true cluster\": right when a chain of true J >= 0.8 pairs joins the two; removal "
         "precision: share of removed documents whose true J with the kept one (first of the cluster) is >= 0.8. "
-        "Bands x rows after each name (synthfilter's verified default weighs false negatives 0.9, datasketch's 0.5).",
+        "Even exact clustering (first row) has pair precision < 1: a cluster holds pairs joined only through "
+        "others, so \"same true cluster\" is the precision a clustering can reach. Bands x rows after each name "
+        "(synthfilter's verified default weighs false negatives 0.9, datasketch's 0.5); bands are chosen for "
+        "0.8, candidates verified at the estimated Jaccard given.",
         "",
         "| method | predicted pairs | precision | precision (same true cluster) | recall J>=0.8 | recall J>=0.85 | F1 | removed | removal precision | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -312,7 +319,13 @@ def summarise(rows: list[tuple[str, dict, float]], info: dict) -> tuple[str, dic
               "|---|" + "---:|" * len(J_BINS)]
     for name, m, _ in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m['pairs by true J'][n]:,}" for _, _, n in J_BINS) + " |")
-    lines += ["", "| goal (synthfilter, verified) | value | met |", "|---|---:|---|"]
+    meeting = [
+        name for name, m, _ in rows[1:]
+        if m["recall (J >= 0.85)"] >= 0.95 and m["precision (same true cluster)"] >= 0.99
+    ]
+    lines += ["", "Meeting recall >= 0.95 (J >= 0.85) and precision >= 0.99 (same true cluster) together: "
+              + ("; ".join(meeting) if meeting else "none") + "."]
+    lines += ["", "| goal (synthfilter default) | value | met |", "|---|---:|---|"]
     for goal, (value, met) in goals.items():
         lines.append(f"| {goal} | {value:.4f} | {'yes' if met else 'NO'} |")
     return "\n".join(lines), goals

@@ -22,7 +22,7 @@ def near_duplicate_components(
     verify: bool = True,
     *,
     max_rounds: int = 8,
-    verify_chunk: int = 16384,
+    verify_chunk: int = 4096,
 ) -> np.ndarray:
     """Component label of every record: the smallest record index of its near-duplicate cluster.
 
