@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import string
+import unicodedata
+
+from synthfilter.text import normalize as N
 from synthfilter.text.normalize import NORMALIZATION_NAME, clean_text, normalize_for_dedup
 
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u034f", "\ufe0f", "\U000e0101", "\u3164"]
@@ -49,3 +54,35 @@ def test_normalization_is_pinned_to_its_name():
     assert NORMALIZATION_NAME == "nfkc-homoglyph-casefold-nopunct-v1"
     tricky = "Ｆｕｌｌ ｗｉｄｔｈ, Sоmе Ꭺrmenian օ; naïve CAFÉ — 東京！ ﬁne\u200b\u00ad x²"
     assert normalize_for_dedup(tricky) == "full width some armenian o naïve café 東京 fine x2"
+
+
+def _reference_clean_text(text: str, casefold: bool, strip_punctuation: bool) -> str:
+    """The plain-Python definition the fast path must reproduce: dict translate, then split/join."""
+    if not text.isascii():
+        text = text.replace("\u03f2", "c").replace("\u03f9", "C")
+        text = unicodedata.normalize("NFKC", text)
+    text = text.translate(N._DEDUP_TABLE if strip_punctuation else N._CLEAN_TABLE)
+    if casefold:
+        text = text.casefold()
+    text = N._INVISIBLE.sub("", text)
+    if strip_punctuation:
+        text = N._PUNCT.sub("", text)
+    return " ".join(text.split())
+
+
+def test_fast_path_equals_the_plain_definition():
+    rng = random.Random(5)
+    low = [chr(c) for c in range(0x3040) if not 0xD800 <= c <= 0xDFFF]
+    pools = [
+        low,
+        list(string.printable),
+        [chr(c) for c in (0x3000, 0x1680, 0x2007, 0x00A0, 0xFEFF, 0xFE0F, 0x3164, 0xFFA0, 0x03F2, 0x03F9, 0xD800, 0x1D400)],
+        [chr(rng.randrange(0x3040, 0x10FFFF)) for _ in range(3000)],
+        list("東京の天気 ภาษาไทย Ωμέγα Ꭺ ＡＢＣ ﬁ ß İ"),
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(0, 60)))
+        for casefold, strip in ((True, True), (False, False), (True, False)):
+            assert N.clean_text(text, casefold=casefold, strip_punctuation=strip) == _reference_clean_text(
+                text, casefold, strip
+            ), repr(text)
