@@ -1,8 +1,5 @@
-"""Near-duplicate clusters from band keys: candidate pairs by sorting, verified edges, survivors.
-
-Works on compact annotations only (band keys, signatures that may be memory-mapped), in numpy
-passes over whole bands: no Python loop per record and no all-pairs work inside a bucket.
-"""
+"""Near-duplicate clusters from band keys (candidates by sorting, verified links, no all-pairs work in
+a bucket, no Python loop per record) and the deterministic choice of the record each cluster keeps."""
 
 from __future__ import annotations
 

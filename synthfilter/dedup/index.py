@@ -1,8 +1,5 @@
-"""A streaming near-duplicate index for single-pass use (HF streaming, gate), on datasketch MinHashLSH.
-
-Holds every added signature in memory (about 3.5 KB per record with datasketch's dict storage);
-for whole corpora the decide stage's ``near_duplicate_components`` is the bounded-memory path.
-"""
+"""A streaming near-duplicate index for single-pass use (HF streaming, gate), on datasketch MinHashLSH;
+it holds every record in memory (~5 KB each), so whole corpora go through ``near_duplicate_components``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""LSH banding for MinHash signatures: choosing bands x rows for a threshold, and band keys.
-
-Two signatures fall in the same bucket of a band when all ``r`` values of that band are equal,
-which happens with probability ``s**r`` for Jaccard similarity ``s``; with ``b`` bands a pair
-becomes a candidate with probability ``1 - (1 - s**r)**b``.
-"""
+"""LSH banding for MinHash signatures: bands x rows for a Jaccard threshold, and per-band keys.
+A pair with similarity s shares one of b bands of r rows with probability 1 - (1 - s**r)**b."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Batch MinHash signatures, bit-identical to datasketch's ``MinHash(scheme="affine32")``.
-
-One numpy pass hashes every shingle of a batch of texts; a second applies all permutations
-to a few thousand shingles at a time and takes per-text minima with ``np.minimum.reduceat``.
-"""
+"""Batch MinHash signatures, bit-identical to datasketch's ``MinHash(scheme="affine32")``, plus settings
+that refuse mixing and helpers to and from datasketch ``MinHash``/``LeanMinHash``."""
 
 from __future__ import annotations
 
@@ -27,6 +24,7 @@ __all__ = [
     "SCHEME",
     "SignatureSettingsError",
     "check_settings",
+    "datasketch_minhash",
     "estimate_jaccard",
     "from_datasketch",
     "permutations",
@@ -71,6 +69,10 @@ class MinHasher:
 
     ``signatures(texts)[i]`` equals ``datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash,
     scheme="affine32")`` updated with ``shingles(texts[i], ngram, char_ngram)``. Picklable.
+
+    How: one numpy pass hashes every shingle of the batch (``shingle_hashes_batch``); a second
+    applies all permutations to a few thousand shingles at a time and takes per-text minima
+    with ``np.minimum.reduceat``. No Python loop per text or per permutation.
     """
 
     def __init__(

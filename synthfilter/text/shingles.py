@@ -1,7 +1,5 @@
-"""Shingles of normalised text and their 32-bit hashes: a readable reference and a batch version.
-
-Both take text already passed through ``normalize_for_dedup`` and must agree bit for bit (tested).
-"""
+"""Shingles of normalised text and their 32-bit hashes: a readable reference and a numpy batch version
+that agree bit for bit. Input is text already passed through ``normalize_for_dedup``."""
 
 from __future__ import annotations
 
@@ -208,6 +206,31 @@ def _byte_chunks(encoded: list[bytes], docs: np.ndarray, chunk_bytes: int) -> li
     return np.split(docs, cuts)
 
 
+def _token_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, segment: int = 1 << 20) -> np.ndarray:
+    """token_hash of every token buf[starts[i]:ends[i]], from prefix sums over the bytes.
+
+    sum(V[b_j] * M**j) over a token is a difference of two prefix sums, shifted back to the
+    token's start by M**-start. A huge text is done in segments of about ``segment`` bytes (cut
+    between tokens), which keeps the temporary arrays and power tables small.
+    """
+    out = np.empty(len(starts), dtype=np.uint32)
+    cuts = np.searchsorted(starts, np.arange(segment, len(buf), segment)) if len(buf) > segment else []
+    for lo, hi in zip([0, *cuts], [*cuts, len(starts)]):
+        if lo == hi:
+            continue
+        first, last = int(starts[lo]), int(ends[hi - 1])
+        forward, inverse = _powers(last - first)
+        weighted = _BYTE_VALUES_NP[buf[first:last]]
+        weighted *= forward[: last - first]
+        prefix = np.zeros(last - first + 1, dtype=np.uint32)
+        np.cumsum(weighted, dtype=np.uint32, out=prefix[1:])
+        s, e = starts[lo:hi] - first, ends[lo:hi] - first
+        tok = prefix[e] - prefix[s]
+        tok *= inverse[s]
+        out[lo:hi] = tok
+    return _fmix32_np(out)
+
+
 def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of a few consecutive docs sharing one mode; returns (hashes, count per doc)."""
     # One space before, between and after the docs: tokens never cross a doc boundary.
@@ -226,15 +249,7 @@ def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray,
         edges = np.flatnonzero(separator[1:] ^ separator[:-1]) + 1
         starts, ends = edges[0::2], edges[1::2]
 
-    # Token hashes from prefix sums: sum(V[b_j] * M**j) over a token, shifted to its start.
-    forward, inverse = _powers(len(buf))
-    weighted = _BYTE_VALUES_NP[buf]
-    weighted *= forward[: len(buf)]
-    prefix = np.zeros(len(buf) + 1, dtype=np.uint32)
-    np.cumsum(weighted, dtype=np.uint32, out=prefix[1:])
-    tok = prefix[ends] - prefix[starts]
-    tok *= inverse[starts]
-    _fmix32_np(tok)
+    tok = _token_hashes(buf, starts, ends)
 
     # Tokens of doc i are tok[tok_off[i]:tok_off[i + 1]].
     tok_off = np.searchsorted(starts, doc_start)

@@ -12,6 +12,7 @@ from synthfilter.dedup.minhash import (
     MinHasher,
     SignatureSettingsError,
     check_settings,
+    datasketch_minhash,
     estimate_jaccard,
     from_datasketch,
     permutations,
@@ -109,6 +110,7 @@ def test_datasketch_interop_round_trip(maker):
     lean = to_datasketch(sigs[0], seed=9)
     assert isinstance(lean, LeanMinHash) and lean.seed == 9 and lean.scheme == "affine32"
     assert np.array_equal(from_datasketch(lean), sigs[0])
+    assert np.array_equal(from_datasketch(datasketch_minhash(texts[1], hasher)), sigs[1])
     assert lean.jaccard(to_datasketch(sigs[2], seed=9)) == estimate_jaccard(sigs[0], sigs[2])
     assert estimate_jaccard(sigs[0], sigs[2]) > 0.7 > estimate_jaccard(sigs[0], sigs[1])
     assert np.allclose(estimate_jaccard(sigs[[0, 0]], sigs[[1, 2]]), [estimate_jaccard(sigs[0], sigs[1]), estimate_jaccard(sigs[0], sigs[2])])

@@ -81,3 +81,14 @@ def test_tokens_never_cross_text_boundaries():
 def test_empty_batch():
     hashes, offsets = shingle_hashes_batch([])
     assert len(hashes) == 0 and offsets.tolist() == [0]
+
+
+@pytest.mark.parametrize("segment", [1, 5, 64, 1 << 20])
+def test_token_hashes_of_huge_texts_are_done_in_segments(maker, segment):
+    from synthfilter.text.shingles import _token_hashes
+
+    words = maker.words(300) + ["x" * 200, "ü" * 50, "東"]
+    buf = np.frombuffer((" " + " ".join(words) + " ").encode("utf-8"), dtype=np.uint8)
+    edges = np.flatnonzero((buf[1:] <= 0x20) ^ (buf[:-1] <= 0x20)) + 1
+    hashes = _token_hashes(buf, edges[0::2], edges[1::2], segment=segment)
+    assert hashes.tolist() == [token_hash(w) for w in words]
