@@ -40,7 +40,7 @@ MATTR_WINDOW = 50
 # Only the start of a very long record is read: keeps a 50 MB line from dominating the sample.
 MAX_CHARS = 4000
 COMPRESSION_LEVEL = 6
-SIMILARITY_PAIRS = 20_000
+SIMILARITY_PAIRS = 5_000
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_TOP = 20
 GROUP_TOP = 10
@@ -150,6 +150,7 @@ class _Stream:
         self.normalized = normalized
         self.doc = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(offsets))
         self._ngrams: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._df: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -185,6 +186,13 @@ class _Stream:
                 keys = keys.view(np.int64)
             self._ngrams[n] = (keys, doc[start], start)
         return self._ngrams[n]
+
+
+    def doc_frequency(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``_doc_frequency`` of this stream's n-grams, computed once."""
+        if n not in self._df:
+            self._df[n] = _doc_frequency(*self.ngrams(n))
+        return self._df[n]
 
 
 def _mix64(h: np.ndarray) -> np.ndarray:
@@ -371,11 +379,11 @@ def _lookup(sorted_keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> 
 
 
 def _samey(stream: _Stream, reference: _Stream | None, n: int, top: int) -> list[dict[str, Any]]:
-    key, count, docs, first = _doc_frequency(*stream.ngrams(n))
+    key, count, docs, first = stream.doc_frequency(n)
     ref_docs = None
     n_ref = 0
     if reference is not None and len(reference):
-        rkey, _rcount, rdocs, _ = _doc_frequency(*reference.ngrams(n))
+        rkey, _rcount, rdocs, _ = reference.doc_frequency(n)
         ref_docs = _lookup(rkey, rdocs, key)
         n_ref = len(reference)
     return _rank_ngrams(stream, key, count, docs, first, len(stream), ref_docs, n_ref, n, top)
@@ -490,7 +498,7 @@ def _grouped_samey(stream: _Stream, rows: dict[str, np.ndarray], top: int) -> di
     """Samey trigrams of every group against the rest of the sample, in one pass over the keys."""
     out: dict[str, list[dict[str, Any]]] = {}
     n_total = len(stream)
-    key_all, _c, docs_all, _f = _doc_frequency(*stream.ngrams(3))
+    key_all, _c, docs_all, _f = stream.doc_frequency(3)
     group_of_doc = np.zeros(n_total, dtype=np.int64)
     names = list(rows)
     for gi, g in enumerate(names):
