@@ -1,0 +1,173 @@
+"""A small word-bigram language model (absolute discounting, Kneser-Ney-style continuation
+unigram) held in plain numpy arrays, and per-document surprisal statistics from it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+UNK = 0
+BOS = 1
+
+SURPRISAL_STAT_NAMES: tuple[str, ...] = (
+    "mean",
+    "std",
+    "p10",
+    "p50",
+    "p90",
+    "seen_bigram_rate",
+    "unk_rate",
+    "absdiff_mean",
+)
+
+
+class BigramLM:
+    """Word-bigram model: ``P(w | v)`` discounted, backing off to a continuation unigram."""
+
+    def __init__(self, words: Sequence[str], bigram_keys: np.ndarray, bigram_counts: np.ndarray,
+                 discount: float = 0.75) -> None:
+        self.words = list(words)
+        self.vocab = {w: i + 2 for i, w in enumerate(self.words)}
+        self.size = len(self.words) + 2
+        self.bigram_keys = np.asarray(bigram_keys, dtype=np.int64)
+        self.bigram_counts = np.asarray(bigram_counts, dtype=np.float64)
+        self.discount = float(discount)
+        v = self.size
+        prev = self.bigram_keys // v
+        nxt = self.bigram_keys % v
+        self._context_count = np.bincount(prev, weights=self.bigram_counts, minlength=v)
+        self._context_types = np.bincount(prev, minlength=v).astype(np.float64)
+        cont = np.bincount(nxt, minlength=v).astype(np.float64) + 0.5
+        self._continuation = cont / cont.sum()
+
+    # -- training -----------------------------------------------------------------------------
+
+    @staticmethod
+    def vocabulary(documents: Iterable[Sequence[str]], min_count: int = 2) -> list[str]:
+        """Words seen at least ``min_count`` times, sorted (the rest are UNK)."""
+        counts: Counter[str] = Counter()
+        for d in documents:
+            counts.update(d)
+        return sorted(w for w, c in counts.items() if c >= min_count)
+
+    @classmethod
+    def fit(cls, documents: Iterable[Sequence[str]], words: Sequence[str] | None = None, min_count: int = 2,
+            discount: float = 0.75) -> "BigramLM":
+        """Count bigrams over tokenised documents, with a given vocabulary or one built from them.
+
+        Two models that share a vocabulary share token ids, so a text is mapped to ids once.
+        """
+        docs = [list(d) for d in documents]
+        if words is None:
+            words = cls.vocabulary(docs, min_count)
+        lm = cls(words, np.zeros(0, dtype=np.int64), np.zeros(0), discount)
+        keys = [lm._keys(lm.ids(d)) for d in docs if d]
+        all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+        uniq, c = np.unique(all_keys, return_counts=True)
+        return cls(words, uniq, c.astype(np.float64), discount)
+
+    # -- persistence (plain arrays, no pickle) ------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path,
+            words=np.array(self.words, dtype=str),
+            bigram_keys=self.bigram_keys,
+            bigram_counts=self.bigram_counts.astype(np.uint32),
+            discount=np.array([self.discount]),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "BigramLM":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["words"].tolist(), z["bigram_keys"], z["bigram_counts"].astype(np.float64),
+                       float(z["discount"][0]))
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def ids(self, tokens: Sequence[str]) -> np.ndarray:
+        get = self.vocab.get
+        return np.array([get(w, UNK) for w in tokens], dtype=np.int64)
+
+    def same_vocabulary(self, other: "BigramLM") -> bool:
+        return self.words == other.words
+
+    def _keys(self, ids: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+        prev = np.empty_like(ids)
+        prev[1:] = ids[:-1]
+        if len(ids):
+            prev[0] = BOS
+        if starts is not None:
+            prev[starts] = BOS
+        return prev * self.size + ids
+
+    def token_surprisal(self, ids: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-log P of each token and whether its bigram was seen; ``starts`` marks document starts."""
+        keys = self._keys(ids, starts)
+        prev = keys // self.size
+        if len(self.bigram_keys):
+            pos = np.minimum(np.searchsorted(self.bigram_keys, keys), len(self.bigram_keys) - 1)
+            c = np.where(self.bigram_keys[pos] == keys, self.bigram_counts[pos], 0.0)
+        else:
+            c = np.zeros(len(keys))
+        ctx = self._context_count[prev]
+        has_ctx = ctx > 0
+        safe_ctx = np.maximum(ctx, 1.0)
+        backoff = np.where(has_ctx, self.discount * self._context_types[prev] / safe_ctx, 1.0)
+        p = np.where(has_ctx, np.maximum(c - self.discount, 0.0) / safe_ctx, 0.0)
+        p = p + backoff * self._continuation[ids]
+        return -np.log(p), c > 0
+
+
+def segment_stats(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+    """Mean, std, 10th/50th/90th percentile and mean absolute step of ``values`` per document.
+
+    ``doc`` gives each value's document index (non-decreasing). Empty documents get zeros.
+    """
+    out = np.zeros((n_docs, 6))
+    if len(values) == 0:
+        return out
+    n = np.bincount(doc, minlength=n_docs).astype(np.float64)
+    safe_n = np.maximum(n, 1.0)
+    s1 = np.bincount(doc, weights=values, minlength=n_docs)
+    s2 = np.bincount(doc, weights=values * values, minlength=n_docs)
+    mean = s1 / safe_n
+    out[:, 0] = mean
+    out[:, 1] = np.sqrt(np.maximum(s2 / safe_n - mean * mean, 0.0))
+    order = np.lexsort((values, doc))
+    sorted_vals = values[order]
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    has = n > 0
+    for col, q in ((2, 0.1), (3, 0.5), (4, 0.9)):
+        idx = starts + np.floor(q * np.maximum(n - 1, 0)).astype(np.int64)
+        out[has, col] = sorted_vals[np.minimum(idx[has], len(values) - 1)]
+    step = np.abs(np.diff(values))
+    same = doc[1:] == doc[:-1]
+    steps = np.bincount(doc[1:][same], weights=step[same], minlength=n_docs)
+    out[:, 5] = steps / np.maximum(n - 1, 1.0)
+    return out
+
+
+def surprisal_features(lm: BigramLM, tokenised: Sequence[Sequence[str]], ids: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-document surprisal statistics (``SURPRISAL_STAT_NAMES``), plus the token-level
+    surprisal array and document index, so that two models can be compared token by token.
+    ``ids`` (all documents' token ids, concatenated) skips the vocabulary look-up.
+    """
+    n_docs = len(tokenised)
+    lengths = np.fromiter((len(t) for t in tokenised), dtype=np.int64, count=n_docs)
+    if ids is None:
+        ids = lm.ids([w for t in tokenised for w in t])
+    doc = np.repeat(np.arange(n_docs), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[lengths > 0]
+    surprisal, seen = lm.token_surprisal(ids, starts)
+    stats = segment_stats(surprisal, doc, n_docs)
+    safe_n = np.maximum(lengths, 1).astype(np.float64)
+    seen_rate = np.bincount(doc, weights=seen.astype(np.float64), minlength=n_docs) / safe_n
+    unk_rate = np.bincount(doc, weights=(ids == UNK).astype(np.float64), minlength=n_docs) / safe_n
+    feats = np.column_stack([stats[:, :5], seen_rate, unk_rate, stats[:, 5]])
+    return feats, surprisal, doc

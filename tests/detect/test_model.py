@@ -1,0 +1,131 @@
+"""The shipped default model: loads without pickle, calibrated output, robust to cheap evasion."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthfilter.detect.model import MODEL_FILES, Detector, default_model_path, files_sha256, get_detector
+
+from .conftest import human_text, machine_text
+
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\ufeff", "\u2060"]
+HOMOGLYPHS = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441", "x": "\u0445",
+              "i": "\u0456", "A": "\u0391", "E": "\u0395", "O": "\u039f"}
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return get_detector(None)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    r = random.Random(99)
+    return [human_text(r, r.randint(6, 30)) for _ in range(12)] + [machine_text(r, r.randint(6, 30))
+                                                                   for _ in range(12)]
+
+
+def test_default_model_is_shipped_and_small():
+    path = default_model_path()
+    assert (path / "card.json").is_file()
+    total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    assert total <= 50 * 1024 * 1024
+    assert not any(f.suffix in (".pkl", ".pickle", ".joblib") for f in path.iterdir())
+
+
+def test_arrays_load_without_pickle():
+    path = default_model_path()
+    for name in MODEL_FILES:
+        if name.endswith(".npz"):
+            with np.load(path / name, allow_pickle=False) as z:
+                for key in z.files:
+                    assert z[key].dtype != object
+
+
+def test_card_describes_the_model(detector):
+    card = detector.card
+    names = {p["name"] for p in card["operating_points"]}
+    assert {"default", "fpr1", "fpr5"} <= names
+    for p in card["operating_points"]:
+        assert 0.0 <= p["threshold"] <= 1.0 and 0.0 <= p["tpr"] <= 1.0 and 0.0 <= p["fpr"] <= 1.0
+    assert 0.0 < card["train_prior"] < 1.0
+    assert card["model_id"] == detector.model_id == "synthfilter-default-en@1"
+    assert {s["licence"] for s in card["training_data"]["sources"]} >= {"MIT", "Apache-2.0", "CC BY 3.0"}
+    assert "validation" in card["metrics"]
+    for name, meta in card["files"].items():
+        import hashlib
+
+        assert hashlib.sha256((default_model_path() / name).read_bytes()).hexdigest() == meta["sha256"]
+    assert card["sha256"] == detector.sha256 == files_sha256(default_model_path())
+
+
+def test_predict_proba_shape_range_and_batching(detector, texts):
+    p = detector.predict_proba(texts)
+    assert p.dtype == np.float32 and p.shape == (len(texts),)
+    assert np.all((p >= 0) & (p <= 1))
+    small = Detector.load(default_model_path())
+    small.batch_size = 5
+    np.testing.assert_allclose(small.predict_proba(texts), p, atol=1e-6)
+    assert detector.predict_proba([]).shape == (0,)
+    assert np.isfinite(detector.predict_proba(["", " ", "Hi.", "\u200b"])).all()
+    with pytest.raises(TypeError):
+        detector.predict_proba("a single string")
+
+
+def test_get_detector_caches_per_process(detector):
+    assert get_detector(None) is detector
+    assert get_detector(str(default_model_path())) is detector
+
+
+def _zero_width(t: str, r: random.Random) -> str:
+    return "".join(ch + (r.choice(ZERO_WIDTH) if r.random() < 0.3 else "") for ch in t)
+
+
+def _homoglyph(t: str, r: random.Random) -> str:
+    return "".join(HOMOGLYPHS[ch] if ch in HOMOGLYPHS and r.random() < 0.5 else ch for ch in t)
+
+
+def _whitespace(t: str, r: random.Random) -> str:
+    return "".join(r.choice([" ", "  ", "\n", "\t", " \u00a0", "\n\n   "]) if ch == " " else ch for ch in t)
+
+
+def _casing(t: str, r: random.Random) -> str:
+    return "".join(ch.upper() if r.random() < 0.3 else ch.lower() for ch in t)
+
+
+@pytest.mark.parametrize("attack", [_zero_width, _homoglyph, _whitespace, _casing, lambda t, r: t.upper(),
+                                    lambda t, r: _homoglyph(_zero_width(_whitespace(t, r), r), r)])
+def test_cheap_evasion_moves_scores_less_than_005(detector, texts, attack):
+    r = random.Random(5)
+    before = detector.predict_proba(texts)
+    after = detector.predict_proba([attack(t, r) for t in texts])
+    assert np.max(np.abs(after - before)) < 0.05
+
+
+def test_styles_are_ranked_sensibly(detector):
+    r = random.Random(3)
+    h = detector.predict_proba([human_text(r, 15) for _ in range(30)])
+    m = detector.predict_proba([machine_text(r, 15) for _ in range(30)])
+    assert m.mean() > h.mean()
+
+
+def test_load_rejects_a_directory_that_is_not_a_model(tmp_path):
+    from synthfilter.detect.model import ModelError
+
+    with pytest.raises(ModelError, match="does not exist"):
+        Detector.load(tmp_path / "nope")
+    (tmp_path / "card.json").write_text(json.dumps({}))
+    with pytest.raises(ModelError, match="missing"):
+        Detector.load(tmp_path)
+
+
+def test_default_model_path_points_at_the_repo_or_the_wheel():
+    p = default_model_path()
+    assert p.name == "default"
+    assert p.parent.name in ("models", "_models")
+    assert Path(p).is_dir()
