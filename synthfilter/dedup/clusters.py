@@ -29,7 +29,8 @@ def near_duplicate_components(
             rows of candidate pairs are read); required when ``verify``.
         threshold: Jaccard threshold a candidate pair must reach (estimated from signatures).
         verify: check every candidate pair before linking it. Without it, any shared band links.
-        max_rounds: how often a bucket is re-split among members that failed verification.
+        max_rounds: linking rounds per bucket: the first, then re-splits among the members
+            that failed verification (bounds the work on buckets of unrelated records).
         verify_chunk: candidate pairs verified per numpy step (bounds temporary memory).
 
     Returns:
@@ -41,6 +42,10 @@ def near_duplicate_components(
     members form a sub-bucket with a new representative in the next round. Pairs already in
     one cluster are not verified again. Clusters are connected components of verified links.
     """
+    if not hasattr(keys, "ndim"):
+        keys = np.asarray(keys, dtype=np.uint64)
+    if verify and signatures is not None and not hasattr(signatures, "ndim"):
+        signatures = np.asarray(signatures, dtype=np.uint32)
     if keys.ndim != 2:
         raise ValueError(f"keys must be a 2-D (records, bands) array, got shape {keys.shape}")
     n, n_bands = keys.shape
