@@ -130,14 +130,19 @@ class SynthFilter:
             cfg.detector.enabled = True
         self._config = cfg
         self._scorer: Scorer | None = None
+        self._bands: tuple[int, int] | None = None
 
-    # Only the config is pickled (and hashed by ``datasets`` for its cache fingerprint).
+    # Only the config is pickled (and hashed by ``datasets`` for its cache fingerprint), plus
+    # the LSH bands x rows: choosing them is a grid search of about a second, which each
+    # ``map`` worker would otherwise redo.
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self._config, "version": __version__}
+        bands = self.scorer.bands if self._config.dedup.near else None
+        return {"config": self._config, "version": __version__, "bands": bands}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._config = state["config"]
         self._scorer = None
+        self._bands = state.get("bands")
 
     def __repr__(self) -> str:
         d = self._config
@@ -151,8 +156,11 @@ class SynthFilter:
 
     @property
     def scorer(self) -> Scorer:
+        """The pipeline's per-batch scorer, built on first use in each process."""
         if self._scorer is None:
             self._scorer = Scorer(self._config)
+            if self._bands is not None:
+                self._scorer._bands = self._bands  # the parent's choice (same config, same result)
         return self._scorer
 
     def with_options(self, overrides: Mapping[str, Any]) -> "SynthFilter":

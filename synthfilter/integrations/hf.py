@@ -189,6 +189,10 @@ def annotate_dataset(ds: Dataset, sf: SynthFilter, num_proc: int | None = None,
                      batch_size: int | None = None) -> Dataset:
     """Only the ``synth_*`` columns of ``ds``, row-aligned (the score pass of ``filter_dataset``)."""
     cols = _input_columns(ds, sf.config)
+    if len(ds) == 0:
+        # map() never calls the function on zero rows, so it would add no columns.
+        features = annotation_features(sf)
+        return Dataset.from_dict({c: [] for c in features}, features=features)
     return ds.select_columns(cols).map(
         sf.annotate, batched=True, batch_size=batch_size or sf.config.batch_size, num_proc=num_proc,
         remove_columns=cols, features=annotation_features(sf), desc="synthfilter: score",
@@ -271,8 +275,11 @@ def _with_columns(ds: Dataset, columns: dict[str, list[Any]], features: Features
     clash = [c for c in columns if c in ds.column_names]
     if clash:
         ds = ds.remove_columns(clash)
-    extra = Dataset.from_dict(columns, features=features)
-    return datasets.concatenate_datasets([ds, extra], axis=1)
+    if len(ds) == 0:
+        # concatenate_datasets skips empty datasets: build the empty table with both schemas.
+        both = Features({**ds.features, **features})
+        return Dataset.from_dict({c: [] for c in both}, features=both)
+    return datasets.concatenate_datasets([ds, Dataset.from_dict(columns, features=features)], axis=1)
 
 
 # -- one pass: IterableDataset -----------------------------------------------------------------------
