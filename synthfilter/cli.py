@@ -220,6 +220,43 @@ def eval_(
     raise typer.Exit(code or 0)
 
 
+@app.command()
+def score(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Files, directories or globs of .jsonl, .jsonl.gz, .jsonl.zst, .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (kept/ with every record and its scores, manifest.json, report.json)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; flags override it."),
+    text_field: Optional[str] = typer.Option(None, help="Field holding the text (dotted path for nested fields). [default: text]"),
+    id_field: Optional[str] = typer.Option(None, help="Field holding the record id. [default: id when present, else <shard>:<line>]"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
+    on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail with a clear error, or quarantine the record in rejected/. [default: fail]"),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted run in OUT."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace synthfilter's previous outputs in OUT."),
+    seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
+    model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
+    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
+    batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Annotate only: keep every record, each with a 'synthfilter' object (score, provenance); choose thresholds later."""
+
+    def body() -> None:
+        cfg = build_config(config, {
+            "text_field": text_field, "id_field": id_field, "workers": workers,
+            "on_error": on_error.value if on_error else None, "resume": resume, "overwrite": overwrite,
+            "seed": seed, "quiet": quiet, "batch_size": batch_size,
+            "detector": {"model": model}, "ratio": {"provenance_field": provenance_field},
+        })
+        from synthfilter.pipeline.run import Progress
+        from synthfilter.pipeline.score_only import run_score_only
+
+        with Progress(quiet=cfg.quiet) as progress:
+            result = run_score_only(inputs, out, cfg, progress=progress)
+        if not cfg.quiet:
+            _print_summary(result.report, result.out)
+
+    guarded(body)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     try:
