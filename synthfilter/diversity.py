@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_SAMPLE_SIZE",
     "MATTR_WINDOW",
     "MAX_CHARS",
+    "MAX_GROUPS",
     "METRIC_KEYS",
     "NGRAM_ORDERS",
     "SIMILARITY_PAIRS",
@@ -44,6 +45,8 @@ SIMILARITY_PAIRS = 5_000
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_TOP = 20
 GROUP_TOP = 10
+# Groups beyond this many (the ones with the fewest sampled records) are counted, not measured.
+MAX_GROUPS = 100
 
 # Every key of a ``diversity_metrics`` result, in the order reports show them.
 METRIC_KEYS = (
@@ -494,8 +497,9 @@ def _group_rows(groups: Sequence[Hashable] | None, n: int, what: str) -> dict[st
     return {g: np.asarray(r, dtype=np.int64) for g, r in sorted(rows.items())}
 
 
-def _grouped_samey(stream: _Stream, rows: dict[str, np.ndarray], top: int) -> dict[str, list[dict[str, Any]]]:
-    """Samey trigrams of every group against the rest of the sample, in one pass over the keys."""
+def _grouped_samey(stream: _Stream, rows: dict[str, np.ndarray], top: int,
+                   only: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Samey trigrams of the groups in ``only`` against the rest of the sample (all groups)."""
     out: dict[str, list[dict[str, Any]]] = {}
     n_total = len(stream)
     key_all, _c, docs_all, _f = stream.doc_frequency(3)
@@ -508,6 +512,8 @@ def _grouped_samey(stream: _Stream, rows: dict[str, np.ndarray], top: int) -> di
     order = np.argsort(gdoc, kind="stable")
     bounds = np.searchsorted(gdoc[order], np.arange(len(names) + 1))
     for gi, g in enumerate(names):
+        if g not in only:
+            continue
         sel = order[bounds[gi]:bounds[gi + 1]]
         key, count, docs, first = _doc_frequency(keys[sel], doc[sel], start[sel])
         n_g = len(rows[g])
@@ -521,14 +527,16 @@ def diversity_section(before_texts: Sequence[str], after_texts: Sequence[str],
                       before_groups: Sequence[Hashable] | None = None, after_groups: Sequence[Hashable] | None = None,
                       before_sigs: np.ndarray | None = None, after_sigs: np.ndarray | None = None,
                       seed: int = 0, *, threshold: float = DEFAULT_THRESHOLD, top: int = DEFAULT_TOP,
-                      group_top: int = GROUP_TOP) -> dict[str, Any]:
+                      group_top: int = GROUP_TOP, max_groups: int = MAX_GROUPS) -> dict[str, Any]:
     """report.json's ``diversity``: the metrics of the sample before and after filtering,
     overall and per group (group labels aligned with the texts; a shard path by default).
 
-    Returns ``{"before", "after", "removed_ngrams", "by_group"}``; ``removed_ngrams`` are the
-    trigrams over-represented before relative to after (what filtering took out), and
-    ``by_group[g]`` is ``{"records_sampled": {"before", "after"}, "before", "after"}`` whose samey
-    n-grams are compared with the rest of the sample. Texts are tokenised once for all of it.
+    Returns ``{"before", "after", "removed_ngrams", "by_group", "by_group_omitted"}``;
+    ``removed_ngrams`` are the trigrams over-represented before relative to after (what filtering
+    took out); ``by_group[g]`` is ``{"records_sampled": {"before", "after"}, "before", "after"}``
+    whose samey n-grams are compared with the rest of the sample, for the ``max_groups`` groups
+    with the most sampled records; ``by_group_omitted`` counts the other groups. Texts are
+    tokenised once for all of it.
     """
     tok = _Tokenized()
     before = tok.encode(before_texts)
@@ -547,9 +555,14 @@ def diversity_section(before_texts: Sequence[str], after_texts: Sequence[str],
     by_group: dict[str, Any] = {}
     phases = (("before", before, bsigs, _group_rows(before_groups, len(before), "before_groups")),
               ("after", after, asigs, _group_rows(after_groups, len(after), "after_groups")))
+    sizes = {g: (len(phases[0][3].get(g, ())), len(phases[1][3].get(g, ())))
+             for g in {*phases[0][3], *phases[1][3]}}
+    listed = set(sorted(sizes, key=lambda g: (-sizes[g][0], -sizes[g][1], g))[:max(max_groups, 0)])
     for phase, stream, sigs, rows in phases:
-        samey = _grouped_samey(stream, rows, group_top) if rows else {}
+        samey = _grouped_samey(stream, rows, group_top, listed) if rows else {}
         for g, r in rows.items():
+            if g not in listed:
+                continue
             entry = by_group.setdefault(g, {"records_sampled": {"before": 0, "after": 0}})
             entry["records_sampled"][phase] = int(len(r))
             if len(r) == len(stream):  # one group holds the whole sample: its metrics are the overall ones
@@ -562,4 +575,5 @@ def diversity_section(before_texts: Sequence[str], after_texts: Sequence[str],
             if phase not in entry:
                 entry[phase] = _metrics(stream.subset(np.zeros(0, np.int64)), None, seed, threshold, [])
     section["by_group"] = {g: by_group[g] for g in sorted(by_group)}
+    section["by_group_omitted"] = len(sizes) - len(by_group)
     return section

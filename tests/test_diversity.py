@@ -276,7 +276,8 @@ def test_diversity_section_before_after_and_groups():
     after_groups = ["a.jsonl"] * 300
     s = diversity_section(before, after, before_groups, after_groups, seed=3)
     json.dumps(s, allow_nan=False)
-    assert set(s) == {"before", "after", "removed_ngrams", "by_group"}
+    assert set(s) == {"before", "after", "removed_ngrams", "by_group", "by_group_omitted"}
+    assert s["by_group_omitted"] == 0
     assert s["before"]["records"] == 400 and s["after"]["records"] == 300
     assert s["after"]["distinct_3"] > s["before"]["distinct_3"]
     assert s["after"]["near_duplicate_rate"] < s["before"]["near_duplicate_rate"]
@@ -313,3 +314,15 @@ def test_diversity_section_with_signatures_and_empty_after():
     json.dumps(s, allow_nan=False)
     with pytest.raises(ValueError):
         diversity_section(texts, texts, ["g"] * 3, None)
+
+
+def test_only_the_largest_groups_are_measured():
+    texts = [t for _, t in corpus(60, seed=5)]
+    groups = ["big"] * 30 + ["mid"] * 20 + ["small"] * 9 + ["tiny"]
+    s = diversity_section(texts, texts[:50], groups, groups[:50], max_groups=2)
+    assert list(s["by_group"]) == ["big", "mid"] and s["by_group_omitted"] == 2
+    full = diversity_section(texts, texts[:50], groups, groups[:50])
+    assert full["by_group_omitted"] == 0 and len(full["by_group"]) == 4
+    # Listed groups are measured the same way, and compared with the same rest of the sample.
+    assert s["by_group"]["mid"] == full["by_group"]["mid"]
+    assert full["by_group"]["tiny"]["records_sampled"] == {"before": 1, "after": 0}

@@ -536,6 +536,7 @@ def groups_section(diversity: Mapping[str, Any] | None, group_by: str | None = N
         })
     rows.sort(key=lambda r: -int(r["_n"] or 0))
     by = f"field {group_by}" if group_by else "shard"
+    omitted = int((diversity or {}).get("by_group_omitted") or 0)
     note = (f"Grouped by {by}; each group's numbers come from its part of the sample (see records sampled), "
             "its top phrase is the one most over-represented against the rest of the sample. "
             f"Largest {MAX_GROUP_ROWS} groups shown." if len(rows) > MAX_GROUP_ROWS else
@@ -544,6 +545,8 @@ def groups_section(diversity: Mapping[str, Any] | None, group_by: str | None = N
     cols = [("group", "group"), ("before", "sampled before"), ("after", "sampled after"),
             ("distinct_3", "distinct-3"), ("mattr", "MATTR"), ("near", "near-dup rate"),
             ("sim", "pairwise similarity"), ("samey", "top phrase vs rest")]
+    if omitted:
+        note += f" {omitted:,} smaller group(s) were not measured (report.json lists the largest only)."
     return section("By group", table(rows, cols, max_rows=MAX_GROUP_ROWS), note=note)
 
 

@@ -233,8 +233,10 @@ def test_many_groups_are_capped_in_the_table():
     report, manifest, scores, reasons, sizes = make_run()
     one = report["diversity"]["by_group"]["part-0.jsonl"]
     report["diversity"]["by_group"] = {f"shard-{i:03d}.jsonl": copy.deepcopy(one) for i in range(120)}
+    report["diversity"]["by_group_omitted"] = 880
     html = render_run_report(report, manifest, scores=scores, reasons=reasons, cluster_sizes=sizes)
     assert "… and 70 more" in html
+    assert "880 smaller group(s) were not measured" in html
 
 
 # -- building blocks and charts -------------------------------------------------------------------
