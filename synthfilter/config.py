@@ -2,7 +2,7 @@
 
 A config is built from defaults, then a TOML file, then explicit overrides (CLI flags win).
 The TOML layout mirrors the dataclasses: top-level run options, plus ``[dedup]``,
-``[detector]``, ``[ratio]`` and ``[report]`` tables.
+``[detector]``, ``[ratio]``, ``[report]`` and ``[gate]`` tables.
 """
 
 from __future__ import annotations
@@ -72,6 +72,23 @@ class ReportConfig:
 
 
 @dataclass
+class GateConfig:
+    """``synthfilter gate``: the policy an export must meet (None: rule off) and how it is read."""
+
+    max_synthetic: float | None = None
+    max_duplicates: float | None = None
+    min_records: int | None = None
+    require_provenance: float | None = None  # most share of records allowed without a provenance label
+    strict: bool = False  # compare the synthetic share's 95 % upper bound, not the estimate
+    format: str | None = None  # jsonl | csv | wxr | markdown | html; None: detect per file
+    text_column: str | None = None
+    title_column: str | None = None
+    id_column: str | None = None
+    link_column: str | None = None
+    post_types: list[str] = field(default_factory=list)  # WXR post types to gate; empty: all but WordPress internals
+
+
+@dataclass
 class Config:
     """Every option of ``synthfilter run``; the same object drives the Python API."""
 
@@ -93,6 +110,7 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     ratio: RatioConfig = field(default_factory=RatioConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -171,6 +189,26 @@ class Config:
             raise ConfigError("detector.batch_size must be >= 1")
         if self.report.sample_size < 10:
             raise ConfigError("report.sample_size must be >= 10")
+        _validate_gate(self.gate)
+
+
+def _validate_gate(g: GateConfig) -> None:
+    for name in ("max_synthetic", "max_duplicates", "require_provenance"):
+        v = getattr(g, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ConfigError(f"gate.{name} must be a share in [0, 1], got {v!r}")
+        setattr(g, name, float(v))
+    if g.min_records is not None and (isinstance(g.min_records, bool) or not isinstance(g.min_records, int)
+                                      or g.min_records < 0):
+        raise ConfigError(f"gate.min_records must be an integer >= 0, got {g.min_records!r}")
+    if g.format is not None and g.format not in ("jsonl", "csv", "wxr", "markdown", "html"):
+        raise ConfigError(f"gate.format must be one of jsonl, csv, wxr, markdown, html, got {g.format!r}")
+    for name in ("text_column", "title_column", "id_column", "link_column"):
+        v = getattr(g, name)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"gate.{name} must be a non-empty string, got {v!r}")
 
 
 def _apply(obj: Any, data: Mapping[str, Any], source: str, prefix: str) -> None:

@@ -1,0 +1,801 @@
+"""Gate a CMS export before it reaches training: check it against a policy (synthetic share,
+duplicates, size, provenance), name the items that are the problem, write the approved subset.
+
+Scoring and deciding are the pipeline's own (``SynthFilter.annotate`` / ``decide``), so the gate
+and ``synthfilter run`` agree on every duplicate and every estimate.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from synthfilter.config import Config, ConfigError, GateConfig, load_config
+
+if TYPE_CHECKING:
+    from synthfilter.io.cms import CmsRecord
+
+__all__ = ["GateCheck", "GatePolicy", "GateResult", "OffendingItem", "gate", "gate_exports"]
+
+EXCLUDED = "excluded"  # the reason of items that are not gated (WordPress attachments, trashed posts)
+APPROVED_FILE, REJECTED_FILE, MANIFEST_FILE = "approved.jsonl", "rejected.jsonl", "manifest.json"
+# A calibrated score at or above this marks an item of unknown provenance as likely synthetic.
+SYNTHETIC_SCORE = 0.5
+_SUMMARY_ITEMS = 5
+_HTML_ITEMS = 2000
+
+
+# -- policy -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What an export must meet; a rule left at None is not checked.
+
+    Attributes:
+        max_synthetic: most estimated synthetic share (of the unique records), in [0, 1].
+        max_duplicates: most share of records that are exact or near copies of another record
+            (the copies duplicate removal would drop; each group keeps one).
+        min_records: fewest records with text.
+        require_provenance: most share of records allowed without a provenance label.
+        strict: compare the upper bound of the synthetic share's 95 % interval, not the estimate.
+    """
+
+    max_synthetic: float | None = None
+    max_duplicates: float | None = None
+    min_records: int | None = None
+    require_provenance: float | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_synthetic", "max_duplicates", "require_provenance"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0):
+                raise ConfigError(f"gate policy: {name} must be a share in [0, 1], got {v!r}")
+        m = self.min_records
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+            raise ConfigError(f"gate policy: min_records must be an integer >= 0, got {m!r}")
+
+    @classmethod
+    def from_config(cls, g: GateConfig) -> "GatePolicy":
+        return cls(max_synthetic=g.max_synthetic, max_duplicates=g.max_duplicates, min_records=g.min_records,
+                   require_provenance=g.require_provenance, strict=g.strict)
+
+    @property
+    def has_rules(self) -> bool:
+        return any(v is not None for v in (self.max_synthetic, self.max_duplicates, self.min_records,
+                                            self.require_provenance))
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_synthetic is not None:
+            basis = " (upper bound of the 95 % interval)" if self.strict else ""
+            parts.append(f"synthetic share ≤ {_pct(self.max_synthetic)}{basis}")
+        if self.max_duplicates is not None:
+            parts.append(f"duplicates ≤ {_pct(self.max_duplicates)}")
+        if self.min_records is not None:
+            parts.append(f"≥ {self.min_records:,} records")
+        if self.require_provenance is not None:
+            parts.append(f"provenance missing on ≤ {_pct(self.require_provenance)}")
+        return ", ".join(parts) if parts else "no rules"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _policy(policy: GatePolicy | Mapping[str, Any] | None, cfg: Config) -> GatePolicy:
+    if policy is None:
+        return GatePolicy.from_config(cfg.gate)
+    if isinstance(policy, GatePolicy):
+        return policy
+    if isinstance(policy, Mapping):
+        known = {f.name for f in fields(GatePolicy)}
+        unknown = sorted(set(policy) - known)
+        if unknown:
+            raise ConfigError(f"gate policy: unknown rule(s) {unknown}; known: {sorted(known)}")
+        return GatePolicy(**dict(policy))
+    raise TypeError(f"policy must be a GatePolicy, a dict of rules or None, got {type(policy).__name__}")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GateCheck:
+    """One rule of the policy: what was measured against which limit."""
+
+    rule: str
+    passed: bool
+    measured: float | int | None
+    limit: float | int
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class OffendingItem:
+    """An item a person should look at: likely synthetic, a duplicate, or (when provenance is
+    required) without a provenance label."""
+
+    id: str
+    title: str | None
+    link: str | None
+    path: str | None
+    source: str
+    problems: list[str]
+    p_synthetic: float | None  # 1 / 0 for known machine / human provenance, else the detector score
+    score: float | None
+    provenance: str
+    duplicate_of: str | None
+    duplicate_of_title: str | None
+    decision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GateResult:
+    """The verdict on an export, what was measured, the offending items (worst first) and one
+    decision per record (``reasons``: ``kept``, a rejection reason of ``run``, or ``excluded``)."""
+
+    passed: bool
+    policy: GatePolicy
+    checks: list[GateCheck]
+    measured: dict[str, Any]
+    offending: list[OffendingItem]
+    records: list[CmsRecord]
+    reasons: list[str]
+    duplicate_of: list[str | None]
+    scores: list[float | None]
+    p_machine: list[float | None]
+    provenance: list[str]
+    report: dict[str, Any]
+    config: Config
+    messages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    _decisions: Any = None
+    _input_paths: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the export passes, 1 when a rule failed."""
+        return 0 if self.passed else 1
+
+    @property
+    def offending_ids(self) -> list[str]:
+        return [o.id for o in self.offending]
+
+    @property
+    def approved(self) -> list[CmsRecord]:
+        """The records that pass: duplicates removed, synthetic share at most the target."""
+        return [r for r, why in zip(self.records, self.reasons) if why == "kept"]
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document: policy, measured values, verdict, offending ids and items."""
+        from synthfilter import __version__
+
+        return {
+            "synthfilter_version": __version__,
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "failed_rules": [c.rule for c in self.failed],
+            "messages": self.messages,
+            "policy": self.policy.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "measured": self.measured,
+            "offending_ids": self.offending_ids,
+            "offending": [o.to_dict() for o in self.offending],
+            "approved": self._approved_summary(),
+            "warnings": self.warnings,
+            "inputs": self.inputs,
+            "ignored_files": self.ignored_files,
+            "report": self.report,
+        }
+
+    def _approved_summary(self) -> dict[str, Any]:
+        counts = Counter(self.reasons)
+        syn = self.report.get("synthetic") or {}
+        return {
+            "records": counts.get("kept", 0),
+            "rejected_by_reason": {k: v for k, v in sorted(counts.items()) if k != "kept"},
+            "target_ratio": syn.get("target_ratio"),
+            "estimated_share_after": syn.get("estimated_share_after"),
+            "ci95_after": syn.get("ci95_after"),
+        }
+
+    def summary(self) -> str:
+        """A one-screen summary for the terminal."""
+        m = self.measured
+        checks = {c.rule: c for c in self.checks}
+
+        def mark(rule: str) -> str:
+            c = checks.get(rule)
+            if c is None:
+                return "(no limit)"
+            return f"limit {_fmt_limit(rule, c.limit)}   {'ok' if c.passed else 'FAIL'}"
+
+        lines = [f"synthfilter gate: {'PASS' if self.passed else 'FAIL'}   policy: {self.policy.describe()}"]
+        skipped = ""
+        if m["excluded"]:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in m["excluded_by_kind"].items())
+            skipped = f", {m['excluded']:,} not gated ({kinds})"
+        lines.append(f"  records     {m['records']:,} read: {m['with_text']:,} with text, "
+                     f"{m['without_text']:,} without text{skipped}")
+        share = m["synthetic_share"]
+        if share is None:
+            syn = "not estimated (detector off and no provenance labels)"
+        else:
+            ci = m["synthetic_ci95"]
+            interval = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+            kp = m["known_provenance"]
+            syn = (f"{_pct(share)}{interval}  (provenance: {kp['human']:,} human, {kp['machine']:,} machine; "
+                   f"detector-scored {m['detector_scored']:,})")
+        lines.append(f"  synthetic   {syn}   {mark('max_synthetic')}")
+        lines.append(f"  duplicates  {_pct(m['duplicate_share'])}  ({m['exact_duplicates']:,} exact, "
+                     f"{m['near_duplicates']:,} near copies)   {mark('max_duplicates')}")
+        if m["provenance_field"]:
+            lines.append(f"  provenance  missing on {_pct(m['provenance_missing_share'])} "
+                         f"({m['provenance_missing']:,} records, field {m['provenance_field']!r})   "
+                         f"{mark('require_provenance')}")
+        if "min_records" in checks:
+            lines.append(f"  size        {m['with_text']:,} records with text   {mark('min_records')}")
+        if self.failed:
+            lines.append("failed: " + "; ".join(c.detail for c in self.failed))
+        for msg in self.messages:
+            lines.append(f"note: {msg}")
+        for w in self.warnings[:3]:
+            lines.append(f"warning: {w}")
+        if self.offending:
+            lines.append(f"worst items ({len(self.offending):,} offending):")
+            for o in self.offending[:_SUMMARY_ITEMS]:
+                lines.append("  " + _item_line(o))
+            if len(self.offending) > _SUMMARY_ITEMS:
+                lines.append(f"  ... and {len(self.offending) - _SUMMARY_ITEMS:,} more (--report FILE.html, --json FILE)")
+        return "\n".join(lines)
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        from synthfilter.io.shards import atomic_write_bytes
+
+        p = Path(path)
+        atomic_write_bytes(p, json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str).encode("utf-8"))
+        return p
+
+    def write_html(self, path: str | os.PathLike[str]) -> Path:
+        from synthfilter.io.shards import atomic_write_bytes
+
+        p = Path(path)
+        atomic_write_bytes(p, render_gate_html(self).encode("utf-8"))
+        return p
+
+    def write_approved(self, out: str | os.PathLike[str], overwrite: bool = False) -> dict[str, Any]:
+        """``approved.jsonl`` (records that pass, for training), ``rejected.jsonl`` (every other
+        record with a ``synthfilter`` object saying why) and ``manifest.json`` (with the
+        conservation check: approved + rejected = records read). Returns the manifest."""
+        return _write_approved(self, Path(out), overwrite)
+
+
+# -- the gate -----------------------------------------------------------------------------------
+
+
+def _resolve_config(config: Config | str | os.PathLike[str] | Mapping[str, Any] | None) -> Config:
+    if config is None:
+        return load_config()
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+        cfg.validate()
+        return cfg
+    if isinstance(config, Mapping):
+        return Config.from_dict(config, source="gate(config=...)")
+    return load_config(config)
+
+
+def _as_record(item: CmsRecord | Mapping[str, Any], i: int, cfg: Config) -> CmsRecord:
+    from synthfilter.io.cms import CmsRecord
+
+    if isinstance(item, CmsRecord):
+        return item
+    if not isinstance(item, Mapping):
+        raise TypeError(f"records[{i}] must be a CmsRecord or a mapping, got {type(item).__name__}")
+    from synthfilter.records import FieldSpec
+
+    obj = dict(item)
+    rid, text, _, error = FieldSpec(cfg.text_field, cfg.id_field).extract(obj, "records", i)
+
+    def s(key: str) -> str | None:
+        v = obj.get(key)
+        return str(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip() else None
+
+    return CmsRecord(id=rid, text=text, title=s("title"), link=s("link") or s("url"), path=s("path"),
+                     source=f"records[{i}]", error=error, record=obj)
+
+
+def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | Mapping[str, Any] | None = None,
+         config: Config | str | os.PathLike[str] | Mapping[str, Any] | None = None) -> GateResult:
+    """Check records against a policy; score and decide with the pipeline's own stages.
+
+    Args:
+        records: ``CmsRecord``s (from ``synthfilter.io.cms.read_exports``) or mappings with the
+            text under ``config.text_field`` (default ``text``) and optional ``id``, ``title``,
+            ``link``/``url``, ``path``.
+        policy: a ``GatePolicy``, a dict of its fields, or None for the config's ``[gate]`` table.
+        config: a ``Config``, a TOML path, a dict laid out like the TOML file, or None. The
+            detector, dedup and ``[ratio]`` settings (provenance field and map) apply as in ``run``.
+
+    Returns:
+        A ``GateResult``: ``passed``, ``checks``, ``measured``, ``offending`` (worst first) and a
+        decision per record. The approved subset (``result.approved``) has duplicates removed
+        and the synthetic share downsampled to ``ratio.target_ratio``, or else to
+        ``max_synthetic``.
+
+    Raises:
+        ConfigError: the policy asks for something the config cannot measure (e.g.
+            ``require_provenance`` without ``ratio.provenance_field``).
+        synthfilter.ratio.HumanLossError: the target would drop more human records than
+            ``ratio.max_human_loss`` allows.
+
+    Example:
+        >>> result = gate([{"id": "a", "text": "..."}], {"max_duplicates": 0.05},
+        ...               {"detector": {"enabled": False}})
+        >>> result.passed, result.offending_ids
+    """
+    import numpy as np
+
+    from synthfilter.api import SynthFilter
+    from synthfilter.io.cms import make_ids_unique
+    from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
+
+    cfg = _resolve_config(config)
+    pol = _policy(policy, cfg)
+    recs = [_as_record(r, i, cfg) for i, r in enumerate(records)]
+    make_ids_unique(recs)
+    prov_field = cfg.ratio.provenance_field
+    if pol.require_provenance is not None and not prov_field:
+        raise ConfigError("--require-provenance needs a provenance field: pass --provenance-field "
+                          "(or set ratio.provenance_field in the config)")
+
+    target = cfg.ratio.target_ratio
+    if target is None and pol.max_synthetic is not None and pol.max_synthetic < 1.0:
+        target = pol.max_synthetic
+    scoring = copy.deepcopy(cfg)
+    # Texts are already extracted; records without text are rejected (never a reason to stop).
+    scoring.text_field, scoring.id_field, scoring.on_error = "text", None, "quarantine"
+    scoring.ratio.target_ratio = target
+    sf = SynthFilter(scoring)
+
+    gated = [i for i, r in enumerate(recs) if r.excluded is None]
+    cols = _annotate(sf, [recs[i] for i in gated], prov_field, cfg.batch_size)
+    ok = np.array([not e for e in cols["synth_error"]], dtype=bool)
+    prov_names = list(cols["synth_provenance"])
+    codes = np.array([{"unknown": UNKNOWN, "human": HUMAN, "machine": MACHINE}[p] for p in prov_names], dtype=np.int8)
+    known = ok & (codes != UNKNOWN)
+    unknown_ok = ok & (codes == UNKNOWN)
+    if not cfg.detector.enabled and known.any() and unknown_ok.any():
+        raise ConfigError(
+            f"{int(unknown_ok.sum()):,} records have neither a provenance label nor a detector score, so the "
+            "synthetic share cannot be estimated: enable the detector (drop --no-detector) or label them "
+            "(--provenance-field / --provenance-map)"
+        )
+    decided = sf.decide(cols, ids=[recs[i].id for i in gated], id_prefix="export")
+    report = decided.report
+
+    n_text = int(ok.sum())
+    counts = Counter(decided.reason)
+    exact, near = counts.get("exact_duplicate", 0), counts.get("near_duplicate", 0)
+    syn = report.get("synthetic") or {}
+    share = syn.get("estimated_share_before")
+    ci = syn.get("ci95_before")
+    if pol.max_synthetic is not None and share is None:
+        raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
+                          "has a provenance label: enable the detector or pass --provenance-field")
+    missing = int(unknown_ok.sum())
+    excluded = [recs[i] for i in range(len(recs)) if recs[i].excluded is not None]
+    measured: dict[str, Any] = {
+        "records": len(recs),
+        "with_text": n_text,
+        "without_text": len(gated) - n_text,
+        "excluded": len(excluded),
+        "excluded_by_kind": dict(Counter(_excluded_kind(r.excluded) for r in excluded).most_common()),
+        "synthetic_share": share,
+        "synthetic_ci95": ci,
+        "synthetic_method": syn.get("method"),
+        "synthetic_basis": "unique records (after duplicate removal)",
+        "known_provenance": syn.get("known_provenance") or {"human": 0, "machine": 0},
+        "detector_scored": syn.get("detector_scored") or 0,
+        "duplicate_share": (exact + near) / n_text if n_text else 0.0,
+        "exact_duplicates": exact,
+        "near_duplicates": near,
+        "duplicate_clusters": (report.get("duplicates") or {}).get("clusters", 0),
+        "provenance_field": prov_field,
+        "provenance_missing": missing if prov_field else n_text,
+        "provenance_missing_share": (missing / n_text if n_text else 0.0) if prov_field else 1.0,
+    }
+    checks = _checks(pol, measured)
+    messages = []
+    if not pol.has_rules:
+        messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
+                        "--require-provenance): nothing can fail")
+
+    # Per record, in input order; excluded items are not gated.
+    n = len(recs)
+    reasons = [EXCLUDED] * n
+    dup_of: list[str | None] = [None] * n
+    scores: list[float | None] = [None] * n
+    p_machine: list[float | None] = [None] * n
+    provenance = ["unknown"] * n
+    score_arr = np.asarray(cols["synth_score"], dtype=np.float64)
+    for j, i in enumerate(gated):
+        reasons[i] = decided.reason[j]
+        dup_of[i] = decided.duplicate_of[j]
+        scores[i] = None if math.isnan(score_arr[j]) else round(float(score_arr[j]), 6)
+        pm = float(decided.p_machine[j])
+        p_machine[i] = None if math.isnan(pm) else round(pm, 6)
+        provenance[i] = prov_names[j]
+
+    result = GateResult(
+        passed=all(c.passed for c in checks), policy=pol, checks=checks, measured=measured, offending=[],
+        records=recs, reasons=reasons, duplicate_of=dup_of, scores=scores, p_machine=p_machine,
+        provenance=provenance, report=report, config=cfg, messages=messages,
+        warnings=list(report.get("warnings") or []), _decisions=decided.decisions,
+    )
+    result.offending = _offending(result, require_provenance=pol.require_provenance is not None)
+    return result
+
+
+def _annotate(sf: Any, recs: Sequence[CmsRecord], prov_field: str | None, batch_size: int) -> dict[str, Any]:
+    """``SynthFilter.annotate`` over batches, concatenated column by column."""
+    import numpy as np
+
+    parts: list[dict[str, Any]] = []
+    for start in range(0, max(len(recs), 1), batch_size):
+        chunk = recs[start:start + batch_size]
+        batch: dict[str, list[Any]] = {"text": [r.text for r in chunk]}
+        if prov_field:
+            batch[prov_field] = [r.lookup(prov_field) for r in chunk]
+        parts.append(sf.annotate(batch))
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if isinstance(values[0], np.ndarray):
+            out[key] = np.concatenate(values) if len(values) > 1 else values[0]
+        else:
+            out[key] = [v for chunk in values for v in chunk]
+    return out
+
+
+def _excluded_kind(why: str | None) -> str:
+    return (why or "").split(" (")[0]
+
+
+def _checks(pol: GatePolicy, m: Mapping[str, Any]) -> list[GateCheck]:
+    out = []
+    if pol.min_records is not None:
+        v = m["with_text"]
+        out.append(GateCheck("min_records", v >= pol.min_records, v, pol.min_records,
+                             f"min_records: {v:,} records with text, at least {pol.min_records:,} required"))
+    if pol.max_synthetic is not None:
+        ci = m["synthetic_ci95"]
+        v = ci[1] if pol.strict and ci else m["synthetic_share"]
+        what = "upper bound of the synthetic share" if pol.strict else "estimated synthetic share"
+        out.append(GateCheck("max_synthetic", v <= pol.max_synthetic + 1e-12, v, pol.max_synthetic,
+                             f"max_synthetic: {what} {_pct(v)} {'>' if v > pol.max_synthetic + 1e-12 else '≤'} "
+                             f"{_pct(pol.max_synthetic)}"))
+    if pol.max_duplicates is not None:
+        v = m["duplicate_share"]
+        bad = v > pol.max_duplicates + 1e-12
+        out.append(GateCheck("max_duplicates", not bad, v, pol.max_duplicates,
+                             f"max_duplicates: {_pct(v)} of records are copies of another "
+                             f"({m['exact_duplicates']:,} exact, {m['near_duplicates']:,} near) "
+                             f"{'>' if bad else '≤'} {_pct(pol.max_duplicates)}"))
+    if pol.require_provenance is not None:
+        v = m["provenance_missing_share"]
+        bad = v > pol.require_provenance + 1e-12
+        out.append(GateCheck("require_provenance", not bad, v, pol.require_provenance,
+                             f"require_provenance: provenance missing on {_pct(v)} of records "
+                             f"{'>' if bad else '≤'} {_pct(pol.require_provenance)}"))
+    return out
+
+
+def _offending(result: GateResult, require_provenance: bool) -> list[OffendingItem]:
+    """Likely-synthetic items, duplicates, and (when required) items without provenance; worst
+    first: most problems, then most likely synthetic, then input order."""
+    by_id = {r.id: r for r in result.records}
+    items: list[tuple[tuple[int, float, int], OffendingItem]] = []
+    for i, rec in enumerate(result.records):
+        why = result.reasons[i]
+        if why in (EXCLUDED, "malformed"):
+            continue
+        prov = result.provenance[i]
+        score = result.scores[i]
+        p = 1.0 if prov == "machine" else 0.0 if prov == "human" else score
+        problems = []
+        if p is not None and p >= SYNTHETIC_SCORE:
+            problems.append("synthetic")
+        if why in ("exact_duplicate", "near_duplicate"):
+            problems.append(why)
+        if require_provenance and prov == "unknown":
+            problems.append("missing_provenance")
+        if not problems:
+            continue
+        dup = result.duplicate_of[i]
+        serious = len([x for x in problems if x != "missing_provenance"])
+        item = OffendingItem(
+            id=rec.id, title=rec.title, link=rec.link, path=rec.path, source=rec.source, problems=problems,
+            p_synthetic=p, score=score, provenance=prov, duplicate_of=dup,
+            duplicate_of_title=by_id[dup].title if dup is not None and dup in by_id else None,
+            decision="approved" if why == "kept" else f"rejected ({why})",
+        )
+        items.append(((-serious, -(p if p is not None else -1.0), i), item))
+    items.sort(key=lambda t: t[0])
+    return [it for _, it in items]
+
+
+def gate_exports(paths: Sequence[str | os.PathLike[str]], policy: GatePolicy | Mapping[str, Any] | None = None,
+                 config: Config | str | os.PathLike[str] | Mapping[str, Any] | None = None) -> GateResult:
+    """Read exports (``synthfilter.io.cms.read_exports`` with the config's ``[gate]`` reading
+    options) and gate them; the result also lists the inputs (size, sha256, records)."""
+    from synthfilter.io.cms import ReadOptions, read_exports
+
+    cfg = _resolve_config(config)
+    g = cfg.gate
+    read = read_exports(paths, ReadOptions(
+        format=g.format, text_field=cfg.text_field, id_field=cfg.id_field, text_column=g.text_column,
+        title_column=g.title_column, id_column=g.id_column, link_column=g.link_column, post_types=g.post_types,
+        max_line_bytes=cfg.max_line_bytes,
+    ))
+    result = gate(read.records, policy, cfg)
+    result.inputs = [i.to_dict() for i in read.inputs]
+    result.ignored_files = list(read.ignored_files)
+    result._input_paths = [str(p) for p in paths]
+    result.report["input"]["shards"] = len(read.inputs)
+    result.report["input"]["bytes"] = sum(i.size for i in read.inputs)
+    return result
+
+
+# -- writing the approved subset -----------------------------------------------------------------
+
+
+def _prepare_out(out: Path, overwrite: bool, input_paths: Sequence[str]) -> None:
+    from synthfilter.pipeline.run import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+    real = out.resolve()
+    for raw in input_paths:
+        p = Path(raw)
+        if p.is_dir() and (real == p.resolve() or p.resolve() in real.parents):
+            raise UsageError(f"{out}: the approved output would land inside the export folder {p}; choose another folder")
+    if out.exists():
+        entries = [x.name for x in out.iterdir() if not x.name.startswith(".")]
+        if entries and not overwrite:
+            raise UsageError(f"{out}: directory is not empty; pass --overwrite to replace a previous gate's outputs")
+        others = sorted(set(entries) - {APPROVED_FILE, REJECTED_FILE, MANIFEST_FILE})
+        if others:
+            raise UsageError(f"{out}: --overwrite replaces only {APPROVED_FILE}, {REJECTED_FILE} and {MANIFEST_FILE}, "
+                             f"and the directory also holds {', '.join(others[:5])}; choose an empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _rejection(result: GateResult, i: int) -> dict[str, Any]:
+    rec = result.records[i]
+    why = result.reasons[i]
+    out: dict[str, Any] = {"decision": "rejected", "reason": why}
+    if result.duplicate_of[i] is not None:
+        out["duplicate_of"] = result.duplicate_of[i]
+    out["score"] = result.scores[i]
+    if result.p_machine[i] is not None:
+        out["p_machine"] = result.p_machine[i]
+    out["provenance"] = result.provenance[i]
+    if why == EXCLUDED:
+        out["excluded"] = rec.excluded
+    elif rec.error is not None:
+        out["error"] = rec.error
+    out["source"] = rec.source
+    return out
+
+
+def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str, Any]:
+    import orjson
+
+    from synthfilter import __version__
+    from synthfilter.io.shards import AtomicJsonlWriter, atomic_write_bytes
+    from synthfilter.pipeline.stages import ConservationError
+
+    started = _now()
+    _prepare_out(out, overwrite, result._input_paths)
+    approved = AtomicJsonlWriter(out / APPROVED_FILE, None)
+    rejected = AtomicJsonlWriter(out / REJECTED_FILE, None)
+    opts = orjson.OPT_NON_STR_KEYS
+    try:
+        for i, rec in enumerate(result.records):
+            if result.reasons[i] == "kept":
+                approved.write_line(rec.raw if rec.raw is not None else orjson.dumps(rec.to_dict(), default=str, option=opts))
+            else:
+                obj = rec.to_dict()
+                obj["synthfilter"] = _rejection(result, i)
+                rejected.write_line(orjson.dumps(obj, default=str, option=opts))
+        n, kept = len(result.records), result.reasons.count("kept")
+        if approved.count + rejected.count != n or approved.count != kept:
+            raise ConservationError(f"{out}: {n} records read but {approved.count} approved + {rejected.count} rejected written")
+        approved.commit()
+        rejected.commit()
+    except BaseException:
+        approved.abort()
+        rejected.abort()
+        raise
+    counts = Counter(result.reasons)
+    manifest = {
+        "synthfilter_version": __version__,
+        "command": "gate",
+        "started": started,
+        "ended": _now(),
+        "verdict": result.verdict,
+        "failed_rules": [c.rule for c in result.failed],
+        "policy": result.policy.to_dict(),
+        "config": result.config.to_dict(),
+        "seed": result.config.seed,
+        "inputs": result.inputs,
+        "ignored_files": result.ignored_files,
+        "outputs": {"approved": APPROVED_FILE, "rejected": REJECTED_FILE},
+        "approved": result._approved_summary(),
+        "conservation": {"checked": True, "ok": True, "records": len(result.records),
+                         "approved": counts.get("kept", 0), "rejected": len(result.records) - counts.get("kept", 0),
+                         "by_reason": dict(sorted(counts.items()))},
+        "python": sys.version.split()[0],
+    }
+    atomic_write_bytes(out / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str).encode("utf-8"))
+    return manifest
+
+
+# -- the HTML page ------------------------------------------------------------------------------
+
+
+def render_gate_html(result: GateResult) -> str:
+    """A self-contained page: verdict and checks, the offending items worst first, then the
+    run report's summary, detector and duplicate sections."""
+    import numpy as np
+
+    from synthfilter.report import html as h
+
+    checks = []
+    for c in result.checks:
+        checks.append({"check": c.rule, "result": h.Html('<span class="up">✔ pass</span>' if c.passed
+                                                         else '<span class="down">✘ fail</span>'),
+                       "measured": _fmt_limit(c.rule, c.measured), "limit": _fmt_limit(c.rule, c.limit),
+                       "detail": c.detail})
+    verdict = [h.Html(f'<div class="verdict {result.verdict}">{result.verdict.upper()}</div>'),
+               h.paragraph(f"Policy: {result.policy.describe()}")]
+    if result.failed:
+        verdict.append(h.callout([c.detail for c in result.failed], "bad"))
+    if result.messages:
+        verdict.append(h.callout(result.messages, "info"))
+    verdict.append(h.table(checks, [("check", "rule"), ("result", "result"), ("measured", "measured"),
+                                    ("limit", "limit"), ("detail", "detail")]))
+    m = result.measured
+    stats = [
+        h.Stat("Records", h.fmt_count(m["with_text"]), f"with text · {h.fmt_count(m['without_text'])} without · "
+               f"{h.fmt_count(m['excluded'])} not gated"),
+        h.Stat("Synthetic share", h.fmt_share(m["synthetic_share"]),
+               f"95 % CI {h.fmt_interval(m['synthetic_ci95'])}" if m["synthetic_ci95"] else None,
+               _tone(result, "max_synthetic")),
+        h.Stat("Duplicates", h.fmt_share(m["duplicate_share"]),
+               f"{h.fmt_count(m['exact_duplicates'])} exact · {h.fmt_count(m['near_duplicates'])} near",
+               _tone(result, "max_duplicates")),
+        h.Stat("Offending items", h.fmt_count(len(result.offending)), "listed below, worst first"),
+    ]
+    sections = [h.section("Verdict", h.headline(stats), *verdict, anchor="verdict")]
+
+    rows = []
+    for rank, o in enumerate(result.offending[:_HTML_ITEMS], 1):
+        where = o.link or o.path or o.source
+        link = (h.Html(f'<a href="{_attr(where)}">{_text(where)}</a>') if where and where.startswith(("http://", "https://"))
+                else h.Html(f"<code>{_text(where)}</code>"))
+        dup = None
+        if o.duplicate_of is not None:
+            dup = f"{o.duplicate_of}" + (f" ({o.duplicate_of_title})" if o.duplicate_of_title else "")
+        rows.append({"rank": rank, "problems": ", ".join(p.replace("_", " ") for p in o.problems),
+                     "title": o.title or "(untitled)", "where": link,
+                     "score": "—" if o.p_synthetic is None else f"{o.p_synthetic:.2f}" + (
+                         " (provenance)" if o.provenance != "unknown" else ""),
+                     "duplicate_of": dup or "—", "decision": o.decision, "id": h.Html(f"<code>{_text(o.id)}</code>")})
+    note = (f"{len(result.offending):,} items: likely synthetic (score ≥ {SYNTHETIC_SCORE}, or machine provenance), "
+            "copies of another item, or without provenance when it is required. Sorted by the number of problems, "
+            "then by how likely the item is synthetic.")
+    if len(result.offending) > _HTML_ITEMS:
+        note += f" The first {_HTML_ITEMS:,} are shown; the --json output lists all of them."
+    sections.append(h.section("Offending items", h.table(rows, [
+        ("rank", "#"), ("problems", "problems"), ("title", "title"), ("where", "link or path"),
+        ("score", "P(synthetic)"), ("duplicate_of", "duplicate of"), ("decision", "decision"), ("id", "id"),
+    ]), note=note, anchor="offending"))
+
+    dec = result._decisions
+    gated = [i for i, why in enumerate(result.reasons) if why != EXCLUDED]
+    scores = np.array([np.nan if result.scores[i] is None else result.scores[i] for i in gated], dtype=np.float32)
+    sections.append(h.detector_section(result.report, scores, dec.reason if dec is not None else None))
+    sections.append(h.duplicates_section(result.report, dec.cluster_sizes if dec is not None else None))
+    inputs = [{"path": h.Html(f"<code>{_text(i['path'])}</code>"), "format": i["format"], "records": i["records"],
+               "excluded": i["excluded"]} for i in result.inputs]
+    if inputs:
+        sections.append(h.section("Inputs", h.table(inputs, [("path", "file"), ("format", "format"),
+                                                             ("records", "items"), ("excluded", "not gated")],
+                                                    max_rows=200)))
+    from synthfilter import __version__
+
+    return h.page("synthfilter gate", sections,
+                  subtitle=f"{m['records']:,} records · policy: {result.policy.describe()} · synthfilter {__version__}",
+                  badge=result.verdict.upper(),
+                  footer="Generated by synthfilter gate: self-contained, nothing here loads from the network.")
+
+
+def _tone(result: GateResult, rule: str) -> str | None:
+    for c in result.checks:
+        if c.rule == rule:
+            return "good" if c.passed else "bad"
+    return None
+
+
+def _text(value: Any) -> str:
+    import html
+
+    return html.escape("" if value is None else str(value), quote=False)
+
+
+def _attr(value: Any) -> str:
+    import html
+
+    return html.escape(str(value), quote=True)
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def _fmt_limit(rule: str, v: Any) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,}" if rule == "min_records" else _pct(float(v))
+
+
+def _item_line(o: OffendingItem) -> str:
+    what = ", ".join(p.replace("_", " ") for p in o.problems)
+    title = f'"{o.title}"' if o.title else o.id
+    where = o.link or o.path or o.source
+    parts = [f"[{what}] {title}"]
+    if where and where != o.title:
+        parts.append(f"({where})")
+    if o.p_synthetic is not None and "synthetic" in o.problems:
+        parts.append(f"P(synthetic) {o.p_synthetic:.2f}")
+    if o.duplicate_of is not None:
+        parts.append(f"duplicate of {o.duplicate_of}")
+    line = " ".join(parts)
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,781 @@
+"""CMS exports -> records: WordPress WXR, CSV, JSONL, and folders of HTML / Markdown files.
+
+Every reader turns an export into ``CmsRecord``s (id, text, title, link, path, metadata) and
+raises a one-line ``InputError`` naming the file and the position (line, column or item) for
+anything it cannot read. XML goes through defusedxml (no DTD, no entity expansion, no external
+entity), HTML through selectolax (lexbor), Markdown through markdown-it-py, YAML front matter
+through ``yaml.safe_load`` semantics without aliases, TOML front matter through tomllib.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from synthfilter.io.shards import InputError, Shard, file_sha256, shard_format
+from synthfilter.records import FieldSpec, get_path, is_missing
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+FORMATS = ("jsonl", "csv", "wxr", "markdown", "html")
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdown", ".mkd")
+HTML_SUFFIXES = (".html", ".htm")
+CSV_SUFFIXES = (".csv", ".tsv")
+XML_SUFFIXES = (".xml", ".wxr")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
+
+# WordPress bookkeeping post types: menus, media, templates and styles are not writing.
+WP_INTERNAL_TYPES = frozenset({
+    "attachment", "nav_menu_item", "revision", "custom_css", "customize_changeset", "oembed_cache",
+    "user_request", "wp_block", "wp_global_styles", "wp_navigation", "wp_template", "wp_template_part",
+    "wp_font_family", "wp_font_face",
+})
+WP_SKIPPED_STATUSES = frozenset({"trash", "auto-draft"})
+
+# Column names tried, in order, when a CSV option is not given (matched case-insensitively).
+CSV_TEXT_COLUMNS = ("text", "content", "body", "post_content", "content:encoded", "markdown", "html")
+CSV_TITLE_COLUMNS = ("title", "post_title", "headline", "name")
+CSV_ID_COLUMNS = ("id", "post_id", "guid", "uuid", "slug")
+CSV_LINK_COLUMNS = ("link", "url", "permalink", "path")
+
+
+@dataclass
+class CmsRecord:
+    """One item of an export.
+
+    ``text`` is None when the item has no usable text (``error`` says why); ``excluded`` says
+    why an item is not gated at all (a WordPress attachment, a trashed post). ``meta`` holds
+    the rest: author, date, type, status, categories, custom fields, front matter. ``record``
+    is the object as given (JSONL input, Python mappings): approved output writes it as it is,
+    and ``raw`` is its line as read, so JSONL output stays byte-identical.
+    """
+
+    id: str
+    text: str | None
+    title: str | None = None
+    link: str | None = None
+    path: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    excluded: str | None = None
+    record: dict[str, Any] | None = None
+    raw: bytes | None = None
+
+    def lookup(self, path: str) -> Any:
+        """A field by dotted path: in ``record`` when there is one; else the record's own fields,
+        then ``meta``, then WordPress custom fields (so ``ai_generated`` finds a front-matter key
+        or a custom field of that name)."""
+        if self.record is not None:
+            value = get_path(self.record, path)
+            return None if is_missing(value) else value
+        if path in ("id", "title", "link", "path", "text"):
+            return getattr(self, path)
+        for root, p in ((self.meta, path), (self.meta, path[5:] if path.startswith("meta.") else None),
+                        (self.meta.get("custom_fields"), path)):
+            if p and isinstance(root, dict):
+                value = get_path(root, p)
+                if not is_missing(value):
+                    return value
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written for this record (``record`` when there is one)."""
+        if self.record is not None:
+            return dict(self.record)
+        return {"id": self.id, "title": self.title, "link": self.link, "path": self.path, "text": self.text,
+                "source": self.source, "meta": self.meta}
+
+
+@dataclass
+class ReadOptions:
+    """How to read exports: the format (None: detect per file) and the fields or columns."""
+
+    format: str | None = None
+    text_field: str = "text"
+    id_field: str | None = None
+    text_column: str | None = None
+    title_column: str | None = None
+    id_column: str | None = None
+    link_column: str | None = None
+    post_types: Sequence[str] = ()
+    max_line_bytes: int = 50 * 1024 * 1024
+
+
+@dataclass
+class ExportInput:
+    """One file that was read, for the manifest."""
+
+    path: str
+    format: str
+    size: int
+    sha256: str
+    records: int = 0
+    excluded: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "size": self.size, "sha256": self.sha256,
+                "records": self.records, "excluded": self.excluded}
+
+
+@dataclass
+class ExportRead:
+    records: list[CmsRecord]
+    inputs: list[ExportInput]
+    ignored_files: list[str]
+
+
+# -- HTML and Markdown to text ----------------------------------------------------------------
+
+# Elements whose content is never text a reader sees.
+_DROP = frozenset({"script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "math",
+                   "canvas", "head", "title", "meta", "link", "select", "button"})
+# Elements that end a paragraph (blank line) or a line.
+_PARAGRAPH = frozenset({"p", "div", "section", "article", "main", "header", "footer", "aside", "blockquote",
+                        "pre", "table", "ul", "ol", "dl", "figure", "form", "fieldset", "details", "address",
+                        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "center"})
+_LINE = frozenset({"li", "dt", "dd", "tr", "figcaption", "summary", "caption", "legend", "option", "br"})
+_CELL = frozenset({"td", "th"})
+_SPACE_RUN = re.compile(r"(\s+)")
+_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*\n")
+# WordPress shortcodes that wrap or stand for media; their brackets are markup, not prose.
+_WP_SHORTCODE = re.compile(r"\[/?(?:caption|wp_caption|gallery|embed|audio|video|playlist)(?:\s[^\]]*)?\]")
+# Hugo shortcodes ({{< x >}}, {{% x %}}) and Liquid tags ({% x %}, {{ x }}): template syntax.
+_TEMPLATE_TAG = re.compile(r"\{\{[<%].*?[%>]\}\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
+
+
+class _TextBuilder:
+    """Collects text runs and breaks: whitespace collapses to one space, blocks become line or
+    paragraph breaks, and a blank line inside running text stays a paragraph break (WordPress
+    stores paragraphs as blank lines, not ``<p>``)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pending = 0  # 1: a line break, 2: a paragraph break before the next text
+        self.space = False
+
+    def brk(self, n: int) -> None:
+        self.pending = max(self.pending, n)
+        self.space = False
+
+    def _emit(self, s: str) -> None:
+        if self.parts:
+            if self.pending:
+                self.parts.append("\n" * self.pending)
+            elif self.space:
+                self.parts.append(" ")
+        self.pending = 0
+        self.space = False
+        self.parts.append(s)
+
+    def text(self, s: str, pre: bool) -> None:
+        if pre:
+            # Preformatted text keeps its spaces and line breaks exactly.
+            if s and (self.parts or s.strip()):
+                self._emit(s)
+            return
+        for piece in _SPACE_RUN.split(s):
+            if not piece:
+                continue
+            if piece.isspace():
+                if piece.count("\n") >= 2:
+                    self.brk(2)
+                elif not self.pending:
+                    self.space = True
+            else:
+                self._emit(piece)
+
+    def cell(self) -> None:
+        if not self.pending and self.parts:
+            self.parts.append(" | ")
+            self.space = False
+
+    def result(self) -> str:
+        return _BLANK_LINES.sub("\n\n", "".join(self.parts)).strip()
+
+
+def _walk_text(root: Any, drop: frozenset[str] = _DROP) -> str:
+    """Visible text of a lexbor node, with an explicit stack (deeply nested markup is fine)."""
+    out = _TextBuilder()
+    pre = 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        tag = node.tag
+        if leaving:
+            if tag == "pre":
+                pre -= 1
+            if tag in _PARAGRAPH:
+                out.brk(2)
+            elif tag in _LINE:
+                out.brk(1)
+            continue
+        if tag == "-text":
+            out.text(node.text_content or "", pre > 0)
+            continue
+        if tag is None or tag.startswith("-") or tag in drop:
+            continue  # comments, doctype, and elements whose content is not text
+        if tag == "br":
+            out.brk(1)
+            continue
+        if tag in _PARAGRAPH:
+            out.brk(2)
+        elif tag in _LINE:
+            out.brk(1)
+        elif tag in _CELL:
+            out.cell()
+        if tag == "pre":
+            pre += 1
+        stack.append((node, True))
+        children = list(node.iter(include_text=True))
+        stack.extend((c, False) for c in reversed(children))
+    return out.result()
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text of an HTML fragment: scripts, styles and comments dropped, block elements
+    as line and paragraph breaks, entities decoded, whitespace collapsed."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    if not markup or not markup.strip():
+        return ""
+    tree = LexborHTMLParser(markup)
+    root = tree.body if tree.body is not None else tree.root
+    return _walk_text(root) if root is not None else ""
+
+
+def _wp_text(markup: str) -> str:
+    return html_to_text(_WP_SHORTCODE.sub(" ", markup))
+
+
+def _markdown_parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    # CommonMark plus GFM tables and strikethrough; raw HTML is parsed (then scripts are dropped).
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+def markdown_to_text(source: str) -> tuple[str, str | None]:
+    """Text of a Markdown body and its first level-1 heading (None when there is none)."""
+    md = _markdown_parser()
+    tokens = md.parse(_TEMPLATE_TAG.sub(" ", source))
+    heading = None
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.tag == "h1" and i + 1 < len(tokens):
+            heading = html_to_text(md.renderer.render([tokens[i + 1]], md.options, {})) or None
+            break
+    return html_to_text(md.renderer.render(tokens, md.options, {})), heading
+
+
+# -- front matter -------------------------------------------------------------------------------
+
+
+def _yaml_loader() -> Any:
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """safe_load without aliases: a few anchors can stand for an exponential amount of data."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"YAML alias *{event.anchor} is not allowed in front matter", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """JSON-ready metadata: dates and times as ISO strings, keys as strings."""
+    if depth > 50:
+        raise ValueError("nested more than 50 levels deep")
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int]:
+    """``(metadata, body, line of the body)`` from a file that may open with YAML (``---``) or
+    TOML (``+++``) front matter, Hugo and Jekyll style."""
+    first, _, rest = text.partition("\n")
+    fence = first.rstrip("\r").rstrip()
+    if fence not in ("---", "+++"):
+        return {}, text, 1
+    lines = rest.split("\n")
+    closers = ("---", "...") if fence == "---" else ("+++",)
+    for i, line in enumerate(lines):
+        if line.rstrip("\r").rstrip() in closers:
+            block = "\n".join(lines[:i])
+            body = "\n".join(lines[i + 1:])
+            meta = _parse_front_matter(block, fence, path)
+            return meta, body, i + 3
+    raise InputError(path, f"front matter opened with {fence!r} is never closed (no {closers[0]!r} line follows)", 1)
+
+
+def _parse_front_matter(block: str, fence: str, path: Path) -> dict[str, Any]:
+    if fence == "+++":
+        try:
+            data: Any = tomllib.loads(block)
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"line (\d+)", str(e))
+            line = int(m.group(1)) + 1 if m else 2
+            raise InputError(path, f"malformed TOML front matter ({str(e).splitlines()[0]})", line) from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.load(block, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = mark.line + 2 if mark is not None else 2
+            col = f" at column {mark.column + 1}" if mark is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise InputError(path, f"malformed YAML front matter: {what}{col}", line) from None
+        except RecursionError:
+            raise InputError(path, "YAML front matter is nested too deeply", 2) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(path, f"front matter must be a mapping of keys to values, got a {type(data).__name__}", 2)
+    try:
+        return _plain(data)
+    except ValueError as e:
+        raise InputError(path, f"front matter {e}", 2) from None
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+def _decode(data: bytes, path: Path, what: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); is it a {what} file? re-save it as UTF-8 or pass --format",
+            line,
+        ) from None
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or is_missing(value) or isinstance(value, (dict, list)):
+        return None
+    s = str(value).strip()
+    return s or None
+
+
+# -- Markdown and HTML files ---------------------------------------------------------------------
+
+
+def read_markdown_file(path: Path, rel: str) -> CmsRecord:
+    text = _decode(path.read_bytes(), path, "Markdown")
+    meta, body, _ = split_front_matter(text, path)
+    body_text, heading = markdown_to_text(body)
+    return _file_record(path, rel, meta, body_text, heading)
+
+
+def read_html_file(path: Path, rel: str) -> CmsRecord:
+    """A page: front matter (Jekyll) and ``<meta>`` tags as metadata; the text of ``<main>`` (or
+    the only ``<article>``, or ``<body>`` without navigation, header, footer and aside)."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    text = _decode(path.read_bytes(), path, "HTML")
+    front, body, _ = split_front_matter(text, path)
+    tree = LexborHTMLParser(body)
+    meta: dict[str, Any] = {}
+    for node in tree.css("meta"):
+        attrs = node.attributes
+        key = attrs.get("name") or attrs.get("property")
+        if key and attrs.get("content") is not None:
+            meta[key] = attrs.get("content")
+    meta.update(front)
+    title_node = tree.css_first("title")
+    title = _str_or_none(title_node.text()) if title_node is not None else None
+    canonical = tree.css_first('link[rel="canonical"]')
+    if canonical is not None and "url" not in meta and canonical.attributes.get("href"):
+        meta["url"] = canonical.attributes.get("href")
+    main = tree.css_first("main")
+    articles = tree.css("article") if main is None else []
+    if main is not None:
+        root, drop = main, _DROP | {"nav"}
+    elif len(articles) == 1:
+        root, drop = articles[0], _DROP | {"nav"}
+    else:
+        root, drop = tree.body, _DROP | {"nav", "header", "footer", "aside"}
+    body_text = _walk_text(root, drop) if root is not None else ""
+    if title is None:
+        h1 = tree.css_first("h1")
+        title = _str_or_none(h1.text()) if h1 is not None else None
+    return _file_record(path, rel, meta, body_text, title)
+
+
+def _file_record(path: Path, rel: str, meta: dict[str, Any], text: str, fallback_title: str | None) -> CmsRecord:
+    title = _str_or_none(meta.get("title")) or fallback_title
+    link = _str_or_none(meta.get("url")) or _str_or_none(meta.get("permalink"))
+    return CmsRecord(id=rel, text=text or None, title=title, link=link, path=rel, source=rel, meta=meta,
+                     error=None if text else "no text (empty body)")
+
+
+def _folder_files(folder: Path, fmt: str | None, ignored: list[str]) -> list[tuple[Path, str, str]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            low = name.lower()
+            kind = "markdown" if low.endswith(MARKDOWN_SUFFIXES) else "html" if low.endswith(HTML_SUFFIXES) else None
+            if kind is None or (fmt is not None and kind != fmt):
+                if not name.startswith("."):
+                    ignored.append(str(p))
+                continue
+            out.append((p, p.relative_to(folder).as_posix(), kind))
+    return out
+
+
+# -- WordPress WXR -------------------------------------------------------------------------------
+
+_NS_PREFIX = (
+    (re.compile(r"^http://wordpress\.org/export/[\d.]+/excerpt/$"), "excerpt"),
+    (re.compile(r"^http://wordpress\.org/export/[\d.]+/$"), "wp"),
+    (re.compile(r"^http://purl\.org/rss/1\.0/modules/content/$"), "content"),
+    (re.compile(r"^http://purl\.org/dc/elements/1\.1/$"), "dc"),
+)
+
+
+def _qname(tag: str) -> str:
+    """``{namespace}local`` -> ``prefix:local`` for the namespaces WXR uses (else the local name)."""
+    if not tag.startswith("{"):
+        return tag
+    ns, _, local = tag[1:].partition("}")
+    for pattern, prefix in _NS_PREFIX:
+        if pattern.match(ns):
+            return f"{prefix}:{local}"
+    return local
+
+
+def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[CmsRecord]:
+    """Stream the ``<item>``s of a WordPress export (or an RSS 2.0 feed) without building the tree.
+
+    No DTD is accepted (WordPress never writes one), so entity expansion ("billion laughs") and
+    external entities are refused as soon as the declaration is seen, before any expansion.
+    """
+    import xml.etree.ElementTree as ET
+
+    import defusedxml
+    from defusedxml.ElementTree import DefusedXMLParser
+
+    parser = DefusedXMLParser(target=ET.TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    expat = parser.parser
+
+    def where() -> tuple[int, str]:
+        return expat.CurrentLineNumber, f" at column {expat.CurrentColumnNumber + 1}"
+
+    wanted = {t.strip().lower() for t in post_types if t.strip()}
+    f = open(path, "rb")
+    try:
+        events = ET.iterparse(f, events=("start", "end"), parser=parser)
+        depth = 0
+        channel: Any = None
+        n = 0
+        for event, el in events:
+            if event == "start":
+                depth += 1
+                if depth == 1 and _qname(el.tag) != "rss":
+                    line, col = where()
+                    raise InputError(path, f"not a WordPress WXR export: the root element is <{_qname(el.tag)}>, "
+                                     f"expected <rss>{col}", line)
+                if depth == 2 and _qname(el.tag) == "channel":
+                    channel = el
+                continue
+            depth -= 1
+            if depth == 2 and channel is not None and _qname(el.tag) == "item":
+                n += 1
+                yield _wxr_record(el, rel, n, wanted)
+                el.clear()
+                channel.remove(el)
+        if channel is None:
+            raise InputError(path, "not a WordPress WXR export: no <channel> inside <rss>")
+    except ET.ParseError as e:
+        line, col = e.position
+        message = re.sub(r": line \d+, column \d+$", "", str(e))
+        raise InputError(path, f"malformed XML: {message} at column {col + 1}", line) from None
+    except defusedxml.DTDForbidden as e:
+        line, col = where()
+        raise InputError(path, f"refused: the XML declares a document type (<!DOCTYPE {e.name}>){col}; WordPress "
+                         "exports never do, and a DTD can define entities that expand without bound "
+                         "('billion laughs') or read external files", line) from None
+    except (defusedxml.EntitiesForbidden, defusedxml.ExternalReferenceForbidden) as e:
+        line, col = where()
+        raise InputError(path, f"refused: the XML declares or references an entity ({e!r}){col}; entity "
+                         "expansion and external entities are not allowed", line) from None
+    finally:
+        f.close()
+
+
+def _wxr_record(item: Any, rel: str, n: int, wanted: set[str]) -> CmsRecord:
+    fields: dict[str, str] = {}
+    categories: list[str] = []
+    tags: list[str] = []
+    custom: dict[str, Any] = {}
+    for child in item:
+        name = _qname(child.tag)
+        if name == "category":
+            (tags if child.get("domain") == "post_tag" else categories).append((child.text or "").strip())
+        elif name == "wp:postmeta":
+            key = value = None
+            for part in child:
+                if _qname(part.tag) == "wp:meta_key":
+                    key = (part.text or "").strip()
+                elif _qname(part.tag) == "wp:meta_value":
+                    value = part.text or ""
+            if key:
+                custom[key] = value
+        elif name not in fields:
+            fields[name] = child.text or ""
+    post_id = fields.get("wp:post_id", "").strip()
+    guid = fields.get("guid", "").strip()
+    post_type = fields.get("wp:post_type", "").strip() or None
+    status = fields.get("wp:status", "").strip() or None
+    meta: dict[str, Any] = {
+        "author": _str_or_none(fields.get("dc:creator")),
+        "date": _str_or_none(fields.get("wp:post_date")) or _str_or_none(fields.get("pubDate")),
+        "type": post_type,
+        "status": status,
+        "slug": _str_or_none(fields.get("wp:post_name")),
+        "post_id": post_id or None,
+        "guid": guid or None,
+        "categories": categories,
+        "tags": tags,
+        "custom_fields": custom,
+    }
+    excerpt = _str_or_none(fields.get("excerpt:encoded"))
+    if excerpt:
+        meta["excerpt"] = _wp_text(excerpt)
+    excluded = None
+    kind = (post_type or "post").lower()
+    if wanted and kind not in wanted:
+        excluded = f"post type {kind} not in --post-types"
+    elif not wanted and kind in WP_INTERNAL_TYPES:
+        excluded = f"WordPress {kind} item (not writing)"
+    elif status and status.lower() in WP_SKIPPED_STATUSES:
+        excluded = f"status {status}"
+    markup = fields.get("content:encoded")
+    if markup is None:
+        markup = fields.get("description", "")
+    text = _wp_text(markup) if excluded is None else None
+    rid = post_id or guid or f"{rel}#item{n}"
+    return CmsRecord(
+        id=rid, text=text or None, title=_str_or_none(fields.get("title")), link=_str_or_none(fields.get("link")),
+        path=rel, source=f"{rel} item {n}", meta=meta,
+        error=None if text or excluded else "no text (empty content)", excluded=excluded,
+    )
+
+
+# -- CSV -----------------------------------------------------------------------------------------
+
+
+def _pick_column(header: Sequence[str], given: str | None, candidates: Sequence[str], path: Path,
+                 what: str, option: str, required: bool) -> int | None:
+    if given is not None:
+        if given in header:
+            return header.index(given)
+        lowered = [h.lower() for h in header]
+        if given.lower() in lowered:
+            return lowered.index(given.lower())
+        raise InputError(path, f"no {what} column {given!r} (columns: {', '.join(header[:20])}); check {option}", 1)
+    lowered = [h.strip().lower() for h in header]
+    for c in candidates:
+        if c in lowered:
+            return lowered.index(c)
+    if required:
+        raise InputError(path, f"no {what} column found (columns: {', '.join(header[:20])}); pass {option}", 1)
+    return None
+
+
+def _delimiter(text: str, path: Path) -> str:
+    if path.name.lower().endswith(".tsv"):
+        return "\t"
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _looks_like_html(text: str) -> bool:
+    return bool(re.search(r"<(?:!--|/?[a-zA-Z][a-zA-Z0-9]*[\s/>])", text))
+
+
+def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
+    """Rows of a CSV (or TSV) file with a header; text cells holding HTML are converted to text."""
+    text = _decode(path.read_bytes(), path, "CSV")
+    if not text.strip():
+        raise InputError(path, "empty file: no header and no rows")
+    limit = max(csv.field_size_limit(), opts.max_line_bytes)
+    csv.field_size_limit(limit)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text, path), strict=True)
+    try:
+        header = next(reader)
+        header = [h.strip() for h in header]
+        if not any(header):
+            raise InputError(path, "the first row (the header) is empty", 1)
+        ti = _pick_column(header, opts.text_column, CSV_TEXT_COLUMNS, path, "text", "--text-column", True)
+        hi = _pick_column(header, opts.title_column, CSV_TITLE_COLUMNS, path, "title", "--title-column", False)
+        ii = _pick_column(header, opts.id_column, CSV_ID_COLUMNS, path, "id", "--id-column", False)
+        li = _pick_column(header, opts.link_column, CSV_LINK_COLUMNS, path, "link", "--link-column", False)
+        start = reader.line_num + 1
+        for row in reader:
+            line = start
+            start = reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise InputError(path, f"row has {len(row)} fields but the header has {len(header)} "
+                                 "(an unquoted delimiter or newline?)", line)
+            cell = row[ti]
+            body = html_to_text(cell) if _looks_like_html(cell) else cell.strip()
+            meta = {h: v for j, (h, v) in enumerate(zip(header, row)) if j not in (ti, hi, ii) and h}
+            rid = _str_or_none(row[ii]) if ii is not None else None
+            yield CmsRecord(
+                id=rid or f"{rel}:{line}", text=body or None,
+                title=_str_or_none(row[hi]) if hi is not None else None,
+                link=_str_or_none(row[li]) if li is not None else None,
+                path=rel, source=f"{rel}:{line}", meta=meta, error=None if body else "no text (empty cell)",
+            )
+    except csv.Error as e:
+        raise InputError(path, f"unreadable CSV ({e})", reader.line_num or 1) from None
+
+
+# -- JSONL ---------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
+    """Records of a JSONL(.gz/.zst) export, read as ``synthfilter run`` reads them."""
+    from synthfilter.io.shards import ShardReader
+
+    fmt = shard_format(path)
+    compression = fmt[1] if fmt else None
+    spec = FieldSpec(opts.text_field, opts.id_field)
+    reader = ShardReader(Shard(path=path, rel=rel, format="jsonl", compression=compression),
+                         max_line_bytes=opts.max_line_bytes)
+    for rec in reader:
+        if rec.error is not None:
+            raise InputError(path, rec.error, rec.line)
+        rid, text, _, error = spec.extract(rec.obj, rel, rec.line)
+        obj = rec.obj
+        yield CmsRecord(
+            id=rid, text=text, title=_str_or_none(obj.get("title")),
+            link=_str_or_none(obj.get("url")) or _str_or_none(obj.get("link")),
+            path=rel, source=f"{rel}:{rec.line}", error=error, record=obj, raw=rec.raw,
+        )
+
+
+# -- detection and the whole read ---------------------------------------------------------------
+
+
+def detect_format(path: Path) -> str:
+    """The export format of a file, from its name, else from its first bytes."""
+    low = path.name.lower()
+    for suffixes, fmt in ((JSONL_SUFFIXES, "jsonl"), (CSV_SUFFIXES, "csv"), (XML_SUFFIXES, "wxr"),
+                          (MARKDOWN_SUFFIXES, "markdown"), (HTML_SUFFIXES, "html")):
+        if low.endswith(suffixes):
+            return fmt
+    with open(path, "rb") as f:
+        head = f.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<?xml", b"<rss")):
+        return "wxr"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    if head.startswith(b"{"):
+        return "jsonl"
+    if head.startswith((b"---", b"+++")):
+        return "markdown"
+    raise InputError(path, f"cannot tell the export format from the name or the content; pass --format ({', '.join(FORMATS)})")
+
+
+def read_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | None = None) -> ExportRead:
+    """Read every export (files and folders) into records, in a stable order.
+
+    Ids are unique across the whole read: an id seen in two inputs is qualified with its
+    file (``<file>:<id>``).
+    """
+    opts = opts or ReadOptions()
+    if opts.format is not None and opts.format not in FORMATS:
+        raise InputError(None, f"unknown --format {opts.format!r}; choose from {', '.join(FORMATS)}")
+    if not paths:
+        raise InputError(None, "no EXPORT given: pass WXR (.xml), CSV, JSONL files or folders of Markdown / HTML files")
+    records: list[CmsRecord] = []
+    inputs: list[ExportInput] = []
+    ignored: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(p, "path does not exist")
+        if p.is_dir():
+            if opts.format not in (None, "markdown", "html"):
+                raise InputError(p, f"is a folder; --format {opts.format} reads files (folders hold Markdown or HTML)")
+            files = _folder_files(p, opts.format, ignored)
+            if not files:
+                raise InputError(p, "no Markdown (.md) or HTML (.html) files in this folder")
+            for fp, rel, kind in files:
+                rec = read_markdown_file(fp, rel) if kind == "markdown" else read_html_file(fp, rel)
+                records.append(rec)
+                inputs.append(_input(fp, kind, [rec]))
+            continue
+        fmt = opts.format or detect_format(p)
+        rel = p.name
+        if fmt == "wxr":
+            got = list(read_wxr(p, rel, opts.post_types))
+        elif fmt == "csv":
+            got = list(read_csv(p, rel, opts))
+        elif fmt == "jsonl":
+            got = list(read_jsonl(p, rel, opts))
+        elif fmt == "markdown":
+            got = [read_markdown_file(p, rel)]
+        else:
+            got = [read_html_file(p, rel)]
+        if fmt in ("csv", "jsonl") and got and all(r.text is None for r in got):
+            field_name = opts.text_column or "text" if fmt == "csv" else opts.text_field
+            raise InputError(p, f"no record has text ({got[0].error}); is {field_name!r} the right "
+                             f"{'column' if fmt == 'csv' else 'field'}?")
+        records.extend(got)
+        inputs.append(_input(p, fmt, got))
+    make_ids_unique(records)
+    return ExportRead(records=records, inputs=inputs, ignored_files=ignored)
+
+
+def _input(path: Path, fmt: str, got: Sequence[CmsRecord]) -> ExportInput:
+    excluded = sum(1 for r in got if r.excluded)
+    return ExportInput(path=str(path), format=fmt, size=path.stat().st_size, sha256=file_sha256(path),
+                       records=len(got), excluded=excluded)
+
+
+def make_ids_unique(records: list[CmsRecord]) -> None:
+    """Qualify ids that occur more than once with their file (``<file>:<id>``, then ``#2``...)."""
+    counts = Counter(r.id for r in records)
+    if all(c == 1 for c in counts.values()):
+        return
+    seen: Counter[str] = Counter()
+    for r in records:
+        if counts[r.id] > 1:
+            base = f"{r.path or r.source}:{r.id}"
+            seen[base] += 1
+            r.id = base if seen[base] == 1 else f"{base}#{seen[base]}"
