@@ -24,3 +24,10 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'synthfilter' has no attribute {name!r}")
+
+
+# ``synthfilter.gate(records, policy)``: bound after the submodule of the same name is imported,
+# so the name means the function (``from synthfilter.gate import ...`` still reaches the module).
+from synthfilter.gate import GatePolicy, GateResult, gate  # noqa: E402
+
+__all__ += ["GatePolicy", "GateResult", "gate"]

@@ -257,6 +257,95 @@ def score(
     guarded(body)
 
 
+class GateFormat(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+    wxr = "wxr"
+    markdown = "markdown"
+    html = "html"
+
+
+def _provenance_map(value: Optional[str]) -> Optional[dict[str, str]]:
+    """``"true=machine,false=human"`` -> ``{"true": "machine", "false": "human"}``."""
+    if value is None:
+        return None
+    mapping: dict[str, str] = {}
+    for pair in value.split(","):
+        if not pair.strip():
+            continue
+        key, sep, label = pair.partition("=")
+        if not sep or not key.strip() or not label.strip():
+            raise ConfigError(f"--provenance-map: expected VALUE=LABEL pairs separated by commas, got {pair.strip()!r}")
+        mapping[key.strip()] = label.strip()
+    return mapping
+
+
+@app.command()
+def gate(
+    exports: List[str] = typer.Argument(..., metavar="EXPORT...", help="WordPress WXR (.xml), CSV, JSONL files, or folders of Markdown / HTML files."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file ([gate], [ratio], ...); flags override it."),
+    export_format: Optional[GateFormat] = typer.Option(None, "--format", help="Export format for every EXPORT. [default: detected per file]"),
+    max_synthetic: Optional[float] = typer.Option(None, help="Fail when the estimated synthetic share is above S (0-1)."),
+    max_duplicates: Optional[float] = typer.Option(None, help="Fail when more than D (0-1) of the records are exact or near copies of another."),
+    min_records: Optional[int] = typer.Option(None, help="Fail when fewer than N records have text."),
+    require_provenance: Optional[float] = typer.Option(None, help="Fail when provenance is missing on more than F (0-1) of the records."),
+    strict: Optional[bool] = typer.Option(None, "--strict", help="Compare the upper bound of the synthetic share's 95 % interval."),
+    report_html: Optional[Path] = typer.Option(None, "--report", help="Write a human page (offending items, worst first) to this .html file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write policy, measured values, verdict and offending ids as JSON."),
+    write_approved: Optional[Path] = typer.Option(None, "--write-approved", help="Write approved.jsonl, rejected.jsonl and manifest.json to this directory."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a previous gate's outputs in --write-approved DIR."),
+    target_ratio: Optional[float] = typer.Option(None, help="Synthetic share of the approved subset. [default: --max-synthetic]"),
+    text_column: Optional[str] = typer.Option(None, help="CSV: column holding the text. [default: text, content, body, ...]"),
+    title_column: Optional[str] = typer.Option(None, help="CSV: column holding the title. [default: title, post_title, ...]"),
+    id_column: Optional[str] = typer.Option(None, help="CSV: column holding the id. [default: id, post_id, ...; else <file>:<line>]"),
+    link_column: Optional[str] = typer.Option(None, help="CSV: column holding the link. [default: link, url, permalink, path]"),
+    text_field: Optional[str] = typer.Option(None, help="JSONL: field holding the text (dotted path). [default: text]"),
+    id_field: Optional[str] = typer.Option(None, help="JSONL: field holding the id. [default: id]"),
+    post_types: Optional[str] = typer.Option(None, help="WXR: comma-separated post types to gate. [default: all but WordPress internals]"),
+    provenance_field: Optional[str] = typer.Option(None, help="Field or front-matter key / custom field saying who wrote an item."),
+    provenance_map: Optional[str] = typer.Option(None, help="How its values map: 'true=machine,false=human,gpt-*=machine'."),
+    seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
+    model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector (provenance and duplicates only)."),
+    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
+    threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No summary on stdout (the exit code still tells)."),
+) -> None:
+    """Check a CMS export against a policy: exit 0 pass, 1 policy violated, 2 input or usage error."""
+
+    def body() -> int:
+        cfg = build_config(config, {
+            "seed": seed, "quiet": quiet, "text_field": text_field, "id_field": id_field,
+            "detector": {"model": model, "enabled": False if no_detector else None},
+            "dedup": {"near": False if no_near_dedup else None, "threshold": threshold},
+            "ratio": {"target_ratio": target_ratio, "provenance_field": provenance_field,
+                      "provenance_map": _provenance_map(provenance_map)},
+            "gate": {"max_synthetic": max_synthetic, "max_duplicates": max_duplicates, "min_records": min_records,
+                     "require_provenance": require_provenance, "strict": strict,
+                     "format": export_format.value if export_format else None, "text_column": text_column,
+                     "title_column": title_column, "id_column": id_column, "link_column": link_column,
+                     "post_types": post_types},
+        })
+        from synthfilter.gate import gate_exports
+
+        result = gate_exports(exports, config=cfg)
+        written = []
+        if write_approved is not None:
+            result.write_approved(write_approved, overwrite=bool(cfg.overwrite or overwrite))
+            written.append(f"approved: {write_approved / 'approved.jsonl'} ({result.reasons.count('kept'):,} records)")
+        if json_out is not None:
+            written.append(f"json: {result.write_json(json_out)}")
+        if report_html is not None:
+            written.append(f"report: {result.write_html(report_html)}")
+        if not cfg.quiet:
+            typer.echo(result.summary())
+            for line in written:
+                typer.echo(line)
+        return result.exit_code
+
+    raise typer.Exit(guarded(body))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     try:
