@@ -237,11 +237,48 @@ def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: i
                           "rejected_by_reason": {REASONS[i]: int(c[i]) for i in range(1, len(REASONS))}}
         lo = hi
     report = result.report
+    if cfg.report.diversity:
+        report["diversity"] = _diversity(parts, ann, result.keep, cfg)
     if as_dict:
         report["splits"] = by_split
         return FilterResult(kept=DatasetDict(kept), rejected=DatasetDict(rejected), report=report)
     name = parts[0][0]
     return FilterResult(kept=kept[name], rejected=rejected[name], report=report)
+
+
+def _diversity(parts: list[tuple[str, Dataset]], ann: Any, keep: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """report.json's ``diversity`` as the CLI computes it: on the ``report.sample_size`` usable
+    records with the smallest per-record uniform, grouped by split (or ``report.group_by``)."""
+    from synthfilter.diversity import diversity_section
+
+    usable = np.flatnonzero(ann.status == 0)
+    sample = usable[np.lexsort((usable, ann.uniform[usable]))][: cfg.report.sample_size]
+    if not len(sample):
+        return diversity_section([], [], [], [], seed=cfg.seed)
+    texts: list[str] = []
+    groups: list[str] = []
+    starts = np.cumsum([0] + [len(ds) for _, ds in parts])
+    for i, (name, ds) in enumerate(parts):
+        rows = np.sort(sample[(sample >= starts[i]) & (sample < starts[i + 1])]) - starts[i]
+        if not len(rows):
+            continue
+        batch = ds.select(rows)[:]
+        texts.extend(_field_values(batch, cfg.text_field, len(rows)))
+        if cfg.report.group_by:
+            groups.extend("(missing)" if v is _MISSING or v is None else str(v)
+                          for v in _field_values(batch, cfg.report.group_by, len(rows)))
+        else:
+            groups.extend([name] * len(rows))
+    # Gathered in global order; the CLI hands them over in sample order (by uniform).
+    pos = np.searchsorted(np.sort(sample), sample)
+    texts = [texts[i] for i in pos]
+    groups = [groups[i] for i in pos]
+    kept = keep[sample]
+    sigs = np.asarray(ann.signatures[sample]) if ann.signatures is not None else None
+    return diversity_section(
+        texts, [t for t, k in zip(texts, kept) if k], groups, [g for g, k in zip(groups, kept) if k],
+        before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,
+    )
 
 
 def _split_outputs(ds: Dataset, ann: pa.Table, result: Any, lo: int, hi: int, cfg: Config) -> tuple[Dataset, Dataset]:

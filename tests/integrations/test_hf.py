@@ -64,6 +64,19 @@ def test_filter_dataset_matches_synthfilter_run(corpus: list[dict[str, Any]], cl
     assert res.rejected.column_names == ds.column_names + REJECTED_COLUMNS
 
 
+def test_report_diversity_matches_the_cli(corpus: list[dict[str, Any]], tmp_path: Path) -> None:
+    options = {**PARITY_OPTIONS, "report": {"html": False, "diversity": True, "sample_size": 60}}
+    _, cli_report = cli_decisions(tmp_path, {"part.jsonl": corpus}, options)
+    if "diversity" not in cli_report:
+        pytest.skip("synthfilter run reports no diversity section in this checkout")
+    res = filter_dataset(Dataset.from_list(corpus), options)
+    got, want = res.report["diversity"], cli_report["diversity"]
+    for key in ("before", "after", "removed_ngrams", "by_group_omitted"):
+        assert got[key] == want[key], key
+    # Groups are splits here, shard paths there.
+    assert list(got["by_group"].values()) == list(want["by_group"].values())
+
+
 def test_target_ratio_argument_and_a_real_cli_run(corpus: list[dict[str, Any]], tmp_path: Path) -> None:
     """The ``synthfilter run`` command itself (a subprocess, flags instead of a config object)."""
     src = write_jsonl(tmp_path / "in" / "part.jsonl", corpus)
