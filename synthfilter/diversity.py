@@ -114,11 +114,19 @@ def words(text: str) -> list[str]:
 class _Tokenized:
     """Texts as one stream of integer token ids (one vocabulary), with per-text offsets."""
 
-    def __init__(self) -> None:
+    def __init__(self, id_bits: int = _ID_BITS) -> None:
         # A missing word gets the next id, all in C: ``map(vocab.__getitem__, words)``.
         self.vocab: defaultdict[str, int] = defaultdict()
         self.vocab.default_factory = self.vocab.__len__
         self._cache: dict[str, tuple[np.ndarray, str]] = {}
+        self.id_bits = id_bits
+        self._packed: bool | None = None  # fixed by the first n-gram keys: all keys must agree
+
+    def packed(self, n: int) -> bool:
+        """Whether n-gram keys pack word ids exactly (else they are 64-bit hashes)."""
+        if self._packed is None:
+            self._packed = len(self.vocab) < (1 << self.id_bits)
+        return self._packed and n * self.id_bits <= 63
 
     def encode(self, texts: Sequence[str]) -> "_Stream":
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
@@ -126,6 +134,8 @@ class _Tokenized:
             normalized = [normalize_for_dedup(t[:MAX_CHARS]) for t in new]
             toks = [_tokens(x) for x in normalized]
             flat = np.fromiter(map(self.vocab.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
+            if self._packed and len(self.vocab) >= (1 << self.id_bits):
+                raise RuntimeError("diversity: all texts must be encoded before n-gram keys are made")
             bounds = np.cumsum([0] + [len(x) for x in toks])
             for i, t in enumerate(new):
                 self._cache[t] = (flat[bounds[i]:bounds[i + 1]], normalized[i])
@@ -177,10 +187,11 @@ class _Stream:
                 self._ngrams[n] = (empty, empty, empty)
                 return self._ngrams[n]
             start = np.flatnonzero(doc[:m] == doc[n - 1:])
-            if len(self.tok.vocab) < (1 << _ID_BITS) and n * _ID_BITS <= 63:
+            if self.tok.packed(n):
+                bits = self.tok.id_bits
                 keys = np.zeros(len(start), dtype=np.int64)
                 for j in range(n):
-                    keys = (keys << _ID_BITS) | ids[start + j]
+                    keys = (keys << bits) | ids[start + j]
             else:
                 keys = np.zeros(len(start), dtype=np.uint64)
                 with np.errstate(over="ignore"):
@@ -189,7 +200,6 @@ class _Stream:
                 keys = keys.view(np.int64)
             self._ngrams[n] = (keys, doc[start], start)
         return self._ngrams[n]
-
 
     def doc_frequency(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``_doc_frequency`` of this stream's n-grams, computed once."""
@@ -343,7 +353,8 @@ def _g2(a: np.ndarray, n1: int, b: np.ndarray, n2: int) -> np.ndarray:
 
 def _rank_ngrams(stream: _Stream, key: np.ndarray, count: np.ndarray, docs: np.ndarray, first: np.ndarray,
                  n_texts: int, ref_docs: np.ndarray | None, n_ref: int, n: int, top: int) -> list[dict[str, Any]]:
-    """Rows of the ``top`` samey n-grams among those found in at least two texts."""
+    """Rows of the ``top`` samey n-grams among those found in at least two texts; ties go to
+    the n-gram seen first in the sample."""
     keep = docs >= 2
     share = docs / max(n_texts, 1)
     if ref_docs is not None and n_ref > 0:
@@ -351,10 +362,10 @@ def _rank_ngrams(stream: _Stream, key: np.ndarray, count: np.ndarray, docs: np.n
         keep &= lift > 1.0
         score = _g2(docs, n_texts, ref_docs, n_ref)
         idx = np.flatnonzero(keep)
-        order = idx[np.lexsort((key[idx], -docs[idx], -score[idx]))]
+        order = idx[np.lexsort((first[idx], -docs[idx], -score[idx]))]
     else:
         idx = np.flatnonzero(keep)
-        order = idx[np.lexsort((key[idx], -count[idx], -docs[idx]))]
+        order = idx[np.lexsort((first[idx], -count[idx], -docs[idx]))]
     rows = []
     for i in order[:top]:
         s = int(first[i])

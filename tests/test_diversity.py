@@ -326,3 +326,17 @@ def test_only_the_largest_groups_are_measured():
     # Listed groups are measured the same way, and compared with the same rest of the sample.
     assert s["by_group"]["mid"] == full["by_group"]["mid"]
     assert full["by_group"]["tiny"]["records_sampled"] == {"before": 1, "after": 0}
+
+
+def test_hashed_ngram_keys_give_the_same_metrics_as_packed_ones():
+    # Vocabularies too large to pack three word ids into 63 bits use 64-bit hashes of the n-grams.
+    from synthfilter.diversity import _metrics, _samey, _Tokenized
+
+    texts = [t for _, t in corpus(200, seed=8)] + [SENTENCE] * 5
+    results = []
+    for tok in (_Tokenized(), _Tokenized(id_bits=3)):
+        stream = tok.encode(texts)
+        results.append(_metrics(stream, None, 0, 0.8, _samey(stream, None, 3, 20)))
+    assert _Tokenized().packed(3) and not _Tokenized(id_bits=3).encode(texts).tok.packed(3)
+    packed, hashed = results
+    assert packed == hashed
