@@ -87,6 +87,12 @@ def new_figure(width: float = 7.0, height: float = 2.8) -> Any:
     return fig
 
 
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _style_axes(ax: Any) -> None:
     ax.grid(True, color=_GRID, linewidth=0.8)
     ax.set_axisbelow(True)
@@ -136,6 +142,7 @@ def decision_bars(counts: Mapping[str, int]) -> str | None:
     ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8, color=_INK)
     ax.set_xlabel("records")
     ax.set_xlim(0, max(values) * 1.15)
+    _integer_ticks(ax.xaxis)
     _style_axes(ax)
     ax.grid(False, axis="y")
     return chart_svg(fig, title="records by outcome")
@@ -177,6 +184,7 @@ def score_histogram(scores: np.ndarray, reasons: np.ndarray, reason_names: Seque
     ax.set_xlim(0, 1)
     ax.set_xlabel("detector score: P(machine-generated)")
     ax.set_ylabel("records")
+    _integer_ticks(ax.yaxis)
     _style_axes(ax)
     ax.legend(loc="lower center", ncols=3, fontsize=8, bbox_to_anchor=(0.5, 1.0))
     return chart_svg(fig, title="histogram of detector scores by decision")
@@ -205,6 +213,7 @@ def cluster_size_histogram(cluster_sizes: np.ndarray) -> str | None:
                   ha="right" if len(counts) > 12 else "center")
     ax.set_xlabel("records in the cluster")
     ax.set_ylabel("clusters")
+    _integer_ticks(ax.yaxis)
     if counts.max() > 50 * max(1, counts[counts > 0].min()):
         from matplotlib.ticker import FuncFormatter
 

@@ -206,9 +206,9 @@ def kv_table(mapping: Mapping[str, Any], *, caption: str | None = None) -> str:
 
 def chart(svg: str | None, caption: str | None = None, *, empty: str = "Nothing to plot.") -> str:
     """A figure holding a chart's SVG (from ``synthfilter.report.charts``), or a note when ``svg`` is None."""
-    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
     if svg is None:
-        return f'<figure class="empty"><p class="muted">{_esc(empty)}</p>{cap}</figure>'
+        return f'<figure class="empty"><p class="muted">{_esc(empty)}</p></figure>'
+    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
     return f"<figure>{svg}{cap}</figure>"
 
 
