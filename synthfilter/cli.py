@@ -176,6 +176,44 @@ def run(
 
 
 @app.command()
+def report(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Files, directories or globs of .jsonl, .jsonl.gz, .jsonl.zst, .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for report.html, report.json and manifest.json."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; flags override it."),
+    text_field: Optional[str] = typer.Option(None, help="Field holding the text (dotted path). [default: text]"),
+    id_field: Optional[str] = typer.Option(None, help="Field holding the record id."),
+    group_by: Optional[str] = typer.Option(None, help="Field to group the diversity table by. [default: shard]"),
+    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record."),
+    model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
+    on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail, or count the record as malformed. [default: fail]"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a previous report in OUT."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """A first look at a corpus: duplicates, synthetic share, diversity; nothing is filtered or written."""
+
+    def body() -> None:
+        cfg = build_config(config, {
+            "text_field": text_field, "id_field": id_field, "workers": workers, "quiet": quiet,
+            "on_error": on_error.value if on_error else None, "overwrite": overwrite, "dry_run": True,
+            "detector": {"model": model, "enabled": False if no_detector else None},
+            "ratio": {"provenance_field": provenance_field, "target_ratio": None},
+            "report": {"group_by": group_by, "html": True, "diversity": True},
+        })
+        cfg.ratio.target_ratio = None  # a first look never downsamples, whatever the config file says
+        from synthfilter.pipeline.run import Progress, run_pipeline
+
+        with Progress(quiet=cfg.quiet) as progress:
+            result = run_pipeline(inputs, out, cfg, progress=progress)
+        if not cfg.quiet:
+            _print_summary(result.report, result.out)
+            typer.echo(f"report: {Path(out) / 'report.html'}")
+
+    guarded(body)
+
+
+@app.command()
 def train(
     data: List[Path] = typer.Argument(..., metavar="DATA...", help="Labelled JSONL(.gz/.zst) files: one text and one label per record."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (model files + card.json)."),

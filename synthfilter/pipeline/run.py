@@ -177,6 +177,13 @@ def _prepare_out_dir(out: Path, cfg: Config) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# Imported once in the forkserver, so each worker starts with them loaded.
+_WORKER_PRELOAD = [
+    "synthfilter.pipeline.stages", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "synthfilter.ratio",
+    "synthfilter.provenance", "synthfilter.dedup.minhash", "synthfilter.dedup.lsh",
+]
+
+
 class ShardExecutor:
     """Runs ``fn(shard, *args)`` per shard: in-process for one worker, else one process pool
     shared by the score and write stages (forkserver with the stages preloaded, so workers
@@ -191,7 +198,7 @@ class ShardExecutor:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
-                ctx.set_forkserver_preload(["synthfilter.pipeline.stages"])
+                ctx.set_forkserver_preload(_WORKER_PRELOAD)
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self
 
@@ -338,7 +345,7 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     with ShardExecutor(workers, len(shards)) as executor:
         metas = _score_all(shards, cfg, work, executor, progress)
         try:
-            decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
+            ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
         except HumanLossError:
             # The policy refused the run: leave nothing behind.
             shutil.rmtree(work, ignore_errors=True)
@@ -352,10 +359,14 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     seconds = time.perf_counter() - t_start
     ended = _now()
     report = build_report(shards, metas, decisions, cfg, seconds, scorer)
+    if cfg.report.diversity:
+        report["diversity"] = diversity_report(shards, work, offsets, ann, decisions, cfg)
     manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model_info, scorer,
                               conservation, ignored)
     atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    if cfg.report.html:
+        write_html_report(out, report, manifest, ann, decisions)
     shutil.rmtree(work, ignore_errors=True)
     return RunResult(report=report, manifest=manifest, out=out)
 
@@ -387,12 +398,12 @@ def _score_all(shards: Sequence[Shard], cfg: Config, work: Path, executor: Shard
 
 
 def _decide_all(shards: Sequence[Shard], cfg: Config, work: Path, metas: dict[str, dict[str, Any]],
-                scorer: Scorer) -> tuple[Decisions, list[int]]:
+                scorer: Scorer) -> tuple[Annotations, Decisions, list[int]]:
     ann, offsets = load_annotations(shards, work, metas, cfg.dedup.near)
     card = scorer.detector.card if scorer.uses_detector else None
     decisions = decide(ann, cfg, card)
     save_decisions(shards, work, offsets, decisions)
-    return decisions, offsets
+    return ann, decisions, offsets
 
 
 def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, executor: ShardExecutor,
@@ -433,6 +444,45 @@ def _check_conservation(shards: Sequence[Shard], metas: dict[str, dict[str, Any]
             )
         per_shard[sh.rel] = {"read": read, "kept": w["kept"], "rejected": w["rejected"]}
     return {"checked": not dry_run, "ok": True, "shards": len(shards)}
+
+
+def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], ann: Annotations,
+                     decisions: Decisions, cfg: Config) -> dict[str, Any]:
+    """Diversity before and after filtering, on the corpus-wide bottom-k sample of the score stage."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from synthfilter.diversity import diversity_section
+
+    parts = []
+    for si, sh in enumerate(shards):
+        path = WorkPaths.for_shard(work, sh).sample
+        with ipc.open_file(str(path)) as r:
+            t = r.read_all()
+        parts.append(t.append_column("global", pa.compute.add(t.column("index"), offsets[si])))
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
+        return diversity_section([], [], [], [], seed=cfg.seed)
+    order = np.lexsort((table.column("global").to_numpy(), table.column("uniform").to_numpy()))[: cfg.report.sample_size]
+    g = table.column("global").to_numpy()[order]
+    texts = table.column("text").to_numpy(zero_copy_only=False)[order].tolist()
+    groups = table.column("group").to_numpy(zero_copy_only=False)[order].tolist()
+    kept = decisions.reason[g] == 0
+    sigs = np.asarray(ann.signatures[g]) if ann.signatures is not None else None
+    return diversity_section(
+        texts, [t for t, k in zip(texts, kept) if k], groups, [x for x, k in zip(groups, kept) if k],
+        before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,
+    )
+
+
+def write_html_report(out: Path, report: dict[str, Any], manifest: dict[str, Any], ann: Annotations,
+                      decisions: Decisions) -> None:
+    """report.html: one self-contained page with the run's charts and tables."""
+    from synthfilter.report.html import render_run_report
+
+    html = render_run_report(report, manifest, scores=ann.score, reasons=decisions.reason,
+                             cluster_sizes=decisions.cluster_sizes)
+    atomic_write_bytes(out / "report.html", html.encode("utf-8"))
 
 
 def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], decisions: Decisions, cfg: Config,

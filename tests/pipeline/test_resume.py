@@ -20,7 +20,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.json", "report.json")
+        if p.is_file() and p.name not in ("manifest.json", "report.json", "report.html")
     }
 
 

@@ -79,7 +79,7 @@ def test_workers_do_not_change_outputs(tmp_path: Path, fast_config: dict) -> Non
         out = tmp_path / f"out{w}"
         run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, workers=w))
         outs.append({p.relative_to(out).as_posix(): p.read_bytes()
-                     for p in sorted(out.rglob("*")) if p.is_file() and p.suffix != ".json"})
+                     for p in sorted(out.rglob("*")) if p.is_file() and p.suffix not in (".json", ".html")})
     assert outs[0] == outs[1]
     assert len(outs[0]) == 8  # kept + rejected for each of 4 shards
 
@@ -235,3 +235,21 @@ def test_near_duplicates_rejected_with_survivor(tmp_path: Path, workers: int) ->
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["dedup"]["num_perm"] == 128 and m["dedup"]["bands"] * m["dedup"]["rows"] <= 128
     assert res.report["duplicates"]["bands"] == m["dedup"]["bands"]
+
+
+def test_report_html_and_diversity_before_after(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(120, seed=41, dup_every=3)
+    for r in rows:
+        r["site"] = "a" if len(r["text"]) % 2 else "b"
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    cfg = cfg_of(fast_config, report={"diversity": True, "html": True, "group_by": "site", "sample_size": 50})
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg)
+    div = res.report["diversity"]
+    assert div["before"]["records"] == 50  # the fixed-size sample
+    assert 0 < div["after"]["records"] < 50  # the kept part of the same sample
+    assert set(div["by_group"]) == {"a", "b"}
+    # Exact duplicates were removed, so the kept sample has no exact duplicates left.
+    assert div["before"]["exact_duplicate_rate"] > 0 and div["after"]["exact_duplicate_rate"] == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<svg" in html and "http://" not in html.split("</head>")[0].replace("http://www.w3.org", "")
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["diversity"] == div
