@@ -105,10 +105,16 @@ def contestants(texts: list[str]) -> dict[str, Callable[[], object]]:
         for m in MinHash.generator(sets, num_perm=NUM_PERM, seed=SEED, hashfunc=xxh32):
             m.digest()
 
+    def synthfilter_more_permutations(num_perm: int) -> Callable[[], None]:
+        wide = MinHasher(num_perm=num_perm, seed=SEED, ngram=NGRAM)
+        return lambda: [wide.signatures(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)]
+
     out: dict[str, Callable[[], object]] = {
         "floor: regex \\w+ tokenising only": lambda: [WORDS.findall(t) for t in texts],
         "floor: str.split only (not Unicode-word aware)": lambda: [t.split() for t in texts],
         "synthfilter MinHasher.signatures": synthfilter_batches,
+        "synthfilter, 256 permutations (not a goal)": synthfilter_more_permutations(256),
+        "synthfilter, 512 permutations (not a goal)": synthfilter_more_permutations(512),
         "datasketch MinHash, default SHA-1": datasketch_default,
         "datasketch MinHash.bulk, xxh32": datasketch_bulk_xxh32,
     }

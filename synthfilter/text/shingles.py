@@ -183,7 +183,7 @@ def shingle_hashes_batch(
         return parts[0][1], offsets
     out = np.empty(int(offsets[-1]), dtype=np.uint32)
     for chunk, hashes in parts:
-        # The docs of one chunk are consecutive in neither order, so scatter doc by doc segment.
+        # Word-mode and char-mode docs interleave in input order: put each doc's run in its place.
         starts = offsets[chunk]
         local = np.zeros(len(chunk) + 1, dtype=np.int64)
         np.cumsum(counts[chunk], out=local[1:])
