@@ -59,7 +59,7 @@ DECISION_COLUMNS = (REASON_COL, DUPLICATE_OF_COL, P_MACHINE_COL)
 _PROVENANCE_CODES = {name: code for code, name in enumerate(PROVENANCE_NAMES)}
 _ZERO_HASH = "0" * 32
 _NO_TEXT_SALT = np.uint64(xxhash.xxh3_64_intdigest(b"no-text:synthfilter.api"))
-_MISSING = get_path({}, "absent")  # the marker records.get_path returns for an absent field
+MISSING = get_path({}, "absent")  # the marker records.get_path returns for an absent field
 
 
 class MalformedRecordError(ValueError):
@@ -254,8 +254,8 @@ class SynthFilter:
         """
         cfg = self._config
         n = _batch_length(batch)
-        values = _field_values(batch, cfg.text_field, n, required=True)
-        prov = _field_values(batch, cfg.ratio.provenance_field, n) if cfg.ratio.provenance_field else None
+        values = field_values(batch, cfg.text_field, n, required=True)
+        prov = field_values(batch, cfg.ratio.provenance_field, n) if cfg.ratio.provenance_field else None
         if prov is not None:
             prov = [None if is_missing(v) else v for v in prov]
         scored = self._score_values(values, prov)
@@ -340,7 +340,7 @@ class SynthFilter:
 # -- columns <-> annotations ------------------------------------------------------------------------
 
 
-class _Columns:
+class ColumnTable:
     """Uniform access to columns of a pyarrow Table or a dict of lists / arrays."""
 
     def __init__(self, table: Any = None, mapping: Mapping[str, Any] | None = None) -> None:
@@ -420,18 +420,18 @@ class _RowBlocks:
         return out
 
 
-def _as_columns(annotations: Any, wanted: Sequence[str]) -> _Columns:
+def _as_columns(annotations: Any, wanted: Sequence[str]) -> ColumnTable:
     import pyarrow as pa
 
     if isinstance(annotations, Mapping):
-        return _Columns(mapping=annotations)
+        return ColumnTable(mapping=annotations)
     if isinstance(annotations, pa.Table):
-        return _Columns(table=annotations)
+        return ColumnTable(table=annotations)
     if hasattr(annotations, "with_format") and hasattr(annotations, "column_names"):
         # A datasets.Dataset (not imported here): its Arrow table, with only the needed columns.
         keep = [c for c in annotations.column_names if c in wanted or c.split(".")[0] in
                 {w.split(".")[0] for w in wanted}]
-        return _Columns(table=annotations.select_columns(keep).with_format("arrow")[:])
+        return ColumnTable(table=annotations.select_columns(keep).with_format("arrow")[:])
     raise TypeError(
         "annotations must be a datasets.Dataset, a pyarrow.Table or a dict of columns, "
         f"got {type(annotations).__name__}"
@@ -442,20 +442,20 @@ def _id_columns(cfg: Config) -> tuple[str, ...]:
     return (cfg.id_field or "id",)
 
 
-def record_ids(cols: _Columns | Mapping[str, Any] | Any, cfg: Config, prefix: str, start: int = 0) -> list[str]:
+def record_ids(cols: ColumnTable | Mapping[str, Any] | Any, cfg: Config, prefix: str, start: int = 0) -> list[str]:
     """Record ids as the CLI makes them: the ``id_field`` (default ``id``) value when present and
     scalar, else ``"<prefix>:<row>"`` (rows counted from ``start``)."""
-    if not isinstance(cols, _Columns):
+    if not isinstance(cols, ColumnTable):
         cols = _as_columns(cols, _id_columns(cfg))
     spec = FieldSpec(text_field=cfg.text_field, id_field=cfg.id_field)
     field = cfg.id_field or "id"
-    values = _field_values(cols, field, cols.num_rows)
+    values = field_values(cols, field, cols.num_rows)
     if all(type(v) is str for v in values):
         return values
     return [spec.record_id({} if is_missing(v) else {field: v}, prefix, row) for row, v in enumerate(values, start)]
 
 
-def annotations_from_columns(cols: _Columns, cfg: Config, ids: Sequence[str],
+def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
                              shard: np.ndarray | None = None) -> tuple[Annotations, list[str]]:
     """Build the decide stage's ``Annotations`` from ``synth_*`` columns, as the CLI builds them
     from its work files; also returns the error messages ("" for usable records)."""
@@ -524,12 +524,12 @@ def _batch_length(batch: Mapping[str, Sequence[Any]]) -> int:
     return 0
 
 
-def _field_values(source: Any, path: str | None, n: int, required: bool = False) -> list[Any]:
+def field_values(source: Any, path: str | None, n: int, required: bool = False) -> list[Any]:
     """Values of a column or dotted path (into struct columns); the MISSING marker where absent."""
-    names = source.names if isinstance(source, _Columns) else list(source)
-    get = source.pylist if isinstance(source, _Columns) else (lambda k: list(source[k]))
+    names = source.names if isinstance(source, ColumnTable) else list(source)
+    get = source.pylist if isinstance(source, ColumnTable) else (lambda k: list(source[k]))
     if path is None:
-        return [_MISSING for _ in range(n)]
+        return [MISSING for _ in range(n)]
     if path in names:
         return get(path)
     top = path.split(".")[0]
@@ -539,7 +539,7 @@ def _field_values(source: Any, path: str | None, n: int, required: bool = False)
         raise ValueError(
             f"no column {path!r} for the text (columns: {', '.join(names[:20])}); set text_field in the config"
         )
-    return [_MISSING for _ in range(n)]
+    return [MISSING for _ in range(n)]
 
 
 def _hex_hashes(hi: np.ndarray, lo: np.ndarray, ok: np.ndarray) -> list[str]:

@@ -31,24 +31,26 @@ from synthfilter.api import (
     DUPLICATE_OF_COL,
     ERROR_COL,
     LENGTH_COL,
+    MISSING,
     P_MACHINE_COL,
     PROVENANCE_COL,
     REASON_COL,
     SCORE_COL,
     SIGNATURE_COL,
     TEXT_HASH_COL,
+    ColumnTable,
     MalformedRecordError,
     SynthFilter,
-    _Columns,
-    _field_values,
-    _MISSING,
     annotations_from_columns,
+    field_values,
     record_ids,
 )
 from synthfilter.config import Config
-from synthfilter.pipeline.stages import EXACT_DUP, KEPT, MALFORMED, NEAR_DUP, DOWNSAMPLED, PROVENANCE_NAMES, REASONS
+from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, KEPT, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
 
-__all__ = ["FilterResult", "annotate_dataset", "annotation_features", "decision_features", "filter_dataset", "stream_filter"]
+__all__ = [
+    "FilterResult", "annotate_dataset", "annotation_features", "decision_features", "filter_dataset", "stream_filter",
+]
 
 AnyDataset = Union[Dataset, DatasetDict, IterableDataset, IterableDatasetDict]
 ConfigLike = Union[Config, SynthFilter, str, os.PathLike, Mapping[str, Any], None]
@@ -199,13 +201,13 @@ def annotate_dataset(ds: Dataset, sf: SynthFilter, num_proc: int | None = None,
     )
 
 
-def _id_table(ds: Dataset, cfg: Config) -> _Columns:
+def _id_table(ds: Dataset, cfg: Config) -> ColumnTable:
     field_name = cfg.id_field or "id"
     names = ds.column_names
     top = field_name if field_name in names else field_name.split(".")[0]
     if top not in names:
-        return _Columns(mapping={"_rows": range(len(ds))})
-    return _Columns(table=ds.select_columns([top]).with_format("arrow")[:])
+        return ColumnTable(mapping={"_rows": range(len(ds))})
+    return ColumnTable(table=ds.select_columns([top]).with_format("arrow")[:])
 
 
 def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: int | None, batch_size: int,
@@ -221,7 +223,7 @@ def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: i
         ids.extend(record_ids(_id_table(ds, cfg), cfg, name))
     sizes = [len(ds) for _, ds in parts]
     shard = np.repeat(np.arange(len(parts), dtype=np.int32), sizes)
-    ann, errors = annotations_from_columns(_Columns(table=table), cfg, ids, shard=shard)
+    ann, errors = annotations_from_columns(ColumnTable(table=table), cfg, ids, shard=shard)
     result = sf._decide(ann, ids, errors, parts=[(name, len(ds)) for name, ds in parts],
                         seconds_before=time.perf_counter() - t0)
     kept: dict[str, Dataset] = {}
@@ -263,10 +265,10 @@ def _diversity(parts: list[tuple[str, Dataset]], ann: Any, keep: np.ndarray, cfg
         if not len(rows):
             continue
         batch = ds.select(rows)[:]
-        texts.extend(_field_values(batch, cfg.text_field, len(rows)))
+        texts.extend(field_values(batch, cfg.text_field, len(rows)))
         if cfg.report.group_by:
-            groups.extend("(missing)" if v is _MISSING or v is None else str(v)
-                          for v in _field_values(batch, cfg.report.group_by, len(rows)))
+            groups.extend("(missing)" if v is MISSING or v is None else str(v)
+                          for v in field_values(batch, cfg.report.group_by, len(rows)))
         else:
             groups.extend([name] * len(rows))
     # Gathered in global order; the CLI hands them over in sample order (by uniform).
@@ -424,11 +426,11 @@ class _StreamState:
     def decide_batch(self, batch: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
         cfg = self.cfg
         n = len(next(iter(batch.values()))) if batch else 0
-        values = _field_values(batch, cfg.text_field, n, required=True)
+        values = field_values(batch, cfg.text_field, n, required=True)
         prov = None
         if cfg.ratio.provenance_field:
-            prov = [None if v is _MISSING else v for v in _field_values(batch, cfg.ratio.provenance_field, n)]
-        ids = record_ids(_Columns(mapping=dict(batch)), cfg, self.prefix, start=self.rows)
+            prov = [None if v is MISSING else v for v in field_values(batch, cfg.ratio.provenance_field, n)]
+        ids = record_ids(ColumnTable(mapping=dict(batch)), cfg, self.prefix, start=self.rows)
         scored = self.sf._score_values(values, prov)
         reason = np.zeros(n, dtype=np.int8)
         dup_of: list[str | None] = [None] * n
