@@ -111,14 +111,14 @@ class SynthFilter:
             (``{"dedup": {"threshold": 0.9}}``), or None for the defaults.
         model: detector model directory (overrides ``detector.model`` and enables the detector).
 
-    Picklable: only the config travels; the MinHasher and the detector are built lazily, once
-    per process, so ``Dataset.map(sf.annotate, batched=True, num_proc=N)`` loads the model once
-    in each worker, not once per batch.
+    Picklable: only the config (and the LSH bands chosen for it) travels; the MinHasher and the
+    detector are built lazily, once per process, so ``Dataset.map(sf.annotate, batched=True,
+    num_proc=N)`` loads the model once in each worker, not once per batch.
 
     Example:
-        >>> sf = SynthFilter({"detector": {"enabled": False}})
-        >>> ds = ds.map(sf.annotate, batched=True)            # adds the synth_* columns
-        >>> result = sf.decide(ds, target_ratio=0.1)           # global: duplicates, ratio
+        >>> sf = SynthFilter("synthfilter.toml")
+        >>> ds = ds.map(sf.annotate, batched=True, num_proc=4)   # adds the synth_* columns
+        >>> result = sf.decide(ds, target_ratio=0.1)             # global: duplicates, ratio
         >>> kept = ds.select(np.flatnonzero(result.keep))
     """
 
