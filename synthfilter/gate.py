@@ -236,7 +236,8 @@ class GateResult:
             c = checks.get(rule)
             if c is None:
                 return "(no limit)"
-            return f"limit {_fmt_limit(rule, c.limit)}   {'ok' if c.passed else 'FAIL'}"
+            word = "minimum" if rule == "min_records" else "limit"
+            return f"{word} {_fmt_limit(rule, c.limit)}   {'ok' if c.passed else 'FAIL'}"
 
         lines = [f"synthfilter gate: {'PASS' if self.passed else 'FAIL'}   policy: {self.policy.describe()}"]
         skipped = ""
@@ -247,7 +248,7 @@ class GateResult:
                      f"{m['without_text']:,} without text{skipped}")
         share = m["synthetic_share"]
         if share is None:
-            syn = "not estimated (detector off and no provenance labels)"
+            syn = "not estimated (see the note below)" if self.messages else "not estimated (detector off, no provenance labels)"
         else:
             ci = m["synthetic_ci95"]
             interval = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
@@ -263,8 +264,8 @@ class GateResult:
                          f"{mark('require_provenance')}")
         if "min_records" in checks:
             lines.append(f"  size        {m['with_text']:,} records with text   {mark('min_records')}")
-        if self.failed:
-            lines.append("failed: " + "; ".join(c.detail for c in self.failed))
+        for c in self.failed:
+            lines.append(f"failed: {c.detail}")
         for msg in self.messages:
             lines.append(f"note: {msg}")
         for w in self.warnings[:3]:
@@ -393,12 +394,17 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
     codes = np.array([{"unknown": UNKNOWN, "human": HUMAN, "machine": MACHINE}[p] for p in prov_names], dtype=np.int8)
     known = ok & (codes != UNKNOWN)
     unknown_ok = ok & (codes == UNKNOWN)
+    messages = []
     if not cfg.detector.enabled and known.any() and unknown_ok.any():
-        raise ConfigError(
-            f"{int(unknown_ok.sum()):,} records have neither a provenance label nor a detector score, so the "
-            "synthetic share cannot be estimated: enable the detector (drop --no-detector) or label them "
-            "(--provenance-field / --provenance-map)"
-        )
+        # Some records are labelled and the rest cannot be scored: no estimate of the share exists.
+        why = (f"{int(unknown_ok.sum()):,} records have neither a provenance label nor a detector score, so the "
+               "synthetic share cannot be estimated")
+        if target is not None:
+            raise ConfigError(f"{why}: enable the detector (drop --no-detector) or label them "
+                              "(--provenance-field / --provenance-map)")
+        messages.append(f"{why} (the detector is off)")
+        # Duplicates are still decided; the labels only steer which copy of a group is kept.
+        cols = {**cols, "synth_provenance": ["unknown"] * len(prov_names)}
     decided = sf.decide(cols, ids=[recs[i].id for i in gated], id_prefix="export")
     report = decided.report
 
@@ -408,7 +414,7 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
     syn = report.get("synthetic") or {}
     share = syn.get("estimated_share_before")
     ci = syn.get("ci95_before")
-    if pol.max_synthetic is not None and share is None:
+    if pol.max_synthetic is not None and share is None and n_text:
         raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
                           "has a provenance label: enable the detector or pass --provenance-field")
     missing = int(unknown_ok.sum())
@@ -423,7 +429,7 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         "synthetic_ci95": ci,
         "synthetic_method": syn.get("method"),
         "synthetic_basis": "unique records (after duplicate removal)",
-        "known_provenance": syn.get("known_provenance") or {"human": 0, "machine": 0},
+        "known_provenance": {"human": int((ok & (codes == HUMAN)).sum()), "machine": int((ok & (codes == MACHINE)).sum())},
         "detector_scored": syn.get("detector_scored") or 0,
         "duplicate_share": (exact + near) / n_text if n_text else 0.0,
         "exact_duplicates": exact,
@@ -434,7 +440,6 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         "provenance_missing_share": (missing / n_text if n_text else 0.0) if prov_field else 1.0,
     }
     checks = _checks(pol, measured)
-    messages = []
     if not pol.has_rules:
         messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
                         "--require-provenance): nothing can fail")
@@ -500,9 +505,12 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any]) -> list[GateCheck]:
         ci = m["synthetic_ci95"]
         v = ci[1] if pol.strict and ci else m["synthetic_share"]
         what = "upper bound of the synthetic share" if pol.strict else "estimated synthetic share"
-        out.append(GateCheck("max_synthetic", v <= pol.max_synthetic + 1e-12, v, pol.max_synthetic,
-                             f"max_synthetic: {what} {_pct(v)} {'>' if v > pol.max_synthetic + 1e-12 else '≤'} "
-                             f"{_pct(pol.max_synthetic)}"))
+        if v is None:  # no record with text: nothing synthetic (min_records is the rule for size)
+            out.append(GateCheck("max_synthetic", True, None, pol.max_synthetic, "max_synthetic: no record with text"))
+        else:
+            bad = v > pol.max_synthetic + 1e-12
+            out.append(GateCheck("max_synthetic", not bad, v, pol.max_synthetic,
+                                 f"max_synthetic: {what} {_pct(v)} {'>' if bad else '≤'} {_pct(pol.max_synthetic)}"))
     if pol.max_duplicates is not None:
         v = m["duplicate_share"]
         bad = v > pol.max_duplicates + 1e-12
@@ -706,7 +714,7 @@ def render_gate_html(result: GateResult) -> str:
                _tone(result, "max_duplicates")),
         h.Stat("Offending items", h.fmt_count(len(result.offending)), "listed below, worst first"),
     ]
-    sections = [h.section("Verdict", h.headline(stats), *verdict, anchor="verdict")]
+    sections = [h.section("Verdict", verdict[0], h.headline(stats), *verdict[1:], anchor="verdict")]
 
     rows = []
     for rank, o in enumerate(result.offending[:_HTML_ITEMS], 1):

@@ -493,6 +493,16 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
     f = open(path, "rb")
     try:
         events = ET.iterparse(f, events=("start", "end"), parser=parser)
+        # Events arrive a chunk late; note where the root element starts while expat is on it.
+        root_at: list[tuple[int, str]] = []
+        on_start = expat.StartElementHandler
+
+        def first_start(*args: Any) -> Any:
+            root_at.append(where())
+            expat.StartElementHandler = on_start
+            return on_start(*args)
+
+        expat.StartElementHandler = first_start
         depth = 0
         channel: Any = None
         n = 0
@@ -500,7 +510,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
             if event == "start":
                 depth += 1
                 if depth == 1 and _qname(el.tag) != "rss":
-                    line, col = where()
+                    line, col = root_at[0] if root_at else where()
                     raise InputError(path, f"not a WordPress WXR export: the root element is <{_qname(el.tag)}>, "
                                      f"expected <rss>{col}", line)
                 if depth == 2 and _qname(el.tag) == "channel":

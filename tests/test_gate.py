@@ -1,0 +1,323 @@
+"""synthfilter gate: verdicts, exit codes, reports and approved output on exports the tests build
+(WordPress WXR, CSV, Markdown and HTML folders, JSONL) with known synthetic and duplicate items."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import synthfilter
+from synthfilter.cli import main
+from synthfilter.config import ConfigError
+from synthfilter.gate import GatePolicy, GateResult
+from textgen import assistant_text, human_text
+
+NO_DETECTOR = ["--no-detector"]
+WXR_PROVENANCE = ["--provenance-field", "ai_generated", "--provenance-map", "1=machine,0=human"]
+
+
+# -- exports with known synthetic and duplicate items ---------------------------------------------
+
+
+def make_posts(n_human: int = 20, n_machine: int = 10, exact: int = 2, near: int = 1, seed: int = 5) -> list[dict[str, Any]]:
+    """Posts with known labels: ``exact`` verbatim copies and ``near`` one-word edits of human posts.
+
+    Every post opens with its own sentence, so no two distinct posts are near-duplicates by accident.
+    """
+    rng = random.Random(seed)
+    posts = []
+    for i in range(n_human + n_machine):
+        machine = i >= n_human
+        body = assistant_text(rng, sentences=7) if machine else human_text(rng, sentences=12)
+        posts.append({"id": str(100 + i), "title": f"Post {i}", "label": "machine" if machine else "human",
+                      "text": f"Entry number {i} of the {rng.choice(['spring', 'autumn'])} series. {body}", "copy_of": None})
+    for k in range(exact):
+        src = posts[k]
+        posts.append({**src, "id": str(200 + k), "title": f"{src['title']} (again)", "copy_of": src["id"]})
+    for k in range(near):
+        src = posts[exact + k]
+        words = src["text"].split()
+        words[-3] = "harbourside"
+        posts.append({**src, "id": str(300 + k), "title": f"{src['title']} (edited)", "text": " ".join(words),
+                      "copy_of": src["id"]})
+    return posts
+
+
+def wxr(path: Path, posts: list[dict[str, Any]], extra_items: str = "") -> Path:
+    items = []
+    for p in posts:
+        paragraphs = "".join(f"<p>{s}.</p>" for s in p["text"].split(". ") if s)
+        items.append(f"""
+  <item>
+    <title><![CDATA[{p['title']}]]></title>
+    <link>https://blog.example/?p={p['id']}</link>
+    <dc:creator><![CDATA[editor]]></dc:creator>
+    <content:encoded><![CDATA[<!-- wp:paragraph -->{paragraphs}<!-- /wp:paragraph --><script>track({p['id']})</script>]]></content:encoded>
+    <wp:post_id>{p['id']}</wp:post_id>
+    <wp:post_date><![CDATA[2025-01-02 03:04:05]]></wp:post_date>
+    <wp:status><![CDATA[publish]]></wp:status>
+    <wp:post_type><![CDATA[post]]></wp:post_type>
+    <wp:postmeta><wp:meta_key><![CDATA[ai_generated]]></wp:meta_key><wp:meta_value><![CDATA[{int(p['label'] == 'machine')}]]></wp:meta_value></wp:postmeta>
+  </item>""")
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:wp="http://wordpress.org/export/1.2/">\n<channel>\n'
+        + "".join(items) + extra_items + "\n</channel>\n</rss>\n", encoding="utf-8")
+    return path
+
+
+ATTACHMENT = """
+  <item><title>harbour.jpg</title><wp:post_id>900</wp:post_id><wp:post_type>attachment</wp:post_type>
+  <wp:status>inherit</wp:status><content:encoded><![CDATA[]]></content:encoded></item>
+  <item><title>Old</title><wp:post_id>901</wp:post_id><wp:post_type>post</wp:post_type>
+  <wp:status>trash</wp:status><content:encoded><![CDATA[<p>Trashed words.</p>]]></content:encoded></item>"""
+
+
+def gate_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The real CLI entry point, in process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["gate", *args])
+    out = capsys.readouterr()
+    return int(exc.value.code), out.out, out.err
+
+
+def ids_of(posts: list[dict[str, Any]], pred: Any) -> set[str]:
+    return {p["id"] for p in posts if pred(p)}
+
+
+# -- WXR: verdicts, exit codes, JSON, approved output ------------------------------------------------
+
+
+def test_wxr_export_fails_on_synthetic_share_and_passes_a_looser_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts()
+    export = wxr(tmp_path / "blog.xml", posts, ATTACHMENT)
+    base = [str(export), *NO_DETECTOR, *WXR_PROVENANCE]
+
+    code, out, err = gate_cli([*base, "--max-synthetic", "0.25", "--max-duplicates", "0.2",
+                               "--json", str(tmp_path / "gate.json")], capsys)
+    assert code == 1 and err == ""
+    assert out.startswith("synthfilter gate: FAIL")
+    assert "failed: max_synthetic: estimated synthetic share 33.3 % > 25.0 %" in out
+    assert "duplicates  9.1 %  (2 exact, 1 near copies)   limit 20.0 %   ok" in out
+    assert "2 not gated (WordPress attachment item 1, status trash 1)" in out
+    assert len(out.splitlines()) <= 24  # one screen
+
+    doc = json.loads((tmp_path / "gate.json").read_text())
+    assert doc["verdict"] == "fail" and doc["failed_rules"] == ["max_synthetic"]
+    assert doc["policy"] == {"max_synthetic": 0.25, "max_duplicates": 0.2, "min_records": None,
+                             "require_provenance": None, "strict": False}
+    m = doc["measured"]
+    assert (m["records"], m["with_text"], m["excluded"]) == (35, 33, 2)
+    assert m["synthetic_share"] == pytest.approx(10 / 30) and m["duplicate_share"] == pytest.approx(3 / 33)
+    assert m["known_provenance"] == {"human": 23, "machine": 10}
+    machine = ids_of(posts, lambda p: p["label"] == "machine")
+    copies = ids_of(posts, lambda p: p["copy_of"])
+    assert set(doc["offending_ids"]) == machine | copies
+    # Worst first: the certainly-synthetic items, then the copies.
+    assert set(doc["offending_ids"][:10]) == machine
+    dup = {o["id"]: o for o in doc["offending"] if o["duplicate_of"]}
+    assert {k: v["duplicate_of"] for k, v in dup.items()} == {"200": "100", "201": "101", "300": "102"}
+    assert dup["300"]["problems"] == ["near_duplicate"] and dup["200"]["problems"] == ["exact_duplicate"]
+
+    code, out, _ = gate_cli([*base, "--max-synthetic", "0.4", "--max-duplicates", "0.1"], capsys)
+    assert code == 0 and out.startswith("synthfilter gate: PASS")
+    code, out, _ = gate_cli([*base, "--max-duplicates", "0.05"], capsys)
+    assert code == 1 and "failed: max_duplicates: 9.1 % of records are copies of another" in out
+    code, out, _ = gate_cli([*base, "--min-records", "40"], capsys)
+    assert code == 1 and "min_records: 33 records with text, at least 40 required" in out
+
+
+def test_write_approved_removes_copies_downsamples_to_the_limit_and_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts()
+    export = wxr(tmp_path / "blog.xml", posts, ATTACHMENT)
+    out_dir = tmp_path / "approved"
+    args = [str(export), *NO_DETECTOR, *WXR_PROVENANCE, "--max-synthetic", "0.25", "--write-approved", str(out_dir)]
+    code, out, _ = gate_cli(args, capsys)
+    assert code == 1  # the export as delivered fails; the approved subset meets the limit
+    approved = [orjson.loads(x) for x in (out_dir / "approved.jsonl").read_bytes().splitlines()]
+    rejected = [orjson.loads(x) for x in (out_dir / "rejected.jsonl").read_bytes().splitlines()]
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+
+    assert len(approved) + len(rejected) == 35
+    assert manifest["conservation"] == {"checked": True, "ok": True, "records": 35, "approved": len(approved),
+                                        "rejected": len(rejected), "by_reason": manifest["conservation"]["by_reason"]}
+    label = {p["id"]: p["label"] for p in posts}
+    kept_ids = [r["id"] for r in approved]
+    assert ids_of(posts, lambda p: p["label"] == "human" and not p["copy_of"]) <= set(kept_ids)
+    n_machine = sum(label[i] == "machine" for i in kept_ids)
+    assert n_machine / len(kept_ids) <= 0.25 and n_machine == 6  # the largest share within the limit
+    assert len({r["text"] for r in approved}) == len(approved)
+    assert all("track(" not in r["text"] and "<p>" not in r["text"] for r in approved)
+    assert approved[0]["title"] == "Post 0" and approved[0]["link"] == "https://blog.example/?p=100"
+    assert approved[0]["meta"]["custom_fields"] == {"ai_generated": "0"}
+
+    why = {r["id"]: r["synthfilter"] for r in rejected}
+    assert why["200"]["reason"] == "exact_duplicate" and why["200"]["duplicate_of"] == "100"
+    assert why["300"]["reason"] == "near_duplicate" and why["300"]["duplicate_of"] == "102"
+    assert why["900"] == {"decision": "rejected", "reason": "excluded", "score": None, "provenance": "unknown",
+                          "excluded": "WordPress attachment item (not writing)", "source": "blog.xml item 34"}
+    assert why["901"]["excluded"] == "status trash"
+    assert sum(w["reason"] == "synthetic_downsampled" for w in why.values()) == 4
+    assert manifest["verdict"] == "fail" and manifest["inputs"][0]["records"] == 35
+    assert f"approved: {out_dir / 'approved.jsonl'} (26 records)" in out
+
+    # A second gate into the same directory needs --overwrite; with it, the outputs are identical.
+    before = (out_dir / "approved.jsonl").read_bytes()
+    code, _, err = gate_cli(args, capsys)
+    assert code == 2 and "directory is not empty; pass --overwrite" in err
+    code, _, _ = gate_cli([*args, "--overwrite"], capsys)
+    assert code == 1 and (out_dir / "approved.jsonl").read_bytes() == before
+
+
+# -- CSV, HTML report ----------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, posts: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "post_title", "post_content", "permalink", "generated_by"])
+        for p in posts:
+            w.writerow([p["id"], p["title"], f"<div><p>{p['text']}</p><style>.x{{}}</style></div>",
+                        f"https://site.example/{p['id']}/", "gpt-4o" if p["label"] == "machine" else "human"])
+    return path
+
+
+def test_csv_export_html_report_lists_offending_items_worst_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts(n_human=12, n_machine=3, exact=3, near=0)
+    posts[1]["title"] = "<script>alert('title')</script> Ferry"  # a hostile title must stay text
+    posts[12]["text"] = posts[0]["text"]  # a machine post copying a human one: two problems, the worst
+    export = write_csv(tmp_path / "posts.csv", posts)
+    report = tmp_path / "out" / "gate.html"
+    code, out, _ = gate_cli([str(export), *NO_DETECTOR, "--text-column", "post_content", "--id-column", "ID",
+                             "--provenance-field", "generated_by", "--provenance-map", "human=human,gpt-*=machine",
+                             "--max-duplicates", "0.1", "--report", str(report)], capsys)
+    assert code == 1 and "failed: max_duplicates: 22.2 % of records are copies of another (4 exact, 0 near)" in out
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>") and ">FAIL<" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(" in page
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", page)
+    assert [r[0] for r in rows] == [str(i) for i in range(1, len(rows) + 1)]
+    assert rows[0][1:] == ("synthetic, exact duplicate", "Post 12")
+    assert {r[2] for r in rows[1:3]} == {"Post 13", "Post 14"}  # synthetic only
+    assert {r[1] for r in rows[3:]} == {"exact duplicate"}
+    assert 'href="https://site.example/201/"' in page and "101 (&lt;script&gt;alert(" in page
+    assert "(again)" in page and "P(synthetic)" in page
+
+
+# -- Markdown folder with a TOML config, provenance rules --------------------------------------------
+
+
+def test_markdown_site_with_config_file_requires_provenance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts(n_human=8, n_machine=4, exact=1, near=0)
+    site = tmp_path / "content" / "posts"
+    site.mkdir(parents=True)
+    for i, p in enumerate(posts):
+        front = f"title: \"{p['title']}\"\ndate: 2025-02-0{1 + i % 9}\n"
+        if i % 5 != 4:  # every fifth post says nothing about who wrote it
+            front += f"ai_generated: {'true' if p['label'] == 'machine' else 'false'}\n"
+        (site / f"post-{p['id']}.md").write_text(f"---\n{front}---\n\n## {p['title']}\n\n{p['text']}\n")
+    config = tmp_path / "synthfilter.toml"
+    config.write_text('[gate]\nrequire_provenance = 0.1\nmax_duplicates = 0.2\n\n'
+                      '[ratio]\nprovenance_field = "ai_generated"\nprovenance_map = { "true" = "machine", "false" = "human" }\n')
+    code, out, _ = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
+                             "--json", str(tmp_path / "g.json")], capsys)
+    assert code == 1
+    assert "provenance  missing on 15.4 % (2 records, field 'ai_generated')   limit 10.0 %   FAIL" in out
+    assert "synthetic share cannot be estimated" in out  # labelled and unlabelled posts, no detector
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["failed_rules"] == ["require_provenance"]
+    unlabelled = {f"posts/post-{p['id']}.md" for i, p in enumerate(posts) if i % 5 == 4}
+    missing = {o["id"] for o in doc["offending"] if "missing_provenance" in o["problems"]}
+    assert missing == unlabelled
+    # The same policy from flags overrides the file: a looser provenance rule passes.
+    code, out, _ = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
+                             "--require-provenance", "0.3"], capsys)
+    assert code == 0
+    # A synthetic limit cannot be checked on half-labelled posts without the detector: a usage error.
+    code, _, err = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
+                             "--max-synthetic", "0.5"], capsys)
+    assert code == 2 and "cannot be estimated" in err and "enable the detector" in err
+
+
+def test_html_folder_and_jsonl_approved_lines_stay_byte_identical(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts(n_human=6, n_machine=2, exact=1, near=0)
+    site = tmp_path / "public"
+    site.mkdir()
+    for p in posts:
+        (site / f"{p['id']}.html").write_text(
+            f"<!doctype html><html><head><title>{p['title']}</title>"
+            f"<meta name='generated_by' content='{'gpt-4o' if p['label'] == 'machine' else 'human'}'></head>"
+            f"<body><nav>Home · Archive</nav><main><p>{p['text']}</p></main></body></html>")
+    flags = [*NO_DETECTOR, "--provenance-field", "generated_by", "--provenance-map", "human=human,gpt-*=machine"]
+    code, out, _ = gate_cli([str(site), *flags, "--max-synthetic", "0.3", "--max-duplicates", "0.2"], capsys)
+    assert code == 0 and "synthetic   25.0 %" in out
+
+    export = tmp_path / "posts.jsonl"
+    lines = [json.dumps({"id": p["id"], "text": p["text"], "generated_by": "gpt-4o" if p["label"] == "machine" else "human"},
+                        ensure_ascii=False, indent=None, separators=(" , ", " : ")) for p in posts]
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, _ = gate_cli([str(export), *flags, "--max-synthetic", "0.3", "--write-approved", str(tmp_path / "ok")], capsys)
+    assert code == 0
+    approved = (tmp_path / "ok" / "approved.jsonl").read_text(encoding="utf-8").splitlines()
+    assert approved == [line for line, p in zip(lines, posts) if not p["copy_of"]]
+
+
+# -- bad input: exit 2, one line naming file and position ---------------------------------------------
+
+
+def test_bad_input_and_usage_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts(n_human=3, n_machine=0, exact=0, near=0)
+    good = wxr(tmp_path / "blog.xml", posts)
+    broken = tmp_path / "broken.xml"
+    broken.write_text(good.read_text().replace("</wp:post_type>", "</wp:post_typ>", 1))
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text('<?xml version="1.0"?>\n<!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>\n'
+                    "<rss><channel><item><title>&b;</title></item></channel></rss>\n")
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text('id,text\n1,"ok"\n2,"unclosed\n')
+    cases = [
+        ([str(broken)], rf"^error: {re.escape(str(broken))}:\d+: malformed XML: mismatched tag at column \d+$"),
+        ([str(bomb)], rf"^error: {re.escape(str(bomb))}:2: refused: .*billion laughs"),
+        ([str(bad_csv)], rf"^error: {re.escape(str(bad_csv))}:\d+: unreadable CSV"),
+        ([str(bad_csv), "--format", "wxr"], rf"^error: {re.escape(str(bad_csv))}:1: malformed XML: syntax error"),
+        ([str(tmp_path / "missing.xml")], "path does not exist"),
+        ([str(good), "--require-provenance", "0.1"], "--require-provenance needs a provenance field"),
+        ([str(good), "--max-synthetic", "1.5"], r"gate\.max_synthetic must be a share in \[0, 1\]"),
+        ([str(good), "--provenance-field", "x", "--provenance-map", "oops"], "expected VALUE=LABEL pairs"),
+        ([str(good), "--max-synthetic", "0.5"], "--max-synthetic needs a synthetic-share estimate"),
+    ]
+    for args, pattern in cases:
+        code, out, err = gate_cli([*args, *NO_DETECTOR], capsys)
+        assert code == 2, (args, out, err)
+        assert out == "" and len(err.strip().splitlines()) == 1 and re.search(pattern, err.strip()), (args, err)
+
+
+# -- Python API ---------------------------------------------------------------------------------------
+
+
+def test_python_gate_on_records_and_policy_validation() -> None:
+    posts = make_posts(n_human=10, n_machine=0, exact=2, near=1)
+    records = [{"id": p["id"], "text": p["text"], "title": p["title"]} for p in posts]
+    result = synthfilter.gate(records, GatePolicy(max_duplicates=0.25, min_records=5), {"detector": {"enabled": False}})
+    assert isinstance(result, GateResult) and result.passed and result.exit_code == 0
+    assert result.measured["duplicate_share"] == pytest.approx(3 / 13)
+    strict = synthfilter.gate(records, {"max_duplicates": 0.1}, {"detector": {"enabled": False}})
+    assert not strict.passed and [c.rule for c in strict.failed] == ["max_duplicates"]
+    assert set(strict.offending_ids) == {"200", "201", "300"}
+    assert [r.id for r in strict.approved] == [p["id"] for p in posts if not p["copy_of"]]
+    assert strict.reasons[-1] == "near_duplicate" and strict.duplicate_of[-1] == "102"
+    # Same records, same config: the same decisions.
+    again = synthfilter.gate(records, {"max_duplicates": 0.1}, {"detector": {"enabled": False}})
+    assert again.reasons == strict.reasons and again.to_dict()["offending"] == strict.to_dict()["offending"]
+
+    with pytest.raises(ConfigError, match="max_synthetic must be a share"):
+        GatePolicy(max_synthetic=2)
+    with pytest.raises(ConfigError, match="unknown rule"):
+        synthfilter.gate(records, {"max_synthetics": 0.1}, {"detector": {"enabled": False}})
