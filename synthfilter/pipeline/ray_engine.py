@@ -57,6 +57,7 @@ from synthfilter.pipeline.stages import (
     REASONS,
     STATUS_OK,
     Annotations,
+    ConservationError,
     Decisions,
     Scorer,
     WorkPaths,
@@ -449,17 +450,19 @@ class ScoreShards:
     """Ray Data actor: ``score_shard`` for whole shards; the scorer (detector, MinHasher) is
     built once per actor. The annotation files land in the run's work directory."""
 
-    def __init__(self, cfg: Config, work_root: str):
+    def __init__(self, cfg: Config, work_root: str, bands: tuple[int, int] | None):
         self.cfg = cfg
         self.work = Store(work_root)
         self.scorer = Scorer(cfg)
         if self.scorer.uses_near:
-            _ = self.scorer.hasher, self.scorer.bands
+            # The driver's choice of bands x rows (a grid search of about a second per process).
+            self.scorer._bands = bands
+            _ = self.scorer.hasher
         if self.scorer.uses_detector:
             _ = self.scorer.detector
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        metas = [json.dumps(self.score(pickle.loads(blob))) for blob in batch["source"]]
+        metas = [_outcome(self.score, pickle.loads(blob)) for blob in batch["source"]]
         return {"meta": np.array(metas, dtype=object)}
 
     def score(self, src: ShardSource) -> dict[str, Any]:
@@ -480,6 +483,26 @@ class ScoreShards:
             # score.json last: it is the marker that says the shard's annotations are complete.
             self.work.write_bytes(f"{rel}/score.json", json.dumps(meta, indent=1).encode())
         return meta
+
+
+def _outcome(fn: Callable[[ShardSource], Any], src: ShardSource) -> str:
+    """``fn(src)`` as JSON; a bad input or a failed check comes back as data, so the driver can
+    raise the same one-line error as the local engine (exceptions that cross Ray get wrapped)."""
+    try:
+        return json.dumps({"rel": src.shard.rel, "result": fn(src)})
+    except InputError as e:
+        return json.dumps({"rel": src.shard.rel, "input_error": [e.path, e.message, e.line]})
+    except ConservationError as e:
+        return json.dumps({"rel": src.shard.rel, "conservation_error": str(e)})
+
+
+def _result(outcome: str) -> tuple[str, Any]:
+    d = json.loads(outcome)
+    if "input_error" in d:
+        raise InputError(*d["input_error"])
+    if "conservation_error" in d:
+        raise ConservationError(d["conservation_error"])
+    return d["rel"], d["result"]
 
 
 def previous_meta(src: ShardSource, work: Store) -> dict[str, Any] | None:
@@ -1271,29 +1294,30 @@ def write_shards(batch: dict[str, np.ndarray], cfg: Config, work_root: str, out_
     """Ray Data task: ``write_shard`` for whole shards. A retried task rewrites the same files
     under temporary names and renames them into place, so no record is ever written twice."""
     work, out = Store(work_root), Store(out_root)
-    results = []
-    for blob in batch["source"]:
-        src: ShardSource = pickle.loads(blob)
-        folder = shard_dir(src.shard)
-        table = _shard_decisions_table(work, folder)
-        if work.local is not None and out.local is not None and src.uri is None:
-            _write_ipc(work.local / folder / "decisions.arrow", table)
-            counts = write_shard(src.shard, cfg, work.local, out.local)
-        else:
-            with tempfile.TemporaryDirectory(prefix="synthfilter-") as tmp:
-                scratch = Path(tmp)
-                work.download(f"{folder}/ann.arrow", scratch / "work" / folder / "ann.arrow")
-                _write_ipc(scratch / "work" / folder / "decisions.arrow", table)
-                with local_shard(src, scratch) as shard:
-                    counts = write_shard(shard, cfg, scratch / "work", scratch / "out")
-                for sub in ("rejected", "kept"):  # kept last: with the marker, it says the shard is done
-                    f = scratch / "out" / sub / src.shard.rel
-                    if f.exists():
-                        out.upload(f, f"{sub}/{src.shard.rel}")
-                work.write_bytes(f"{folder}/written.json", json.dumps(counts).encode())
-        results.append((src.shard.rel, json.dumps(counts)))
-    return {"rel": np.array([r for r, _ in results], dtype=object),
-            "counts": np.array([c for _, c in results], dtype=object)}
+    results = [_outcome(lambda src: _write_one(src, cfg, work, out), pickle.loads(blob)) for blob in batch["source"]]
+    return {"result": np.array(results, dtype=object)}
+
+
+def _write_one(src: ShardSource, cfg: Config, work: Store, out: Store) -> dict[str, int]:
+    """One shard: its decisions.arrow from the sparse decisions, then the local engine's write."""
+    folder = shard_dir(src.shard)
+    table = _shard_decisions_table(work, folder)
+    if work.local is not None and out.local is not None and src.uri is None:
+        _write_ipc(work.local / folder / "decisions.arrow", table)
+        counts = write_shard(src.shard, cfg, work.local, out.local)
+    else:
+        with tempfile.TemporaryDirectory(prefix="synthfilter-") as tmp:
+            scratch = Path(tmp)
+            work.download(f"{folder}/ann.arrow", scratch / "work" / folder / "ann.arrow")
+            _write_ipc(scratch / "work" / folder / "decisions.arrow", table)
+            with local_shard(src, scratch) as shard:
+                counts = write_shard(shard, cfg, scratch / "work", scratch / "out")
+            for sub in ("rejected", "kept"):  # kept last: with the marker, it says the shard is done
+                f = scratch / "out" / sub / src.shard.rel
+                if f.exists():
+                    out.upload(f, f"{sub}/{src.shard.rel}")
+            work.write_bytes(f"{folder}/written.json", json.dumps(counts).encode())
+    return counts
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -1405,7 +1429,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     work.write_bytes("run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
 
     with ray_session(cfg), data_context():
-        metas = _score_all(sources, cfg, work, progress)
+        metas = _score_all(sources, cfg, work, progress, scorer)
         offsets = [0]
         for src in sources:
             offsets.append(offsets[-1] + int(metas[src.shard.rel]["records"]))
@@ -1450,7 +1474,8 @@ def _items(sources: Sequence[ShardSource]) -> Any:
     return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
 
 
-def _score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress: Progress) -> dict[str, dict[str, Any]]:
+def _score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress: Progress,
+               scorer: Scorer) -> dict[str, dict[str, Any]]:
     import ray
 
     metas: dict[str, dict[str, Any]] = {}
@@ -1467,10 +1492,10 @@ def _score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progres
     workers = cfg.workers if cfg.workers > 0 else cluster_cpus()
     ds = _items(todo).map_batches(
         ScoreShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(todo)))),
-        fn_constructor_kwargs={"cfg": cfg, "work_root": work.root},
+        fn_constructor_kwargs={"cfg": cfg, "work_root": work.root, "bands": scorer.bands if scorer.uses_near else None},
     )
     for row in ds.iter_rows():
-        meta = json.loads(row["meta"])
+        _, meta = _result(row["meta"])
         metas[meta["rel"]] = meta
         progress.shard_done(meta["rel"], meta["records"])
     return metas
@@ -1508,7 +1533,7 @@ def _write_all(sources: Sequence[ShardSource], cfg: Config, work: Store, out: St
         "cfg": cfg, "work_root": work.root, "out_root": out.root,
     })
     for row in ds.iter_rows():
-        counts = json.loads(row["counts"])
-        written[row["rel"]] = counts
-        progress.shard_done(row["rel"], counts["kept"] + counts["rejected"])
+        rel, counts = _result(row["result"])
+        written[rel] = counts
+        progress.shard_done(rel, counts["kept"] + counts["rejected"])
     return written

@@ -1,0 +1,307 @@
+"""``synthfilter.ray``: filter a Ray Data ``Dataset`` with the pipeline's own stages.
+
+Needs ``pip install "synthfilter[ray]"``. ``synthfilter run --engine ray`` is the same engine for
+files; this module is for users whose data already lives in Ray Data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+
+from synthfilter.pipeline.ray_engine import (
+    CountedDecisions,
+    SparseDecisions,
+    _CountedReasons,
+    collect,
+    data_context,
+    decide_on_ray,
+    import_ray,
+    resolve,
+)
+
+__all__ = ["FilterResult", "filter_dataset"]
+
+INDEX_COL = "_synthfilter_index"  # global row number, added for the decide stage, removed after
+ID_COL = "_synthfilter_id"  # the record id the decisions use (id field, or "<prefix>:<row>")
+
+
+class FilterResult(NamedTuple):
+    """``kept`` and ``rejected`` Ray Datasets (lazy) and the ``report.json`` keys of the run.
+
+    ``kept`` has the input's columns (plus ``synth_score`` and ``synth_provenance`` under
+    ``annotate = true``); ``rejected`` adds ``synth_reason``, ``synth_duplicate_of``,
+    ``synth_score``, ``synth_p_machine``, ``synth_provenance`` and ``synth_error``, the columns
+    of ``synthfilter.hf.filter_dataset``. Unpacks as ``kept, rejected, report``.
+    """
+
+    kept: Any
+    rejected: Any
+    report: dict[str, Any]
+
+
+def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = None, model: str | None = None,
+                   id_prefix: str = "dataset") -> FilterResult:
+    """Score, decide and split a Ray Data ``Dataset`` into kept and rejected records.
+
+    The same decisions as ``synthfilter run`` on the same records in the same order (ids from
+    ``id_field``, default ``id``, else ``"<id_prefix>:<row>"`` with rows counted from 0). Scoring
+    runs on an actor pool (the detector loads once per worker); the decide stage groups hashes
+    and band keys with Ray shuffles, holding only duplicate edges on the driver. The scored
+    dataset is materialized in the object store; ``kept`` and ``rejected`` are lazy views of it.
+
+    Args:
+        ds: a ``ray.data.Dataset`` with a text column (``text_field``; dotted paths reach into
+            struct columns).
+        config: a ``Config``, ``SynthFilter``, TOML path, dict of options, or None.
+        target_ratio: keep at most this estimated synthetic share (overrides the config).
+        model: detector model directory (overrides the config).
+        id_prefix: prefix of the fallback ids.
+
+    Raises:
+        synthfilter.api.MalformedRecordError: a bad record under ``on_error = "fail"``.
+        synthfilter.ratio.HumanLossError: ``max_human_loss`` refused the target.
+
+    Example:
+        >>> kept, rejected, report = filter_dataset(ray.data.read_parquet("s3://bucket/docs/"), {"dedup": {"threshold": 0.85}})
+        >>> kept.write_parquet("s3://bucket/filtered/")
+    """
+    ray = import_ray()
+    from synthfilter.api import SynthFilter
+
+    t0 = time.perf_counter()
+    sf = config if isinstance(config, SynthFilter) else SynthFilter(config, model=model)
+    if model is not None and isinstance(config, SynthFilter):
+        sf = sf.with_options({"detector": {"model": str(model), "enabled": True}})
+    if target_ratio is not None:
+        sf = sf.with_options({"ratio": {"target_ratio": target_ratio}})
+    cfg = sf.config
+    with data_context():
+        indexed = _with_row_index(ds)
+        scored = indexed.map_batches(
+            _AnnotateRows, batch_format="pyarrow", batch_size=cfg.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+            fn_constructor_kwargs={"sf": sf, "id_prefix": id_prefix},
+        ).materialize()
+        total = scored.count()
+        malformed = _malformed(scored, cfg, id_prefix)
+        n_bands = sf.scorer.bands[0] if cfg.dedup.near else 0
+        card = sf.scorer.detector.card if sf.scorer.uses_detector else None
+        decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, malformed, n_bands,
+                                  cfg.dedup.num_perm)
+    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
+    ref = ray.put(_lookup_table(decisions))
+    input_cols = [c for c in ds.columns() if c not in (INDEX_COL, ID_COL)] if ds.columns() else None
+    kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
+        "ref": ref, "want_kept": True, "input_cols": input_cols, "annotate": cfg.annotate})
+    rejected = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
+        "ref": ref, "want_kept": False, "input_cols": input_cols, "annotate": cfg.annotate})
+    return FilterResult(kept=kept, rejected=rejected, report=report)
+
+
+def _cpus() -> int:
+    from synthfilter.pipeline.ray_engine import cluster_cpus
+
+    return cluster_cpus()
+
+
+# -- score ---------------------------------------------------------------------------------------
+
+
+def _with_row_index(ds: Any) -> Any:
+    """``ds`` with its global row number: one Ray task per block, offsets from block sizes."""
+    import ray
+
+    refs = ds.to_arrow_refs()
+    count = ray.remote(_num_rows)
+    sizes = ray.get([count.remote(r) for r in refs])
+    add = ray.remote(_add_index)
+    offsets = np.cumsum([0] + sizes[:-1]).tolist() if sizes else []
+    return ray.data.from_arrow_refs([add.remote(r, off) for r, off in zip(refs, offsets)])
+
+
+def _num_rows(table: Any) -> int:
+    return int(table.num_rows)
+
+
+def _add_index(table: Any, offset: int) -> Any:
+    import pyarrow as pa
+
+    return table.append_column(INDEX_COL, pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64)))
+
+
+class _AnnotateRows:
+    """Ray Data actor: ``SynthFilter.annotate`` per batch, plus the record ids."""
+
+    def __init__(self, sf: Any, id_prefix: str):
+        self.sf = sf
+        self.prefix = id_prefix
+        if sf.scorer.uses_detector:
+            _ = sf.scorer.detector
+
+    def __call__(self, table: Any) -> Any:
+        import pyarrow as pa
+
+        from synthfilter.api import BANDS_COL, SIGNATURE_COL, record_ids
+
+        cfg = self.sf.config
+        index = table.column(INDEX_COL).to_numpy()
+        fields = {f.split(".")[0] for f in (cfg.text_field, cfg.ratio.provenance_field, cfg.id_field or "id") if f}
+        batch = {name: table.column(name).to_pylist() for name in table.column_names if name in fields}
+        ann = self.sf.annotate(batch)
+        id_cols = {k: v for k, v in batch.items() if k == (cfg.id_field or "id").split(".")[0]} or \
+            {"_rows": list(range(table.num_rows))}
+        if len(index) and index[-1] - index[0] == len(index) - 1:
+            ids = record_ids(id_cols, cfg, self.prefix, start=int(index[0]))
+        else:
+            ids = [record_ids({k: [v[i]] for k, v in id_cols.items()}, cfg, self.prefix, start=int(g))[0]
+                   for i, g in enumerate(index.tolist())]
+        for name, values in ann.items():
+            if name in (BANDS_COL, SIGNATURE_COL):
+                m = np.asarray(values)
+                col = pa.FixedSizeListArray.from_arrays(pa.array(m.ravel()), m.shape[1])
+            else:
+                col = pa.array(values)
+            table = table.append_column(name, col)
+        return table.append_column(ID_COL, pa.array(ids, type=pa.string()))
+
+
+def _malformed(scored: Any, cfg: Any, id_prefix: str) -> int:
+    """How many records are malformed; under ``on_error = "fail"`` the first one is an error."""
+    from synthfilter.api import ERROR_COL, MalformedRecordError
+
+    got = collect(scored.select_columns([INDEX_COL, ID_COL, ERROR_COL]).map_batches(
+        _first_malformed, batch_format="numpy", batch_size=None))
+    if not got or not got["count"].sum():
+        return 0
+    if cfg.on_error == "fail":
+        first = int(np.argmin(got["index"]))
+        raise MalformedRecordError(
+            f"{id_prefix} row {int(got['index'][first])} (id {got['id'][first]!r}): {got['error'][first]} "
+            "(set on_error = \"quarantine\" in the config to set bad records aside)"
+        )
+    return int(got["count"].sum())
+
+
+def _first_malformed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from synthfilter.api import ERROR_COL
+
+    bad = np.flatnonzero(np.array([bool(e) for e in batch[ERROR_COL]], dtype=bool))
+    if not len(bad):
+        return {"count": np.array([0]), "index": np.array([np.iinfo(np.int64).max]), "id": np.array([""], object),
+                "error": np.array([""], object)}
+    i = bad[0]
+    return {"count": np.array([len(bad)]), "index": batch[INDEX_COL][i:i + 1],
+            "id": np.array([batch[ID_COL][i]], object), "error": np.array([batch[ERROR_COL][i]], object)}
+
+
+# -- decide --------------------------------------------------------------------------------------
+
+
+class _DatasetAnnotations:
+    """The decide stage's input on a scored, materialized Ray Dataset."""
+
+    def __init__(self, scored: Any, sf: Any):
+        self.scored = scored
+        self.sf = sf
+
+    def map_chunks(self, fn: Any, columns: Any, **fn_kwargs: Any) -> Any:
+        names = [INDEX_COL, ID_COL] + list(self.sf.annotation_columns)
+        return self.scored.select_columns(names).map_batches(
+            _map_dataset_chunks, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"sf": self.sf, "fn": fn, "fn_kwargs": fn_kwargs},
+        )
+
+
+def _map_dataset_chunks(table: Any, sf: Any, fn: Any, fn_kwargs: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+    from synthfilter.api import ColumnTable, annotations_from_columns
+
+    if table.num_rows == 0:
+        return
+    ids = table.column(ID_COL).to_pylist()
+    ann, _errors = annotations_from_columns(ColumnTable(table=table), sf.config, ids)
+    chunk = {
+        "gidx": table.column(INDEX_COL).to_numpy(), "id": np.asarray(ids, dtype=object), "status": ann.status,
+        "hash_hi": ann.hash_hi, "hash_lo": ann.hash_lo, "score": ann.score, "provenance": ann.provenance,
+        "uniform": ann.uniform, "length": ann.length,
+    }
+    if ann.bands is not None:
+        chunk["bands"] = ann.bands
+    if ann.signatures is not None:
+        chunk["sigs"] = np.asarray(ann.signatures)
+    out = fn(chunk, **fn_kwargs)
+    if out is not None and len(next(iter(out.values()))):
+        yield out
+
+
+def _report(decisions: SparseDecisions, sf: Any, total: int, id_prefix: str, seconds: float) -> dict[str, Any]:
+    from synthfilter.pipeline.run import build_report
+
+    totals = decisions.counts()
+    counted = CountedDecisions(
+        reason=_CountedReasons([0, total], np.array([[totals[r] for r in totals]])),
+        cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
+        totals=totals,
+    )
+    report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0}}, counted,  # type: ignore[arg-type]
+                          sf.config, seconds, sf.scorer)
+    report["input"]["bytes"] = None
+    return report
+
+
+# -- split ---------------------------------------------------------------------------------------
+
+
+def _lookup_table(decisions: SparseDecisions) -> dict[str, np.ndarray]:
+    return {"gidx": decisions.gidx, "reason": decisions.reason, "duplicate_of": decisions.duplicate_of_id,
+            "posterior": decisions.posterior}
+
+
+def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | None, annotate: bool) -> Any:
+    """The kept (or rejected) rows of a scored batch, with the columns ``FilterResult`` names."""
+    import pyarrow as pa
+
+    from synthfilter.api import (
+        DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL,
+    )
+    from synthfilter.pipeline.stages import KEPT, MALFORMED, REASONS
+
+    lookup: Mapping[str, np.ndarray] = resolve(ref)
+    g = table.column(INDEX_COL).to_numpy()
+    errors = table.column(ERROR_COL).to_pylist()
+    reason = np.where(np.array([bool(e) for e in errors], dtype=bool), MALFORMED, KEPT).astype(np.int8)
+    dup: list[str | None] = [None] * len(g)
+    posterior = np.full(len(g), np.nan, dtype=np.float32)
+    keys = lookup["gidx"]
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, g), len(keys) - 1)
+        hit = np.flatnonzero(keys[at] == g)
+        reason[hit] = lookup["reason"][at[hit]]
+        posterior[hit] = lookup["posterior"][at[hit]]
+        for i, j in zip(hit.tolist(), at[hit].tolist()):
+            dup[i] = lookup["duplicate_of"][j]
+    rows = np.flatnonzero((reason == KEPT) == want_kept)
+    take = pa.array(rows, type=pa.int64())
+    base = table.select(input_cols) if input_cols is not None else table.drop_columns(
+        [c for c in table.column_names if c.startswith("synth_") or c in (INDEX_COL, ID_COL)])
+    out = base.take(take)
+    if want_kept:
+        if annotate:
+            out = out.append_column(SCORE_COL, table.column(SCORE_COL).take(take))
+            out = out.append_column(PROVENANCE_COL, table.column(PROVENANCE_COL).take(take))
+        return out
+    columns = {
+        REASON_COL: pa.array([REASONS[r] for r in reason[rows].tolist()], type=pa.string()),
+        DUPLICATE_OF_COL: pa.array([dup[i] for i in rows.tolist()], type=pa.string()),
+        SCORE_COL: table.column(SCORE_COL).take(take),
+        P_MACHINE_COL: pa.array(posterior[rows], type=pa.float32()),
+        PROVENANCE_COL: table.column(PROVENANCE_COL).take(take),
+        ERROR_COL: table.column(ERROR_COL).take(take),
+    }
+    for name, col in columns.items():
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(name, col)
+    return out
