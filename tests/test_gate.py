@@ -321,3 +321,74 @@ def test_python_gate_on_records_and_policy_validation() -> None:
         GatePolicy(max_synthetic=2)
     with pytest.raises(ConfigError, match="unknown rule"):
         synthfilter.gate(records, {"max_synthetics": 0.1}, {"detector": {"enabled": False}})
+
+
+# -- with a detector: estimate, interval, --strict, worst-first by score --------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small detector trained here on the two textgen registers (the shipped one is not needed)."""
+    from synthfilter.detect.train import TrainParams, train_command
+
+    d = tmp_path_factory.mktemp("detector")
+    rng = random.Random(77)
+    rows = [{"text": human_text(rng, sentences=10), "label": "human"} for _ in range(40)]
+    rows += [{"text": assistant_text(rng, sentences=7), "label": "machine"} for _ in range(40)]
+    rng.shuffle(rows)
+    data = d / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    fast = TrainParams(
+        folds=2, ft_quantize_cutoff=5_000,
+        ft_word=dict(epoch=5, wordNgrams=2, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
+        ft_skeleton=dict(epoch=5, wordNgrams=3, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
+        stacker=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5, l2_regularization=1.0),
+    )
+    assert train_command([data], d / "model", seed=1, quiet=True, params=fast) == 0
+    return d / "model"
+
+
+def test_detector_scored_export_interval_strict_and_worst_first(tmp_path: Path, tiny_model: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    posts = make_posts(n_human=24, n_machine=8, exact=0, near=0, seed=9)
+    export = wxr(tmp_path / "blog.xml", posts)
+    base = [str(export), "--model", str(tiny_model), "--json", str(tmp_path / "g.json")]
+    code, out, err = gate_cli([*base, "--max-synthetic", "0.9"], capsys)
+    assert code == 0 and err == "", err
+    doc = json.loads((tmp_path / "g.json").read_text())
+    m = doc["measured"]
+    share, (lo, hi) = m["synthetic_share"], m["synthetic_ci95"]
+    assert m["detector_scored"] == 32 and m["known_provenance"] == {"human": 0, "machine": 0}
+    assert 0.1 < share < 0.45 and lo <= share < hi  # truth 0.25; a real interval around it
+    machine = ids_of(posts, lambda p: p["label"] == "machine")
+    top = doc["offending_ids"][:8]
+    assert len(machine & set(top)) >= 6, (top, machine)
+    scores = [o["p_synthetic"] for o in doc["offending"]]
+    assert scores == sorted(scores, reverse=True)
+
+    # A limit between the estimate and the interval's upper bound: passes, but not under --strict.
+    limit = f"{(share + hi) / 2:.6f}"
+    code, out, _ = gate_cli([*base, "--max-synthetic", limit], capsys)
+    assert code == 0, out
+    code, out, _ = gate_cli([*base, "--max-synthetic", limit, "--strict"], capsys)
+    assert code == 1 and "failed: max_synthetic: upper bound of the synthetic share" in out
+
+    # Approved output meets the synthetic limit, drops the likeliest-synthetic posts first.
+    code, out, _ = gate_cli([*base, "--max-synthetic", "0.1", "--write-approved", str(tmp_path / "ok")], capsys)
+    assert code == 1
+    approved = json.loads((tmp_path / "g.json").read_text())["approved"]
+    assert approved["target_ratio"] == 0.1 and approved["estimated_share_after"] <= 0.1 + 1e-9
+    kept = [orjson.loads(x)["id"] for x in (tmp_path / "ok" / "approved.jsonl").read_bytes().splitlines()]
+    assert len(kept) == approved["records"] and len(machine - set(kept)) >= 6
+
+
+def test_labelled_and_unlabelled_posts_mix_with_the_detector(tmp_path: Path, tiny_model: Path) -> None:
+    posts = make_posts(n_human=10, n_machine=6, exact=1, near=0, seed=4)
+    records = [{"id": p["id"], "text": p["text"], **({"who": p["label"]} if i % 2 else {})} for i, p in enumerate(posts)]
+    cfg = {"detector": {"model": str(tiny_model)}, "ratio": {"provenance_field": "who"}}
+    result = synthfilter.gate(records, {"max_duplicates": 0.1, "require_provenance": 0.6}, cfg)
+    m = result.measured
+    assert m["known_provenance"] == {"human": sum(p["label"] == "human" for p in posts[1::2]),
+                                     "machine": sum(p["label"] == "machine" for p in posts[1::2])}
+    assert m["synthetic_share"] is not None and m["detector_scored"] > 0 and not result.messages
+    assert result.passed and m["provenance_missing"] == 9  # the 9 even-numbered of 17 posts
