@@ -1320,6 +1320,130 @@ def _write_one(src: ShardSource, cfg: Config, work: Store, out: Store) -> dict[s
     return counts
 
 
+# -- report extras: diversity sample, score histogram ---------------------------------------------
+
+
+def _decision_lookup(decisions: SparseDecisions) -> dict[str, np.ndarray]:
+    return {"gidx": decisions.gidx, "reason": decisions.reason}
+
+
+def _reasons_of(gidx: np.ndarray, status: np.ndarray | None, lookup: dict[str, np.ndarray]) -> np.ndarray:
+    """Decision code of each record: the sparse decisions, else malformed or kept by status."""
+    reason = np.full(len(gidx), KEPT, dtype=np.int8) if status is None else \
+        np.where(status == STATUS_OK, KEPT, MALFORMED).astype(np.int8)
+    keys = lookup["gidx"]
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, gidx), len(keys) - 1)
+        hit = keys[at] == gidx
+        reason[hit] = lookup["reason"][at[hit]]
+    return reason
+
+
+def _emit_score_counts_by_reason(chunk: dict[str, np.ndarray], lookup_ref: Any) -> dict[str, np.ndarray]:
+    from synthfilter.report.charts import score_counts
+
+    reason = _reasons_of(chunk["gidx"], chunk["status"], resolve(lookup_ref))
+    return {"counts": score_counts(chunk["score"], reason, len(REASONS))[None]}
+
+
+class RunLengthArray:
+    """A long 1-D array given as (value, repeat) runs; slices are built on demand, so a chart
+    that reads a billion-record array in chunks never holds it whole."""
+
+    def __init__(self, values: np.ndarray, repeats: np.ndarray, dtype: Any):
+        keep = repeats > 0
+        self.values = np.asarray(values[keep], dtype=dtype)
+        self.ends = np.cumsum(repeats[keep])
+        self.dtype = np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        lo, hi, _ = key.indices(len(self))
+        first = np.searchsorted(self.ends, lo, side="right")
+        last = np.searchsorted(self.ends, max(hi - 1, lo), side="right")
+        starts = np.r_[0, self.ends[:-1]]
+        reps = np.minimum(self.ends[first:last + 1], hi) - np.maximum(starts[first:last + 1], lo)
+        return np.repeat(self.values[first:last + 1], np.maximum(reps, 0)).astype(self.dtype)
+
+
+def score_histogram_arrays(source: Any, decisions: SparseDecisions) -> tuple[Any, Any]:
+    """(scores, reasons) for ``render_run_report``: the per-reason score histogram, computed on
+    the workers, as run-length arrays that give the chart the same counts."""
+    import ray
+
+    from synthfilter.report.charts import score_counts
+
+    got = collect(source.map_chunks(_emit_score_counts_by_reason, ["status", "score"],
+                                    lookup_ref=ray.put(_decision_lookup(decisions))))
+    bins = score_counts(np.zeros(0), np.zeros(0, np.int8), len(REASONS)).shape[1]
+    counts = got["counts"].sum(axis=0) if got else np.zeros((len(REASONS), bins), np.int64)
+    centres = (np.arange(bins) + 0.5) / bins
+    values = np.tile(centres, len(REASONS))
+    codes = np.repeat(np.arange(len(REASONS)), bins)
+    reps = counts.ravel()
+    return RunLengthArray(values, reps, np.float32), RunLengthArray(codes, reps, np.int8)
+
+
+def _sample_rows(batch: dict[str, np.ndarray], work: Store) -> Iterator[dict[str, np.ndarray]]:
+    import pyarrow.ipc as ipc
+
+    for blob in batch["part"]:
+        if not blob:
+            continue
+        part: AnnotationPart = pickle.loads(blob)
+        if not work.exists(f"{part.folder}/sample.arrow"):
+            continue
+        with work.open_input(f"{part.folder}/sample.arrow") as f:
+            t = ipc.open_file(f).read_all()
+        if t.num_rows:
+            yield {"uniform": t.column("uniform").to_numpy(), "gidx": t.column("index").to_numpy() + part.offset,
+                   "text": np.asarray(t.column("text").to_pylist(), dtype=object),
+                   "group": np.asarray(t.column("group").to_pylist(), dtype=object)}
+
+
+def _emit_sample_sigs(chunk: dict[str, np.ndarray], nodes_ref: Any) -> dict[str, np.ndarray] | None:
+    nodes: np.ndarray = resolve(nodes_ref)
+    g = chunk["gidx"]
+    at = np.minimum(np.searchsorted(nodes, g), len(nodes) - 1)
+    hit = nodes[at] == g
+    if not hit.any():
+        return None
+    return {"gidx": g[hit], "sig": chunk["sigs"][hit]}
+
+
+def diversity_on_ray(source: "FileAnnotations", decisions: SparseDecisions, cfg: Config) -> dict[str, Any]:
+    """``run.diversity_report`` with the corpus-wide bottom-k sample chosen by a Ray sort
+    (the k records with the smallest uniforms over all shards' samples)."""
+    import ray
+
+    from synthfilter.diversity import diversity_section
+
+    k = cfg.report.sample_size
+    items = [{"part": pickle.dumps(p)} for p in source.parts] or [{"part": b""}]
+    samples = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _sample_rows, batch_size=1, fn_kwargs={"work": source.work})
+    got = collect(samples.sort(["uniform", "gidx"]).limit(k))
+    if not got:
+        return diversity_section([], [], [], [], seed=cfg.seed)
+    order = np.lexsort((got["gidx"], got["uniform"]))[:k]
+    g = got["gidx"][order]
+    texts = got["text"][order].tolist()
+    groups = got["group"][order].tolist()
+    kept = _reasons_of(g, None, _decision_lookup(decisions)) == KEPT
+    sigs = None
+    if cfg.dedup.near and any(p.num_perm for p in source.parts):
+        nodes = np.sort(g)
+        found = collect(source.map_chunks(_emit_sample_sigs, ["sigs"], nodes_ref=ray.put(nodes)))
+        by_g = dict(zip(found["gidx"].tolist(), range(len(found["gidx"]))))
+        sigs = found["sig"][[by_g[x] for x in g.tolist()]]
+    return diversity_section(
+        texts, [t for t, keep in zip(texts, kept) if keep], groups, [x for x, keep in zip(groups, kept) if keep],
+        before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,
+    )
+
+
 # -- the run ----------------------------------------------------------------------------------------
 
 
@@ -1434,7 +1558,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         for src in sources:
             offsets.append(offsets[-1] + int(metas[src.shard.rel]["records"]))
         try:
-            decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
+            source, decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
         except HumanLossError:
             out_store.delete(WORK_DIR)
             if out_store.local is not None and not any(out_store.local.iterdir()):
@@ -1444,6 +1568,8 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         if not cfg.dry_run:
             save_overrides(work, sources, offsets, decisions)
             written = _write_all(sources, cfg, work, out_store, progress)
+        diversity = diversity_on_ray(source, decisions, cfg) if cfg.report.diversity else None
+        histogram = score_histogram_arrays(source, decisions) if cfg.report.html else None
     meta_list = [metas[s.shard.rel] for s in sources]
     counted = CountedDecisions(
         reason=_CountedReasons(offsets, per_shard_counts(decisions, offsets, meta_list)),
@@ -1453,12 +1579,20 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     conservation = _check_conservation(shards, metas, written, counted, offsets, cfg.dry_run)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t_start
     report = build_report(shards, metas, counted, cfg, seconds, scorer)  # type: ignore[arg-type]
+    if diversity is not None:
+        report["diversity"] = diversity
     manifest = build_manifest(shards, metas, counted, offsets, cfg, started, _now(), model_info, scorer,  # type: ignore[arg-type]
                               conservation, ignored)
     for entry, src in zip(manifest["inputs"], sources):
         entry["path"] = src.location
     out_store.write_bytes("manifest.json", json.dumps(manifest, indent=2).encode())
     out_store.write_bytes("report.json", json.dumps(report, indent=2).encode())
+    if histogram is not None:
+        from synthfilter.report.html import render_run_report
+
+        html = render_run_report(report, manifest, scores=histogram[0], reasons=histogram[1],
+                                 cluster_sizes=decisions.cluster_sizes)
+        out_store.write_bytes("report.html", html.encode("utf-8"))
     out_store.delete(WORK_DIR)
     if out_store.local is not None:
         # A worker killed mid-write leaves its temporary file behind; its retry wrote the real one.
@@ -1502,7 +1636,7 @@ def _score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progres
 
 
 def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas: dict[str, dict[str, Any]],
-                offsets: Sequence[int], scorer: Scorer) -> SparseDecisions:
+                offsets: Sequence[int], scorer: Scorer) -> tuple[FileAnnotations, SparseDecisions]:
     near = cfg.dedup.near
     parts = []
     n_bands = num_perm = 0
@@ -1513,7 +1647,8 @@ def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas:
         parts.append(AnnotationPart(shard_dir(src.shard), offsets[si], int(m["records"]), int(m["bands"]), int(m["num_perm"])))
     malformed = sum(int(m.get("malformed", 0)) for m in metas.values())
     card = scorer.detector.card if scorer.uses_detector else None
-    return decide_on_ray(FileAnnotations(work, parts), offsets[-1], cfg, card, malformed, n_bands, num_perm)
+    source = FileAnnotations(work, parts)
+    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm)
 
 
 def _write_all(sources: Sequence[ShardSource], cfg: Config, work: Store, out: Store,
