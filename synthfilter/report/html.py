@@ -452,7 +452,8 @@ def _change(before: Any, after: Any, higher_is_diverse: bool | None) -> Html:
         return Html(f'<span class="flat">{"=" if d == 0 else f"{d:+.3g}"}</span>')
     rel = d / abs(b)
     if abs(rel) < 0.01:
-        return Html(f'<span class="flat" title="less than 1 % change">≈ {100 * rel:+.1f} %</span>')
+        shown = f"{100 * rel:+.1f}" if abs(rel) >= 0.0005 else "0.0"
+        return Html(f'<span class="flat" title="less than 1 % change">≈ {shown} %</span>')
     more_diverse = (d > 0) == higher_is_diverse
     cls, label = ("up", "more diverse") if more_diverse else ("down", "less diverse")
     arrow = "▲" if d > 0 else "▼"
