@@ -153,9 +153,9 @@ def annotation_features(sf: SynthFilter) -> Features:
     }
     cfg = sf.config
     if cfg.dedup.near:
-        feats[BANDS_COL] = datasets.List(Value("uint64"), length=sf.scorer.bands[0])
+        feats[BANDS_COL] = datasets.Sequence(Value("uint64"), length=sf.scorer.bands[0])
         if cfg.dedup.verify:
-            feats[SIGNATURE_COL] = datasets.List(Value("uint32"), length=cfg.dedup.num_perm)
+            feats[SIGNATURE_COL] = datasets.Sequence(Value("uint32"), length=cfg.dedup.num_perm)
     return Features(feats)
 
 
