@@ -32,7 +32,6 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import regex  # noqa: E402
 
 from synthfilter.dedup.minhash import MinHasher  # noqa: E402

@@ -11,8 +11,10 @@ from synthfilter.text.normalize import NORMALIZATION_NAME, clean_text, normalize
 
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u034f", "\ufe0f", "\U000e0101", "\u3164"]
 # Latin letter -> look-alikes an evader can swap in (Cyrillic, Greek, Armenian, Cherokee).
-HOMOGLYPHS = {"a": "аα", "e": "еε", "o": "оοօ", "p": "рρ", "c": "сϲ", "x": "хχ", "i": "іι", "y": "у", "A": "АΑᎪ",
-              "B": "ВΒᏴ", "E": "ЕΕᎬ", "H": "НΗᎻ", "K": "КΚᏦ", "M": "МΜᎷ", "O": "ОΟՕ", "P": "РΡᏢ", "T": "ТΤᎢ"}
+HOMOGLYPHS = {
+    "a": "аα", "e": "еε", "o": "оοօ", "p": "рρ", "c": "сϲ", "x": "хχ", "i": "іι", "y": "у",
+    "A": "АΑᎪ", "B": "ВΒᏴ", "E": "ЕΕᎬ", "H": "НΗᎻ", "K": "КΚᏦ", "M": "МΜᎷ", "O": "ОΟՕ", "P": "РΡᏢ", "T": "ТΤᎢ",
+}
 
 
 def test_zero_width_insertions_do_not_change_the_canonical_form(maker):

@@ -39,7 +39,9 @@ def test_spaceless_scripts_fall_back_to_character_ngrams():
     assert not uses_char_ngrams("plain english words")
     assert not uses_char_ngrams("naïve café déjà vu über straße")
     assert not uses_char_ngrams("한국어는 띄어쓰기를 합니다")  # Korean is written with spaces
-    assert shingles("東京都の天気", char_ngram=3) == [("東", "京", "都"), ("京", "都", "の"), ("都", "の", "天"), ("の", "天", "気")]
+    assert shingles("東京都の天気", char_ngram=3) == [
+        ("東", "京", "都"), ("京", "都", "の"), ("都", "の", "天"), ("の", "天", "気"),
+    ]
     assert shingles("東京 都", char_ngram=5) == [("東", "京", "都")]  # spaces are not characters of a shingle
     assert tokens("ab c", char_mode=True) == ["a", "b", "c"]
 
