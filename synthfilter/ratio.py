@@ -163,19 +163,44 @@ def card_train_prior(card: Mapping[str, Any] | None) -> float | None:
     return prior
 
 
-def card_operating_point(card: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
-    """The card's operating point with the largest TPR - FPR, as (threshold, tpr, fpr).
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A detector threshold with its measured rates; counts (when the card has its confusion
+    matrix) let the interval carry the uncertainty of the rates themselves."""
+
+    threshold: float
+    tpr: float
+    fpr: float
+    tp: int | None = None
+    fn: int | None = None
+    fp: int | None = None
+    tn: int | None = None
+
+    def draws(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tpr, fpr) per bootstrap replicate: Beta posteriors (Jeffreys) if counts are known."""
+        if None in (self.tp, self.fn, self.fp, self.tn):
+            return np.full(size, self.tpr), np.full(size, self.fpr)
+        tpr = rng.beta(self.tp + 0.5, self.fn + 0.5, size)  # type: ignore[operator]
+        fpr = rng.beta(self.fp + 0.5, self.tn + 0.5, size)  # type: ignore[operator]
+        return tpr, fpr
+
+
+def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | None:
+    """The card's operating point with the largest TPR - FPR.
 
     Adjusted count divides by TPR - FPR, so the widest gap gives the steadiest estimate.
     """
-    best: tuple[float, float, float] | None = None
+    best: OperatingPoint | None = None
     for op in (card or {}).get("operating_points") or []:
         try:
-            t, tpr, fpr = float(op["threshold"]), float(op["tpr"]), float(op["fpr"])
+            point = OperatingPoint(float(op["threshold"]), float(op["tpr"]), float(op["fpr"]))
         except (KeyError, TypeError, ValueError):
             continue
-        if tpr - fpr > 0.05 and (best is None or tpr - fpr > best[1] - best[2]):
-            best = (t, tpr, fpr)
+        conf = op.get("confusion")
+        if isinstance(conf, Mapping) and all(isinstance(conf.get(k), int) for k in ("tp", "fn", "fp", "tn")):
+            point = OperatingPoint(point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"])
+        if point.tpr - point.fpr > 0.05 and (best is None or point.tpr - point.fpr > best.tpr - best.fpr):
+            best = point
     return best
 
 
@@ -265,7 +290,12 @@ def _mle_prior(lr: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def _prior_from_counts(
-    method: str, bins: _Bins, weights: np.ndarray, train_prior: float | None, op: tuple[float, float, float] | None
+    method: str,
+    bins: _Bins,
+    weights: np.ndarray,
+    train_prior: float | None,
+    op: OperatingPoint | None,
+    rates: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The detector-scored share for each row of bin ``weights`` (counts), by ``method``."""
     w = np.atleast_2d(weights).astype(np.float64)
@@ -280,13 +310,13 @@ def _prior_from_counts(
         return (w @ (bins.score >= 0.5).astype(np.float64)) / n
     if method == "acc":
         assert op is not None
-        t, tpr, fpr = op
-        rate = (w @ (bins.score >= t).astype(np.float64)) / n
-        return np.clip((rate - fpr) / (tpr - fpr), 0.0, 1.0)
+        tpr, fpr = rates if rates is not None else (op.tpr, op.fpr)
+        rate = (w @ (bins.score >= op.threshold).astype(np.float64)) / n
+        return np.clip((rate - fpr) / np.maximum(tpr - fpr, 1e-3), 0.0, 1.0)
     raise ValueError(f"unknown prevalence method {method!r}; choose from auto, {', '.join(METHODS)}")
 
 
-def _resolve_method(method: str, train_prior: float | None, op: tuple[float, float, float] | None) -> str:
+def _resolve_method(method: str, train_prior: float | None, op: OperatingPoint | None) -> str:
     if method == "auto":
         # Measured in benchmarks/ratio_accuracy.py: EM (maximum likelihood) has the smallest
         # error and honest intervals when the card gives the calibration prior; adjusted count
@@ -345,13 +375,31 @@ def _analyse(
     s, prov = _check_inputs(scores, provenance)
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-    n = len(s)
-    known_h = int((prov == HUMAN).sum())
-    known_m = int((prov == MACHINE).sum())
     unknown = prov == UNKNOWN
     scored = unknown & np.isfinite(s)
     unscored = unknown & ~np.isfinite(s)
-    n_scored, n_unscored = int(scored.sum()), int(unscored.sum())
+    bins = _Bins.build(s[scored]) if scored.any() else None
+    est, pi, pi_boot = _estimate_from_bins(
+        bins, len(s), int(unscored.sum()), int((prov == HUMAN).sum()), int((prov == MACHINE).sum()),
+        card, method, n_boot, seed,
+    )
+    return _Analysis(est, bins, scored, unscored, pi, pi_boot, est.train_prior)
+
+
+def _estimate_from_bins(
+    bins: _Bins | None,
+    n: int,
+    n_unscored: int,
+    known_h: int,
+    known_m: int,
+    card: Mapping[str, Any] | None,
+    method: str,
+    n_boot: int,
+    seed: int,
+) -> tuple[PrevalenceEstimate, float, np.ndarray]:
+    """The estimate, the detector-scored share and its bootstrap replicates, from score bins
+    (the estimator's sufficient statistics) and the record counts."""
+    n_scored = int(bins.counts.sum()) if bins is not None else 0
     train_prior = card_train_prior(card)
     op = card_operating_point(card)
     warnings: list[str] = []
@@ -366,7 +414,7 @@ def _analyse(
         est = PrevalenceEstimate(
             share, (share, share), "known", n, 0, 0, known_h, known_m, None, None, None, train_prior
         )
-        return _Analysis(est, None, scored, unscored, 0.0, np.zeros(max(n_boot, 1)), train_prior)
+        return est, 0.0, np.zeros(max(n_boot, 1))
 
     used = _resolve_method(method, train_prior, op)
     if used == "pcc" and method == "auto":
@@ -374,13 +422,14 @@ def _analyse(
             "model card has neither train_prior nor operating points: the synthetic share is the mean "
             "score, not corrected for the corpus prior"
         )
-    bins = _Bins.build(s[scored])
+    assert bins is not None
     pi = float(_prior_from_counts(used, bins, bins.counts, train_prior, op)[0])
     naive = float(_prior_from_counts("cc", bins, bins.counts, train_prior, op)[0])
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         draws = rng.multinomial(n_scored, bins.counts / n_scored, size=n_boot)
-        pi_boot = _prior_from_counts(used, bins, draws, train_prior, op)
+        rates = op.draws(rng, n_boot) if used == "acc" and op is not None else None
+        pi_boot = _prior_from_counts(used, bins, draws, train_prior, op, rates)
         det_ci: tuple[float, float] | None = _percentile_ci(pi_boot)
     else:
         pi_boot = np.array([pi])
@@ -398,7 +447,7 @@ def _analyse(
         share, ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, naive_share, train_prior,
         tuple(warnings),
     )
-    return _Analysis(est, bins, scored, unscored, pi, pi_boot, train_prior)
+    return est, pi, pi_boot
 
 
 def estimate_prevalence(
@@ -432,6 +481,36 @@ def estimate_prevalence(
         ('em', 0.5)
     """
     return _analyse(scores, provenance, card, method, n_boot, seed).estimate
+
+
+def estimate_prevalence_from_bins(
+    bin_scores: np.ndarray,
+    bin_counts: np.ndarray,
+    *,
+    n_unscored: int = 0,
+    known_human: int = 0,
+    known_machine: int = 0,
+    card: Mapping[str, Any] | None = None,
+    method: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PrevalenceEstimate:
+    """``estimate_prevalence`` from score bins instead of per-record scores.
+
+    For engines that cannot hold one score per record: the bins are the estimator's sufficient
+    statistics. ``bin_scores`` (sorted, clipped to [1e-6, 1 - 1e-6]) and ``bin_counts`` must be
+    what ``estimate_prevalence`` makes of the detector-scored records: their distinct values
+    and counts when there are at most 4096, else the logit-scale bins of ``_Bins.build``. With
+    those bins the result is identical, bootstrap interval included.
+    """
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    counts = np.asarray(bin_counts, dtype=np.int64)
+    bins = None
+    if counts.sum() > 0:
+        bins = _Bins(np.asarray(bin_scores, dtype=np.float64), counts, np.zeros(0, dtype=np.int64))
+    n = int(counts.sum()) + n_unscored + known_human + known_machine
+    return _estimate_from_bins(bins, n, n_unscored, known_human, known_machine, card, method, n_boot, seed)[0]
 
 
 # -- downsampling ---------------------------------------------------------------------------------

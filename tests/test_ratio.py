@@ -94,6 +94,7 @@ def test_interval_covers_the_truth_in_about_95_percent_of_corpora() -> None:
     runs = 60
     for seed in range(runs):
         s, y = simulate(1500, 0.2, 2.0, seed=seed)
+        s = np.round(s, 3)  # an isotonic calibrator gives few distinct values; it also keeps this fast
         est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=300, seed=seed)
         hits += est.ci95[0] <= y.mean() <= est.ci95[1]
     assert hits / runs >= 0.88
@@ -112,7 +113,7 @@ def test_adjusted_count_uses_the_cards_operating_point() -> None:
             {"name": "default", "threshold": 0.5, "tpr": float(norm.sf(zt - d / 2)), "fpr": float(norm.sf(zt + d / 2))},
         ],
     }
-    assert card_operating_point(card)[0] == 0.5  # the widest TPR - FPR gap
+    assert card_operating_point(card).threshold == 0.5  # the widest TPR - FPR gap
     s, y = simulate(20000, 0.3, d, seed=3)
     acc = estimate_prevalence(s, unknown(len(s)), card, method="acc", n_boot=100)
     assert acc.method == "acc"
@@ -177,7 +178,8 @@ def test_estimate_does_not_depend_on_record_order() -> None:
     prov = unknown(3000)
     prov[:200] = MACHINE
     perm = np.random.default_rng(1).permutation(3000)
-    assert estimate_prevalence(s, prov, CARD, seed=3) == estimate_prevalence(s[perm], prov[perm], CARD, seed=3)
+    a = estimate_prevalence(s, prov, CARD, n_boot=200, seed=3)
+    assert a == estimate_prevalence(s[perm], prov[perm], CARD, n_boot=200, seed=3)
 
 
 def test_many_distinct_scores_are_binned_without_losing_accuracy() -> None:
