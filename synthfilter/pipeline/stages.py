@@ -78,7 +78,8 @@ class Scorer:
         if self._bands is None:
             from synthfilter.dedup.lsh import optimal_bands
 
-            self._bands = optimal_bands(self.cfg.dedup.threshold, self.cfg.dedup.num_perm)
+            d = self.cfg.dedup
+            self._bands = optimal_bands(d.threshold, d.num_perm, verify=d.verify)
         return self._bands
 
     @property
