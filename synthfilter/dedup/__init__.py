@@ -1,16 +1,23 @@
 """Exact and near-duplicate detection: MinHash signatures, LSH banding, clusters."""
 
-from synthfilter.dedup.clusters import choose_survivors, near_duplicate_components
-from synthfilter.dedup.index import NearDupIndex
-from synthfilter.dedup.lsh import band_keys, candidate_probability, optimal_bands
-from synthfilter.dedup.minhash import (
-    MinHasher,
-    SignatureSettingsError,
-    check_settings,
-    estimate_jaccard,
-    from_datasketch,
-    to_datasketch,
-)
+import importlib
+from typing import Any
+
+# Submodules are imported on first use: the pipeline's workers need only some of them, and
+# the streaming index pulls in datasketch.
+_WHERE = {
+    "choose_survivors": "clusters", "near_duplicate_components": "clusters", "NearDupIndex": "index",
+    "band_keys": "lsh", "candidate_probability": "lsh", "optimal_bands": "lsh",
+    "MinHasher": "minhash", "SignatureSettingsError": "minhash", "check_settings": "minhash",
+    "estimate_jaccard": "minhash", "from_datasketch": "minhash", "to_datasketch": "minhash",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"synthfilter.dedup.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'synthfilter.dedup' has no attribute {name!r}")
+
 
 __all__ = [
     "MinHasher",

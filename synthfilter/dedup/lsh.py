@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.integrate import quad
 
 __all__ = [
     "band_keys",
@@ -26,12 +25,16 @@ def candidate_probability(similarity: float | np.ndarray, b: int, r: int) -> flo
 
 def false_positive_probability(threshold: float, b: int, r: int) -> float:
     """Area under the candidate curve below ``threshold`` (pairs that should not be candidates)."""
+    from scipy.integrate import quad  # imported here: it costs a third of a second at start-up
+
     area, _err = quad(lambda s: 1.0 - (1.0 - s ** float(r)) ** float(b), 0.0, threshold)
     return area
 
 
 def false_negative_probability(threshold: float, b: int, r: int) -> float:
     """Area above the candidate curve from ``threshold`` to 1 (pairs that should be candidates)."""
+    from scipy.integrate import quad
+
     area, _err = quad(lambda s: (1.0 - s ** float(r)) ** float(b), threshold, 1.0)
     return area
 
