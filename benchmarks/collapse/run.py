@@ -1,0 +1,521 @@
+"""Recursive-training benchmark (issue 10): does synthfilter prevent model collapse?
+
+A Kneser–Ney trigram model (``ngram.py``) is trained for 10 generations under four regimes and
+sampled with LLM-style decoding (temperature 0.8, then top-p 0.9):
+
+  human-only            every generation trains on a fresh draw of human text (the reference)
+  replace               every generation trains only on the previous generation's output
+  pool-50               fresh human text + as much text written by the previous generation's model
+  pool-50+synthfilter   that pool through ``synthfilter run --target-ratio 0.1`` (near-dedup on),
+                        with a detector from ``synthfilter train`` on the generation-0 model's
+                        output vs human text (the company knows its own generator)
+
+Every regime gets the same human draw in a given generation. Measured per generation: perplexity
+on held-out human text, distinct-1/2/3 of generated text, tail coverage, unigram KL from human
+text; for the filtered pools synthfilter's estimated synthetic share against the truth (records
+carry a ``truth`` field that synthfilter never reads).
+
+    python benchmarks/collapse/run.py --quick        # < 10 min on 2 cores (the recorded figures)
+    python benchmarks/collapse/run.py                # the full size
+    python benchmarks/collapse/run.py --quick --no-record   # print only
+
+Writes ``OUT/results.json``; unless ``--no-record``, the section "Model collapse (issue 10)" of
+benchmarks/RESULTS.md and the plot benchmarks/collapse/collapse.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ngram import EOS, KneserNeyTrigram, Sampler, Vocab, detokenize, tokenize  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = str(REPO.parent / "shared" / "data" / "detector" / "*.jsonl")
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+PLOT = REPO / "benchmarks" / "collapse" / "collapse.png"
+SECTION = "## Model collapse (issue 10)"
+REGIMES = ("human-only", "replace", "pool-50", "pool-50+synthfilter")
+FILTERED = "pool-50+synthfilter"
+KL_UNIFORM_WEIGHT = 0.01  # the generated unigram distribution is mixed with 1 % uniform for KL
+
+
+@dataclass(frozen=True)
+class Settings:
+    generations: int = 10
+    human_per_generation: int = 1500  # human documents a generation trains on (half of a pool)
+    test_docs: int = 470  # held-out human documents for perplexity and coverage
+    detector_docs: int = 1200  # per class, for `synthfilter train` (20 % of them held out as --val)
+    metric_tokens: int = 100_000  # generated tokens that distinct-n and KL are measured on
+    temperature: float = 0.8
+    top_p: float = 0.9
+    target_ratio: float = 0.1
+    min_tokens: int = 20
+    max_tokens: int = 400
+    seed: int = 0
+    workers: int = 1  # synthfilter worker processes
+
+
+QUICK = Settings(human_per_generation=500, detector_docs=500, metric_tokens=40_000)
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    vocab: Vocab
+    test: list[np.ndarray]
+    detector_human: list[np.ndarray]
+    pool: list[np.ndarray]  # the human documents generations draw from
+
+
+def load_human_texts(patterns: list[str], text_field: str, label_field: str, human_label: str) -> list[str]:
+    paths = sorted({p for pat in patterns for p in (glob.glob(pat) or [pat])})
+    texts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    if str(row.get(label_field)) == human_label:
+                        texts.append(row[text_field])
+    if not texts:
+        raise SystemExit(f"error: no rows with {label_field} == {human_label!r} in {', '.join(paths) or patterns}")
+    return texts
+
+
+def split_corpus(texts: list[str], s: Settings) -> Corpus:
+    """Tokenise, shuffle (seeded) and split: held-out test, detector human side, generation pool."""
+    vocab = Vocab()
+    docs = [vocab.encode(tokenize(t), grow=True) for t in texts]
+    docs = [d for d in docs if len(d) > 0]
+    order = np.random.default_rng([s.seed, 1]).permutation(len(docs))
+    docs = [docs[i] for i in order]
+    n_test, n_det = s.test_docs, s.detector_docs
+    if n_test + n_det + s.human_per_generation > len(docs):
+        raise SystemExit(f"error: {len(docs)} human documents; need more than test ({n_test}) + detector "
+                         f"({n_det}) + one generation ({s.human_per_generation}); lower the sizes")
+    return Corpus(vocab, docs[:n_test], docs[n_test:n_test + n_det], docs[n_test + n_det:])
+
+
+def human_draw(corpus: Corpus, s: Settings, generation: int) -> list[np.ndarray]:
+    """A fresh draw of human documents for ``generation`` (without replacement within it)."""
+    idx = np.random.default_rng([s.seed, 2, generation]).choice(len(corpus.pool), s.human_per_generation,
+                                                               replace=False)
+    return [corpus.pool[i] for i in sorted(idx)]
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+
+def first_tokens(docs: list[np.ndarray], n: int) -> list[np.ndarray]:
+    out, total = [], 0
+    for d in docs:
+        if total >= n:
+            break
+        out.append(d[: n - total])
+        total += len(out[-1])
+    return out
+
+
+def distinct_n(docs: list[np.ndarray], n: int, vocab_size: int) -> float:
+    """Unique n-grams / n-grams (within documents), the usual diversity measure."""
+    keys = []
+    for d in docs:
+        if len(d) >= n:
+            k = d[: len(d) - n + 1].copy()
+            for i in range(1, n):
+                k = k * vocab_size + d[i: len(d) - n + 1 + i]
+            keys.append(k)
+    if not keys:
+        return 0.0
+    all_keys = np.concatenate(keys)
+    return float(len(np.unique(all_keys)) / len(all_keys))
+
+
+def unigram_kl(reference: np.ndarray, generated: list[np.ndarray], vocab_size: int) -> float:
+    """KL(human || model) in bits over word unigrams; the model side is its generated text's
+    frequencies mixed with ``KL_UNIFORM_WEIGHT`` uniform so a word it never writes costs a
+    finite amount."""
+    g = np.bincount(np.concatenate(generated), minlength=vocab_size).astype(float)
+    q = (1 - KL_UNIFORM_WEIGHT) * g / g.sum() + KL_UNIFORM_WEIGHT / vocab_size
+    nz = reference > 0
+    p = reference[nz] / reference.sum()
+    return float((p * np.log2(p / q[nz])).sum())
+
+
+def measure(model: KneserNeyTrigram, generated: list[np.ndarray], corpus: Corpus, s: Settings,
+            test_unigrams: np.ndarray) -> dict:
+    V = len(corpus.vocab)
+    sample = first_tokens(generated, s.metric_tokens)
+    test_types = np.flatnonzero(test_unigrams)
+    return {
+        "perplexity": model.perplexity(corpus.test),
+        "distinct_1": distinct_n(sample, 1, V),
+        "distinct_2": distinct_n(sample, 2, V),
+        "distinct_3": distinct_n(sample, 3, V),
+        # Share of the held-out human word types the model gives more than the uniform smoothing
+        # floor, i.e. that it learned: rare words are most of the types, so this is the tail.
+        "tail_coverage": float(model.seen[test_types].mean()),
+        "unigram_kl_bits": unigram_kl(test_unigrams, sample, V),
+        "train_tokens": model.n_tokens,
+        "model_vocab": int(model.seen.sum()),
+        "generated_doc_tokens": float(np.mean([len(d) for d in generated])),
+    }
+
+
+def human_reference(corpus: Corpus, s: Settings, test_unigrams: np.ndarray) -> dict:
+    """The metrics of human text itself (a fresh draw stands in for 'generated' text)."""
+    V = len(corpus.vocab)
+    sample = first_tokens(human_draw(corpus, s, 10_000), s.metric_tokens)
+    return {f"distinct_{n}": distinct_n(sample, n, V) for n in (1, 2, 3)} | {
+        "unigram_kl_bits": unigram_kl(test_unigrams, sample, V)}
+
+
+# -- synthfilter through its CLI --------------------------------------------------------------------
+
+
+def _synthfilter(args: list[str], log: Path) -> None:
+    cmd = [sys.executable, "-m", "synthfilter", *args]
+    # One thread per process: the benchmark is meant for a small shared CPU, and tree boosting
+    # on a few hundred rows gains nothing from more.
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    with open(log, "ab") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    if done.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise SystemExit(f"error: synthfilter {args[0]} exited {done.returncode}:\n{tail}")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def train_detector(work: Path, corpus: Corpus, machine: list[np.ndarray], s: Settings) -> dict:
+    """``synthfilter train`` on the generation-0 model's output vs human text; 20 % held out."""
+    v = corpus.vocab
+    rows = [{"text": detokenize(v.decode(d)), "label": "human"} for d in corpus.detector_human]
+    rows += [{"text": detokenize(v.decode(d)), "label": "machine"} for d in machine]
+    order = np.random.default_rng([s.seed, 3]).permutation(len(rows))
+    rows = [rows[i] for i in order]
+    n_val = len(rows) // 5
+    write_jsonl(work / "detector_val.jsonl", rows[:n_val])
+    write_jsonl(work / "detector_train.jsonl", rows[n_val:])
+    model_dir = work / "detector"
+    _synthfilter(["train", str(work / "detector_train.jsonl"), "--val", str(work / "detector_val.jsonl"),
+                  "--out", str(model_dir), "--seed", str(s.seed), "--quiet"], work / "synthfilter.log")
+    card = json.loads((model_dir / "card.json").read_text())
+    val = card.get("metrics", {}).get("validation", {})
+    return {"path": str(model_dir), "train_rows": len(rows) - n_val, "val_rows": n_val,
+            "val_auroc": val.get("auroc"), "val_tpr_at_fpr1": val.get("tpr_at_fpr1"),
+            "train_prior": card.get("train_prior")}
+
+
+def filter_pool(work: Path, generation: int, human: list[np.ndarray], synthetic: list[np.ndarray],
+                corpus: Corpus, detector: Path, s: Settings) -> tuple[list[np.ndarray], dict]:
+    """Write the pool, run ``synthfilter run --target-ratio``, read kept/ and report.json back."""
+    v = corpus.vocab
+    rows = [{"id": f"h{i}", "text": detokenize(v.decode(d)), "truth": "human"} for i, d in enumerate(human)]
+    rows += [{"id": f"s{i}", "text": detokenize(v.decode(d)), "truth": "synthetic"} for i, d in enumerate(synthetic)]
+    order = np.random.default_rng([s.seed, 4, generation]).permutation(len(rows))
+    gdir = work / f"filter_g{generation:02d}"
+    shutil.rmtree(gdir, ignore_errors=True)
+    (gdir / "in").mkdir(parents=True)
+    write_jsonl(gdir / "in" / "pool.jsonl", [rows[i] for i in order])
+    out = gdir / "out"
+    _synthfilter(["run", str(gdir / "in"), "--out", str(out), "--target-ratio", str(s.target_ratio),
+                  "--model", str(detector), "--seed", str(s.seed), "--workers", str(s.workers), "--quiet",
+                  "--overwrite"], work / "synthfilter.log")
+    kept = [json.loads(line) for p in sorted(out.glob("kept/**/*.jsonl")) for line in open(p, encoding="utf-8")]
+    rejected = [json.loads(line) for p in sorted(out.glob("rejected/**/*.jsonl")) for line in open(p, encoding="utf-8")]
+    report = json.loads((out / "report.json").read_text())
+    syn = report["synthetic"]
+    downsampled = [r for r in rejected if r["synthfilter"]["reason"] == "synthetic_downsampled"]
+    deduplicated = kept + downsampled  # what the estimate is made on: the pool after deduplication
+    true_before = sum(r["truth"] == "synthetic" for r in deduplicated) / max(len(deduplicated), 1)
+    true_after = sum(r["truth"] == "synthetic" for r in kept) / max(len(kept), 1)
+    reasons = Counter(r["synthfilter"]["reason"] for r in rejected)
+    n_human = sum(r["truth"] == "human" for r in rows)
+    stats = {
+        "pool": len(rows), "kept": len(kept), "rejected_by_reason": dict(sorted(reasons.items())),
+        "estimated_share_before": syn["estimated_share_before"], "ci95_before": syn["ci95_before"],
+        "true_share_before": true_before,
+        "estimated_share_after": syn["estimated_share_after"], "ci95_after": syn["ci95_after"],
+        "true_share_after": true_after,
+        "human_kept": sum(r["truth"] == "human" for r in kept) / n_human,
+        "synthetic_kept": sum(r["truth"] == "synthetic" for r in kept) / max(len(rows) - n_human, 1),
+    }
+    docs = [v.encode(tokenize(r["text"])) for r in kept]
+    return docs, stats
+
+
+# -- the experiment ---------------------------------------------------------------------------------
+
+
+def generate(model: KneserNeyTrigram, s: Settings, rng_key: list[int], n_docs: int) -> list[np.ndarray]:
+    """At least ``n_docs`` documents and ``metric_tokens`` tokens from ``model``."""
+    sampler = Sampler(model, temperature=s.temperature, top_p=s.top_p)
+    rng = np.random.default_rng([s.seed, *rng_key])
+    docs = sampler.sample_docs(n_docs, rng, s.min_tokens, s.max_tokens)
+    while sum(len(d) for d in docs) < s.metric_tokens:
+        docs += sampler.sample_docs(max(n_docs // 4, 1), rng, s.min_tokens, s.max_tokens)
+    return docs
+
+
+def run(s: Settings, data: list[str], work: Path, text_field: str = "text", label_field: str = "label",
+        human_label: str = "human", log=print) -> dict:
+    t0 = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "synthfilter.log").write_text("")
+    corpus = split_corpus(load_human_texts(data, text_field, label_field, human_label), s)
+    V = len(corpus.vocab)
+    test_unigrams = np.bincount(np.concatenate(corpus.test), minlength=V)
+    test_unigrams[EOS] = 0
+    log(f"human documents: {len(corpus.test)} test, {len(corpus.detector_human)} detector, "
+        f"{len(corpus.pool)} pool; vocabulary {V:,}")
+    H = s.human_per_generation
+    results: dict = {"settings": asdict(s), "data": data, "vocab": V,
+                     "human_reference": human_reference(corpus, s, test_unigrams),
+                     "metrics": {r: [] for r in REGIMES}, "filter": []}
+
+    gen0 = KneserNeyTrigram(human_draw(corpus, s, 0), V)
+    out0 = generate(gen0, s, [0, 0], H)
+    m0 = measure(gen0, out0, corpus, s, test_unigrams)
+    models = {r: gen0 for r in REGIMES}
+    outputs = {r: out0 for r in REGIMES}
+    for r in REGIMES:
+        results["metrics"][r].append(m0)
+    log(f"g00 all regimes: ppl {m0['perplexity']:.1f}  distinct-2 {m0['distinct_2']:.3f}  "
+        f"({time.perf_counter() - t0:.0f}s)")
+
+    t = time.perf_counter()
+    det_machine = generate(gen0, replace(s, metric_tokens=0), [9, 0], s.detector_docs)
+    results["detector"] = train_detector(work, corpus, det_machine, s)
+    log(f"detector: validation AUROC {results['detector']['val_auroc']:.4f} ({time.perf_counter() - t:.0f}s)")
+    detector = Path(results["detector"]["path"])
+
+    for g in range(1, s.generations + 1):
+        human = human_draw(corpus, s, g)
+        filtered, stats = filter_pool(work, g, human, outputs[FILTERED][:H], corpus, detector, s)
+        results["filter"].append({"generation": g, **stats})
+        train = {
+            "human-only": human,
+            "replace": outputs["replace"][:H],
+            "pool-50": human + outputs["pool-50"][:H],
+            FILTERED: filtered,
+        }
+        for i, r in enumerate(REGIMES):
+            models[r] = KneserNeyTrigram(train[r], V)
+            outputs[r] = generate(models[r], s, [i + 1, g], H)
+            results["metrics"][r].append(measure(models[r], outputs[r], corpus, s, test_unigrams))
+        line = "  ".join(f"{r} {results['metrics'][r][-1]['perplexity']:.0f}/{results['metrics'][r][-1]['distinct_2']:.3f}"
+                         for r in REGIMES)
+        log(f"g{g:02d} ppl/distinct-2: {line}  | est {stats['estimated_share_before']:.3f} vs true "
+            f"{stats['true_share_before']:.3f}, after {stats['estimated_share_after']:.3f} vs "
+            f"{stats['true_share_after']:.3f}  ({time.perf_counter() - t0:.0f}s)")
+    results["seconds"] = time.perf_counter() - t0
+    results["goals"] = goals(results)
+    return results
+
+
+def goals(res: dict) -> dict:
+    m = res["metrics"]
+    last = {r: m[r][-1] for r in REGIMES}
+    first = m["human-only"][0]
+    out = {}
+    for r in ("replace", "pool-50"):
+        ppl_up = last[r]["perplexity"] / first["perplexity"] - 1
+        d2_down = 1 - last[r]["distinct_2"] / first["distinct_2"]
+        out[r] = {"perplexity_up": ppl_up, "distinct_2_down": d2_down, "met": ppl_up >= 0.2 and d2_down >= 0.2}
+    ref, f = last["human-only"], last[FILTERED]
+    ppl_gap = f["perplexity"] / ref["perplexity"] - 1
+    coverage = f["tail_coverage"] / ref["tail_coverage"]
+    out[FILTERED] = {"perplexity_vs_human_only": ppl_gap, "tail_coverage_vs_human_only": coverage,
+                     "met": abs(ppl_gap) <= 0.03 and coverage >= 0.95}
+    errs_before = [abs(x["estimated_share_before"] - x["true_share_before"]) for x in res["filter"]]
+    errs_after = [abs(x["estimated_share_after"] - x["true_share_after"]) for x in res["filter"]]
+    out["estimate"] = {"max_error_before": max(errs_before, default=0.0), "max_error_after": max(errs_after, default=0.0),
+                       "met": max(errs_before + errs_after, default=0.0) <= 0.02}
+    return out
+
+
+# -- recording --------------------------------------------------------------------------------------
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
+    styles = {"human-only": ("black", "-"), "replace": ("tab:red", "-"), "pool-50": ("tab:orange", "-"),
+              FILTERED: ("tab:blue", "--")}
+    for r in REGIMES:
+        gens = range(len(res["metrics"][r]))
+        color, ls = styles[r]
+        for ax, key in zip(axes, ("perplexity", "distinct_2")):
+            ax.plot(gens, [x[key] for x in res["metrics"][r]], color=color, linestyle=ls, marker="o",
+                    markersize=3, label=r)
+    axes[0].set_title("perplexity on held-out human text")
+    axes[0].set_yscale("log")
+    axes[1].set_title("distinct-2 of generated text")
+    axes[1].axhline(res["human_reference"]["distinct_2"], color="grey", linewidth=0.8, linestyle=":")
+    axes[1].text(0, res["human_reference"]["distinct_2"], "human text", color="grey", fontsize=7, va="bottom")
+    for ax in axes:
+        ax.set_xlabel("generation")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.1%}"
+
+
+def markdown(res: dict, command: str) -> str:
+    s, m, gl = res["settings"], res["metrics"], res["goals"]
+    G = s["generations"]
+    first = m["human-only"][0]
+    lines = [
+        SECTION, "",
+        f"`{command}` — {dt_now()}, {res['seconds'] / 60:.1f} min. Kneser–Ney trigram, temperature "
+        f"{s['temperature']}, top-p {s['top_p']}; {s['human_per_generation']} human documents per generation "
+        f"(a pool is those + as many synthetic), {s['test_docs']} held-out test documents, metrics of generated "
+        f"text on its first {s['metric_tokens']:,} tokens; seed {s['seed']}. Detector: `synthfilter train` on "
+        f"{res['detector']['train_rows']} rows of generation-0 output vs human text, validation AUROC "
+        f"{res['detector']['val_auroc']:.4f} ({res['detector']['val_rows']} rows).", "",
+        f"Generation {G} (generation 0, shared by all regimes: perplexity {first['perplexity']:.1f}, "
+        f"distinct-2 {first['distinct_2']:.3f}, tail coverage {first['tail_coverage']:.3f}):", "",
+        "| regime | perplexity | vs gen 0 | vs human-only | distinct-1 | distinct-2 | distinct-3 | vs gen 0 (d-2) "
+        "| tail coverage | unigram KL (bits) | train tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ref = m["human-only"][-1]
+    for r in REGIMES:
+        x = m[r][-1]
+        lines.append(
+            f"| {r} | {x['perplexity']:.1f} | {_pct(x['perplexity'] / first['perplexity'] - 1)} | "
+            f"{_pct(x['perplexity'] / ref['perplexity'] - 1)} | {x['distinct_1']:.3f} | {x['distinct_2']:.3f} | "
+            f"{x['distinct_3']:.3f} | {_pct(x['distinct_2'] / first['distinct_2'] - 1)} | {x['tail_coverage']:.3f} | "
+            f"{x['unigram_kl_bits']:.3f} | {x['train_tokens']:,} |")
+    h = res["human_reference"]
+    lines.append(f"| *human text* | | | | {h['distinct_1']:.3f} | {h['distinct_2']:.3f} | {h['distinct_3']:.3f} | "
+                 f"| | {h['unigram_kl_bits']:.3f} | |")
+    lines += ["", "Perplexity by generation:", "",
+              "| regime | " + " | ".join(str(g) for g in range(G + 1)) + " |",
+              "|---|" + "---:|" * (G + 1)]
+    for r in REGIMES:
+        lines.append(f"| {r} | " + " | ".join(f"{x['perplexity']:.0f}" for x in m[r]) + " |")
+    lines += ["", "Distinct-2 by generation:", "",
+              "| regime | " + " | ".join(str(g) for g in range(G + 1)) + " |",
+              "|---|" + "---:|" * (G + 1)]
+    for r in REGIMES:
+        lines.append(f"| {r} | " + " | ".join(f"{x['distinct_2']:.3f}" for x in m[r]) + " |")
+    lines += ["", "synthfilter on each pool (`--target-ratio " + str(s["target_ratio"]) + "`): estimated vs true "
+              "synthetic share of the deduplicated pool and of the kept output:", "",
+              "| gen | estimate (95 % CI) | true | error | kept: estimate | kept: true | error | human kept "
+              "| synthetic kept | dropped as duplicates |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in res["filter"]:
+        lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
+        dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
+        lines.append(
+            f"| {x['generation']} | {x['estimated_share_before']:.3f} ({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
+            f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | {x['estimated_share_after']:.3f} | "
+            f"{x['true_share_after']:.3f} | {(x['estimated_share_after'] - x['true_share_after']) * 100:+.1f} pt | "
+            f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} |")
+    f = gl[FILTERED]
+    lines += ["", "Goals:", ""]
+    for r in ("replace", "pool-50"):
+        lines.append(f"- {r}: perplexity {_pct(gl[r]['perplexity_up'])}, distinct-2 {_pct(-gl[r]['distinct_2_down'])} "
+                     f"after {G} generations (goal: +20 % / −20 %): **{'met' if gl[r]['met'] else 'not met'}**")
+    lines.append(f"- {FILTERED}: perplexity {_pct(f['perplexity_vs_human_only'])} vs human-only (goal within 3 %), "
+                 f"tail coverage {f['tail_coverage_vs_human_only']:.1%} of human-only's (goal ≥ 95 %): "
+                 f"**{'met' if f['met'] else 'not met'}**")
+    e = gl["estimate"]
+    lines.append(f"- estimated synthetic share: largest error {e['max_error_before'] * 100:.1f} pt on the pools, "
+                 f"{e['max_error_after'] * 100:.1f} pt on the kept output (goal ≤ 2 pt): "
+                 f"**{'met' if e['met'] else 'not met'}**")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def dt_now() -> str:
+    import datetime as dt
+
+    return dt.date.today().isoformat()
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        new = new if new.endswith("\n") else new + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller pools (< 10 min on 2 cores)")
+    ap.add_argument("--data", nargs="+", default=[DEFAULT_DATA], help="JSONL files or globs; their human rows are used")
+    ap.add_argument("--text-field", default="text")
+    ap.add_argument("--label-field", default="label")
+    ap.add_argument("--human-label", default="human")
+    ap.add_argument("--generations", type=int)
+    ap.add_argument("--human-per-generation", type=int)
+    ap.add_argument("--test-docs", type=int)
+    ap.add_argument("--detector-docs", type=int)
+    ap.add_argument("--metric-tokens", type=int)
+    ap.add_argument("--temperature", type=float)
+    ap.add_argument("--top-p", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--workers", type=int, help="synthfilter worker processes (default 1)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "_work" / "collapse", help="work directory")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="RESULTS.md to write the section to")
+    ap.add_argument("--plot", type=Path, default=PLOT)
+    ap.add_argument("--no-record", action="store_true", help="write only OUT/results.json (no RESULTS.md, no plot)")
+    a = ap.parse_args(argv)
+    s = QUICK if a.quick else Settings()
+    overrides = {k: getattr(a, k) for k in ("generations", "human_per_generation", "test_docs", "detector_docs",
+                                            "metric_tokens", "temperature", "top_p", "seed", "workers")}
+    s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
+    res = run(s, a.data, a.out, a.text_field, a.label_field, a.human_label,
+              log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    (a.out / "results.json").write_text(json.dumps(res, indent=1))
+    command = "python benchmarks/collapse/run.py" + (" --quick" if a.quick else "")
+    text = markdown(res, command)
+    print(text)
+    if not a.no_record:
+        write_section(a.results, text)
+        plot(res, a.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
