@@ -6,8 +6,8 @@ Text is drawn as paths, so an SVG needs no font and no network; ids are prefixed
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
-import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,8 +57,6 @@ _RC = {
     "svg.fonttype": "path",  # glyphs as paths: no font needed where the report is viewed
     "svg.hashsalt": "synthfilter",  # deterministic ids
 }
-
-_chart_ids = itertools.count()
 
 
 def _label(reason: str) -> str:
@@ -121,7 +119,8 @@ def chart_svg(fig: Any, *, title: str | None = None) -> str:
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
-    prefix = f"sf{next(_chart_ids)}-"
+    # Ids prefixed by a hash of the chart: unique across a page's charts, same bytes every run.
+    prefix = f"sf{hashlib.blake2b(svg.encode('utf-8'), digest_size=4).hexdigest()}-"
     ids = set(re.findall(r'\bid="([^"]+)"', svg))
     svg = re.sub(r'(\bid="|url\(#|href="#)([^")]+)',
                  lambda m: m.group(1) + (prefix + m.group(2) if m.group(2) in ids else m.group(2)), svg)
