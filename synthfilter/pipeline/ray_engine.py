@@ -676,6 +676,15 @@ class BandEdges:
     failed_sigs: np.ndarray
 
     @classmethod
+    def from_rows(cls, rows: dict[str, np.ndarray], num_perm: int) -> "BandEdges":
+        """From the rows ``_verify_buckets`` emits (failed members carry their signature)."""
+        failed = np.flatnonzero(~rows["passed"])
+        fg, first = np.unique(rows["member"][failed], return_index=True)
+        sigs = np.stack([np.frombuffer(rows["sig"][failed[i]], dtype=np.uint32) for i in first]) if len(fg) else \
+            np.zeros((0, num_perm), np.uint32)
+        return cls(rows["band"], rows["rep"], rows["member"], rows["passed"].astype(bool), fg, sigs)
+
+    @classmethod
     def empty(cls, num_perm: int) -> "BandEdges":
         z = np.zeros(0, np.int64)
         return cls(z.astype(np.int16), z, z, z.astype(bool), z, np.zeros((0, num_perm), np.uint32))
@@ -941,7 +950,9 @@ def _verify_buckets(batch: dict[str, np.ndarray], threshold: float, verify: bool
         sigs = batch["sig"][order]
         num_perm = sigs.shape[1]
         passed = np.count_nonzero(sigs[rep_pos] == sigs[member_pos], axis=1) / num_perm >= threshold
-        failed_sig = np.array([sigs[p].tobytes() if not ok else b"" for p, ok in zip(member_pos, passed)], dtype=object)
+        failed_sig = np.full(len(member_pos), b"", dtype=object)
+        for i in np.flatnonzero(~passed).tolist():
+            failed_sig[i] = sigs[member_pos[i]].tobytes()
     else:
         passed = np.ones(len(member_pos), dtype=bool)
         failed_sig = np.full(len(member_pos), b"", dtype=object)
@@ -1081,12 +1092,7 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
         )
         e = collect(grouped(members, _verify_buckets, threshold=cfg.dedup.threshold, verify=verify))
         if e:
-            failed = np.flatnonzero(~e["passed"])
-            fg = e["member"][failed]
-            fg, first = np.unique(fg, return_index=True)
-            sigs = np.stack([np.frombuffer(e["sig"][failed[i]], dtype=np.uint32) for i in first]) if len(fg) else \
-                np.zeros((0, num_perm), np.uint32)
-            edges = BandEdges(e["band"], e["rep"], e["member"], e["passed"], fg, sigs)
+            edges = BandEdges.from_rows(e, num_perm)
     del keys_by_band
     near_nodes, near_labels = near_components(edges, cfg.dedup.threshold, cfg.dedup.verify)
     del edges

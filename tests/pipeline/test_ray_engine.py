@@ -1,0 +1,477 @@
+"""The Ray Data engine: the same decisions and outputs as the local engine, on a real local Ray
+cluster (2 CPUs): parity, remote URIs and joining a cluster from the CLI, a worker killed
+mid-task, an interrupted run resumed, ``synthfilter.ray.filter_dataset``; and the driver-side
+replay of the decide stage against the local functions it must match, without Ray."""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import make_records, read_jsonl, write_jsonl
+from synthfilter.config import Config
+from synthfilter.dedup.clusters import near_duplicate_components
+from synthfilter.dedup.lsh import band_keys
+from synthfilter.pipeline import ray_engine as re
+from synthfilter.pipeline.run import Progress, run_pipeline
+from synthfilter.ratio import _Bins, estimate_prevalence, estimate_prevalence_from_bins
+
+PROVENANCE = {"provenance_field": "meta.who", "provenance_map": {"human": "human", "gpt-*": "machine"}}
+# Near and exact dedup, provenance-driven target ratio, bad records quarantined, every output
+# annotated; no detector (the shipped model is not needed to test the engine).
+CONFIG_A: dict[str, Any] = {
+    "detector": {"enabled": False}, "quiet": True, "workers": 2, "on_error": "quarantine", "annotate": True,
+    "ratio": {**PROVENANCE, "target_ratio": 0.2, "strategy": "uniform"},
+}
+# The estimate without a target (the path with no per-record array on the driver).
+CONFIG_B: dict[str, Any] = {
+    "detector": {"enabled": False}, "quiet": True, "workers": 2, "on_error": "quarantine", "ratio": PROVENANCE,
+}
+
+
+# -- pure: the driver's replay of the decide stage (no Ray) ------------------------------------------
+
+
+def _edges_like_the_workers(bands: np.ndarray, sigs: np.ndarray, threshold: float, verify: bool) -> re.BandEdges:
+    """Band rows -> shared keys -> bucket members -> verified edges, through the engine's own
+    per-partition functions, all in one partition."""
+    n, b = bands.shape
+    gidx = np.arange(n, dtype=np.int64)
+    found = re._find_groups({"kind": np.tile(np.arange(b, dtype=np.int16), n), "k1": bands.ravel(),
+                             "k2": np.zeros(n * b, np.uint64), "gidx": np.repeat(gidx, b)})
+    rows: dict[str, list[np.ndarray]] = {"band": [], "key": [], "gidx": [], "sig": []}
+    for band in range(b):
+        keys = found["key"][found["kind"] == band]
+        hit = np.isin(bands[:, band], keys)
+        rows["band"].append(np.full(int(hit.sum()), band, np.int16))
+        rows["key"].append(bands[hit, band])
+        rows["gidx"].append(gidx[hit])
+        rows["sig"].append(sigs[hit])
+    batch = {k: np.concatenate(v) for k, v in rows.items()}
+    return re.BandEdges.from_rows(re._verify_buckets(batch, threshold, verify), sigs.shape[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("verify", [True, False])
+def test_near_components_replay_the_local_clusters(seed: int, verify: bool) -> None:
+    # Signatures over a 3-letter alphabet with 2-row bands: huge buckets, most candidate pairs
+    # fail verification, so the re-split rounds and the skip of already-joined pairs all matter.
+    rng = np.random.default_rng(seed)
+    n, num_perm, b, r = 500, 16, 8, 2
+    sigs = rng.integers(0, 3, size=(n, num_perm), dtype=np.uint32)
+    for _ in range(60):  # planted near-duplicates: copies with a few positions changed
+        src, dst = rng.integers(0, n, size=2)
+        sigs[dst] = sigs[src]
+        flip = rng.choice(num_perm, size=rng.integers(0, 6), replace=False)
+        sigs[dst, flip] = rng.integers(0, 3, size=len(flip))
+    bands = band_keys(sigs, b, r)
+    threshold = 0.6
+    want = near_duplicate_components(bands, signatures=sigs, threshold=threshold, verify=verify)
+    edges = _edges_like_the_workers(bands, sigs, threshold, verify)
+    assert (~edges.passed).any() == verify
+    nodes, labels = re.near_components(edges, threshold, verify)
+    got = np.arange(n)
+    got[nodes] = labels
+    np.testing.assert_array_equal(got, want)
+    # The driver held edges and the failed members' signatures, not one row per record.
+    assert len(edges.failed_gidx) <= len(edges.member)
+
+
+def test_group_nodes_merge_exact_and_near_like_decide() -> None:
+    exact_rep, exact_member = np.array([2, 2, 10]), np.array([5, 7, 11])
+    near_nodes, near_labels = np.array([7, 9, 11]), np.array([7, 7, 7])
+    nodes, labels = re.group_nodes(exact_rep, exact_member, near_nodes, near_labels)
+    assert nodes.tolist() == [2, 5, 7, 9, 10, 11]
+    assert labels.tolist() == [2, 2, 2, 2, 2, 2]  # one group: 10-11 (exact), 11-7-9 (near), 7-2-5 (exact)
+
+
+@pytest.mark.parametrize("distinct", [300, 20_000])
+def test_score_bins_from_partitions_are_the_estimators_bins(distinct: int) -> None:
+    rng = np.random.default_rng(5)
+    pool = rng.beta(0.6, 0.8, size=distinct).astype(np.float32)
+    scores = rng.choice(pool, size=60_000)
+    local = _Bins.build(scores)
+    values, counts = np.unique(np.clip(scores.astype(np.float64), re.SCORE_CLIP, 1 - re.SCORE_CLIP), return_counts=True)
+    if len(values) <= re.MAX_SCORE_BINS:
+        bin_scores, bin_counts = re.score_bins_from_unique(values[::-1].copy(), counts[::-1].copy())
+    else:
+        # As on the cluster: each partition holds whole bins, in no particular order.
+        edges = re.logit_bin_edges(values.min(), values.max())
+        b, _ = re.logit_bin_of(values, edges)
+        part = b % 7
+        pieces = [re.logit_bin_sums(values[part == p][::-1], counts[part == p][::-1], edges) for p in range(7)]
+        bin_scores, bin_counts = re.bins_from_sums(*(np.concatenate(x) for x in zip(*pieces)))
+    np.testing.assert_array_equal(bin_scores, local.score)
+    np.testing.assert_array_equal(bin_counts, local.counts)
+    prov = np.zeros(len(scores), np.int8)
+    prov[:500], prov[500:700] = 1, 2
+    s = np.where(prov == 0, scores, np.nan)
+    card = {"train_prior": 0.4}
+    want = estimate_prevalence(s, prov, card, n_boot=200, seed=3)
+    keep = prov == 0
+    local_kept = _Bins.build(scores[keep])
+    got = estimate_prevalence_from_bins(local_kept.score, local_kept.counts, known_human=500, known_machine=200,
+                                        card=card, n_boot=200, seed=3)
+    assert got == want
+
+
+def test_run_length_array_slices() -> None:
+    arr = re.RunLengthArray(np.array([0.5, 0.1, 0.9]), np.array([3, 0, 4]), np.float32)
+    full = np.repeat(np.array([0.5, 0.1, 0.9], np.float32), [3, 0, 4])
+    assert len(arr) == 7
+    for lo in range(8):
+        for hi in range(lo, 9):
+            np.testing.assert_array_equal(arr[lo:hi], full[lo:hi])
+
+
+def test_mangled_uris_are_repaired() -> None:
+    assert re.as_location(Path("s3://bucket/a/b")) == "s3://bucket/a/b"
+    assert re.as_location(Path("file:///tmp/x")) == "file:///tmp/x"
+    assert re.as_location("relative/dir") == "relative/dir"
+
+
+def test_missing_ray_says_how_to_install(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", make_records(3))
+    code = ("import sys; sys.modules['ray'] = None; from synthfilter.cli import main; "
+            f"sys.argv = ['synthfilter', 'run', {str(tmp_path / 'in.jsonl')!r}, '--out', {str(tmp_path / 'o')!r}, "
+            "'--engine', 'ray', '--no-detector']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert 'pip install "synthfilter[ray]"' in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- the corpus and the local engine's answers ---------------------------------------------------------
+
+
+def _corpus(root: Path) -> Path:
+    """Four shards, every format: exact duplicates (in and across shards, under normalisation),
+    near duplicates (one word changed), known provenance, and malformed records."""
+    rows = []
+    for r in make_records(240, seed=11, dup_every=6):
+        rows.append({**r, "meta": {"who": "human" if r["label"] == "human" else "gpt-4"}})
+    near = []
+    for r in rows[::6]:
+        words = r["text"].split()
+        words[len(words) // 2] = "zebra"
+        near.append({"id": f"near-{r['id']}", "text": " ".join(words), "meta": {"who": "gpt-4o"}})
+    copies = [{"id": f"copy-{r['id']}", "text": r["text"].upper(), "meta": {"who": "human"}} for r in rows[3:12]]
+    src = root / "in"
+    write_jsonl(src / "a.jsonl", rows[:80] + near[:12] + [b"{not json", {"id": "no-text", "meta": {}}])
+    write_jsonl(src / "b.jsonl.gz", rows[80:160] + copies[:4], "gz")
+    write_jsonl(src / "sub" / "c.jsonl.zst", rows[160:] + near[12:], "zst")
+    (src / "d").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(copies[4:] + near[:5]), src / "d" / "e.parquet")
+    return src
+
+
+def _records(out: Path) -> dict[str, Any]:
+    """Every output file's records (sorted) and every record's decision."""
+    files: dict[str, list[bytes]] = {}
+    decisions: dict[str, Any] = {}
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and p.parts[-2] != "_synthfilter"):
+        rel = f.relative_to(out).as_posix()
+        if not rel.startswith(("kept/", "rejected/")):
+            continue
+        if f.suffix == ".parquet":
+            lines = [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in pq.read_table(f).to_pylist()]
+        else:
+            lines = read_jsonl(f)
+        files[rel] = sorted(lines)
+        for line in lines:
+            rec = orjson.loads(line)
+            sf = rec.get("synthfilter") or {}
+            key = rec.get("id") or (sf.get("source") or {}).get("line") or sf.get("error")
+            decisions[str(key)] = (rel.split("/")[0], sf.get("reason"), sf.get("duplicate_of"), sf.get("p_machine"))
+    return {"files": files, "decisions": decisions}
+
+
+def _comparable(result_dir: Path) -> dict[str, Any]:
+    report = json.loads((result_dir / "report.json").read_text())
+    manifest = json.loads((result_dir / "manifest.json").read_text())
+    report.pop("timing")
+    for k in ("started", "ended"):
+        manifest.pop(k)
+    for k in ("engine", "ray_address"):
+        manifest["config"].pop(k)
+    for entry in manifest["inputs"]:
+        entry["path"] = entry["rel"]
+    return {"report": report, "manifest": manifest, **_records(result_dir)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("ray-corpus")
+    src = _corpus(root)
+    answers = {}
+    for name, cfg in (("A", CONFIG_A), ("B", CONFIG_B)):
+        out = root / f"local-{name}"
+        run_pipeline([str(src)], out, Config.from_dict(cfg))
+        answers[name] = _comparable(out)
+    return {"root": root, "src": src, "answers": answers}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got["decisions"] == want["decisions"]
+    assert got["files"] == want["files"]
+    assert got["report"] == want["report"]
+    assert got["manifest"] == want["manifest"]
+
+
+# -- Ray -------------------------------------------------------------------------------------------
+
+
+def test_same_decisions_and_records_as_the_local_engine(corpus: dict[str, Any], ray_cluster: str) -> None:
+    out = corpus["root"] / "ray-A"
+    res = re.run_pipeline_ray([str(corpus["src"])], out, Config.from_dict({**CONFIG_A, "engine": "ray"}))
+    got = _comparable(out)
+    want = corpus["answers"]["A"]
+    # The corpus exercises every rule: both kinds of duplicates, malformed, downsampling.
+    by_reason = want["report"]["output"]["rejected_by_reason"]
+    assert all(by_reason[r] > 0 for r in ("malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled"))
+    _assert_same(got, want)
+    # Byte-identical outputs, not only the same records.
+    for f in (out / "kept").rglob("*"):
+        if f.is_file():
+            assert f.read_bytes() == (corpus["root"] / "local-A" / "kept" / f.relative_to(out / "kept")).read_bytes()
+    assert (out / "report.html").exists() and not (out / "_synthfilter").exists()
+    assert res.report["diversity"] == want["report"]["diversity"]
+
+
+def test_cli_joins_a_running_cluster_and_reads_and_writes_uris(corpus: dict[str, Any], ray_cluster: str) -> None:
+    out = corpus["root"] / "ray-B-uri"
+    config = corpus["root"] / "b.toml"
+    config.write_text(
+        'on_error = "quarantine"\nworkers = 2\n[detector]\nenabled = false\n'
+        '[ratio]\nprovenance_field = "meta.who"\nprovenance_map = { "human" = "human", "gpt-*" = "machine" }\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthfilter", "run", corpus["src"].resolve().as_uri(), "--out", out.resolve().as_uri(),
+         "--config", str(config), "--engine", "ray", "--ray-address", ray_cluster, "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = _comparable(out)
+    want = corpus["answers"]["B"]
+    assert got["report"]["input"]["records"] == want["report"]["input"]["records"]
+    _assert_same(got, want)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"][0]["path"].startswith("file:///")
+
+
+def _readers_of(path: Path) -> list[int]:
+    """Processes (other than this one) holding ``path`` open."""
+    target = str(path)
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+class FifoFeeder(threading.Thread):
+    """Serves a shard's bytes through a named pipe, once per reader. On the opens numbered in
+    ``kill_on`` it sends half, SIGKILLs the reading worker process and hangs up; after the
+    open numbered ``hold_after`` it waits for ``release`` before serving again."""
+
+    def __init__(self, fifo: Path, data: bytes, kill_on: tuple[int, ...] = (), hold_after: int | None = None):
+        super().__init__(daemon=True)
+        self.fifo, self.data, self.kill_on, self.hold_after = fifo, data, kill_on, hold_after
+        self.opens = 0
+        self.killed: list[int] = []
+        self.release = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.hold_after is not None and self.opens > self.hold_after and not self.release.is_set():
+                time.sleep(0.05)
+                continue
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                time.sleep(0.02)
+                continue
+            os.set_blocking(fd, True)
+            n, self.opens = self.opens, self.opens + 1
+            readers: list[int] = []
+            for _ in range(500):  # the woken reader's descriptor shows up in /proc shortly
+                readers = _readers_of(self.fifo)
+                if readers:
+                    break
+                time.sleep(0.01)
+            if n in self.kill_on:
+                self._kill_reader_midway(fd, readers)
+            else:
+                try:
+                    view = memoryview(self.data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except BrokenPipeError:
+                    pass
+                os.close(fd)
+            # A reader holds the pipe a while after the end of the file; until it lets go, a
+            # new open would hand it a second copy.
+            while set(readers) & set(_readers_of(self.fifo)) and not self.stop.is_set():
+                time.sleep(0.02)
+
+    def _kill_reader_midway(self, fd: int, pids: list[int]) -> None:
+        """Half the bytes, read to the last one, then the reader dies while waiting for more.
+
+        Stopped before the pipe is closed and killed after, the reader never sees the end of
+        the file; and the pipe is empty, so a retry that opens it meanwhile reads the next
+        session's bytes from the start."""
+        os.write(fd, self.data[: len(self.data) // 2])
+        pending = array.array("i", [1])
+        for _ in range(500):
+            fcntl.ioctl(fd, termios.FIONREAD, pending)
+            if pending[0] == 0:
+                break
+            time.sleep(0.01)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        os.close(fd)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(pid)
+
+
+def _with_fifo(corpus: dict[str, Any], name: str, shard: str) -> tuple[Path, Path, bytes]:
+    """A copy of the corpus' input in which ``shard`` is a named pipe."""
+    src = corpus["root"] / name
+    for f in corpus["src"].rglob("*"):
+        if f.is_file():
+            dest = src / f.relative_to(corpus["src"])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if f.relative_to(corpus["src"]).as_posix() != shard:
+                dest.write_bytes(f.read_bytes())
+    fifo = src / shard
+    os.mkfifo(fifo)
+    return src, fifo, (corpus["src"] / shard).read_bytes()
+
+
+def test_a_worker_killed_mid_task_is_retried_without_duplicating_records(corpus: dict[str, Any], ray_cluster: str) -> None:
+    src, fifo, data = _with_fifo(corpus, "in-kill", "sub/c.jsonl.zst")
+    # Open 0: the score task; 1: its retry; 2: the write task; 3: its retry.
+    feeder = FifoFeeder(fifo, data, kill_on=(0, 2))
+    feeder.start()
+    try:
+        out = corpus["root"] / "ray-kill"
+        re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray"}))
+    finally:
+        feeder.stop.set()
+    assert len(feeder.killed) == 2 and feeder.opens == 4
+    got = _comparable(out)
+    want = corpus["answers"]["A"]
+    assert got["files"] == want["files"] and got["decisions"] == want["decisions"]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+class _Stages(Progress):
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+        self.todo: dict[str, int] = {}
+
+    def stage(self, name: str, total: int) -> None:
+        self.todo[name] = total
+        super().stage(name, total)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(corpus: dict[str, Any], ray_cluster: str) -> None:
+    src, fifo, data = _with_fifo(corpus, "in-resume", "sub/c.jsonl.zst")
+    # The pipe serves the score read, then hangs the write read until the run is killed.
+    feeder = FifoFeeder(fifo, data, hold_after=0)
+    feeder.start()
+    out = corpus["root"] / "ray-resume"
+    config = corpus["root"] / "a.toml"
+    config.write_text(
+        'on_error = "quarantine"\nworkers = 2\nannotate = true\n[detector]\nenabled = false\n'
+        '[ratio]\ntarget_ratio = 0.2\nstrategy = "uniform"\nprovenance_field = "meta.who"\n'
+        'provenance_map = { "human" = "human", "gpt-*" = "machine" }\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthfilter", "run", str(src), "--out", str(out), "--config", str(config),
+         "--engine", "ray", "--ray-address", ray_cluster, "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    others = [out / "kept" / rel for rel in ("a.jsonl", "b.jsonl.gz", "d/e.parquet")]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(p.exists() for p in others):
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the interrupted run never wrote the other shards"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "kept" / "sub" / "c.jsonl.zst").exists() and not (out / "manifest.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in others}
+    feeder.release.set()
+    try:
+        stages = _Stages()
+        re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}), stages)
+    finally:
+        feeder.stop.set()
+    assert stages.todo == {"score": 0, "write": 1}  # nothing rescored, only the unwritten shard written
+    assert {p: p.stat().st_mtime_ns for p in others} == before
+    got = _comparable(out)
+    want = corpus["answers"]["A"]
+    assert got["files"] == want["files"] and got["decisions"] == want["decisions"]
+
+
+def test_filter_dataset_matches_the_python_api(ray_cluster: str) -> None:
+    import ray
+
+    from synthfilter.api import SynthFilter
+    from synthfilter.ray import filter_dataset
+
+    rows = make_records(300, seed=4, dup_every=5)
+    for r in rows[:40:4]:
+        rows.append({"id": f"near-{r['id']}", "text": r["text"].replace(" ", "  ", 3) + " zebra", "label": "x"})
+    rows.append({"id": "empty", "text": "", "label": "x"})
+    cfg = {"detector": {"enabled": False}, "on_error": "quarantine"}
+    kept, rejected, report = filter_dataset(ray.data.from_items(rows, override_num_blocks=4), cfg)
+    sf = SynthFilter(cfg)
+    ids = [r["id"] for r in rows]
+    want = sf.decide(sf.annotate({"text": [r["text"] for r in rows], "id": ids}), ids=ids)
+    kept_rows = kept.take_all()
+    assert sorted(r["id"] for r in kept_rows) == sorted(ids[i] for i in np.flatnonzero(want.keep))
+    assert set(kept_rows[0]) == {"id", "text", "label"}
+    got = {r["id"]: (r["synth_reason"], r["synth_duplicate_of"]) for r in rejected.take_all()}
+    assert got == {ids[i]: (want.reason[i], want.duplicate_of[i]) for i in np.flatnonzero(~want.keep)}
+    assert report["duplicates"] == want.report["duplicates"] and report["output"] == want.report["output"]
+    assert report["output"]["rejected_by_reason"]["near_duplicate"] > 0
