@@ -154,21 +154,21 @@ class GateResult:
     policy: GatePolicy
     checks: list[GateCheck]
     measured: dict[str, Any]
-    offending: list[OffendingItem]
-    records: list[CmsRecord]
-    reasons: list[str]
-    duplicate_of: list[str | None]
-    scores: list[float | None]
-    p_machine: list[float | None]
-    provenance: list[str]
-    report: dict[str, Any]
-    config: Config
+    offending: list[OffendingItem] = field(repr=False)
+    records: list[CmsRecord] = field(repr=False)
+    reasons: list[str] = field(repr=False)
+    duplicate_of: list[str | None] = field(repr=False)
+    scores: list[float | None] = field(repr=False)
+    p_machine: list[float | None] = field(repr=False)
+    provenance: list[str] = field(repr=False)
+    report: dict[str, Any] = field(repr=False)
+    config: Config = field(repr=False)
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    ignored_files: list[str] = field(default_factory=list)
-    _decisions: Any = None
-    _input_paths: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    ignored_files: list[str] = field(default_factory=list, repr=False)
+    _decisions: Any = field(default=None, repr=False)
+    _input_paths: list[str] = field(default_factory=list, repr=False)
 
     @property
     def verdict(self) -> str:
