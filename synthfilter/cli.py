@@ -50,6 +50,7 @@ def _fail(message: str, code: int) -> None:
 
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning every expected failure into a one-line message + exit code."""
+    from synthfilter.detect.model import ModelError
     from synthfilter.io.shards import InputError
     from synthfilter.pipeline.run import UsageError
     from synthfilter.pipeline.stages import ConservationError
@@ -59,7 +60,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
         return fn()
     except typer.Exit:
         raise
-    except (InputError, UsageError, ConfigError) as e:
+    except (InputError, UsageError, ConfigError, ModelError) as e:
         _fail(str(e), EXIT_USAGE)
     except HumanLossError as e:
         _fail(str(e), EXIT_POLICY)

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import xxhash
 
-from synthfilter.config import Config
+from synthfilter.config import Config, ConfigError
 from synthfilter.io.shards import (
     AtomicJsonlWriter,
     AtomicParquetWriter,
@@ -556,6 +556,19 @@ def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None
             "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
             "target_ratio": r.target_ratio, "downsampled": 0, "method": None,
             "strategy": r.strategy if r.target_ratio is not None else None,
+        }
+        return
+    unscored = int(np.sum(np.isnan(scores) & (prov == 0)))
+    if unscored:
+        message = (f"{unscored} records have neither a known provenance nor a detector score: "
+                   "enable the detector or map their provenance")
+        if r.target_ratio is not None:
+            raise ConfigError(f"cannot meet --target-ratio: {message}")
+        decisions.warnings.append(f"no synthetic-share estimate: {message}")
+        decisions.synthetic = {
+            "known_provenance": {"human": int(np.sum(prov == 1)), "machine": int(np.sum(prov == 2))},
+            "detector_scored": 0, "unscored": unscored, "target_ratio": None, "downsampled": 0,
+            "method": None, "strategy": None,
         }
         return
     if r.target_ratio is None:

@@ -253,3 +253,18 @@ def test_report_html_and_diversity_before_after(tmp_path: Path, fast_config: dic
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<svg" in html and "http://" not in html.split("</head>")[0].replace("http://www.w3.org", "")
     assert json.loads((tmp_path / "out" / "report.json").read_text())["diversity"] == div
+
+
+def test_unknown_provenance_without_detector_warns_or_refuses_target(tmp_path: Path, fast_config: dict) -> None:
+    from synthfilter.config import ConfigError
+
+    rows = make_records(20, seed=51)
+    for i, r in enumerate(rows):
+        r["src"] = "human" if i < 5 else None
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    ratio = {"provenance_field": "src", "provenance_map": {"human": "human"}}
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "o1", cfg_of(fast_config, ratio=ratio))
+    assert res.report["synthetic"]["unscored"] == 15
+    assert any("no synthetic-share estimate" in w for w in res.report["warnings"])
+    with pytest.raises(ConfigError, match="cannot meet --target-ratio: 15 records"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "o2", cfg_of(fast_config, ratio={**ratio, "target_ratio": 0.1}))
