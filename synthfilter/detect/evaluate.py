@@ -101,13 +101,15 @@ def auroc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 def threshold_at_fpr(human_scores: np.ndarray, fpr: float) -> float:
     """The lowest threshold (flag when score >= threshold) whose human FPR is at most ``fpr``."""
-    s = np.sort(np.asarray(human_scores, dtype=np.float64))[::-1]
+    # Scores are float32 (what predict_proba returns); the threshold is a float32 value too, so
+    # "score >= threshold" gives the same answer in float32 and float64 arithmetic.
+    s = np.sort(np.asarray(human_scores, dtype=np.float32))[::-1]
     if len(s) == 0:
         return 0.5
     k = int(np.floor(fpr * len(s)))
     if k >= len(s):
         return float(s[-1])
-    return float(np.nextafter(s[k], np.inf))
+    return float(np.nextafter(s[k], np.float32(np.inf)))
 
 
 def tpr_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float | None:
@@ -148,8 +150,9 @@ def summarise(y: np.ndarray, p: np.ndarray, threshold: float, groups: dict[str, 
               group_by: Sequence[str] = ()) -> dict:
     """Every headline metric, the confusion at ``threshold`` and a per-group breakdown."""
     y = np.asarray(y).astype(np.int8)
-    p = np.asarray(p, dtype=np.float64)
-    op = operating_point_at_threshold(y, p, threshold)
+    scores = np.asarray(p)  # thresholds compare against the scores as the model returned them
+    p = scores.astype(np.float64)
+    op = operating_point_at_threshold(y, scores, threshold)
     out = {
         "n": int(len(y)), "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),
         "auroc": _round(auroc(y, p)), "tpr_at_fpr1": _round(tpr_at_fpr(y, p, 0.01)),
@@ -166,7 +169,7 @@ def summarise(y: np.ndarray, p: np.ndarray, threshold: float, groups: dict[str, 
             for value in sorted(set(groups[g].tolist())):
                 m = groups[g] == value
                 gy, gp = y[m], p[m]
-                gop = operating_point_at_threshold(gy, gp, threshold)
+                gop = operating_point_at_threshold(gy, scores[m], threshold)
                 table[value] = {
                     "n": int(m.sum()), "n_human": int((gy == 0).sum()), "n_machine": int((gy == 1).sum()),
                     "auroc": _round(auroc(gy, gp)),

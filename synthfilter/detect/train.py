@@ -135,7 +135,17 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray) -> Calibrator:
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
-    return Calibrator(iso.X_thresholds_, iso.y_thresholds_)
+    x, p = iso.X_thresholds_, iso.y_thresholds_
+    # Interpolate between the centres of the isotonic steps ("centred isotonic"): the map stays
+    # monotone and calibrated but no longer collapses hundreds of texts onto one value, so
+    # rankings keep their resolution and no threshold has to cut through a tie.
+    starts = np.r_[0, np.flatnonzero(np.diff(p) != 0) + 1]
+    ends = np.r_[starts[1:], len(p)] - 1
+    centres = (x[starts] + x[ends]) / 2.0
+    knots_x = np.r_[x[0], centres, x[-1]]
+    knots_y = np.r_[p[starts[0]], p[starts], p[starts[-1]]]
+    keep = np.r_[True, np.diff(knots_x) > 0]
+    return Calibrator(knots_x[keep], knots_y[keep])
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
