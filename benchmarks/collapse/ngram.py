@@ -1,9 +1,11 @@
 """A word-level trigram language model with interpolated modified Kneser–Ney smoothing, and an
 LLM-style sampler (temperature, then top-p) for the collapse benchmark. Not part of the library.
 
-Tokens are ``\\w+`` runs and single punctuation characters; ``detokenize`` glues punctuation back
-so the text reads like prose, and ``tokenize(detokenize(t)) == t`` always holds (two word tokens
-are never glued), so text can travel through synthfilter and come back as the same tokens.
+Tokens are ``\\w+`` runs and runs of one punctuation character (``...`` is one token, as in the
+tokenizers of real models; a trigram over single dots could never tell how long a run already is
+and loops on ``. . .`` forever). ``detokenize`` glues punctuation back so the text reads like prose,
+and ``tokenize(detokenize(t)) == t`` always holds (two word tokens, or two runs of the same
+character, are never glued), so text travels through synthfilter and comes back as the same tokens.
 
 The model is all numpy: every n-gram is an int64 key (``u*V*V + v*V + w``), counts come from
 ``np.unique`` and look-ups from ``np.searchsorted``, so fitting and scoring are vectorised.
@@ -17,14 +19,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 BOS, EOS = 0, 1
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+_TOKEN = re.compile(r"\w+|([^\w\s])\1*")
 _GLUE_LEFT = set(".,;:!?%)]}")  # no space before these
 _GLUE_RIGHT = set("([{$#")  # no space after these
 _QUOTES = {'"', "“", "”", "«", "»"}
 
 
 def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(text)
+    return [m.group(0) for m in _TOKEN.finditer(text)]
 
 
 def detokenize(tokens: Sequence[str]) -> str:
@@ -35,8 +37,8 @@ def detokenize(tokens: Sequence[str]) -> str:
     for i, tok in enumerate(tokens):
         prev_word = i > 0 and tokens[i - 1][-1:].isalnum()
         next_word = i + 1 < len(tokens) and tokens[i + 1][:1].isalnum()
-        glue = glue_next or tok in _GLUE_LEFT
-        glue_next = tok in _GLUE_RIGHT
+        glue = glue_next or tok[0] in _GLUE_LEFT
+        glue_next = tok[0] in _GLUE_RIGHT
         if tok == "'" and prev_word and next_word:  # don't, it's
             glue, glue_next = True, True
         elif tok in _QUOTES:
@@ -45,6 +47,8 @@ def detokenize(tokens: Sequence[str]) -> str:
             else:
                 glue_next = True
             open_quote = not open_quote
+        if i > 0 and tok[0] == tokens[i - 1][-1] and not tok[0].isalnum():
+            glue = False  # two runs of one character would read back as one
         if not glue and out:
             out.append(" ")
         out.append(tok)

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import html
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -49,7 +51,8 @@ PLOT = REPO / "benchmarks" / "collapse" / "collapse.png"
 SECTION = "## Model collapse (issue 10)"
 REGIMES = ("human-only", "replace", "pool-50", "pool-50+synthfilter")
 FILTERED = "pool-50+synthfilter"
-KL_UNIFORM_WEIGHT = 0.01  # the generated unigram distribution is mixed with 1 % uniform for KL
+KL_UNIFORM_WEIGHT = 0.01
+_MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")  # the generated unigram distribution is mixed with 1 % uniform for KL
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Settings:
     max_tokens: int = 400
     seed: int = 0
     workers: int = 1  # synthfilter worker processes
+    retrain_detector: bool = False  # a new detector each generation, on the current generator's output
 
 
 QUICK = Settings(human_per_generation=500, detector_docs=500, metric_tokens=40_000)
@@ -82,6 +86,12 @@ class Corpus:
     pool: list[np.ndarray]  # the human documents generations draw from
 
 
+def strip_markup(text: str) -> str:
+    """Posts as prose: HTML tags removed, entities decoded. About 4 % of the human rows carry
+    markup (mostly ``<br />``); a trigram model turns it into endless ``< br / >`` loops."""
+    return " ".join(_MARKUP.sub(" ", html.unescape(text)).split())
+
+
 def load_human_texts(patterns: list[str], text_field: str, label_field: str, human_label: str) -> list[str]:
     paths = sorted({p for pat in patterns for p in (glob.glob(pat) or [pat])})
     texts = []
@@ -91,7 +101,7 @@ def load_human_texts(patterns: list[str], text_field: str, label_field: str, hum
                 if line.strip():
                     row = json.loads(line)
                     if str(row.get(label_field)) == human_label:
-                        texts.append(row[text_field])
+                        texts.append(strip_markup(row[text_field]))
     if not texts:
         raise SystemExit(f"error: no rows with {label_field} == {human_label!r} in {', '.join(paths) or patterns}")
     return texts
@@ -206,18 +216,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def train_detector(work: Path, corpus: Corpus, machine: list[np.ndarray], s: Settings) -> dict:
-    """``synthfilter train`` on the generation-0 model's output vs human text; 20 % held out."""
+def train_detector(work: Path, corpus: Corpus, machine: list[np.ndarray], s: Settings, name: str = "detector") -> dict:
+    """``synthfilter train`` on a generator's output vs human text; 20 % held out as ``--val``."""
     v = corpus.vocab
     rows = [{"text": detokenize(v.decode(d)), "label": "human"} for d in corpus.detector_human]
     rows += [{"text": detokenize(v.decode(d)), "label": "machine"} for d in machine]
     order = np.random.default_rng([s.seed, 3]).permutation(len(rows))
     rows = [rows[i] for i in order]
     n_val = len(rows) // 5
-    write_jsonl(work / "detector_val.jsonl", rows[:n_val])
-    write_jsonl(work / "detector_train.jsonl", rows[n_val:])
-    model_dir = work / "detector"
-    _synthfilter(["train", str(work / "detector_train.jsonl"), "--val", str(work / "detector_val.jsonl"),
+    write_jsonl(work / f"{name}_val.jsonl", rows[:n_val])
+    write_jsonl(work / f"{name}_train.jsonl", rows[n_val:])
+    model_dir = work / name
+    shutil.rmtree(model_dir, ignore_errors=True)
+    _synthfilter(["train", str(work / f"{name}_train.jsonl"), "--val", str(work / f"{name}_val.jsonl"),
                   "--out", str(model_dir), "--seed", str(s.seed), "--quiet"], work / "synthfilter.log")
     card = json.loads((model_dir / "card.json").read_text())
     val = card.get("metrics", {}).get("validation", {})
@@ -240,7 +251,7 @@ def filter_pool(work: Path, generation: int, human: list[np.ndarray], synthetic:
     out = gdir / "out"
     _synthfilter(["run", str(gdir / "in"), "--out", str(out), "--target-ratio", str(s.target_ratio),
                   "--model", str(detector), "--seed", str(s.seed), "--workers", str(s.workers), "--quiet",
-                  "--overwrite"], work / "synthfilter.log")
+                  "--overwrite", "--annotate"], work / "synthfilter.log")
     kept = [json.loads(line) for p in sorted(out.glob("kept/**/*.jsonl")) for line in open(p, encoding="utf-8")]
     rejected = [json.loads(line) for p in sorted(out.glob("rejected/**/*.jsonl")) for line in open(p, encoding="utf-8")]
     report = json.loads((out / "report.json").read_text())
@@ -251,7 +262,12 @@ def filter_pool(work: Path, generation: int, human: list[np.ndarray], synthetic:
     true_after = sum(r["truth"] == "synthetic" for r in kept) / max(len(kept), 1)
     reasons = Counter(r["synthfilter"]["reason"] for r in rejected)
     n_human = sum(r["truth"] == "human" for r in rows)
+    from sklearn.metrics import roc_auc_score
+
+    truth = [r["truth"] == "synthetic" for r in deduplicated]
+    auroc = roc_auc_score(truth, [r["synthfilter"]["score"] for r in deduplicated]) if 0 < sum(truth) < len(truth) else None
     stats = {
+        "detector": detector.name, "detector_auroc": auroc,
         "pool": len(rows), "kept": len(kept), "rejected_by_reason": dict(sorted(reasons.items())),
         "estimated_share_before": syn["estimated_share_before"], "ci95_before": syn["ci95_before"],
         "true_share_before": true_before,
@@ -306,10 +322,16 @@ def run(s: Settings, data: list[str], work: Path, text_field: str = "text", labe
     t = time.perf_counter()
     det_machine = generate(gen0, replace(s, metric_tokens=0), [9, 0], s.detector_docs)
     results["detector"] = train_detector(work, corpus, det_machine, s)
+    results["retrained_detectors"] = []
     log(f"detector: validation AUROC {results['detector']['val_auroc']:.4f} ({time.perf_counter() - t:.0f}s)")
     detector = Path(results["detector"]["path"])
 
     for g in range(1, s.generations + 1):
+        if s.retrain_detector and g > 1:  # the company knows its current generator, too
+            machine = generate(models[FILTERED], replace(s, metric_tokens=0), [9, g], s.detector_docs)
+            info = train_detector(work, corpus, machine, s, name=f"detector_g{g:02d}")
+            results["retrained_detectors"].append({"generation": g, **info})
+            detector = Path(info["path"])
         human = human_draw(corpus, s, g)
         filtered, stats = filter_pool(work, g, human, outputs[FILTERED][:H], corpus, detector, s)
         results["filter"].append({"generation": g, **stats})
@@ -327,7 +349,8 @@ def run(s: Settings, data: list[str], work: Path, text_field: str = "text", labe
                          for r in REGIMES)
         log(f"g{g:02d} ppl/distinct-2: {line}  | est {stats['estimated_share_before']:.3f} vs true "
             f"{stats['true_share_before']:.3f}, after {stats['estimated_share_after']:.3f} vs "
-            f"{stats['true_share_after']:.3f}  ({time.perf_counter() - t0:.0f}s)")
+            f"{stats['true_share_after']:.3f}, detector AUROC {stats['detector_auroc']:.4f}  "
+            f"({time.perf_counter() - t0:.0f}s)")
     results["seconds"] = time.perf_counter() - t0
     results["goals"] = goals(results)
     return results
@@ -395,14 +418,17 @@ def markdown(res: dict, command: str) -> str:
     s, m, gl = res["settings"], res["metrics"], res["goals"]
     G = s["generations"]
     first = m["human-only"][0]
+    det = ("a new detector each generation, trained on the current generator's output (generation 0's: "
+           if s.get("retrain_detector") else "trained on ")
     lines = [
-        SECTION, "",
-        f"`{command}` — {dt_now()}, {res['seconds'] / 60:.1f} min. Kneser–Ney trigram, temperature "
+        f"### `{command}`", "",
+        f"{dt_now()}, {res['seconds'] / 60:.1f} min. Kneser–Ney trigram, temperature "
         f"{s['temperature']}, top-p {s['top_p']}; {s['human_per_generation']} human documents per generation "
         f"(a pool is those + as many synthetic), {s['test_docs']} held-out test documents, metrics of generated "
-        f"text on its first {s['metric_tokens']:,} tokens; seed {s['seed']}. Detector: `synthfilter train` on "
+        f"text on its first {s['metric_tokens']:,} tokens; seed {s['seed']}. Detector (`synthfilter train`): {det}"
         f"{res['detector']['train_rows']} rows of generation-0 output vs human text, validation AUROC "
-        f"{res['detector']['val_auroc']:.4f} ({res['detector']['val_rows']} rows).", "",
+        f"{res['detector']['val_auroc']:.4f} on {res['detector']['val_rows']} rows"
+        f"{')' if s.get('retrain_detector') else ''}.", "",
         f"Generation {G} (generation 0, shared by all regimes: perplexity {first['perplexity']:.1f}, "
         f"distinct-2 {first['distinct_2']:.3f}, tail coverage {first['tail_coverage']:.3f}):", "",
         "| regime | perplexity | vs gen 0 | vs human-only | distinct-1 | distinct-2 | distinct-3 | vs gen 0 (d-2) "
@@ -432,14 +458,14 @@ def markdown(res: dict, command: str) -> str:
         lines.append(f"| {r} | " + " | ".join(f"{x['distinct_2']:.3f}" for x in m[r]) + " |")
     lines += ["", "synthfilter on each pool (`--target-ratio " + str(s["target_ratio"]) + "`): estimated vs true "
               "synthetic share of the deduplicated pool and of the kept output:", "",
-              "| gen | estimate (95 % CI) | true | error | kept: estimate | kept: true | error | human kept "
-              "| synthetic kept | dropped as duplicates |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| gen | detector AUROC on the pool | estimate (95 % CI) | true | error | kept: estimate | kept: true "
+              "| error | human kept | synthetic kept | dropped as duplicates |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in res["filter"]:
         lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
         dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
         lines.append(
-            f"| {x['generation']} | {x['estimated_share_before']:.3f} ({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
+            f"| {x['generation']} | {x['detector_auroc']:.4f} | {x['estimated_share_before']:.3f} ({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
             f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | {x['estimated_share_after']:.3f} | "
             f"{x['true_share_after']:.3f} | {(x['estimated_share_after'] - x['true_share_after']) * 100:+.1f} pt | "
             f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} |")
@@ -465,19 +491,54 @@ def dt_now() -> str:
     return dt.date.today().isoformat()
 
 
+SECTION_INTRO = """Recursive training of a Kneser–Ney trigram model for 10 generations under four regimes
+(`benchmarks/collapse/`, see its `run.py` docstring): `human-only` (fresh human text each
+generation), `replace` (only the previous generation's output), `pool-50` (fresh human text + as
+much of the previous generation's output) and `pool-50+synthfilter` (that pool through
+`synthfilter run --target-ratio 0.1`, near-dedup on, detector from `synthfilter train`).
+Perplexity and tail coverage (share of held-out human word types the model learned) on
+held-out human text; distinct-n and unigram KL (human || model, bits) on generated text.
+Each command below replaces only its own subsection.
+"""
+
+
 def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
+    """Replace (or add) this command's subsection of this benchmark's section of RESULTS.md,
+    leaving every other section and subsection alone."""
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     start = old.find(SECTION)
     if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
+        new = old.rstrip("\n") + "\n\n" + SECTION + "\n\n" + SECTION_INTRO + "\n" + text
     else:
         end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-        new = new if new.endswith("\n") else new + "\n"
+        end = len(old) if end < 0 else end + 1
+        section = old[start:end]
+        header = text.split("\n", 1)[0] + "\n"
+        sub = section.find(header)
+        if sub < 0:
+            section = section.rstrip("\n") + "\n\n" + text
+        else:
+            nxt = [i for i in (section.find("\n### ", sub + 1), section.find("\n## ", sub + 1)) if i >= 0]
+            stop = min(nxt) + 1 if nxt else len(section)
+            section = section[:sub] + text.rstrip("\n") + "\n\n" + section[stop:]
+        section = section.rstrip("\n") + "\n" + ("\n" if end < len(old) else "")
+        new = old[:start] + section + old[end:]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(new, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _experiment_args(argv: list[str]) -> list[str]:
+    """The arguments that shape the experiment (not where its outputs go): the subsection's name."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--results", "--plot"):
+            skip = True
+        elif arg != "--no-record" and not arg.startswith(("--out=", "--results=", "--plot=")):
+            out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--workers", type=int, help="synthfilter worker processes (default 1)")
+    ap.add_argument("--retrain-detector", action="store_true", default=None,
+                    help="train a new detector each generation on the current generator's output")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "_work" / "collapse", help="work directory")
     ap.add_argument("--results", type=Path, default=RESULTS, help="RESULTS.md to write the section to")
     ap.add_argument("--plot", type=Path, default=PLOT)
@@ -503,12 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     s = QUICK if a.quick else Settings()
     overrides = {k: getattr(a, k) for k in ("generations", "human_per_generation", "test_docs", "detector_docs",
-                                            "metric_tokens", "temperature", "top_p", "seed", "workers")}
+                                            "metric_tokens", "temperature", "top_p", "seed", "workers",
+                                            "retrain_detector")}
     s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
     res = run(s, a.data, a.out, a.text_field, a.label_field, a.human_label,
               log=lambda msg: print(msg, file=sys.stderr, flush=True))
     (a.out / "results.json").write_text(json.dumps(res, indent=1))
-    command = "python benchmarks/collapse/run.py" + (" --quick" if a.quick else "")
+    command = " ".join(["python benchmarks/collapse/run.py", *_experiment_args(argv if argv is not None else sys.argv[1:])])
     text = markdown(res, command)
     print(text)
     if not a.no_record:
