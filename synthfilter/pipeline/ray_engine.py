@@ -115,6 +115,7 @@ def ray_session(cfg: Config) -> Iterator[Any]:
     else:
         # "local" (not None): a RAY_ADDRESS in the environment must not redirect a local run.
         kwargs["address"] = "local"
+        kwargs["logging_level"] = logging.ERROR  # a private cluster's start-up notes are noise
         if cfg.workers > 0:
             kwargs["num_cpus"] = cfg.workers
     try:
@@ -690,40 +691,44 @@ class BandEdges:
         return cls(z.astype(np.int16), z, z, z.astype(bool), z, np.zeros((0, num_perm), np.uint32))
 
 
-def near_components(edges: BandEdges, threshold: float, verify: bool,
-                    max_rounds: int = MAX_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+class NearReplay:
     """``near_duplicate_components`` replayed over candidate edges instead of all records.
 
-    Bands in order, rounds in order, pairs already in one cluster skipped, failed members
-    re-split among themselves: the same clusters as the local engine. Memory is proportional
-    to the edges. Returns (records with a near-duplicate, sorted; the smallest record of each
-    one's cluster).
+    Fed one band at a time, in band order: rounds in order, pairs already in one cluster
+    skipped, failed members re-split among themselves, as the local engine does, so the
+    clusters are the same. Holds a union-find over the records that have an edge (``nodes``,
+    sorted) and one band's edges at a time.
     """
-    nodes = np.unique(np.concatenate([edges.rep, edges.member]))
-    if len(nodes) == 0:
-        return nodes, nodes.copy()
-    forest = UnionFind(len(nodes))
-    rep = np.searchsorted(nodes, edges.rep)
-    member = np.searchsorted(nodes, edges.member)
-    order = np.lexsort((member, rep, edges.band))
-    band, rep, member, passed = edges.band[order], rep[order], member[order], edges.passed[order]
-    sig_rows = np.searchsorted(edges.failed_gidx, nodes) if len(edges.failed_gidx) else None
-    num_perm = edges.failed_sigs.shape[1]
 
-    def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        assert sig_rows is not None
-        a = edges.failed_sigs[sig_rows[u]]
-        b = edges.failed_sigs[sig_rows[v]]
-        return np.count_nonzero(a == b, axis=1) / num_perm >= threshold
+    def __init__(self, nodes: np.ndarray, threshold: float, verify: bool, max_rounds: int = MAX_ROUNDS):
+        self.nodes = np.asarray(nodes, dtype=np.int64)
+        self.forest = UnionFind(len(self.nodes))
+        self.threshold, self.verify, self.max_rounds = threshold, verify, max_rounds
 
-    bounds = np.flatnonzero(np.r_[True, band[1:] != band[:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        u, v, group = rep[lo:hi], member[lo:hi], rep[lo:hi]
-        ok = passed[lo:hi]
-        for round_no in range(max_rounds):
+    def add_band(self, edges: BandEdges) -> None:
+        if len(edges.rep) == 0:
+            return
+        nodes, forest = self.nodes, self.forest
+        rep = np.searchsorted(nodes, edges.rep)
+        member = np.searchsorted(nodes, edges.member)
+        order = np.lexsort((member, rep))
+        u, v, passed = rep[order], member[order], edges.passed[order]
+        group = u
+        sig_rows = np.searchsorted(edges.failed_gidx, nodes[np.unique(v[~passed])]) if len(edges.failed_gidx) else None
+        sig_nodes = np.unique(v[~passed])
+        num_perm = edges.failed_sigs.shape[1]
+
+        def similar(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            assert sig_rows is not None
+            sa = edges.failed_sigs[sig_rows[np.searchsorted(sig_nodes, a)]]
+            sb = edges.failed_sigs[sig_rows[np.searchsorted(sig_nodes, b)]]
+            return np.count_nonzero(sa == sb, axis=1) / num_perm >= self.threshold
+
+        records = v
+        for round_no in range(self.max_rounds):
             if round_no:
                 # Members that failed against their representative, with a new representative
-                # (the smallest) per bucket: as near_duplicate_components' next round.
+                # (the smallest) per bucket: near_duplicate_components' next round.
                 starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
                 sizes = np.diff(np.r_[starts, len(records)])
                 new_rep = np.repeat(np.minimum.reduceat(records, starts), sizes)
@@ -731,26 +736,42 @@ def near_components(edges: BandEdges, threshold: float, verify: bool,
                 u, v, group = new_rep[is_member], records[is_member], group[is_member]
             root_u, root_v = forest.find(u), forest.find(v)
             todo = root_u != root_v
-            passed_now = ok[todo] if round_no == 0 else similar(u[todo], v[todo])
+            passed_now = passed[todo] if round_no == 0 else similar(u[todo], v[todo])
             forest.union(root_u[todo][passed_now], root_v[todo][passed_now])
-            if not verify:
-                break
+            if not self.verify:
+                return
             failed = np.zeros(len(u), dtype=bool)
             failed[np.flatnonzero(todo)[~passed_now]] = True
             records, group = v[failed], group[failed]
             if len(records) < 2:
-                break
+                return
             starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
             sizes = np.diff(np.r_[starts, len(records)])
             keep = np.repeat(sizes >= 2, sizes)
             records, group = records[keep], group[keep]
             if len(records) < 2:
-                break
-    labels = nodes[forest.roots()]
-    linked = labels != nodes
-    # A cluster's smallest record is its root: it is in the result too (label == itself).
-    in_cluster = linked | np.isin(nodes, labels[linked])
-    return nodes[in_cluster], labels[in_cluster]
+                return
+
+    def components(self) -> tuple[np.ndarray, np.ndarray]:
+        """(records in a near-duplicate cluster, sorted; the smallest record of each one's cluster)."""
+        nodes = self.nodes
+        labels = nodes[self.forest.roots()]
+        linked = labels != nodes
+        # A cluster's smallest record is its root: it is in the result too (label == itself).
+        in_cluster = linked | np.isin(nodes, labels[linked])
+        return nodes[in_cluster], labels[in_cluster]
+
+
+def near_components(edges: BandEdges, threshold: float, verify: bool,
+                    max_rounds: int = MAX_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+    """``NearReplay`` over edges of all bands at once (see ``NearReplay.components``)."""
+    replay = NearReplay(np.unique(np.concatenate([edges.rep, edges.member])), threshold, verify, max_rounds)
+    for band in np.unique(edges.band):
+        at = edges.band == band
+        failed = np.isin(edges.failed_gidx, edges.member[at & ~edges.passed])
+        replay.add_band(BandEdges(edges.band[at], edges.rep[at], edges.member[at], edges.passed[at],
+                                  edges.failed_gidx[failed], edges.failed_sigs[failed]))
+    return replay.components()
 
 
 @dataclass
@@ -758,7 +779,6 @@ class NodeAttributes:
     """What the survivor rule and the reasons need of each record in a duplicate group."""
 
     gidx: np.ndarray
-    ids: np.ndarray  # object (str)
     hash_hi: np.ndarray
     hash_lo: np.ndarray
     score: np.ndarray
@@ -773,7 +793,6 @@ class DuplicateDecisions:
     gidx: np.ndarray  # sorted, rejected records
     reason: np.ndarray  # EXACT_DUP / NEAR_DUP
     duplicate_of: np.ndarray  # global index of the kept record
-    duplicate_of_id: np.ndarray  # its id (object)
     cluster_sizes: np.ndarray
 
 
@@ -797,7 +816,7 @@ def duplicate_decisions(nodes: np.ndarray, labels: np.ndarray, attrs: NodeAttrib
     """Survivors by the configured keep rule over the groups' members, as ``decide`` picks them."""
     if len(nodes) == 0:
         z = np.zeros(0, np.int64)
-        return DuplicateDecisions(z, z.astype(np.int8), z, np.zeros(0, dtype=object), z)
+        return DuplicateDecisions(z, z.astype(np.int8), z, z)
     if not np.array_equal(attrs.gidx, nodes):
         raise RuntimeError("node attributes do not match the duplicate groups")
     n = len(nodes)
@@ -814,7 +833,7 @@ def duplicate_decisions(nodes: np.ndarray, labels: np.ndarray, attrs: NodeAttrib
     _, sizes = np.unique(labels, return_counts=True)
     return DuplicateDecisions(
         gidx=nodes[dup], reason=reason[dup], duplicate_of=nodes[survivor[dup]],
-        duplicate_of_id=attrs.ids[survivor[dup]], cluster_sizes=sizes[sizes >= 2].astype(np.int64),
+        cluster_sizes=sizes[sizes >= 2].astype(np.int64),
     )
 
 
@@ -960,15 +979,15 @@ def _verify_buckets(batch: dict[str, np.ndarray], threshold: float, verify: bool
             "sig": failed_sig}
 
 
-def _emit_nodes(chunk: dict[str, np.ndarray], nodes_ref: Any) -> dict[str, np.ndarray] | None:
+def _emit_nodes(chunk: dict[str, np.ndarray], nodes_ref: Any, fields: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The asked-for columns of the records in a broadcast sorted set."""
     nodes: np.ndarray = resolve(nodes_ref)
     g = chunk["gidx"]
     at = np.minimum(np.searchsorted(nodes, g), max(len(nodes) - 1, 0))
     hit = nodes[at] == g if len(nodes) else np.zeros(len(g), bool)
     if not hit.any():
         return None
-    return {"gidx": g[hit], "id": chunk["id"][hit], "hash_hi": chunk["hash_hi"][hit], "hash_lo": chunk["hash_lo"][hit],
-            "score": chunk["score"][hit], "provenance": chunk["provenance"][hit], "length": chunk["length"][hit]}
+    return {k: chunk[k][hit] for k in ("gidx", *fields)}
 
 
 def _survivor_mask(chunk: dict[str, np.ndarray], dups_ref: Any) -> np.ndarray:
@@ -1082,7 +1101,7 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
             exact_rep, exact_member = found["rep"][is_exact], found["member"][is_exact]
             for b in range(n_bands):
                 keys_by_band[b] = np.sort(found["key"][found["kind"] == b])
-    edges = BandEdges.empty(num_perm)
+    near_nodes = near_labels = np.zeros(0, np.int64)
     if near and any(len(k) for k in keys_by_band.values()):
         verify = cfg.dedup.verify
         n_keys = sum(len(k) for k in keys_by_band.values())
@@ -1090,19 +1109,21 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
             _emit_bucket_members, ["status", "bands"] + (["sigs"] if verify else []),
             keys_ref=ray.put(keys_by_band), parts=partitions_for(4 * n_keys), with_sigs=verify,
         )
-        e = collect(grouped(members, _verify_buckets, threshold=cfg.dedup.threshold, verify=verify))
-        if e:
-            edges = BandEdges.from_rows(e, num_perm)
-    del keys_by_band
-    near_nodes, near_labels = near_components(edges, cfg.dedup.threshold, cfg.dedup.verify)
-    del edges
+        del keys_by_band
+        verified = grouped(members, _verify_buckets, threshold=cfg.dedup.threshold, verify=verify).materialize()
+        # The replay holds the records with an edge and one band's edges at a time.
+        replay = NearReplay(_edge_nodes(verified), cfg.dedup.threshold, verify)
+        for rows in _bands_in_order(verified):
+            replay.add_band(BandEdges.from_rows(rows, num_perm))
+        near_nodes, near_labels = replay.components()
+        del replay, verified
     nodes, labels = group_nodes(exact_rep, exact_member, near_nodes, near_labels)
     attrs = _node_attributes(source, nodes)
     dups = duplicate_decisions(nodes, labels, attrs, cfg)
     del attrs, nodes, labels
     decisions = SparseDecisions(
         gidx=dups.gidx, reason=dups.reason, duplicate_of=dups.duplicate_of,
-        duplicate_of_id=dups.duplicate_of_id, posterior=np.full(len(dups.gidx), np.nan, np.float32),
+        duplicate_of_id=_ids_of(source, dups.duplicate_of), posterior=np.full(len(dups.gidx), np.nan, np.float32),
         cluster_sizes=dups.cluster_sizes, malformed=malformed, total=total,
     )
     dups_ref = ray.put(dups.gidx)
@@ -1113,17 +1134,55 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
     return decisions
 
 
+def _batch_nodes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"node": np.unique(np.concatenate([batch["rep"], batch["member"]]))}
+
+
+def _edge_nodes(verified: Any) -> np.ndarray:
+    got = collect(verified.map_batches(_batch_nodes, batch_size=None, batch_format="numpy"))
+    return np.unique(got["node"]) if got else np.zeros(0, np.int64)
+
+
+def _bands_in_order(verified: Any) -> Iterator[dict[str, np.ndarray]]:
+    """The verified edges one band at a time, in band order (a Ray sort by band)."""
+    pending: dict[str, np.ndarray] | None = None
+    for batch in verified.sort("band").iter_batches(batch_size=None, batch_format="numpy"):
+        if not len(batch["band"]):
+            continue
+        pending = batch if pending is None else {k: np.concatenate([pending[k], batch[k]]) for k in batch}
+        last = pending["band"][-1]
+        bands = pending["band"]
+        for b in np.unique(bands[bands != last]):
+            yield {k: v[bands == b] for k, v in pending.items()}
+        pending = {k: v[bands == last] for k, v in pending.items()}
+    if pending is not None:
+        yield pending
+
+
 def _node_attributes(source: Any, nodes: np.ndarray) -> NodeAttributes:
     import ray
 
     if len(nodes) == 0:
         z = np.zeros(0, np.int64)
-        return NodeAttributes(z, np.zeros(0, object), z.astype(np.uint64), z.astype(np.uint64),
-                              z.astype(np.float32), z.astype(np.int8), z.astype(np.int32))
-    cols = ["id", "hash_hi", "hash_lo", "score", "provenance", "length"]
-    got = collect(source.map_chunks(_emit_nodes, cols, nodes_ref=ray.put(nodes)))
+        return NodeAttributes(z, z.astype(np.uint64), z.astype(np.uint64), z.astype(np.float32), z.astype(np.int8),
+                              z.astype(np.int32))
+    cols = ("hash_hi", "hash_lo", "score", "provenance", "length")
+    got = collect(source.map_chunks(_emit_nodes, cols, nodes_ref=ray.put(nodes), fields=cols))
     order = np.argsort(got["gidx"])
-    return NodeAttributes(*(got[k][order] for k in ("gidx", "id", "hash_hi", "hash_lo", "score", "provenance", "length")))
+    return NodeAttributes(*(got[k][order] for k in ("gidx", *cols)))
+
+
+def _ids_of(source: Any, gidx: np.ndarray) -> np.ndarray:
+    """Record ids (object array) of the given records (the kept record of each duplicate group:
+    ``duplicate_of`` needs their ids, and only theirs)."""
+    import ray
+
+    targets = np.unique(gidx)
+    if len(targets) == 0:
+        return np.zeros(0, dtype=object)
+    got = collect(source.map_chunks(_emit_nodes, ["id"], nodes_ref=ray.put(targets), fields=("id",)))
+    ids = got["id"][np.argsort(got["gidx"])]
+    return ids[np.searchsorted(targets, gidx)]
 
 
 def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg: Config,
@@ -1409,16 +1468,6 @@ def _sample_rows(batch: dict[str, np.ndarray], work: Store) -> Iterator[dict[str
                    "group": np.asarray(t.column("group").to_pylist(), dtype=object)}
 
 
-def _emit_sample_sigs(chunk: dict[str, np.ndarray], nodes_ref: Any) -> dict[str, np.ndarray] | None:
-    nodes: np.ndarray = resolve(nodes_ref)
-    g = chunk["gidx"]
-    at = np.minimum(np.searchsorted(nodes, g), len(nodes) - 1)
-    hit = nodes[at] == g
-    if not hit.any():
-        return None
-    return {"gidx": g[hit], "sig": chunk["sigs"][hit]}
-
-
 def diversity_on_ray(source: "FileAnnotations", decisions: SparseDecisions, cfg: Config) -> dict[str, Any]:
     """``run.diversity_report`` with the corpus-wide bottom-k sample chosen by a Ray sort
     (the k records with the smallest uniforms over all shards' samples)."""
@@ -1441,9 +1490,8 @@ def diversity_on_ray(source: "FileAnnotations", decisions: SparseDecisions, cfg:
     sigs = None
     if cfg.dedup.near and any(p.num_perm for p in source.parts):
         nodes = np.sort(g)
-        found = collect(source.map_chunks(_emit_sample_sigs, ["sigs"], nodes_ref=ray.put(nodes)))
-        by_g = dict(zip(found["gidx"].tolist(), range(len(found["gidx"]))))
-        sigs = found["sig"][[by_g[x] for x in g.tolist()]]
+        found = collect(source.map_chunks(_emit_nodes, ["sigs"], nodes_ref=ray.put(nodes), fields=("sigs",)))
+        sigs = found["sigs"][np.argsort(found["gidx"])][np.searchsorted(nodes, g)]
     return diversity_section(
         texts, [t for t, keep in zip(texts, kept) if keep], groups, [x for x, keep in zip(groups, kept) if keep],
         before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,

@@ -453,6 +453,27 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus: dict[str, Any], ray
     assert got["files"] == want["files"] and got["decisions"] == want["decisions"]
 
 
+def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: str) -> None:
+    # The detector path: scores, the prevalence estimate from score bins and a target ratio.
+    from synthfilter.detect.model import CONFIG_FILE, ModelError, default_model_path, get_detector
+
+    if not (default_model_path() / CONFIG_FILE).is_file():
+        pytest.skip("no shipped detector model in models/default")
+    try:
+        get_detector(None)
+    except ModelError as e:  # the detector's own tests cover a model that does not load
+        pytest.skip(f"the shipped detector does not load here: {e}")
+    rows = make_records(300, seed=21, dup_every=9)
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows[:150])
+    write_jsonl(tmp_path / "in" / "b.jsonl.gz", rows[150:], "gz")
+    cfg = {"quiet": True, "workers": 2, "ratio": {"target_ratio": 0.1}}
+    run_pipeline([str(tmp_path / "in")], tmp_path / "local", Config.from_dict(cfg))
+    re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / "ray", Config.from_dict({**cfg, "engine": "ray"}))
+    want, got = _comparable(tmp_path / "local"), _comparable(tmp_path / "ray")
+    assert want["report"]["synthetic"]["detector_scored"] > 0
+    _assert_same(got, want)
+
+
 def test_filter_dataset_matches_the_python_api(ray_cluster: str) -> None:
     import ray
 
