@@ -103,45 +103,58 @@ def build_mixture(y: np.ndarray, share: float, fill: float, rng: np.random.Gener
     return np.concatenate([rng.choice(humans, n_h, replace=False), rng.choice(machines, n_m, replace=False)])
 
 
-def oracle_human_kept(scores: np.ndarray, y: np.ndarray, target: float) -> float:
-    """Human share kept by the best threshold on the same scores, chosen with the true labels."""
+def oracle_human_kept(scores: np.ndarray, y: np.ndarray, uniform: np.ndarray, target: float) -> float:
+    """Human share kept by the best cut on the same scores, chosen with the true labels.
+
+    Records are ranked by score, ties broken by the same per-record hash the plan uses (a rule
+    that sees only scores can split a tie only at random), and the oracle drops the shortest
+    prefix after which the true synthetic share is <= target.
+    """
     if y.mean() <= target:
         return 1.0
-    order = np.argsort(-scores, kind="stable")
-    ys = y[order]
-    # After dropping the first k by score: machines left / records left.
+    ys = y[np.lexsort((uniform, -scores.astype(np.float64)))]
     m_left = ys.sum() - np.concatenate(([0], np.cumsum(ys)))
     n_left = len(ys) - np.arange(len(ys) + 1)
-    ok = m_left <= target * n_left
-    k = int(np.argmax(ok))
-    # Records with the same score cannot be split by a threshold: extend the cut to the tie's end.
-    if 0 < k < len(ys):
-        s_cut = scores[order][k - 1]
-        while k < len(ys) and scores[order][k] == s_cut:
-            k += 1
-    h_left = (~ys[k:]).sum()
-    return float(h_left / (~y).sum())
+    k = int(np.argmax(m_left <= target * n_left))
+    return float((~ys[k:]).sum() / (~y).sum())
+
+
+def measured_card(card: dict, scores: np.ndarray, y: np.ndarray) -> dict:
+    """The card with its operating points' rates re-measured on (scores, y), thresholds kept."""
+    points = []
+    for op in card.get("operating_points") or []:
+        flagged = scores >= np.float32(op["threshold"])
+        tp, fn = int((flagged & y).sum()), int((~flagged & y).sum())
+        fp, tn = int((flagged & ~y).sum()), int((~flagged & ~y).sum())
+        points.append({**op, "tpr": tp / max(tp + fn, 1), "fpr": fp / max(fp + tn, 1),
+                       "confusion": {"tp": tp, "fn": fn, "fp": fp, "tn": tn}})
+    return {**card, "operating_points": points, "operating_points_measured_on": "validation"}
+
+
+def load_scores(args: argparse.Namespace, texts: list[str]) -> tuple[np.ndarray, dict, str]:
+    cache = args.scores_cache
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            return z["scores"], json.loads(str(z["card"])), str(z["model"])
+    if args.model == "shipped":
+        scores, card, name = score_shipped(texts)
+    else:
+        scores, card, name = score_quick(texts, args.seed)
+    if cache is not None:
+        np.savez(cache, scores=scores, card=json.dumps(card), model=name)
+    return scores, card, name
 
 
 def run(args: argparse.Namespace) -> dict:
     texts, y_all = load_jsonl(DATA / "validation.jsonl")
     t0 = time.perf_counter()
-    cache = args.scores_cache
-    if cache is not None and cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            scores_all, card, model_name = z["scores"], json.loads(str(z["card"])), str(z["model"])
-    elif args.model == "shipped":
-        scores_all, card, model_name = score_shipped(texts)
-    else:
-        scores_all, card, model_name = score_quick(texts, args.seed)
-    if cache is not None and not cache.exists():
-        np.savez(cache, scores=scores_all, card=json.dumps(card), model=model_name)
+    scores_all, card, model_name = load_scores(args, texts)
     card = card_with_validation_points(card, scores_all, y_all)
     score_s = time.perf_counter() - t0
     ids_all = np.array([f"validation-{i}" for i in range(len(texts))])
     rng = np.random.default_rng(args.seed)
-    cells: dict[tuple[float, float], list[dict]] = {(s, t): [] for s in SHARES for t in TARGETS}
-    method_err: dict[tuple[float, str], list[float]] = {}
+    plans: list[dict] = []
+    estimates: list[dict] = []
     t1 = time.perf_counter()
     for rep in range(args.reps):
         for share in SHARES:
@@ -150,109 +163,145 @@ def run(args: argparse.Namespace) -> dict:
             prov = np.zeros(len(rows), dtype=np.int8)
             truth = float(y.mean())
             for m in METHODS:
-                e = estimate_prevalence(s, prov, card, method=m, n_boot=0)
-                method_err.setdefault((share, m), []).append(abs(e.share - truth))
+                e = estimate_prevalence(s, prov, card, method=m, n_boot=args.boot, seed=rep)
+                estimates.append({"protocol": "full", "share": share, "method": m, "err": e.share - truth,
+                                  "covered": e.ci95[0] <= truth <= e.ci95[1]})
             u = record_uniform(args.seed, ids_all[rows])
             for target in TARGETS:
-                for strategy in ("threshold", "uniform"):
+                oracle = oracle_human_kept(s, y, u, target)
+                for strategy, safety in (("threshold", "upper"), ("threshold", "point"), ("uniform", "upper")):
                     plan = plan_downsampling(
-                        s, prov, u, target, strategy=strategy, card=card, n_boot=args.boot, seed=rep, safety=args.safety
+                        s, prov, u, target, strategy=strategy, card=card, n_boot=args.boot, seed=rep, safety=safety
                     )
-                    est = plan.before
-                    kept = plan.keep
-                    cells[(share, target)].append(
-                        {
-                            "strategy": strategy,
-                            "truth": truth,
-                            "n": len(rows),
-                            "err": abs(est.share - truth),
-                            "naive_err": abs(est.naive_share - truth),
-                            "covered": est.ci95[0] <= truth <= est.ci95[1],
-                            "kept_share": float(y[kept].mean()) if kept.any() else 0.0,
-                            "est_after": plan.share_after,
-                            "after_covered": plan.ci95_after[0] <= (float(y[kept].mean()) if kept.any() else 0.0)
-                            <= plan.ci95_after[1],
-                            "human_kept": float(kept[~y].mean()),
-                            "oracle_human_kept": oracle_human_kept(s, y, target),
-                            "weak": plan.weak_detector,
-                            "method": est.method,
-                        }
-                    )
+                    est, kept = plan.before, plan.keep
+                    kept_share = float(y[kept].mean()) if kept.any() else 0.0
+                    plans.append({
+                        "share": share, "target": target, "strategy": strategy, "safety": safety,
+                        "truth": truth, "n": len(rows), "method": est.method,
+                        "err": abs(est.share - truth), "naive_err": abs(est.naive_share - truth),
+                        "covered": est.ci95[0] <= truth <= est.ci95[1],
+                        "kept_share": kept_share, "est_after": plan.share_after,
+                        "human_kept": float(kept[~y].mean()), "oracle_human_kept": oracle,
+                        "weak": plan.weak_detector,
+                    })
+        # Honest check of the card's role: re-measure the operating points on one half of the
+        # split and build the mixtures from the other half only (then swap the halves).
+        half = rng.uniform(size=len(y_all)) < 0.5
+        for a, b in ((half, ~half), (~half, half)):
+            card_a = measured_card(card, scores_all[a], y_all[a])
+            idx = np.flatnonzero(b)
+            for share in SHARES:
+                rows = idx[build_mixture(y_all[b], share, args.fill, rng)]
+                truth = float(y_all[rows].mean())
+                for m in METHODS:
+                    e = estimate_prevalence(scores_all[rows], np.zeros(len(rows), np.int8), card_a, method=m,
+                                            n_boot=args.boot, seed=rep)
+                    estimates.append({"protocol": "halves", "share": share, "method": m, "err": e.share - truth,
+                                      "covered": e.ci95[0] <= truth <= e.ci95[1]})
     return {
         "model": model_name,
         "card": {k: card.get(k) for k in ("train_prior", "operating_points")},
         "score_seconds": score_s,
         "run_seconds": time.perf_counter() - t1,
-        "cells": cells,
-        "method_err": method_err,
+        "plans": plans,
+        "estimates": estimates,
     }
 
 
+def _select(rows: list[dict], **kw: object) -> list[dict]:
+    return [r for r in rows if all(r[k] == v for k, v in kw.items())]
+
+
 def summarise(res: dict, args: argparse.Namespace) -> tuple[str, bool]:
-    lines = []
-    cells = res["cells"]
-    lines.append(
-        f"Detector: {res['model']}; card train_prior {res['card']['train_prior']}. "
-        f"{args.reps} random mixtures per cell ({args.fill:.0%} of the largest mixture the split allows), "
-        f"{args.boot} bootstrap replicates, safety `{args.safety}`, seed {args.seed}. "
-        "Figures are means over the mixtures; `max` columns are the worst mixture."
-    )
-    lines.append("")
-    lines.append(
-        "| true share | target | n | est. abs err (method) | naive CC abs err | CI covers | kept true share (mean / max) "
-        "| human kept | oracle human kept | gap (worst) | weak-detector flag |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    plans, estimates = res["plans"], res["estimates"]
+    ops = res["card"]["operating_points"] or []
+    op_text = ", ".join(f"{o['name']} t={o['threshold']:.4f} TPR {o['tpr']:.3f} FPR {o['fpr']:.3f}" for o in ops)
+    lines = [
+        f"Detector: {res['model']}; card train_prior {res['card']['train_prior']:.3f}; operating points "
+        f"(measured on validation): {op_text}.",
+        f"{args.reps} random mixtures per cell, each {args.fill:.0%} of the largest mixture the split allows "
+        f"(n below), {args.boot} bootstrap replicates, seed {args.seed}. Figures are means over the mixtures; "
+        "`max`/`worst` are the worst mixture. Oracle: the best cut on the same scores chosen with the true "
+        "labels (ties split by the same record hash).",
+        "",
+        "Default plan (`threshold`, `safety = upper`: point estimate <= target and one-sided 95 % bound <= "
+        "target + 2 pt):",
+        "",
+        "| true share | target | n | est. abs err (method) | naive CC abs err | CI covers | kept true share "
+        "(mean / max) | human kept | oracle human kept | gap mean (worst) | weak-detector flag |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     ok_err = ok_share = ok_human = True
-    coverage_hits = coverage_total = 0
-    for (share, target), rows in cells.items():
-        rs = [r for r in rows if r["strategy"] == "threshold"]
-        err = np.mean([r["err"] for r in rs])
-        naive = np.mean([r["naive_err"] for r in rs])
-        cov = np.mean([r["covered"] for r in rs])
-        coverage_hits += sum(r["covered"] for r in rs)
-        coverage_total += len(rs)
-        ks = [r["kept_share"] for r in rs]
-        hk = np.mean([r["human_kept"] for r in rs])
-        ohk = np.mean([r["oracle_human_kept"] for r in rs])
-        gap = max(r["oracle_human_kept"] - r["human_kept"] for r in rs)
-        weak = np.mean([r["weak"] for r in rs])
-        ok_err &= err <= 0.02
-        ok_share &= max(ks) <= target + 0.02
-        ok_human &= gap <= 0.05
-        lines.append(
-            f"| {share:.0%} | {target:.0%} | {rs[0]['n']} | {err * 100:.2f} pt ({rs[0]['method']}) | {naive * 100:.2f} pt "
-            f"| {cov:.0%} | {np.mean(ks):.1%} / {max(ks):.1%} | {hk:.1%} | {ohk:.1%} | {gap * 100:.1f} pt | {weak:.0%} |"
-        )
-    coverage = coverage_hits / max(coverage_total, 1)
-    lines.append("")
-    lines.append("Strategy `uniform` on the same mixtures (kept true share mean / max, human kept):")
-    lines.append("")
-    lines.append("| true share | target | kept true share (mean / max) | human kept | oracle human kept |")
-    lines.append("|---|---|---|---|---|")
-    for (share, target), rows in cells.items():
-        rs = [r for r in rows if r["strategy"] == "uniform"]
-        ks = [r["kept_share"] for r in rs]
-        lines.append(
-            f"| {share:.0%} | {target:.0%} | {np.mean(ks):.1%} / {max(ks):.1%} | {np.mean([r['human_kept'] for r in rs]):.1%} "
-            f"| {np.mean([r['oracle_human_kept'] for r in rs]):.1%} |"
-        )
-    lines.append("")
-    lines.append("Estimator comparison, mean absolute error in points (no known provenance):")
-    lines.append("")
-    lines.append("| true share | " + " | ".join(METHODS) + " |")
-    lines.append("|---|" + "---|" * len(METHODS))
+    cover_hits = cover_total = 0
     for share in SHARES:
-        errs = [np.mean(res["method_err"][(share, m)]) * 100 for m in METHODS]
-        lines.append(f"| {share:.0%} | " + " | ".join(f"{e:.2f}" for e in errs) + " |")
-    lines.append("")
-    lines.append(
-        f"Goals: estimate within 2 pt in every cell: {'yes' if ok_err else 'NO'}; interval covers the truth in "
-        f"{coverage:.0%} of mixtures (goal >= 90 %): {'yes' if coverage >= 0.9 else 'NO'}; kept share <= target + 2 pt "
-        f"in every mixture: {'yes' if ok_share else 'NO'}; human kept within 5 pt of the oracle in every mixture: "
-        f"{'yes' if ok_human else 'NO'}."
-    )
-    lines.append(f"Scoring took {res['score_seconds']:.0f} s, the estimates and plans {res['run_seconds']:.0f} s.")
+        for target in TARGETS:
+            rs = _select(plans, share=share, target=target, strategy="threshold", safety="upper")
+            err = np.mean([r["err"] for r in rs])
+            cov = np.mean([r["covered"] for r in rs])
+            if target == TARGETS[0]:  # the estimate is the same for both targets: count it once
+                cover_hits += sum(r["covered"] for r in rs)
+                cover_total += len(rs)
+            ks = [r["kept_share"] for r in rs]
+            gaps = [r["oracle_human_kept"] - r["human_kept"] for r in rs]
+            ok_err &= bool(err <= 0.02)
+            ok_share &= bool(max(ks) <= target + 0.02)
+            ok_human &= bool(np.mean(gaps) <= 0.05)
+            lines.append(
+                f"| {share:.0%} | {target:.0%} | {rs[0]['n']} | {err * 100:.2f} pt ({rs[0]['method']}) "
+                f"| {np.mean([r['naive_err'] for r in rs]) * 100:.2f} pt | {cov:.0%} "
+                f"| {np.mean(ks):.1%} / {max(ks):.1%} | {np.mean([r['human_kept'] for r in rs]):.1%} "
+                f"| {np.mean([r['oracle_human_kept'] for r in rs]):.1%} | {np.mean(gaps) * 100:.1f} pt "
+                f"({max(gaps) * 100:.1f}) | {np.mean([r['weak'] for r in rs]):.0%} |"
+            )
+    coverage = cover_hits / max(cover_total, 1)
+    lines += [
+        "",
+        "Same mixtures, other plans: `safety = point` (point estimate only) and strategy `uniform`:",
+        "",
+        "| true share | target | point: kept true share (mean / max) | point: human kept | point: gap mean (worst) "
+        "| uniform: kept true share (mean / max) | uniform: human kept | oracle human kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for share in SHARES:
+        for target in TARGETS:
+            pt = _select(plans, share=share, target=target, strategy="threshold", safety="point")
+            un = _select(plans, share=share, target=target, strategy="uniform")
+            gaps = [r["oracle_human_kept"] - r["human_kept"] for r in pt]
+            lines.append(
+                f"| {share:.0%} | {target:.0%} | {np.mean([r['kept_share'] for r in pt]):.1%} / "
+                f"{max(r['kept_share'] for r in pt):.1%} | {np.mean([r['human_kept'] for r in pt]):.1%} "
+                f"| {np.mean(gaps) * 100:.1f} pt ({max(gaps) * 100:.1f}) "
+                f"| {np.mean([r['kept_share'] for r in un]):.1%} / {max(r['kept_share'] for r in un):.1%} "
+                f"| {np.mean([r['human_kept'] for r in un]):.1%} | {np.mean([r['oracle_human_kept'] for r in pt]):.1%} |"
+            )
+    lines += [
+        "",
+        "Estimators compared: mean signed error / mean absolute error in points, and interval coverage. `full`: "
+        "the card as shipped (operating-point rates measured on the whole validation split, so on the mixtures' "
+        "own rows); `halves`: rates re-measured on a random half of the split, mixtures drawn from the other half "
+        "(smaller mixtures, honest for `acc`).",
+        "",
+        "| protocol | true share | " + " | ".join(METHODS) + " |",
+        "|---|---|" + "---|" * len(METHODS),
+    ]
+    for protocol in ("full", "halves"):
+        for share in SHARES:
+            cells = []
+            for m in METHODS:
+                es = _select(estimates, protocol=protocol, share=share, method=m)
+                cells.append(
+                    f"{np.mean([e['err'] for e in es]) * 100:+.2f} / {np.mean([abs(e['err']) for e in es]) * 100:.2f}"
+                    f" ({np.mean([e['covered'] for e in es]):.0%})"
+                )
+            lines.append(f"| {protocol} | {share:.0%} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Goals (default plan): estimate within 2 pt in every cell: {'yes' if ok_err else 'NO'}; interval covers "
+        f"the truth in {coverage:.0%} of mixtures (goal >= 90 %): {'yes' if coverage >= 0.9 else 'NO'}; kept true "
+        f"share <= target + 2 pt in every mixture: {'yes' if ok_share else 'NO'}; human kept within 5 pt of the "
+        f"oracle (mean per cell): {'yes' if ok_human else 'NO'}.",
+        f"Scoring took {res['score_seconds']:.0f} s, the estimates and plans {res['run_seconds']:.0f} s.",
+    ]
     return "\n".join(lines), ok_err and coverage >= 0.9 and ok_share and ok_human
 
 
@@ -276,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20, help="random mixtures per cell")
     ap.add_argument("--fill", type=float, default=0.9, help="mixture size as a share of the largest possible")
     ap.add_argument("--boot", type=int, default=1000)
-    ap.add_argument("--safety", choices=("upper", "point"), default="upper")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
     ap.add_argument("--scores-cache", type=Path, help="reuse/save the validation scores and card here (.npz)")

@@ -24,6 +24,7 @@ SAFETIES = ("upper", "point")
 _MAX_BINS = 4096  # distinct score values the estimator works with; finer differences do not matter
 _SCORE_CLIP = 1e-6  # a calibrated probability of exactly 0 or 1 is never trustworthy
 _NEWTON_STEPS = 60
+_DISAGREEMENT = 0.05  # em vs acc (detector-scored share) beyond which the report warns
 
 
 class HumanLossError(ValueError):
@@ -57,6 +58,7 @@ class PrevalenceEstimate:
     naive_share: float | None
     train_prior: float | None
     warnings: tuple[str, ...] = ()
+    by_method: tuple[tuple[str, float], ...] = ()  # detector-scored share by every usable method
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class PrevalenceEstimate:
             "detector_share": self.detector_share,
             "detector_ci95": list(self.detector_ci95) if self.detector_ci95 is not None else None,
             "naive_share": self.naive_share,
+            "detector_share_by_method": dict(self.by_method),
             "warnings": list(self.warnings),
         }
 
@@ -175,6 +178,7 @@ class OperatingPoint:
     fn: int | None = None
     fp: int | None = None
     tn: int | None = None
+    held_out: bool = False  # rates measured on held-out data with the shipped model itself
 
     def draws(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(tpr, fpr) per bootstrap replicate: Beta posteriors (Jeffreys) if counts are known."""
@@ -189,16 +193,25 @@ def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | Non
     """The card's operating point with the largest TPR - FPR.
 
     Adjusted count divides by TPR - FPR, so the widest gap gives the steadiest estimate.
+    ``held_out`` is set when the card gives the confusion counts and does not say the rates
+    come from cross-validation (rates of the fold models, not of the model that scores).
     """
     best: OperatingPoint | None = None
+    measured_on = str((card or {}).get("operating_points_measured_on", "")).casefold()
+    held_out = measured_on not in ("cross-validation", "cross_validation", "cv", "train", "training")
     for op in (card or {}).get("operating_points") or []:
         try:
-            point = OperatingPoint(float(op["threshold"]), float(op["tpr"]), float(op["fpr"]))
+            # Scores are float32; a threshold measured on them is only meaningful at that precision
+            # (a float64 threshold can sit a hair above the float32 score it was measured at).
+            threshold = float(np.float32(float(op["threshold"])))
+            point = OperatingPoint(threshold, float(op["tpr"]), float(op["fpr"]))
         except (KeyError, TypeError, ValueError):
             continue
         conf = op.get("confusion")
         if isinstance(conf, Mapping) and all(isinstance(conf.get(k), int) for k in ("tp", "fn", "fp", "tn")):
-            point = OperatingPoint(point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"])
+            point = OperatingPoint(
+                point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"], held_out
+            )
         if point.tpr - point.fpr > 0.05 and (best is None or point.tpr - point.fpr > best.tpr - best.fpr):
             best = point
     return best
@@ -236,18 +249,6 @@ class _Bins:
         remap = np.cumsum(used) - 1
         rep = total[used] / n[used]
         return cls(1.0 / (1.0 + np.exp(-rep)), n[used].astype(np.int64), remap[ub][inverse].astype(np.int64))
-
-
-def _posteriors(score: np.ndarray, train_prior: float | None, prior: np.ndarray | float) -> np.ndarray:
-    """P(machine | score) after moving the prior from ``train_prior`` to ``prior`` (Bayes' rule).
-
-    ``prior`` may be a vector of priors (one row per bootstrap replicate).
-    """
-    if train_prior is None:
-        return np.broadcast_to(score, np.shape(prior) + score.shape).copy() if np.ndim(prior) else score.copy()
-    lr = (score / (1.0 - score)) * ((1.0 - train_prior) / train_prior)
-    p = np.asarray(prior, dtype=np.float64)[..., None] if np.ndim(prior) else float(prior)
-    return p * lr / (p * lr + (1.0 - p))
 
 
 def _mle_prior(lr: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -318,9 +319,12 @@ def _prior_from_counts(
 
 def _resolve_method(method: str, train_prior: float | None, op: OperatingPoint | None) -> str:
     if method == "auto":
-        # Measured in benchmarks/ratio_accuracy.py: EM (maximum likelihood) has the smallest
-        # error and honest intervals when the card gives the calibration prior; adjusted count
-        # is the fallback; without a card nothing can correct for the prior (pcc, biased).
+        # Measured in benchmarks/ratio_accuracy.py (docs/ratio.md): adjusted count with rates
+        # measured on held-out data is unbiased and its interval covers; EM inherits the
+        # calibration map's error (fitted on fold models' scores, not the shipped model's) and
+        # is the choice only when no held-out rates exist. Without a card: mean score (biased).
+        if op is not None and op.held_out:
+            return "acc"
         if train_prior is not None:
             return "em"
         return "acc" if op is not None else "pcc"
@@ -344,6 +348,8 @@ class _Analysis:
     pi: float  # estimated share among unknown-provenance records
     pi_boot: np.ndarray  # bootstrap replicates of pi
     train_prior: float | None
+    shift: float = 0.0  # logit shift that turns scores into posteriors averaging pi
+    shift_boot: np.ndarray | None = None  # the same for each replicate
 
 
 def _check_inputs(scores: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,7 +389,47 @@ def _analyse(
         bins, len(s), int(unscored.sum()), int((prov == HUMAN).sum()), int((prov == MACHINE).sum()),
         card, method, n_boot, seed,
     )
-    return _Analysis(est, bins, scored, unscored, pi, pi_boot, est.train_prior)
+    an = _Analysis(est, bins, scored, unscored, pi, pi_boot, est.train_prior)
+    if bins is not None:
+        an.shift = float(_logit_shift(bins, np.array([pi]), est.train_prior, est.method)[0])
+        an.shift_boot = _logit_shift(bins, pi_boot, est.train_prior, est.method)
+    return an
+
+
+def _logit_shift(bins: _Bins, shares: np.ndarray, train_prior: float | None, method: str) -> np.ndarray:
+    """The shift c per share such that the posteriors sigmoid(logit(s) + c) average that share.
+
+    Moving a calibrated score from prior pi0 to prior pi is exactly such a shift (Bayes' rule:
+    c = logit(pi) - logit(pi0)), and for ``em`` that is the solution. For the other methods the
+    shift makes the per-record posteriors agree with the estimate, so that the expected
+    synthetic count of any kept set adds up to the estimated total.
+    """
+    p = np.clip(np.asarray(shares, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    if method == "em" and train_prior is not None:
+        return np.log(p) - np.log1p(-p) - math.log(train_prior / (1.0 - train_prior))
+    ls = _logit(bins.score)
+    w = bins.counts / bins.counts.sum()
+    c = np.log(p) - np.log1p(-p) - _logit(np.array([float(w @ bins.score)]))[0]
+    lo, hi = np.full_like(p, -60.0), np.full_like(p, 60.0)
+    for _ in range(_NEWTON_STEPS):
+        q = _sigmoid(ls[None, :] + c[:, None])
+        gap = q @ w - p
+        slope = (q * (1.0 - q)) @ w
+        lo = np.where(gap < 0, c, lo)
+        hi = np.where(gap < 0, hi, c)
+        step = np.where(slope > 0, -gap / np.maximum(slope, 1e-300), 0.0)
+        new = c + step
+        bad = (new <= lo) | (new >= hi) | ~np.isfinite(new)
+        new = np.where(bad, 0.5 * (lo + hi), new)
+        if np.all(np.abs(new - c) < 1e-10):
+            return new
+        c = new
+    return c
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def _estimate_from_bins(
@@ -425,6 +471,16 @@ def _estimate_from_bins(
     assert bins is not None
     pi = float(_prior_from_counts(used, bins, bins.counts, train_prior, op)[0])
     naive = float(_prior_from_counts("cc", bins, bins.counts, train_prior, op)[0])
+    by_method = {used: pi}
+    for other in ("em", "acc"):
+        if other not in by_method and (train_prior is not None if other == "em" else op is not None):
+            by_method[other] = float(_prior_from_counts(other, bins, bins.counts, train_prior, op)[0])
+    if "em" in by_method and "acc" in by_method and abs(by_method["em"] - by_method["acc"]) > _DISAGREEMENT:
+        warnings.append(
+            f"the detector's calibration and its measured operating point disagree on this corpus "
+            f"(em {by_method['em']:.3f}, acc {by_method['acc']:.3f}): it may behave differently here than on "
+            "its validation data; check a labelled sample of this corpus"
+        )
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         draws = rng.multinomial(n_scored, bins.counts / n_scored, size=n_boot)
@@ -445,7 +501,7 @@ def _estimate_from_bins(
     naive_share = (known_m + naive * n_unknown) / n
     est = PrevalenceEstimate(
         share, ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, naive_share, train_prior,
-        tuple(warnings),
+        tuple(warnings), tuple(sorted(by_method.items())),
     )
     return est, pi, pi_boot
 
@@ -530,7 +586,8 @@ class _KeptShare:
         self.bin_of = np.full(len(provenance), -1, dtype=np.int64)
         if an.bins is not None:
             self.bin_of[an.scored] = an.bins.index
-            self.q_boot = _posteriors(an.bins.score, an.train_prior, an.pi_boot)  # (B, K)
+            assert an.shift_boot is not None
+            self.q_boot = _sigmoid(_logit(an.bins.score)[None, :] + an.shift_boot[:, None])  # (B, K)
         else:
             self.q_boot = np.zeros((len(an.pi_boot), 0))
         self.z = np.random.default_rng([seed, 1]).standard_normal(len(an.pi_boot)) if n_boot > 0 else None
@@ -587,6 +644,7 @@ def plan_downsampling(
     max_human_loss: float | None = None,
     safety: str = "upper",
     confidence: float = 0.95,
+    tolerance: float = 0.02,
 ) -> DownsamplingPlan:
     """Keep the largest set whose synthetic share is at most ``target_ratio``.
 
@@ -600,9 +658,11 @@ def plan_downsampling(
             the synthetic remainder representative). Known-machine records go first in both.
         max_human_loss: raise ``HumanLossError`` when the plan would drop more than this
             fraction of the records estimated human.
-        safety: ``upper`` keeps the largest set whose one-sided ``confidence`` upper bound on
-            the synthetic share is <= R (correctness first: a weak detector drops more and
-            says so); ``point`` uses the point estimate alone.
+        safety: the kept set's point estimate is always <= R. With ``upper`` (default) its
+            one-sided ``confidence`` upper bound must also be <= R + ``tolerance``: where
+            the detector cannot pin the kept share down, more is dropped and the plan says so
+            (``weak_detector``). ``point`` uses the point estimate alone.
+        tolerance: how far above R the true share may plausibly lie (default 2 points).
 
     If the estimated share before is already <= R, nothing is dropped.
     """
@@ -612,6 +672,8 @@ def plan_downsampling(
         raise ValueError(f"safety must be one of {', '.join(SAFETIES)}, got {safety!r}")
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     if max_human_loss is not None and not 0.0 <= max_human_loss <= 1.0:
         raise ValueError(f"max_human_loss must be in [0, 1], got {max_human_loss}")
     an = _analyse(scores, provenance, card, method, n_boot, seed)
@@ -625,7 +687,7 @@ def plan_downsampling(
 
     posterior = np.where(prov == MACHINE, 1.0, 0.0)
     if an.bins is not None:
-        posterior[an.scored] = _posteriors(an.bins.score, an.train_prior, an.pi)[an.bins.index]
+        posterior[an.scored] = _sigmoid(_logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
     kept_share = _KeptShare(an, prov, posterior, n_boot, seed)
 
@@ -644,7 +706,7 @@ def plan_downsampling(
         k_point = int(np.argmax(point <= target_ratio + tol))
         k = k_point
         if safety == "upper" and n_boot > 0:
-            k = _first_safe(order, k_point, n, kept_share, target_ratio, confidence)
+            k = _first_safe(order, k_point, n, kept_share, min(target_ratio + tolerance, 1.0), confidence)
 
     keep = np.ones(n, dtype=bool)
     keep[order[:k]] = False
@@ -664,8 +726,8 @@ def plan_downsampling(
     if weak:
         warning = (
             f"the detector cannot pin down the synthetic share of the kept set: {extra} more records "
-            f"were dropped than the point estimate needs, so that the share stays <= {target_ratio:g} "
-            f"at {confidence:.0%} confidence"
+            f"were dropped than the point estimate needs, so that the share stays <= "
+            f"{target_ratio + tolerance:g} (target + tolerance) at {confidence:.0%} confidence"
         )
     plan = DownsamplingPlan(
         keep=keep,
