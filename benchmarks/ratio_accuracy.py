@@ -308,7 +308,7 @@ def summarise(res: dict, args: argparse.Namespace) -> tuple[str, bool]:
 def write_results(body: str) -> None:
     """Replace this benchmark's section of RESULTS.md (or append it), leaving the others alone."""
     stamp = dt.date.today().isoformat()
-    section = f"{SECTION}\n\n_Run {stamp} with `python benchmarks/ratio_accuracy.py`._\n\n{body}\n"
+    section = f"{SECTION}, {stamp}\n\n`python benchmarks/ratio_accuracy.py` (method and defaults: docs/ratio.md)\n\n{body}\n"
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     start = text.find(SECTION)
     if start >= 0:
