@@ -198,7 +198,16 @@ def run(args: argparse.Namespace) -> dict:
                                             n_boot=args.boot, seed=rep)
                     estimates.append({"protocol": "halves", "share": share, "method": m, "err": e.share - truth,
                                       "covered": e.ci95[0] <= truth <= e.ci95[1]})
+    cv = (card.get("metrics") or {}).get("cross_validation") or {}
+    default = next((o for o in card.get("operating_points") or [] if o.get("name") == "default"), None)
+    calibration = {
+        "mean_score": float(np.mean(scores_all.astype(np.float64))),
+        "true_share": float(y_all.mean()),
+        "tpr_validation": default["tpr"] if default else None,
+        "tpr_cross_validation": cv.get("tpr") if default and cv.get("threshold") == default["threshold"] else None,
+    }
     return {
+        "calibration": calibration,
         "model": model_name,
         "card": {k: card.get(k) for k in ("train_prior", "operating_points")},
         "score_seconds": score_s,
@@ -206,6 +215,10 @@ def run(args: argparse.Namespace) -> dict:
         "plans": plans,
         "estimates": estimates,
     }
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _select(rows: list[dict], **kw: object) -> list[dict]:
@@ -300,6 +313,11 @@ def summarise(res: dict, args: argparse.Namespace) -> tuple[str, bool]:
         f"the truth in {coverage:.0%} of mixtures (goal >= 90 %): {'yes' if coverage >= 0.9 else 'NO'}; kept true "
         f"share <= target + 2 pt in every mixture: {'yes' if ok_share else 'NO'}; human kept within 5 pt of the "
         f"oracle (mean per cell): {'yes' if ok_human else 'NO'}.",
+        f"Calibration check on the whole validation split: mean score {res['calibration']['mean_score']:.3f} at a "
+        f"true machine share of {res['calibration']['true_share']:.3f}; TPR at the card's default threshold "
+        f"{_fmt(res['calibration']['tpr_validation'])} on validation (the shipped model) vs "
+        f"{_fmt(res['calibration']['tpr_cross_validation'])} in cross-validation (the fold models the calibration map "
+        "was fitted on).",
         f"Scoring took {res['score_seconds']:.0f} s, the estimates and plans {res['run_seconds']:.0f} s.",
     ]
     return "\n".join(lines), ok_err and coverage >= 0.9 and ok_share and ok_human

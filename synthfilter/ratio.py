@@ -127,6 +127,7 @@ class DownsamplingPlan:
             "estimated_human_dropped": self.est_human_dropped,
             "estimated_human_loss": self.human_loss,
             "naive_share_before": b.naive_share,
+            "detector_share_by_method": dict(b.by_method),
             "method": b.method,
             "strategy": self.strategy,
             "safety": self.safety,
