@@ -13,7 +13,6 @@ import pytest
 from synthfilter.ratio import (
     HUMAN,
     MACHINE,
-    UNKNOWN,
     HumanLossError,
     _Bins,
     _mle_prior,
