@@ -59,6 +59,9 @@ class RatioConfig:
     provenance_map: dict[str, str] = field(default_factory=dict)
     max_human_loss: float | None = None
     bootstrap: int = 1000
+    safety: Literal["upper", "point"] = "upper"  # meet the target with the interval's upper bound, or the estimate
+    confidence: float = 0.95
+    tolerance: float = 0.02
 
 
 @dataclass
@@ -178,6 +181,10 @@ class Config:
             raise ConfigError(f"target_ratio must be in [0, 1), got {r.target_ratio}")
         if r.strategy not in ("threshold", "uniform"):
             raise ConfigError(f"ratio.strategy must be 'threshold' or 'uniform', got {r.strategy!r}")
+        if r.safety not in ("upper", "point"):
+            raise ConfigError(f"ratio.safety must be 'upper' or 'point', got {r.safety!r}")
+        if not 0.5 <= r.confidence < 1.0 or not 0.0 <= r.tolerance < 1.0:
+            raise ConfigError("ratio.confidence must be in [0.5, 1) and ratio.tolerance in [0, 1)")
         if r.max_human_loss is not None and not 0.0 <= r.max_human_loss <= 1.0:
             raise ConfigError(f"max_human_loss must be in [0, 1], got {r.max_human_loss}")
         for key, value in r.provenance_map.items():

@@ -580,6 +580,7 @@ def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None
             "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
             "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
             "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
+            "detector_share_by_method": est.to_dict().get("detector_share_by_method"),
             "warnings": list(est.warnings),
         }
         decisions.warnings.extend(est.warnings)
@@ -587,6 +588,7 @@ def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None
     plan = ratio_mod.plan_downsampling(
         scores, prov, ann.uniform[survivors], r.target_ratio, strategy=r.strategy, card=card,
         method=r.method, n_boot=r.bootstrap, seed=cfg.seed, max_human_loss=r.max_human_loss,
+        safety=r.safety, confidence=r.confidence, tolerance=r.tolerance,
     )
     dropped = survivors[~plan.keep]
     decisions.reason[dropped] = DOWNSAMPLED
