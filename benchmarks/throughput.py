@@ -5,7 +5,7 @@ Builds N gzip JSONL shards of project-made text, then in the same run times:
   * ``synthfilter run`` (the real CLI, a subprocess) with 1 and 2 workers, for each config.
 Prints records/s, MB/s, peak RSS and the ratio to the floor; appends to benchmarks/RESULTS.md.
 
-    python benchmarks/throughput.py            # 16 shards x 5,000 records
+    python benchmarks/throughput.py            # 16 shards x 20,000 records
     python benchmarks/throughput.py --quick    # 4 shards x 2,000 records
 """
 
@@ -87,7 +87,7 @@ def time_run(inp: Path, out: Path, workers: int, extra: list[str]) -> tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=16)
-    ap.add_argument("--records", type=int, default=5000, help="records per shard")
+    ap.add_argument("--records", type=int, default=20000, help="records per shard")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
