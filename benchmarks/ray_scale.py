@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.part == "_child":
         kind, engine, *paths = a.rest
+        if os.environ.get("RAY_SCALE_CHUNK_ROWS"):  # experiments on the decide stage's block size
+            from synthfilter.pipeline import ray_engine
+
+            ray_engine.CHUNK_ROWS = int(os.environ["RAY_SCALE_CHUNK_ROWS"])
         out = e2e_child(engine, paths[0], paths[1], paths[2] or None) if kind == "e2e" else memory_child(engine, paths[0])
         print(json.dumps(out))
         return 0

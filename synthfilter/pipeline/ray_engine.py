@@ -60,8 +60,11 @@ from synthfilter.pipeline.stages import (
     ConservationError,
     Decisions,
     Scorer,
+    SurvivorCounts,
     WorkPaths,
     _decide_synthetic,
+    estimate_section,
+    synthetic_without_estimate,
     _merge_labels,
     _survivors,
     score_shard,
@@ -77,9 +80,12 @@ RAY_INSTALL_HINT = 'Ray is not installed; install the extra with: pip install "s
 ROWS_PER_PARTITION = 2_000_000
 # Records per annotation chunk read from the work files (signatures: 512 bytes a record).
 CHUNK_ROWS = 65_536
+# Shuffles of more rows than this use Ray's hash shuffle (see ``grouped``).
+HASH_SHUFFLE_ROWS = 20_000_000
 # The rounds near_duplicate_components re-splits a bucket whose members failed verification.
 MAX_ROUNDS = 8
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
+VERIFY_CHUNK = 16_384  # candidate pairs the driver checks per numpy step (bounds temporaries)
 # The estimator's binning (ratio._Bins.build): distinct values up to this many, else logit bins.
 from synthfilter.ratio import _MAX_BINS as MAX_SCORE_BINS  # noqa: E402
 from synthfilter.ratio import _SCORE_CLIP as SCORE_CLIP  # noqa: E402
@@ -187,8 +193,17 @@ def collect(ds: Any) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def grouped(ds: Any, fn: Callable[..., dict[str, np.ndarray]], **fn_kwargs: Any) -> Any:
-    """``fn`` over hash partitions of ``ds`` (column ``part``): one call sees a whole partition."""
+def grouped(ds: Any, fn: Callable[..., dict[str, np.ndarray]], rows: int = 0, **fn_kwargs: Any) -> Any:
+    """``fn`` over hash partitions of ``ds`` (column ``part``): one call sees a whole partition.
+
+    ``rows``: about how many rows are shuffled. Up to ``HASH_SHUFFLE_ROWS`` a sort-based shuffle
+    (no start-up cost); beyond, Ray's hash shuffle, whose aggregators keep the driver from
+    tracking one object per (map block, partition) pair. Either gives the same groups.
+    """
+    if rows > HASH_SHUFFLE_ROWS:
+        ds.context.shuffle_strategy = "hash_shuffle"
+        return ds.groupby("part", num_partitions=partitions_for(rows)).map_groups(
+            fn, batch_format="numpy", fn_kwargs=fn_kwargs)
     return ds.groupby("part").map_groups(fn, batch_format="numpy", fn_kwargs=fn_kwargs)
 
 
@@ -572,9 +587,11 @@ def _map_file_chunks(batch: dict[str, np.ndarray], work: Store, columns: tuple[s
 
 
 def read_chunks(work: Store, part: AnnotationPart, columns: Sequence[str],
-                chunk_rows: int = CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
+                chunk_rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Chunks of one shard's annotations: ``gidx`` (global index) plus the asked-for columns."""
     import pyarrow.ipc as ipc
+
+    chunk_rows = chunk_rows or CHUNK_ROWS
 
     table_cols = [c for c in columns if c in ANN_TABLE_COLUMNS]
     table = None
@@ -679,11 +696,27 @@ class BandEdges:
     @classmethod
     def from_rows(cls, rows: dict[str, np.ndarray], num_perm: int) -> "BandEdges":
         """From the rows ``_verify_buckets`` emits (failed members carry their signature)."""
-        failed = np.flatnonzero(~rows["passed"])
+        failed = np.flatnonzero(~rows["passed"] & (np.frompyfunc(len, 1, 1)(rows["sig"]) > 0).astype(bool))
         fg, first = np.unique(rows["member"][failed], return_index=True)
         sigs = np.stack([np.frombuffer(rows["sig"][failed[i]], dtype=np.uint32) for i in first]) if len(fg) else \
             np.zeros((0, num_perm), np.uint32)
         return cls(rows["band"], rows["rep"], rows["member"], rows["passed"].astype(bool), fg, sigs)
+
+    @classmethod
+    def from_table(cls, table: Any, num_perm: int) -> "BandEdges":
+        """From an Arrow table of those rows, reading the signatures straight from the Arrow
+        buffer (no Python object per row)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        passed = table.column("passed").to_numpy(zero_copy_only=False).astype(bool)
+        has_sig = pc.greater(pc.binary_length(table.column("sig")), 0).to_numpy(zero_copy_only=False)
+        with_sig = table.filter(pa.array(~passed & has_sig))
+        members = with_sig.column("member").to_numpy()
+        sigs = _fixed_width_rows(with_sig.column("sig"), num_perm)
+        fg, first = np.unique(members, return_index=True)
+        return cls(table.column("band").to_numpy(), table.column("rep").to_numpy(), table.column("member").to_numpy(),
+                   passed, fg, sigs[first])
 
     @classmethod
     def empty(cls, num_perm: int) -> "BandEdges":
@@ -714,15 +747,16 @@ class NearReplay:
         order = np.lexsort((member, rep))
         u, v, passed = rep[order], member[order], edges.passed[order]
         group = u
-        sig_rows = np.searchsorted(edges.failed_gidx, nodes[np.unique(v[~passed])]) if len(edges.failed_gidx) else None
-        sig_nodes = np.unique(v[~passed])
         num_perm = edges.failed_sigs.shape[1]
 
         def similar(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            assert sig_rows is not None
-            sa = edges.failed_sigs[sig_rows[np.searchsorted(sig_nodes, a)]]
-            sb = edges.failed_sigs[sig_rows[np.searchsorted(sig_nodes, b)]]
-            return np.count_nonzero(sa == sb, axis=1) / num_perm >= self.threshold
+            # Later rounds pair failed members of one bucket: the workers sent their signatures.
+            out = np.empty(len(a), dtype=bool)
+            for lo in range(0, len(a), VERIFY_CHUNK):
+                sa = edges.failed_sigs[np.searchsorted(edges.failed_gidx, nodes[a[lo:lo + VERIFY_CHUNK]])]
+                sb = edges.failed_sigs[np.searchsorted(edges.failed_gidx, nodes[b[lo:lo + VERIFY_CHUNK]])]
+                out[lo:lo + VERIFY_CHUNK] = np.count_nonzero(sa == sb, axis=1) / num_perm >= self.threshold
+            return out
 
         records = v
         for round_no in range(self.max_rounds):
@@ -760,6 +794,19 @@ class NearReplay:
         # A cluster's smallest record is its root: it is in the result too (label == itself).
         in_cluster = linked | np.isin(nodes, labels[linked])
         return nodes[in_cluster], labels[in_cluster]
+
+
+def _fixed_width_rows(column: Any, num_perm: int) -> np.ndarray:
+    """(rows, num_perm) uint32 from a binary column whose values are all num_perm x 4 bytes."""
+    import pyarrow as pa
+
+    arr = pa.concat_arrays([c.cast(pa.large_binary()) for c in column.chunks]) if column.num_chunks else \
+        pa.array([], pa.large_binary())
+    if len(arr) == 0:
+        return np.zeros((0, num_perm), np.uint32)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+    return data.view(np.uint32).reshape(len(arr), num_perm)
 
 
 def near_components(edges: BandEdges, threshold: float, verify: bool,
@@ -958,7 +1005,8 @@ def _emit_bucket_members(chunk: dict[str, np.ndarray], keys_ref: Any, parts: int
 
 def _verify_buckets(batch: dict[str, np.ndarray], threshold: float, verify: bool) -> dict[str, np.ndarray]:
     """Per partition: each bucket member against the bucket's smallest record (first round of
-    ``near_duplicate_components``); failed members keep their signature for later rounds."""
+    ``near_duplicate_components``). A failed member keeps its signature when its bucket has
+    another failed member: only those can meet again in a later round."""
     band, key, gidx = batch["band"], batch["key"], batch["gidx"]
     order = np.lexsort((gidx, key, band))
     band, key, gidx = band[order], key[order], gidx[order]
@@ -969,8 +1017,10 @@ def _verify_buckets(batch: dict[str, np.ndarray], threshold: float, verify: bool
         sigs = batch["sig"][order]
         num_perm = sigs.shape[1]
         passed = np.count_nonzero(sigs[rep_pos] == sigs[member_pos], axis=1) / num_perm >= threshold
+        bucket = np.repeat(np.arange(len(starts)), lengths - 1)
+        failed_in_bucket = np.bincount(bucket[~passed], minlength=len(starts))
         failed_sig = np.full(len(member_pos), b"", dtype=object)
-        for i in np.flatnonzero(~passed).tolist():
+        for i in np.flatnonzero(~passed & (failed_in_bucket[bucket] >= 2)).tolist():
             failed_sig[i] = sigs[member_pos[i]].tobytes()
     else:
         passed = np.ones(len(member_pos), dtype=bool)
@@ -1095,12 +1145,19 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
         parts = partitions_for(total * ((n_bands if near else 0) + 1))
         cols = ["status", "hash_hi", "hash_lo"] + (["bands"] if near else [])
         keyed = source.map_chunks(_emit_keys, cols, exact=cfg.dedup.exact, n_bands=n_bands if near else 0, parts=parts)
-        found = collect(grouped(keyed, _find_groups))
-        if found:
-            is_exact = found["kind"] == EXACT_KIND
-            exact_rep, exact_member = found["rep"][is_exact], found["member"][is_exact]
-            for b in range(n_bands):
-                keys_by_band[b] = np.sort(found["key"][found["kind"] == b])
+        # Streamed: the driver keeps exact edges and shared band keys, not the batches.
+        reps, members, keys = [], [], []
+        groups = grouped(keyed, _find_groups, rows=total * ((n_bands if near else 0) + 1))
+        for batch in groups.iter_batches(batch_size=None, batch_format="numpy"):
+            is_exact = batch["kind"] == EXACT_KIND
+            reps.append(batch["rep"][is_exact])
+            members.append(batch["member"][is_exact])
+            keys.append((batch["kind"][~is_exact], batch["key"][~is_exact]))
+        if reps:
+            exact_rep, exact_member = np.concatenate(reps), np.concatenate(members)
+        for b in range(n_bands):
+            keys_by_band[b] = np.sort(np.concatenate([k[kind == b] for kind, k in keys] or [np.zeros(0, np.uint64)]))
+        del reps, members, keys
     near_nodes = near_labels = np.zeros(0, np.int64)
     if near and any(len(k) for k in keys_by_band.values()):
         verify = cfg.dedup.verify
@@ -1113,8 +1170,8 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
         verified = grouped(members, _verify_buckets, threshold=cfg.dedup.threshold, verify=verify).materialize()
         # The replay holds the records with an edge and one band's edges at a time.
         replay = NearReplay(_edge_nodes(verified), cfg.dedup.threshold, verify)
-        for rows in _bands_in_order(verified):
-            replay.add_band(BandEdges.from_rows(rows, num_perm))
+        for table in _bands_in_order(verified, n_bands):
+            replay.add_band(BandEdges.from_table(table, num_perm))
         near_nodes, near_labels = replay.components()
         del replay, verified
     nodes, labels = group_nodes(exact_rep, exact_member, near_nodes, near_labels)
@@ -1139,24 +1196,23 @@ def _batch_nodes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _edge_nodes(verified: Any) -> np.ndarray:
-    got = collect(verified.map_batches(_batch_nodes, batch_size=None, batch_format="numpy"))
+    got = collect(verified.select_columns(["rep", "member"]).map_batches(_batch_nodes, batch_size=None,
+                                                                         batch_format="numpy"))
     return np.unique(got["node"]) if got else np.zeros(0, np.int64)
 
 
-def _bands_in_order(verified: Any) -> Iterator[dict[str, np.ndarray]]:
-    """The verified edges one band at a time, in band order (a Ray sort by band)."""
-    pending: dict[str, np.ndarray] | None = None
-    for batch in verified.sort("band").iter_batches(batch_size=None, batch_format="numpy"):
-        if not len(batch["band"]):
-            continue
-        pending = batch if pending is None else {k: np.concatenate([pending[k], batch[k]]) for k in batch}
-        last = pending["band"][-1]
-        bands = pending["band"]
-        for b in np.unique(bands[bands != last]):
-            yield {k: v[bands == b] for k, v in pending.items()}
-        pending = {k: v[bands == last] for k, v in pending.items()}
-    if pending is not None:
-        yield pending
+def _bands_in_order(verified: Any, n_bands: int) -> Iterator[Any]:
+    """The verified edges of one band at a time, in band order, as Arrow tables: the driver
+    never holds more than one band's edges."""
+    import pyarrow as pa
+    from ray.data.expressions import col
+
+    for b in range(n_bands):
+        band = verified.filter(expr=col("band") == b)
+        tables = [t for t in band.iter_batches(batch_size=None, batch_format="pyarrow") if t.num_rows]
+        if tables:
+            yield pa.concat_tables(tables)
+            del tables
 
 
 def _node_attributes(source: Any, nodes: np.ndarray) -> NodeAttributes:
@@ -1193,7 +1249,7 @@ def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg
     parts = partitions_for(decisions.total)
     merged = grouped(
         source.map_chunks(_emit_score_counts, ["status", "score", "provenance"], dups_ref=dups_ref, parts=parts),
-        _merge_score_counts,
+        _merge_score_counts, rows=decisions.total,
     ).materialize()
     summary = collect(merged.map_batches(_summarise_values, batch_size=None, batch_format="numpy"))
     distinct = int(summary["distinct"].sum())
@@ -1210,36 +1266,16 @@ def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg
                                                   fn_kwargs={"edges": edges}), _sum_logit_bins, edges=edges))
         bin_scores, bin_counts = bins_from_sums(sums["bin"], sums["n"], sums["total"])
     n_scored = int(bin_counts.sum())
-    n_survivors = n_scored + human + machine + unscored
-    r = cfg.ratio
-    if n_survivors == 0 or (n_scored == 0 and human + machine == 0):
-        empty = Decisions(reason=np.zeros(0, np.int8), duplicate_of=np.zeros(0, np.int64),
-                          cluster_sizes=np.zeros(0, np.int64), posterior=np.zeros(0, np.float32))
-        _decide_synthetic(_empty_annotations(), cfg, card, empty)
-        decisions.synthetic = empty.synthetic
+    counts = SurvivorCounts(n_scored + human + machine + unscored, n_scored, human, machine, unscored)
+    if synthetic_without_estimate(counts, cfg, decisions):  # type: ignore[arg-type]
         return
+    r = cfg.ratio
     est = ratio_mod.estimate_prevalence_from_bins(
         bin_scores, bin_counts, n_unscored=unscored, known_human=human, known_machine=machine,
         card=card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed,
     )
-    # The same section as stages._decide_synthetic writes for a run without a target ratio.
-    ci = list(est.ci95) if est.ci95 is not None else None
-    decisions.synthetic = {
-        "estimated_share_before": est.share, "ci95_before": ci,
-        "estimated_share_after": est.share, "ci95_after": ci,
-        "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
-        "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
-        "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
-        "warnings": list(est.warnings),
-    }
+    decisions.synthetic = estimate_section(est)
     decisions.warnings.extend(est.warnings)
-
-
-def _empty_annotations() -> Annotations:
-    z = np.zeros(0)
-    return Annotations(shard=z.astype(np.int32), status=z.astype(np.int8), hash_hi=z.astype(np.uint64),
-                       hash_lo=z.astype(np.uint64), score=z.astype(np.float32), provenance=z.astype(np.int8),
-                       uniform=z, length=z.astype(np.int32))
 
 
 def _decide_target_ratio(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg: Config,
