@@ -542,6 +542,56 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     return decisions
 
 
+@dataclass(frozen=True)
+class SurvivorCounts:
+    """The deduplicated records the synthetic share is estimated over, counted."""
+
+    survivors: int
+    scored: int  # unknown provenance, with a detector score
+    human: int  # known provenance
+    machine: int
+    unscored: int  # unknown provenance, no score
+
+
+def synthetic_without_estimate(counts: SurvivorCounts, cfg: Config, decisions: Decisions) -> bool:
+    """Fill ``decisions.synthetic`` when there is nothing to estimate from (True), or leave it."""
+    r = cfg.ratio
+    if not counts.survivors or (not counts.scored and not counts.human and not counts.machine):
+        decisions.synthetic = {
+            "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
+            "target_ratio": r.target_ratio, "downsampled": 0, "method": None,
+            "strategy": r.strategy if r.target_ratio is not None else None,
+        }
+        return True
+    if counts.unscored:
+        message = (f"{counts.unscored} records have neither a known provenance nor a detector score: "
+                   "enable the detector or map their provenance")
+        if r.target_ratio is not None:
+            raise ConfigError(f"cannot meet --target-ratio: {message}")
+        decisions.warnings.append(f"no synthetic-share estimate: {message}")
+        decisions.synthetic = {
+            "known_provenance": {"human": counts.human, "machine": counts.machine},
+            "detector_scored": 0, "unscored": counts.unscored, "target_ratio": None, "downsampled": 0,
+            "method": None, "strategy": None,
+        }
+        return True
+    return False
+
+
+def estimate_section(est: Any) -> dict[str, Any]:
+    """report.json's ``synthetic`` section for a run without a target ratio."""
+    ci = list(est.ci95) if est.ci95 is not None else None
+    return {
+        "estimated_share_before": est.share, "ci95_before": ci,
+        "estimated_share_after": est.share, "ci95_after": ci,
+        "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
+        "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
+        "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
+        "detector_share_by_method": est.to_dict().get("detector_share_by_method"),
+        "warnings": list(est.warnings),
+    }
+
+
 def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
     """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
     from synthfilter import ratio as ratio_mod
@@ -551,38 +601,14 @@ def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None
     # Known provenance is counted as known: the detector's guess never overrides it.
     scores = np.where(prov == 0, ann.score[survivors], np.nan).astype(np.float32)
     r = cfg.ratio
-    if not len(survivors) or (np.isnan(scores).all() and not (prov != 0).any()):
-        decisions.synthetic = {
-            "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
-            "target_ratio": r.target_ratio, "downsampled": 0, "method": None,
-            "strategy": r.strategy if r.target_ratio is not None else None,
-        }
-        return
     unscored = int(np.sum(np.isnan(scores) & (prov == 0)))
-    if unscored:
-        message = (f"{unscored} records have neither a known provenance nor a detector score: "
-                   "enable the detector or map their provenance")
-        if r.target_ratio is not None:
-            raise ConfigError(f"cannot meet --target-ratio: {message}")
-        decisions.warnings.append(f"no synthetic-share estimate: {message}")
-        decisions.synthetic = {
-            "known_provenance": {"human": int(np.sum(prov == 1)), "machine": int(np.sum(prov == 2))},
-            "detector_scored": 0, "unscored": unscored, "target_ratio": None, "downsampled": 0,
-            "method": None, "strategy": None,
-        }
+    counts = SurvivorCounts(len(survivors), int(np.sum(~np.isnan(scores))), int(np.sum(prov == 1)),
+                            int(np.sum(prov == 2)), unscored)
+    if synthetic_without_estimate(counts, cfg, decisions):
         return
     if r.target_ratio is None:
         est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed)
-        ci = list(est.ci95) if est.ci95 is not None else None
-        decisions.synthetic = {
-            "estimated_share_before": est.share, "ci95_before": ci,
-            "estimated_share_after": est.share, "ci95_after": ci,
-            "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
-            "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
-            "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
-            "detector_share_by_method": est.to_dict().get("detector_share_by_method"),
-            "warnings": list(est.warnings),
-        }
+        decisions.synthetic = estimate_section(est)
         decisions.warnings.extend(est.warnings)
         return
     plan = ratio_mod.plan_downsampling(
