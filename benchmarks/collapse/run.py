@@ -29,8 +29,9 @@ import argparse
 import glob
 import html
 import json
-import re
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,8 @@ PLOT = REPO / "benchmarks" / "collapse" / "collapse.png"
 SECTION = "## Model collapse (issue 10)"
 REGIMES = ("human-only", "replace", "pool-50", "pool-50+synthfilter")
 FILTERED = "pool-50+synthfilter"
+RETRAINED = "pool-50+synthfilter, retrained detector"  # only with --retrain-detector
+WORK_DIRS = {FILTERED: "filter", RETRAINED: "filter-retrained"}
 KL_UNIFORM_WEIGHT = 0.01
 _MARKUP = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")  # the generated unigram distribution is mixed with 1 % uniform for KL
 
@@ -237,14 +240,14 @@ def train_detector(work: Path, corpus: Corpus, machine: list[np.ndarray], s: Set
             "train_prior": card.get("train_prior")}
 
 
-def filter_pool(work: Path, generation: int, human: list[np.ndarray], synthetic: list[np.ndarray],
+def filter_pool(work: Path, name: str, generation: int, human: list[np.ndarray], synthetic: list[np.ndarray],
                 corpus: Corpus, detector: Path, s: Settings) -> tuple[list[np.ndarray], dict]:
     """Write the pool, run ``synthfilter run --target-ratio``, read kept/ and report.json back."""
     v = corpus.vocab
     rows = [{"id": f"h{i}", "text": detokenize(v.decode(d)), "truth": "human"} for i, d in enumerate(human)]
     rows += [{"id": f"s{i}", "text": detokenize(v.decode(d)), "truth": "synthetic"} for i, d in enumerate(synthetic)]
     order = np.random.default_rng([s.seed, 4, generation]).permutation(len(rows))
-    gdir = work / f"filter_g{generation:02d}"
+    gdir = work / f"{name}_g{generation:02d}"
     shutil.rmtree(gdir, ignore_errors=True)
     (gdir / "in").mkdir(parents=True)
     write_jsonl(gdir / "in" / "pool.jsonl", [rows[i] for i in order])
@@ -293,6 +296,10 @@ def generate(model: KneserNeyTrigram, s: Settings, rng_key: list[int], n_docs: i
     return docs
 
 
+def regimes(s: Settings) -> tuple[str, ...]:
+    return REGIMES + ((RETRAINED,) if s.retrain_detector else ())
+
+
 def run(s: Settings, data: list[str], work: Path, text_field: str = "text", label_field: str = "label",
         human_label: str = "human", log=print) -> dict:
     t0 = time.perf_counter()
@@ -305,16 +312,19 @@ def run(s: Settings, data: list[str], work: Path, text_field: str = "text", labe
     log(f"human documents: {len(corpus.test)} test, {len(corpus.detector_human)} detector, "
         f"{len(corpus.pool)} pool; vocabulary {V:,}")
     H = s.human_per_generation
-    results: dict = {"settings": asdict(s), "data": data, "vocab": V,
+    names = regimes(s)
+    filtered_names = [r for r in names if r in (FILTERED, RETRAINED)]
+    results: dict = {"settings": asdict(s), "data": data, "vocab": V, "regimes": list(names),
                      "human_reference": human_reference(corpus, s, test_unigrams),
-                     "metrics": {r: [] for r in REGIMES}, "filter": []}
+                     "metrics": {r: [] for r in names}, "filter": {r: [] for r in filtered_names},
+                     "retrained_detectors": []}
 
     gen0 = KneserNeyTrigram(human_draw(corpus, s, 0), V)
     out0 = generate(gen0, s, [0, 0], H)
     m0 = measure(gen0, out0, corpus, s, test_unigrams)
-    models = {r: gen0 for r in REGIMES}
-    outputs = {r: out0 for r in REGIMES}
-    for r in REGIMES:
+    models = {r: gen0 for r in names}
+    outputs = {r: out0 for r in names}
+    for r in names:
         results["metrics"][r].append(m0)
     log(f"g00 all regimes: ppl {m0['perplexity']:.1f}  distinct-2 {m0['distinct_2']:.3f}  "
         f"({time.perf_counter() - t0:.0f}s)")
@@ -322,62 +332,67 @@ def run(s: Settings, data: list[str], work: Path, text_field: str = "text", labe
     t = time.perf_counter()
     det_machine = generate(gen0, replace(s, metric_tokens=0), [9, 0], s.detector_docs)
     results["detector"] = train_detector(work, corpus, det_machine, s)
-    results["retrained_detectors"] = []
     log(f"detector: validation AUROC {results['detector']['val_auroc']:.4f} ({time.perf_counter() - t:.0f}s)")
-    detector = Path(results["detector"]["path"])
+    detectors = {r: Path(results["detector"]["path"]) for r in filtered_names}
 
     for g in range(1, s.generations + 1):
-        if s.retrain_detector and g > 1:  # the company knows its current generator, too
-            machine = generate(models[FILTERED], replace(s, metric_tokens=0), [9, g], s.detector_docs)
+        if RETRAINED in names and g > 1:  # the company knows its current generator, too
+            machine = generate(models[RETRAINED], replace(s, metric_tokens=0), [9, g], s.detector_docs)
             info = train_detector(work, corpus, machine, s, name=f"detector_g{g:02d}")
             results["retrained_detectors"].append({"generation": g, **info})
-            detector = Path(info["path"])
+            detectors[RETRAINED] = Path(info["path"])
         human = human_draw(corpus, s, g)
-        filtered, stats = filter_pool(work, g, human, outputs[FILTERED][:H], corpus, detector, s)
-        results["filter"].append({"generation": g, **stats})
-        train = {
-            "human-only": human,
-            "replace": outputs["replace"][:H],
-            "pool-50": human + outputs["pool-50"][:H],
-            FILTERED: filtered,
-        }
-        for i, r in enumerate(REGIMES):
+        train = {"human-only": human, "replace": outputs["replace"][:H], "pool-50": human + outputs["pool-50"][:H]}
+        notes = []
+        for r in filtered_names:
+            train[r], stats = filter_pool(work, WORK_DIRS[r], g, human, outputs[r][:H], corpus, detectors[r], s)
+            results["filter"][r].append({"generation": g, **stats})
+            notes.append(f"{r}: est {stats['estimated_share_before']:.3f} vs true {stats['true_share_before']:.3f}, "
+                         f"kept {stats['estimated_share_after']:.3f} vs {stats['true_share_after']:.3f}, "
+                         f"AUROC {stats['detector_auroc']:.4f}")
+        for i, r in enumerate(names):
             models[r] = KneserNeyTrigram(train[r], V)
             outputs[r] = generate(models[r], s, [i + 1, g], H)
             results["metrics"][r].append(measure(models[r], outputs[r], corpus, s, test_unigrams))
         line = "  ".join(f"{r} {results['metrics'][r][-1]['perplexity']:.0f}/{results['metrics'][r][-1]['distinct_2']:.3f}"
-                         for r in REGIMES)
-        log(f"g{g:02d} ppl/distinct-2: {line}  | est {stats['estimated_share_before']:.3f} vs true "
-            f"{stats['true_share_before']:.3f}, after {stats['estimated_share_after']:.3f} vs "
-            f"{stats['true_share_after']:.3f}, detector AUROC {stats['detector_auroc']:.4f}  "
-            f"({time.perf_counter() - t0:.0f}s)")
+                         for r in names)
+        log(f"g{g:02d} ppl/distinct-2: {line}  | {' | '.join(notes)}  ({time.perf_counter() - t0:.0f}s)")
     results["seconds"] = time.perf_counter() - t0
+    results["cpu_seconds"] = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+                                 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     results["goals"] = goals(results)
     return results
 
 
 def goals(res: dict) -> dict:
     m = res["metrics"]
-    last = {r: m[r][-1] for r in REGIMES}
     first = m["human-only"][0]
     out = {}
     for r in ("replace", "pool-50"):
-        ppl_up = last[r]["perplexity"] / first["perplexity"] - 1
-        d2_down = 1 - last[r]["distinct_2"] / first["distinct_2"]
+        ppl_up = m[r][-1]["perplexity"] / first["perplexity"] - 1
+        d2_down = 1 - m[r][-1]["distinct_2"] / first["distinct_2"]
         out[r] = {"perplexity_up": ppl_up, "distinct_2_down": d2_down, "met": ppl_up >= 0.2 and d2_down >= 0.2}
-    ref, f = last["human-only"], last[FILTERED]
-    ppl_gap = f["perplexity"] / ref["perplexity"] - 1
-    coverage = f["tail_coverage"] / ref["tail_coverage"]
-    out[FILTERED] = {"perplexity_vs_human_only": ppl_gap, "tail_coverage_vs_human_only": coverage,
-                     "met": abs(ppl_gap) <= 0.03 and coverage >= 0.95}
-    errs_before = [abs(x["estimated_share_before"] - x["true_share_before"]) for x in res["filter"]]
-    errs_after = [abs(x["estimated_share_after"] - x["true_share_after"]) for x in res["filter"]]
-    out["estimate"] = {"max_error_before": max(errs_before, default=0.0), "max_error_after": max(errs_after, default=0.0),
-                       "met": max(errs_before + errs_after, default=0.0) <= 0.02}
+    ref = m["human-only"][-1]
+    for r, series in res["filter"].items():
+        f = m[r][-1]
+        ppl_gap = f["perplexity"] / ref["perplexity"] - 1
+        coverage = f["tail_coverage"] / ref["tail_coverage"]
+        errs_before = [abs(x["estimated_share_before"] - x["true_share_before"]) for x in series]
+        errs_after = [abs(x["estimated_share_after"] - x["true_share_after"]) for x in series]
+        out[r] = {"perplexity_vs_human_only": ppl_gap, "tail_coverage_vs_human_only": coverage,
+                  "distinct_2_vs_human_only": f["distinct_2"] / ref["distinct_2"] - 1,
+                  "met": abs(ppl_gap) <= 0.03 and coverage >= 0.95,
+                  "estimate": {"max_error_before": max(errs_before, default=0.0),
+                               "max_error_after": max(errs_after, default=0.0),
+                               "met": max(errs_before + errs_after, default=0.0) <= 0.02}}
     return out
 
 
 # -- recording --------------------------------------------------------------------------------------
+
+
+STYLES = {"human-only": ("black", "-"), "replace": ("tab:red", "-"), "pool-50": ("tab:orange", "-"),
+          FILTERED: ("tab:blue", "--"), RETRAINED: ("tab:green", ":")}
 
 
 def plot(res: dict, path: Path) -> None:
@@ -386,24 +401,24 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
-    styles = {"human-only": ("black", "-"), "replace": ("tab:red", "-"), "pool-50": ("tab:orange", "-"),
-              FILTERED: ("tab:blue", "--")}
-    for r in REGIMES:
-        gens = range(len(res["metrics"][r]))
-        color, ls = styles[r]
-        for ax, key in zip(axes, ("perplexity", "distinct_2")):
-            ax.plot(gens, [x[key] for x in res["metrics"][r]], color=color, linestyle=ls, marker="o",
-                    markersize=3, label=r)
-    axes[0].set_title("perplexity on held-out human text")
-    axes[0].set_yscale("log")
-    axes[1].set_title("distinct-2 of generated text")
-    axes[1].axhline(res["human_reference"]["distinct_2"], color="grey", linewidth=0.8, linestyle=":")
-    axes[1].text(0, res["human_reference"]["distinct_2"], "human text", color="grey", fontsize=7, va="bottom")
-    for ax in axes:
+    names = res["regimes"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), dpi=80)
+    panels = ((axes[0], "perplexity", names), (axes[1], "perplexity", [r for r in names if r != "replace"]),
+              (axes[2], "distinct_2", names))
+    for ax, key, shown in panels:
+        for r in shown:
+            color, ls = STYLES[r]
+            ax.plot(range(len(res["metrics"][r])), [x[key] for x in res["metrics"][r]], color=color, linestyle=ls,
+                    marker="o", markersize=3, label=r)
         ax.set_xlabel("generation")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    axes[0].set_title("perplexity on held-out human text")
+    axes[0].set_yscale("log")
+    axes[1].set_title("the same, without replace")
+    axes[2].set_title("distinct-2 of generated text")
+    axes[2].axhline(res["human_reference"]["distinct_2"], color="grey", linewidth=0.8, linestyle=":")
+    axes[2].text(0, res["human_reference"]["distinct_2"], "human text", color="grey", fontsize=7, va="bottom")
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -414,29 +429,33 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}"
 
 
-def markdown(res: dict, command: str) -> str:
-    s, m, gl = res["settings"], res["metrics"], res["goals"]
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def markdown(res: dict) -> str:
+    s, m, gl, names = res["settings"], res["metrics"], res["goals"], res["regimes"]
     G = s["generations"]
     first = m["human-only"][0]
-    det = ("a new detector each generation, trained on the current generator's output (generation 0's: "
-           if s.get("retrain_detector") else "trained on ")
+    retrained = (" A second filtered regime gets a new detector every generation, trained the same way on the "
+                 "output of its current generator." if RETRAINED in names else "")
     lines = [
-        f"### `{command}`", "",
-        f"{dt_now()}, {res['seconds'] / 60:.1f} min. Kneser–Ney trigram, temperature "
+        f"### `{res['command']}`", "",
+        f"{dt_now()}, {res['seconds'] / 60:.1f} min wall ({res.get('cpu_seconds', 0) / 60:.1f} CPU-min with "
+        f"subprocesses) on a shared 2-core machine. Kneser–Ney trigram, temperature "
         f"{s['temperature']}, top-p {s['top_p']}; {s['human_per_generation']} human documents per generation "
         f"(a pool is those + as many synthetic), {s['test_docs']} held-out test documents, metrics of generated "
-        f"text on its first {s['metric_tokens']:,} tokens; seed {s['seed']}. Detector (`synthfilter train`): {det}"
+        f"text on its first {s['metric_tokens']:,} tokens; seed {s['seed']}. Detector: `synthfilter train` on "
         f"{res['detector']['train_rows']} rows of generation-0 output vs human text, validation AUROC "
-        f"{res['detector']['val_auroc']:.4f} on {res['detector']['val_rows']} rows"
-        f"{')' if s.get('retrain_detector') else ''}.", "",
+        f"{res['detector']['val_auroc']:.4f} on {res['detector']['val_rows']} rows.{retrained}", "",
         f"Generation {G} (generation 0, shared by all regimes: perplexity {first['perplexity']:.1f}, "
         f"distinct-2 {first['distinct_2']:.3f}, tail coverage {first['tail_coverage']:.3f}):", "",
-        "| regime | perplexity | vs gen 0 | vs human-only | distinct-1 | distinct-2 | distinct-3 | vs gen 0 (d-2) "
+        "| regime | perplexity | vs gen 0 | vs human-only | distinct-1 | distinct-2 | distinct-3 | d-2 vs gen 0 "
         "| tail coverage | unigram KL (bits) | train tokens |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ref = m["human-only"][-1]
-    for r in REGIMES:
+    for r in names:
         x = m[r][-1]
         lines.append(
             f"| {r} | {x['perplexity']:.1f} | {_pct(x['perplexity'] / first['perplexity'] - 1)} | "
@@ -446,41 +465,38 @@ def markdown(res: dict, command: str) -> str:
     h = res["human_reference"]
     lines.append(f"| *human text* | | | | {h['distinct_1']:.3f} | {h['distinct_2']:.3f} | {h['distinct_3']:.3f} | "
                  f"| | {h['unigram_kl_bits']:.3f} | |")
-    lines += ["", "Perplexity by generation:", "",
-              "| regime | " + " | ".join(str(g) for g in range(G + 1)) + " |",
-              "|---|" + "---:|" * (G + 1)]
-    for r in REGIMES:
-        lines.append(f"| {r} | " + " | ".join(f"{x['perplexity']:.0f}" for x in m[r]) + " |")
-    lines += ["", "Distinct-2 by generation:", "",
-              "| regime | " + " | ".join(str(g) for g in range(G + 1)) + " |",
-              "|---|" + "---:|" * (G + 1)]
-    for r in REGIMES:
-        lines.append(f"| {r} | " + " | ".join(f"{x['distinct_2']:.3f}" for x in m[r]) + " |")
-    lines += ["", "synthfilter on each pool (`--target-ratio " + str(s["target_ratio"]) + "`): estimated vs true "
-              "synthetic share of the deduplicated pool and of the kept output:", "",
-              "| gen | detector AUROC on the pool | estimate (95 % CI) | true | error | kept: estimate | kept: true "
-              "| error | human kept | synthetic kept | dropped as duplicates |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for x in res["filter"]:
-        lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
-        dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
-        lines.append(
-            f"| {x['generation']} | {x['detector_auroc']:.4f} | {x['estimated_share_before']:.3f} ({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
-            f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | {x['estimated_share_after']:.3f} | "
-            f"{x['true_share_after']:.3f} | {(x['estimated_share_after'] - x['true_share_after']) * 100:+.1f} pt | "
-            f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} |")
-    f = gl[FILTERED]
+    for key, title, fmt in (("perplexity", "Perplexity", "{:.0f}"), ("distinct_2", "Distinct-2", "{:.3f}")):
+        lines += ["", f"{title} by generation:", "",
+                  "| regime | " + " | ".join(str(g) for g in range(G + 1)) + " |", "|---|" + "---:|" * (G + 1)]
+        for r in names:
+            lines.append(f"| {r} | " + " | ".join(fmt.format(x[key]) for x in m[r]) + " |")
+    for r, series in res["filter"].items():
+        lines += ["", f"`{r}`: synthfilter on each pool (`--target-ratio {s['target_ratio']}`), estimated vs true "
+                  "synthetic share of the deduplicated pool and of the kept output:", "",
+                  "| gen | detector AUROC on the pool | estimate (95 % CI) | true | error | kept: estimate | kept: true "
+                  "| error | human kept | synthetic kept | dropped as duplicates |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in series:
+            lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
+            dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
+            lines.append(
+                f"| {x['generation']} | {x['detector_auroc']:.4f} | {x['estimated_share_before']:.3f} "
+                f"({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
+                f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | "
+                f"{x['estimated_share_after']:.3f} | {x['true_share_after']:.3f} | "
+                f"{(x['estimated_share_after'] - x['true_share_after']) * 100:+.1f} pt | "
+                f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} |")
     lines += ["", "Goals:", ""]
     for r in ("replace", "pool-50"):
         lines.append(f"- {r}: perplexity {_pct(gl[r]['perplexity_up'])}, distinct-2 {_pct(-gl[r]['distinct_2_down'])} "
-                     f"after {G} generations (goal: +20 % / −20 %): **{'met' if gl[r]['met'] else 'not met'}**")
-    lines.append(f"- {FILTERED}: perplexity {_pct(f['perplexity_vs_human_only'])} vs human-only (goal within 3 %), "
-                 f"tail coverage {f['tail_coverage_vs_human_only']:.1%} of human-only's (goal ≥ 95 %): "
-                 f"**{'met' if f['met'] else 'not met'}**")
-    e = gl["estimate"]
-    lines.append(f"- estimated synthetic share: largest error {e['max_error_before'] * 100:.1f} pt on the pools, "
-                 f"{e['max_error_after'] * 100:.1f} pt on the kept output (goal ≤ 2 pt): "
-                 f"**{'met' if e['met'] else 'not met'}**")
+                     f"after {G} generations (goal +20 % / −20 %): {_met(gl[r]['met'])}")
+    for r in res["filter"]:
+        f, e = gl[r], gl[r]["estimate"]
+        lines.append(f"- {r}: perplexity {_pct(f['perplexity_vs_human_only'])} vs human-only (goal within 3 %), "
+                     f"tail coverage {f['tail_coverage_vs_human_only']:.1%} of human-only's (goal ≥ 95 %): "
+                     f"{_met(f['met'])}; distinct-2 {_pct(f['distinct_2_vs_human_only'])} vs human-only")
+        lines.append(f"- {r}, estimated synthetic share: largest error {e['max_error_before'] * 100:.1f} pt on the "
+                     f"pools, {e['max_error_after'] * 100:.1f} pt on the kept output (goal ≤ 2 pt): {_met(e['met'])}")
     lines.append("")
     return "\n".join(lines)
 
@@ -563,17 +579,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="RESULTS.md to write the section to")
     ap.add_argument("--plot", type=Path, default=PLOT)
     ap.add_argument("--no-record", action="store_true", help="write only OUT/results.json (no RESULTS.md, no plot)")
+    ap.add_argument("--record-only", action="store_true",
+                    help="do not run: record OUT/results.json of an earlier run (RESULTS.md section and plot)")
     a = ap.parse_args(argv)
-    s = QUICK if a.quick else Settings()
-    overrides = {k: getattr(a, k) for k in ("generations", "human_per_generation", "test_docs", "detector_docs",
-                                            "metric_tokens", "temperature", "top_p", "seed", "workers",
-                                            "retrain_detector")}
-    s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
-    res = run(s, a.data, a.out, a.text_field, a.label_field, a.human_label,
-              log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    (a.out / "results.json").write_text(json.dumps(res, indent=1))
-    command = " ".join(["python benchmarks/collapse/run.py", *_experiment_args(argv if argv is not None else sys.argv[1:])])
-    text = markdown(res, command)
+    if a.record_only:
+        res = json.loads((a.out / "results.json").read_text())
+    else:
+        s = QUICK if a.quick else Settings()
+        overrides = {k: getattr(a, k) for k in ("generations", "human_per_generation", "test_docs", "detector_docs",
+                                                "metric_tokens", "temperature", "top_p", "seed", "workers",
+                                                "retrain_detector")}
+        s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
+        res = run(s, a.data, a.out, a.text_field, a.label_field, a.human_label,
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        args = _experiment_args(argv if argv is not None else sys.argv[1:])
+        res["command"] = " ".join(["python benchmarks/collapse/run.py", *args])
+        (a.out / "results.json").write_text(json.dumps(res, indent=1))
+    text = markdown(res)
     print(text)
     if not a.no_record:
         write_section(a.results, text)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from textgen import assistant_text, human_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ def _write_corpus(path: Path, n_human: int, n_machine: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+@pytest.mark.slow  # `synthfilter train` has a fixed cost (5-fold cross-fitting) whatever the data size
 def test_collapse_benchmark_tiny_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "corpus.jsonl"
     _write_corpus(data, n_human=700, n_machine=50)  # machine rows must be ignored
@@ -47,8 +49,9 @@ def test_collapse_benchmark_tiny_end_to_end(tmp_path: Path) -> None:
     assert len({json.dumps(s[0], sort_keys=True) for s in res["metrics"].values()}) == 1
     # the detector came from `synthfilter train`, the filtering from `synthfilter run --target-ratio`
     assert (out / "detector" / "card.json").is_file()
-    assert len(res["filter"]) == 2
-    for f in res["filter"]:
+    assert list(res["filter"]) == ["pool-50+synthfilter"]
+    assert len(res["filter"]["pool-50+synthfilter"]) == 2
+    for f in res["filter"]["pool-50+synthfilter"]:
         assert f["pool"] == 300
         assert f["true_share_before"] > 0.3 and 0 <= f["estimated_share_before"] <= 1
         assert f["estimated_share_after"] <= 0.1 + 1e-9
@@ -58,5 +61,6 @@ def test_collapse_benchmark_tiny_end_to_end(tmp_path: Path) -> None:
     assert vocab[2] <= vocab[1] <= vocab[0]
 
     md = results_md.read_text()
-    assert "## Model collapse (issue 10)" in md and "## Another benchmark\n\nuntouched" in md
+    assert "## Model collapse (issue 10)" in md and "### `python benchmarks/collapse/run.py --data " in md
+    assert "--out" not in md and "## Another benchmark\n\nuntouched" in md
     assert (tmp_path / "collapse.png").stat().st_size > 1000
