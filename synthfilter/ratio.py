@@ -616,6 +616,23 @@ class _KeptShare:
         return float(np.quantile(reps, confidence))
 
 
+def adjust_to_prior(scores: np.ndarray, train_prior: float | None, prior: float) -> np.ndarray:
+    """Bayes-rule prior shift of calibrated P(machine) from the training prior to ``prior``
+    (Saerens et al. 2002); scores are returned unchanged when the training prior is unknown."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    if train_prior is None or not 0.0 < train_prior < 1.0:
+        return p
+    q = float(np.clip(prior, 1e-6, 1 - 1e-6))
+    a = (q / train_prior) * p
+    b = ((1 - q) / (1 - train_prior)) * (1 - p)
+    return a / (a + b)
+
+
+def drop_order(posterior: np.ndarray, provenance: np.ndarray, uniform: np.ndarray, strategy: str) -> np.ndarray:
+    """The order records are dropped in (first = dropped first); see ``plan_downsampling``."""
+    return _drop_order(posterior, provenance, uniform, strategy)
+
+
 def _drop_order(posterior: np.ndarray, provenance: np.ndarray, uniform: np.ndarray, strategy: str) -> np.ndarray:
     """Record indices in the order they are dropped (known machine, then by strategy, known human last)."""
     unknown = provenance == UNKNOWN

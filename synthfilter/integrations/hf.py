@@ -474,7 +474,7 @@ class _StreamState:
 
     def _downsample(self, scored: dict[str, np.ndarray], ids: list[str], reason: np.ndarray,
                     p_machine: np.ndarray) -> None:
-        from synthfilter.ratio import HUMAN, MACHINE, UNKNOWN, _drop_order, _posteriors, card_train_prior
+        from synthfilter.ratio import HUMAN, MACHINE, UNKNOWN, adjust_to_prior, card_train_prior, drop_order
         from synthfilter.pipeline.stages import record_uniforms
 
         r = self.cfg.ratio
@@ -493,10 +493,10 @@ class _StreamState:
         scored_mask = unknown & np.isfinite(score)
         if scored_mask.any():
             s = np.clip(score[scored_mask].astype(np.float64), 1e-6, 1 - 1e-6)
-            post[scored_mask] = _posteriors(s, card_train_prior(self.card), self.pi)
+            post[scored_mask] = adjust_to_prior(s, card_train_prior(self.card), self.pi)
         post[unknown & ~np.isfinite(score)] = self.pi
         uniform = record_uniforms(self.cfg.seed, [ids[i] for i in surv.tolist()])
-        order = _drop_order(post, prov, uniform, r.strategy)
+        order = drop_order(post, prov, uniform, r.strategy)
         total = post.sum()
         m = len(surv)
         dropped_mass = np.concatenate(([0.0], np.cumsum(post[order])))
