@@ -46,9 +46,9 @@ TITLE = "Ray Data engine (issue 9)"
 sys.path.insert(0, str(REPO / "tests"))
 
 PER_SHARD = 100_000
-# Detector records/s per core for the 1-billion estimate: the `tiny-model` row of the HF datasets
-# map section of RESULTS.md (1,730 rec/s on 2 workers), until the shipped model is measured.
-DETECTOR_RATE = 865.0
+# Detector records/s per core for the 1-billion estimate: the shipped detector on ~3 KB documents,
+# one core, from the "Detector quality (issue 4)" section of RESULTS.md.
+DETECTOR_RATE = 688.0
 NUM_PERM = 128
 THRESHOLD = 0.8
 
@@ -396,8 +396,9 @@ def billion_estimate(e2e: list[dict[str, Any]], mem: list[dict[str, Any]], detec
         f"{big['kept'] / big['records']:.0%} kept): score (dedup) {per_core['score']:,.0f} rec/s, decide "
         f"{per_core['decide']:,.0f} rec/s (this corpus; "
         f"{per_core.get('decide (2 % duplicates)', float('nan')):,.0f} rec/s with 2 % duplicates), write "
-        f"{per_core['write']:,.0f} rec/s; detector {detector_rate:,.0f} rec/s per core (the `tiny-model` row of the HF "
-        f"datasets map section: the shipped model did not load on this checkout, so it is not measured here). "
+        f"{per_core['write']:,.0f} rec/s; detector {detector_rate:,.0f} docs/s per core (the shipped model on ~3 KB "
+        f"documents, \"Detector quality (issue 4)\"; it did not load on this checkout, so it is not re-measured here). "
+        f"Rates are per wall-second under the load shown, so they understate a quiet core. "
         f"Total {core_h:,.0f} core-hours, {core_h - n / detector_rate / 3600:,.0f} of them without the detector.",
         f"With {cores_per_node}-core nodes and 30 % headroom: **{nodes} nodes for about {hours:g} hour** "
         f"({math.ceil(core_h * 1.3 / 24 / cores_per_node)} node(s) for a day; without the detector "
