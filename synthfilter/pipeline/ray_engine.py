@@ -1648,7 +1648,11 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         for src in sources:
             offsets.append(offsets[-1] + int(metas[src.shard.rel]["records"]))
         try:
+            t_decide = time.perf_counter()
+            progress.log(f"decide: {offsets[-1]:,} records on Ray")
             source, decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
+            progress.log(f"decide: {len(decisions.gidx):,} rejected as duplicates or downsampled "
+                         f"({time.perf_counter() - t_decide:,.1f} s)")
         except HumanLossError:
             out_store.delete(WORK_DIR)
             if out_store.local is not None and not any(out_store.local.iterdir()):

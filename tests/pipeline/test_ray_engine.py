@@ -474,8 +474,11 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
     _assert_same(got, want)
 
 
-def test_filter_dataset_matches_the_python_api(ray_cluster: str) -> None:
+def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
+
+    # Every shuffle through Ray's hash shuffle, the path of large runs (sort-based below 20 M rows).
+    monkeypatch.setattr(re, "HASH_SHUFFLE_ROWS", 0)
 
     from synthfilter.api import SynthFilter
     from synthfilter.ray import filter_dataset
