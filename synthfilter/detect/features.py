@@ -50,10 +50,11 @@ def normalize_text(text: str) -> str:
 
 
 _MARKUP_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]{0,200})?/?>|&(?:[a-z]{2,8}|#[0-9]{1,5});")
-_LAYOUT_LABEL = re.compile(r"\b(?:Question|Answer|Context|Title|Abstract|Summary)\s?:\s?")
+_LAYOUT_LABEL_WORDS = ("Question", "Answer", "Context", "Title", "Abstract", "Summary")
+_LAYOUT_LABEL = re.compile(r"\b(?:" + "|".join(_LAYOUT_LABEL_WORDS) + r")\s?:\s?")
 
 
-def detector_text(text: str) -> str:
+def detector_text(text: str, max_chars: int | None = None) -> str:
     """``normalize_text`` plus layout that says nothing about the author removed.
 
     HTML tags and entities (``<br />``, ``&amp;``) and field labels such as ``Question:`` /
@@ -61,9 +62,11 @@ def detector_text(text: str) -> str:
     markup must not look different from the same words without it.
     """
     norm = normalize_text(text)
+    if max_chars is not None and len(norm) > 2 * max_chars:  # only the window is read: spare the regexes the rest
+        norm = norm[: 2 * max_chars]
     if "<" in norm or "&" in norm:
         norm = _MARKUP_TAG.sub(" ", norm)
-    if ":" in norm:
+    if ":" in norm and any(label in norm for label in _LAYOUT_LABEL_WORDS):
         norm = _LAYOUT_LABEL.sub("", norm)
     return " ".join(norm.split())
 
@@ -155,8 +158,8 @@ STYLE_FEATURE_NAMES: tuple[str, ...] = (
     "ttr_first100",
     "ttr_chunk100_mean",
     "hapax_first300",
-    "repeat_bigram_first300",
-    "repeat_trigram_first300",
+    "repeat_bigram_first200",
+    "repeat_trigram_first200",
     "sent_len_mean",
     "sent_len_std",
     "sent_len_cv",
@@ -186,10 +189,9 @@ def style_features(norm: str, tokens: Sequence[str] | None = None) -> np.ndarray
         return v
     counts = Counter(tokens)
     inv_tok = 100.0 / n_tok
-    i = 0
-    for c in _PUNCT_PROFILE:
-        v[i] = counts.get(c, 0) * inv_tok
-        i += 1
+    get = counts.get
+    v[: len(_PUNCT_PROFILE)] = [get(c, 0) * inv_tok for c in _PUNCT_PROFILE]
+    i = len(_PUNCT_PROFILE)
     v[i] = 100.0 * len(_DIGIT.findall(norm)) / max(len(norm), 1)
     i += 1
 
@@ -206,6 +208,7 @@ def style_features(norm: str, tokens: Sequence[str] | None = None) -> np.ndarray
         v[i + 4] = sum(len(set(c)) / len(c) for c in chunks) / len(chunks)
         head = words[:300]
         v[i + 5] = sum(1 for c in Counter(head).values() if c == 1) / len(head)
+        head = words[:200]
         if len(head) > 1:
             v[i + 6] = 1.0 - len(set(zip(head, head[1:]))) / (len(head) - 1)
         if len(head) > 2:
@@ -233,13 +236,12 @@ def style_features(norm: str, tokens: Sequence[str] | None = None) -> np.ndarray
     i += 7
 
     prefix = norm[:1500].lower().encode("utf-8", "replace")
-    v[i] = len(zlib.compress(prefix, 6)) / max(len(prefix), 1)
+    v[i] = len(zlib.compress(prefix, 1)) / max(len(prefix), 1)
     v[i + 1] = math.log1p(n_words)
     i += 2
 
     if n_words:
         inv = 1.0 / n_words
-        get = counts.get
         v[i:] = [get(w, 0) * inv for w in FUNCTION_WORDS]
     return v
 

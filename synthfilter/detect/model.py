@@ -94,7 +94,8 @@ class TextViews:
     @classmethod
     def of(cls, texts: Sequence[str], already_normalised: bool = False,
            max_chars: int = DEFAULT_MAX_CHARS) -> "TextViews":
-        norms = list(texts) if already_normalised else [analysis_window(detector_text(t), max_chars) for t in texts]
+        norms = list(texts) if already_normalised else [analysis_window(detector_text(t, max_chars), max_chars)
+                                                             for t in texts]
         tokens = [tokenize(t) for t in norms]
         return cls(norms, [" ".join(t) for t in tokens], [skeleton_view(t) for t in tokens], tokens,
                    style_matrix(norms, tokens))

@@ -89,3 +89,12 @@ def test_load_labelled_custom_fields_and_compression(tmp_path):
                          machine_label="ours", group_fields=["team"])
     assert data.y.tolist() == [0, 1, 0, 1, 0, 1]
     assert data.groups["team"].tolist() == ["x"] * 6
+
+
+def test_threshold_gives_the_same_answer_in_float32_and_float64():
+    r = np.random.default_rng(4)
+    human = np.round(r.random(999), 3).astype(np.float32)  # many ties, like a step calibrator
+    t = threshold_at_fpr(human, 0.05)
+    assert np.float32(t) == t
+    assert (human >= t).sum() == (human.astype(np.float64) >= t).sum()
+    assert (human >= t).mean() <= 0.05
