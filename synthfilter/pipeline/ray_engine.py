@@ -71,6 +71,10 @@ from synthfilter.pipeline.stages import (
     write_shard,
 )
 from synthfilter.ratio import HumanLossError
+# The estimator's binning (ratio._Bins.build): distinct values up to MAX_SCORE_BINS, else logit bins.
+from synthfilter.ratio import _MAX_BINS as MAX_SCORE_BINS
+from synthfilter.ratio import _SCORE_CLIP as SCORE_CLIP
+from synthfilter.ratio import _logit
 
 log = logging.getLogger("synthfilter")
 
@@ -86,10 +90,6 @@ HASH_SHUFFLE_ROWS = 20_000_000
 MAX_ROUNDS = 8
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
 VERIFY_CHUNK = 16_384  # candidate pairs the driver checks per numpy step (bounds temporaries)
-# The estimator's binning (ratio._Bins.build): distinct values up to this many, else logit bins.
-from synthfilter.ratio import _MAX_BINS as MAX_SCORE_BINS  # noqa: E402
-from synthfilter.ratio import _SCORE_CLIP as SCORE_CLIP  # noqa: E402
-from synthfilter.ratio import _logit  # noqa: E402
 
 
 # -- Ray ----------------------------------------------------------------------------------------
