@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 PER_SHARD = 100_000
 # Detector records/s per core for the 1-billion estimate: the shipped detector on ~3 KB documents,
 # one core, from the "Detector quality (issue 4)" section of RESULTS.md.
-DETECTOR_RATE = 688.0
+DETECTOR_RATE = 1013.0
 NUM_PERM = 128
 THRESHOLD = 0.8
 
@@ -397,7 +397,7 @@ def billion_estimate(e2e: list[dict[str, Any]], mem: list[dict[str, Any]], detec
         f"{per_core['decide']:,.0f} rec/s (this corpus; "
         f"{per_core.get('decide (2 % duplicates)', float('nan')):,.0f} rec/s with 2 % duplicates), write "
         f"{per_core['write']:,.0f} rec/s; detector {detector_rate:,.0f} docs/s per core (the shipped model on ~3 KB "
-        f"documents, \"Detector quality (issue 4)\"; it did not load on this checkout, so it is not re-measured here). "
+        f"documents, from \"Detector quality (issue 4)\", not re-measured here). "
         f"Rates are per wall-second under the load shown, so they understate a quiet core. "
         f"Total {core_h:,.0f} core-hours, {core_h - n / detector_rate / 3600:,.0f} of them without the detector.",
         f"With {cores_per_node}-core nodes and 30 % headroom: **{nodes} nodes for about {hours:g} hour** "
