@@ -450,6 +450,7 @@ def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], an
                      decisions: Decisions, cfg: Config) -> dict[str, Any]:
     """Diversity before and after filtering, on the corpus-wide bottom-k sample of the score stage."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.ipc as ipc
 
     from synthfilter.diversity import diversity_section
@@ -459,7 +460,7 @@ def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], an
         path = WorkPaths.for_shard(work, sh).sample
         with ipc.open_file(str(path)) as r:
             t = r.read_all()
-        parts.append(t.append_column("global", pa.compute.add(t.column("index"), offsets[si])))
+        parts.append(t.append_column("global", pc.add(t.column("index"), offsets[si])))
     table = pa.concat_tables(parts) if parts else None
     if table is None or table.num_rows == 0:
         return diversity_section([], [], [], [], seed=cfg.seed)
