@@ -38,6 +38,10 @@ class InputError(Exception):
             where += f":{line}"
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its parts, so an error raised in a worker process reaches the CLI intact.
+        return (type(self), (self.path, self.message, self.line))
+
 
 @dataclass(frozen=True)
 class Shard:

@@ -173,3 +173,14 @@ def test_arbitrary_input_is_error_or_quarantine(tmp_path_factory: pytest.TempPat
     rej_path = base / "q" / "rejected" / f"s{suffix}"
     rejected = read_jsonl(rej_path) if rej_path.exists() else []
     assert len(kept) + len(rejected) == total == res.report["input"]["records"]
+
+
+def test_bad_record_in_a_worker_process_is_the_same_one_line_error(tmp_path: Path, fast_config: dict) -> None:
+    import pickle
+
+    e = pickle.loads(pickle.dumps(InputError("x.jsonl", "malformed JSON", 4)))
+    assert str(e) == "x.jsonl:4: malformed JSON" and e.line == 4
+    for i in range(3):
+        write_jsonl(tmp_path / "in" / f"s{i}.jsonl", _good_lines() + ([b'{"text": broken'] if i == 1 else []))
+    with pytest.raises(InputError, match=r"s1.jsonl:7: malformed JSON"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict({**fast_config, "workers": 2}))
