@@ -482,26 +482,9 @@ def _survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np
             keys.append(-ann.length.astype(np.int64))
         elif rule == "order":
             break
-    try:
-        from synthfilter.dedup.clusters import choose_survivors
+    from synthfilter.dedup.clusters import choose_survivors
 
-        return choose_survivors(labels, keys)
-    except ImportError:
-        return _choose_survivors_fallback(labels, keys)
-
-
-def _choose_survivors_fallback(labels: np.ndarray, keys: Sequence[np.ndarray]) -> np.ndarray:
-    n = len(labels)
-    idx = np.arange(n)
-    order = np.lexsort((idx, *reversed(list(keys)), labels))
-    lab = labels[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = lab[1:] != lab[:-1]
-    run = np.cumsum(first) - 1
-    winner = order[first][run]
-    out = np.empty(n, dtype=np.int64)
-    out[order] = winner
-    return out
+    return choose_survivors(labels, keys)
 
 
 def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) -> Decisions:
