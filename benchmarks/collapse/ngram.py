@@ -184,8 +184,8 @@ class KneserNeyTrigram:
 
 class _BigramSide:
     """For one history word v: B(w) = P_bigram-level(w | v) over the candidates (v's observed
-    continuations plus the ``k`` most probable unigrams), sorted descending. Every other word has
-    B(w) = gamma(v) * p1(w), at most ``tail_max``."""
+    continuations plus the ``k`` most probable unigrams), sorted descending, and ``bt`` = B ** (1/T).
+    Every other word has B(w) = gamma(v) * p1(w), so its ``bt`` is at most ``bt_tail_max``."""
 
     __slots__ = ("k", "ids", "b", "bt", "cum_bt", "asc_ids", "asc_pos", "bt_total", "bt_tail_max")
 

@@ -10,17 +10,25 @@ sampled with LLM-style decoding (temperature 0.8, then top-p 0.9):
                         with a detector from ``synthfilter train`` on the generation-0 model's
                         output vs human text (the company knows its own generator)
 
-Every regime gets the same human draw in a given generation. Measured per generation: perplexity
-on held-out human text, distinct-1/2/3 of generated text, tail coverage, unigram KL from human
-text; for the filtered pools synthfilter's estimated synthetic share against the truth (records
-carry a ``truth`` field that synthfilter never reads).
+With ``--retrain-detector`` a fifth regime, ``pool-50+synthfilter, retrained detector``, trains a
+new detector every generation on the output of its current generator.
+
+Every regime gets the same human draw in a given generation (draws are independent across
+generations, from a pool disjoint from the test set and from the detector's human rows). Measured
+per generation: perplexity on held-out human text, distinct-1/2/3 of generated text, tail
+coverage, unigram KL from human text; for each filtered pool synthfilter's estimated synthetic
+share against the truth (records carry a ``truth`` field that synthfilter never reads) and the
+detector's AUROC on it. Human and generated text are written the same way (tokenised, then
+``detokenize``), so layout cannot tell them apart.
 
     python benchmarks/collapse/run.py --quick        # < 10 min on 2 cores (the recorded figures)
     python benchmarks/collapse/run.py                # the full size
+    python benchmarks/collapse/run.py --quick --retrain-detector
     python benchmarks/collapse/run.py --quick --no-record   # print only
 
-Writes ``OUT/results.json``; unless ``--no-record``, the section "Model collapse (issue 10)" of
-benchmarks/RESULTS.md and the plot benchmarks/collapse/collapse.png.
+Writes ``OUT/results.json``; unless ``--no-record``, this command's subsection of the section
+"Model collapse (issue 10)" of benchmarks/RESULTS.md and the plot (``--plot``, by default
+benchmarks/collapse/collapse.png). Same seed and synthfilter build: identical figures.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Smoke test of the recursive-training benchmark (benchmarks/collapse): a tiny run end to end
-on project-made text, through the real ``synthfilter train`` and ``synthfilter run --target-ratio``."""
+"""The recursive-training benchmark (benchmarks/collapse): its Kneser–Ney model and exact top-p
+sampler, and a tiny run end to end on project-made text through the real ``synthfilter train``
+and ``synthfilter run --target-ratio``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,59 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from textgen import assistant_text, human_text
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "benchmarks" / "collapse" / "run.py"
+sys.path.insert(0, str(RUN.parent))
+from ngram import BOS, KneserNeyTrigram, Sampler, Vocab, detokenize, tokenize  # noqa: E402
+
+
+def _small_model() -> tuple[Vocab, list[np.ndarray], KneserNeyTrigram]:
+    rng = random.Random(5)
+    texts = [human_text(rng) if i % 3 else assistant_text(rng) for i in range(300)]
+    vocab = Vocab()
+    docs = [vocab.encode(tokenize(t), grow=True) for t in texts]
+    vocab.add("never-seen-word")  # in the vocabulary, not in training: only the uniform floor
+    return vocab, docs, KneserNeyTrigram(docs[:200], len(vocab))
+
+
+def test_tokenize_detokenize_round_trip() -> None:
+    for text in ["Wait... what?! \"Yes,\" she said -- don't.", "a. . b ... ...(x) $5 [1]", "Ünïcode – “quotes” ok"]:
+        tokens = tokenize(text)
+        assert tokenize(detokenize(tokens)) == tokens
+    assert tokenize("Wait...") == ["Wait", "..."]
+
+
+def test_kneser_ney_is_a_distribution_over_the_whole_vocabulary() -> None:
+    vocab, docs, model = _small_model()
+    w = np.arange(len(vocab))
+    for u, v in [(BOS, BOS), (int(docs[0][0]), int(docs[0][1])), (int(docs[5][3]), int(docs[7][2])), (7, 3)]:
+        p = model.prob(np.full_like(w, u), np.full_like(w, v), w)
+        assert abs(p.sum() - 1) < 1e-9 and (p > 0).all()
+    assert not model.seen[vocab.stoi["never-seen-word"]]
+    # the model fits its training text better than held-out text of the same kind
+    assert model.perplexity(docs[:200]) < model.perplexity(docs[200:])
+
+
+def test_sampler_nucleus_matches_brute_force() -> None:
+    vocab, docs, model = _small_model()
+    w = np.arange(len(vocab))
+    for temperature, top_p in [(0.8, 0.9), (1.0, 0.5), (0.6, 0.99)]:
+        sampler = Sampler(model, temperature, top_p, top_k=4)  # tiny k: exercises the widening
+        for u, v in [(BOS, BOS), (int(docs[1][0]), int(docs[1][1])), (int(docs[9][4]), int(docs[3][1])), (9, 2)]:
+            ids, cdf = sampler.nucleus(u, v)
+            q = model.prob(np.full_like(w, u), np.full_like(w, v), w) ** (1 / temperature)
+            q /= q.sum()
+            order = np.argsort(-q, kind="stable")
+            n = int(np.searchsorted(np.cumsum(q[order]), top_p)) + 1
+            assert set(ids.tolist()) == set(order[:n].tolist())
+            assert np.allclose(cdf, np.cumsum(q[ids]) / q[ids].sum())
+    docs_out = Sampler(model).sample_docs(5, np.random.default_rng(0), min_tokens=5)
+    again = Sampler(model).sample_docs(5, np.random.default_rng(0), min_tokens=5)
+    assert all(len(d) >= 5 for d in docs_out) and all((a == b).all() for a, b in zip(docs_out, again))
 
 
 def _write_corpus(path: Path, n_human: int, n_machine: int) -> None:
