@@ -97,7 +97,7 @@ def build_config(config: Optional[Path], overrides: dict[str, Any]) -> Config:
     return load_config(config, overrides)
 
 
-def _print_summary(report: dict[str, Any], out: Path) -> None:
+def _print_summary(report: dict[str, Any], out: Path | str) -> None:
     inp, outp, dup, syn = report["input"], report["output"], report["duplicates"], report["synthetic"]
     lines = [
         f"records: {inp['records']:,} in {inp['shards']} shard(s), {inp['malformed']:,} malformed",
@@ -120,7 +120,8 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
 @app.command()
 def run(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Files, directories or globs of .jsonl, .jsonl.gz, .jsonl.zst, .parquet."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (kept/, rejected/, manifest.json, report.json)."),
+    # str, not Path: with --engine ray OUT may be a URI, and Path("s3://b/k") is "s3:/b/k".
+    out: str = typer.Option(..., "--out", "-o", help="Output directory (kept/, rejected/, manifest.json, report.json); with --engine ray also a URI (s3://...)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; flags override it."),
     text_field: Optional[str] = typer.Option(None, help="Field holding the text (dotted path for nested fields). [default: text]"),
     id_field: Optional[str] = typer.Option(None, help="Field holding the record id. [default: id when present, else <shard>:<line>]"),

@@ -210,21 +210,10 @@ def grouped(ds: Any, fn: Callable[..., dict[str, np.ndarray]], rows: int = 0, **
 # -- where files live -----------------------------------------------------------------------------
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
-_MANGLED_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/(?!/)(.*)$")
 
 
 def is_uri(location: str) -> bool:
     return bool(_URI.match(location))
-
-
-def as_location(value: str | os.PathLike[str]) -> str:
-    """A path or URI as given; repairs a URI that went through ``pathlib.Path`` (``s3:/b/k``)."""
-    s = os.fspath(value)
-    m = _MANGLED_URI.match(s)
-    if m and not is_uri(s):
-        scheme, rest = m.groups()
-        return f"file:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
-    return s
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:
@@ -377,7 +366,7 @@ class ShardSource:
 
 def discover_sources(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[ShardSource], list[str]]:
     """Local inputs exactly as the local engine finds them; URIs listed through their filesystem."""
-    locations = [as_location(i) for i in inputs]
+    locations = [os.fspath(i) for i in inputs]
     local = [loc for loc in locations if not is_uri(loc)]
     remote = [loc for loc in locations if is_uri(loc)]
     sources: list[ShardSource] = []
@@ -1612,18 +1601,19 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
 
     Inputs and ``out`` may be local paths (they must then be the same paths on every node:
     a shared filesystem) or URIs of any filesystem pyarrow or fsspec supports (``s3://...``).
+    A URI is taken as the str it is: never pass one through ``pathlib.Path`` (``s3:/...``).
     """
     import_ray()
     t_start = time.perf_counter()
     started = _now()
-    out_loc = as_location(out)
+    out_loc = os.fspath(out)
     out_store = Store(out_loc)
     sources, ignored = discover_sources(inputs)
     shards = [s.shard for s in sources]
     if out_store.local is not None:
         out_path = out_store.local
         _check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
-                       [i for i in map(as_location, inputs) if not is_uri(i)], cfg)
+                       [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
         if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
             (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
             return RunResult(report=json.loads((out_path / "report.json").read_text()),
@@ -1633,7 +1623,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         finished = _prepare_remote_out(out_store, cfg)
         if finished is not None:
             (progress or Progress(quiet=True)).log(f"{out_loc}: run already complete; nothing to resume")
-            return RunResult(report=finished["report"], manifest=finished["manifest"], out=Path(out_loc))
+            return RunResult(report=finished["report"], manifest=finished["manifest"], out=out_loc)
     progress = progress or Progress(quiet=True)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
@@ -1692,7 +1682,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         # A worker killed mid-write leaves its temporary file behind; its retry wrote the real one.
         for tmp in out_store.local.rglob(".*.tmp-*"):
             tmp.unlink(missing_ok=True)
-    return RunResult(report=report, manifest=manifest, out=out_store.local or Path(out_loc))
+    return RunResult(report=report, manifest=manifest, out=out_store.local or out_loc)
 
 
 def _items(sources: Sequence[ShardSource]) -> Any:

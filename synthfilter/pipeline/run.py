@@ -55,7 +55,7 @@ class UsageError(Exception):
 class RunResult:
     report: dict[str, Any]
     manifest: dict[str, Any]
-    out: Path
+    out: Path | str  # the output directory; a str only for a URI (the Ray engine's remote outputs)
 
 
 # -- progress -----------------------------------------------------------------------------------

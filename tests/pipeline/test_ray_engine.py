@@ -140,10 +140,27 @@ def test_run_length_array_slices() -> None:
             np.testing.assert_array_equal(arr[lo:hi], full[lo:hi])
 
 
-def test_mangled_uris_are_repaired() -> None:
-    assert re.as_location(Path("s3://bucket/a/b")) == "s3://bucket/a/b"
-    assert re.as_location(Path("file:///tmp/x")) == "file:///tmp/x"
-    assert re.as_location("relative/dir") == "relative/dir"
+@pytest.mark.parametrize("out", ["s3://bucket/filtered/", "file:///tmp/filtered", "gs://b/a//b"])
+def test_cli_out_uri_reaches_the_ray_engine_unmangled(out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --out URI --engine ray`` hands the engine the URI as typed (``pathlib.Path`` would
+    make ``s3://bucket`` ``s3:/bucket``); no Ray is started: the engine is replaced."""
+    from synthfilter.cli import main
+    from synthfilter.pipeline.run import RunResult
+
+    seen: list[Any] = []
+
+    def fake_engine(inputs: Any, out: Any, cfg: Config, progress: Any = None) -> RunResult:
+        seen.append(out)
+        return RunResult(report={}, manifest={}, out=out)
+
+    monkeypatch.setattr(re, "run_pipeline_ray", fake_engine)
+    src = write_jsonl(tmp_path / "in.jsonl", make_records(3))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(src), "--out", out, "--engine", "ray", "--no-detector", "--quiet"])
+    assert exc.value.code == 0
+    assert seen == [out] and isinstance(seen[0], str)
+    store = re.Store(seen[0])
+    assert store.local is None and store.root == out.rstrip("/")
 
 
 def test_missing_ray_says_how_to_install(tmp_path: Path) -> None:
