@@ -21,8 +21,8 @@ METHODS = ("em", "acc", "pcc", "cc")
 STRATEGIES = ("threshold", "uniform")
 SAFETIES = ("upper", "point")
 
-_MAX_BINS = 4096  # distinct score values the estimator works with; finer differences do not matter
-_SCORE_CLIP = 1e-6  # a calibrated probability of exactly 0 or 1 is never trustworthy
+MAX_BINS = 4096  # distinct score values the estimator works with; finer differences do not matter
+SCORE_CLIP = 1e-6  # a calibrated probability of exactly 0 or 1 is never trustworthy
 _NEWTON_STEPS = 60
 _DISAGREEMENT = 0.05  # em vs acc (detector-scored share) beyond which the report warns
 
@@ -221,13 +221,14 @@ def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | Non
 # -- estimation -----------------------------------------------------------------------------------
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), elementwise."""
     return np.log(p) - np.log1p(-p)
 
 
 @dataclass
 class _Bins:
-    """Detector scores reduced to at most ``_MAX_BINS`` distinct values (sorted, so order-free)."""
+    """Detector scores reduced to at most ``MAX_BINS`` distinct values (sorted, so order-free)."""
 
     score: np.ndarray  # representative calibrated probability per bin
     counts: np.ndarray  # records per bin (int64)
@@ -235,17 +236,17 @@ class _Bins:
 
     @classmethod
     def build(cls, scores: np.ndarray) -> "_Bins":
-        s = np.clip(scores.astype(np.float64), _SCORE_CLIP, 1.0 - _SCORE_CLIP)
+        s = np.clip(scores.astype(np.float64), SCORE_CLIP, 1.0 - SCORE_CLIP)
         uniq, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-        if len(uniq) <= _MAX_BINS:
+        if len(uniq) <= MAX_BINS:
             return cls(uniq, counts.astype(np.int64), inverse.astype(np.int64))
         # Too many distinct values: equal-width bins on the logit scale, each represented by
         # the mean logit of its records (computed over sorted unique values: order-free).
-        lu = _logit(uniq)
-        edges = np.linspace(lu[0], lu[-1], _MAX_BINS + 1)
-        ub = np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, _MAX_BINS - 1)
-        n = np.bincount(ub, weights=counts, minlength=_MAX_BINS)
-        total = np.bincount(ub, weights=lu * counts, minlength=_MAX_BINS)
+        lu = logit(uniq)
+        edges = np.linspace(lu[0], lu[-1], MAX_BINS + 1)
+        ub = np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, MAX_BINS - 1)
+        n = np.bincount(ub, weights=counts, minlength=MAX_BINS)
+        total = np.bincount(ub, weights=lu * counts, minlength=MAX_BINS)
         used = n > 0
         remap = np.cumsum(used) - 1
         rep = total[used] / n[used]
@@ -408,9 +409,9 @@ def _logit_shift(bins: _Bins, shares: np.ndarray, train_prior: float | None, met
     p = np.clip(np.asarray(shares, dtype=np.float64), 1e-12, 1.0 - 1e-12)
     if method == "em" and train_prior is not None:
         return np.log(p) - np.log1p(-p) - math.log(train_prior / (1.0 - train_prior))
-    ls = _logit(bins.score)
+    ls = logit(bins.score)
     w = bins.counts / bins.counts.sum()
-    c = np.log(p) - np.log1p(-p) - _logit(np.array([float(w @ bins.score)]))[0]
+    c = np.log(p) - np.log1p(-p) - logit(np.array([float(w @ bins.score)]))[0]
     lo, hi = np.full_like(p, -60.0), np.full_like(p, 60.0)
     for _ in range(_NEWTON_STEPS):
         q = _sigmoid(ls[None, :] + c[:, None])
@@ -588,7 +589,7 @@ class _KeptShare:
         if an.bins is not None:
             self.bin_of[an.scored] = an.bins.index
             assert an.shift_boot is not None
-            self.q_boot = _sigmoid(_logit(an.bins.score)[None, :] + an.shift_boot[:, None])  # (B, K)
+            self.q_boot = _sigmoid(logit(an.bins.score)[None, :] + an.shift_boot[:, None])  # (B, K)
         else:
             self.q_boot = np.zeros((len(an.pi_boot), 0))
         self.z = np.random.default_rng([seed, 1]).standard_normal(len(an.pi_boot)) if n_boot > 0 else None
@@ -705,7 +706,7 @@ def plan_downsampling(
 
     posterior = np.where(prov == MACHINE, 1.0, 0.0)
     if an.bins is not None:
-        posterior[an.scored] = _sigmoid(_logit(an.bins.score) + an.shift)[an.bins.index]
+        posterior[an.scored] = _sigmoid(logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
     kept_share = _KeptShare(an, prov, posterior, n_boot, seed)
 

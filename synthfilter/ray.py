@@ -13,8 +13,8 @@ import numpy as np
 
 from synthfilter.pipeline.ray_engine import (
     CountedDecisions,
+    CountedReasons,
     SparseDecisions,
-    _CountedReasons,
     collect,
     data_context,
     decide_on_ray,
@@ -241,7 +241,7 @@ def _report(decisions: SparseDecisions, sf: Any, total: int, id_prefix: str, sec
 
     totals = decisions.counts()
     counted = CountedDecisions(
-        reason=_CountedReasons([0, total], np.array([[totals[r] for r in totals]])),
+        reason=CountedReasons([0, total], np.array([[totals[r] for r in totals]])),
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
         totals=totals,
     )

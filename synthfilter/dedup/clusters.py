@@ -54,7 +54,7 @@ def near_duplicate_components(
             raise ValueError("verify=True needs the signatures (or pass verify=False)")
         if signatures.ndim != 2 or signatures.shape[0] != n:
             raise ValueError(f"signatures must have shape ({n}, num_perm), got {signatures.shape}")
-    forest = _Forest(n)
+    forest = Forest(n)
     for band in range(n_bands):
         records, group_starts = _buckets(keys, band)
         _link(forest, records, group_starts, signatures, threshold, verify, max_rounds, verify_chunk)
@@ -130,7 +130,7 @@ def _buckets(keys: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _link(
-    forest: "_Forest",
+    forest: "Forest",
     records: np.ndarray,
     group_starts: np.ndarray,
     signatures: np.ndarray | None,
@@ -182,7 +182,7 @@ def _similar(
     return out
 
 
-class _Forest:
+class Forest:
     """Union-find over record indices, vectorised; every root is the smallest index of its set."""
 
     def __init__(self, n: int) -> None:

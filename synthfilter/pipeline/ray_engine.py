@@ -40,13 +40,13 @@ from synthfilter.pipeline.run import (
     Progress,
     RunResult,
     UsageError,
-    _check_conservation,
-    _check_out_dir,
-    _model_info,
-    _prepare_out_dir,
     build_manifest,
     build_report,
+    check_conservation,
+    check_out_dir,
     config_fingerprint,
+    model_info,
+    prepare_out_dir,
 )
 from synthfilter.pipeline.stages import (
     DOWNSAMPLED,
@@ -62,19 +62,17 @@ from synthfilter.pipeline.stages import (
     Scorer,
     SurvivorCounts,
     WorkPaths,
-    _decide_synthetic,
+    decide_synthetic,
     estimate_section,
-    synthetic_without_estimate,
-    _merge_labels,
-    _survivors,
+    merge_labels,
     score_shard,
+    survivors,
+    synthetic_without_estimate,
     write_shard,
 )
-from synthfilter.ratio import HumanLossError
+from synthfilter.ratio import SCORE_CLIP, HumanLossError, logit
 # The estimator's binning (ratio._Bins.build): distinct values up to MAX_SCORE_BINS, else logit bins.
-from synthfilter.ratio import _MAX_BINS as MAX_SCORE_BINS
-from synthfilter.ratio import _SCORE_CLIP as SCORE_CLIP
-from synthfilter.ratio import _logit
+from synthfilter.ratio import MAX_BINS as MAX_SCORE_BINS
 
 log = logging.getLogger("synthfilter")
 
@@ -627,45 +625,6 @@ def runs_of_equal(*sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[multi], lengths[multi]
 
 
-class UnionFind:
-    """Union-find over compact node ids; every root is the smallest id of its set."""
-
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, x: np.ndarray) -> np.ndarray:
-        root = self.parent[x]
-        while True:
-            up = self.parent[root]
-            if np.array_equal(up, root):
-                break
-            root = up
-        self.parent[x] = root
-        return root
-
-    def union(self, ru: np.ndarray, rv: np.ndarray) -> None:
-        """Merge the sets of each pair of roots (all pairs of one call at once)."""
-        if len(ru) == 0:
-            return
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        nodes, inverse = np.unique(np.concatenate([ru, rv]), return_inverse=True)
-        k, e = len(nodes), len(ru)
-        graph = coo_matrix((np.ones(e, dtype=np.int8), (inverse[:e], inverse[e:])), shape=(k, k))
-        _, comp = connected_components(graph, directed=False)
-        _, first = np.unique(comp, return_index=True)
-        self.parent[nodes] = nodes[first][comp]
-
-    def roots(self) -> np.ndarray:
-        parent = self.parent
-        while True:
-            up = parent[parent]
-            if np.array_equal(up, parent):
-                return up
-            parent = up
-
-
 @dataclass
 class BandEdges:
     """Candidate pairs of the LSH buckets, each member linked to its bucket's smallest record.
@@ -718,13 +677,15 @@ class NearReplay:
 
     Fed one band at a time, in band order: rounds in order, pairs already in one cluster
     skipped, failed members re-split among themselves, as the local engine does, so the
-    clusters are the same. Holds a union-find over the records that have an edge (``nodes``,
-    sorted) and one band's edges at a time.
+    clusters are the same. Holds the local engine's union-find over the records that have an
+    edge (``nodes``, sorted; compact ids) and one band's edges at a time.
     """
 
     def __init__(self, nodes: np.ndarray, threshold: float, verify: bool, max_rounds: int = MAX_ROUNDS):
+        from synthfilter.dedup.clusters import Forest
+
         self.nodes = np.asarray(nodes, dtype=np.int64)
-        self.forest = UnionFind(len(self.nodes))
+        self.forest = Forest(len(self.nodes))
         self.threshold, self.verify, self.max_rounds = threshold, verify, max_rounds
 
     def add_band(self, edges: BandEdges) -> None:
@@ -778,7 +739,7 @@ class NearReplay:
     def components(self) -> tuple[np.ndarray, np.ndarray]:
         """(records in a near-duplicate cluster, sorted; the smallest record of each one's cluster)."""
         nodes = self.nodes
-        labels = nodes[self.forest.roots()]
+        labels = nodes[self.forest.labels()]
         linked = labels != nodes
         # A cluster's smallest record is its root: it is in the result too (label == itself).
         in_cluster = linked | np.isin(nodes, labels[linked])
@@ -843,7 +804,7 @@ def group_nodes(exact_rep: np.ndarray, exact_member: np.ndarray, near_nodes: np.
     exact[np.searchsorted(nodes, exact_member)] = np.searchsorted(nodes, exact_rep)
     near = np.arange(len(nodes), dtype=np.int64)
     near[np.searchsorted(nodes, near_nodes)] = np.searchsorted(nodes, near_labels)
-    labels = _merge_labels(exact, near)
+    labels = merge_labels(exact, near)
     return nodes, nodes[labels]
 
 
@@ -861,7 +822,7 @@ def duplicate_decisions(nodes: np.ndarray, labels: np.ndarray, attrs: NodeAttrib
         score=attrs.score, provenance=attrs.provenance, uniform=np.zeros(n), length=attrs.length,
     )
     # Compact indices keep the global order, so "earliest record" ties break the same way.
-    survivor = _survivors(labels, compact, cfg.dedup.keep_rule)
+    survivor = survivors(labels, compact, cfg.dedup.keep_rule)
     idx = np.arange(n)
     dup = survivor != idx
     same_hash = (attrs.hash_hi == attrs.hash_hi[survivor]) & (attrs.hash_lo == attrs.hash_lo[survivor])
@@ -881,12 +842,12 @@ def score_bins_from_unique(values: np.ndarray, counts: np.ndarray) -> tuple[np.n
 
 def logit_bin_edges(vmin: float, vmax: float) -> np.ndarray:
     """Equal-width logit-scale bin edges over [vmin, vmax], as ``ratio._Bins.build`` draws them."""
-    lu = _logit(np.array([vmin, vmax], dtype=np.float64))
+    lu = logit(np.array([vmin, vmax], dtype=np.float64))
     return np.linspace(lu[0], lu[-1], MAX_SCORE_BINS + 1)
 
 
 def logit_bin_of(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lu = _logit(values)
+    lu = logit(values)
     return np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, MAX_SCORE_BINS - 1), lu
 
 
@@ -1274,7 +1235,7 @@ def _decide_target_ratio(source: Any, decisions: SparseDecisions, dups_ref: Any,
     The plan ranks all survivors by posterior (a global order, with a bisection over kept
     sets for the confidence bound), so the driver holds a score (4 bytes), a provenance code
     (1) and a uniform (8) per survivor, 13 bytes, and runs the local engine's own
-    ``_decide_synthetic`` on them; a run without a target ratio needs none of this.
+    ``decide_synthetic`` on them; a run without a target ratio needs none of this.
     """
     got = collect(source.map_chunks(_emit_survivor_scores, ["status", "score", "provenance", "uniform"],
                                     dups_ref=dups_ref))
@@ -1292,7 +1253,7 @@ def _decide_target_ratio(source: Any, decisions: SparseDecisions, dups_ref: Any,
                           uniform=uniform.astype(np.float64), length=np.zeros(n, np.int32))
     local = Decisions(reason=np.zeros(n, np.int8), duplicate_of=np.full(n, -1, np.int64),
                       cluster_sizes=np.zeros(0, np.int64), posterior=np.full(n, np.nan, np.float32))
-    _decide_synthetic(compact, cfg, card, local)
+    decide_synthetic(compact, cfg, card, local)
     decisions.synthetic = local.synthetic
     decisions.warnings.extend(local.warnings)
     dropped = np.flatnonzero(local.reason == DOWNSAMPLED)
@@ -1526,7 +1487,7 @@ def diversity_on_ray(source: "FileAnnotations", decisions: SparseDecisions, cfg:
 # -- the run ----------------------------------------------------------------------------------------
 
 
-class _CountedReasons:
+class CountedReasons:
     """``Decisions.reason`` for the report builders, which only count reasons per shard slice:
     a slice returns that shard's reasons as counts (in reason order, not record order)."""
 
@@ -1550,9 +1511,9 @@ class _CountedReasons:
 
 @dataclass
 class CountedDecisions:
-    """What ``build_report``, ``build_manifest`` and ``_check_conservation`` read of ``Decisions``."""
+    """What ``build_report``, ``build_manifest`` and ``check_conservation`` read of ``Decisions``."""
 
-    reason: _CountedReasons
+    reason: CountedReasons
     cluster_sizes: np.ndarray
     synthetic: dict[str, Any]
     warnings: list[str]
@@ -1612,13 +1573,13 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     shards = [s.shard for s in sources]
     if out_store.local is not None:
         out_path = out_store.local
-        _check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
+        check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
                        [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
         if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
             (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
             return RunResult(report=json.loads((out_path / "report.json").read_text()),
                              manifest=json.loads((out_path / "manifest.json").read_text()), out=out_path)
-        _prepare_out_dir(out_path, cfg)
+        prepare_out_dir(out_path, cfg)
     else:
         finished = _prepare_remote_out(out_store, cfg)
         if finished is not None:
@@ -1629,7 +1590,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work = out_store.sub(WORK_DIR)
     scorer = Scorer(cfg)
-    model_info = _model_info(scorer)
+    model = model_info(scorer)
     work.write_bytes("run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
 
     with ray_session(cfg), data_context():
@@ -1656,16 +1617,16 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         histogram = score_histogram_arrays(source, decisions) if cfg.report.html else None
     meta_list = [metas[s.shard.rel] for s in sources]
     counted = CountedDecisions(
-        reason=_CountedReasons(offsets, per_shard_counts(decisions, offsets, meta_list)),
+        reason=CountedReasons(offsets, per_shard_counts(decisions, offsets, meta_list)),
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
         totals=decisions.counts(),
     )
-    conservation = _check_conservation(shards, metas, written, counted, offsets, cfg.dry_run)  # type: ignore[arg-type]
+    conservation = check_conservation(shards, metas, written, counted, offsets, cfg.dry_run)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t_start
     report = build_report(shards, metas, counted, cfg, seconds, scorer)  # type: ignore[arg-type]
     if diversity is not None:
         report["diversity"] = diversity
-    manifest = build_manifest(shards, metas, counted, offsets, cfg, started, _now(), model_info, scorer,  # type: ignore[arg-type]
+    manifest = build_manifest(shards, metas, counted, offsets, cfg, started, _now(), model, scorer,  # type: ignore[arg-type]
                               conservation, ignored)
     for entry, src in zip(manifest["inputs"], sources):
         entry["path"] = src.location

@@ -128,7 +128,9 @@ def config_fingerprint(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def _check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
+def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
+    """UsageError unless a local ``out`` is usable: not inside an input directory, holding no
+    input, and a directory if it exists."""
     out_real = out.resolve()
     for raw in inputs:
         p = Path(str(raw))
@@ -143,7 +145,9 @@ def _check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cf
         raise UsageError(f"{out}: exists and is not a directory")
 
 
-def _prepare_out_dir(out: Path, cfg: Config) -> None:
+def prepare_out_dir(out: Path, cfg: Config) -> None:
+    """Create a local ``out``, applying the --resume / --overwrite rules to a non-empty one
+    (UsageError when neither applies), and remove leftover temporary files."""
     if out.exists() and any(out.iterdir()):
         if cfg.overwrite:
             for name in OUTPUT_ENTRIES:
@@ -322,7 +326,7 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     started = _now()
     out = Path(out)
     shards, ignored = discover_shards(inputs)
-    _check_out_dir(out, shards, inputs, cfg)
+    check_out_dir(out, shards, inputs, cfg)
     if cfg.resume and (out / "manifest.json").exists() and not (out / WORK_DIR).exists():
         # The run being resumed had already finished: its outputs stand as they are.
         (progress or Progress(quiet=True)).log(f"{out}: run already complete; nothing to resume")
@@ -331,14 +335,14 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
             manifest=json.loads((out / "manifest.json").read_text()),
             out=out,
         )
-    _prepare_out_dir(out, cfg)
+    prepare_out_dir(out, cfg)
     progress = progress or Progress(quiet=True)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(cfg)
-    model_info = _model_info(scorer)
+    model = model_info(scorer)
     atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
     workers = cfg.resolved_workers()
 
@@ -355,13 +359,13 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         written: dict[str, dict[str, int]] = {}
         if not cfg.dry_run:
             written = _write_all(shards, cfg, work, out, executor, progress)
-    conservation = _check_conservation(shards, metas, written, decisions, offsets, cfg.dry_run)
+    conservation = check_conservation(shards, metas, written, decisions, offsets, cfg.dry_run)
     seconds = time.perf_counter() - t_start
     ended = _now()
     report = build_report(shards, metas, decisions, cfg, seconds, scorer)
     if cfg.report.diversity:
         report["diversity"] = diversity_report(shards, work, offsets, ann, decisions, cfg)
-    manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model_info, scorer,
+    manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model, scorer,
                               conservation, ignored)
     atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
@@ -371,7 +375,8 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     return RunResult(report=report, manifest=manifest, out=out)
 
 
-def _model_info(scorer: Scorer) -> dict[str, Any] | None:
+def model_info(scorer: Scorer) -> dict[str, Any] | None:
+    """The manifest's ``model`` entry: the detector's id and sha256, None without a detector."""
     if not scorer.uses_detector:
         return None
     det = scorer.detector
@@ -426,8 +431,10 @@ def _write_all(shards: Sequence[Shard], cfg: Config, work: Path, out: Path, exec
     return written
 
 
-def _check_conservation(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], written: dict[str, dict[str, int]],
+def check_conservation(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], written: dict[str, dict[str, int]],
                         decisions: Decisions, offsets: list[int], dry_run: bool) -> dict[str, Any]:
+    """ConservationError unless every shard's records were all decided and (unless ``dry_run``)
+    all written, kept or rejected as decided; else the manifest's ``conservation`` entry."""
     per_shard = {}
     for si, sh in enumerate(shards):
         read = metas[sh.rel]["records"]

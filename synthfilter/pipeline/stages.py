@@ -450,7 +450,7 @@ def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the union of two labelings (label = smallest index)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -469,7 +469,7 @@ def _merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return smallest[comp]
 
 
-def _survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
+def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
     """Pick one record per group by the configured rule; ties go to the earliest record."""
     keys = []
     for rule in rules:
@@ -507,9 +507,9 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
             ann.bands, signatures=ann.signatures if cfg.dedup.verify else None,
             threshold=cfg.dedup.threshold, verify=cfg.dedup.verify,
         )
-        labels = _merge_labels(exact, np.where(ok, near, idx))
+        labels = merge_labels(exact, np.where(ok, near, idx))
 
-    survivor = _survivors(labels, ann, cfg.dedup.keep_rule)
+    survivor = survivors(labels, ann, cfg.dedup.keep_rule)
     is_dup = ok & (survivor != idx)
     same_hash = (ann.hash_hi == ann.hash_hi[survivor]) & (ann.hash_lo == ann.hash_lo[survivor])
     reason[is_dup & same_hash] = EXACT_DUP
@@ -521,7 +521,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
 
     decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
                           posterior=np.full(n, np.nan, dtype=np.float32))
-    _decide_synthetic(ann, cfg, card, decisions)
+    decide_synthetic(ann, cfg, card, decisions)
     return decisions
 
 
@@ -575,7 +575,7 @@ def estimate_section(est: Any) -> dict[str, Any]:
     }
 
 
-def _decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
+def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
     """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
     from synthfilter import ratio as ratio_mod
 
