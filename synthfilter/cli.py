@@ -225,6 +225,7 @@ def train(
     machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
     val: Optional[List[Path]] = typer.Option(None, "--val", help="Held-out labelled data for the card's metrics and operating points."),
     seed: int = typer.Option(0, help="Seed for every random choice in training."),
+    balance_by: Optional[str] = typer.Option(None, "--balance-by", help="Field naming each text's group (e.g. domain): human texts of groups flagged more often than the rest get more weight, to even out false positives across groups."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a detector on your own labelled human / machine text (e.g. your generator's output)."""
@@ -232,7 +233,7 @@ def train(
 
     code = guarded(lambda: train_command(
         data, out, text_field=text_field, label_field=label_field, human_label=human_label,
-        machine_label=machine_label, val=val or None, seed=seed, quiet=quiet,
+        machine_label=machine_label, val=val or None, seed=seed, quiet=quiet, balance_by=balance_by,
     ))
     raise typer.Exit(code or 0)
 

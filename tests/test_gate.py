@@ -341,7 +341,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fast = TrainParams(
         folds=2, ft_quantize_cutoff=5_000,
         ft_word=dict(epoch=5, wordNgrams=2, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
-        ft_skeleton=dict(epoch=5, wordNgrams=3, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
         stacker=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5, l2_regularization=1.0),
     )
     assert train_command([data], d / "model", seed=1, quiet=True, params=fast) == 0

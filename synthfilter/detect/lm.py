@@ -109,12 +109,22 @@ class BigramLM:
             prev[starts] = BOS
         return prev * self.size + ids
 
-    def token_surprisal(self, ids: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """-log P of each token and whether its bigram was seen; ``starts`` marks document starts."""
+    def token_surprisal(self, ids: np.ndarray, starts: np.ndarray | None = None,
+                        order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-log P of each token and whether its bigram was seen; ``starts`` marks document starts.
+
+        The bigram table is searched with the queries in sorted order (``order``, an argsort of
+        the query keys, can be shared by models with the same vocabulary): sorted queries walk
+        the table forwards and run about seven times faster than queries in text order.
+        """
         keys = self._keys(ids, starts)
         prev = keys // self.size
         if len(self.bigram_keys):
-            pos = np.minimum(np.searchsorted(self.bigram_keys, keys), len(self.bigram_keys) - 1)
+            if order is None:
+                order = np.argsort(keys)
+            pos = np.empty(len(keys), dtype=np.int64)
+            pos[order] = np.searchsorted(self.bigram_keys, keys[order])
+            np.minimum(pos, len(self.bigram_keys) - 1, out=pos)
             c = np.where(self.bigram_keys[pos] == keys, self.bigram_counts[pos], 0.0)
         else:
             c = np.zeros(len(keys))
@@ -125,6 +135,16 @@ class BigramLM:
         p = np.where(has_ctx, np.maximum(c - self.discount, 0.0) / safe_ctx, 0.0)
         p = p + backoff * self._continuation[ids]
         return -np.log(p), c > 0
+
+    def key_order(self, ids: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+        """The sort order of the bigram keys of ``ids`` (see ``token_surprisal``)."""
+        return np.argsort(self._keys(ids, starts))
+
+    def ids_for_vocabulary(self, words: Sequence[str]) -> np.ndarray:
+        """This model's id for each of ``words`` (UNK where unknown): map a batch's distinct
+        tokens once, then index, instead of looking up every token."""
+        get = self.vocab.get
+        return np.fromiter((get(w, UNK) for w in words), dtype=np.int64, count=len(words))
 
 
 def segment_stats(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
@@ -158,19 +178,24 @@ def segment_stats(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarra
     return out
 
 
-def surprisal_features(lm: BigramLM, tokenised: Sequence[Sequence[str]], ids: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def document_starts(lengths: np.ndarray) -> np.ndarray:
+    """Offsets of the non-empty documents in the concatenated token array."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]])[lengths > 0]
+
+
+def surprisal_features(lm: BigramLM, tokenised: Sequence[Sequence[str]], ids: np.ndarray | None = None,
+                       order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-document surprisal statistics (``SURPRISAL_STAT_NAMES``), plus the token-level
     surprisal array and document index, so that two models can be compared token by token.
-    ``ids`` (all documents' token ids, concatenated) skips the vocabulary look-up.
+    ``ids`` (all documents' token ids, concatenated) skips the vocabulary look-up; ``order``
+    (``lm.key_order``) skips the sort of the bigram keys.
     """
     n_docs = len(tokenised)
     lengths = np.fromiter((len(t) for t in tokenised), dtype=np.int64, count=n_docs)
     if ids is None:
         ids = lm.ids([w for t in tokenised for w in t])
     doc = np.repeat(np.arange(n_docs), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[lengths > 0]
-    surprisal, seen = lm.token_surprisal(ids, starts)
+    surprisal, seen = lm.token_surprisal(ids, document_starts(lengths), order)
     stats = segment_stats(surprisal, doc, n_docs)
     safe_n = np.maximum(lengths, 1).astype(np.float64)
     seen_rate = np.bincount(doc, weights=seen.astype(np.float64), minlength=n_docs) / safe_n

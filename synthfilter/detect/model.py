@@ -18,26 +18,30 @@ import numpy as np
 from synthfilter.detect.features import (
     STYLE_FEATURE_NAMES,
     DEFAULT_MAX_CHARS,
+    TokenIds,
     analysis_window,
     detector_text,
-    skeleton_view,
     style_matrix,
     tokenize,
 )
-from synthfilter.detect.lm import SURPRISAL_STAT_NAMES, BigramLM, segment_stats, surprisal_features
+from synthfilter.detect.lm import (
+    SURPRISAL_STAT_NAMES,
+    BigramLM,
+    document_starts,
+    segment_stats,
+    surprisal_features,
+)
 from synthfilter.detect.trees import TreeEnsemble
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CARD_FILE = "card.json"
 CONFIG_FILE = "config.json"
-FT_WORD_FILE = "ft_word.ftz"
-FT_SKELETON_FILE = "ft_skeleton.ftz"
+FT_WORD_FILE = "ft_word.bin"
 LM_HUMAN_FILE = "lm_human.npz"
 LM_MACHINE_FILE = "lm_machine.npz"
 STACKER_FILE = "stacker.npz"
 CALIBRATION_FILE = "calibration.npz"
-MODEL_FILES = (CONFIG_FILE, FT_WORD_FILE, FT_SKELETON_FILE, LM_HUMAN_FILE, LM_MACHINE_FILE, STACKER_FILE,
-               CALIBRATION_FILE)
+MODEL_FILES = (CONFIG_FILE, FT_WORD_FILE, LM_HUMAN_FILE, LM_MACHINE_FILE, STACKER_FILE, CALIBRATION_FILE)
 
 LLR_STAT_NAMES = ("llr_mean", "llr_std", "llr_p10", "llr_p50", "llr_p90", "llr_absdiff")
 STACK_FEATURE_NAMES: tuple[str, ...] = (
@@ -46,7 +50,6 @@ STACK_FEATURE_NAMES: tuple[str, ...] = (
     *(f"lm_machine_{s}" for s in SURPRISAL_STAT_NAMES),
     *LLR_STAT_NAMES,
     "ft_word_logit",
-    "ft_skeleton_logit",
 )
 
 
@@ -87,8 +90,8 @@ class TextViews:
 
     norms: list[str]
     ft_lines: list[str]
-    skeleton_lines: list[str]
     tokens: list[list[str]]
+    token_ids: TokenIds
     style: np.ndarray
 
     @classmethod
@@ -97,12 +100,14 @@ class TextViews:
         norms = list(texts) if already_normalised else [analysis_window(detector_text(t, max_chars), max_chars)
                                                              for t in texts]
         tokens = [tokenize(t) for t in norms]
-        return cls(norms, [" ".join(t) for t in tokens], [skeleton_view(t) for t in tokens], tokens,
-                   style_matrix(norms, tokens))
+        token_ids = TokenIds.of(tokens)
+        return cls(norms, [" ".join(t) for t in tokens], tokens, token_ids,
+                   style_matrix(norms, tokens, token_ids))
 
     def subset(self, idx: Sequence[int]) -> "TextViews":
-        return TextViews([self.norms[i] for i in idx], [self.ft_lines[i] for i in idx],
-                         [self.skeleton_lines[i] for i in idx], [self.tokens[i] for i in idx], self.style[idx])
+        tokens = [self.tokens[i] for i in idx]
+        return TextViews([self.norms[i] for i in idx], [self.ft_lines[i] for i in idx], tokens,
+                         TokenIds.of(tokens), self.style[idx])
 
 
 @dataclass
@@ -110,7 +115,6 @@ class Components:
     """The base models whose outputs, with the style vector, feed the stacker."""
 
     ft_word: object
-    ft_skeleton: object
     lm_human: BigramLM
     lm_machine: BigramLM
     max_chars: int = DEFAULT_MAX_CHARS
@@ -120,16 +124,20 @@ class Components:
         return self.features_from_views(TextViews.of(texts, already_normalised, self.max_chars))
 
     def features_from_views(self, views: "TextViews") -> np.ndarray:
-        norms, ft_lines, tokens = views.norms, views.ft_lines, views.tokens
-        style = views.style
-        ids = self.lm_human.ids([w for t in tokens for w in t])
-        ids_m = ids if self.lm_machine.same_vocabulary(self.lm_human) else None
-        lm_h, s_h, doc = surprisal_features(self.lm_human, tokens, ids)
-        lm_m, s_m, _ = surprisal_features(self.lm_machine, tokens, ids_m)
-        llr = segment_stats(s_h - s_m, doc, len(norms))  # > 0: the machine model finds it likelier
-        ft_w = fasttext_logit(self.ft_word, ft_lines)
-        ft_s = fasttext_logit(self.ft_skeleton, views.skeleton_lines)
-        return np.column_stack([style, lm_h, lm_m, llr, ft_w, ft_s]).astype(np.float64)
+        tokens, tid = views.tokens, views.token_ids
+        # Map the batch's distinct tokens to model ids once; both models share the vocabulary
+        # (and so the ids and the sort order of the bigram keys) when trained together.
+        ids = self.lm_human.ids_for_vocabulary(tid.vocab)[tid.ids]
+        order = self.lm_human.key_order(ids, document_starts(tid.lengths))
+        if self.lm_machine.same_vocabulary(self.lm_human):
+            ids_m, order_m = ids, order
+        else:
+            ids_m, order_m = self.lm_machine.ids_for_vocabulary(tid.vocab)[tid.ids], None
+        lm_h, s_h, doc = surprisal_features(self.lm_human, tokens, ids, order)
+        lm_m, s_m, _ = surprisal_features(self.lm_machine, tokens, ids_m, order_m)
+        llr = segment_stats(s_h - s_m, doc, len(tokens))  # > 0: the machine model finds it likelier
+        ft_w = fasttext_logit(self.ft_word, views.ft_lines)
+        return np.column_stack([views.style, lm_h, lm_m, llr, ft_w]).astype(np.float64)
 
 
 class Calibrator:
@@ -195,7 +203,6 @@ class Detector:
         card = json.loads((d / CARD_FILE).read_text(encoding="utf-8"))
         components = Components(
             ft_word=load_fasttext(d / FT_WORD_FILE),
-            ft_skeleton=load_fasttext(d / FT_SKELETON_FILE),
             lm_human=BigramLM.load(d / LM_HUMAN_FILE),
             lm_machine=BigramLM.load(d / LM_MACHINE_FILE),
             max_chars=int(config.get("max_chars", DEFAULT_MAX_CHARS)),

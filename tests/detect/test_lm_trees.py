@@ -68,6 +68,10 @@ def test_exported_trees_match_sklearn(tmp_path):
     trees.save(tmp_path / "t.npz")
     again = TreeEnsemble.load(tmp_path / "t.npz")
     np.testing.assert_allclose(again.decision_function(test), clf.decision_function(test), atol=1e-9)
+    # Both evaluation paths: scikit-learn's compiled predictors (used when they check out on
+    # load) and the numpy walk (the fallback) give the same log-odds.
+    assert again._compiled is not None
+    np.testing.assert_allclose(again.decision_function_numpy(test), clf.decision_function(test), atol=1e-9)
 
 
 def test_calibrator_is_monotone_calibrated_and_keeps_ranking():
@@ -84,3 +88,22 @@ def test_calibrator_is_monotone_calibrated_and_keeps_ranking():
     assert len(np.unique(cal(raw))) > 0.5 * len(np.unique(raw))
     mid = np.abs(grid) < 3
     np.testing.assert_allclose(p[mid], 1 / (1 + np.exp(-grid[mid])), atol=0.06)
+
+
+def test_shared_key_order_and_vocabulary_ids_give_the_same_surprisal(rng):
+    from synthfilter.detect.features import TokenIds
+    from synthfilter.detect.lm import document_starts
+
+    docs = _tokens([human_text(rng) for _ in range(40)])
+    lm_h = BigramLM.fit(docs[:20], BigramLM.vocabulary(docs, 1))
+    lm_m = BigramLM.fit(docs[20:], lm_h.words)
+    held = _tokens([machine_text(rng) for _ in range(15)]) + [[]]
+    tid = TokenIds.of(held)
+    ids = lm_h.ids_for_vocabulary(tid.vocab)[tid.ids]
+    np.testing.assert_array_equal(ids, lm_h.ids([w for d in held for w in d]))
+    order = lm_h.key_order(ids, document_starts(tid.lengths))
+    for lm in (lm_h, lm_m):
+        plain = surprisal_features(lm, held)
+        shared = surprisal_features(lm, held, ids, order)
+        for a, b in zip(plain, shared):
+            np.testing.assert_array_equal(a, b)

@@ -54,7 +54,7 @@ def test_card_describes_the_model(detector):
     for p in card["operating_points"]:
         assert 0.0 <= p["threshold"] <= 1.0 and 0.0 <= p["tpr"] <= 1.0 and 0.0 <= p["fpr"] <= 1.0
     assert 0.0 < card["train_prior"] < 1.0
-    assert card["model_id"] == detector.model_id == "synthfilter-default-en@1"
+    assert card["model_id"] == detector.model_id == "synthfilter-default-en@2"
     assert {s["licence"] for s in card["training_data"]["sources"]} >= {"MIT", "Apache-2.0", "CC BY 3.0"}
     assert "validation" in card["metrics"]
     for name, meta in card["files"].items():

@@ -16,7 +16,6 @@ from .conftest import human_text, machine_text, write_corpus
 FAST = TrainParams(
     folds=2,
     ft_word=dict(epoch=5, wordNgrams=2, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
-    ft_skeleton=dict(epoch=5, wordNgrams=3, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
     ft_quantize_cutoff=5_000,
     stacker=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5, l2_regularization=1.0),
 )
@@ -29,7 +28,8 @@ def trained(tmp_path_factory):
     train = write_corpus(d / "train.jsonl", 70, 90, seed=1, **fields)
     val = write_corpus(d / "val.jsonl", 40, 40, seed=2, **fields)
     out = d / "model"
-    code = train_command([train], out, val=[val], seed=3, quiet=True, params=FAST, group_by=["domain"], **fields)
+    code = train_command([train], out, val=[val], seed=3, quiet=True, params=FAST, group_by=["domain"],
+                         balance_by="domain", **fields)
     return code, out, val, fields
 
 
@@ -43,6 +43,9 @@ def test_train_writes_a_loadable_model_with_a_card(trained):
     assert card["training_data"]["n_human"] == 70 and card["training_data"]["n_machine"] == 90
     assert card["train_prior"] == pytest.approx(90 / 160)
     assert card["metrics"]["validation"]["auroc"] > 0.9  # the two styles are easy to tell apart
+    assert card["balanced_by"]["field"] == "domain"
+    assert set(card["balanced_by"]["human_weight"]) == {"blog", "news"}
+    assert set(card["metrics"]["cross_validation"]["groups"]["domain"]) == {"blog", "news"}
     import random
 
     r = random.Random(8)
@@ -67,7 +70,7 @@ def test_training_is_reproducible_with_a_seed(trained, tmp_path):
     code, out, _, fields = trained
     train = out.parent / "train.jsonl"
     again = tmp_path / "again"
-    assert train_command([train], again, seed=3, quiet=True, params=FAST, **fields) == 0
+    assert train_command([train], again, seed=3, quiet=True, params=FAST, balance_by="domain", **fields) == 0
     a, b = Detector.load(out), Detector.load(again)
     assert a.sha256 == b.sha256
     x = [machine_text(__import__("random").Random(0)) for _ in range(3)]
@@ -88,3 +91,22 @@ def test_missing_field_fails_clearly(tmp_path, capsys):
     assert train_command([f], tmp_path / "m", text_field="content", quiet=True, params=FAST) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "no 'content' field" in err and "d.jsonl:1" in err
+
+
+def test_group_weights_lift_the_human_group_the_stacker_over_flags():
+    from synthfilter.detect.train import group_weights
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = (rng.random(n) < 0.5).astype(np.int8)
+    groups = rng.choice(np.array(["a", "b", "c"]), size=n)
+    x = rng.normal(size=(n, 4)) + y[:, None] * 1.5
+    # Humans of group "c" write like the machine class on every feature.
+    x[(y == 0) & (groups == "c")] += 1.2
+    w = group_weights(x, y, groups, FAST, seed=1)
+    human = y == 0
+    wc = w[human & (groups == "c")].mean()
+    assert wc > 1.3 * w[human & (groups == "a")].mean()
+    assert wc > 1.3 * w[human & (groups == "b")].mean()
+    assert (w[y == 1] == 1.0).all()
+    assert w[human].sum() == pytest.approx(human.sum())
