@@ -127,9 +127,13 @@ def fit_components(views: TextViews, y: np.ndarray, params: TrainParams, seed: i
 def fit_stacker(x: np.ndarray, y: np.ndarray, params: TrainParams, seed: int,
                 weight: np.ndarray | None = None) -> TreeEnsemble:
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
     clf = HistGradientBoostingClassifier(early_stopping=False, random_state=seed, **params.stacker)
-    clf.fit(x, y, sample_weight=weight)
+    # One OpenMP thread: parallel gradient sums add in varying order, which moved leaf values in
+    # the 14th digit between otherwise identical runs; the shipped model must rebuild bit for bit.
+    with threadpool_limits(1, user_api="openmp"):
+        clf.fit(x, y, sample_weight=weight)
     trees = TreeEnsemble.from_sklearn(clf)
     check = x[: min(len(x), 256)]
     if not np.allclose(trees.decision_function(check), clf.decision_function(check), atol=1e-6):
