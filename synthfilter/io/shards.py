@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
@@ -245,6 +245,37 @@ class RawRecord:
     offset: int = 0  # JSONL: byte offset of the line in the decompressed stream
 
 
+@dataclass
+class RecordBatch:
+    """Consecutive records of a shard as parallel lists (one entry per record, no per-record
+    objects): what ``RawRecord`` holds, column by column. ``start`` is the first record's index."""
+
+    start: int
+    lines: list[int] = field(default_factory=list)
+    raw: list[bytes | None] = field(default_factory=list)
+    objs: list[Any] = field(default_factory=list)  # None where malformed or not parsed
+    errors: list[str | None] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def append(self, line: int, raw: bytes | None, obj: Any, error: str | None, offset: int = 0) -> None:
+        self.lines.append(line)
+        self.raw.append(raw)
+        self.objs.append(obj)
+        self.errors.append(error)
+        self.offsets.append(offset)
+
+    def records(self) -> Iterator[RawRecord]:
+        for j, line in enumerate(self.lines):
+            yield RawRecord(self.start + j, line, self.raw[j], self.objs[j], self.errors[j], self.offsets[j])
+
+
+# Bytes that ``bytes.strip()`` removes: a line starting with any other byte is not blank.
+_ASCII_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+
+
 class ShardReader:
     """Iterate the records of one shard. ``sha256``/``bytes_read`` are final after iteration."""
 
@@ -258,10 +289,23 @@ class ShardReader:
         self.parquet_schema: Any = None
 
     def __iter__(self) -> Iterator[RawRecord]:
+        for batch in self.batches():
+            yield from batch.records()
+
+    def batches(self, parse: bool = True, raw: bool = True) -> Iterator[RecordBatch]:
+        """The shard's records in batches of ``batch_rows``.
+
+        JSONL only: with ``parse=False`` lines are not parsed: ``objs`` is all None and only
+        problems found without parsing (an over-long line) set ``errors``; the caller parses the
+        lines it needs with ``parse_json_line``. With ``raw=False`` the lines are not kept
+        (``raw`` is all None), which saves memory traffic when only the parsed values are used.
+        On a whole-file ``InputError`` the records read before it come first, as a last (short)
+        batch.
+        """
         if self.shard.format == "parquet":
-            yield from self._iter_parquet()
+            yield from self._parquet_batches()
         else:
-            yield from self._iter_jsonl()
+            yield from self._jsonl_batches(parse, raw)
 
     # JSONL ----------------------------------------------------------------------------------
 
@@ -282,17 +326,24 @@ class ShardReader:
             stream = io.BufferedReader(hraw, _CHUNK)
         return hraw, stream
 
-    def _iter_jsonl(self) -> Iterator[RawRecord]:
+    def _jsonl_batches(self, parse: bool, keep_raw: bool) -> Iterator[RecordBatch]:
+        # One tight loop per line (this is the hot path of both the score and write stages):
+        # locals for everything it calls, and records appended to the batch's lists.
         path = self.shard.path
         hraw, stream = self._open_jsonl()
+        readline = stream.readline
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
         limit = self.max_line_bytes
+        rows = self.batch_rows
         line_no = 0
-        index = 0
         offset = 0
+        batch = RecordBatch(0)
+        add_line, add_raw, add_obj = batch.lines.append, batch.raw.append, batch.objs.append
+        add_error, add_offset = batch.errors.append, batch.offsets.append
         try:
             while True:
                 try:
-                    line = stream.readline(limit + 1)
+                    line = readline(limit + 1)
                 except EOFError:
                     raise InputError(
                         path, "truncated .gz file (ended before the end-of-stream marker); re-copy or re-compress it", line_no + 1
@@ -307,19 +358,38 @@ class ShardReader:
                 if len(line) > limit and not line.endswith(b"\n"):
                     size = len(line) + self._skip_rest_of_line(stream)
                     offset = start + size
-                    yield RawRecord(
-                        index, line_no, line[:1024], None,
-                        f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
+                    batch.append(
+                        line_no, line[:1024], None, f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
                     )
-                    index += 1
-                    continue
-                body = line.rstrip(b"\r\n")
-                if not body.strip():
-                    self.blank_lines += 1
-                    continue
-                obj, error = parse_json_line(body)
-                yield RawRecord(index, line_no, body, obj, error, start)
-                index += 1
+                else:
+                    body = line.rstrip(b"\r\n")
+                    if not body or (body[0] in _ASCII_WHITESPACE and not body.strip()):
+                        self.blank_lines += 1
+                        continue
+                    obj = error = None
+                    if parse:
+                        try:
+                            obj = loads(body)
+                        except decode_error:
+                            pass
+                        if type(obj) is not dict:
+                            obj, error = parse_json_line(body)
+                    add_line(line_no)
+                    add_raw(body if keep_raw else None)
+                    add_obj(obj)
+                    add_error(error)
+                    add_offset(start)
+                if len(batch.lines) >= rows:
+                    yield batch
+                    batch = RecordBatch(batch.start + len(batch.lines))
+                    add_line, add_raw, add_obj = batch.lines.append, batch.raw.append, batch.objs.append
+                    add_error, add_offset = batch.errors.append, batch.offsets.append
+            if batch.lines:
+                yield batch
+        except InputError:
+            if batch.lines:
+                yield batch
+            raise
         finally:
             try:
                 # Hash whatever the decoder left unread (e.g. gzip trailer) so sha256 covers the file.
@@ -342,7 +412,7 @@ class ShardReader:
 
     # Parquet --------------------------------------------------------------------------------
 
-    def _iter_parquet(self) -> Iterator[RawRecord]:
+    def _parquet_batches(self) -> Iterator[RecordBatch]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -355,10 +425,11 @@ class ShardReader:
         self.parquet_schema = pf.schema_arrow
         index = 0
         try:
-            for batch in pf.iter_batches(batch_size=self.batch_rows):
-                for row in batch.to_pylist():
-                    yield RawRecord(index, index + 1, None, row, None)
-                    index += 1
+            for pa_batch in pf.iter_batches(batch_size=self.batch_rows):
+                rows = pa_batch.to_pylist()
+                n = len(rows)
+                yield RecordBatch(index, list(range(index + 1, index + n + 1)), [None] * n, rows, [None] * n, [0] * n)
+                index += n
         except (pa.ArrowException, OSError) as e:
             raise InputError(path, f"corrupt Parquet data ({_first_line(e)})", index + 1) from None
 
@@ -426,6 +497,18 @@ class AtomicJsonlWriter:
         self._buf.append(b"\n")
         self._buffered += len(line) + 1
         self.count += 1
+        if self._buffered >= _CHUNK:
+            self._flush()
+
+    def write_lines(self, lines: Sequence[bytes]) -> None:
+        """``write_line`` for each of ``lines``, in one go."""
+        if not lines:
+            return
+        data = b"\n".join(lines)
+        self._buf.append(data)
+        self._buf.append(b"\n")
+        self._buffered += len(data) + 1
+        self.count += len(lines)
         if self._buffered >= _CHUNK:
             self._flush()
 

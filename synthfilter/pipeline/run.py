@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,34 @@ _WORKER_PRELOAD = [
 ]
 
 
+# What the serial end of a run imports (the diversity metrics and their MinHash/LSH helpers,
+# scipy's integrator behind ``optimal_bands``, the HTML report and matplotlib): about half a
+# second that a run with worker processes imports in a background thread while they work.
+_REPORT_PRELOAD = [
+    "synthfilter.dedup.clusters", "synthfilter.dedup.lsh", "synthfilter.dedup.minhash", "scipy.integrate",
+    "synthfilter.diversity", "synthfilter.report.html", "matplotlib.figure", "matplotlib.ticker",
+    "matplotlib.backends.backend_svg",
+]
+
+
+def preload_in_background(modules: Sequence[str]) -> threading.Thread:
+    """Import ``modules`` in a daemon thread (an import that fails here is left for the code
+    that needs it to raise). Imports are thread-safe: a later import of the same module waits
+    for this one to finish instead of starting again."""
+    import importlib
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported where the module is really used
+                pass
+
+    thread = threading.Thread(target=work, name="synthfilter-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 class ShardExecutor:
     """Runs ``fn(shard, *args)`` per shard: in-process for one worker, else one process pool
     shared by the score and write stages (forkserver with the stages preloaded, so workers
@@ -347,6 +376,8 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     workers = cfg.resolved_workers()
 
     with ShardExecutor(workers, len(shards)) as executor:
+        if executor.workers > 1 and (cfg.report.diversity or cfg.report.html):
+            preload_in_background(_REPORT_PRELOAD)
         metas = _score_all(shards, cfg, work, executor, progress)
         try:
             ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
@@ -357,14 +388,18 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
                 out.rmdir()
             raise
         written: dict[str, dict[str, int]] = {}
-        if not cfg.dry_run:
-            written = _write_all(shards, cfg, work, out, executor, progress)
+        # The diversity section needs only the decisions: computed in a thread while the
+        # records are written (the write stage spends most of its time in zlib, without the GIL).
+        with cf.ThreadPoolExecutor(1, thread_name_prefix="synthfilter-diversity") as side:
+            diversity = side.submit(diversity_report, shards, work, offsets, ann, decisions, cfg) if cfg.report.diversity else None
+            if not cfg.dry_run:
+                written = _write_all(shards, cfg, work, out, executor, progress)
     conservation = check_conservation(shards, metas, written, decisions, offsets, cfg.dry_run)
     seconds = time.perf_counter() - t_start
     ended = _now()
     report = build_report(shards, metas, decisions, cfg, seconds, scorer)
-    if cfg.report.diversity:
-        report["diversity"] = diversity_report(shards, work, offsets, ann, decisions, cfg)
+    if diversity is not None:
+        report["diversity"] = diversity.result()
     manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model, scorer,
                               conservation, ignored)
     atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())

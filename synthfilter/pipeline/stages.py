@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -23,10 +23,11 @@ from synthfilter.io.shards import (
     AtomicJsonlWriter,
     AtomicParquetWriter,
     InputError,
-    RawRecord,
+    RecordBatch,
     Shard,
     ShardReader,
     atomic_write_bytes,
+    parse_json_line,
 )
 from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
 from synthfilter.text.normalize import normalize_for_dedup
@@ -116,15 +117,12 @@ class Scorer:
         """Annotate a batch of texts. Pure: same texts + config => same arrays."""
         n = len(texts)
         normalized = [normalize_for_dedup(t) for t in texts]
-        hi = np.empty(n, dtype=np.uint64)
-        lo = np.empty(n, dtype=np.uint64)
-        for i, t in enumerate(normalized):
-            h = xxhash.xxh3_128_intdigest(t.encode("utf-8"))
-            hi[i] = h >> 64
-            lo[i] = h & 0xFFFFFFFFFFFFFFFF
+        # The 128-bit digests in their canonical (big-endian) form, split into two uint64 columns.
+        digest = xxhash.xxh3_128_digest
+        hashes = np.frombuffer(b"".join([digest(t.encode("utf-8")) for t in normalized]), dtype=">u8").reshape(n, 2)
         out: dict[str, np.ndarray] = {
-            "hash_hi": hi,
-            "hash_lo": lo,
+            "hash_hi": hashes[:, 0].astype(np.uint64),
+            "hash_lo": hashes[:, 1].astype(np.uint64),
             "length": np.fromiter((len(t) for t in texts), dtype=np.int32, count=n),
         }
         if self.uses_near:
@@ -211,6 +209,11 @@ class SampleKeeper:
         import heapq
 
         heap = self._heap
+        if len(heap) >= self.k:
+            # Only records below the current k-th smallest can enter (the bound only falls below).
+            candidates = np.flatnonzero(uniform < -heap[0][0]).tolist()
+            uniform, index = uniform[candidates], [index[j] for j in candidates]
+            texts, groups = [texts[j] for j in candidates], [groups[j] for j in candidates]
         for u, i, t, g in zip(uniform.tolist(), index, texts, groups):
             if len(heap) < self.k:
                 heapq.heappush(heap, (-u, i, t, g))
@@ -230,20 +233,29 @@ class SampleKeeper:
 
 
 class _ReaderHolder:
-    def __init__(self, shard: Shard, cfg: Config):
+    """A shard's record batches, as the reader gives them; under ``--on-error quarantine`` a
+    whole-file problem (truncated or corrupt data) becomes one more malformed record, after
+    the last one read."""
+
+    def __init__(self, shard: Shard, cfg: Config, parse: bool = True, raw: bool = True):
         self.reader = ShardReader(shard, max_line_bytes=cfg.max_line_bytes, batch_rows=cfg.batch_size)
         self.cfg = cfg
+        self.parse = parse
+        self.raw = raw
 
-    def __iter__(self) -> Any:
-        last_index, last_line = -1, 0
+    def __iter__(self) -> Iterator[RecordBatch]:
+        next_index, last_line = 0, 0
         try:
-            for rec in self.reader:
-                last_index, last_line = rec.index, rec.line
-                yield rec
+            for batch in self.reader.batches(self.parse, self.raw):
+                if batch.lines:
+                    next_index, last_line = batch.start + len(batch), batch.lines[-1]
+                yield batch
         except InputError as e:
             if self.cfg.on_error == "fail":
                 raise
-            yield RawRecord(last_index + 1, e.line or last_line + 1, None, None, e.message)
+            tail = RecordBatch(next_index)
+            tail.append(e.line or last_line + 1, None, None, e.message)
+            yield tail
 
 
 def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = None) -> dict[str, Any]:
@@ -258,7 +270,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     paths = WorkPaths.for_shard(work, shard)
     paths.root.mkdir(parents=True, exist_ok=True)
     spec = FieldSpec(cfg.text_field, cfg.id_field, cfg.ratio.provenance_field)
-    holder = _ReaderHolder(shard, cfg)
+    holder = _ReaderHolder(shard, cfg, raw=False)
 
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "line", "status", "error")}
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance", "uniform")}
@@ -311,34 +323,36 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         flush.start = n_total  # type: ignore[attr-defined]
 
     flush.start = 0  # type: ignore[attr-defined]
+    fail = cfg.on_error == "fail"
+    rel = shard.rel
+    extract, record_id = spec.extract, spec.record_id
+    ids, errors, statuses = cols["id"], cols["error"], cols["status"]
     try:
-        for rec in holder:
-            error = rec.error
-            text = prov = None
-            if error is None:
-                rid, text, prov, error = spec.extract(rec.obj, shard.rel, rec.line)
-            else:
-                rid = spec.record_id(rec.obj, shard.rel, rec.line) if rec.obj is not None else fallback_id(shard.rel, rec.line)
-            if error is not None:
-                if cfg.on_error == "fail":
-                    raise InputError(
-                        shard.path, f"{error} (use --on-error quarantine to set bad records aside)", rec.line
-                    )
-                malformed += 1
-            cols["id"].append(rid)
-            cols["line"].append(rec.line)
-            cols["status"].append(STATUS_OK if error is None else STATUS_MALFORMED)
-            cols["error"].append(error)
-            if error is None:
-                batch_texts.append(text)  # type: ignore[arg-type]
-                batch_prov.append(prov)
-                batch_pos.append(len(cols["id"]) - 1)
-                if group_field is not None:
-                    g = get_path(rec.obj, group_field)
-                    batch_groups.append("(missing)" if is_missing(g) or g is None else str(g))
-            if len(cols["id"]) - flush.start >= cfg.batch_size:  # type: ignore[attr-defined]
+        for batch in holder:
+            for line, obj, error in zip(batch.lines, batch.objs, batch.errors):
+                if error is None:
+                    rid, text, prov, error = extract(obj, rel, line)
+                else:
+                    rid = record_id(obj, rel, line) if obj is not None else fallback_id(rel, line)
+                if error is None:
+                    batch_pos.append(len(ids))
+                    batch_texts.append(text)  # type: ignore[arg-type]
+                    batch_prov.append(prov)
+                    if group_field is not None:
+                        g = get_path(obj, group_field)
+                        batch_groups.append("(missing)" if is_missing(g) or g is None else str(g))
+                    statuses.append(STATUS_OK)
+                else:
+                    if fail:
+                        raise InputError(shard.path, f"{error} (use --on-error quarantine to set bad records aside)", line)
+                    malformed += 1
+                    statuses.append(STATUS_MALFORMED)
+                ids.append(rid)
+                errors.append(error)
+            cols["line"].extend(batch.lines)
+            if len(ids) - flush.start >= cfg.batch_size:  # type: ignore[attr-defined]
                 flush()
-        if len(cols["id"]) > flush.start:  # type: ignore[attr-defined]
+        if len(ids) > flush.start:  # type: ignore[attr-defined]
             flush()
     finally:
         for f in (band_f, sig_f):
@@ -664,35 +678,44 @@ def write_shard(shard: Shard, cfg: Config, work: Path, out: Path) -> dict[str, i
 
 
 def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
+    """Kept lines are copied as read, unparsed and a batch at a time (unless ``--annotate``);
+    only rejected lines are parsed, to add their ``synthfilter`` object."""
     kept = AtomicJsonlWriter(kept_path, shard.compression)
     rejected: AtomicJsonlWriter | None = None
     n = len(dec.reason)
     seen = 0
+    annotate = cfg.annotate
     try:
-        for rec in _ReaderHolder(shard, cfg):
-            i = rec.index
-            if i >= n:
-                raise ConservationError(f"{shard.path}: more records on the second read than the first ({i + 1} > {n})")
-            seen += 1
-            if dec.reason[i] == KEPT:
-                if cfg.annotate:
-                    kept.write_line(orjson.dumps({**rec.obj, "synthfilter": dec.fields(i)}))
-                else:
-                    kept.write_line(rec.raw)  # type: ignore[arg-type]
-                continue
-            if rejected is None:
-                rejected = AtomicJsonlWriter(rej_path, shard.compression)
-            fields = dec.fields(i)
-            obj = dict(rec.obj) if isinstance(rec.obj, dict) else {}
-            if not isinstance(rec.obj, dict):
-                # Not even a JSON object: keep the raw line (and where it was) so nothing is lost.
-                fields["source"] = {"file": shard.rel, "line": rec.line, "byte_offset": rec.offset}
-                if rec.raw is not None:
-                    fields["raw"] = rec.raw.decode("utf-8", errors="replace")
-                    if fields["raw"].encode("utf-8") != rec.raw:
-                        fields["raw_base64"] = base64.b64encode(rec.raw).decode("ascii")
-            obj["synthfilter"] = fields
-            rejected.write_line(orjson.dumps(obj))
+        for batch in _ReaderHolder(shard, cfg, parse=annotate):
+            lo, hi = batch.start, batch.start + len(batch)
+            if hi > n:
+                raise ConservationError(f"{shard.path}: more records on the second read than the first ({hi} > {n})")
+            seen += len(batch)
+            reasons = dec.reason[lo:hi]
+            # kept/ and rejected/ are separate files: each gets its records in order.
+            kept_rows = np.flatnonzero(reasons == KEPT).tolist()
+            if annotate:
+                for j in kept_rows:
+                    kept.write_line(orjson.dumps({**batch.objs[j], "synthfilter": dec.fields(lo + j)}))
+            else:
+                kept.write_lines([batch.raw[j] for j in kept_rows])  # type: ignore[misc]
+            for j in np.flatnonzero(reasons != KEPT).tolist():
+                raw, obj = batch.raw[j], batch.objs[j]
+                if not annotate and batch.errors[j] is None and raw is not None:
+                    obj = parse_json_line(raw)[0]
+                if rejected is None:
+                    rejected = AtomicJsonlWriter(rej_path, shard.compression)
+                fields = dec.fields(lo + j)
+                record = dict(obj) if isinstance(obj, dict) else {}
+                if not isinstance(obj, dict):
+                    # Not even a JSON object: keep the raw line (and where it was) so nothing is lost.
+                    fields["source"] = {"file": shard.rel, "line": batch.lines[j], "byte_offset": batch.offsets[j]}
+                    if raw is not None:
+                        fields["raw"] = raw.decode("utf-8", errors="replace")
+                        if fields["raw"].encode("utf-8") != raw:
+                            fields["raw_base64"] = base64.b64encode(raw).decode("ascii")
+                record["synthfilter"] = fields
+                rejected.write_line(orjson.dumps(record))
         if seen != n:
             raise ConservationError(f"{shard.path}: {seen} records on the second read, {n} on the first")
         kept.commit()
