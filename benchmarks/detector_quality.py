@@ -161,7 +161,7 @@ def holdout(train_path: Path, val_path: Path, field: str, values: list[str], see
     from synthfilter.detect.model import TextViews
     from synthfilter.detect.train import TrainParams, fit_detector, write_model
 
-    train = load_labelled([train_path], group_fields=[field])
+    train = load_labelled([train_path], group_fields=[field, "domain"])
     val = load_labelled([val_path], group_fields=[field])
     out = []
     for value in values:
@@ -172,7 +172,7 @@ def holdout(train_path: Path, val_path: Path, field: str, values: list[str], see
             params.folds = 3
             params.ft_word = {**params.ft_word, "epoch": 5}
         views = TextViews.of([train.texts[i] for i in idx], max_chars=params.max_chars)
-        result = fit_detector(views, train.y[idx], params, seed)
+        result = fit_detector(views, train.y[idx], params, seed, groups=train.groups["domain"][idx])  # as shipped
         with tempfile.TemporaryDirectory() as tmp:
             write_model(Path(tmp), result, params, {"model_id": f"holdout-{value}@0", "operating_points": []})
             det = Detector.load(tmp)
