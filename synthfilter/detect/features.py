@@ -10,7 +10,7 @@ import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from typing import Sequence
 
 import numpy as np
@@ -248,23 +248,64 @@ _N_FW = len(FUNCTION_WORDS)
 _KEY_LIMIT = 2**62  # (text, word, word) keys are packed into one int64 below this
 
 
+class Vocabulary:
+    """A fixed token -> id map that many batches share (the language models'), so that a
+    batch's tokens are looked up once and the ids serve both the style vector and the LMs."""
+
+    def __init__(self, index: dict[str, int], size: int) -> None:
+        self.index = index
+        self.size = size  # ids are below this; ids not in ``index`` (e.g. UNK) are never given out
+        self.words: list[str | None] = [None] * size
+        for w, i in index.items():
+            self.words[i] = w
+        self.lengths = np.zeros(size, dtype=np.float64)
+        self.lengths[list(index.values())] = [len(w) for w in index]
+
+
 @dataclass
 class TokenIds:
-    """The tokens of a batch as ids: ``vocab[ids[k]]`` is token ``k`` of the concatenation."""
+    """The tokens of a batch as ids, all texts concatenated: equal tokens, equal ids.
 
-    vocab: list[str]
-    index: dict[str, int]  # token -> id
-    ids: np.ndarray  # int64, one per token, all texts concatenated
+    Ids below ``offset`` come from a shared ``base`` vocabulary; the others (tokens the base
+    lacks, or every token when there is no base) are numbered from ``offset`` in ``extra``.
+    """
+
+    ids: np.ndarray  # int64, one per token
     lengths: np.ndarray  # tokens per text
+    base: Vocabulary | None
+    extra: dict[str, int]
+    offset: int
 
     @classmethod
-    def of(cls, tokens: Sequence[Sequence[str]]) -> "TokenIds":
+    def of(cls, tokens: Sequence[Sequence[str]], base: Vocabulary | None = None) -> "TokenIds":
         flat = list(chain.from_iterable(tokens))
-        vocab = list(dict.fromkeys(flat))
-        index = {w: k for k, w in enumerate(vocab)}
-        ids = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        return cls(vocab, index, ids, lengths)
+        if base is None:
+            extra = {w: k for k, w in enumerate(dict.fromkeys(flat))}
+            ids = np.fromiter(map(extra.__getitem__, flat), dtype=np.int64, count=len(flat))
+            return cls(ids, lengths, None, extra, 0)
+        ids = np.fromiter(map(base.index.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+        unknown = np.flatnonzero(ids < 0)
+        extra = {}
+        if len(unknown):
+            ids[unknown] = [extra.setdefault(flat[k], base.size + len(extra)) for k in unknown.tolist()]
+        return cls(ids, lengths, base, extra, base.size)
+
+    @property
+    def n_ids(self) -> int:
+        return self.offset + len(self.extra)
+
+    def lookup(self, token: str) -> int | None:
+        j = self.base.index.get(token) if self.base is not None else None
+        return self.extra.get(token) if j is None else j
+
+    def words(self) -> list[str | None]:
+        """The token of every id (None for base ids no token can have)."""
+        return [*(self.base.words if self.base is not None else ()), *self.extra]
+
+    def word_lengths(self) -> np.ndarray:
+        extra = np.fromiter(map(len, self.extra), dtype=np.float64, count=len(self.extra))
+        return np.concatenate([self.base.lengths, extra]) if self.base is not None else extra
 
 
 def _rank(*columns: np.ndarray) -> np.ndarray:
@@ -316,25 +357,23 @@ def style_matrix(norms: Sequence[str], tokens: Sequence[Sequence[str]] | None = 
         return out.astype(np.float32)
     ids = tid.ids
     doc = np.repeat(np.arange(n), tid.lengths)
-    vocab = tid.vocab
-    # Per-vocabulary lookup tables: only the few special tokens need a look-up.
-    n_v = len(vocab)
-    index = tid.index
+    # Per-id lookup tables: only the few special tokens need a look-up.
+    n_v = tid.n_ids
     punct_col = np.full(n_v, -1, dtype=np.int64)
     fw_col = np.full(n_v, -1, dtype=np.int64)
     is_punct = np.zeros(n_v, dtype=bool)
     is_end = np.zeros(n_v, dtype=bool)
     for table, mapping in ((punct_col, _PUNCT_COL), (fw_col, _FW_COL)):
         for w, k in mapping.items():
-            j = index.get(w)
+            j = tid.lookup(w)
             if j is not None:
                 table[j] = k
     for flags, members in ((is_punct, _PUNCT_SET), (is_end, _SENTENCE_END)):
         for w in members:
-            j = index.get(w)
+            j = tid.lookup(w)
             if j is not None:
                 flags[j] = True
-    word_len = np.fromiter(map(len, vocab), dtype=np.float64, count=n_v)
+    word_len = tid.word_lengths()
     safe_tok = np.maximum(n_tok, 1.0)
 
     pc = punct_col[ids]
@@ -359,7 +398,7 @@ def style_matrix(norms: Sequence[str], tokens: Sequence[Sequence[str]] | None = 
     out[:, i + 2] = _group_mean((lens >= 8).astype(np.float64), w_doc, n, n_words)
     # Distinct-word statistics from one stable sort by (text, word): inside each run of equal
     # words the positions stay in reading order, so a run's first element is its first use.
-    n_vocab = max(len(vocab), 1)
+    n_vocab = max(n_v, 1)
     order = np.argsort(w_doc * n_vocab + w_ids, kind="stable")
     s_key = (w_doc * n_vocab + w_ids)[order]
     s_pos, s_doc = w_pos[order], w_doc[order]

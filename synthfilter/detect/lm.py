@@ -5,10 +5,13 @@ unigram) held in plain numpy arrays, and per-document surprisal statistics from 
 from __future__ import annotations
 
 from collections import Counter
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from synthfilter.detect.features import TokenIds, Vocabulary
 
 UNK = 0
 BOS = 1
@@ -33,6 +36,7 @@ class BigramLM:
         self.words = list(words)
         self.vocab = {w: i + 2 for i, w in enumerate(self.words)}
         self.size = len(self.words) + 2
+        self._token_vocabulary: Vocabulary | None = None
         self.bigram_keys = np.asarray(bigram_keys, dtype=np.int64)
         self.bigram_counts = np.asarray(bigram_counts, dtype=np.float64)
         self.discount = float(discount)
@@ -140,11 +144,24 @@ class BigramLM:
         """The sort order of the bigram keys of ``ids`` (see ``token_surprisal``)."""
         return np.argsort(self._keys(ids, starts))
 
-    def ids_for_vocabulary(self, words: Sequence[str]) -> np.ndarray:
+    def ids_for_vocabulary(self, words: Sequence[str | None]) -> np.ndarray:
         """This model's id for each of ``words`` (UNK where unknown): map a batch's distinct
         tokens once, then index, instead of looking up every token."""
-        get = self.vocab.get
-        return np.fromiter((get(w, UNK) for w in words), dtype=np.int64, count=len(words))
+        return np.fromiter(map(self.vocab.get, words, repeat(UNK)), dtype=np.int64, count=len(words))
+
+    @property
+    def token_vocabulary(self) -> Vocabulary:
+        """This model's ids as a shared ``Vocabulary``: batches tokenised against it carry
+        this model's ids directly (tokens it lacks get ids from ``size`` up, i.e. UNK here)."""
+        if self._token_vocabulary is None:
+            self._token_vocabulary = Vocabulary(self.vocab, self.size)
+        return self._token_vocabulary
+
+    def ids_of(self, token_ids: TokenIds) -> np.ndarray:
+        """This model's id of every token of a batch."""
+        if token_ids.base is self.token_vocabulary:
+            return np.where(token_ids.ids >= self.size, UNK, token_ids.ids)
+        return self.ids_for_vocabulary(token_ids.words())[token_ids.ids]
 
 
 def segment_stats(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from synthfilter.detect.features import (
     STYLE_FEATURE_NAMES,
     DEFAULT_MAX_CHARS,
     TokenIds,
+    Vocabulary,
     analysis_window,
     detector_text,
     style_matrix,
@@ -96,18 +97,19 @@ class TextViews:
 
     @classmethod
     def of(cls, texts: Sequence[str], already_normalised: bool = False,
-           max_chars: int = DEFAULT_MAX_CHARS) -> "TextViews":
+           max_chars: int = DEFAULT_MAX_CHARS, vocabulary: Vocabulary | None = None) -> "TextViews":
+        """``vocabulary``: number tokens against this shared map (the LMs'), saving a look-up."""
         norms = list(texts) if already_normalised else [analysis_window(detector_text(t, max_chars), max_chars)
                                                              for t in texts]
         tokens = [tokenize(t) for t in norms]
-        token_ids = TokenIds.of(tokens)
+        token_ids = TokenIds.of(tokens, vocabulary)
         return cls(norms, [" ".join(t) for t in tokens], tokens, token_ids,
                    style_matrix(norms, tokens, token_ids))
 
     def subset(self, idx: Sequence[int]) -> "TextViews":
         tokens = [self.tokens[i] for i in idx]
         return TextViews([self.norms[i] for i in idx], [self.ft_lines[i] for i in idx], tokens,
-                         TokenIds.of(tokens), self.style[idx])
+                         TokenIds.of(tokens, self.token_ids.base), self.style[idx])
 
 
 @dataclass
@@ -121,18 +123,19 @@ class Components:
 
     def features(self, texts: Sequence[str], already_normalised: bool = False) -> np.ndarray:
         """The stacker's input matrix (``STACK_FEATURE_NAMES`` columns) for raw texts."""
-        return self.features_from_views(TextViews.of(texts, already_normalised, self.max_chars))
+        return self.features_from_views(TextViews.of(texts, already_normalised, self.max_chars,
+                                                     self.lm_human.token_vocabulary))
 
     def features_from_views(self, views: "TextViews") -> np.ndarray:
         tokens, tid = views.tokens, views.token_ids
-        # Map the batch's distinct tokens to model ids once; both models share the vocabulary
-        # (and so the ids and the sort order of the bigram keys) when trained together.
-        ids = self.lm_human.ids_for_vocabulary(tid.vocab)[tid.ids]
+        # Both models share the vocabulary (and so the ids and the sort order of the bigram
+        # keys) when trained together.
+        ids = self.lm_human.ids_of(tid)
         order = self.lm_human.key_order(ids, document_starts(tid.lengths))
         if self.lm_machine.same_vocabulary(self.lm_human):
             ids_m, order_m = ids, order
         else:
-            ids_m, order_m = self.lm_machine.ids_for_vocabulary(tid.vocab)[tid.ids], None
+            ids_m, order_m = self.lm_machine.ids_of(tid), None
         lm_h, s_h, doc = surprisal_features(self.lm_human, tokens, ids, order)
         lm_m, s_m, _ = surprisal_features(self.lm_machine, tokens, ids_m, order_m)
         llr = segment_stats(s_h - s_m, doc, len(tokens))  # > 0: the machine model finds it likelier

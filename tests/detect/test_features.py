@@ -10,11 +10,14 @@ import pytest
 from synthfilter.detect.features import (
     N_STYLE,
     STYLE_FEATURE_NAMES,
+    TokenIds,
+    Vocabulary,
     detector_text,
     fasttext_view,
     normalize_text,
     style_features,
     style_matrix,
+    tokenize,
 )
 from synthfilter.text.normalize import clean_text
 
@@ -116,3 +119,7 @@ def test_batched_style_matrix_equals_the_per_text_features(rng, monkeypatch, pac
     m = style_matrix(texts)
     for k, t in enumerate(texts):
         np.testing.assert_allclose(m[k], style_features(t), rtol=2e-5, atol=1e-6, err_msg=repr(t[:40]))
+    # Numbered against a shared vocabulary that knows some tokens (and not others): same values.
+    tokens = [tokenize(t) for t in texts]
+    shared = Vocabulary({w: 5 + i for i, w in enumerate(["the", ".", ",", "council", "and", "word"])}, 11)
+    np.testing.assert_array_equal(style_matrix(texts, tokens, TokenIds.of(tokens, shared)), m)

@@ -99,8 +99,11 @@ def test_shared_key_order_and_vocabulary_ids_give_the_same_surprisal(rng):
     lm_m = BigramLM.fit(docs[20:], lm_h.words)
     held = _tokens([machine_text(rng) for _ in range(15)]) + [[]]
     tid = TokenIds.of(held)
-    ids = lm_h.ids_for_vocabulary(tid.vocab)[tid.ids]
+    ids = lm_h.ids_of(tid)
     np.testing.assert_array_equal(ids, lm_h.ids([w for d in held for w in d]))
+    # Numbered against the LM's own vocabulary, the batch carries the LM's ids directly.
+    np.testing.assert_array_equal(lm_h.ids_of(TokenIds.of(held, lm_h.token_vocabulary)), ids)
+    np.testing.assert_array_equal(lm_m.ids_of(TokenIds.of(held, lm_h.token_vocabulary)), ids)
     order = lm_h.key_order(ids, document_starts(tid.lengths))
     for lm in (lm_h, lm_m):
         plain = surprisal_features(lm, held)
