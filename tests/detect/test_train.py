@@ -110,3 +110,23 @@ def test_group_weights_lift_the_human_group_the_stacker_over_flags():
     assert wc > 1.3 * w[human & (groups == "b")].mean()
     assert (w[y == 1] == 1.0).all()
     assert w[human].sum() == pytest.approx(human.sum())
+
+
+def test_train_cli_with_the_default_recipe_and_balance_by(tmp_path):
+    """The real command line, default hyper-parameters, ``--balance-by`` on a record field."""
+    import subprocess
+    import sys
+
+    data = write_corpus(tmp_path / "data.jsonl", 60, 60, seed=5)
+    out = tmp_path / "m"
+    proc = subprocess.run([sys.executable, "-m", "synthfilter", "train", str(data), "--out", str(out),
+                           "--balance-by", "domain", "--seed", "1", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["balanced_by"]["field"] == "domain"
+    assert set(card["balanced_by"]["human_weight"]) == {"blog", "news"}
+    det = Detector.load(out)
+    import random
+
+    r = random.Random(9)
+    assert det.predict_proba([machine_text(r)])[0] > det.predict_proba([human_text(r)])[0]
