@@ -36,7 +36,16 @@ class DedupConfig:
     ngram: int = 5
     char_ngram: int = 5
     verify: bool = True
+    # Estimated Jaccard a candidate pair must reach to be linked (``verify`` on); None: ``threshold``.
+    # ``threshold`` alone chooses the LSH bands x rows, so raising this one keeps the candidates
+    # and drops the weaker links: fewer borderline merges, and fewer duplicates found.
+    verify_threshold: float | None = None
     keep_rule: list[str] = field(default_factory=lambda: ["provenance", "score", "order"])
+
+    @property
+    def verify_at(self) -> float:
+        """The Jaccard at which candidate pairs are verified: ``verify_threshold`` or ``threshold``."""
+        return self.threshold if self.verify_threshold is None else self.verify_threshold
 
 
 @dataclass
@@ -168,6 +177,11 @@ class Config:
         d = self.dedup
         if not 0.0 < d.threshold <= 1.0:
             raise ConfigError(f"dedup.threshold must be in (0, 1], got {d.threshold}")
+        if d.verify_threshold is not None:
+            v = d.verify_threshold
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+                raise ConfigError(f"dedup.verify_threshold must be a number in (0, 1], got {v!r}")
+            d.verify_threshold = float(v)
         if d.num_perm < 2 or d.num_perm > 1024:
             raise ConfigError(f"dedup.num_perm must be in [2, 1024], got {d.num_perm}")
         if d.ngram < 1 or d.char_ngram < 1:

@@ -22,7 +22,9 @@ class NearDupIndex:
             find the same candidates.
         num_perm: signature length.
         seed: the MinHasher seed (recorded in the datasketch sketches).
-        verify: keep only candidates whose estimated Jaccard reaches ``threshold``.
+        verify: keep only candidates whose estimated Jaccard reaches ``verify_threshold``.
+        verify_threshold: the estimated Jaccard a candidate must reach when ``verify`` is on;
+            None (the default) means ``threshold``. The bands stay those of ``threshold``.
 
     Example:
         >>> index = NearDupIndex(threshold=0.8, num_perm=128)
@@ -31,13 +33,19 @@ class NearDupIndex:
         ...         index.add(key, sig)  # first of its kind: keep it
     """
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, seed: int = 1, verify: bool = True) -> None:
+    def __init__(
+        self, threshold: float = 0.8, num_perm: int = 128, seed: int = 1, verify: bool = True,
+        verify_threshold: float | None = None,
+    ) -> None:
         from datasketch import MinHashLSH
 
         self.threshold = threshold
         self.num_perm = num_perm
         self.seed = seed
         self.verify = verify
+        self.verify_threshold = threshold if verify_threshold is None else float(verify_threshold)
+        if not 0.0 < self.verify_threshold <= 1.0:
+            raise ValueError(f"verify_threshold must be in (0, 1], got {verify_threshold}")
         self.b, self.r = optimal_bands(threshold, num_perm, verify=verify)
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(self.b, self.r))
         self._signatures: dict[Hashable, np.ndarray] = {}
@@ -63,7 +71,8 @@ class NearDupIndex:
         row = self._row(signature)
         found = self._lsh.query(to_datasketch(row, self.seed))
         if self.verify:
-            found = [k for k in found if np.count_nonzero(self._signatures[k] == row) / self.num_perm >= self.threshold]
+            at = self.verify_threshold
+            found = [k for k in found if np.count_nonzero(self._signatures[k] == row) / self.num_perm >= at]
         return sorted(found, key=self._order.__getitem__)
 
     def _row(self, signature: np.ndarray) -> np.ndarray:

@@ -405,7 +405,8 @@ class _StreamState:
         self.reasons = array("b")
         self.exact: dict[tuple[int, int], str] = {}
         d = cfg.dedup
-        self.index = NearDupIndex(d.threshold, d.num_perm, seed=d.seed, verify=d.verify) if d.near else None
+        self.index = NearDupIndex(d.threshold, d.num_perm, seed=d.seed, verify=d.verify,
+                                  verify_threshold=d.verify_threshold) if d.near else None
         self.index_ids: list[str] = []
         self.dup_counts: dict[str, int] = {}
         self.card = sf.scorer.detector.card if sf.scorer.uses_detector else None

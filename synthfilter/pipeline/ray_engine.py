@@ -1117,9 +1117,9 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
             keys_ref=ray.put(keys_by_band), parts=partitions_for(4 * n_keys), with_sigs=verify,
         )
         del keys_by_band
-        verified = grouped(members, _verify_buckets, threshold=cfg.dedup.threshold, verify=verify).materialize()
+        verified = grouped(members, _verify_buckets, threshold=cfg.dedup.verify_at, verify=verify).materialize()
         # The replay holds the records with an edge and one band's edges at a time.
-        replay = NearReplay(_edge_nodes(verified), cfg.dedup.threshold, verify)
+        replay = NearReplay(_edge_nodes(verified), cfg.dedup.verify_at, verify)
         for table in _bands_in_order(verified, n_bands):
             replay.add_band(BandEdges.from_table(table, num_perm))
         near_nodes, near_labels = replay.components()

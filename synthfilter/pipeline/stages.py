@@ -519,7 +519,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
         # Malformed rows carry unique band keys (see score_shard), so they match nothing.
         near = near_duplicate_components(
             ann.bands, signatures=ann.signatures if cfg.dedup.verify else None,
-            threshold=cfg.dedup.threshold, verify=cfg.dedup.verify,
+            threshold=cfg.dedup.verify_at, verify=cfg.dedup.verify,
         )
         labels = merge_labels(exact, np.where(ok, near, idx))
 

@@ -39,9 +39,11 @@ CONFIG_A: dict[str, Any] = {
     "detector": {"enabled": False}, "quiet": True, "workers": 2, "on_error": "quarantine", "annotate": True,
     "ratio": {**PROVENANCE, "target_ratio": 0.2, "strategy": "uniform"},
 }
-# The estimate without a target (the path with no per-record array on the driver).
+# The estimate without a target (the path with no per-record array on the driver); candidate
+# pairs verified at dedup.verify_threshold, above the band threshold.
 CONFIG_B: dict[str, Any] = {
     "detector": {"enabled": False}, "quiet": True, "workers": 2, "on_error": "quarantine", "ratio": PROVENANCE,
+    "dedup": {"verify_threshold": 0.9},
 }
 
 
@@ -287,6 +289,7 @@ def test_cli_joins_a_running_cluster_and_reads_and_writes_uris(corpus: dict[str,
     config.write_text(
         'on_error = "quarantine"\nworkers = 2\n[detector]\nenabled = false\n'
         '[ratio]\nprovenance_field = "meta.who"\nprovenance_map = { "human" = "human", "gpt-*" = "machine" }\n'
+        '[dedup]\nverify_threshold = 0.9\n'
     )
     proc = subprocess.run(
         [sys.executable, "-m", "synthfilter", "run", corpus["src"].resolve().as_uri(), "--out", out.resolve().as_uri(),
