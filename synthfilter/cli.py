@@ -48,9 +48,14 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _is_model_error(e: BaseException) -> bool:
+    """``ModelError`` without importing the detector (64 ms) where no model was loaded."""
+    model = sys.modules.get("synthfilter.detect.model")
+    return model is not None and isinstance(e, model.ModelError)
+
+
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning every expected failure into a one-line message + exit code."""
-    from synthfilter.detect.model import ModelError
     from synthfilter.io.shards import InputError
     from synthfilter.pipeline.run import UsageError
     from synthfilter.pipeline.stages import ConservationError
@@ -60,7 +65,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
         return fn()
     except typer.Exit:
         raise
-    except (InputError, UsageError, ConfigError, ModelError) as e:
+    except (InputError, UsageError, ConfigError) as e:
         _fail(str(e), EXIT_USAGE)
     except HumanLossError as e:
         _fail(str(e), EXIT_POLICY)
@@ -74,6 +79,8 @@ def guarded(fn: Callable[[], Any]) -> Any:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         _fail(f"{where}{e.strerror or e}", EXIT_USAGE)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if _is_model_error(e):
+            _fail(str(e), EXIT_USAGE)
         if os.environ.get("SYNTHFILTER_DEBUG"):
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (set SYNTHFILTER_DEBUG=1 for a traceback)", EXIT_INTERNAL)
@@ -164,6 +171,8 @@ def run(
         cfg = build_config(config, overrides)
         from synthfilter.pipeline.run import Progress, run_pipeline
 
+        if cfg.engine != "ray":
+            _local_engine_process()
         with Progress(quiet=cfg.quiet) as progress:
             if cfg.engine == "ray":
                 from synthfilter.pipeline.ray_engine import run_pipeline_ray
@@ -205,6 +214,8 @@ def report(
         })
         cfg.ratio.target_ratio = None  # a first look never downsamples, whatever the config file says
         from synthfilter.pipeline.run import Progress, run_pipeline
+
+        _local_engine_process()
 
         with Progress(quiet=cfg.quiet) as progress:
             result = run_pipeline(inputs, out, cfg, progress=progress)
@@ -387,8 +398,22 @@ def gate(
     raise typer.Exit(guarded(body))
 
 
+_OWN_PROCESS = False  # True when main() runs: this process is the command's own
+
+
+def _local_engine_process() -> None:
+    """In a process of its own, the local engine has pyarrow go without pandas (an import of
+    0.15 s that it never uses); called from Python (tests, CliRunner), nothing changes."""
+    if _OWN_PROCESS:
+        from synthfilter.io.shards import pyarrow_without_pandas
+
+        pyarrow_without_pandas()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     try:
         app(args=argv, prog_name="synthfilter", standalone_mode=True)
     except SystemExit as e:

@@ -279,6 +279,20 @@ def _signatures(normalized: Sequence[str]) -> np.ndarray:
     return _HASHER.signatures(list(normalized))
 
 
+# ``optimal_bands(threshold, num_perm)`` for the settings the metrics use (the defaults); a test
+# checks these against it. Anything else is computed, with scipy's integrator (0.3 s to import).
+_KNOWN_BANDS = {(DEFAULT_THRESHOLD, 128): (14, 9)}
+
+
+def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    known = _KNOWN_BANDS.get((threshold, num_perm))
+    if known is not None:
+        return known
+    from synthfilter.dedup.lsh import optimal_bands
+
+    return optimal_bands(threshold, num_perm)
+
+
 def _near_duplicate_rate(sigs: np.ndarray, threshold: float) -> float | None:
     n = len(sigs)
     if n == 0:
@@ -286,9 +300,9 @@ def _near_duplicate_rate(sigs: np.ndarray, threshold: float) -> float | None:
     if n == 1:
         return 0.0
     from synthfilter.dedup.clusters import near_duplicate_components
-    from synthfilter.dedup.lsh import band_keys, optimal_bands
+    from synthfilter.dedup.lsh import band_keys
 
-    b, r = optimal_bands(threshold, sigs.shape[1])
+    b, r = _bands(threshold, sigs.shape[1])
     labels = near_duplicate_components(band_keys(sigs, b, r), signatures=sigs, threshold=threshold, verify=True)
     sizes = np.bincount(labels, minlength=n)
     return float(np.count_nonzero(sizes[labels] >= 2) / n)

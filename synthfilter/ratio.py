@@ -145,13 +145,16 @@ def record_uniform(seed: int, ids: Sequence[Any]) -> np.ndarray:
     The same id gets the same number in any shard, worker or engine. Ids are hashed as
     their ``str()`` (bytes as they are), so ``7`` and ``"7"`` are the same record.
     """
-    key = int(seed).to_bytes(16, "little", signed=True)
-    out = np.empty(len(ids), dtype=np.float64)
-    for i, rid in enumerate(ids):
-        data = rid if isinstance(rid, bytes) else str(rid).encode("utf-8")
-        h = int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "little")
-        out[i] = (h >> 11) * (1.0 / 9007199254740992.0)  # top 53 bits -> [0, 1)
-    return out
+    # One keyed hasher copied per id (cheaper than keying a new one); the 8-byte digests are
+    # read as little-endian integers all at once.
+    copy = hashlib.blake2b(digest_size=8, key=int(seed).to_bytes(16, "little", signed=True)).copy
+    digests = []
+    for rid in ids:
+        h = copy()
+        h.update(rid.encode("utf-8") if type(rid) is str else rid if isinstance(rid, bytes) else str(rid).encode("utf-8"))
+        digests.append(h.digest())
+    h64 = np.frombuffer(b"".join(digests), dtype="<u8")
+    return (h64 >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)  # top 53 bits -> [0, 1)
 
 
 # -- the model card -------------------------------------------------------------------------------

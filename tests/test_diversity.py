@@ -340,3 +340,14 @@ def test_hashed_ngram_keys_give_the_same_metrics_as_packed_ones():
     assert _Tokenized().packed(3) and not _Tokenized(id_bits=3).encode(texts).tok.packed(3)
     packed, hashed = results
     assert packed == hashed
+
+
+def test_known_bands_are_what_optimal_bands_gives():
+    # The metrics skip scipy's integrator for the settings they use: the cached choice must be
+    # the computed one.
+    from synthfilter.dedup.lsh import optimal_bands
+    from synthfilter.diversity import _KNOWN_BANDS, _bands
+
+    for (threshold, num_perm), bands in _KNOWN_BANDS.items():
+        assert optimal_bands(threshold, num_perm) == bands
+    assert _bands(0.7, 64) == optimal_bands(0.7, 64)

@@ -412,3 +412,25 @@ def test_tolerance_bounds_the_safety_margin() -> None:
     assert strict.downsampled > point.downsampled
     for p in (strict, loose, point):
         assert p.share_after <= 0.1 + 1e-9
+
+
+def test_record_uniform_is_the_keyed_blake2b_of_each_id():
+    # The definition, one record at a time: the batched implementation must give the same bits.
+    import hashlib
+
+    from synthfilter.ratio import record_uniform
+
+    class Sub(str):
+        pass
+
+    ids = ["a", "é", "", 7, b"\xff", Sub("x"), None, 2.5] + [f"id-{i}" for i in range(100)]
+    for seed in (0, 1, -3, 2**63):
+        key = int(seed).to_bytes(16, "little", signed=True)
+        expect = []
+        for rid in ids:
+            data = rid if isinstance(rid, bytes) else str(rid).encode("utf-8")
+            h = int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "little")
+            expect.append((h >> 11) * (1.0 / 9007199254740992.0))
+        got = record_uniform(seed, ids)
+        assert got.dtype == np.float64 and got.tolist() == expect
+    assert record_uniform(0, []).shape == (0,)

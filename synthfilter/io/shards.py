@@ -26,6 +26,41 @@ SUPPORTED = tuple(JSONL_SUFFIXES) + (PARQUET_SUFFIX,)
 _CHUNK = 1 << 20
 
 
+def pyarrow_without_pandas() -> bool:
+    """Keep pandas out of this process (unless it is imported already), for pyarrow's sake.
+
+    pyarrow imports pandas (0.15 s) on its first conversion to or from Python and NumPy, only to
+    recognise pandas objects, which the stages never hand it; with pandas out of reach it
+    converts the same way without it. Only for processes that need no pandas: the local
+    engine's workers and the CLI's own process (``import pandas`` fails there afterwards).
+    Returns whether pandas is kept out.
+    """
+    import sys
+
+    if _NoPandas in sys.meta_path:
+        return True
+    if "pandas" in sys.modules:
+        return False
+    sys.meta_path.insert(0, _NoPandas)
+    return True
+
+
+def pandas_left_out() -> bool:
+    """Whether ``pyarrow_without_pandas`` keeps pandas out of this process."""
+    import sys
+
+    return _NoPandas in sys.meta_path
+
+
+class _NoPandas:
+    """A meta path finder that refuses pandas (``pyarrow_without_pandas``)."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r} (left out of this process)", name=name)
+
+
 class InputError(Exception):
     """A problem with an input that the user must fix; ``str()`` is the one-line message."""
 

@@ -27,7 +27,15 @@ import numpy as np
 from synthfilter import __version__
 from synthfilter.config import Config
 from synthfilter.ratio import HumanLossError
-from synthfilter.io.shards import InputError, Shard, atomic_write_bytes, discover_shards, file_sha256
+from synthfilter.io.shards import (
+    InputError,
+    Shard,
+    atomic_write_bytes,
+    discover_shards,
+    file_sha256,
+    pandas_left_out,
+    pyarrow_without_pandas,
+)
 from synthfilter.pipeline.stages import (
     REASONS,
     Annotations,
@@ -182,25 +190,27 @@ def prepare_out_dir(out: Path, cfg: Config) -> None:
         tmp.unlink(missing_ok=True)
 
 
-# Imported once in the forkserver, so each worker starts with them loaded. pandas: pyarrow
-# imports it on its first array conversion (when installed), 0.15 s in every worker otherwise.
+# Imported once in the forkserver, so each worker starts with them loaded. Not pandas: the
+# workers keep it out (``pyarrow_without_pandas``, the pool's initializer), so that pyarrow
+# never imports it: 0.15 s off the start of the pool.
 _WORKER_PRELOAD = [
-    "synthfilter.pipeline.stages", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "pandas", "synthfilter.ratio",
+    "synthfilter.pipeline.stages", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "synthfilter.ratio",
     "synthfilter.provenance", "synthfilter.dedup.minhash", "synthfilter.dedup.lsh",
 ]
 
-# What the parent's serial stages import: decide (pandas behind pyarrow, scipy behind the
-# clusters), the diversity metrics (with scipy's integrator behind ``optimal_bands``) and the
-# HTML report (matplotlib). With worker processes, a background thread imports them while the
-# workers score: over half a second taken off the serial end of the run.
-_DECIDE_PRELOAD = ["pandas", "synthfilter.dedup.clusters"]
-_DIVERSITY_PRELOAD = ["synthfilter.dedup.lsh", "synthfilter.dedup.minhash", "scipy.integrate", "synthfilter.diversity"]
+# What the parent's serial stages import: decide (scipy behind the clusters; pandas behind
+# pyarrow unless the process keeps it out), the diversity metrics and the HTML report
+# (matplotlib). With worker processes, a background thread imports them while the workers
+# score: over half a second taken off the serial end of the run.
+_DECIDE_PRELOAD = ["synthfilter.dedup.clusters"]
+_DIVERSITY_PRELOAD = ["synthfilter.dedup.lsh", "synthfilter.dedup.minhash", "synthfilter.diversity"]
 _HTML_PRELOAD = ["synthfilter.report.html", "matplotlib.figure", "matplotlib.ticker", "matplotlib.backends.backend_svg"]
 
 
 def serial_preload(cfg: Config) -> list[str]:
     """The modules the parent's serial stages will import under ``cfg``."""
-    return (_DECIDE_PRELOAD + (_DIVERSITY_PRELOAD if cfg.report.diversity else [])
+    pandas = [] if pandas_left_out() else ["pandas"]
+    return (pandas + _DECIDE_PRELOAD + (_DIVERSITY_PRELOAD if cfg.report.diversity else [])
             + (_HTML_PRELOAD if cfg.report.html else []))
 
 
@@ -237,7 +247,8 @@ class ShardExecutor:
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
                 ctx.set_forkserver_preload(_WORKER_PRELOAD)
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                                initializer=pyarrow_without_pandas)
         return self
 
     def __exit__(self, *exc: Any) -> None:
