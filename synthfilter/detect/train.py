@@ -72,7 +72,7 @@ class TrainParams:
                                                        min_samples_leaf=40, l2_regularization=1.0))
     # Group balancing (``balance_by``): rounds of re-weighting, the human false-positive rate the
     # groups are compared at, the pseudo-count that shrinks a small group's rate towards the
-    # overall one, and the largest weight one round may give.
+    # overall one, and the largest rate ratio one round acts on (weights grow by its square root).
     balance_rounds: int = 2
     balance_fpr: float = 0.02
     balance_shrink: float = 10.0
@@ -166,7 +166,7 @@ def group_weights(x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: Trai
     weights, measures each group's human false-positive rate at the ``balance_fpr`` point
     (shrunk towards the overall rate by ``balance_shrink`` pseudo-texts, so a group of a few
     texts cannot swing it), and multiplies the weight of that group's human texts by
-    ``sqrt(rate / overall)``, capped at ``balance_cap`` and never below 1. Machine texts keep
+    ``sqrt(rate / overall)``, with the ratio clipped to ``[1, balance_cap]``. Machine texts keep
     weight 1; human weights are rescaled to keep their total. The goal is that no kind of human
     writing is flagged much more often than human writing overall: every human text wrongly
     flagged is rare data lost.
