@@ -279,6 +279,18 @@ def _signatures(normalized: Sequence[str]) -> np.ndarray:
     return _HASHER.signatures(list(normalized))
 
 
+def _reused_signatures(before: "_Stream", bsigs: np.ndarray, after: "_Stream") -> np.ndarray | None:
+    """``_signatures(after.normalized)`` taken from ``bsigs = _signatures(before.normalized)`` when
+    every after text is also a before text (the kept part of a sample): a signature depends on its
+    text only. None when some after text is new."""
+    row = {t: i for i, t in enumerate(before.texts)}
+    try:
+        rows = np.fromiter((row[t] for t in after.texts), dtype=np.int64, count=len(after))
+    except KeyError:
+        return None
+    return bsigs[rows]
+
+
 # ``optimal_bands(threshold, num_perm)`` for the settings the metrics use (the defaults); a test
 # checks these against it. Anything else is computed, with scipy's integrator (0.3 s to import).
 _KNOWN_BANDS = {(DEFAULT_THRESHOLD, 128): (14, 9)}
@@ -568,10 +580,13 @@ def diversity_section(before_texts: Sequence[str], after_texts: Sequence[str],
     after = tok.encode(after_texts)
     bsigs = _check_sigs(before_sigs, len(before), "before_sigs")
     asigs = _check_sigs(after_sigs, len(after), "after_sigs")
-    if bsigs is None and len(before):
+    computed = bsigs is None and len(before) > 0
+    if computed:
         bsigs = _signatures(before.normalized)
     if asigs is None and len(after):
-        asigs = _signatures(after.normalized)
+        asigs = _reused_signatures(before, bsigs, after) if computed else None
+        if asigs is None:
+            asigs = _signatures(after.normalized)
     section: dict[str, Any] = {
         "before": _metrics(before, bsigs, seed, threshold, _samey(before, None, 3, top)),
         "after": _metrics(after, asigs, seed, threshold, _samey(after, None, 3, top)),

@@ -351,3 +351,22 @@ def test_known_bands_are_what_optimal_bands_gives():
     for (threshold, num_perm), bands in _KNOWN_BANDS.items():
         assert optimal_bands(threshold, num_perm) == bands
     assert _bands(0.7, 64) == optimal_bands(0.7, 64)
+
+
+def test_after_signatures_reused_from_before_are_the_computed_ones():
+    # Without signatures, the after sample's are taken from the before sample's when every after
+    # text is a before text: the section must be what separately computed signatures give.
+    from synthfilter.diversity import _signatures
+
+    texts = [t for _, t in corpus(300, seed=11, machine_share=0.4)]
+    texts += texts[:40]  # some exact duplicates
+    kept = [t for i, t in enumerate(texts) if i % 3]
+    norm = [normalize_for_dedup(t[:4000]) for t in texts]
+    sigs = _signatures(norm)
+    explicit = diversity_section(texts, kept, before_sigs=sigs, after_sigs=_signatures([normalize_for_dedup(t[:4000]) for t in kept]))
+    assert diversity_section(texts, kept) == explicit
+    # An after text that is not a before text: the after signatures are computed.
+    extra = kept + [human_text(random.Random(5))]
+    explicit = diversity_section(texts, extra, before_sigs=sigs,
+                                 after_sigs=_signatures([normalize_for_dedup(t[:4000]) for t in extra]))
+    assert diversity_section(texts, extra) == explicit

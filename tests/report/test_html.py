@@ -363,3 +363,15 @@ def test_renders_in_headless_chromium_without_network(tmp_path, full_html):
         finally:
             browser.close()
     print(f"screenshot: {shot}")
+
+
+def test_prerendered_sections_give_the_same_page(full_html: str) -> None:
+    # A run draws the charts while its records are written and passes them in: same bytes.
+    from synthfilter.report.html import prerender_run_sections
+
+    report, manifest, scores, reasons, sizes = make_run()
+    early = prerender_run_sections({k: v for k, v in report.items() if k != "timing"},
+                                   group_by=manifest["config"]["report"]["group_by"],
+                                   scores=scores, reasons=reasons, cluster_sizes=sizes)
+    assert render_run_report(report, manifest, scores=scores, reasons=reasons, cluster_sizes=sizes,
+                             prerendered=early) == full_html
