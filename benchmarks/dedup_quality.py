@@ -34,7 +34,6 @@ text that survives in a near-copy).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import random
@@ -52,6 +51,7 @@ from synthfilter.dedup.lsh import band_keys, optimal_bands
 from synthfilter.dedup.minhash import MinHasher
 from synthfilter.text.normalize import normalize_for_dedup
 from synthfilter.text.shingles import shingles
+from _results import dated_section, replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "detector"
@@ -383,26 +383,6 @@ def summarise(rows: list[tuple[str, dict, float]], info: dict) -> tuple[str, dic
     return "\n".join(lines), goals
 
 
-def write_section(body: str, title: str) -> None:
-    """Put this run's dated section in RESULTS.md: in place of an earlier section of the same title
-    (any date), else at the end. Every other section is left byte for byte as it was."""
-    heading = f"## {title}, {dt.date.today().isoformat()}"
-    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = -1
-    for prefix in (f"## {title}, ", f"## {title}\n"):
-        at = text.find(prefix) if text.startswith(prefix) else text.find("\n" + prefix)
-        if at >= 0:
-            start = at if text.startswith(prefix) else at + 1
-            break
-    if start >= 0:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="300 base documents, print only")
@@ -428,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(body)
     if not (args.quick or args.no_write):
-        write_section(body, TITLE)
+        replace_section(TITLE, dated_section(TITLE, Path(__file__).name, body))
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     return 0 if all(met for _, met in goals.values()) else 1
 

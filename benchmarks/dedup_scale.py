@@ -27,7 +27,6 @@ signatures as ``LeanMinHash`` objects; inserting only, no queries (which it woul
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from synthfilter.dedup.lsh import band_keys, optimal_bands
+from _results import dated_section, replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
@@ -237,20 +237,6 @@ def summarise(ours: list[dict], theirs: dict | None) -> tuple[str, dict]:
     return "\n".join(lines), goals
 
 
-def write_section(body: str, title: str) -> None:
-    """Append this run's dated section to RESULTS.md (replacing one of the same title and date)."""
-    heading = f"## {title}, {dt.date.today().isoformat()}"
-    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(heading + "\n")
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 k records, datasketch on 100 k, print only")
@@ -285,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(body)
     if not (args.quick or args.no_write):
-        write_section(body, TITLE)
+        replace_section(TITLE, dated_section(TITLE, Path(__file__).name, body))
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     return 0 if all(met for _, met in goals.values()) else 1
 

@@ -27,11 +27,13 @@ import numpy as np  # noqa: E402
 
 from synthfilter.detect.evaluate import load_labelled, summarise, threshold_at_fpr, tpr_at_fpr  # noqa: E402
 from synthfilter.detect.model import Detector, default_model_path  # noqa: E402
+from _results import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO.parent / "shared" / "data" / "detector"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-SECTION = "## Detector quality (issue 4)"
+TITLE = "Detector quality (issue 4)"
+SECTION = f"## {TITLE}"
 GROUPS = ["domain", "generator", "source"]
 
 
@@ -273,17 +275,6 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt + 1 :] if nxt != -1 else "")
-    RESULTS.write_text(new, encoding="utf-8")
-
-
 def _holdout_sources(args) -> list[str]:  # noqa: ANN001
     if args.holdout_values:
         return [v.strip() for v in args.holdout_values.split(",") if v.strip()]
@@ -356,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if args.write_results:
-        write_section(render(report))
+        replace_section(TITLE, render(report))
         print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
 

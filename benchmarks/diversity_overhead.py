@@ -23,7 +23,6 @@ the real CLI with the diversity report on and off.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -50,6 +49,7 @@ from synthfilter.config import Config  # noqa: E402
 from synthfilter.diversity import diversity_section, sample_keys  # noqa: E402
 from synthfilter.pipeline.stages import REASONS, Annotations, Scorer, decide, record_uniforms  # noqa: E402
 from synthfilter.report.html import render_run_report  # noqa: E402
+from _results import dated_section, replace_section  # noqa: E402
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -138,20 +138,6 @@ def matplotlib_import_seconds(repeat: int) -> float:
             "import matplotlib.backends.backend_svg; print(time.process_time() - t)")
     return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
                for _ in range(repeat))
-
-
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (any date), or append it."""
-    heading = f"## {TITLE}, {dt.date.today().isoformat()}"
-    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(f"## {TITLE}, ")
-    if start >= 0:
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     print(f"\nreport.html: {len(html) / 1e3:,.0f} kB")
     if not args.no_write:
-        write_section(body)
+        replace_section(TITLE, dated_section(TITLE, Path(__file__).name, body))
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     print(json.dumps({"score_s": t_score, "score_sample_s": t_score_sample, "diversity_s": t_div, "html_s": t_html, "matplotlib_import_s": t_mpl,
                       "break_even_records": break_even}))

@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -34,8 +33,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from textgen import corpus  # noqa: E402
+from _results import replace_section  # noqa: E402
 
-SECTION = "## HF datasets map (issue 6)"
+TITLE = "HF datasets map (issue 6)"
+SECTION = f"## {TITLE}"
 WORKERS = 2
 GOAL = 1.5
 DEFAULT_RECORDS = 100_000
@@ -190,18 +191,7 @@ def main() -> None:
     section = "\n".join(lines)
     print("\n" + section)
     if not args.no_write:
-        write_section(HERE / "RESULTS.md", section)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); other sections untouched."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+        replace_section(TITLE, section)
 
 
 if __name__ == "__main__":

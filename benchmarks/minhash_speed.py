@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -37,6 +36,7 @@ import regex  # noqa: E402
 from synthfilter.dedup.minhash import MinHasher  # noqa: E402
 from synthfilter.text.normalize import normalize_for_dedup  # noqa: E402
 from synthfilter.text.shingles import shingles  # noqa: E402
+from _results import dated_section, replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "detector"
@@ -203,20 +203,6 @@ def summarise(rows: list[dict], info: dict) -> tuple[str, dict]:
     return "\n".join(lines), goals
 
 
-def write_section(body: str, title: str) -> None:
-    """Append this run's dated section to RESULTS.md (replacing one of the same title and date)."""
-    heading = f"## {title}, {dt.date.today().isoformat()}"
-    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(heading + "\n")
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="800 documents, best of 2 runs, print only")
@@ -231,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(body)
     if not (args.quick or args.no_write):
-        write_section(body, TITLE)
+        replace_section(TITLE, dated_section(TITLE, Path(__file__).name, body))
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     return 0 if all(met for _, met in goals.values()) else 1
 

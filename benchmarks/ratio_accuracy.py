@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from synthfilter.ratio import estimate_prevalence, plan_downsampling, record_uniform
+from _results import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "detector"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-SECTION = "## Target ratio accuracy (issue 5)"
+TITLE = "Target ratio accuracy (issue 5)"
+SECTION = f"## {TITLE}"
 SHARES = (0.05, 0.20, 0.50, 0.80)
 TARGETS = (0.10, 0.05)
 METHODS = ("em", "acc", "pcc", "cc")
@@ -323,20 +325,6 @@ def summarise(res: dict, args: argparse.Namespace) -> tuple[str, bool]:
     return "\n".join(lines), ok_err and coverage >= 0.9 and ok_share and ok_human
 
 
-def write_results(body: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it), leaving the others alone."""
-    stamp = dt.date.today().isoformat()
-    section = f"{SECTION}, {stamp}\n\n`python benchmarks/ratio_accuracy.py` (method and defaults: docs/ratio.md)\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("shipped", "quick"), default="shipped")
@@ -351,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     body, ok = summarise(res, args)
     print(body)
     if not args.no_write and args.model == "shipped":
-        write_results(body)
+        section = (f"{SECTION}, {dt.date.today().isoformat()}\n\n`python benchmarks/ratio_accuracy.py` "
+                   f"(method and defaults: docs/ratio.md)\n\n{body}")
+        replace_section(TITLE, section)
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     return 0 if ok else 1
 

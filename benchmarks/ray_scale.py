@@ -23,7 +23,6 @@ everything cached:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import json
 import math
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import dated_section, replace_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -319,20 +319,6 @@ def cache_results(workdir: Path, key: str, rows: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-def write_section(body: str) -> None:
-    """Append this run's dated section to RESULTS.md (replacing one of the same title and date)."""
-    heading = f"## {TITLE}, {dt.date.today().isoformat()}"
-    section = f"{heading}\n\n_`python benchmarks/{Path(__file__).name}`_\n\n{body}\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(heading + "\n")
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def report(workdir: Path) -> str:
     data = json.loads((workdir / "results.json").read_text())
     lines = [f"x86_64, {os.cpu_count()} cores shared with other work, Python {platform.python_version()}; "
@@ -472,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     body = report(a.workdir)
     print(body)
     if a.part == "report" and not a.no_write:
-        write_section(body)
+        replace_section(TITLE, dated_section(TITLE, Path(__file__).name, body))
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import json
 import os
 import platform
 import shlex
@@ -35,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from textgen import corpus  # noqa: E402
+from _results import replace_section  # noqa: E402
 
 CONFIGS = {
     "exact dedup only": ["--no-detector", "--no-near-dedup"],
@@ -89,22 +89,8 @@ def time_run(inp: Path, out: Path, workers: int, extra: list[str]) -> tuple[floa
     return float(seconds), int(rss_kb) / 1024
 
 
-SECTION = "## Throughput (issue 2)"
-
-
-def record_section(results: Path, text: str) -> None:
-    """Put ``text`` (starting with ``SECTION``) in place of the file's throughput section (up to
-    the next ``## `` heading), or at the end when there is none yet."""
-    old = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + rest if rest else "")
-    results.write_text(new, encoding="utf-8")
+TITLE = "Throughput (issue 2)"
+SECTION = f"## {TITLE}"
 
 
 def main() -> None:
@@ -150,7 +136,7 @@ def main() -> None:
         print(text)
         if not args.no_record:
             results = HERE / "RESULTS.md"
-            record_section(results, text)
+            replace_section(TITLE, text, results)
             print(f"recorded in {results}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
