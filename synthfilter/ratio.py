@@ -633,12 +633,8 @@ def adjust_to_prior(scores: np.ndarray, train_prior: float | None, prior: float)
 
 
 def drop_order(posterior: np.ndarray, provenance: np.ndarray, uniform: np.ndarray, strategy: str) -> np.ndarray:
-    """The order records are dropped in (first = dropped first); see ``plan_downsampling``."""
-    return _drop_order(posterior, provenance, uniform, strategy)
-
-
-def _drop_order(posterior: np.ndarray, provenance: np.ndarray, uniform: np.ndarray, strategy: str) -> np.ndarray:
-    """Record indices in the order they are dropped (known machine, then by strategy, known human last)."""
+    """Record indices in the order they are dropped (known machine, then by strategy, known human
+    last); see ``plan_downsampling``."""
     unknown = provenance == UNKNOWN
     group = np.where(provenance == MACHINE, 0, np.where(unknown, 2, 4))
     key = -posterior
@@ -713,7 +709,7 @@ def plan_downsampling(
     posterior[an.unscored] = an.pi
     kept_share = _KeptShare(an, prov, posterior, n_boot, seed)
 
-    order = _drop_order(posterior, prov, u, strategy)
+    order = drop_order(posterior, prov, u, strategy)
     q_ordered = posterior[order]
     # Point estimate of the kept share after dropping the first k records, for every k.
     remaining_mass = np.concatenate(([0.0], np.cumsum(q_ordered[::-1])))[::-1]

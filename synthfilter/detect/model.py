@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -120,6 +120,10 @@ class Components:
     lm_human: BigramLM
     lm_machine: BigramLM
     max_chars: int = DEFAULT_MAX_CHARS
+    shared_vocabulary: bool = field(init=False)  # the LMs were trained together (same ids)
+
+    def __post_init__(self) -> None:
+        self.shared_vocabulary = self.lm_machine.same_vocabulary(self.lm_human)
 
     def features(self, texts: Sequence[str], already_normalised: bool = False) -> np.ndarray:
         """The stacker's input matrix (``STACK_FEATURE_NAMES`` columns) for raw texts."""
@@ -132,7 +136,7 @@ class Components:
         # keys) when trained together.
         ids = self.lm_human.ids_of(tid)
         order = self.lm_human.key_order(ids, document_starts(tid.lengths))
-        if self.lm_machine.same_vocabulary(self.lm_human):
+        if self.shared_vocabulary:
             ids_m, order_m = ids, order
         else:
             ids_m, order_m = self.lm_machine.ids_of(tid), None

@@ -65,11 +65,7 @@ class TreeEnsemble:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected shape (n, {self.n_features}), got {x.shape}")
         if self._compiled is not None and len(x):
-            predictors, no_cats, f_map = self._compiled
-            out = np.full(len(x), self.baseline)
-            for p in predictors:
-                out += p.predict(x, no_cats, f_map, 1)
-            return out
+            return _sum_compiled(self._compiled, self.baseline, x)
         return self.decision_function_numpy(x)
 
     def decision_function_numpy(self, x: np.ndarray) -> np.ndarray:
@@ -130,14 +126,21 @@ def _compiled_predictors(trees: TreeEnsemble) -> tuple | None:
             predictors.append(TreePredictor(nodes, empty, empty))
         compiled = (predictors, np.zeros((0, 8), dtype=np.uint32), np.zeros(trees.n_features, dtype=np.uint32))
         probe = _probe_rows(trees)
-        fast = np.full(len(probe), trees.baseline)
-        for p in predictors:
-            fast += p.predict(probe, compiled[1], compiled[2], 1)
-        if not np.allclose(fast, trees.decision_function_numpy(probe), rtol=0, atol=1e-9):
+        if not np.allclose(_sum_compiled(compiled, trees.baseline, probe), trees.decision_function_numpy(probe),
+                           rtol=0, atol=1e-9):
             return None
         return compiled
     except Exception:  # noqa: BLE001 - any change inside scikit-learn: use numpy
         return None
+
+
+def _sum_compiled(compiled: tuple, baseline: float, x: np.ndarray) -> np.ndarray:
+    """Log-odds from the compiled predictors: the baseline plus every tree's value (one thread)."""
+    predictors, no_cats, f_map = compiled
+    out = np.full(len(x), baseline)
+    for p in predictors:
+        out += p.predict(x, no_cats, f_map, 1)
+    return out
 
 
 def _probe_rows(trees: TreeEnsemble, n: int = 64) -> np.ndarray:

@@ -559,7 +559,7 @@ def _report_early(shards: Sequence[Shard], work: Path, offsets: list[int], metas
             if diversity is not None:
                 report["diversity"] = diversity
             prerendered = prerender_run_sections(
-                report, group_by=cfg.to_dict().get("report", {}).get("group_by"), scores=ann.score,
+                report, group_by=cfg.report.group_by, scores=ann.score,
                 reasons=decisions.reason, cluster_sizes=decisions.cluster_sizes)
         except Exception:  # noqa: BLE001 - rendered again (and raised) by write_html_report
             prerendered = None
