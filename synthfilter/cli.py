@@ -1,7 +1,8 @@
 """The ``synthfilter`` command line (typer): run, score, train, eval, gate, report.
 
 Every failure a user can cause ends in a one-line ``error: ...`` on stderr and exit code 2
-(1 when a policy such as ``--max-human-loss`` refuses the run); never a traceback.
+(1 when a policy such as ``--max-human-loss``, or a detector found unreliable on the corpus,
+refuses the run); never a traceback.
 """
 
 from __future__ import annotations
@@ -114,9 +115,14 @@ def _print_summary(report: dict[str, Any], out: Path | str) -> None:
     if syn.get("estimated_share_before") is not None:
         lo, hi = syn["ci95_before"]
         line = f"synthetic share: {syn['estimated_share_before']:.1%} [{lo:.1%}, {hi:.1%}]"
-        if syn.get("estimated_share_after") is not None:
+        if syn.get("kept_share_known") is False:
+            line += " -> unknown (the detector is unreliable on this corpus)"
+        elif syn.get("estimated_share_after") is not None and syn.get("ci95_after") is not None:
             lo2, hi2 = syn["ci95_after"]
             line += f" -> {syn['estimated_share_after']:.1%} [{lo2:.1%}, {hi2:.1%}]"
+        verdict = (syn.get("reliability") or {}).get("verdict")
+        if verdict in ("doubtful", "unreliable"):
+            line += f"   detector reliability: {verdict}"
         lines.append(line)
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
@@ -148,6 +154,7 @@ def run(
     strategy: Optional[Strategy] = typer.Option(None, help="How to downsample synthetic text. [default: threshold]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
+    allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
@@ -165,7 +172,8 @@ def run(
             "detector": {"model": model, "enabled": False if no_detector else None},
             "dedup": {"near": False if no_near_dedup else None, "threshold": threshold, "num_perm": num_perm},
             "ratio": {"target_ratio": target_ratio, "strategy": strategy.value if strategy else None,
-                      "provenance_field": provenance_field, "max_human_loss": max_human_loss},
+                      "provenance_field": provenance_field, "max_human_loss": max_human_loss,
+                      "on_unreliable": "proceed" if allow_unreliable_detector else None},
             "report": {"group_by": group_by},
         }
         cfg = build_config(config, overrides)

@@ -71,6 +71,11 @@ class RatioConfig:
     safety: Literal["upper", "point"] = "upper"  # meet the target with the interval's upper bound, or the estimate
     confidence: float = 0.95
     tolerance: float = 0.02
+    # When the reliability checks find the detector unreliable on the corpus: refuse the target
+    # ratio (exit 1, nothing written), or go on and report the kept share as unknown.
+    on_unreliable: Literal["refuse", "proceed"] = "refuse"
+    # Re-measure the detector's rates on records of known provenance (they are scored too).
+    remeasure_rates: bool = True
 
 
 @dataclass
@@ -199,6 +204,8 @@ class Config:
             raise ConfigError(f"ratio.safety must be 'upper' or 'point', got {r.safety!r}")
         if not 0.5 <= r.confidence < 1.0 or not 0.0 <= r.tolerance < 1.0:
             raise ConfigError("ratio.confidence must be in [0.5, 1) and ratio.tolerance in [0, 1)")
+        if r.on_unreliable not in ("refuse", "proceed"):
+            raise ConfigError(f"ratio.on_unreliable must be 'refuse' or 'proceed', got {r.on_unreliable!r}")
         if r.max_human_loss is not None and not 0.0 <= r.max_human_loss <= 1.0:
             raise ConfigError(f"max_human_loss must be in [0, 1], got {r.max_human_loss}")
         for key, value in r.provenance_map.items():

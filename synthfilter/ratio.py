@@ -1,6 +1,9 @@
 """Synthetic-share estimation with a 95 % interval, and deterministic target-ratio keep decisions.
 
 Pure numpy: the decide stage passes detector scores, provenance codes and per-record uniforms.
+Every estimate also says whether the detector looks reliable on the corpus
+(``synthfilter.reliability``), widens its interval when it does not, and a target ratio is
+refused when it is unreliable.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from synthfilter import reliability as rel
+from synthfilter.reliability import mixture_mle as _mle_prior  # Saerens' EM fixed point, see there
+
 # Provenance codes; the same values as ``synthfilter.provenance`` (kept here so this module
 # depends on numpy alone).
 UNKNOWN, HUMAN, MACHINE = 0, 1, 2
@@ -24,11 +30,19 @@ SAFETIES = ("upper", "point")
 MAX_BINS = 4096  # distinct score values the estimator works with; finer differences do not matter
 SCORE_CLIP = 1e-6  # a calibrated probability of exactly 0 or 1 is never trustworthy
 _NEWTON_STEPS = 60
-_DISAGREEMENT = 0.05  # em vs acc (detector-scored share) beyond which the report warns
+ON_UNRELIABLE = ("refuse", "proceed")
+_SAFETY_WARNING = 0.05  # warn when the safety margin alone drops this share of the human records
 
 
 class HumanLossError(ValueError):
-    """Meeting the target ratio would drop more human records than ``max_human_loss`` allows."""
+    """A policy refused the target ratio (exit code 1, nothing written); the base class is
+    meeting it would drop more human records than ``max_human_loss`` allows."""
+
+
+class UnreliableDetectorError(HumanLossError):
+    """The reliability checks found the detector unreliable on this corpus, so downsampling by
+    it is refused (``on_unreliable = "refuse"``). A ``HumanLossError`` so that every engine and
+    entry point that refuses a policy (exit 1, nothing written) refuses this one alike."""
 
 
 # -- public results -------------------------------------------------------------------------------
@@ -59,6 +73,11 @@ class PrevalenceEstimate:
     train_prior: float | None
     warnings: tuple[str, ...] = ()
     by_method: tuple[tuple[str, float], ...] = ()  # detector-scored share by every usable method
+    reliability: rel.Reliability | None = None  # the checks and their verdict (None: nothing scored)
+
+    @property
+    def verdict(self) -> str | None:
+        return self.reliability.verdict if self.reliability is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +92,7 @@ class PrevalenceEstimate:
             "detector_ci95": list(self.detector_ci95) if self.detector_ci95 is not None else None,
             "naive_share": self.naive_share,
             "detector_share_by_method": dict(self.by_method),
+            "reliability": self.reliability.to_dict() if self.reliability is not None else None,
             "warnings": list(self.warnings),
         }
 
@@ -85,8 +105,11 @@ class DownsamplingPlan:
     P(machine) under the estimated corpus prior (1 for known machine, 0 for known human);
     it is the probability to write next to a ``synthetic_downsampled`` rejection.
     ``est_human_dropped`` / ``est_human_total`` is the estimated human loss that
-    ``--max-human-loss`` checks. ``weak_detector`` says the plan dropped more than the point
-    estimate needed because the detector could not pin the kept share down (``warning``).
+    ``--max-human-loss`` checks. ``weak_detector`` says the reliability checks found the
+    detector doubtful or unreliable on this corpus (``before.reliability``);
+    ``extra_dropped_for_safety`` is how many more records the confidence bound dropped than the
+    point estimate needed. ``kept_share_known`` is False when the plan went on although the
+    detector is unreliable (``on_unreliable = "proceed"``): the kept share is then unknown.
     """
 
     keep: np.ndarray
@@ -104,6 +127,7 @@ class DownsamplingPlan:
     weak_detector: bool
     warning: str | None = None
     extra_dropped_for_safety: int = 0
+    kept_share_known: bool = True
 
     @property
     def human_loss(self) -> float:
@@ -113,11 +137,13 @@ class DownsamplingPlan:
     def to_report(self) -> dict[str, Any]:
         """The ``synthetic`` section of report.json."""
         b = self.before
+        known = self.kept_share_known
         return {
             "estimated_share_before": b.share,
             "ci95_before": list(b.ci95) if b.ci95 is not None else None,
-            "estimated_share_after": self.share_after,
-            "ci95_after": list(self.ci95_after) if self.ci95_after is not None else None,
+            "estimated_share_after": self.share_after if known else None,
+            "ci95_after": list(self.ci95_after) if self.ci95_after is not None and known else None,
+            "kept_share_known": known,
             "target_ratio": self.target_ratio,
             "known_provenance": {"human": b.known_human, "machine": b.known_machine},
             "detector_scored": b.n_scored,
@@ -132,6 +158,8 @@ class DownsamplingPlan:
             "strategy": self.strategy,
             "safety": self.safety,
             "weak_detector": self.weak_detector,
+            "dropped_for_safety": self.extra_dropped_for_safety,
+            "reliability": b.reliability.to_dict() if b.reliability is not None else None,
             "warnings": list(b.warnings) + ([self.warning] if self.warning else []),
         }
 
@@ -183,24 +211,26 @@ class OperatingPoint:
     fp: int | None = None
     tn: int | None = None
     held_out: bool = False  # rates measured on held-out data with the shipped model itself
+    name: str = ""
 
     def draws(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tpr, fpr) per bootstrap replicate: Beta posteriors (Jeffreys) if counts are known."""
+        """(tpr, fpr) per bootstrap replicate: Beta posteriors (Jeffreys) where counts are known."""
         if None in (self.tp, self.fn, self.fp, self.tn):
-            return np.full(size, self.tpr), np.full(size, self.fpr)
+            tpr = rng.beta(self.tp + 0.5, self.fn + 0.5, size) if None not in (self.tp, self.fn) else np.full(size, self.tpr)  # type: ignore[operator]
+            fpr = rng.beta(self.fp + 0.5, self.tn + 0.5, size) if None not in (self.fp, self.tn) else np.full(size, self.fpr)  # type: ignore[operator]
+            return tpr, fpr
         tpr = rng.beta(self.tp + 0.5, self.fn + 0.5, size)  # type: ignore[operator]
         fpr = rng.beta(self.fp + 0.5, self.tn + 0.5, size)  # type: ignore[operator]
         return tpr, fpr
 
 
-def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | None:
-    """The card's operating point with the largest TPR - FPR.
+def card_operating_points(card: Mapping[str, Any] | None) -> list[OperatingPoint]:
+    """The card's usable operating points (TPR - FPR > 0.05), in the card's order.
 
-    Adjusted count divides by TPR - FPR, so the widest gap gives the steadiest estimate.
     ``held_out`` is set when the card gives the confusion counts and does not say the rates
     come from cross-validation (rates of the fold models, not of the model that scores).
     """
-    best: OperatingPoint | None = None
+    points: list[OperatingPoint] = []
     measured_on = str((card or {}).get("operating_points_measured_on", "")).casefold()
     held_out = measured_on not in ("cross-validation", "cross_validation", "cv", "train", "training")
     for op in (card or {}).get("operating_points") or []:
@@ -208,17 +238,46 @@ def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | Non
             # Scores are float32; a threshold measured on them is only meaningful at that precision
             # (a float64 threshold can sit a hair above the float32 score it was measured at).
             threshold = float(np.float32(float(op["threshold"])))
-            point = OperatingPoint(threshold, float(op["tpr"]), float(op["fpr"]))
+            point = OperatingPoint(threshold, float(op["tpr"]), float(op["fpr"]), name=str(op.get("name", "")))
         except (KeyError, TypeError, ValueError):
             continue
         conf = op.get("confusion")
         if isinstance(conf, Mapping) and all(isinstance(conf.get(k), int) for k in ("tp", "fn", "fp", "tn")):
             point = OperatingPoint(
-                point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"], held_out
+                point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"], held_out,
+                point.name,
             )
-        if point.tpr - point.fpr > 0.05 and (best is None or point.tpr - point.fpr > best.tpr - best.fpr):
+        if point.tpr - point.fpr > 0.05:
+            points.append(point)
+    return points
+
+
+def _widest(points: Sequence[OperatingPoint]) -> OperatingPoint | None:
+    best: OperatingPoint | None = None
+    for point in points:
+        if best is None or point.tpr - point.fpr > best.tpr - best.fpr:
             best = point
     return best
+
+
+def card_operating_point(card: Mapping[str, Any] | None) -> OperatingPoint | None:
+    """The card's operating point with the largest TPR - FPR.
+
+    Adjusted count divides by TPR - FPR, so the widest gap gives the steadiest estimate.
+    """
+    return _widest(card_operating_points(card))
+
+
+def _with_measured(point: OperatingPoint, measured: rel.MeasuredRates) -> OperatingPoint:
+    """The point with the rates re-measured on labelled records of the corpus where there are
+    enough of them (their counts then drive the bootstrap's Beta draws), the card's elsewhere."""
+    tpr, fpr = measured.tpr, measured.fpr
+    if tpr is None and fpr is None:
+        return point
+    tp, fn = (measured.tp, measured.n_machine - measured.tp) if tpr is not None else (point.tp, point.fn)
+    fp, tn = (measured.fp, measured.n_human - measured.fp) if fpr is not None else (point.fp, point.tn)
+    return OperatingPoint(point.threshold, point.tpr if tpr is None else tpr, point.fpr if fpr is None else fpr,
+                          tp, fn, fp, tn, point.held_out or (tpr is not None and fpr is not None), point.name)
 
 
 # -- estimation -----------------------------------------------------------------------------------
@@ -254,45 +313,6 @@ class _Bins:
         remap = np.cumsum(used) - 1
         rep = total[used] / n[used]
         return cls(1.0 / (1.0 + np.exp(-rep)), n[used].astype(np.int64), remap[ub][inverse].astype(np.int64))
-
-
-def _mle_prior(lr: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Maximum-likelihood class prior under label shift, one per row of ``weights``.
-
-    Maximises sum_k w_k log(1 + pi (lr_k - 1)) over pi in [0, 1], where lr_k is the
-    likelihood ratio p(x|machine)/p(x|human) read off the calibrated score. This is the
-    fixed point that the EM of Saerens et al. (2002) converges to; solving it directly
-    (safeguarded Newton on a concave function) is exact and vectorises over replicates.
-    """
-    w = np.atleast_2d(weights).astype(np.float64)
-    d = lr - 1.0
-    g0 = w @ d
-    g1 = w @ (d / lr)
-    pi = np.full(w.shape[0], 0.5)
-    lo, hi = np.zeros_like(pi), np.ones_like(pi)
-    interior = (g0 > 0) & (g1 < 0)
-    pi[g0 <= 0] = 0.0
-    pi[g1 >= 0] = 1.0
-    active = interior.copy()
-    for _ in range(_NEWTON_STEPS):
-        if not active.any():
-            break
-        p = pi[active][:, None]
-        denom = 1.0 + p * d
-        g = (w[active] * (d / denom)).sum(axis=1)
-        h = -(w[active] * (d * d / (denom * denom))).sum(axis=1)
-        p = p[:, 0]
-        lo_a = np.where(g > 0, p, lo[active])
-        hi_a = np.where(g > 0, hi[active], p)
-        step = np.where(h < 0, -g / h, 0.0)
-        new = p + step
-        bad = (new <= lo_a) | (new >= hi_a) | ~np.isfinite(new)
-        new = np.where(bad, 0.5 * (lo_a + hi_a), new)
-        idx = np.flatnonzero(active)
-        lo[idx], hi[idx], pi[idx] = lo_a, hi_a, new
-        done = (np.abs(new - p) < 1e-12) | (hi_a - lo_a < 1e-12)
-        active[idx[done]] = False
-    return pi
 
 
 def _prior_from_counts(
@@ -355,6 +375,9 @@ class _Analysis:
     train_prior: float | None
     shift: float = 0.0  # logit shift that turns scores into posteriors averaging pi
     shift_boot: np.ndarray | None = None  # the same for each replicate
+    # The widened interval's low and high replicates (None: the interval is sampling alone).
+    corners: tuple[np.ndarray, np.ndarray] | None = None
+    corner_shifts: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _check_inputs(scores: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -375,6 +398,32 @@ def _percentile_ci(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def labelled_scores(
+    known_scores: np.ndarray | None, provenance: np.ndarray, card: Mapping[str, Any] | None
+) -> rel.LabelledScores | None:
+    """The detector scores of known-provenance records, counted at the card's thresholds and
+    histogram edges (what the reliability checks need); None without scores or a card."""
+    if known_scores is None:
+        return None
+    s = np.asarray(known_scores, dtype=np.float64).ravel()
+    prov = np.asarray(provenance).ravel()
+    if s.shape != prov.shape:
+        raise ValueError(f"known_scores and provenance differ in length ({len(s)} vs {len(prov)})")
+    cuts = card_score_cuts(card)
+    if cuts is None:
+        return None
+    return rel.LabelledScores.from_scores(s[prov == HUMAN], s[prov == MACHINE], cuts)
+
+
+def card_score_cuts(card: Mapping[str, Any] | None) -> np.ndarray | None:
+    """Where labelled scores are counted for this card (None: the card has nothing to count at)."""
+    points = card_operating_points(card)
+    dist, _ = rel.card_score_distribution(card)
+    if not points and dist is None:
+        return None
+    return rel.score_cuts([p.threshold for p in points], dist)
+
+
 def _analyse(
     scores: np.ndarray,
     provenance: np.ndarray,
@@ -382,7 +431,11 @@ def _analyse(
     method: str,
     n_boot: int,
     seed: int,
+    known_scores: np.ndarray | None = None,
+    posteriors: bool = False,
 ) -> _Analysis:
+    """The estimate; with ``posteriors`` also the logit shifts a plan turns scores into
+    posteriors with (the costly part, which an estimate alone does not need)."""
     s, prov = _check_inputs(scores, provenance)
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
@@ -390,14 +443,18 @@ def _analyse(
     scored = unknown & np.isfinite(s)
     unscored = unknown & ~np.isfinite(s)
     bins = _Bins.build(s[scored]) if scored.any() else None
-    est, pi, pi_boot = _estimate_from_bins(
+    got = _estimate_from_bins(
         bins, len(s), int(unscored.sum()), int((prov == HUMAN).sum()), int((prov == MACHINE).sum()),
-        card, method, n_boot, seed,
+        card, method, n_boot, seed, labelled_scores(known_scores, prov, card),
     )
-    an = _Analysis(est, bins, scored, unscored, pi, pi_boot, est.train_prior)
-    if bins is not None:
-        an.shift = float(_logit_shift(bins, np.array([pi]), est.train_prior, est.method)[0])
-        an.shift_boot = _logit_shift(bins, pi_boot, est.train_prior, est.method)
+    est = got.estimate
+    an = _Analysis(est, bins, scored, unscored, got.pi, got.pi_boot, est.train_prior, corners=got.corners)
+    if bins is not None and posteriors:
+        an.shift = float(_logit_shift(bins, np.array([got.pi]), est.train_prior, est.method)[0])
+        an.shift_boot = _logit_shift(bins, got.pi_boot, est.train_prior, est.method)
+        if got.corners is not None:
+            an.corner_shifts = (_logit_shift(bins, got.corners[0], est.train_prior, est.method),
+                                _logit_shift(bins, got.corners[1], est.train_prior, est.method))
     return an
 
 
@@ -437,6 +494,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+@dataclass
+class _Estimated:
+    estimate: PrevalenceEstimate
+    pi: float  # the detector-scored share
+    pi_boot: np.ndarray  # its bootstrap replicates
+    corners: tuple[np.ndarray, np.ndarray] | None = None  # low / high replicates of a widened interval
+
+
 def _estimate_from_bins(
     bins: _Bins | None,
     n: int,
@@ -447,12 +512,13 @@ def _estimate_from_bins(
     method: str,
     n_boot: int,
     seed: int,
-) -> tuple[PrevalenceEstimate, float, np.ndarray]:
+    labelled: rel.LabelledScores | None = None,
+) -> _Estimated:
     """The estimate, the detector-scored share and its bootstrap replicates, from score bins
-    (the estimator's sufficient statistics) and the record counts."""
+    (the estimator's sufficient statistics), the record counts and the labelled records' scores."""
     n_scored = int(bins.counts.sum()) if bins is not None else 0
     train_prior = card_train_prior(card)
-    op = card_operating_point(card)
+    card_points = card_operating_points(card)
     warnings: list[str] = []
 
     if n_scored == 0:
@@ -465,8 +531,13 @@ def _estimate_from_bins(
         est = PrevalenceEstimate(
             share, (share, share), "known", n, 0, 0, known_h, known_m, None, None, None, train_prior
         )
-        return est, 0.0, np.zeros(max(n_boot, 1))
+        return _Estimated(est, 0.0, np.zeros(max(n_boot, 1)))
 
+    # The card's rates, re-measured on labelled records of this corpus where there are enough.
+    measured = [rel.measure_rates(p.name, p.threshold, p.tpr, p.fpr, labelled) for p in card_points] if labelled else []
+    points = [_with_measured(p, m) for p, m in zip(card_points, measured)] if measured else card_points
+    op = _widest(points)
+    op_measured = measured[points.index(op)] if measured and op is not None else None
     used = _resolve_method(method, train_prior, op)
     if used == "pcc" and method == "auto":
         warnings.append(
@@ -480,19 +551,14 @@ def _estimate_from_bins(
     for other in ("em", "acc"):
         if other not in by_method and (train_prior is not None if other == "em" else op is not None):
             by_method[other] = float(_prior_from_counts(other, bins, bins.counts, train_prior, op)[0])
-    if "em" in by_method and "acc" in by_method and abs(by_method["em"] - by_method["acc"]) > _DISAGREEMENT:
-        warnings.append(
-            f"the detector's calibration and its measured operating point disagree on this corpus "
-            f"(em {by_method['em']:.3f}, acc {by_method['acc']:.3f}): it may behave differently here than on "
-            "its validation data; check a labelled sample of this corpus"
-        )
+    rng = np.random.default_rng(seed)
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
         draws = rng.multinomial(n_scored, bins.counts / n_scored, size=n_boot)
         rates = op.draws(rng, n_boot) if used == "acc" and op is not None else None
         pi_boot = _prior_from_counts(used, bins, draws, train_prior, op, rates)
         det_ci: tuple[float, float] | None = _percentile_ci(pi_boot)
     else:
+        draws = rates = None
         pi_boot = np.array([pi])
         det_ci = None
     if n_unscored:
@@ -501,14 +567,162 @@ def _estimate_from_bins(
         )
 
     n_unknown = n_scored + n_unscored
-    share = (known_m + pi * n_unknown) / n
-    ci = None if det_ci is None else ((known_m + det_ci[0] * n_unknown) / n, (known_m + det_ci[1] * n_unknown) / n)
-    naive_share = (known_m + naive * n_unknown) / n
+
+    def overall(x: float) -> float:
+        return (known_m + x * n_unknown) / n
+
+    checks, estimators = _checks(bins, used, pi, pi_boot if n_boot > 0 else None, draws, op, op_measured, points,
+                                 card_points, measured, train_prior, card, labelled, seed)
+    verdict, reasons = rel.combine(checks)
+    sampling_ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
+    corners, basis = None, "sampling"
+    if verdict in ("doubtful", "unreliable") and draws is not None:
+        corners, basis = _widened(bins, draws, pi_boot, points, measured, card, estimators, seed)
+        det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
+                  max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
+    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci)
+    ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
+    message = reliability.message(ci)
+    if message:
+        warnings.insert(0, message)
     est = PrevalenceEstimate(
-        share, ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, naive_share, train_prior,
-        tuple(warnings), tuple(sorted(by_method.items())),
+        overall(pi), ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, overall(naive), train_prior,
+        tuple(warnings), tuple(sorted(by_method.items())), reliability,
     )
-    return est, pi, pi_boot
+    return _Estimated(est, pi, pi_boot, corners)
+
+
+def _acc_name(point: OperatingPoint) -> str:
+    return f"acc@{point.name or f'{point.threshold:.4g}'}"
+
+
+def _checks(
+    bins: _Bins,
+    used: str,
+    pi: float,
+    pi_boot: np.ndarray | None,
+    boot_draws: np.ndarray | None,
+    op: OperatingPoint | None,
+    op_measured: rel.MeasuredRates | None,
+    points: Sequence[OperatingPoint],
+    card_points: Sequence[OperatingPoint],
+    measured: Sequence[rel.MeasuredRates],
+    train_prior: float | None,
+    card: Mapping[str, Any] | None,
+    labelled: rel.LabelledScores | None,
+    seed: int,
+) -> tuple[list[rel.Check], dict[str, tuple[float, np.ndarray]]]:
+    """The three reliability checks, and every estimator's share with its replicates.
+
+    The replicates are the estimate's own bootstrap draws (so differences are paired) or, when
+    the estimate has none, ``CHECK_REPLICATES`` fresh ones; other operating points draw their
+    rates from a generator of their own, so the estimate's numbers do not move.
+    """
+    n_scored = int(bins.counts.sum())
+    rng = np.random.default_rng([seed, 5])
+    if pi_boot is not None and boot_draws is not None:
+        draws, primary_reps = boot_draws, pi_boot
+    else:
+        draws = rng.multinomial(n_scored, bins.counts / n_scored, size=rel.CHECK_REPLICATES)
+        rates = op.draws(rng, len(draws)) if used == "acc" and op is not None else None
+        primary_reps = _prior_from_counts(used, bins, draws, train_prior, op, rates)
+    reps = len(draws)
+    primary = _acc_name(op) if used == "acc" and op is not None else used
+    estimators: dict[str, tuple[float, np.ndarray]] = {primary: (pi, primary_reps)}
+    seen = {op.threshold} if used == "acc" and op is not None else set()
+    for point in points:
+        if point.threshold in seen:
+            continue
+        seen.add(point.threshold)
+        value = float(_prior_from_counts("acc", bins, bins.counts, train_prior, point)[0])
+        estimators[_acc_name(point)] = (value, _prior_from_counts("acc", bins, draws, train_prior, point,
+                                                                   point.draws(rng, reps)))
+    both_measured = op_measured is not None and op_measured.tpr is not None and op_measured.fpr is not None
+    if train_prior is not None and used != "em" and not both_measured:
+        # EM reads the card's calibration; once both rates are this corpus's it is not comparable.
+        value = float(_prior_from_counts("em", bins, bins.counts, train_prior, op)[0])
+        estimators["em"] = (value, _prior_from_counts("em", bins, draws, train_prior, op))
+
+    # Provenance: the share with the card's rates against the share with the re-measured ones.
+    share_card = share_measured = None
+    uses = op_measured if used == "acc" and op is not None else None
+    if uses is not None and op is not None:
+        card_op = card_points[points.index(op)]
+        share_card = float(_prior_from_counts("acc", bins, bins.counts, train_prior, card_op)[0])
+        share_measured = pi
+    provenance = rel.provenance_check(measured, uses, labelled, share_card, share_measured, used)
+
+    # Mixture fit against the card's held-out histograms (the labelled records' own, per class,
+    # where there are enough of them: they are this corpus's classes).
+    dist, why_not = rel.card_score_distribution(card)
+    fit = None
+    classes = "card"
+    if dist is not None:
+        use_h = labelled is not None and labelled.n_human >= rel.MIN_LABELLED
+        use_m = labelled is not None and labelled.n_machine >= rel.MIN_LABELLED
+        human = labelled.histogram(labelled.human, dist) if use_h else dist.human  # type: ignore[union-attr]
+        machine = labelled.histogram(labelled.machine, dist) if use_m else dist.machine  # type: ignore[union-attr]
+        classes = {(False, False): "card", (True, False): "labelled human, card machine",
+                   (False, True): "card human, labelled machine", (True, True): "labelled"}[(use_h, use_m)]
+        onehot = np.zeros((len(bins.score), dist.bins))
+        onehot[np.arange(len(bins.score)), dist.bin_of(bins.score)] = 1.0
+        observed = bins.counts.astype(np.float64) @ onehot
+        fit = rel.fit_mixture(observed, human, machine, seed)
+        h_star = rng.multinomial(int(human.sum()), rel.smoothed(human), size=reps)
+        m_star = rng.multinomial(int(machine.sum()), rel.smoothed(machine), size=reps)
+        estimators["mixture"] = (fit.share, rel.mixture_share(draws @ onehot, h_star, m_star))
+    mixture = rel.mixture_check(fit, why_not, dist.bins if dist is not None else None, classes)
+    agreement = rel.agreement_check(primary, estimators)
+    return [provenance, mixture, agreement], estimators
+
+
+def _widened(
+    bins: _Bins,
+    draws: np.ndarray,
+    pi_boot: np.ndarray,
+    points: Sequence[OperatingPoint],
+    measured: Sequence[rel.MeasuredRates],
+    card: Mapping[str, Any] | None,
+    estimators: Mapping[str, tuple[float, np.ndarray]],
+    seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """Low and high replicates of the widened interval, and its basis.
+
+    ``source_shift``: adjusted count with TPR and FPR each free to move, in either direction,
+    by the largest move the card measured on a held-out source (a rate re-measured on labelled
+    records stays as measured), on the same bootstrap draws: per replicate the lowest and the
+    highest share over the corners of that box. The operating point giving the narrowest such
+    interval is used. Without ``source_shift`` in the card: the lowest and highest replicate of
+    every estimator (``estimator_range``).
+    """
+    shifts = rel.card_source_shift(card)
+    n = draws.sum(axis=1).astype(np.float64)
+    rng = np.random.default_rng([seed, 7])
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for i, point in enumerate(points):
+        if point.name not in shifts:
+            continue
+        mt, mf = rel.rate_margins(shifts[point.name])
+        m = measured[i] if measured else None
+        if m is not None and m.tpr is not None:
+            mt = 0.0
+        if m is not None and m.fpr is not None:
+            mf = 0.0
+        tpr, fpr = point.draws(rng, len(draws))
+        rate = (draws @ (bins.score >= point.threshold).astype(np.float64)) / n
+        shares = []
+        for dt in (-mt, mt):
+            for df in (-mf, mf):
+                t, f = np.clip(tpr + dt, 0.0, 1.0), np.clip(fpr + df, 0.0, 1.0)
+                shares.append(np.clip((rate - f) / np.maximum(t - f, 1e-3), 0.0, 1.0))
+        low, high = np.minimum(np.min(shares, axis=0), pi_boot), np.maximum(np.max(shares, axis=0), pi_boot)
+        width = float(np.quantile(high, 0.975) - np.quantile(low, 0.025))
+        if best is None or width < best[0]:
+            best = (width, low, high)
+    if best is not None:
+        return (best[1], best[2]), "source_shift"
+    stacked = np.stack([r for _, r in estimators.values()] + [pi_boot])
+    return (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range"
 
 
 def estimate_prevalence(
@@ -518,6 +732,8 @@ def estimate_prevalence(
     method: str = "auto",
     n_boot: int = 1000,
     seed: int = 0,
+    *,
+    known_scores: np.ndarray | None = None,
 ) -> PrevalenceEstimate:
     """Estimate the synthetic share of the records, with a 95 % bootstrap interval.
 
@@ -526,12 +742,20 @@ def estimate_prevalence(
         provenance: int8 codes per record (0 unknown, 1 human, 2 machine). Known records are
             counted exactly; the detector's score never overrides them.
         card: the detector's model card; ``train_prior`` (the machine share the scores are
-            calibrated at) enables ``em``, ``operating_points`` enable ``acc``.
-        method: ``auto`` (``em`` when the card allows), ``em`` (maximum likelihood under
-            prior shift, Saerens et al. 2002), ``acc`` (adjusted classify-and-count at the
-            card's widest TPR-FPR point), ``pcc`` (mean score), ``cc`` (naive count at 0.5).
+            calibrated at) enables ``em``, ``operating_points`` enable ``acc``;
+            ``score_distribution`` and ``source_shift`` feed the reliability checks.
+        method: ``auto`` (``acc`` with held-out rates, else ``em`` when the card allows), ``em``
+            (maximum likelihood under prior shift, Saerens et al. 2002), ``acc`` (adjusted
+            classify-and-count at the widest TPR-FPR point), ``pcc`` (mean score), ``cc``
+            (naive count at 0.5).
         n_boot: bootstrap replicates for the interval (0: no interval).
         seed: bootstrap seed; the same inputs and seed give the same numbers in any order.
+        known_scores: detector scores aligned with ``provenance``; those of known-provenance
+            records re-measure the detector's rates on this corpus (``reliability``: 30 or more
+            of a class) and the estimate then uses them. None: the card's rates only.
+
+    The result's ``reliability`` holds the checks and their verdict; when it is ``doubtful``
+    or ``unreliable`` the interval is widened (docs/ratio.md).
 
     Example:
         >>> rng = np.random.default_rng(1)
@@ -541,7 +765,7 @@ def estimate_prevalence(
         >>> est.method, round(est.share, 2)
         ('em', 0.5)
     """
-    return _analyse(scores, provenance, card, method, n_boot, seed).estimate
+    return _analyse(scores, provenance, card, method, n_boot, seed, known_scores).estimate
 
 
 def estimate_prevalence_from_bins(
@@ -555,14 +779,17 @@ def estimate_prevalence_from_bins(
     method: str = "auto",
     n_boot: int = 1000,
     seed: int = 0,
+    labelled: rel.LabelledScores | None = None,
 ) -> PrevalenceEstimate:
     """``estimate_prevalence`` from score bins instead of per-record scores.
 
     For engines that cannot hold one score per record: the bins are the estimator's sufficient
     statistics. ``bin_scores`` (sorted, clipped to [1e-6, 1 - 1e-6]) and ``bin_counts`` must be
     what ``estimate_prevalence`` makes of the detector-scored records: their distinct values
-    and counts when there are at most 4096, else the logit-scale bins of ``_Bins.build``. With
-    those bins the result is identical, bootstrap interval included.
+    and counts when there are at most 4096, else the logit-scale bins of ``_Bins.build``.
+    ``labelled`` carries the known-provenance records' scores as counts between the card's cut
+    points (``card_score_cuts``; ``reliability.cut_counts`` per chunk, summed). With those the
+    result is identical, bootstrap interval and reliability checks included.
     """
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
@@ -571,7 +798,8 @@ def estimate_prevalence_from_bins(
     if counts.sum() > 0:
         bins = _Bins(np.asarray(bin_scores, dtype=np.float64), counts, np.zeros(0, dtype=np.int64))
     n = int(counts.sum()) + n_unscored + known_human + known_machine
-    return _estimate_from_bins(bins, n, n_unscored, known_human, known_machine, card, method, n_boot, seed)[0]
+    return _estimate_from_bins(bins, n, n_unscored, known_human, known_machine, card, method, n_boot, seed,
+                               labelled).estimate
 
 
 # -- downsampling ---------------------------------------------------------------------------------
@@ -582,6 +810,8 @@ class _KeptShare:
 
     A replicate moves every detector posterior to that replicate's prior and adds the
     record-level Bernoulli spread of the kept set (which labels the posteriors leave open).
+    When the estimate's interval was widened there are two sets of replicates, its low and its
+    high ends: the upper bound is the high set's, the interval spans both.
     """
 
     def __init__(self, an: _Analysis, provenance: np.ndarray, posterior: np.ndarray, n_boot: int, seed: int):
@@ -589,35 +819,46 @@ class _KeptShare:
         self.prov = provenance
         self.posterior = posterior
         self.bin_of = np.full(len(provenance), -1, dtype=np.int64)
+        if an.corners is not None and an.corner_shifts is not None:
+            sets = list(zip(an.corners, an.corner_shifts))
+        else:
+            sets = [(an.pi_boot, an.shift_boot)]
+        self.pi_sets = [pi for pi, _ in sets]
         if an.bins is not None:
             self.bin_of[an.scored] = an.bins.index
-            assert an.shift_boot is not None
-            self.q_boot = _sigmoid(logit(an.bins.score)[None, :] + an.shift_boot[:, None])  # (B, K)
+            ls = logit(an.bins.score)[None, :]
+            self.q_sets = [_sigmoid(ls + shift[:, None]) for _, shift in sets]  # (B, K) each
         else:
-            self.q_boot = np.zeros((len(an.pi_boot), 0))
+            self.q_sets = [np.zeros((len(an.pi_boot), 0)) for _ in sets]
         self.z = np.random.default_rng([seed, 1]).standard_normal(len(an.pi_boot)) if n_boot > 0 else None
 
-    def replicates(self, kept: np.ndarray) -> np.ndarray | None:
+    def replicates(self, kept: np.ndarray) -> list[np.ndarray] | None:
         if self.z is None:
             return None
         m = int(kept.sum())
         if m == 0:
-            return np.zeros_like(self.z)
+            return [np.zeros_like(self.z)]
         machines = float((self.prov[kept] == MACHINE).sum())
         k_bins = self.bin_of[kept]
         k_bins = k_bins[k_bins >= 0]
-        per_bin = np.bincount(k_bins, minlength=self.q_boot.shape[1]).astype(np.float64)
+        per_bin = np.bincount(k_bins, minlength=self.q_sets[0].shape[1]).astype(np.float64)
         n_unscored = float((kept & self.an.unscored).sum())
-        mass = machines + self.q_boot @ per_bin + self.an.pi_boot * n_unscored
         q = np.sort(self.posterior[kept])  # sorted: the sum does not depend on record order
         spread = math.sqrt(float(np.sum(q * (1.0 - q))))
-        return np.clip((mass + self.z * spread) / m, 0.0, 1.0)
+        return [np.clip((machines + q_boot @ per_bin + pi * n_unscored + self.z * spread) / m, 0.0, 1.0)
+                for q_boot, pi in zip(self.q_sets, self.pi_sets)]
 
     def upper(self, kept: np.ndarray, confidence: float) -> float:
         reps = self.replicates(kept)
         if reps is None:
             return float(np.sort(self.posterior[kept]).sum() / max(int(kept.sum()), 1))
-        return float(np.quantile(reps, confidence))
+        return max(float(np.quantile(r, confidence)) for r in reps)
+
+    def interval(self, kept: np.ndarray) -> tuple[float, float] | None:
+        reps = self.replicates(kept)
+        if reps is None:
+            return None
+        return min(_percentile_ci(r)[0] for r in reps), max(_percentile_ci(r)[1] for r in reps)
 
 
 def adjust_to_prior(scores: np.ndarray, train_prior: float | None, prior: float) -> np.ndarray:
@@ -663,11 +904,15 @@ def plan_downsampling(
     safety: str = "upper",
     confidence: float = 0.95,
     tolerance: float = 0.02,
+    *,
+    known_scores: np.ndarray | None = None,
+    on_unreliable: str = "refuse",
 ) -> DownsamplingPlan:
     """Keep the largest set whose synthetic share is at most ``target_ratio``.
 
     Args:
-        scores, provenance, card, method, n_boot, seed: as for ``estimate_prevalence``.
+        scores, provenance, card, method, n_boot, seed, known_scores: as for
+            ``estimate_prevalence``.
         uniform: float64 in [0, 1) per record from ``record_uniform(seed, ids)``: it breaks
             ties and drives the ``uniform`` strategy, so decisions do not depend on order.
         target_ratio: the most synthetic share allowed in the kept set, 0 <= R < 1.
@@ -681,8 +926,13 @@ def plan_downsampling(
             the detector cannot pin the kept share down, more is dropped and the plan says so
             (``weak_detector``). ``point`` uses the point estimate alone.
         tolerance: how far above R the true share may plausibly lie (default 2 points).
+        on_unreliable: when the reliability checks find the detector ``unreliable`` here,
+            ``refuse`` raises ``UnreliableDetectorError`` (unless even the widened interval
+            shows the target met); ``proceed`` plans with the widened interval and marks the
+            kept share unknown (``kept_share_known``).
 
-    If the estimated share before is already <= R, nothing is dropped.
+    If the estimated share before is already <= R, nothing is dropped, unless the detector is
+    doubtful or unreliable here and the widened upper bound exceeds R + ``tolerance``.
     """
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target_ratio must be in [0, 1), got {target_ratio}")
@@ -694,7 +944,21 @@ def plan_downsampling(
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     if max_human_loss is not None and not 0.0 <= max_human_loss <= 1.0:
         raise ValueError(f"max_human_loss must be in [0, 1], got {max_human_loss}")
-    an = _analyse(scores, provenance, card, method, n_boot, seed)
+    if on_unreliable not in ON_UNRELIABLE:
+        raise ValueError(f"on_unreliable must be one of {', '.join(ON_UNRELIABLE)}, got {on_unreliable!r}")
+    an = _analyse(scores, provenance, card, method, n_boot, seed, known_scores, posteriors=True)
+    reliability = an.estimate.reliability
+    flagged = reliability is not None and reliability.flagged
+    unreliable = reliability is not None and reliability.verdict == "unreliable"
+    upper_before = an.estimate.ci95[1] if an.estimate.ci95 is not None else an.estimate.share
+    if unreliable and on_unreliable == "refuse" and upper_before > target_ratio + 1e-12:
+        assert reliability is not None
+        raise UnreliableDetectorError(
+            f"refusing to downsample to target ratio {target_ratio:g}: the detector looks unreliable on this corpus "
+            f"({'; '.join(reliability.reasons)}), so the synthetic share of what it keeps would not be known. "
+            f"To fix it, {rel.ADVICE}; or pass --allow-unreliable-detector (ratio.on_unreliable = \"proceed\") to "
+            "downsample anyway, with the kept share reported as unknown."
+        )
     prov = np.asarray(provenance).ravel().astype(np.int8)
     u = np.asarray(uniform, dtype=np.float64).ravel()
     n = len(prov)
@@ -717,14 +981,17 @@ def plan_downsampling(
     with np.errstate(invalid="ignore", divide="ignore"):
         point = np.where(remaining > 0, remaining_mass / np.maximum(remaining, 1), 0.0)
     tol = 1e-12
-    if an.estimate.share <= target_ratio + tol:
+    bound = min(target_ratio + tolerance, 1.0)
+    if an.estimate.share <= target_ratio + tol and not (
+        flagged and safety == "upper" and n_boot > 0 and kept_share.upper(np.ones(n, dtype=bool), confidence) > bound
+    ):
         k = 0
         k_point = 0
     else:
         k_point = int(np.argmax(point <= target_ratio + tol))
         k = k_point
         if safety == "upper" and n_boot > 0:
-            k = _first_safe(order, k_point, n, kept_share, min(target_ratio + tolerance, 1.0), confidence)
+            k = _first_safe(order, k_point, n, kept_share, bound, confidence)
 
     keep = np.ones(n, dtype=bool)
     keep[order[:k]] = False
@@ -735,17 +1002,22 @@ def plan_downsampling(
         share_after, ci_after = an.estimate.share, an.estimate.ci95
     else:
         share_after = float(point[k])
-        reps = kept_share.replicates(keep)
-        ci_after = None if reps is None else _percentile_ci(reps)
+        ci_after = kept_share.interval(keep)
 
     extra = k - k_point
-    weak = extra > max(1, int(0.005 * n))
-    warning = None
-    if weak:
-        warning = (
-            f"the detector cannot pin down the synthetic share of the kept set: {extra} more records "
-            f"were dropped than the point estimate needs, so that the share stays <= "
-            f"{target_ratio + tolerance:g} (target + tolerance) at {confidence:.0%} confidence"
+    extra_human = float(np.sort(1.0 - posterior[order[k_point:k]]).sum())
+    warnings = []
+    if unreliable:
+        warnings.append(
+            "the run went on although the detector looks unreliable on this corpus (ratio.on_unreliable = "
+            "\"proceed\"): the synthetic share of the kept records is unknown"
+        )
+    if human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
+        warnings.append(
+            f"to keep the synthetic share of the kept records at or under {bound:g} with {confidence:.0%} "
+            f"confidence, {extra:,} records more than the estimate alone needs were dropped (about "
+            f"{extra_human / human_total:.0%} of the human text)"
+            + ("; the detector's uncertain reliability on this corpus widened the bound" if flagged else "")
         )
     plan = DownsamplingPlan(
         keep=keep,
@@ -760,9 +1032,10 @@ def plan_downsampling(
         downsampled_known_machine=int((dropped & (prov == MACHINE)).sum()),
         est_human_dropped=human_dropped,
         est_human_total=human_total,
-        weak_detector=weak,
-        warning=warning,
+        weak_detector=flagged,
+        warning="; ".join(warnings) or None,
         extra_dropped_for_safety=int(extra),
+        kept_share_known=not unreliable,
     )
     if max_human_loss is not None and plan.human_loss > max_human_loss + tol:
         raise HumanLossError(

@@ -236,14 +236,18 @@ def test_threshold_plan_meets_the_target_with_a_strong_detector(safety: str) -> 
     assert abs(plan.human_loss - (~plan.keep[~y]).mean()) < 0.02
 
 
-def test_a_weak_detector_drops_more_and_says_so() -> None:
-    # A small corpus and a poor detector: the kept share's upper bound exceeds target + 2 pt.
+def test_a_poor_detector_drops_more_for_safety_and_says_so() -> None:
+    # A small corpus and a poor (but well-calibrated) detector: the kept share's upper bound
+    # exceeds target + 2 pt, so the plan drops more; the detector is not off-distribution, so
+    # the reliability verdict (weak_detector) stays quiet.
     s, y = simulate(600, 0.4, 1.5, seed=11)
     point = plan_for(s, unknown(len(s)), 0.1, safety="point")
     safe = plan_for(s, unknown(len(s)), 0.1, safety="upper")
     assert safe.downsampled > point.downsampled
-    assert safe.weak_detector and "more records" in safe.warning
+    assert "more than the estimate alone needs" in safe.warning
+    assert not safe.weak_detector and safe.before.verdict == "unchecked"  # only EM applies to this card
     assert safe.extra_dropped_for_safety == safe.downsampled - point.downsampled
+    assert safe.to_report()["dropped_for_safety"] == safe.extra_dropped_for_safety
     assert y[safe.keep].mean() <= 0.1
 
 
@@ -398,9 +402,10 @@ def test_disagreeing_estimators_are_reported() -> None:
     card["train_prior"] = 0.8
     s, _ = simulate(5000, 0.3, 2.5, seed=21, train_prior=0.5)
     est = estimate_prevalence(s, unknown(len(s)), card, n_boot=0)
-    assert any("disagree" in w for w in est.warnings)
+    assert est.verdict == "unreliable"
+    assert any("two estimates of the synthetic share differ by" in w and "synthfilter adapt" in w for w in est.warnings)
     ok = estimate_prevalence(s, unknown(len(s)), _held_out_card(2.5, train_prior=0.5), n_boot=0)
-    assert not any("disagree" in w for w in ok.warnings)
+    assert ok.verdict == "ok" and not any("differ" in w for w in ok.warnings)
 
 
 def test_tolerance_bounds_the_safety_margin() -> None:

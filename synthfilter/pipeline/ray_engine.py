@@ -71,6 +71,7 @@ from synthfilter.pipeline.stages import (
     write_shard,
 )
 from synthfilter.ratio import SCORE_CLIP, HumanLossError, logit
+from synthfilter.reliability import LabelledScores, cut_counts
 # The estimator's binning (ratio._Bins.build): distinct values up to MAX_SCORE_BINS, else logit bins.
 from synthfilter.ratio import MAX_BINS as MAX_SCORE_BINS
 
@@ -1000,12 +1001,15 @@ def _survivor_mask(chunk: dict[str, np.ndarray], dups_ref: Any) -> np.ndarray:
     return ok
 
 
-# Kinds of rows in the survivor statistics.
-_STAT_VALUE, _STAT_HUMAN, _STAT_MACHINE, _STAT_UNSCORED = 0, 1, 2, 3
+# Kinds of rows in the survivor statistics; the labelled kinds carry the known-provenance
+# records' scores as counts between the card's cut points (``value`` is the interval's index).
+_STAT_VALUE, _STAT_HUMAN, _STAT_MACHINE, _STAT_UNSCORED, _STAT_LABELLED_HUMAN, _STAT_LABELLED_MACHINE = range(6)
 
 
-def _emit_score_counts(chunk: dict[str, np.ndarray], dups_ref: Any, parts: int) -> dict[str, np.ndarray]:
-    """Per chunk of survivors: distinct clipped scores with counts, and provenance counts."""
+def _emit_score_counts(chunk: dict[str, np.ndarray], dups_ref: Any, parts: int,
+                       cuts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per chunk of survivors: distinct clipped scores with counts, provenance counts and (with
+    ``cuts``) the labelled records' score counts."""
     keep = _survivor_mask(chunk, dups_ref)
     prov = chunk["provenance"][keep]
     score = chunk["score"][keep].astype(np.float64)
@@ -1013,11 +1017,19 @@ def _emit_score_counts(chunk: dict[str, np.ndarray], dups_ref: Any, parts: int) 
     scored = unknown & np.isfinite(score)
     values, counts = np.unique(np.clip(score[scored], SCORE_CLIP, 1.0 - SCORE_CLIP), return_counts=True)
     extra = np.array([(prov == 1).sum(), (prov == 2).sum(), (unknown & ~np.isfinite(score)).sum()], np.int64)
+    kinds, idx, labelled = [np.array([1, 2, 3], np.int8)], [np.full(3, np.nan)], [extra]
+    if cuts is not None:
+        for kind, code in ((_STAT_LABELLED_HUMAN, 1), (_STAT_LABELLED_MACHINE, 2)):
+            c = cut_counts(score[prov == code], cuts)
+            kinds.append(np.full(len(c), kind, np.int8))
+            idx.append(np.arange(len(c), dtype=np.float64))
+            labelled.append(c)
+    kinds_, idx_, counts_ = np.concatenate(kinds), np.concatenate(idx), np.concatenate(labelled)
     return {
-        "part": np.r_[(values.view(np.uint64) % np.uint64(parts)).astype(np.int64), np.zeros(3, np.int64)],
-        "kind": np.r_[np.full(len(values), _STAT_VALUE, np.int8), np.array([1, 2, 3], np.int8)],
-        "value": np.r_[values, np.full(3, np.nan)],
-        "count": np.r_[counts.astype(np.int64), extra],
+        "part": np.r_[(values.view(np.uint64) % np.uint64(parts)).astype(np.int64), np.zeros(len(kinds_), np.int64)],
+        "kind": np.r_[np.full(len(values), _STAT_VALUE, np.int8), kinds_],
+        "value": np.r_[values, idx_],
+        "count": np.r_[counts.astype(np.int64), counts_],
     }
 
 
@@ -1027,8 +1039,33 @@ def _merge_score_counts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     uniq, inverse = np.unique(value[is_value], return_inverse=True)
     summed = np.bincount(inverse, weights=count[is_value], minlength=len(uniq)).astype(np.int64)
     other = np.array([count[kind == k].sum() for k in (_STAT_HUMAN, _STAT_MACHINE, _STAT_UNSCORED)], np.int64)
-    return {"kind": np.r_[np.zeros(len(uniq), np.int8), np.array([1, 2, 3], np.int8)],
-            "value": np.r_[uniq, np.full(3, np.nan)], "count": np.r_[summed, other]}
+    kinds, values, counts = [np.zeros(len(uniq), np.int8), np.array([1, 2, 3], np.int8)], [uniq, np.full(3, np.nan)], [summed, other]
+    for k in (_STAT_LABELLED_HUMAN, _STAT_LABELLED_MACHINE):
+        rows = kind == k
+        if rows.any():
+            at = value[rows].astype(np.int64)
+            c = np.bincount(at, weights=count[rows], minlength=int(at.max()) + 1).astype(np.int64)
+            kinds.append(np.full(len(c), k, np.int8))
+            values.append(np.arange(len(c), dtype=np.float64))
+            counts.append(c)
+    return {"kind": np.concatenate(kinds), "value": np.concatenate(values), "count": np.concatenate(counts)}
+
+
+def _labelled_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    rows = batch["kind"] >= _STAT_LABELLED_HUMAN
+    return {k: batch[k][rows] for k in ("kind", "value", "count")}
+
+
+def _labelled_from_rows(rows: dict[str, np.ndarray], cuts: np.ndarray | None) -> LabelledScores | None:
+    if cuts is None:
+        return None
+    counts = []
+    for k in (_STAT_LABELLED_HUMAN, _STAT_LABELLED_MACHINE):
+        sel = rows["kind"] == k if rows else np.zeros(0, bool)
+        at = rows["value"][sel].astype(np.int64) if rows else np.zeros(0, np.int64)
+        weights = rows["count"][sel] if rows else np.zeros(0)
+        counts.append(np.bincount(at, weights=weights, minlength=len(cuts) + 1).astype(np.int64))
+    return LabelledScores(cuts, counts[0], counts[1])
 
 
 def _summarise_values(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -1197,8 +1234,10 @@ def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg
     from synthfilter import ratio as ratio_mod
 
     parts = partitions_for(decisions.total)
+    cuts = ratio_mod.card_score_cuts(card) if cfg.ratio.remeasure_rates and card is not None else None
     merged = grouped(
-        source.map_chunks(_emit_score_counts, ["status", "score", "provenance"], dups_ref=dups_ref, parts=parts),
+        source.map_chunks(_emit_score_counts, ["status", "score", "provenance"], dups_ref=dups_ref, parts=parts,
+                          cuts=cuts),
         _merge_score_counts, rows=decisions.total,
     ).materialize()
     summary = collect(merged.map_batches(_summarise_values, batch_size=None, batch_format="numpy"))
@@ -1220,9 +1259,11 @@ def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg
     if synthetic_without_estimate(counts, cfg, decisions):  # type: ignore[arg-type]
         return
     r = cfg.ratio
+    labelled = _labelled_from_rows(
+        collect(merged.map_batches(_labelled_rows, batch_size=None, batch_format="numpy")), cuts)
     est = ratio_mod.estimate_prevalence_from_bins(
         bin_scores, bin_counts, n_unscored=unscored, known_human=human, known_machine=machine,
-        card=card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed,
+        card=card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed, labelled=labelled,
     )
     decisions.synthetic = estimate_section(est)
     decisions.warnings.extend(est.warnings)

@@ -582,9 +582,12 @@ def estimate_section(est: Any) -> dict[str, Any]:
         "estimated_share_before": est.share, "ci95_before": ci,
         "estimated_share_after": est.share, "ci95_after": ci,
         "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
+    d = est.to_dict()
         "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
         "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
-        "detector_share_by_method": est.to_dict().get("detector_share_by_method"),
+        "detector_share_by_method": d.get("detector_share_by_method"),
+        "weak_detector": bool(est.reliability is not None and est.reliability.flagged),
+        "reliability": d.get("reliability"),
         "warnings": list(est.warnings),
     }
 
@@ -604,14 +607,18 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
     if synthetic_without_estimate(counts, cfg, decisions):
         return
     if r.target_ratio is None:
-        est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed)
+        est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed,
+                                            known_scores=known_scores)
         decisions.synthetic = estimate_section(est)
         decisions.warnings.extend(est.warnings)
+    # Known-provenance records are scored too: their scores re-measure the detector's rates here.
+    known_scores = ann.score[survivors] if r.remeasure_rates else None
         return
     plan = ratio_mod.plan_downsampling(
         scores, prov, ann.uniform[survivors], r.target_ratio, strategy=r.strategy, card=card,
         method=r.method, n_boot=r.bootstrap, seed=cfg.seed, max_human_loss=r.max_human_loss,
-        safety=r.safety, confidence=r.confidence, tolerance=r.tolerance,
+        safety=r.safety, confidence=r.confidence, tolerance=r.tolerance, known_scores=known_scores,
+        on_unreliable=r.on_unreliable,
     )
     dropped = survivors[~plan.keep]
     decisions.reason[dropped] = DOWNSAMPLED
