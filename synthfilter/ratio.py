@@ -225,7 +225,8 @@ class OperatingPoint:
 
 
 def card_operating_points(card: Mapping[str, Any] | None) -> list[OperatingPoint]:
-    """The card's usable operating points (TPR - FPR > 0.05), in the card's order.
+    """The card's usable operating points (TPR - FPR > 0.05), in the card's order, one per
+    threshold (a point named ``default`` gives way to another name for the same threshold).
 
     ``held_out`` is set when the card gives the confusion counts and does not say the rates
     come from cross-validation (rates of the fold models, not of the model that scores).
@@ -247,8 +248,13 @@ def card_operating_points(card: Mapping[str, Any] | None) -> list[OperatingPoint
                 point.threshold, point.tpr, point.fpr, conf["tp"], conf["fn"], conf["fp"], conf["tn"], held_out,
                 point.name,
             )
-        if point.tpr - point.fpr > 0.05:
+        if point.tpr - point.fpr <= 0.05:
+            continue
+        same = next((i for i, p in enumerate(points) if p.threshold == point.threshold), None)
+        if same is None:
             points.append(point)
+        elif points[same].name == "default":  # one threshold, several names: keep the telling one
+            points[same] = point
     return points
 
 
@@ -688,39 +694,40 @@ def _widened(
 ) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """Low and high replicates of the widened interval, and its basis.
 
-    ``source_shift``: adjusted count with TPR and FPR each free to move, in either direction,
-    by the largest move the card measured on a held-out source (a rate re-measured on labelled
-    records stays as measured), on the same bootstrap draws: per replicate the lowest and the
-    highest share over the corners of that box. The operating point giving the narrowest such
-    interval is used. Without ``source_shift`` in the card: the lowest and highest replicate of
-    every estimator (``estimator_range``).
+    ``source_shift``: at each operating point the card has held-out-source rates for, adjusted
+    count with TPR and FPR free to move over the range those sources span (a rate re-measured on
+    labelled records stays as measured), on the same bootstrap draws: per replicate the lowest
+    and highest share over the corners of that box. The share has to lie in every point's range,
+    so the interval is their intersection (their union where noise leaves them disjoint).
+    Without ``source_shift`` in the card: the lowest and highest replicate of every estimator
+    (``estimator_range``).
     """
     shifts = rel.card_source_shift(card)
     n = draws.sum(axis=1).astype(np.float64)
     rng = np.random.default_rng([seed, 7])
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    lows, highs = [], []
     for i, point in enumerate(points):
         if point.name not in shifts:
             continue
-        mt, mf = rel.rate_margins(shifts[point.name])
+        (t_lo, t_hi), (f_lo, f_hi) = rel.rate_moves(shifts[point.name])
         m = measured[i] if measured else None
         if m is not None and m.tpr is not None:
-            mt = 0.0
+            t_lo = t_hi = 0.0
         if m is not None and m.fpr is not None:
-            mf = 0.0
+            f_lo = f_hi = 0.0
         tpr, fpr = point.draws(rng, len(draws))
         rate = (draws @ (bins.score >= point.threshold).astype(np.float64)) / n
-        shares = []
-        for dt in (-mt, mt):
-            for df in (-mf, mf):
-                t, f = np.clip(tpr + dt, 0.0, 1.0), np.clip(fpr + df, 0.0, 1.0)
-                shares.append(np.clip((rate - f) / np.maximum(t - f, 1e-3), 0.0, 1.0))
-        low, high = np.minimum(np.min(shares, axis=0), pi_boot), np.maximum(np.max(shares, axis=0), pi_boot)
-        width = float(np.quantile(high, 0.975) - np.quantile(low, 0.025))
-        if best is None or width < best[0]:
-            best = (width, low, high)
-    if best is not None:
-        return (best[1], best[2]), "source_shift"
+        shares = [np.clip((rate - f) / np.maximum(t - f, 1e-3), 0.0, 1.0)
+                  for t in (np.clip(tpr + t_lo, 0.0, 1.0), np.clip(tpr + t_hi, 0.0, 1.0))
+                  for f in (np.clip(fpr + f_lo, 0.0, 1.0), np.clip(fpr + f_hi, 0.0, 1.0))]
+        lows.append(np.min(shares, axis=0))
+        highs.append(np.max(shares, axis=0))
+    if lows:
+        low, high = np.max(lows, axis=0), np.min(highs, axis=0)
+        disjoint = low > high
+        low = np.where(disjoint, np.min(lows, axis=0), low)
+        high = np.where(disjoint, np.max(highs, axis=0), high)
+        return (np.minimum(low, pi_boot), np.maximum(high, pi_boot)), "source_shift"
     stacked = np.stack([r for _, r in estimators.values()] + [pi_boot])
     return (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range"
 
@@ -1007,7 +1014,7 @@ def plan_downsampling(
     extra = k - k_point
     extra_human = float(np.sort(1.0 - posterior[order[k_point:k]]).sum())
     warnings = []
-    if unreliable:
+    if unreliable and k > 0:
         warnings.append(
             "the run went on although the detector looks unreliable on this corpus (ratio.on_unreliable = "
             "\"proceed\"): the synthetic share of the kept records is unknown"
@@ -1035,7 +1042,7 @@ def plan_downsampling(
         weak_detector=flagged,
         warning="; ".join(warnings) or None,
         extra_dropped_for_safety=int(extra),
-        kept_share_known=not unreliable,
+        kept_share_known=not (unreliable and k > 0),
     )
     if max_human_loss is not None and plan.human_loss > max_human_loss + tol:
         raise HumanLossError(

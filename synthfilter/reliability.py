@@ -11,7 +11,7 @@
   point, EM on the calibrated scores, the mixture fit) do not, beyond bootstrap noise.
 
 ``combine`` turns them into one verdict (``ok`` / ``doubtful`` / ``unreliable``, ``unchecked`` when
-no check could run) with reasons in plain words. ``rate_margins`` bounds how far the rates may
+no check could run) with reasons in plain words. ``rate_moves`` bounds how far the rates may
 have moved on a source the detector never saw, from the card's ``source_shift``, for the widened
 interval. See docs/ratio.md, "Is the detector reliable on this corpus?".
 """
@@ -116,10 +116,12 @@ def card_source_shift(card: Mapping[str, Any] | None) -> dict[str, tuple[RateShi
     return out
 
 
-def rate_margins(shifts: Sequence[RateShift]) -> tuple[float, float]:
-    """How far TPR and FPR may move on an unseen source: the largest move the card measured on
-    any held-out source, in either direction (which way a new corpus moves them is not known)."""
-    return (max(abs(s.tpr - s.train_tpr) for s in shifts), max(abs(s.fpr - s.train_fpr) for s in shifts))
+def rate_moves(shifts: Sequence[RateShift]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """How far TPR and FPR may move on an unseen source: ((lowest, highest) TPR move, (lowest,
+    highest) FPR move), the range the card's held-out sources span, no move included."""
+    dt = [s.tpr - s.train_tpr for s in shifts]
+    df = [s.fpr - s.train_fpr for s in shifts]
+    return (min(0.0, min(dt)), max(0.0, max(dt))), (min(0.0, min(df)), max(0.0, max(df)))
 
 
 # -- scores of labelled records ----------------------------------------------------------------

@@ -1,0 +1,336 @@
+"""The reliability checks of the synthetic-share estimate, on simulated scores and made-up cards.
+
+Scores follow the equal-variance model of test_ratio.py: latent z ~ N(+-d/2, 1) per class, score
+sigmoid(d z + logit(prior)). A card is "measured" on a held-out sample of that model (operating
+points with their confusion counts, held-out score histograms, held-out-source rate shifts), as
+the v3 card schema has it. An off-distribution corpus moves the classes towards each other (human
+text that looks more machine-like, machine text that looks more human-like): what a source the
+detector never saw does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthfilter import reliability as rel
+from synthfilter.ratio import (
+    HUMAN,
+    MACHINE,
+    UnreliableDetectorError,
+    card_score_cuts,
+    estimate_prevalence,
+    estimate_prevalence_from_bins,
+    labelled_scores,
+    plan_downsampling,
+    record_uniform,
+    _Bins,
+)
+
+D = 2.5  # detector strength: AUROC = Phi(D / sqrt 2) = 0.96
+EDGES = np.concatenate(([0.0], 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 8.0, 29))), [1.0]))
+# Off distribution: both classes move towards the other by this much on the latent scale.
+OFF = {"shift_h": 0.6, "shift_m": 0.9}
+MILD = {"shift_h": 0.25, "shift_m": 0.3}
+
+
+def class_scores(n_h: int, n_m: int, rng: np.random.Generator, prior: float = 0.8, shift_h: float = 0.0,
+                 shift_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    z_h = rng.standard_normal(n_h) - D / 2 + shift_h
+    z_m = rng.standard_normal(n_m) + D / 2 - shift_m
+    c = np.log(prior / (1 - prior))
+    return (1 / (1 + np.exp(-(D * z_h + c)))).astype(np.float32), (1 / (1 + np.exp(-(D * z_m + c)))).astype(np.float32)
+
+
+def make_card(*, distribution: bool = True, source_shift: bool = True, train_prior: bool = True) -> dict:
+    """A card measured on a held-out sample (1,500 human, 6,000 machine) of the in-distribution model."""
+    h, m = class_scores(1500, 6000, np.random.default_rng(99))
+    points = []
+    for name, q in (("default", 0.99), ("fpr1", 0.99), ("fpr5", 0.95)):
+        t = float(np.quantile(h, q))
+        tp, fp = int((m >= np.float32(t)).sum()), int((h >= np.float32(t)).sum())
+        points.append({"name": name, "threshold": t, "tpr": tp / len(m), "fpr": fp / len(h),
+                       "confusion": {"tp": tp, "fn": len(m) - tp, "fp": fp, "tn": len(h) - fp}})
+    card: dict = {"operating_points_measured_on": "held-out calibration split, shipped model", "operating_points": points}
+    if train_prior:
+        card["train_prior"] = 0.8
+    if distribution:
+        card["score_distribution"] = {
+            "measured_on": "held-out calibration split", "edges": EDGES.tolist(),
+            "human": np.histogram(h, EDGES)[0].tolist(), "machine": np.histogram(m, EDGES)[0].tolist(),
+        }
+    if source_shift:
+        # Rates measured on held-out sources: TPR down by up to 0.45, FPR up by up to 0.05 / 0.15.
+        moves = {"fpr1": ((0.30, 0.02), (0.45, 0.05), (0.20, 0.01)), "fpr5": ((0.35, 0.08), (0.40, 0.15), (0.25, 0.05))}
+        card["source_shift"] = {"measured_on": "models retrained with one source left out", "points": {
+            p["name"]: [{"held_out": f"source-{i}", "train_tpr": p["tpr"], "train_fpr": p["fpr"],
+                         "tpr": p["tpr"] - dt, "fpr": p["fpr"] + df, "n_human": 1000, "n_machine": 4000}
+                        for i, (dt, df) in enumerate(moves[p["name"]])]
+            for p in points if p["name"] in moves}}
+    return card
+
+
+CARD = make_card()
+
+
+def corpus(n: int, share: float, seed: int, **shift: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n_m = int(round(share * n))
+    h, m = class_scores(n - n_m, n_m, rng, **shift)
+    return np.concatenate([h, m]), np.r_[np.zeros(n - n_m, bool), np.ones(n_m, bool)]
+
+
+def unknown(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int8)
+
+
+def covers(ci: tuple[float, float], truth: float) -> bool:
+    return ci[0] <= truth <= ci[1]
+
+
+# -- the verdict ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2, 0.5, 0.8])
+def test_in_distribution_corpora_pass_every_check(share: float) -> None:
+    for seed in range(3):
+        s, y = corpus(3000, share, seed)
+        est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=200, seed=seed)
+        r = est.reliability
+        assert r is not None and r.verdict == "ok", r.to_dict()
+        assert r.interval == "sampling" and r.ci95_sampling == est.ci95
+        checks = r.to_dict()["checks"]
+        assert checks["mixture_fit"]["level"] == "ok" and checks["agreement"]["level"] == "ok"
+        assert checks["provenance"]["level"] == "not_run"
+        assert not any("reliable" in w for w in est.warnings)
+        assert abs(est.share - y.mean()) < 0.03
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2, 0.5])
+def test_an_off_distribution_corpus_is_flagged_and_its_interval_widened_to_cover_the_truth(share: float) -> None:
+    s, y = corpus(3000, share, seed=1, **OFF)
+    est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=300, seed=1)
+    r = est.reliability
+    assert r is not None and r.verdict == "unreliable"
+    fit = r.to_dict()["checks"]["mixture_fit"]
+    assert fit["level"] == "unreliable" and fit["p_value"] < 0.01 and fit["tv_excess"] >= rel.FIT_UNRELIABLE
+    # The sampling interval alone misses the truth; the widened one (held-out-source rates) covers it.
+    assert not covers(r.ci95_sampling, y.mean())
+    assert r.interval == "source_shift" and covers(est.ci95, y.mean())
+    assert est.ci95[0] <= r.ci95_sampling[0] and est.ci95[1] >= r.ci95_sampling[1]
+    # One warning, in plain words: what is wrong, how big, what to do.
+    message = est.warnings[0]
+    assert message.startswith("the detector looks unreliable on this corpus: ")
+    assert "do not look like a mix of human and machine text" in message
+    assert "widened to [" in message and "synthfilter adapt MODEL LABELLED.jsonl --out DIR" in message
+    assert "em " not in message and "acc" not in message
+
+
+def test_estimators_that_disagree_beyond_noise_say_by_how_many_points() -> None:
+    # The card claims a training prior the scores were not calibrated at: EM and the adjusted
+    # count part ways; the check names both numbers.
+    s, _ = corpus(4000, 0.3, seed=2)
+    card = {**make_card(distribution=False), "train_prior": 0.5}
+    est = estimate_prevalence(s, unknown(len(s)), card, n_boot=200)
+    agreement = est.reliability.to_dict()["checks"]["agreement"]
+    assert agreement["level"] == "unreliable" and agreement["primary"] == "acc@fpr5"
+    em = next(p for p in agreement["pairs"] if p["estimator"] == "em")
+    assert abs(em["difference"]) >= rel.AGREEMENT_UNRELIABLE and em["z"] > rel.SIGNIFICANT_Z
+    assert f"differ by {round(100 * abs(em['difference']))} points" in est.warnings[0]
+    assert "from the calibrated scores" in est.warnings[0] and "from the fpr5 threshold" in est.warnings[0]
+    # A small corpus: the same gap is within noise, so it is not flagged.
+    small = estimate_prevalence(s[:40], unknown(40), card, n_boot=200)
+    assert small.reliability.to_dict()["checks"]["agreement"]["level"] == "ok"
+
+
+def test_the_verdict_is_the_worst_check_and_unchecked_when_none_ran() -> None:
+    ok = rel.Check("a", "ok", None)
+    doubtful = rel.Check("b", "doubtful", "b moved")
+    not_run = rel.Check("c", rel.NOT_RUN, "no data")
+    assert rel.combine([ok, doubtful, not_run]) == ("doubtful", ("b moved",))
+    assert rel.combine([not_run]) == ("unchecked", ())
+    s, _ = corpus(1000, 0.3, seed=3)
+    est = estimate_prevalence(s, unknown(len(s)), {"train_prior": 0.8}, n_boot=0)
+    assert est.verdict == "unchecked"  # EM alone: nothing to compare, no histograms, no labels
+
+
+# -- provenance: rates re-measured on labelled records ------------------------------------------------
+
+
+def labelled_corpus(n_unknown: int, share: float, n_h: int, n_m: int, seed: int, **shift: float):
+    """Unknown-provenance records plus labelled ones from the same source, all scored."""
+    s, y = corpus(n_unknown, share, seed, **shift)
+    h, m = class_scores(n_h, n_m, np.random.default_rng(seed + 1000), **shift)
+    scores = np.concatenate([s, h, m])
+    prov = np.r_[unknown(n_unknown), np.full(n_h, HUMAN, np.int8), np.full(n_m, MACHINE, np.int8)]
+    masked = np.where(prov == 0, scores, np.nan)
+    return masked, scores, prov, y
+
+
+def test_labelled_records_remeasure_the_rates_and_move_the_estimate_to_the_truth() -> None:
+    masked, scores, prov, y = labelled_corpus(3000, 0.1, 300, 300, seed=4, **OFF)
+    card_only = estimate_prevalence(masked, prov, CARD, n_boot=300, seed=4)
+    remeasured = estimate_prevalence(masked, prov, CARD, n_boot=300, seed=4, known_scores=scores)
+    truth = y.mean()  # among the records without provenance
+    assert abs(remeasured.detector_share - truth) < 0.04 < 0.05 < abs(card_only.detector_share - truth)
+    assert covers(remeasured.detector_ci95, truth) and not covers(card_only.reliability.ci95_sampling, 0.1 + 0.0)
+    prov_check = remeasured.reliability.to_dict()["checks"]["provenance"]
+    assert prov_check["rates_used"] == "corpus" and prov_check["labelled"] == {"human": 300, "machine": 300}
+    fpr5 = next(p for p in prov_check["points"] if p["name"] == "fpr5")
+    assert fpr5["measured_fpr"] > fpr5["card_fpr"] + 0.05 and fpr5["measured_tpr"] < fpr5["card_tpr"] - 0.1
+    assert fpr5["measured_fpr"] == pytest.approx(float((scores[prov == HUMAN] >= np.float32(fpr5["threshold"])).mean()))
+    # With this corpus's own class histograms the mixture fits again and the estimators agree.
+    checks = remeasured.reliability.to_dict()["checks"]
+    assert checks["mixture_fit"]["class_histograms"] == "labelled" and checks["mixture_fit"]["level"] == "ok"
+    assert remeasured.verdict == "ok"
+    # Scores of labelled records count only when passed as known_scores: they never override a label.
+    assert remeasured.known_human == 300 and remeasured.known_machine == 300
+
+
+def test_only_human_labels_remeasure_the_false_positive_rate_only() -> None:
+    masked, scores, prov, y = labelled_corpus(3000, 0.3, 400, 0, seed=5, **OFF)
+    est = estimate_prevalence(masked, prov, CARD, n_boot=300, seed=5, known_scores=scores)
+    check = est.reliability.to_dict()["checks"]["provenance"]
+    assert check["rates_used"] == "corpus FPR, card TPR"
+    point = next(p for p in check["points"] if p["name"] == "fpr5")
+    assert point["measured_tpr"] is None and point["measured_fpr"] > point["card_fpr"]
+    assert check["level"] == "doubtful" and "flags human text at" in check["reason"]
+    assert check["share_with_card_rates"] != check["share_with_measured_rates"]
+    # The TPR is still the card's, so the interval is widened over its plausible range only.
+    assert est.reliability.interval == "source_shift" and covers(est.detector_ci95, y.mean())
+
+
+def test_fewer_labels_than_the_minimum_leave_the_cards_rates() -> None:
+    masked, scores, prov, _ = labelled_corpus(2000, 0.3, rel.MIN_LABELLED - 1, 5, seed=6)
+    est = estimate_prevalence(masked, prov, CARD, n_boot=100, known_scores=scores)
+    plain = estimate_prevalence(masked, prov, CARD, n_boot=100)
+    assert est.share == plain.share and est.ci95 == plain.ci95
+    check = est.reliability.to_dict()["checks"]["provenance"]
+    assert check["level"] == "not_run" and f"fewer than {rel.MIN_LABELLED}" in check["reason"]
+
+
+def test_labelled_counts_are_exact_at_the_cards_cut_points() -> None:
+    rng = np.random.default_rng(7)
+    h, m = rng.uniform(size=500), rng.uniform(size=300)
+    h[:3] = np.nan  # unscored labelled records do not count
+    cuts = card_score_cuts(CARD)
+    lab = rel.LabelledScores.from_scores(h, m, cuts)
+    assert lab.n_human == 497 and lab.n_machine == 300
+    for p in CARD["operating_points"]:
+        t = float(np.float32(p["threshold"]))
+        assert lab.at_or_above(lab.human, t) == int((h[3:] >= t).sum())
+    dist, _ = rel.card_score_distribution(CARD)
+    np.testing.assert_array_equal(lab.histogram(lab.machine, dist), np.histogram(m, EDGES)[0])
+    with pytest.raises(ValueError, match="not one of the cut points"):
+        lab.at_or_above(lab.human, 0.123456)
+
+
+# -- target ratio: refuse, or go on with the kept share unknown -----------------------------------------
+
+
+def test_an_unreliable_detector_refuses_the_target_ratio() -> None:
+    s, _ = corpus(3000, 0.5, seed=8, **OFF)
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    with pytest.raises(UnreliableDetectorError) as e:
+        plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("refusing to downsample to target ratio 0.1: ")
+    assert "synthfilter adapt" in message and "--provenance-field" in message
+    assert "--allow-unreliable-detector" in message
+    # A target the widened interval already meets needs no detector decision: nothing is dropped.
+    fine = plan_downsampling(s, unknown(len(s)), u, 0.99, card=CARD, n_boot=200)
+    assert fine.keep.all() and fine.kept_share_known and fine.share_after == fine.before.share
+
+
+def test_proceeding_anyway_says_the_kept_share_is_unknown() -> None:
+    s, y = corpus(3000, 0.5, seed=8, **OFF)
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    plan = plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200, on_unreliable="proceed")
+    assert plan.weak_detector and not plan.kept_share_known
+    rep = plan.to_report()
+    assert rep["kept_share_known"] is False and rep["estimated_share_after"] is None and rep["ci95_after"] is None
+    assert rep["reliability"]["verdict"] == "unreliable" and rep["weak_detector"] is True
+    assert any("synthetic share of the kept records is unknown" in w for w in rep["warnings"])
+    # It plans with the widened interval, but which records are machine text is as uncertain as
+    # the detector: that part is what "unknown" says.
+    assert plan.downsampled > 0
+    with pytest.raises(ValueError, match="on_unreliable"):
+        plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=0, on_unreliable="maybe")
+
+
+def test_a_doubtful_detector_plans_with_the_widened_bound() -> None:
+    s, y = corpus(3000, 0.2, seed=0, **MILD)
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    plan = plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200)
+    assert plan.before.verdict == "doubtful" and plan.kept_share_known and plan.weak_detector
+    assert plan.before.reliability.interval == "source_shift" and covers(plan.before.ci95, y.mean())
+    assert y[plan.keep].mean() <= 0.1 + 0.02  # the true kept share meets the target
+    assert plan.ci95_after[0] <= y[plan.keep].mean() <= plan.ci95_after[1]
+    # ... at a price in human text, which the plan says.
+    assert plan.keep[~y].mean() < 0.9 and any("more than the estimate alone needs" in w for w in plan.to_report()["warnings"])
+
+
+def test_in_distribution_plans_are_unchanged_by_the_checks() -> None:
+    s, _ = corpus(3000, 0.5, seed=10)
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    with_card = plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200)
+    old_card = plan_downsampling(s, unknown(len(s)), u, 0.1, card=make_card(distribution=False, source_shift=False),
+                                 n_boot=200)
+    assert with_card.before.verdict == "ok" and not with_card.weak_detector and with_card.kept_share_known
+    assert np.array_equal(with_card.keep, old_card.keep)
+    assert with_card.share_after == old_card.share_after and with_card.ci95_after == old_card.ci95_after
+
+
+# -- old cards --------------------------------------------------------------------------------------
+
+
+def test_a_card_without_the_new_fields_keeps_the_old_estimate() -> None:
+    old = make_card(distribution=False, source_shift=False)
+    s, _ = corpus(3000, 0.3, seed=11)
+    a = estimate_prevalence(s, unknown(len(s)), old, n_boot=200, seed=2)
+    b = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=200, seed=2)
+    assert (a.share, a.ci95, a.method) == (b.share, b.ci95, b.method)
+    fit = a.reliability.to_dict()["checks"]["mixture_fit"]
+    assert fit["level"] == "not_run" and "no score_distribution" in fit["reason"]
+    assert a.verdict == "ok"
+    # Off distribution, the agreement check still runs; without source_shift the interval spans
+    # every estimator's.
+    off, _ = corpus(3000, 0.5, seed=11, **OFF)
+    e = estimate_prevalence(off, unknown(len(off)), old, n_boot=200)
+    assert e.verdict in ("doubtful", "unreliable") and e.reliability.interval == "estimator_range"
+    assert e.ci95[1] > e.reliability.ci95_sampling[1]
+
+
+def test_malformed_new_card_fields_are_reported_not_fatal() -> None:
+    bad = {**CARD, "score_distribution": {"edges": [0.0, 0.5, 0.4, 1.0], "human": [1, 2, 3], "machine": [3, 2, 1]},
+           "source_shift": {"points": {"fpr5": [{"held_out": "x", "tpr": "n/a"}]}}}
+    s, _ = corpus(1000, 0.3, seed=12)
+    est = estimate_prevalence(s, unknown(len(s)), bad, n_boot=100)
+    assert "malformed" in est.reliability.to_dict()["checks"]["mixture_fit"]["reason"]
+    assert rel.card_source_shift(bad) == {}
+
+
+# -- engines: the bins interface carries the labelled scores -------------------------------------------
+
+
+def test_bins_with_labelled_counts_give_the_same_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthfilter.pipeline import ray_engine as re
+
+    masked, scores, prov, _ = labelled_corpus(2000, 0.4, 100, 60, seed=13, **OFF)
+    want = estimate_prevalence(masked, prov, CARD, n_boot=200, seed=3, known_scores=scores)
+    kept = _Bins.build(scores[prov == 0])
+    # Per chunk, as the Ray workers count them, then merged.
+    monkeypatch.setattr(re, "resolve", lambda ref: ref)
+    cuts = card_score_cuts(CARD)
+    chunks = [re._emit_score_counts({"status": np.zeros(len(part), np.int8), "gidx": np.arange(len(part)),
+                                     "score": scores[part], "provenance": prov[part]},
+                                    dups_ref=np.zeros(0, np.int64), parts=3, cuts=cuts)
+              for part in np.array_split(np.random.default_rng(0).permutation(len(scores)), 4)]
+    merged = re._merge_score_counts({k: np.concatenate([c[k] for c in chunks]) for k in ("kind", "value", "count")})
+    labelled = re._labelled_from_rows(re._labelled_rows(merged), cuts)
+    local = labelled_scores(scores, prov, CARD)
+    np.testing.assert_array_equal(labelled.human, local.human)
+    np.testing.assert_array_equal(labelled.machine, local.machine)
+    got = estimate_prevalence_from_bins(kept.score, kept.counts, known_human=100, known_machine=60, card=CARD,
+                                        n_boot=200, seed=3, labelled=labelled)
+    assert got == want
