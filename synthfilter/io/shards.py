@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
@@ -221,51 +221,309 @@ class _HashingRaw(io.RawIOBase):
         super().close()
 
 
-class _ZstdRaw(io.RawIOBase):
-    """Streaming zstd decompression that notices a truncated final frame (zstandard's own
-    stream reader returns a silent short read there)."""
+@dataclass(frozen=True)
+class Break:
+    """A place where a shard stops being readable, and what was lost there.
 
-    def __init__(self, f: IO[bytes], path: Path):
+    A truncated or corrupt ``.gz``/``.zst`` shard breaks where its compressed data does: what
+    was decoded before the break is read as usual, and reading goes on at the next gzip member
+    or zstd frame found after it, if any. A Parquet shard breaks at an unreadable row group (or,
+    when its footer is gone, as a whole). Under ``--on-error quarantine`` each break is one
+    ``malformed`` record; under ``fail`` the first one is the error.
+    """
+
+    kind: str  # "truncated" or "corrupt" (compressed JSONL), "row_group" or "file" (Parquet)
+    detail: str  # one line without the path: what broke, where, and what was lost
+    offset: int  # byte offset in the file where reading broke
+    resumed_at: int | None = None  # byte offset where reading went on; None: nothing readable after it
+    unreadable_bytes: int = 0  # bytes of the file that gave no record (skipped compressed bytes, a row group)
+    partial_line_bytes: int = 0  # JSONL: decoded bytes of the line the break cut (kept as the record's raw)
+    missing_bytes: int | None = None  # zstd: decoded bytes of the cut frame known to be missing
+    row_group: int | None = None  # Parquet
+    rows_lost: int | None = None  # Parquet: rows that could not be read
+
+    def to_dict(self, detail: bool = True) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and (detail or k != "detail")}
+
+
+_OUT_STEP = 4 * _CHUNK  # decoded bytes per step at most (bounds memory on highly compressible data)
+
+
+class _Corrupt(Exception):
+    """Raised by a decoder step: the data breaks at ``offset``; ``out`` was decoded before it."""
+
+    def __init__(self, offset: int, reason: str, out: bytes = b""):
+        self.offset, self.reason, self.out = offset, reason, out
+
+
+class _Decoder(io.RawIOBase):
+    """Incremental decompression of gzip members / zstd frames, one after another, that stops
+    cleanly where the data breaks instead of losing what it has decoded.
+
+    ``readinto`` returns 0 at the end of the data and at a break; ``pending`` then describes
+    the break, and ``resume()`` goes on at the next member or frame found after it (if any).
+    """
+
+    name = ""  # ".gz" / ".zst"
+    magic = b""
+
+    def __init__(self, f: IO[bytes], size: int):
         self._f = f
-        self._path = path
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._pending = b""
-        self._in_frame = False
+        self._size = size
+        self._in = b""  # compressed bytes read but not decoded yet
+        self._pos = 0  # file offset of self._in[0]
+        self._out = memoryview(b"")
+        self._state: Any = None  # the decoder of the current member / frame; None between them
+        self._frame_out = 0  # bytes decoded from the current member / frame
+        self._frame_size: int | None = None  # zstd: the frame's decoded size, when its header says
+        self._decoded = 0  # bytes decoded in all
         self._eof = False
+        self.pending: Break | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        while not self._pending and not self._eof:
-            chunk = self._f.read(_CHUNK)
-            if not chunk:
-                if self._in_frame:
-                    raise InputError(self._path, "truncated .zst file (the last frame is incomplete); re-copy or re-compress it")
-                self._eof = True
-                break
-            try:
-                self._pending = self._feed(chunk)
-            except zstandard.ZstdError as e:
-                raise InputError(self._path, f"corrupt .zst data ({e})") from None
-        n = min(len(b), len(self._pending))
-        b[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        while not len(self._out):
+            if self.pending is not None or self._eof:
+                return 0
+            self._out = memoryview(self._step())
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
         return n
 
-    def _feed(self, chunk: bytes) -> bytes:
-        out = []
-        while chunk:
-            self._in_frame = True
-            out.append(self._obj.decompress(chunk))
-            if self._obj.eof:
-                chunk = self._obj.unused_data
-                self._obj = self._dctx.decompressobj()
-                self._in_frame = False
-            else:
-                chunk = b""
-        return b"".join(out)
+    def resume(self) -> None:
+        """Go on after the pending break: at the member / frame it resumed at, or end."""
+        brk, self.pending = self.pending, None
+        if brk is None or brk.resumed_at is None:
+            self._eof = True
+
+    # the steps -------------------------------------------------------------------------------
+
+    def _more(self, need: int = 1) -> bool:
+        """Read until at least ``need`` undecoded bytes are held; False at the end of the file."""
+        while len(self._in) < need:
+            chunk = self._f.read(_CHUNK)
+            if not chunk:
+                return False
+            self._in = self._in + chunk if self._in else chunk
+        return True
+
+    def _step(self) -> bytes:
+        if self._state is None:
+            self._start_member()
+            return b""
+        if not self._in and not self._more():
+            out = self._finish_truncated()
+            return out
+        try:
+            out, consumed, finished = self._feed(self._in)
+        except _Corrupt as c:
+            reason = c.reason
+            if "incorrect data check" in reason or "incorrect length check" in reason:
+                start = self._decoded - self._frame_out
+                reason += (f": the data decoded from this gzip member (decoded bytes {start:,}-{self._decoded:,}) "
+                           "fails its checksum and may be damaged")
+            self._break_corrupt(c.offset, reason, approximate=self.name == ".zst")
+            self._decoded += len(c.out)
+            return c.out
+        self._decoded += len(out)
+        self._frame_out += len(out)
+        self._pos += consumed
+        self._in = self._in[consumed:]
+        if finished:
+            self._state = None
+        return out
+
+    def _start_member(self) -> None:
+        self._skip_padding()
+        if not self._in and not self._more():
+            self._eof = True
+            return
+        if not self._more(len(self.magic)) or not self._in.startswith(self.magic):
+            self._break_corrupt(self._pos, "", garbage=True)
+            return
+        self._state = self._new_state()
+        self._frame_out = 0
+        self._frame_size = self._content_size()
+
+    def _skip_padding(self) -> None:
+        """Bytes between members that are not an error (gzip: zeros)."""
+
+    def _content_size(self) -> int | None:
+        return None
+
+    def _finish_truncated(self) -> bytes:
+        out = self._flush()
+        self._frame_out += len(out)
+        self._decoded += len(out)
+        missing = None
+        detail = (f"truncated {self.name} file: the compressed data ends at byte {self._size:,} (the end of the "
+                  "file) in the middle of a")
+        detail += " gzip member" if self.name == ".gz" else " zstd frame"
+        if self._frame_size is not None and self._frame_size >= self._frame_out:
+            missing = self._frame_size - self._frame_out
+            detail += f", {missing:,} of its {self._frame_size:,} decoded bytes are missing"
+        else:
+            detail += "; the rest of the original is missing"
+        self._state = None
+        self.pending = Break("truncated", detail, offset=self._size, missing_bytes=missing)
+        return out
+
+    def _break_corrupt(self, offset: int, reason: str, garbage: bool = False, approximate: bool = False) -> None:
+        """Note a break at ``offset`` and look for the next member / frame after it."""
+        self._state = None
+        self._pos, self._in = offset, self._in[offset - self._pos:] if offset >= self._pos else b""
+        resumed = self._resync(offset + 1)
+        end = resumed if resumed is not None else self._size
+        unit = "gzip member" if self.name == ".gz" else "zstd frame"
+        if garbage:
+            detail = f"corrupt {self.name} file: no {unit} starts at byte {offset:,}"
+        else:
+            detail = f"corrupt {self.name} data {'at or after' if approximate else 'at'} byte {offset:,} ({reason})"
+        if resumed is not None:
+            detail += f"; reading went on at the next {unit}, at byte {resumed:,} ({end - offset:,} bytes skipped)"
+        else:
+            detail += f"; no readable {unit} follows in the remaining {end - offset:,} bytes"
+        self.pending = Break("corrupt", detail, offset=offset, resumed_at=resumed, unreadable_bytes=end - offset)
+
+    def _resync(self, start: int) -> int | None:
+        """Offset of the first member / frame from ``start`` on that decodes; None if none does."""
+        magic = self.magic
+        # self._in holds the file from self._pos on; drop what lies before ``start``.
+        if start > self._pos:
+            self._in = self._in[start - self._pos:]
+            self._pos = start
+        while True:
+            at = self._in.find(magic)
+            if at < 0:
+                keep = len(magic) - 1
+                self._pos += max(len(self._in) - keep, 0)
+                self._in = self._in[-keep:] if len(self._in) > keep else self._in
+                if not self._more(len(self._in) + 1):
+                    self._pos += len(self._in)
+                    self._in = b""
+                    return None
+                continue
+            self._pos += at
+            self._in = self._in[at:]
+            self._more(1 << 16)
+            if self._plausible(self._in[: 1 << 16]):
+                return self._pos
+            self._pos += 1
+            self._in = self._in[1:]
+
+    def _plausible(self, head: bytes) -> bool:
+        """Whether a member / frame starting with ``head`` decodes without an error."""
+        state = self._new_state()
+        try:
+            self._trial(state, head)
+        except Exception:  # noqa: BLE001 - any decoding error: not a real member / frame
+            return False
+        return True
+
+    # per format
+    def _new_state(self) -> Any:
+        raise NotImplementedError
+
+    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
+        """Decode some of ``data``: (output, bytes consumed, member/frame finished)."""
+        raise NotImplementedError
+
+    def _trial(self, state: Any, head: bytes) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> bytes:
+        return b""
+
+
+class _GzipDecoder(_Decoder):
+    name = ".gz"
+    magic = b"\x1f\x8b\x08"
+
+    def _new_state(self) -> Any:
+        return zlib.decompressobj(wbits=31)
+
+    def _skip_padding(self) -> None:
+        # gzip(1) allows zeros after the last member.
+        while True:
+            stripped = self._in.lstrip(b"\x00")
+            self._pos += len(self._in) - len(stripped)
+            self._in = stripped
+            if self._in or not self._more():
+                return
+
+    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
+        state = self._state
+        before = state.copy()
+        data = data[:_CHUNK]
+        try:
+            out = state.decompress(data, _OUT_STEP)
+        except zlib.error as e:
+            # Where exactly: the shortest prefix that fails (errors are monotonic in the prefix).
+            lo, hi = 0, len(data)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                try:
+                    before.copy().decompress(data[:mid])
+                    lo = mid
+                except zlib.error:
+                    hi = mid
+            good = before.copy().decompress(data[:lo]) if lo else b""
+            raise _Corrupt(self._pos + lo, _first_line(e), good) from None
+        if state.eof:
+            return out, len(data) - len(state.unused_data), True
+        return out, len(data) - len(state.unconsumed_tail), False
+
+    def _trial(self, state: Any, head: bytes) -> None:
+        if len(head) > 3 and head[3] & 0xE0:
+            raise ValueError("reserved gzip flag bits set")
+        state.decompress(head, _OUT_STEP)
+
+    def _flush(self) -> bytes:
+        try:
+            return self._state.flush() if self._state is not None else b""
+        except zlib.error:
+            return b""
+
+
+class _ZstdDecoder(_Decoder):
+    name = ".zst"
+    magic = b"\x28\xb5\x2f\xfd"
+    _SKIPPABLE = tuple((0x184D2A50 + i).to_bytes(4, "little") for i in range(16))
+
+    def _start_member(self) -> None:
+        # Skippable frames (metadata) decode to nothing; zstandard handles them as frames.
+        if self._more(4) and self._in[:4] in self._SKIPPABLE:
+            self._state = self._new_state()
+            self._frame_out, self._frame_size = 0, None
+            return
+        super()._start_member()
+
+    def _new_state(self) -> Any:
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def _content_size(self) -> int | None:
+        self._more(18)
+        try:
+            size = zstandard.get_frame_parameters(self._in[:18]).content_size
+        except zstandard.ZstdError:
+            return None
+        return None if size == zstandard.CONTENTSIZE_UNKNOWN else int(size)
+
+    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
+        data = data[: 1 << 14]  # small steps: an error loses at most one step's output
+        try:
+            out = self._state.decompress(data)
+        except zstandard.ZstdError as e:
+            raise _Corrupt(self._pos, _first_line(e)) from None
+        if self._state.eof:
+            return out, len(data) - len(self._state.unused_data), True
+        return out, len(data), False
+
+    def _trial(self, state: Any, head: bytes) -> None:
+        state.decompress(head)
 
 
 @dataclass
@@ -278,12 +536,14 @@ class RawRecord:
     obj: Any  # the parsed value (a dict for a good record)
     error: str | None  # set when the record is malformed
     offset: int = 0  # JSONL: byte offset of the line in the decompressed stream
+    brk: Break | None = None  # set on the record that stands for an unreadable part of the shard
 
 
 @dataclass
 class RecordBatch:
     """Consecutive records of a shard as parallel lists (one entry per record, no per-record
-    objects): what ``RawRecord`` holds, column by column. ``start`` is the first record's index."""
+    objects): what ``RawRecord`` holds, column by column. ``start`` is the first record's index;
+    ``breaks`` maps a position in the batch to the ``Break`` that record stands for."""
 
     start: int
     lines: list[int] = field(default_factory=list)
@@ -291,6 +551,7 @@ class RecordBatch:
     objs: list[Any] = field(default_factory=list)  # None where malformed or not parsed
     errors: list[str | None] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    breaks: dict[int, Break] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -304,24 +565,40 @@ class RecordBatch:
 
     def records(self) -> Iterator[RawRecord]:
         for j, line in enumerate(self.lines):
-            yield RawRecord(self.start + j, line, self.raw[j], self.objs[j], self.errors[j], self.offsets[j])
+            yield RawRecord(self.start + j, line, self.raw[j], self.objs[j], self.errors[j], self.offsets[j],
+                            self.breaks.get(j))
 
 
 # Bytes that ``bytes.strip()`` removes: a line starting with any other byte is not blank.
 _ASCII_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 
 
-class ShardReader:
-    """Iterate the records of one shard. ``sha256``/``bytes_read`` are final after iteration."""
+def _fail_message(brk: Break, records: int) -> str:
+    readable = f"the {records:,} records before it" if records != 1 else "the record before it"
+    return (f"{brk.detail}; re-copy or re-create the file, or use --on-error quarantine to keep {readable}"
+            " (and what follows, if readable) and set the unreadable part aside")
 
-    def __init__(self, shard: Shard, max_line_bytes: int = 50 * 1024 * 1024, batch_rows: int = 4096):
+
+class ShardReader:
+    """Iterate the records of one shard. ``sha256``/``bytes_read``/``breaks`` are final after iteration.
+
+    With ``recover`` a break in the data (truncated or corrupt compression, an unreadable
+    Parquet row group) becomes one malformed record in place, carrying the ``Break``, and
+    reading goes on after it where it can; without, the first break raises ``InputError``
+    naming the byte offset or row group (after the records read before it).
+    """
+
+    def __init__(self, shard: Shard, max_line_bytes: int = 50 * 1024 * 1024, batch_rows: int = 4096,
+                 recover: bool = False):
         self.shard = shard
         self.max_line_bytes = max_line_bytes
         self.batch_rows = batch_rows
+        self.recover = recover
         self.blank_lines = 0
         self.sha256 = ""
         self.bytes_read = 0
         self.parquet_schema: Any = None
+        self.breaks: list[Break] = []
 
     def __iter__(self) -> Iterator[RawRecord]:
         for batch in self.batches():
@@ -333,10 +610,11 @@ class ShardReader:
         JSONL only: with ``parse=False`` lines are not parsed: ``objs`` is all None and only
         problems found without parsing (an over-long line) set ``errors``; the caller parses the
         lines it needs with ``parse_json_line``. With ``raw=False`` the lines are not kept
-        (``raw`` is all None), which saves memory traffic when only the parsed values are used.
-        On a whole-file ``InputError`` the records read before it come first, as a last (short)
-        batch.
+        (``raw`` is all None), which saves memory traffic when only the parsed values are used;
+        a break's record keeps the line it cut all the same. On a whole-file ``InputError`` the
+        records read before it come first, as a last (short) batch.
         """
+        self.breaks = []
         if self.shard.format == "parquet":
             yield from self._parquet_batches()
         else:
@@ -344,28 +622,27 @@ class ShardReader:
 
     # JSONL ----------------------------------------------------------------------------------
 
-    def _open_jsonl(self) -> tuple[_HashingRaw, IO[bytes]]:
+    def _open_jsonl(self) -> tuple[_HashingRaw, _Decoder | None, IO[bytes]]:
         path = self.shard.path
         try:
             f = open(path, "rb")
         except OSError as e:
             raise InputError(path, f"cannot open: {e.strerror}") from None
         hraw = _HashingRaw(f)
-        stream: IO[bytes]
-        if self.shard.compression == "gz":
-            # The outer BufferedReader gives a C-level readline over GzipFile's Python one.
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=io.BufferedReader(hraw, _CHUNK), mode="rb"), _CHUNK)  # type: ignore[arg-type]
-        elif self.shard.compression == "zst":
-            stream = io.BufferedReader(_ZstdRaw(io.BufferedReader(hraw, _CHUNK), path), _CHUNK)
+        decoder: _Decoder | None = None
+        if self.shard.compression in ("gz", "zst"):
+            kind = _GzipDecoder if self.shard.compression == "gz" else _ZstdDecoder
+            decoder = kind(io.BufferedReader(hraw, _CHUNK), os.fstat(f.fileno()).st_size)
+            stream: IO[bytes] = io.BufferedReader(decoder, _CHUNK)
         else:
             stream = io.BufferedReader(hraw, _CHUNK)
-        return hraw, stream
+        return hraw, decoder, stream
 
     def _jsonl_batches(self, parse: bool, keep_raw: bool) -> Iterator[RecordBatch]:
         # One tight loop per line (this is the hot path of both the score and write stages):
         # locals for everything it calls, and records appended to the batch's lists.
         path = self.shard.path
-        hraw, stream = self._open_jsonl()
+        hraw, decoder, stream = self._open_jsonl()
         readline = stream.readline
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         limit = self.max_line_bytes
@@ -376,49 +653,69 @@ class ShardReader:
         add_line, add_raw, add_obj = batch.lines.append, batch.raw.append, batch.objs.append
         add_error, add_offset = batch.errors.append, batch.offsets.append
         try:
-            while True:
-                try:
-                    line = readline(limit + 1)
-                except EOFError:
-                    raise InputError(
-                        path, "truncated .gz file (ended before the end-of-stream marker); re-copy or re-compress it", line_no + 1
-                    ) from None
-                except (OSError, zlib.error) as e:
-                    raise InputError(path, f"corrupt compressed data ({e})", line_no + 1) from None
-                if not line:
+            while True:  # one pass per readable stretch: the whole file, unless it breaks
+                cut = b""
+                while True:
+                    try:
+                        line = readline(limit + 1)
+                    except OSError as e:
+                        raise InputError(path, f"cannot read: {e.strerror or e}", line_no + 1) from None
+                    if not line:
+                        break
+                    if decoder is not None and decoder.pending is not None and not line.endswith(b"\n") \
+                            and len(line) <= limit:
+                        cut = line  # the line the break cut: it belongs to the break's record
+                        break
+                    line_no += 1
+                    start = offset
+                    offset += len(line)
+                    if len(line) > limit and not line.endswith(b"\n"):
+                        size = len(line) + self._skip_rest_of_line(stream)
+                        offset = start + size
+                        batch.append(
+                            line_no, line[:1024], None, f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
+                        )
+                    else:
+                        body = line.rstrip(b"\r\n")
+                        if not body or (body[0] in _ASCII_WHITESPACE and not body.strip()):
+                            self.blank_lines += 1
+                            continue
+                        obj = error = None
+                        if parse:
+                            try:
+                                obj = loads(body)
+                            except decode_error:
+                                pass
+                            if type(obj) is not dict:
+                                obj, error = parse_json_line(body)
+                        add_line(line_no)
+                        add_raw(body if keep_raw else None)
+                        add_obj(obj)
+                        add_error(error)
+                        add_offset(start)
+                    if len(batch.lines) >= rows:
+                        yield batch
+                        batch = RecordBatch(batch.start + len(batch.lines))
+                        add_line, add_raw, add_obj = batch.lines.append, batch.raw.append, batch.objs.append
+                        add_error, add_offset = batch.errors.append, batch.offsets.append
+                if decoder is None or decoder.pending is None:
                     break
+                brk = decoder.pending
+                if not self.recover:
+                    self.breaks.append(brk)
+                    raise InputError(path, _fail_message(brk, batch.start + len(batch.lines)))
+                if cut:
+                    brk = replace(brk, partial_line_bytes=len(cut), unreadable_bytes=brk.unreadable_bytes + len(cut),
+                                  detail=f"{brk.detail}; the {len(cut):,}-byte line it cut is kept as this record's raw line")
+                self.breaks.append(brk)
                 line_no += 1
-                start = offset
-                offset += len(line)
-                if len(line) > limit and not line.endswith(b"\n"):
-                    size = len(line) + self._skip_rest_of_line(stream)
-                    offset = start + size
-                    batch.append(
-                        line_no, line[:1024], None, f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
-                    )
-                else:
-                    body = line.rstrip(b"\r\n")
-                    if not body or (body[0] in _ASCII_WHITESPACE and not body.strip()):
-                        self.blank_lines += 1
-                        continue
-                    obj = error = None
-                    if parse:
-                        try:
-                            obj = loads(body)
-                        except decode_error:
-                            pass
-                        if type(obj) is not dict:
-                            obj, error = parse_json_line(body)
-                    add_line(line_no)
-                    add_raw(body if keep_raw else None)
-                    add_obj(obj)
-                    add_error(error)
-                    add_offset(start)
-                if len(batch.lines) >= rows:
-                    yield batch
-                    batch = RecordBatch(batch.start + len(batch.lines))
-                    add_line, add_raw, add_obj = batch.lines.append, batch.raw.append, batch.objs.append
-                    add_error, add_offset = batch.errors.append, batch.offsets.append
+                batch.breaks[len(batch.lines)] = brk
+                batch.append(line_no, cut or None, None, brk.detail, offset)
+                offset += len(cut)
+                decoder.resume()
+                stream.detach()  # a new buffer over the same decoder (closing the old one would close it)
+                stream = io.BufferedReader(decoder, _CHUNK)
+                readline = stream.readline
             if batch.lines:
                 yield batch
         except InputError:
@@ -448,25 +745,83 @@ class ShardReader:
     # Parquet --------------------------------------------------------------------------------
 
     def _parquet_batches(self) -> Iterator[RecordBatch]:
+        path = self.shard.path
+        self.sha256, self.bytes_read = file_sha256(path), path.stat().st_size
+        index = 0
+        pieces = ParquetPieces(path, self.batch_rows)
+        for row, piece in pieces:
+            self.parquet_schema = pieces.schema
+            if isinstance(piece, Break):
+                self.breaks.append(piece)
+                if not self.recover:
+                    if piece.kind == "file":
+                        raise InputError(path, f"{piece.detail}; re-copy or re-create the file")
+                    raise InputError(path, _fail_message(piece, index))
+                batch = RecordBatch(index)
+                batch.append(row + 1, None, None, piece.detail)
+                batch.breaks[0] = piece
+                index += 1
+                yield batch
+                continue
+            rows = piece.to_pylist()
+            n = len(rows)
+            yield RecordBatch(index, list(range(row + 1, row + n + 1)), [None] * n, rows, [None] * n, [0] * n)
+            index += n
+        self.parquet_schema = pieces.schema
+
+
+class ParquetPieces:
+    """Iterate ``(first row, piece)`` over a Parquet file, where a piece is a readable
+    ``pyarrow.RecordBatch`` or a ``Break`` for a row group (or the rest of one) that cannot be
+    read, or for the whole file when even its footer is unreadable. Rows are numbered from 0 in
+    the file, whatever breaks. The score and write stages both read through this, so they see
+    the same records at the same places. ``schema`` is the file's (empty when unreadable)."""
+
+    def __init__(self, path: Path, batch_rows: int):
+        self.path = path
+        self.batch_rows = batch_rows
+        self.schema: Any = None
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = self.shard.path
-        self.sha256, self.bytes_read = file_sha256(path), path.stat().st_size
+        path = self.path
         try:
             pf = pq.ParquetFile(path)
+            md = pf.metadata
         except (pa.ArrowException, OSError) as e:
-            raise InputError(path, f"not a readable Parquet file ({_first_line(e)})") from None
-        self.parquet_schema = pf.schema_arrow
-        index = 0
-        try:
-            for pa_batch in pf.iter_batches(batch_size=self.batch_rows):
-                rows = pa_batch.to_pylist()
-                n = len(rows)
-                yield RecordBatch(index, list(range(index + 1, index + n + 1)), [None] * n, rows, [None] * n, [0] * n)
-                index += n
-        except (pa.ArrowException, OSError) as e:
-            raise InputError(path, f"corrupt Parquet data ({_first_line(e)})", index + 1) from None
+            self.schema = pa.schema([])
+            size = path.stat().st_size if path.exists() else 0
+            yield 0, Break("file", f"not a readable Parquet file ({_first_line(e)}): none of its {size:,} bytes "
+                           "can be read as rows", offset=0, unreadable_bytes=size)
+            return
+        self.schema = pf.schema_arrow
+        row = 0
+        groups = md.num_row_groups
+        for g in range(groups):
+            rg = md.row_group(g)
+            n = rg.num_rows
+            got = 0
+            try:
+                for b in pf.iter_batches(batch_size=self.batch_rows, row_groups=[g]):
+                    yield row + got, b
+                    got += b.num_rows
+                if got != n:
+                    raise ValueError(f"{got:,} rows read where the footer says {n:,}")
+            except (pa.ArrowException, OSError, ValueError) as e:
+                cols = [rg.column(c) for c in range(rg.num_columns)]
+                start = min((c.dictionary_page_offset or c.data_page_offset for c in cols), default=0)
+                size = sum(c.total_compressed_size for c in cols)
+                where = f"rows {row + got + 1:,}-{row + n:,}" if n - got != 1 else f"row {row + n:,}"
+                lost = f"{n - got:,} row{'s' if n - got != 1 else ''}"
+                after = f" after its first {got:,} rows" if got else ""
+                yield row + got, Break(
+                    "row_group", f"corrupt Parquet data: row group {g + 1} of {groups} ({size:,} bytes at byte "
+                    f"{start:,}) is unreadable{after} ({_first_line(e)}): {where}, {lost} lost",
+                    offset=start, resumed_at=None if g + 1 == groups else start + size, unreadable_bytes=size,
+                    row_group=g, rows_lost=n - got)
+            row += n
 
 
 def parse_json_line(body: bytes) -> tuple[Any, str | None]:
@@ -484,7 +839,10 @@ def parse_json_line(body: bytes) -> tuple[Any, str | None]:
 
 
 def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    """The first line of an exception's message, without control characters (libraries quote raw bytes)."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line).strip() or type(e).__name__
 
 
 def file_sha256(path: Path) -> str:

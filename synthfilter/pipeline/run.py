@@ -590,6 +590,10 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
             "bytes": sum(m["size"] for m in metas.values()),
             "shards": len(shards),
             "malformed": counts["malformed"],
+            # Breaks in the data (truncated or corrupt compression, unreadable Parquet row groups):
+            # each is one malformed record; the bytes that gave no record at all.
+            "breaks": sum(len(m.get("breaks", ())) for m in metas.values()),
+            "unreadable_bytes": sum(m.get("unreadable_bytes", 0) for m in metas.values()),
         },
         "output": {
             "kept": kept,
@@ -623,7 +627,8 @@ def build_manifest(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], de
         inputs.append({
             "path": str(sh.path), "rel": sh.rel, "format": sh.format, "compression": sh.compression,
             "size": m["size"], "sha256": m["sha256"], "records": m["records"], "blank_lines": m["blank_lines"],
-            "empty": m["empty"], "kept": int(c[0]), "rejected": int(len(r) - c[0]),
+            "empty": m["empty"], "breaks": m.get("breaks", []), "unreadable_bytes": m.get("unreadable_bytes", 0),
+            "kept": int(c[0]), "rejected": int(len(r) - c[0]),
             "by_reason": {REASONS[i]: int(c[i]) for i in range(1, len(REASONS)) if c[i]},
         })
     return {

@@ -233,12 +233,14 @@ class SampleKeeper:
 
 
 class _ReaderHolder:
-    """A shard's record batches, as the reader gives them; under ``--on-error quarantine`` a
-    whole-file problem (truncated or corrupt data) becomes one more malformed record, after
-    the last one read."""
+    """A shard's record batches, as the reader gives them. Under ``--on-error quarantine`` the
+    reader recovers what is readable around a break (truncated or corrupt compression, an
+    unreadable Parquet row group: one malformed record per break), and any other whole-file
+    problem becomes one more malformed record, after the last one read."""
 
     def __init__(self, shard: Shard, cfg: Config, parse: bool = True, raw: bool = True):
-        self.reader = ShardReader(shard, max_line_bytes=cfg.max_line_bytes, batch_rows=cfg.batch_size)
+        self.reader = ShardReader(shard, max_line_bytes=cfg.max_line_bytes, batch_rows=cfg.batch_size,
+                                  recover=cfg.on_error == "quarantine")
         self.cfg = cfg
         self.parse = parse
         self.raw = raw
@@ -404,6 +406,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "malformed": malformed,
         "blank_lines": reader.blank_lines,
         "empty": n == 0,
+        "breaks": [b.to_dict() for b in reader.breaks],
+        "unreadable_bytes": sum(b.unreadable_bytes for b in reader.breaks),
         "bands": n_bands,
         "num_perm": num_perm if scorer.uses_near else 0,
     }
@@ -578,11 +582,11 @@ def synthetic_without_estimate(counts: SurvivorCounts, cfg: Config, decisions: D
 def estimate_section(est: Any) -> dict[str, Any]:
     """report.json's ``synthetic`` section for a run without a target ratio."""
     ci = list(est.ci95) if est.ci95 is not None else None
+    d = est.to_dict()
     return {
         "estimated_share_before": est.share, "ci95_before": ci,
         "estimated_share_after": est.share, "ci95_after": ci,
         "target_ratio": None, "known_provenance": {"human": est.known_human, "machine": est.known_machine},
-    d = est.to_dict()
         "detector_scored": est.n_scored, "unscored": est.n_unscored, "downsampled": 0,
         "naive_share_before": est.naive_share, "method": est.method, "strategy": None,
         "detector_share_by_method": d.get("detector_share_by_method"),
@@ -606,13 +610,13 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
                             int(np.sum(prov == 2)), unscored)
     if synthetic_without_estimate(counts, cfg, decisions):
         return
+    # Known-provenance records are scored too: their scores re-measure the detector's rates here.
+    known_scores = ann.score[survivors] if r.remeasure_rates else None
     if r.target_ratio is None:
         est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed,
                                             known_scores=known_scores)
         decisions.synthetic = estimate_section(est)
         decisions.warnings.extend(est.warnings)
-    # Known-provenance records are scored too: their scores re-measure the detector's rates here.
-    known_scores = ann.score[survivors] if r.remeasure_rates else None
         return
     plan = ratio_mod.plan_downsampling(
         scores, prov, ann.uniform[survivors], r.target_ratio, strategy=r.strategy, card=card,
@@ -717,6 +721,8 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
                 if not isinstance(obj, dict):
                     # Not even a JSON object: keep the raw line (and where it was) so nothing is lost.
                     fields["source"] = {"file": shard.rel, "line": batch.lines[j], "byte_offset": batch.offsets[j]}
+                    if j in batch.breaks:
+                        fields["break"] = batch.breaks[j].to_dict(detail=False)  # the detail is the error
                     if raw is not None:
                         fields["raw"] = raw.decode("utf-8", errors="replace")
                         if fields["raw"].encode("utf-8") != raw:
@@ -755,28 +761,44 @@ def _struct_column(rows: np.ndarray, dec: ShardDecisions) -> Any:
 
 def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from synthfilter.io.shards import Break, ParquetPieces
 
     reason = dec.reason
     n = len(reason)
     struct_field = pa.field("synthfilter", _synthfilter_struct_type())
-    try:
-        pf = pq.ParquetFile(shard.path)
-        schema = pf.schema_arrow
-        batches = pf.iter_batches(batch_size=cfg.batch_size)
-    except (pa.ArrowException, OSError):
-        # Unreadable file, quarantined as one malformed record: rejected holds only our column.
-        schema, batches = pa.schema([]), iter(())
+    pieces = ParquetPieces(shard.path, cfg.batch_size)
+    it = iter(pieces)
+    first = next(it, None)  # opens the file: the schema is known from here on
+    schema = pieces.schema
     base_schema = schema.remove(schema.get_field_index("synthfilter")) if "synthfilter" in schema.names else schema
     kept_schema = base_schema.append(struct_field) if cfg.annotate else schema
     kept = AtomicParquetWriter(kept_path, kept_schema)
     rejected: AtomicParquetWriter | None = None
     offset = 0
+
+    def reject(rt: Any) -> None:
+        nonlocal rejected
+        if rejected is None:
+            rejected = AtomicParquetWriter(rej_path, rt.schema)
+        rejected.write_table(rt)
+
     try:
-        for batch in batches:
-            table = pa.Table.from_batches([batch], schema=schema)
+        for _row, piece in _chain_first(first, it):
+            if isinstance(piece, Break):
+                # An unreadable row group (or file): its one record, rejected as malformed.
+                if offset >= n or reason[offset] == KEPT:
+                    raise ConservationError(f"{shard.path}: the break at row {_row + 1} was not read the first time")
+                rows = np.arange(offset, offset + 1)
+                offset += 1
+                col = _struct_column(rows, dec)
+                reject(pa.table({**{f.name: pa.nulls(1, f.type) for f in base_schema}, "synthfilter": col}))
+                continue
+            table = pa.Table.from_batches([piece], schema=schema)
             rows = np.arange(offset, offset + table.num_rows)
             offset += table.num_rows
+            if offset > n:
+                raise ConservationError(f"{shard.path}: more rows on the second read than the first ({offset} > {n})")
             r = reason[rows]
             kept_rows = rows[r == KEPT]
             rej_rows = rows[r != KEPT]
@@ -785,20 +807,14 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
                 kt = _replace_struct(kt, _struct_column(kept_rows, dec))
             kept.write_table(kt)
             if len(rej_rows):
-                rt = _replace_struct(table.take(pa.array(rej_rows - rows[0])), _struct_column(rej_rows, dec))
-                if rejected is None:
-                    rejected = AtomicParquetWriter(rej_path, rt.schema)
-                rejected.write_table(rt)
+                reject(_replace_struct(table.take(pa.array(rej_rows - rows[0])), _struct_column(rej_rows, dec)))
         if offset < n:
-            # Records past the readable data: the quarantined tail of a corrupt file.
+            # Records past the readable data: the quarantined tail of a file that could not be read.
             rows = np.arange(offset, n)
             if np.any(reason[rows] == KEPT):
                 raise ConservationError(f"{shard.path}: rows {offset}..{n} could not be re-read")
             col = _struct_column(rows, dec)
-            rt = pa.table({**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col})
-            if rejected is None:
-                rejected = AtomicParquetWriter(rej_path, rt.schema)
-            rejected.write_table(rt)
+            reject(pa.table({**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col}))
             offset = n
         if offset != n:
             raise ConservationError(f"{shard.path}: {offset} rows on the second read, {n} on the first")
@@ -811,6 +827,12 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
             rejected.abort()
         raise
     return {"kept": kept.count, "rejected": rejected.count if rejected else 0}
+
+
+def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    if first is not None:
+        yield first
+    yield from rest
 
 
 def _replace_struct(table: Any, column: Any) -> Any:
