@@ -225,6 +225,7 @@ class GateResult:
             "target_ratio": syn.get("target_ratio"),
             "estimated_share_after": syn.get("estimated_share_after"),
             "ci95_after": syn.get("ci95_after"),
+            "kept_share_known": syn.get("kept_share_known", True),
         }
 
     def summary(self) -> str:
@@ -385,6 +386,8 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
     # Texts are already extracted; records without text are rejected (never a reason to stop).
     scoring.text_field, scoring.id_field, scoring.on_error = "text", None, "quarantine"
     scoring.ratio.target_ratio = target
+    # An unreliable detector fails the synthetic rule (below) instead of stopping the gate.
+    scoring.ratio.on_unreliable = "proceed"
     sf = SynthFilter(scoring)
 
     gated = [i for i, r in enumerate(recs) if r.excluded is None]
@@ -428,6 +431,7 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         "synthetic_share": share,
         "synthetic_ci95": ci,
         "synthetic_method": syn.get("method"),
+        "synthetic_reliability": (syn.get("reliability") or {}).get("verdict"),
         "synthetic_basis": "unique records (after duplicate removal)",
         "known_provenance": {"human": int((ok & (codes == HUMAN)).sum()), "machine": int((ok & (codes == MACHINE)).sum())},
         "detector_scored": syn.get("detector_scored") or 0,
@@ -439,7 +443,7 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         "provenance_missing": missing if prov_field else n_text,
         "provenance_missing_share": (missing / n_text if n_text else 0.0) if prov_field else 1.0,
     }
-    checks = _checks(pol, measured)
+    checks = _checks(pol, measured, refuse_unreliable=cfg.ratio.on_unreliable == "refuse")
     if not pol.has_rules:
         messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
                         "--require-provenance): nothing can fail")
@@ -495,7 +499,7 @@ def _excluded_kind(why: str | None) -> str:
     return (why or "").split(" (")[0]
 
 
-def _checks(pol: GatePolicy, m: Mapping[str, Any]) -> list[GateCheck]:
+def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = True) -> list[GateCheck]:
     out = []
     if pol.min_records is not None:
         v = m["with_text"]
@@ -507,6 +511,11 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any]) -> list[GateCheck]:
         what = "upper bound of the synthetic share" if pol.strict else "estimated synthetic share"
         if v is None:  # no record with text: nothing synthetic (min_records is the rule for size)
             out.append(GateCheck("max_synthetic", True, None, pol.max_synthetic, "max_synthetic: no record with text"))
+        elif refuse_unreliable and m.get("synthetic_reliability") == "unreliable":
+            out.append(GateCheck("max_synthetic", False, v, pol.max_synthetic,
+                                 f"max_synthetic: the detector looks unreliable on this export, so its estimate "
+                                 f"({_pct(v)}) cannot be trusted against {_pct(pol.max_synthetic)} (see the warning; "
+                                 "ratio.on_unreliable = \"proceed\" compares it anyway)"))
         else:
             bad = v > pol.max_synthetic + 1e-12
             out.append(GateCheck("max_synthetic", not bad, v, pol.max_synthetic,

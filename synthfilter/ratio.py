@@ -637,7 +637,9 @@ def _checks(
     estimators: dict[str, tuple[float, np.ndarray]] = {primary: (pi, primary_reps)}
     seen = {op.threshold} if used == "acc" and op is not None else set()
     for point in points:
-        if point.threshold in seen:
+        # Rates from cross-validation describe the fold models, not the model that scores: an
+        # adjusted count with them is known to be off, so it is no evidence either way.
+        if point.threshold in seen or not point.held_out:
             continue
         seen.add(point.threshold)
         value = float(_prior_from_counts("acc", bins, bins.counts, train_prior, point)[0])
@@ -1016,8 +1018,8 @@ def plan_downsampling(
     warnings = []
     if unreliable and k > 0:
         warnings.append(
-            "the run went on although the detector looks unreliable on this corpus (ratio.on_unreliable = "
-            "\"proceed\"): the synthetic share of the kept records is unknown"
+            "the records were downsampled although the detector looks unreliable on this corpus: the "
+            "synthetic share of the kept records is unknown"
         )
     if human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
         warnings.append(

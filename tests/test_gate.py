@@ -391,3 +391,27 @@ def test_labelled_and_unlabelled_posts_mix_with_the_detector(tmp_path: Path, tin
                                      "machine": sum(p["label"] == "machine" for p in posts[1::2])}
     assert m["synthetic_share"] is not None and m["detector_scored"] > 0 and not result.messages
     assert result.passed and m["provenance_missing"] == 9  # the 9 even-numbered of 17 posts
+
+
+def test_an_unreliable_detector_fails_the_synthetic_rule_unless_allowed(tmp_path: Path, tiny_model: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # A card whose calibration contradicts its operating point: the estimators disagree, so the
+    # detector's share is not to be trusted against --max-synthetic.
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny_model.iterdir():
+        (model / f.name).symlink_to(f)
+    card = json.loads((tiny_model / "card.json").read_text())
+    (model / "card.json").unlink()
+    card["train_prior"] = 0.02
+    card["operating_points_measured_on"] = "held-out split"
+    (model / "card.json").write_text(json.dumps(card))
+    posts = make_posts(n_human=120, n_machine=60, exact=0, near=0, seed=3)
+    export = wxr(tmp_path / "blog.xml", posts)
+    base = [str(export), "--model", str(model), "--json", str(tmp_path / "g.json"), "--max-synthetic", "1.0"]
+    code, out, err = gate_cli(base, capsys)
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["measured"]["synthetic_reliability"] == "unreliable", doc["measured"]
+    assert code == 1 and "the detector looks unreliable on this export" in out
+    code, out, err = gate_cli([*base, "--allow-unreliable-detector"], capsys)
+    assert code == 0, out
