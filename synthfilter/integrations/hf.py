@@ -413,6 +413,7 @@ class _StreamState:
         # Survivors of dedup (for the estimate) and the kept mass / count (for the target).
         self.surv_scores = array("f")
         self.surv_prov = array("b")
+        self.surv_raw_scores = array("f")  # every survivor's score, known provenance included
         self.kept_scores = array("f")
         self.kept_prov = array("b")
         self.kept_mass = 0.0
@@ -484,6 +485,7 @@ class _StreamState:
         score = np.where(prov == UNKNOWN, scored["score"][surv], np.nan).astype(np.float32)
         self.surv_scores.extend(score.tolist())
         self.surv_prov.extend(prov.tolist())
+        self.surv_raw_scores.extend(scored["score"][surv].tolist())
         if r.target_ratio is None or not len(surv):
             return
         self._update_estimate()
@@ -554,24 +556,34 @@ class _StreamState:
         surv_prov = np.frombuffer(self.surv_prov, dtype=np.int8)
         warnings = list(self.warnings)
         if len(surv_scores) and not (np.isnan(surv_scores).all() and not (surv_prov != 0).any()):
+            known = np.frombuffer(self.surv_raw_scores, dtype=np.float32) if r.remeasure_rates else None
             before = estimate_prevalence(surv_scores, surv_prov, self.card, method=r.method, n_boot=r.bootstrap,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, known_scores=known)
             kept_scores = np.frombuffer(self.kept_scores, dtype=np.float32)
             kept_prov = np.frombuffer(self.kept_prov, dtype=np.int8)
             kept_scores = np.where(kept_prov == 0, kept_scores, np.nan).astype(np.float32)
             after = estimate_prevalence(kept_scores, kept_prov, self.card, method=r.method, n_boot=r.bootstrap,
                                         seed=cfg.seed) if len(kept_prov) else before
+            # A streaming pass decides batch by batch and cannot refuse up front; when the detector
+            # turns out unreliable it says so, and that the kept share is unknown.
+            known_after = not (before.verdict == "unreliable" and self.downsampled > 0)
             synthetic.update({
                 "estimated_share_before": before.share,
                 "ci95_before": list(before.ci95) if before.ci95 is not None else None,
-                "estimated_share_after": after.share,
-                "ci95_after": list(after.ci95) if after.ci95 is not None else None,
+                "estimated_share_after": after.share if known_after else None,
+                "ci95_after": list(after.ci95) if after.ci95 is not None and known_after else None,
+                "kept_share_known": known_after,
                 "known_provenance": {"human": before.known_human, "machine": before.known_machine},
                 "detector_scored": before.n_scored, "unscored": before.n_unscored,
                 "naive_share_before": before.naive_share, "method": before.method,
+                "weak_detector": bool(before.reliability is not None and before.reliability.flagged),
+                "reliability": before.reliability.to_dict() if before.reliability is not None else None,
                 "warnings": list(before.warnings),
             })
             warnings.extend(before.warnings)
+            if not known_after:
+                warnings.append("the stream was downsampled although the detector looks unreliable on it (a streaming "
+                                "pass cannot refuse up front): the synthetic share of the kept records is unknown")
         if r.max_human_loss is not None:
             warnings.append("max_human_loss is not checked on a streaming pass (it needs the whole corpus)")
         seconds = time.perf_counter() - self.t0
