@@ -321,7 +321,11 @@ def _synthetic_stat(syn: Mapping[str, Any]) -> Stat:
     if before is None:
         why = "detector off and no provenance" if not syn.get("detector_scored") else "not estimated"
         return Stat("Synthetic share", "—", why)
-    value = fmt_share(before) if after is None or after == before and target is None else f"{fmt_share(before)} → {fmt_share(after)}"
+    unknown = syn.get("kept_share_known") is False
+    if unknown:
+        value = f"{fmt_share(before)} → unknown"
+    else:
+        value = fmt_share(before) if after is None or after == before and target is None else f"{fmt_share(before)} → {fmt_share(after)}"
     parts = []
     if syn.get("ci95_before"):
         ci = f"95 % CI {fmt_interval(syn.get('ci95_before'))}"
@@ -335,7 +339,65 @@ def _synthetic_stat(syn: Mapping[str, Any]) -> Stat:
         tone = "good" if after is not None and after <= target + 1e-12 else "bad"
         if tone == "good" and upper is not None and upper > target:
             tone = "warn"
+    verdict = (syn.get("reliability") or {}).get("verdict")
+    if verdict in ("doubtful", "unreliable"):
+        parts.append(f"detector {verdict} here")
+        tone = "bad" if verdict == "unreliable" or unknown else "warn"
     return Stat("Synthetic share", value, " · ".join(parts) or None, tone)
+
+
+_VERDICT_WORDS = {
+    "ok": "no check found the detector behaving differently here than on the data its card was measured on",
+    "doubtful": "the detector looks less reliable on this corpus than on its training data; the interval is widened",
+    "unreliable": "the detector looks unreliable on this corpus: its estimate and any kept share it plans are not to be trusted",
+    "unchecked": "no check could run with this model card (it lacks held-out rates, score histograms and a "
+                 "training prior to compare)",
+}
+
+
+def _check_summary(name: str, check: Mapping[str, Any]) -> str:
+    """One check's figures in a sentence."""
+    if check.get("level") == "not_run":
+        return f"not run: {check.get('reason') or ''}"
+    if name == "provenance":
+        lab = check.get("labelled") or {}
+        rates = []
+        for p in check.get("points") or []:
+            got = [f"{what} {fmt_share(p.get(f'measured_{key}'))} (card {fmt_share(p.get(f'card_{key}'))})"
+                   for key, what in (("tpr", "TPR"), ("fpr", "FPR")) if p.get(f"measured_{key}") is not None]
+            if got:
+                rates.append(f"{p.get('name')}: {', '.join(got)}")
+        return (f"{fmt_count(lab.get('human'))} human and {fmt_count(lab.get('machine'))} machine records of known "
+                f"provenance; rates used: {check.get('rates_used')}; " + "; ".join(rates))
+    if name == "mixture_fit":
+        return (f"mixture share {fmt_share(check.get('share'))}; misfit {fmt_share(check.get('tv'))} against "
+                f"{fmt_share(check.get('tv_null_median'))} from sampling alone (p = {fmt_number(check.get('p_value'))}); "
+                f"class histograms: {check.get('class_histograms')}")
+    if name == "agreement":
+        pairs = ", ".join(f"{p.get('estimator')} {fmt_share(p.get('share'))}" for p in check.get("pairs") or [])
+        return f"{check.get('primary')} {fmt_share(check.get('primary_share'))} vs {pairs}"
+    return ""
+
+
+def reliability_block(syn: Mapping[str, Any]) -> str:
+    """The verdict of the reliability checks, in words, and one row per check."""
+    r = syn.get("reliability")
+    if not r:
+        return ""
+    verdict = r.get("verdict")
+    tone = {"ok": "good", "doubtful": "warn", "unreliable": "bad"}.get(verdict, "info")
+    lines = [f"Detector reliability on this corpus: {verdict}: {_VERDICT_WORDS.get(verdict, '')}."]
+    lines += [f"{reason}." for reason in r.get("reasons") or []]
+    if r.get("interval") not in (None, "sampling"):
+        lines.append(f"95 % interval from sampling alone {fmt_interval(r.get('ci95_sampling'))}, widened to "
+                     f"{fmt_interval(syn.get('ci95_before'))} ({str(r.get('interval')).replace('_', ' ')}).")
+    if syn.get("kept_share_known") is False:
+        lines.append("The run went on anyway: the synthetic share of the kept records is unknown.")
+    names = {"provenance": "rates re-measured on labelled records", "mixture_fit": "score histogram fit",
+             "agreement": "estimators agree"}
+    rows = [{"check": names.get(k, k), "result": c.get("level"), "figures": _check_summary(k, c)}
+            for k, c in (r.get("checks") or {}).items()]
+    return callout(lines, tone) + table(rows, ["check", "result", "figures"])
 
 
 def headline_section(report: Mapping[str, Any]) -> str:
@@ -395,12 +457,16 @@ def detector_section(report: Mapping[str, Any], scores: np.ndarray | None, reaso
         "known provenance (human / machine)": f"{fmt_count(known.get('human'))} / {fmt_count(known.get('machine'))}",
         "estimation method": syn.get("method") or "—",
         "downsampling strategy": syn.get("strategy") or "—",
+        "detector reliability": (syn.get("reliability") or {}).get("verdict") or "—",
     }
+    if syn.get("kept_share_known") is False:
+        facts["estimated synthetic share after"] = "unknown (unreliable detector)"
     rows = [{"what": k, "value": v} for k, v in facts.items()]
     return section("Detector scores",
                    chart(svg, "Detector score of every scored record, coloured by the decision taken.",
                          empty="No detector scores: the detector was off for this run (or no record had text)."),
-                   table(rows, [("what", "estimate"), ("value", "value")]))
+                   table(rows, [("what", "estimate"), ("value", "value")]),
+                   reliability_block(syn))
 
 
 def duplicates_section(report: Mapping[str, Any], cluster_sizes: np.ndarray | None) -> str:
