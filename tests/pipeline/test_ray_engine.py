@@ -484,14 +484,22 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
     except ModelError as e:  # the detector's own tests cover a model that does not load
         pytest.skip(f"the shipped detector does not load here: {e}")
     rows = make_records(300, seed=21, dup_every=9)
+    for i, r in enumerate(rows):
+        if i % 3 == 0:
+            r["who"] = r["label"]  # a third carry provenance: their scores re-measure the rates
     write_jsonl(tmp_path / "in" / "a.jsonl", rows[:150])
     write_jsonl(tmp_path / "in" / "b.jsonl.gz", rows[150:], "gz")
-    cfg = {"quiet": True, "workers": 2, "ratio": {"target_ratio": 0.1}}
-    run_pipeline([str(tmp_path / "in")], tmp_path / "local", Config.from_dict(cfg))
-    re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / "ray", Config.from_dict({**cfg, "engine": "ray"}))
-    want, got = _comparable(tmp_path / "local"), _comparable(tmp_path / "ray")
-    assert want["report"]["synthetic"]["detector_scored"] > 0
-    _assert_same(got, want)
+    # Project-made text is off-distribution for the shipped detector: the run goes on past the
+    # refusal, so that both engines' plans (and their reliability checks) are compared.
+    ratio = {"provenance_field": "who", "on_unreliable": "proceed"}
+    for name, extra in (("target", {"target_ratio": 0.1}), ("estimate", {})):
+        cfg = {"quiet": True, "workers": 2, "ratio": {**ratio, **extra}}
+        run_pipeline([str(tmp_path / "in")], tmp_path / f"local-{name}", Config.from_dict(cfg))
+        re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / f"ray-{name}", Config.from_dict({**cfg, "engine": "ray"}))
+        want, got = _comparable(tmp_path / f"local-{name}"), _comparable(tmp_path / f"ray-{name}")
+        assert want["report"]["synthetic"]["detector_scored"] > 0
+        assert want["report"]["synthetic"]["reliability"]["checks"]["provenance"]["labelled"]["human"] > 0
+        _assert_same(got, want)
 
 
 def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
