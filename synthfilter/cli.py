@@ -57,8 +57,8 @@ def _is_model_error(e: BaseException) -> bool:
 
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning every expected failure into a one-line message + exit code."""
-    from synthfilter.io.shards import InputError
-    from synthfilter.pipeline.run import UsageError
+    from synthfilter.io.shards import InputError, OutputError
+    from synthfilter.pipeline.run import RunInterrupted, UsageError
     from synthfilter.pipeline.stages import ConservationError
     from synthfilter.ratio import HumanLossError
 
@@ -66,12 +66,14 @@ def guarded(fn: Callable[[], Any]) -> Any:
         return fn()
     except typer.Exit:
         raise
-    except (InputError, UsageError, ConfigError) as e:
+    except (InputError, OutputError, UsageError, ConfigError) as e:
         _fail(str(e), EXIT_USAGE)
     except HumanLossError as e:
         _fail(str(e), EXIT_POLICY)
     except ConservationError as e:
         _fail(f"conservation check failed: {e}", EXIT_INTERNAL)
+    except RunInterrupted as e:
+        _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; rerun with --resume to continue", 130)
     except MemoryError:

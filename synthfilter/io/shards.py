@@ -7,6 +7,7 @@ problems that concern the whole file (not found, unreadable, truncated compressi
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import hashlib
@@ -76,6 +77,51 @@ class InputError(Exception):
     def __reduce__(self) -> tuple:
         # Rebuilt from its parts, so an error raised in a worker process reaches the CLI intact.
         return (type(self), (self.path, self.message, self.line))
+
+
+# errno values that mean "the output cannot take this write", not a bug: what the user must fix.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+READ_ONLY_ERRNOS = frozenset({errno.EROFS})
+DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+class OutputError(Exception):
+    """An output that cannot be written (disk full, read-only, not allowed); ``str()`` is the
+    one-line message. Whatever was being written stays under its temporary name (and is removed),
+    never under its final one."""
+
+    def __init__(self, path: str | os.PathLike[str], errno_: int, advice: str = "run again"):
+        self.path = str(path)
+        self.errno = errno_
+        self.advice = advice
+        if errno_ in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on device" if errno_ == errno.ENOSPC else "disk quota exceeded"
+            message = f"{what} writing {self.path}: free space and {advice}"
+        elif errno_ == errno.EFBIG:
+            message = (f"file too large writing {self.path} (the file system's or the process's file size limit): "
+                       f"raise the limit or write elsewhere, and {advice}")
+        elif errno_ in READ_ONLY_ERRNOS:
+            message = f"read-only file system: cannot write {self.path}: make it writable (or choose another output) and {advice}"
+        else:
+            message = f"permission denied writing {self.path}: make it writable (or choose another output) and {advice}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.errno, self.advice))
+
+    def with_advice(self, advice: str) -> "OutputError":
+        return type(self)(self.path, self.errno, advice)
+
+
+def output_error(e: BaseException, path: str | os.PathLike[str] | None) -> OutputError | None:
+    """The ``OutputError`` an ``OSError`` from writing ``path`` stands for, or None (another problem)."""
+    if isinstance(e, OutputError):
+        return e
+    if not isinstance(e, OSError) or e.errno is None:
+        return None
+    if e.errno in NO_SPACE_ERRNOS or e.errno in READ_ONLY_ERRNOS or e.errno in DENIED_ERRNOS:
+        return OutputError(getattr(e, "filename", None) or path or "the output", e.errno)
+    return None
 
 
 @dataclass(frozen=True)
@@ -872,8 +918,9 @@ class AtomicJsonlWriter:
     def __init__(self, final: Path, compression: str | None):
         self.final = final
         self.tmp = tmp_path_for(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.tmp, "wb")
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.tmp, "wb")
         self._stream: Any
         if compression == "gz":
             self._stream = gzip.GzipFile(filename="", fileobj=self._file, mode="wb", mtime=0, compresslevel=6)
@@ -909,18 +956,22 @@ class AtomicJsonlWriter:
         data = b"".join(self._buf)
         self._buf.clear()
         self._buffered = 0
-        (self._stream or self._file).write(data)
+        with _writing(self.final):
+            (self._stream or self._file).write(data)
 
     def commit(self) -> None:
         self._flush()
-        if self._stream is not None:
-            self._stream.close() if not isinstance(self._stream, gzip.GzipFile) else self._stream.close()
-        self._file.close()
-        os.replace(self.tmp, self.final)
+        with _writing(self.final):
+            if self._stream is not None:
+                self._stream.close()
+            self._file.close()
+            os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
         try:
             self._file.close()
+        except OSError:
+            pass  # e.g. no space for the last buffered bytes: the file is removed all the same
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -933,29 +984,58 @@ class AtomicParquetWriter:
 
         self.final = final
         self.tmp = tmp_path_for(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, schema)
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.tmp, schema)
         self.count = 0
 
     def write_table(self, table: Any) -> None:
         if table.num_rows:
-            self._writer.write_table(table)
+            with _writing(self.final):
+                self._writer.write_table(table)
             self.count += table.num_rows
 
     def commit(self) -> None:
-        self._writer.close()
-        os.replace(self.tmp, self.final)
+        with _writing(self.final):
+            self._writer.close()
+            os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
         try:
             self._writer.close()
+        except OSError:
+            pass
         finally:
             self.tmp.unlink(missing_ok=True)
 
 
+class _writing:
+    """Turn an OSError that means "the output cannot take this" into an ``OutputError`` naming ``final``."""
+
+    def __init__(self, final: Path):
+        self.final = final
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, e: BaseException | None, tb: Any) -> None:
+        if isinstance(e, OSError) and output_error(e, self.final) is not None:
+            raise OutputError(self.final, e.errno) from None  # type: ignore[arg-type]
+
+
 def atomic_write_bytes(final: Path, data: bytes) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to a temporary name next to ``final`` and rename it into place; on any
+    failure the temporary file is removed and ``final`` is untouched."""
     tmp = tmp_path_for(final)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, final)
+    try:
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

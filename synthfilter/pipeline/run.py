@@ -2,7 +2,10 @@
 
 Resumable: every shard's annotations, the decisions and every written shard are committed
 atomically with a marker under ``OUT/_synthfilter``; a restarted run (``--resume``) redoes only
-what has no marker, and, because decisions are deterministic, ends with identical outputs.
+what has no marker, and, because decisions are deterministic, ends with identical outputs. Safe
+to stop at any instant (SIGKILL, Ctrl-C, SIGTERM, a full or read-only disk): one run at a time
+holds the output directory (``runlock``), workers die with their run, and the work directory
+is renamed away before it is deleted, so a half-deleted one is never mistaken for a run.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,13 +34,16 @@ from synthfilter.config import Config
 from synthfilter.ratio import HumanLossError
 from synthfilter.io.shards import (
     InputError,
+    OutputError,
     Shard,
     atomic_write_bytes,
     discover_shards,
     file_sha256,
+    output_error,
     pandas_left_out,
-    pyarrow_without_pandas,
+    tmp_path_for,
 )
+from synthfilter.pipeline.runlock import WORKERS_LOCK, RunLock, stop_orphaned_workers, worker_init
 from synthfilter.pipeline.stages import (
     REASONS,
     Annotations,
@@ -51,13 +59,29 @@ from synthfilter.pipeline.stages import (
 log = logging.getLogger("synthfilter")
 
 WORK_DIR = "_synthfilter"
-OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, "manifest.json", "report.json", "report.html")
+WORK_DONE = "_synthfilter.done"  # a finished run's work directory, renamed on its way out
+OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, WORK_DONE, "manifest.json", "report.json", "report.html")
 # Options that change no decision: a resumed run may differ in these.
 _NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address")
 
 
 class UsageError(Exception):
     """The command line or output directory is unusable; ``str()`` is the one-line message."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run; what it wrote is a resumable state. ``str()`` says so."""
+
+    def __init__(self, out: Path | str, signum: int = signal.SIGINT):
+        super().__init__(out, signum)
+        self.out = out
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        return (f"interrupted ({name}): {self.out} holds a resumable run; rerun the same command with "
+                "--resume to continue")
 
 
 @dataclass
@@ -154,17 +178,24 @@ def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg
         raise UsageError(f"{out}: exists and is not a directory")
 
 
-def prepare_out_dir(out: Path, cfg: Config) -> None:
+def _remove_own_outputs(out: Path) -> None:
+    for name in OUTPUT_ENTRIES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None) -> None:
     """Create a local ``out``, applying the --resume / --overwrite rules to a non-empty one
-    (UsageError when neither applies), and remove leftover temporary files."""
+    (UsageError when neither applies), and remove leftover temporary files.
+
+    ``--resume`` on a directory that holds only the skeleton of a run stopped before its first
+    marker (``run.json``) starts the run afresh there."""
     if out.exists() and any(out.iterdir()):
         if cfg.overwrite:
-            for name in OUTPUT_ENTRIES:
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            _remove_own_outputs(out)
             leftover = sorted(x.name for x in out.iterdir())
             if leftover:
                 raise UsageError(
@@ -175,7 +206,14 @@ def prepare_out_dir(out: Path, cfg: Config) -> None:
             run_file = out / WORK_DIR / "run.json"
             manifest = out / "manifest.json"
             if not run_file.exists() and not manifest.exists():
-                raise UsageError(f"{out}: --resume given but this directory holds no synthfilter run to resume")
+                foreign = sorted(x.name for x in out.iterdir() if x.name not in OUTPUT_ENTRIES)
+                if foreign:
+                    raise UsageError(f"{out}: --resume given but this directory holds no synthfilter run to resume "
+                                     f"(it holds {', '.join(foreign[:5])})")
+                # Stopped before it wrote anything to resume from: start it again.
+                _remove_own_outputs(out)
+                if note is not None:
+                    note(f"note: {out}: the interrupted run had not started its work yet; starting it")
             if run_file.exists():
                 prev = json.loads(run_file.read_text())
                 if prev.get("fingerprint") != config_fingerprint(cfg):
@@ -237,8 +275,9 @@ class ShardExecutor:
     shared by the score and write stages (forkserver with the stages preloaded, so workers
     start cheaply and inherit no threads from the parent)."""
 
-    def __init__(self, workers: int, n_shards: int):
+    def __init__(self, workers: int, n_shards: int, worker_lock: Path | None = None):
         self.workers = min(workers, n_shards)
+        self.worker_lock = worker_lock
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "ShardExecutor":
@@ -247,13 +286,28 @@ class ShardExecutor:
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
                 ctx.set_forkserver_preload(_WORKER_PRELOAD)
+            lock = str(self.worker_lock) if self.worker_lock is not None else None
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                                initializer=pyarrow_without_pandas)
+                                                initializer=worker_init, initargs=(lock, os.getpid()))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._pool is None:
+            return
+        if exc is None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        # Interrupted or failed: stop the workers now rather than let them finish their shards
+        # (everything they write is atomic, so killing them leaves a resumable state).
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        for p in procs:
+            try:
+                p.kill()
+            except (OSError, ValueError):
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.join(10)
 
     def map(self, fn: Callable[..., Any], shards: Sequence[Shard], args: tuple[Any, ...],
             on_done: Callable[[Shard, Any], None]) -> None:
@@ -310,11 +364,12 @@ def load_annotations(shards: Sequence[Shard], work: Path, metas: dict[str, dict[
         num_perm = metas[shards[0].rel]["num_perm"]
         all_sigs = work / "signatures.u32"
         # One contiguous memory-mapped matrix, built by streaming the shard files (bounded RAM).
-        with open(all_sigs.with_suffix(".tmp"), "wb") as dst:
+        tmp = tmp_path_for(all_sigs)
+        with open(tmp, "wb") as dst:
             for sh in shards:
                 with open(WorkPaths.for_shard(work, sh).sigs, "rb") as src:
                     shutil.copyfileobj(src, dst, 1 << 22)
-        os.replace(all_sigs.with_suffix(".tmp"), all_sigs)
+        os.replace(tmp, all_sigs)
         sigs = np.memmap(all_sigs, dtype=np.uint32, mode="r", shape=(total, num_perm))
 
     def cat(k: str) -> np.ndarray:
@@ -355,7 +410,7 @@ def save_decisions(shards: Sequence[Shard], work: Path, offsets: list[int], deci
             "posterior": pa.array(decisions.posterior[lo:hi], type=pa.float32()),
         })
         path = WorkPaths.for_shard(work, sh).decisions
-        tmp = path.with_suffix(".tmp")
+        tmp = tmp_path_for(path)
         with ipc.new_file(str(tmp), table.schema) as w:
             w.write_table(table)
         os.replace(tmp, path)
@@ -366,32 +421,93 @@ def save_decisions(shards: Sequence[Shard], work: Path, offsets: list[int], deci
 
 def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config,
                  progress: Progress | None = None) -> RunResult:
-    """``synthfilter run``: score -> decide -> write, then check conservation and report."""
-    t_start = time.perf_counter()
-    started = _now()
+    """``synthfilter run``: score -> decide -> write, then check conservation and report.
+
+    Holds the output directory for the whole run (a second run there stops at once). Ctrl-C and
+    SIGTERM raise ``RunInterrupted``, an output that cannot be written ``OutputError``: both
+    leave what was written resumable with ``--resume`` and no temporary file behind.
+    """
     out = Path(out)
     shards, ignored = discover_shards(inputs)
     check_out_dir(out, shards, inputs, cfg)
-    if cfg.resume and (out / "manifest.json").exists() and not (out / WORK_DIR).exists():
+    progress = progress or Progress(quiet=True)
+    lock = RunLock(out, WORK_DIR)
+    try:
+        with _interruptible(out):
+            lock.acquire()
+            return _run_locked(shards, ignored, out, cfg, progress)
+    except RunInterrupted:
+        _remove_tmp_files(out)
+        raise
+    except KeyboardInterrupt:
+        _remove_tmp_files(out)
+        raise RunInterrupted(out) from None
+    except BaseException as e:
+        err = output_error(e, out)
+        if err is None:
+            raise
+        _remove_tmp_files(out)
+        raise err.with_advice("run again with --resume") from None
+    finally:
+        lock.release()
+        if lock.created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # created for a run that stopped before writing anything
+
+
+@contextmanager
+def _interruptible(out: Path) -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does (``RunInterrupted``), in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise RunInterrupted(out, signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_tmp_files(out: Path) -> None:
+    """Temporary files a stopped run (or its killed workers) left under ``out``; best effort."""
+    try:
+        for tmp in out.rglob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg: Config,
+                progress: Progress) -> RunResult:
+    t_start = time.perf_counter()
+    started = _now()
+    work = out / WORK_DIR
+    # Workers a killed run left behind would race with this one: stop them first.
+    stop_orphaned_workers(work, progress.log)
+    shutil.rmtree(out / WORK_DONE, ignore_errors=True)  # a finished run's, killed while deleting it
+    if cfg.resume and (out / "manifest.json").exists() and not work.exists():
         # The run being resumed had already finished: its outputs stand as they are.
-        (progress or Progress(quiet=True)).log(f"{out}: run already complete; nothing to resume")
+        progress.log(f"{out}: run already complete; nothing to resume")
         return RunResult(
             report=json.loads((out / "report.json").read_text()),
             manifest=json.loads((out / "manifest.json").read_text()),
             out=out,
         )
-    prepare_out_dir(out, cfg)
-    progress = progress or Progress(quiet=True)
+    prepare_out_dir(out, cfg, progress.log)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
-    work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
+    (work / WORKERS_LOCK).touch()
     scorer = Scorer(cfg)
     model = model_info(scorer)
-    atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
+    atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__,
+                                                      "pid": os.getpid()}).encode())
     workers = cfg.resolved_workers()
 
-    with ShardExecutor(workers, len(shards)) as executor:
+    with ShardExecutor(workers, len(shards), worker_lock=work / WORKERS_LOCK) as executor:
         if executor.workers > 1:
             preload_in_background(serial_preload(cfg))
         metas = _score_all(shards, cfg, work, executor, progress)
@@ -423,7 +539,11 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
     if cfg.report.html:
         write_html_report(out, report, manifest, ann, decisions, prerendered)
-    shutil.rmtree(work, ignore_errors=True)
+    # Renamed first, then deleted: a run killed while deleting leaves no half work directory
+    # that a --resume could take for an interrupted run.
+    del ann  # its signatures are memory-mapped from the work directory
+    os.replace(work, out / WORK_DONE)
+    shutil.rmtree(out / WORK_DONE, ignore_errors=True)
     return RunResult(report=report, manifest=manifest, out=out)
 
 

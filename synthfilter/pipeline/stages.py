@@ -28,6 +28,7 @@ from synthfilter.io.shards import (
     ShardReader,
     atomic_write_bytes,
     parse_json_line,
+    tmp_path_for,
 )
 from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
 from synthfilter.text.normalize import normalize_for_dedup
@@ -278,8 +279,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance", "uniform")}
     sampler = SampleKeeper(cfg.report.sample_size) if cfg.report.diversity else None
     group_field = cfg.report.group_by
-    band_tmp = paths.bands.with_suffix(".tmp")
-    sig_tmp = paths.sigs.with_suffix(".tmp")
+    band_tmp = tmp_path_for(paths.bands)
+    sig_tmp = tmp_path_for(paths.sigs)
     band_f = open(band_tmp, "wb") if scorer.uses_near else None
     sig_f = open(sig_tmp, "wb") if scorer.uses_near else None
     num_perm = cfg.dedup.num_perm
@@ -381,12 +382,12 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "provenance": cat("provenance", np.int8),
         "uniform": cat("uniform", np.float64),
     })
-    tmp = paths.ann.with_suffix(".tmp")
+    tmp = tmp_path_for(paths.ann)
     with ipc.new_file(str(tmp), table.schema) as w:
         w.write_table(table)
     os.replace(tmp, paths.ann)
     if sampler is not None:
-        sample_tmp = paths.sample.with_suffix(".tmp")
+        sample_tmp = tmp_path_for(paths.sample)
         with ipc.new_file(str(sample_tmp), sampler.table().schema) as w:
             w.write_table(sampler.table())
         os.replace(sample_tmp, paths.sample)

@@ -1,8 +1,16 @@
-"""A run killed with SIGKILL at any point and resumed ends with outputs identical to a clean run."""
+"""Crash safety: a run stopped at any instant (SIGKILL of its process group or of its main
+process only, Ctrl-C, SIGTERM) and resumed ends identical to an uninterrupted run, first try;
+two runs never write to one directory at once; no worker outlives its run.
+
+Real processes (the CLI in a process group of its own), real signals, real files. The long
+version (20+ random points) is benchmarks/fault_injection.py.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,55 +19,36 @@ from pathlib import Path
 
 import pytest
 
+from faults import after, finish, group_members, kill_at, leftovers, outputs, phase, start_run, wait_group_gone
 from helpers import make_records, write_jsonl
 
-ARGS = ["--no-detector", "--no-near-dedup", "--workers", "1", "-q"]
-
-
-def _outputs(out: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(out).as_posix(): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("manifest.json", "report.json", "report.html")
-    }
-
-
-def _start(inp: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "synthfilter", "run", str(inp), "--out", str(out), *ARGS, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:
-    """SIGKILL the run as soon as ``ready()``; False if the run finished first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if ready():
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)
-    proc.kill()
-    pytest.fail("run neither finished nor reached the kill point")
+ARGS = ["--no-detector", "--workers", "2", "-q"]  # near-duplicate detection on: every work file exists
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inp = tmp_path_factory.mktemp("resume") / "in"
-    for i in range(16):
-        write_jsonl(inp / f"part-{i:02d}.jsonl.gz", make_records(1500, seed=i % 5, dup_every=9), "gz")
+    for i in range(6):
+        write_jsonl(inp / f"part-{i:02d}.jsonl.gz", make_records(600, seed=i % 5, dup_every=9), "gz")
     return inp
 
 
 @pytest.fixture(scope="module")
-def reference(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def reference(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, float]:
     out = tmp_path_factory.mktemp("ref") / "out"
-    proc = _start(corpus_dir, out)
-    assert proc.wait() == 0, proc.stderr.read().decode()
-    return _outputs(out)
+    t0 = time.monotonic()
+    code, err = finish(start_run(corpus_dir, out, ARGS))
+    assert code == 0, err
+    return outputs(out), time.monotonic() - t0
+
+
+def _resume_matches(corpus_dir: Path, out: Path, reference: tuple[dict, float], quiet: bool = True) -> str:
+    args = ARGS if quiet else [a for a in ARGS if a != "-q"]
+    code, err = finish(start_run(corpus_dir, out, args, "--resume"))
+    assert code == 0, f"the first --resume failed: {err}"
+    assert outputs(out) == reference[0]
+    assert leftovers(out) == []
+    return err
 
 
 def _scored(out: Path) -> int:
@@ -70,27 +59,143 @@ def _written(out: Path) -> int:
     return len(list((out / "kept").glob("*.gz"))) if (out / "kept").exists() else 0
 
 
-@pytest.mark.parametrize("point", ["mid-score", "mid-write"])
-def test_sigkill_then_resume_matches_clean_run(corpus_dir: Path, reference: dict[str, bytes], tmp_path: Path,
-                                               point: str) -> None:
+def test_sigkill_of_the_process_group_at_random_moments(corpus_dir: Path, reference: tuple[dict, float],
+                                                        tmp_path: Path) -> None:
+    rng = random.Random(17)
+    seconds = reference[1]
+    phases = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        delay = rng.uniform(0.05, 0.9) * seconds
+        while True:  # a run faster than the reference may finish first: kill it sooner then
+            proc = start_run(corpus_dir, out, ARGS)
+            if kill_at(proc, after(delay)):
+                break
+            assert proc.wait() == 0 and delay > 0.01
+            shutil.rmtree(out)
+            delay /= 2
+        proc.wait()
+        assert wait_group_gone(proc.pid) == []  # the whole group is gone: nothing writes any more
+        phases.append(phase(out))
+        _resume_matches(corpus_dir, out, reference)
+    assert len(phases) == 2
+
+
+@pytest.mark.parametrize("point", ["mid-score", "mid-write", "finishing"])
+def test_sigkill_at_a_phase_then_resume_matches(corpus_dir: Path, reference: tuple[dict, float], tmp_path: Path,
+                                                point: str) -> None:
     out = tmp_path / "out"
-    ready = (lambda: _scored(out) >= 5) if point == "mid-score" else (lambda: _written(out) >= 5)
-    killed = _kill_when(_start(corpus_dir, out), ready)
-    assert killed, "the run finished before the kill point; make the corpus bigger"
-    assert not (out / "manifest.json").exists()
-    # A plain rerun refuses to touch the half-finished directory...
-    proc = _start(corpus_dir, out)
-    assert proc.wait() == 2 and b"--resume" in proc.stderr.read()
+    when = {
+        "mid-score": lambda: _scored(out) >= 3,
+        "mid-write": lambda: _written(out) >= 3,
+        # outputs written, the work directory not yet gone
+        "finishing": lambda: (out / "manifest.json").exists(),
+    }[point]
+    proc = start_run(corpus_dir, out, ARGS)
+    assert kill_at(proc, when), "the run finished before the kill point"
+    proc.wait()
+    wait_group_gone(proc.pid)
+    if point != "finishing":
+        assert not (out / "manifest.json").exists()
+        # A plain rerun refuses to touch the half-finished directory...
+        code, err = finish(start_run(corpus_dir, out, ARGS))
+        assert code == 2 and "--resume" in err
     # ...and --resume finishes it, identical to the uninterrupted run.
-    proc = _start(corpus_dir, out, "--resume")
-    assert proc.wait() == 0, proc.stderr.read().decode()
-    assert _outputs(out) == reference
-    assert not list(out.rglob(".*.tmp-*"))
+    _resume_matches(corpus_dir, out, reference)
+
+
+def test_resume_with_only_the_skeleton_starts_the_run(corpus_dir: Path, reference: tuple[dict, float],
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "_synthfilter" / "shards").mkdir(parents=True)  # killed before run.json was written
+    _resume_matches(corpus_dir, out, reference)
+    foreign = tmp_path / "foreign"
+    (foreign / "_synthfilter").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    code, err = finish(start_run(corpus_dir, foreign, ARGS, "--resume"))
+    assert code == 2 and "no synthfilter run to resume" in err and "notes.txt" in err
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_killed_main_process_takes_its_workers_with_it(corpus_dir: Path, reference: tuple[dict, float],
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = start_run(corpus_dir, out, ARGS)
+    assert kill_at(proc, lambda: _scored(out) >= 1 and len(group_members(proc.pid)) >= 3, group=False)
+    proc.wait()
+    # The forkserver and the pool workers die with the main process: nothing of the run is left.
+    assert wait_group_gone(proc.pid, timeout=10) == []
+    _resume_matches(corpus_dir, out, reference)
+
+
+def test_a_second_run_on_the_same_directory_is_refused(corpus_dir: Path, reference: tuple[dict, float],
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = start_run(corpus_dir, out, ARGS)
+    deadline = time.monotonic() + 120
+    while not (out / "_synthfilter" / "run.json").exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    code, err = finish(start_run(corpus_dir, out, ARGS, "--resume"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"another synthfilter run (pid {first.pid}) is writing to this directory" in err
+    code, err = finish(first)
+    assert code == 0, err
+    assert outputs(out) == reference[0]
+
+
+def test_orphaned_worker_is_stopped_before_the_resumed_run_writes(corpus_dir: Path, reference: tuple[dict, float],
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = start_run(corpus_dir, out, ARGS)
+    assert kill_at(proc, lambda: _scored(out) >= 2)
+    proc.wait()
+    wait_group_gone(proc.pid)
+    # A worker that outlived its run (as on a system without parent-death signals): it holds
+    # the workers' lock, exactly as the pool's workers do.
+    lock = out / "_synthfilter" / "workers.lock"
+    orphan = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from synthfilter.pipeline.runlock import hold_worker_lock; "
+        f"hold_worker_lock({str(lock)!r}); print('locked', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE)
+    assert orphan.stdout.readline() == b"locked\n"
+    err = _resume_matches(corpus_dir, out, reference, quiet=False)
+    assert orphan.wait(timeout=10) == -signal.SIGKILL
+    assert f"stopped 1 worker process(es) left running by the interrupted run (pid {orphan.pid})" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_leaves_a_resumable_state_and_says_so(corpus_dir: Path, reference: tuple[dict, float],
+                                                                tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "out"
+    proc = start_run(corpus_dir, out, ARGS)
+    # As a terminal does for Ctrl-C: the signal goes to the whole foreground process group.
+    assert kill_at(proc, lambda: _scored(out) >= 2, sig=sig)
+    code, err = finish(proc)
+    assert code == 128 + sig
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line == (f"error: interrupted ({signal.Signals(sig).name}): {out} holds a resumable run; rerun the "
+                    "same command with --resume to continue")
+    assert wait_group_gone(proc.pid) == []
+    assert not [p for p in out.rglob(".*.tmp-*")]
+    _resume_matches(corpus_dir, out, reference)
 
 
 def test_resume_refuses_changed_settings(corpus_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert _kill_when(_start(corpus_dir, out), lambda: _scored(out) >= 2)
-    proc = _start(corpus_dir, out, "--resume", "--seed", "5")
-    assert proc.wait() == 2
-    assert b"different settings" in proc.stderr.read()
+    proc = start_run(corpus_dir, out, ARGS)
+    assert kill_at(proc, lambda: _scored(out) >= 2)
+    proc.wait()
+    code, err = finish(start_run(corpus_dir, out, ARGS, "--resume", "--seed", "5"))
+    assert code == 2
+    assert "different settings" in err
+
+
+def test_finished_run_resumed_is_left_as_it_is(corpus_dir: Path, reference: tuple[dict, float], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert finish(start_run(corpus_dir, out, ARGS))[0] == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    code, err = finish(start_run(corpus_dir, out, ARGS, "--resume"))
+    assert code == 0 and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert json.loads((out / "manifest.json").read_text())["conservation"]["ok"]
