@@ -8,6 +8,16 @@ records kept beside the oracle threshold (true labels, same scores) that just me
     python benchmarks/ratio_accuracy.py                  # the shipped detector (recorded figures)
     python benchmarks/ratio_accuracy.py --model quick    # a TF-IDF model trained here, for development
     python benchmarks/ratio_accuracy.py --no-write       # print only
+
+The reliability checks (issue 14, section "Reliability of the synthetic-share estimate"): the
+estimate's interval, its coverage and width, the verdict and, for a 10 % target, the true kept
+share (or "refused"), on mixtures at 5/20/50/80 % of text the detector has never seen, and the
+verdict's false-alarm rate on in-distribution mixtures:
+
+    python benchmarks/ratio_accuracy.py --reliability --model DIR --heldout HELDOUT.jsonl [--indist IN.jsonl]
+    python benchmarks/ratio_accuracy.py --reliability --loso-root /work/lab/loso_models   # <source>/ model dirs
+    python benchmarks/ratio_accuracy.py --reliability --model quick-loso                  # stand-in, trained here
+    python benchmarks/ratio_accuracy.py --reliability                                     # shipped model, in-distribution
 """
 
 from __future__ import annotations
@@ -325,9 +335,328 @@ def summarise(res: dict, args: argparse.Namespace) -> tuple[str, bool]:
     return "\n".join(lines), ok_err and coverage >= 0.9 and ok_share and ok_human
 
 
+# -- reliability of the estimate (issue 14) -----------------------------------------------------------
+
+REL_TITLE = "Reliability of the synthetic-share estimate (issue 14)"
+REL_TARGET = 0.10
+# Histogram edges for the cards this script measures (logit-spaced: calibrated scores crowd at 0 and 1).
+EDGES = np.concatenate(([0.0], 1.0 / (1.0 + np.exp(-np.linspace(-7.0, 7.0, 29))), [1.0]))
+
+
+def load_labelled(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    texts, labels, sources = [], [], []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            texts.append(row["text"])
+            labels.append(row["label"] == "machine")
+            sources.append(str(row.get("source", "")))
+    return texts, np.array(labels, dtype=bool), np.array(sources)
+
+
+def measure_points(scores: np.ndarray, y: np.ndarray, quantiles: tuple[tuple[str, float], ...] = (("fpr1", 0.99), ("fpr5", 0.95)),
+                   thresholds: dict[str, float] | None = None) -> list[dict]:
+    """Operating points on a labelled split: at the human-score quantiles, or at given thresholds."""
+    h = scores[~y]
+    points = []
+    for name, q in quantiles:
+        t = float(np.float32(thresholds[name] if thresholds else np.quantile(h, q)))
+        flagged = scores >= np.float32(t)
+        tp, fn = int((flagged & y).sum()), int((~flagged & y).sum())
+        fp, tn = int((flagged & ~y).sum()), int((~flagged & ~y).sum())
+        points.append({"name": name, "threshold": t, "tpr": tp / max(tp + fn, 1), "fpr": fp / max(fp + tn, 1),
+                       "confusion": {"tp": tp, "fn": fn, "fp": fp, "tn": tn}})
+    return points
+
+
+def score_distribution(scores: np.ndarray, y: np.ndarray, measured_on: str) -> dict:
+    return {"measured_on": measured_on, "edges": EDGES.tolist(),
+            "human": np.histogram(scores[~y], EDGES)[0].tolist(), "machine": np.histogram(scores[y], EDGES)[0].tolist()}
+
+
+def split_card(card: dict, scores: np.ndarray, y: np.ndarray, what: str) -> dict:
+    """The card with its operating points re-measured (thresholds kept) and score histograms, on a split."""
+    out = measured_card(card, scores, y)
+    out["operating_points_measured_on"] = what
+    out["score_distribution"] = score_distribution(scores, y, what)
+    return out
+
+
+def rel_mixture(y: np.ndarray, share: float, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
+    humans, machines = np.flatnonzero(~y), np.flatnonzero(y)
+    n_max = min(len(humans) / (1.0 - share), len(machines) / share)
+    n = min(int(n_max * args.fill), args.max_n)
+    n_m = int(round(share * n))
+    return np.concatenate([rng.choice(humans, n - n_m, replace=False), rng.choice(machines, n_m, replace=False)])
+
+
+def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.Namespace, protocol: str) -> list[dict]:
+    from synthfilter.ratio import UnreliableDetectorError
+
+    rng = np.random.default_rng(args.seed)
+    rows: list[dict] = []
+    for rep in range(args.reps):
+        for share in SHARES:
+            idx = rel_mixture(y, share, args, rng)
+            s, yy = scores[idx], y[idx]
+            truth = float(yy.mean())
+            prov = np.zeros(len(idx), np.int8)
+            est = estimate_prevalence(s, prov, card, n_boot=args.boot, seed=rep)
+            r = est.reliability
+            row = {"protocol": protocol, "share": share, "n": len(idx), "truth": truth, "est": est.share,
+                   "ci": est.ci95, "sampling_ci": r.ci95_sampling if r else est.ci95,
+                   "verdict": r.verdict if r else "n/a", "basis": r.interval if r else "sampling"}
+            u = record_uniform(args.seed, [f"{protocol}-{i}" for i in idx])
+            for mode in ("refuse", "proceed"):
+                try:
+                    plan = plan_downsampling(s, prov, u, REL_TARGET, card=card, n_boot=args.boot, seed=rep,
+                                             on_unreliable=mode)
+                except UnreliableDetectorError:
+                    row[f"kept_{mode}"] = None
+                    continue
+                row[f"kept_{mode}"] = float(yy[plan.keep].mean()) if plan.keep.any() else 0.0
+                row[f"human_kept_{mode}"] = float(plan.keep[~yy].mean())
+            rows.append(row)
+    return rows
+
+
+def rel_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| true share | n | est. (mean abs err) | covers: sampling / reported | width: sampling / reported "
+        "| verdict ok / doubtful / unreliable | 10 % target: refused | kept true share (mean / max) | human kept "
+        "| with --allow-unreliable-detector: kept true share max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for share in SHARES:
+        rs = [r for r in rows if r["share"] == share]
+        if not rs:
+            continue
+        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in rs])
+        cov_s = np.mean([r["sampling_ci"][0] <= r["truth"] <= r["sampling_ci"][1] for r in rs])
+        width = np.mean([r["ci"][1] - r["ci"][0] for r in rs])
+        width_s = np.mean([r["sampling_ci"][1] - r["sampling_ci"][0] for r in rs])
+        verdicts = [sum(r["verdict"] == v for r in rs) for v in ("ok", "doubtful", "unreliable")]
+        kept = [r["kept_refuse"] for r in rs if r["kept_refuse"] is not None]
+        human = [r["human_kept_refuse"] for r in rs if r["kept_refuse"] is not None]
+        proceed = [r["kept_proceed"] for r in rs if r.get("kept_proceed") is not None]
+        lines.append(
+            f"| {share:.0%} | {int(np.mean([r['n'] for r in rs]))} | {np.mean([r['est'] for r in rs]):.1%} "
+            f"({np.mean([abs(r['est'] - r['truth']) for r in rs]) * 100:.1f} pt) | {cov_s:.0%} / {cov:.0%} "
+            f"| {width_s * 100:.1f} / {width * 100:.1f} pt | {verdicts[0]} / {verdicts[1]} / {verdicts[2]} "
+            f"| {len(rs) - len(kept)} of {len(rs)} "
+            f"| {(f'{np.mean(kept):.1%} / {max(kept):.1%}') if kept else '—'} "
+            f"| {(f'{np.mean(human):.1%}') if human else '—'} | {(f'{max(proceed):.1%}') if proceed else '—'} |"
+        )
+    return lines
+
+
+def rel_goals(off: list[dict], ind: list[dict]) -> list[str]:
+    out = []
+    if off:
+        flagged = np.mean([r["verdict"] in ("doubtful", "unreliable") for r in off])
+        core = [r for r in off if r["share"] in (0.05, 0.20, 0.50)]
+        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in core])
+        at50 = [r for r in off if r["share"] == 0.50]
+        bad = [r for r in at50 if r["kept_refuse"] is not None and r["kept_refuse"] > 0.12]
+        out.append(f"Off distribution: the verdict flags {flagged:.0%} of the mixtures (doubtful or unreliable); the "
+                   f"reported interval covers the truth in {cov:.0%} of the 5/20/50 % mixtures (goal >= 90 %: "
+                   f"{'met' if cov >= 0.9 else 'NOT met'}); at 50 % with a 10 % target {len(bad)} of {len(at50)} "
+                   f"mixtures kept more than 12 % synthetic without being refused (goal 0: {'met' if not bad else 'NOT met'}).")
+    if ind:
+        alarms = np.mean([r["verdict"] in ("doubtful", "unreliable") for r in ind])
+        widened = np.mean([r["basis"] != "sampling" for r in ind])
+        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in ind])
+        out.append(f"In distribution: false alarms (doubtful or unreliable) in {alarms:.0%} of the mixtures, interval "
+                   f"widened in {widened:.0%}, coverage {cov:.0%}.")
+    return out
+
+
+# The stand-in for leave-one-source-out models: TF-IDF + logistic regression, calibrated
+# (isotonic) on a held-out 20 % split of its own training sources, its card measured there, its
+# source_shift from stand-ins that also leave out each other source. Development only: the
+# recorded figures come from the real models (--loso-root).
+
+
+def _quick_fit(texts: list[str], y: np.ndarray, seed: int):  # noqa: ANN202
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    cal = rng.uniform(size=len(texts)) < 0.2
+    fit_texts = [" ".join(t.split()) for t, c in zip(texts, cal) if not c]
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=3, max_features=50_000, sublinear_tf=True)
+    words = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=50_000, sublinear_tf=True)
+    x = hstack([chars.fit_transform(fit_texts), words.fit_transform(fit_texts)]).tocsr()
+    clf = LogisticRegression(C=4.0, max_iter=500, class_weight="balanced").fit(x, y[~cal])
+
+    def raw(ts: list[str]) -> np.ndarray:
+        ts = [" ".join(t.split()) for t in ts]
+        return clf.decision_function(hstack([chars.transform(ts), words.transform(ts)]).tocsr())
+
+    cal_texts = [t for t, c in zip(texts, cal) if c]
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw(cal_texts), y[cal])
+
+    def predict(ts: list[str]) -> np.ndarray:
+        return iso.predict(raw(ts)).astype(np.float32)
+
+    return predict, predict(cal_texts), y[cal]
+
+
+def quick_loso_cases(args: argparse.Namespace) -> list[tuple[str, dict, tuple, tuple]]:
+    train_t, train_y, train_src = load_labelled(DATA / "train.jsonl")
+    val_t, val_y, val_src = load_labelled(DATA / "validation.jsonl")
+    sources = sorted(set(train_src))
+    args.cache.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for held in sources:
+        path = args.cache / f"quick-loso-{held.replace('/', '_')}-seed{args.seed}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                cases.append((f"quick stand-in without {held}", json.loads(str(z["card"])),
+                              (z["off"], z["off_y"]), (z["ind"], z["ind_y"])))
+            continue
+        keep = train_src != held
+        predict, cal_s, cal_y = _quick_fit([t for t, k in zip(train_t, keep) if k], train_y[keep], args.seed)
+        card = {"train_prior": float(cal_y.mean()), "operating_points_measured_on": "held-out calibration split",
+                "operating_points": measure_points(cal_s, cal_y),
+                "score_distribution": score_distribution(cal_s, cal_y, "held-out calibration split")}
+        shifts: dict[str, list[dict]] = {"fpr1": [], "fpr5": []}
+        for other in sources:
+            if other == held:
+                continue
+            k2 = keep & (train_src != other)
+            p2, cs2, cy2 = _quick_fit([t for t, k in zip(train_t, k2) if k], train_y[k2], args.seed)
+            own = {p["name"]: p for p in measure_points(cs2, cy2)}
+            o_t = [t for t, s in zip(train_t + val_t, np.r_[train_src, val_src]) if s == other]
+            o_y = np.r_[train_y, val_y][np.r_[train_src, val_src] == other]
+            there = {p["name"]: p for p in measure_points(p2(o_t), o_y, thresholds={k: v["threshold"] for k, v in own.items()})}
+            for name in shifts:
+                shifts[name].append({"held_out": other, "train_tpr": own[name]["tpr"], "train_fpr": own[name]["fpr"],
+                                     "tpr": there[name]["tpr"], "fpr": there[name]["fpr"],
+                                     "n_human": int((~o_y).sum()), "n_machine": int(o_y.sum())})
+        card["source_shift"] = {"measured_on": "stand-ins retrained with one more source left out", "points": shifts}
+        held_t = [t for t, s in zip(train_t + val_t, np.r_[train_src, val_src]) if s == held]
+        held_y = np.r_[train_y, val_y][np.r_[train_src, val_src] == held]
+        ind_t = [t for t, s in zip(val_t, val_src) if s != held]
+        ind_y = val_y[val_src != held]
+        off, ind = predict(held_t), predict(ind_t)
+        np.savez(path, card=json.dumps(card), off=off, off_y=held_y, ind=ind, ind_y=ind_y)
+        cases.append((f"quick stand-in without {held}", card, (off, held_y), (ind, ind_y)))
+    return cases
+
+
+def score_with(model: Path, texts: list[str], args: argparse.Namespace, what: str) -> tuple[np.ndarray, dict]:
+    from synthfilter.detect.model import Detector
+
+    det = Detector.load(model)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    key = f"{det.sha256[:16]}-{what}-{len(texts)}"
+    path = args.cache / f"scores-{key}.npy"
+    if path.exists():
+        return np.load(path), det.card
+    scores = np.asarray(det.predict_proba(texts), dtype=np.float32)
+    np.save(path, scores)
+    return scores, det.card
+
+
+def model_dir_case(model: Path, heldout: Path, indist: Path | None, args: argparse.Namespace) -> tuple:
+    off_t, off_y, off_src = load_labelled(heldout)
+    off, card = score_with(model, off_t, args, f"heldout-{heldout.stat().st_size}")
+    if indist is not None:
+        in_t, in_y, _ = load_labelled(indist)
+    else:
+        val_t, val_y, val_src = load_labelled(DATA / "validation.jsonl")
+        held = set(off_src) - {""}
+        mask = ~np.isin(val_src, list(held)) if held else np.ones(len(val_y), bool)
+        in_t, in_y = [t for t, m in zip(val_t, mask) if m], val_y[mask]
+    ind, _ = score_with(model, in_t, args, f"indist-{len(in_t)}")
+    return (f"{model.name} ({card.get('model_id', 'unversioned')}), held out: {heldout.name}", card,
+            (off, off_y), (ind, in_y))
+
+
+def shipped_cases(args: argparse.Namespace) -> list[tuple]:
+    """In distribution only: the shipped card as it is on all of validation ("full", in-sample
+    rates, no score histograms in a v2 card), and with rates and histograms measured on one half
+    and mixtures from the other ("halves")."""
+    texts, y, _ = load_labelled(DATA / "validation.jsonl")
+    scores, card, name = load_scores(args, texts)
+    half = np.random.default_rng(args.seed + 1).uniform(size=len(y)) < 0.5
+    card_a = split_card(card, scores[half], y[half], "one half of the validation split")
+    return [(f"{name}, card as shipped (validation, in-sample)", card, None, (scores, y)),
+            (f"{name}, rates and histograms from one validation half, mixtures from the other", card_a, None,
+             (scores[~half], y[~half]))]
+
+
+def reliability_main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.loso_root is not None:
+        cases = [model_dir_case(d, d / "heldout.jsonl", None, args) for d in sorted(args.loso_root.iterdir())
+                 if (d / "heldout.jsonl").is_file()]
+        if not cases:
+            print(f"no <source>/heldout.jsonl under {args.loso_root}", file=sys.stderr)
+            return 2
+    elif args.model == "quick-loso":
+        cases = quick_loso_cases(args)
+    elif args.model == "shipped":
+        cases = shipped_cases(args)
+    else:
+        if args.heldout is None:
+            print("--model DIR needs --heldout HELDOUT.jsonl", file=sys.stderr)
+            return 2
+        cases = [model_dir_case(Path(args.model), args.heldout, args.indist, args)]
+    lines = [f"{args.reps} random mixtures per cell (each {args.fill:.0%} of the largest the data allows, at most "
+             f"{args.max_n} records), {args.boot} bootstrap replicates, seed {args.seed}, default settings "
+             f"(target {REL_TARGET:.0%}: refused when the verdict is unreliable). \"covers\": share of mixtures "
+             "whose 95 % interval holds the true share; \"sampling\" is the interval before any widening.", ""]
+    all_off: list[dict] = []
+    all_in: list[dict] = []
+    for name, card, off, ind in cases:
+        lines += [f"### {name}", ""]
+        points = ", ".join(f"{p['name']} TPR {p['tpr']:.3f} FPR {p['fpr']:.3f}" for p in card.get("operating_points") or [])
+        shift = (card.get("source_shift") or {}).get("points") or {}
+        moves = "; ".join(f"{k}: " + ", ".join(f"{r['held_out']} TPR {r['train_tpr']:.2f}->{r['tpr']:.2f} FPR "
+                                               f"{r['train_fpr']:.3f}->{r['fpr']:.3f}" for r in v) for k, v in shift.items())
+        lines += [f"Card: {points}; score_distribution {'yes' if card.get('score_distribution') else 'no'}; "
+                  f"source_shift {moves or 'none'}.", ""]
+        for label, data, bucket in (("Off distribution (text of a source the model never saw)", off, all_off),
+                                    ("In distribution", ind, all_in)):
+            if data is None:
+                continue
+            rows = rel_evaluate(np.asarray(data[0]), np.asarray(data[1], dtype=bool), card, args, label[:3])
+            bucket.extend(rows)
+            lines += [f"{label}:", "", *rel_table(rows), "", *rel_goals(rows if bucket is all_off else [],
+                                                                          rows if bucket is all_in else []), ""]
+    lines += ["All cases together: " + " ".join(rel_goals(all_off, all_in)),
+              f"Run time {time.perf_counter() - t0:.0f} s."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        what = ("--loso-root " + str(args.loso_root)) if args.loso_root else f"--model {args.model}" + (
+            f" --heldout {args.heldout}" if args.heldout else "")
+        kind = ("leave-one-source-out models" if args.loso_root else "stand-in models" if args.model == "quick-loso"
+                else "shipped model, in distribution" if args.model == "shipped" else f"model {Path(args.model).name}")
+        title = f"{REL_TITLE}: {kind}"
+        section = (f"## {title}, {dt.date.today().isoformat()}\n\n`python benchmarks/ratio_accuracy.py "
+                   f"--reliability {what}` (checks and verdict: docs/ratio.md)\n\n{body}")
+        replace_section(title, section)
+        print(f"\nwrote {RESULTS.relative_to(REPO)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=("shipped", "quick"), default="shipped")
+    ap.add_argument("--model", default="shipped",
+                    help="shipped, quick (TF-IDF stand-in), quick-loso (leave-one-source-out stand-ins) or a model DIR")
+    ap.add_argument("--reliability", action="store_true", help="the reliability benchmark (issue 14)")
+    ap.add_argument("--heldout", type=Path, help="with --model DIR: labelled text the model never saw (JSONL)")
+    ap.add_argument("--indist", type=Path, help="with --model DIR: labelled in-distribution text [default: "
+                    "the validation rows of sources not in --heldout]")
+    ap.add_argument("--loso-root", type=Path, help="directories <source>/ each with a model and heldout.jsonl")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "synthfilter-bench" / "ratio_reliability",
+                    help="scores and stand-in models are kept here between runs")
+    ap.add_argument("--max-n", type=int, default=3000, help="largest mixture (reliability benchmark)")
     ap.add_argument("--reps", type=int, default=20, help="random mixtures per cell")
     ap.add_argument("--fill", type=float, default=0.9, help="mixture size as a share of the largest possible")
     ap.add_argument("--boot", type=int, default=1000)
@@ -335,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
     ap.add_argument("--scores-cache", type=Path, help="reuse/save the validation scores and card here (.npz)")
     args = ap.parse_args(argv)
+    if args.reliability:
+        return reliability_main(args)
+    if args.model not in ("shipped", "quick"):
+        ap.error("--model DIR and quick-loso are for --reliability")
     res = run(args)
     body, ok = summarise(res, args)
     print(body)

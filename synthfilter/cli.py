@@ -122,10 +122,14 @@ def _print_summary(report: dict[str, Any], out: Path | str) -> None:
         elif syn.get("estimated_share_after") is not None and syn.get("ci95_after") is not None:
             lo2, hi2 = syn["ci95_after"]
             line += f" -> {syn['estimated_share_after']:.1%} [{lo2:.1%}, {hi2:.1%}]"
-        verdict = (syn.get("reliability") or {}).get("verdict")
-        if verdict in ("doubtful", "unreliable"):
-            line += f"   detector reliability: {verdict}"
+        rel = syn.get("reliability") or {}
+        if rel.get("verdict") in ("doubtful", "unreliable"):
+            line += f"   detector reliability: {rel['verdict']}"
         lines.append(line)
+        unseen = rel.get("ci95_unseen_source")
+        if unseen and rel.get("interval") == "sampling":
+            lines.append(f"  if the corpus is unlike the detector's training data: [{unseen[0]:.1%}, {unseen[1]:.1%}] "
+                         "(--unseen-source uses this interval)")
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     lines.append(f"outputs: {out}  ({report['timing']['records_per_s'] or 0:,.0f} records/s)")
@@ -157,6 +161,7 @@ def run(
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
     allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
+    unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
@@ -175,7 +180,8 @@ def run(
             "dedup": {"near": False if no_near_dedup else None, "threshold": threshold, "num_perm": num_perm},
             "ratio": {"target_ratio": target_ratio, "strategy": strategy.value if strategy else None,
                       "provenance_field": provenance_field, "max_human_loss": max_human_loss,
-                      "on_unreliable": "proceed" if allow_unreliable_detector else None},
+                      "on_unreliable": "proceed" if allow_unreliable_detector else None,
+                      "widen": "unseen_source" if unseen_source else None},
             "report": {"group_by": group_by},
         }
         cfg = build_config(config, overrides)

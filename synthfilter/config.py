@@ -76,6 +76,9 @@ class RatioConfig:
     on_unreliable: Literal["refuse", "proceed"] = "refuse"
     # Re-measure the detector's rates on records of known provenance (they are scored too).
     remeasure_rates: bool = True
+    # "auto": widen the interval over the card's held-out-source rates when the checks flag the
+    # corpus; "unseen_source": always (a corpus from sources unlike the training data).
+    widen: Literal["auto", "unseen_source"] = "auto"
 
 
 @dataclass
@@ -204,6 +207,8 @@ class Config:
             raise ConfigError(f"ratio.safety must be 'upper' or 'point', got {r.safety!r}")
         if not 0.5 <= r.confidence < 1.0 or not 0.0 <= r.tolerance < 1.0:
             raise ConfigError("ratio.confidence must be in [0.5, 1) and ratio.tolerance in [0, 1)")
+        if r.widen not in ("auto", "unseen_source"):
+            raise ConfigError(f"ratio.widen must be 'auto' or 'unseen_source', got {r.widen!r}")
         if r.on_unreliable not in ("refuse", "proceed"):
             raise ConfigError(f"ratio.on_unreliable must be 'refuse' or 'proceed', got {r.on_unreliable!r}")
         if r.max_human_loss is not None and not 0.0 <= r.max_human_loss <= 1.0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -384,6 +384,7 @@ class _Analysis:
     # The widened interval's low and high replicates (None: the interval is sampling alone).
     corners: tuple[np.ndarray, np.ndarray] | None = None
     corner_shifts: tuple[np.ndarray, np.ndarray] | None = None
+    below: list[tuple[float, np.ndarray]] = field(default_factory=list)  # see _widened
 
 
 def _check_inputs(scores: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -439,6 +440,7 @@ def _analyse(
     seed: int,
     known_scores: np.ndarray | None = None,
     posteriors: bool = False,
+    widen: str = "auto",
 ) -> _Analysis:
     """The estimate; with ``posteriors`` also the logit shifts a plan turns scores into
     posteriors with (the costly part, which an estimate alone does not need)."""
@@ -451,10 +453,11 @@ def _analyse(
     bins = _Bins.build(s[scored]) if scored.any() else None
     got = _estimate_from_bins(
         bins, len(s), int(unscored.sum()), int((prov == HUMAN).sum()), int((prov == MACHINE).sum()),
-        card, method, n_boot, seed, labelled_scores(known_scores, prov, card),
+        card, method, n_boot, seed, labelled_scores(known_scores, prov, card), widen,
     )
     est = got.estimate
-    an = _Analysis(est, bins, scored, unscored, got.pi, got.pi_boot, est.train_prior, corners=got.corners)
+    an = _Analysis(est, bins, scored, unscored, got.pi, got.pi_boot, est.train_prior, corners=got.corners,
+                   below=got.below)
     if bins is not None and posteriors:
         an.shift = float(_logit_shift(bins, np.array([got.pi]), est.train_prior, est.method)[0])
         an.shift_boot = _logit_shift(bins, got.pi_boot, est.train_prior, est.method)
@@ -506,6 +509,7 @@ class _Estimated:
     pi: float  # the detector-scored share
     pi_boot: np.ndarray  # its bootstrap replicates
     corners: tuple[np.ndarray, np.ndarray] | None = None  # low / high replicates of a widened interval
+    below: list[tuple[float, np.ndarray]] = field(default_factory=list)  # see _widened
 
 
 def _estimate_from_bins(
@@ -519,6 +523,7 @@ def _estimate_from_bins(
     n_boot: int,
     seed: int,
     labelled: rel.LabelledScores | None = None,
+    widen: str = "auto",
 ) -> _Estimated:
     """The estimate, the detector-scored share and its bootstrap replicates, from score bins
     (the estimator's sufficient statistics), the record counts and the labelled records' scores."""
@@ -581,12 +586,19 @@ def _estimate_from_bins(
                                  card_points, measured, train_prior, card, labelled, seed)
     verdict, reasons = rel.combine(checks)
     sampling_ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
-    corners, basis = None, "sampling"
-    if verdict in ("doubtful", "unreliable") and draws is not None:
-        corners, basis = _widened(bins, draws, pi_boot, points, measured, card, estimators, seed)
-        det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
-                  max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
-    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci)
+    corners, basis, unseen_ci, below_used = None, "sampling", None, []
+    if draws is not None:
+        # The interval over the rates of sources the detector never saw: reported always (the
+        # checks cannot see every shift: machine text of a new source that scores like human text
+        # looks like a more human corpus), used when the checks flag the corpus or when asked to.
+        wide, wide_basis, below = _widened(bins, draws, pi_boot, points, measured, card, estimators, seed)
+        if wide_basis == "source_shift":
+            unseen_ci = (overall(float(np.quantile(wide[0], 0.025))), overall(float(np.quantile(wide[1], 0.975))))
+        if verdict in ("doubtful", "unreliable") or (widen == "unseen_source" and wide_basis == "source_shift"):
+            corners, basis, below_used = wide, wide_basis, below
+            det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
+                      max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
+    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci)
     ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
     message = reliability.message(ci)
     if message:
@@ -595,7 +607,7 @@ def _estimate_from_bins(
         overall(pi), ci, used, n, n_scored, n_unscored, known_h, known_m, pi, det_ci, overall(naive), train_prior,
         tuple(warnings), tuple(sorted(by_method.items())), reliability,
     )
-    return _Estimated(est, pi, pi_boot, corners)
+    return _Estimated(est, pi, pi_boot, corners, below_used)
 
 
 def _acc_name(point: OperatingPoint) -> str:
@@ -693,8 +705,9 @@ def _widened(
     card: Mapping[str, Any] | None,
     estimators: Mapping[str, tuple[float, np.ndarray]],
     seed: int,
-) -> tuple[tuple[np.ndarray, np.ndarray], str]:
-    """Low and high replicates of the widened interval, and its basis.
+) -> tuple[tuple[np.ndarray, np.ndarray], str, list[tuple[float, np.ndarray]]]:
+    """Low and high replicates of the widened interval, its basis, and per operating point the
+    replicates of the most machine text the records under its threshold can hold.
 
     ``source_shift``: at each operating point the card has held-out-source rates for, adjusted
     count with TPR and FPR free to move over the range those sources span (a rate re-measured on
@@ -703,11 +716,16 @@ def _widened(
     so the interval is their intersection (their union where noise leaves them disjoint).
     Without ``source_shift`` in the card: the lowest and highest replicate of every estimator
     (``estimator_range``).
+
+    Under a threshold t the records hold pi (1 - TPR) of the machine text and 1 - CC_t of all
+    records, so their machine share is at most pi_high (1 - TPR_low) / (1 - CC_t): a bound on a
+    kept set cut below t that does not lean on the calibration's shape, which an unseen source
+    changes (a lower cut holds less machine text as long as lower scores stay less machine-like).
     """
     shifts = rel.card_source_shift(card)
     n = draws.sum(axis=1).astype(np.float64)
     rng = np.random.default_rng([seed, 7])
-    lows, highs = [], []
+    lows, highs, under = [], [], []
     for i, point in enumerate(points):
         if point.name not in shifts:
             continue
@@ -724,14 +742,18 @@ def _widened(
                   for f in (np.clip(fpr + f_lo, 0.0, 1.0), np.clip(fpr + f_hi, 0.0, 1.0))]
         lows.append(np.min(shares, axis=0))
         highs.append(np.max(shares, axis=0))
+        under.append((point.threshold, np.clip(tpr + t_lo, 0.0, 1.0), rate))
     if lows:
         low, high = np.max(lows, axis=0), np.min(highs, axis=0)
         disjoint = low > high
         low = np.where(disjoint, np.min(lows, axis=0), low)
         high = np.where(disjoint, np.max(highs, axis=0), high)
-        return (np.minimum(low, pi_boot), np.maximum(high, pi_boot)), "source_shift"
+        high = np.maximum(high, pi_boot)
+        below = [(t, np.clip(high * (1.0 - t_low) / np.maximum(1.0 - rate, 1e-9), 0.0, 1.0))
+                 for t, t_low, rate in under]
+        return (np.minimum(low, pi_boot), high), "source_shift", sorted(below, key=lambda b: b[0])
     stacked = np.stack([r for _, r in estimators.values()] + [pi_boot])
-    return (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range"
+    return (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range", []
 
 
 def estimate_prevalence(
@@ -743,6 +765,7 @@ def estimate_prevalence(
     seed: int = 0,
     *,
     known_scores: np.ndarray | None = None,
+    widen: str = "auto",
 ) -> PrevalenceEstimate:
     """Estimate the synthetic share of the records, with a 95 % bootstrap interval.
 
@@ -762,9 +785,12 @@ def estimate_prevalence(
         known_scores: detector scores aligned with ``provenance``; those of known-provenance
             records re-measure the detector's rates on this corpus (``reliability``: 30 or more
             of a class) and the estimate then uses them. None: the card's rates only.
+        widen: ``auto`` widens the interval over the card's held-out-source rates when the
+            checks find the detector doubtful or unreliable here; ``unseen_source`` always (for
+            corpora from sources unlike the training data; the checks cannot see every shift).
 
-    The result's ``reliability`` holds the checks and their verdict; when it is ``doubtful``
-    or ``unreliable`` the interval is widened (docs/ratio.md).
+    The result's ``reliability`` holds the checks and their verdict, and ``ci95_unseen_source``
+    (the widened interval, whether used or not) when the card has ``source_shift``.
 
     Example:
         >>> rng = np.random.default_rng(1)
@@ -774,7 +800,16 @@ def estimate_prevalence(
         >>> est.method, round(est.share, 2)
         ('em', 0.5)
     """
-    return _analyse(scores, provenance, card, method, n_boot, seed, known_scores).estimate
+    _check_widen(widen)
+    return _analyse(scores, provenance, card, method, n_boot, seed, known_scores, widen=widen).estimate
+
+
+WIDEN = ("auto", "unseen_source")
+
+
+def _check_widen(widen: str) -> None:
+    if widen not in WIDEN:
+        raise ValueError(f"widen must be one of {', '.join(WIDEN)}, got {widen!r}")
 
 
 def estimate_prevalence_from_bins(
@@ -789,6 +824,7 @@ def estimate_prevalence_from_bins(
     n_boot: int = 1000,
     seed: int = 0,
     labelled: rel.LabelledScores | None = None,
+    widen: str = "auto",
 ) -> PrevalenceEstimate:
     """``estimate_prevalence`` from score bins instead of per-record scores.
 
@@ -802,13 +838,14 @@ def estimate_prevalence_from_bins(
     """
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    _check_widen(widen)
     counts = np.asarray(bin_counts, dtype=np.int64)
     bins = None
     if counts.sum() > 0:
         bins = _Bins(np.asarray(bin_scores, dtype=np.float64), counts, np.zeros(0, dtype=np.int64))
     n = int(counts.sum()) + n_unscored + known_human + known_machine
     return _estimate_from_bins(bins, n, n_unscored, known_human, known_machine, card, method, n_boot, seed,
-                               labelled).estimate
+                               labelled, widen).estimate
 
 
 # -- downsampling ---------------------------------------------------------------------------------
@@ -840,6 +877,9 @@ class _KeptShare:
         else:
             self.q_sets = [np.zeros((len(an.pi_boot), 0)) for _ in sets]
         self.z = np.random.default_rng([seed, 1]).standard_normal(len(an.pi_boot)) if n_boot > 0 else None
+        self.scores = np.full(len(provenance), -np.inf)
+        if an.bins is not None:
+            self.scores[an.scored] = an.bins.score[an.bins.index]
 
     def replicates(self, kept: np.ndarray) -> list[np.ndarray] | None:
         if self.z is None:
@@ -854,8 +894,17 @@ class _KeptShare:
         n_unscored = float((kept & self.an.unscored).sum())
         q = np.sort(self.posterior[kept])  # sorted: the sum does not depend on record order
         spread = math.sqrt(float(np.sum(q * (1.0 - q))))
-        return [np.clip((machines + q_boot @ per_bin + pi * n_unscored + self.z * spread) / m, 0.0, 1.0)
+        sets = [np.clip((machines + q_boot @ per_bin + pi * n_unscored + self.z * spread) / m, 0.0, 1.0)
                 for q_boot, pi in zip(self.q_sets, self.pi_sets)]
+        # Widened: the calibration's shape is what an unseen source changes, so a kept set cut under
+        # an operating threshold takes its high end from the rates alone (the lowest such threshold).
+        top = float(self.scores[kept].max())
+        for threshold, share in self.an.below:
+            if top < threshold:
+                sets[-1] = np.clip((machines + share * float(len(k_bins)) + self.pi_sets[-1] * n_unscored
+                                    + self.z * spread) / m, 0.0, 1.0)
+                break
+        return sets
 
     def upper(self, kept: np.ndarray, confidence: float) -> float:
         reps = self.replicates(kept)
@@ -916,12 +965,13 @@ def plan_downsampling(
     *,
     known_scores: np.ndarray | None = None,
     on_unreliable: str = "refuse",
+    widen: str = "auto",
 ) -> DownsamplingPlan:
     """Keep the largest set whose synthetic share is at most ``target_ratio``.
 
     Args:
-        scores, provenance, card, method, n_boot, seed, known_scores: as for
-            ``estimate_prevalence``.
+        scores, provenance, card, method, n_boot, seed, known_scores, widen: as for
+            ``estimate_prevalence`` (a widened interval widens the kept share's bound too).
         uniform: float64 in [0, 1) per record from ``record_uniform(seed, ids)``: it breaks
             ties and drives the ``uniform`` strategy, so decisions do not depend on order.
         target_ratio: the most synthetic share allowed in the kept set, 0 <= R < 1.
@@ -940,8 +990,9 @@ def plan_downsampling(
             shows the target met); ``proceed`` plans with the widened interval and marks the
             kept share unknown (``kept_share_known``).
 
-    If the estimated share before is already <= R, nothing is dropped, unless the detector is
-    doubtful or unreliable here and the widened upper bound exceeds R + ``tolerance``.
+    If the estimated share before is already <= R, nothing is dropped, unless the interval is
+    widened (the detector doubtful or unreliable here, or ``widen = "unseen_source"``) and its
+    upper bound exceeds R + ``tolerance``.
     """
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target_ratio must be in [0, 1), got {target_ratio}")
@@ -955,9 +1006,11 @@ def plan_downsampling(
         raise ValueError(f"max_human_loss must be in [0, 1], got {max_human_loss}")
     if on_unreliable not in ON_UNRELIABLE:
         raise ValueError(f"on_unreliable must be one of {', '.join(ON_UNRELIABLE)}, got {on_unreliable!r}")
-    an = _analyse(scores, provenance, card, method, n_boot, seed, known_scores, posteriors=True)
+    _check_widen(widen)
+    an = _analyse(scores, provenance, card, method, n_boot, seed, known_scores, posteriors=True, widen=widen)
     reliability = an.estimate.reliability
     flagged = reliability is not None and reliability.flagged
+    widened = reliability is not None and reliability.interval != "sampling"
     unreliable = reliability is not None and reliability.verdict == "unreliable"
     upper_before = an.estimate.ci95[1] if an.estimate.ci95 is not None else an.estimate.share
     if unreliable and on_unreliable == "refuse" and upper_before > target_ratio + 1e-12:
@@ -992,7 +1045,7 @@ def plan_downsampling(
     tol = 1e-12
     bound = min(target_ratio + tolerance, 1.0)
     if an.estimate.share <= target_ratio + tol and not (
-        flagged and safety == "upper" and n_boot > 0 and kept_share.upper(np.ones(n, dtype=bool), confidence) > bound
+        widened and safety == "upper" and n_boot > 0 and kept_share.upper(np.ones(n, dtype=bool), confidence) > bound
     ):
         k = 0
         k_point = 0
@@ -1021,12 +1074,19 @@ def plan_downsampling(
             "the records were downsampled although the detector looks unreliable on this corpus: the "
             "synthetic share of the kept records is unknown"
         )
-    if human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
+    droppable = int((prov != HUMAN).sum())
+    if k > k_point and k >= droppable and droppable > int((prov == MACHINE).sum()):
+        warnings.append(
+            f"to be sure of the target the plan had to drop every record without provenance ({k:,}): within the "
+            "bound the detector cannot tell the human records apart from the synthetic ones here"
+            + (" (the bound is widened over the rates of sources the detector never saw)" if widened else "")
+        )
+    elif human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
         warnings.append(
             f"to keep the synthetic share of the kept records at or under {bound:g} with {confidence:.0%} "
             f"confidence, {extra:,} records more than the estimate alone needs were dropped (about "
             f"{extra_human / human_total:.0%} of the human text)"
-            + ("; the detector's uncertain reliability on this corpus widened the bound" if flagged else "")
+            + ("; the bound is widened over the rates of sources the detector never saw" if widened else "")
         )
     plan = DownsamplingPlan(
         keep=keep,

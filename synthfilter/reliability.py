@@ -433,13 +433,15 @@ def agreement_check(primary: str, estimates: Mapping[str, tuple[float, np.ndarra
 class Reliability:
     """The checks, their verdict and how the interval was made (``sampling``: bootstrap only;
     ``source_shift``: widened over the rates an unseen source plausibly has; ``estimator_range``:
-    widened over every estimator's interval, when the card has no source_shift)."""
+    widened over every estimator's interval, when the card has no source_shift).
+    ``ci95_unseen_source`` is the ``source_shift`` interval whether or not it was used."""
 
     verdict: str
     reasons: tuple[str, ...]
     checks: tuple[Check, ...]
     interval: str = "sampling"
     ci95_sampling: tuple[float, float] | None = None
+    ci95_unseen_source: tuple[float, float] | None = None  # widened over source_shift, used or not
 
     @property
     def flagged(self) -> bool:
@@ -459,6 +461,7 @@ class Reliability:
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reasons": list(self.reasons), "interval": self.interval,
                 "ci95_sampling": list(self.ci95_sampling) if self.ci95_sampling is not None else None,
+                "ci95_unseen_source": list(self.ci95_unseen_source) if self.ci95_unseen_source is not None else None,
                 "checks": {c.name: c.to_dict() for c in self.checks}}
 
 

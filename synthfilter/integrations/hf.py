@@ -558,7 +558,7 @@ class _StreamState:
         if len(surv_scores) and not (np.isnan(surv_scores).all() and not (surv_prov != 0).any()):
             known = np.frombuffer(self.surv_raw_scores, dtype=np.float32) if r.remeasure_rates else None
             before = estimate_prevalence(surv_scores, surv_prov, self.card, method=r.method, n_boot=r.bootstrap,
-                                         seed=cfg.seed, known_scores=known)
+                                         seed=cfg.seed, known_scores=known, widen=r.widen)
             kept_scores = np.frombuffer(self.kept_scores, dtype=np.float32)
             kept_prov = np.frombuffer(self.kept_prov, dtype=np.int8)
             kept_scores = np.where(kept_prov == 0, kept_scores, np.nan).astype(np.float32)

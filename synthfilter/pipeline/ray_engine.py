@@ -1263,7 +1263,7 @@ def _decide_estimate(source: Any, decisions: SparseDecisions, dups_ref: Any, cfg
         collect(merged.map_batches(_labelled_rows, batch_size=None, batch_format="numpy")), cuts)
     est = ratio_mod.estimate_prevalence_from_bins(
         bin_scores, bin_counts, n_unscored=unscored, known_human=human, known_machine=machine,
-        card=card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed, labelled=labelled,
+        card=card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed, labelled=labelled, widen=r.widen,
     )
     decisions.synthetic = estimate_section(est)
     decisions.warnings.extend(est.warnings)

@@ -615,7 +615,7 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
     known_scores = ann.score[survivors] if r.remeasure_rates else None
     if r.target_ratio is None:
         est = ratio_mod.estimate_prevalence(scores, prov, card, method=r.method, n_boot=r.bootstrap, seed=cfg.seed,
-                                            known_scores=known_scores)
+                                            known_scores=known_scores, widen=r.widen)
         decisions.synthetic = estimate_section(est)
         decisions.warnings.extend(est.warnings)
         return
@@ -623,7 +623,7 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
         scores, prov, ann.uniform[survivors], r.target_ratio, strategy=r.strategy, card=card,
         method=r.method, n_boot=r.bootstrap, seed=cfg.seed, max_human_loss=r.max_human_loss,
         safety=r.safety, confidence=r.confidence, tolerance=r.tolerance, known_scores=known_scores,
-        on_unreliable=r.on_unreliable,
+        on_unreliable=r.on_unreliable, widen=r.widen,
     )
     dropped = survivors[~plan.keep]
     decisions.reason[dropped] = DOWNSAMPLED

@@ -391,6 +391,11 @@ def reliability_block(syn: Mapping[str, Any]) -> str:
     if r.get("interval") not in (None, "sampling"):
         lines.append(f"95 % interval from sampling alone {fmt_interval(r.get('ci95_sampling'))}, widened to "
                      f"{fmt_interval(syn.get('ci95_before'))} ({str(r.get('interval')).replace('_', ' ')}).")
+    elif r.get("ci95_unseen_source"):
+        lines.append("The checks cannot see every shift (machine text of a new source that scores like human text "
+                     "looks like a more human corpus): if this corpus is unlike the detector's training data, the "
+                     f"95 % interval over the rates the card measured on held-out sources is "
+                     f"{fmt_interval(r.get('ci95_unseen_source'))} (--unseen-source uses it).")
     if syn.get("kept_share_known") is False:
         lines.append("The run went on anyway: the synthetic share of the kept records is unknown.")
     names = {"provenance": "rates re-measured on labelled records", "mixture_fit": "score histogram fit",
