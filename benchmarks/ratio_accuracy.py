@@ -354,7 +354,7 @@ def load_labelled(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return texts, np.array(labels, dtype=bool), np.array(sources)
 
 
-def measure_points(scores: np.ndarray, y: np.ndarray, quantiles: tuple[tuple[str, float], ...] = (("fpr1", 0.99), ("fpr5", 0.95)),
+def measure_points(scores: np.ndarray, y: np.ndarray, quantiles: tuple[tuple[str, float], ...],
                    thresholds: dict[str, float] | None = None) -> list[dict]:
     """Operating points on a labelled split: at the human-score quantiles, or at given thresholds."""
     h = scores[~y]
@@ -405,12 +405,15 @@ def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.N
             r = est.reliability
             row = {"protocol": protocol, "share": share, "n": len(idx), "truth": truth, "est": est.share,
                    "ci": est.ci95, "sampling_ci": r.ci95_sampling if r else est.ci95,
+                   "unseen_ci": (r.ci95_unseen_source if r and r.ci95_unseen_source else None),
                    "verdict": r.verdict if r else "n/a", "basis": r.interval if r else "sampling"}
             u = record_uniform(args.seed, [f"{protocol}-{i}" for i in idx])
-            for mode in ("refuse", "proceed"):
+            for mode, kw in (("refuse", {}), ("proceed", {"on_unreliable": "proceed"}),
+                             ("unseen", {"on_unreliable": "proceed", "widen": "unseen_source"})):
+                if mode == "unseen" and row["unseen_ci"] is None:
+                    continue
                 try:
-                    plan = plan_downsampling(s, prov, u, REL_TARGET, card=card, n_boot=args.boot, seed=rep,
-                                             on_unreliable=mode)
+                    plan = plan_downsampling(s, prov, u, REL_TARGET, card=card, n_boot=args.boot, seed=rep, **kw)
                 except UnreliableDetectorError:
                     row[f"kept_{mode}"] = None
                     continue
@@ -422,30 +425,41 @@ def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.N
 
 def rel_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| true share | n | est. (mean abs err) | covers: sampling / reported | width: sampling / reported "
-        "| verdict ok / doubtful / unreliable | 10 % target: refused | kept true share (mean / max) | human kept "
-        "| with --allow-unreliable-detector: kept true share max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| true share | n | est. (mean abs err) | verdict ok / doubtful / unreliable | covers: sampling / reported "
+        "/ unseen-source | width: sampling / reported / unseen-source | 10 % target, default: refused, kept true "
+        "share mean / max, human kept | --allow-unreliable-detector: kept max | --unseen-source: kept mean / max, "
+        "human kept |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cover(key: str, rs: list[dict]) -> str:
+        got = [r[key] for r in rs if r.get(key) is not None]
+        return f"{np.mean([c[0] <= r['truth'] <= c[1] for r, c in zip(rs, got)]):.0%}" if len(got) == len(rs) else "—"
+
+    def width(key: str, rs: list[dict]) -> str:
+        got = [r[key] for r in rs if r.get(key) is not None]
+        return f"{np.mean([c[1] - c[0] for c in got]) * 100:.1f}" if got else "—"
+
     for share in SHARES:
         rs = [r for r in rows if r["share"] == share]
         if not rs:
             continue
-        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in rs])
-        cov_s = np.mean([r["sampling_ci"][0] <= r["truth"] <= r["sampling_ci"][1] for r in rs])
-        width = np.mean([r["ci"][1] - r["ci"][0] for r in rs])
-        width_s = np.mean([r["sampling_ci"][1] - r["sampling_ci"][0] for r in rs])
         verdicts = [sum(r["verdict"] == v for r in rs) for v in ("ok", "doubtful", "unreliable")]
         kept = [r["kept_refuse"] for r in rs if r["kept_refuse"] is not None]
         human = [r["human_kept_refuse"] for r in rs if r["kept_refuse"] is not None]
         proceed = [r["kept_proceed"] for r in rs if r.get("kept_proceed") is not None]
+        unseen = [r["kept_unseen"] for r in rs if r.get("kept_unseen") is not None]
+        unseen_h = [r["human_kept_unseen"] for r in rs if r.get("kept_unseen") is not None]
+        default = (f"{len(rs) - len(kept)} of {len(rs)}, " + (f"{np.mean(kept):.1%} / {max(kept):.1%}, {np.mean(human):.0%}"
+                                                               if kept else "—"))
         lines.append(
             f"| {share:.0%} | {int(np.mean([r['n'] for r in rs]))} | {np.mean([r['est'] for r in rs]):.1%} "
-            f"({np.mean([abs(r['est'] - r['truth']) for r in rs]) * 100:.1f} pt) | {cov_s:.0%} / {cov:.0%} "
-            f"| {width_s * 100:.1f} / {width * 100:.1f} pt | {verdicts[0]} / {verdicts[1]} / {verdicts[2]} "
-            f"| {len(rs) - len(kept)} of {len(rs)} "
-            f"| {(f'{np.mean(kept):.1%} / {max(kept):.1%}') if kept else '—'} "
-            f"| {(f'{np.mean(human):.1%}') if human else '—'} | {(f'{max(proceed):.1%}') if proceed else '—'} |"
+            f"({np.mean([abs(r['est'] - r['truth']) for r in rs]) * 100:.1f} pt) "
+            f"| {verdicts[0]} / {verdicts[1]} / {verdicts[2]} "
+            f"| {cover('sampling_ci', rs)} / {cover('ci', rs)} / {cover('unseen_ci', rs)} "
+            f"| {width('sampling_ci', rs)} / {width('ci', rs)} / {width('unseen_ci', rs)} pt "
+            f"| {default} | {(f'{max(proceed):.1%}') if proceed else '—'} "
+            f"| {(f'{np.mean(unseen):.1%} / {max(unseen):.1%}, {np.mean(unseen_h):.0%}') if unseen else '—'} |"
         )
     return lines
 
@@ -458,16 +472,27 @@ def rel_goals(off: list[dict], ind: list[dict]) -> list[str]:
         cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in core])
         at50 = [r for r in off if r["share"] == 0.50]
         bad = [r for r in at50 if r["kept_refuse"] is not None and r["kept_refuse"] > 0.12]
+        unseen = [r for r in core if r.get("unseen_ci")]
+        cov_u = np.mean([r["unseen_ci"][0] <= r["truth"] <= r["unseen_ci"][1] for r in unseen]) if unseen else None
+        bad_u = [r for r in at50 if r.get("kept_unseen") is not None and r["kept_unseen"] > 0.12]
         out.append(f"Off distribution: the verdict flags {flagged:.0%} of the mixtures (doubtful or unreliable); the "
                    f"reported interval covers the truth in {cov:.0%} of the 5/20/50 % mixtures (goal >= 90 %: "
                    f"{'met' if cov >= 0.9 else 'NOT met'}); at 50 % with a 10 % target {len(bad)} of {len(at50)} "
-                   f"mixtures kept more than 12 % synthetic without being refused (goal 0: {'met' if not bad else 'NOT met'}).")
+                   f"mixtures kept more than 12 % synthetic without being refused (goal 0: {'met' if not bad else 'NOT met'})."
+                   + (f" With --unseen-source: coverage {cov_u:.0%}, {len(bad_u)} of {len(at50)} over 12 % at 50 %."
+                      if cov_u is not None else ""))
     if ind:
         alarms = np.mean([r["verdict"] in ("doubtful", "unreliable") for r in ind])
         widened = np.mean([r["basis"] != "sampling" for r in ind])
         cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in ind])
+        unseen = [r for r in ind if r.get("unseen_ci")]
+        extra = ""
+        if unseen:
+            w = np.mean([r["unseen_ci"][1] - r["unseen_ci"][0] for r in unseen]) * 100
+            ws = np.mean([r["sampling_ci"][1] - r["sampling_ci"][0] for r in unseen]) * 100
+            extra = f" The unseen-source interval is {w:.1f} points wide on average against {ws:.1f} from sampling."
         out.append(f"In distribution: false alarms (doubtful or unreliable) in {alarms:.0%} of the mixtures, interval "
-                   f"widened in {widened:.0%}, coverage {cov:.0%}.")
+                   f"widened in {widened:.0%}, coverage {cov:.0%}.{extra}")
     return out
 
 
@@ -504,46 +529,50 @@ def _quick_fit(texts: list[str], y: np.ndarray, seed: int):  # noqa: ANN202
     return predict, predict(cal_texts), y[cal]
 
 
+STAND_IN_POINTS = (("fpr1", 0.99), ("fpr5", 0.95), ("fpr30", 0.70), ("fpr60", 0.40))
+
+
 def quick_loso_cases(args: argparse.Namespace) -> list[tuple[str, dict, tuple, tuple]]:
     train_t, train_y, train_src = load_labelled(DATA / "train.jsonl")
     val_t, val_y, val_src = load_labelled(DATA / "validation.jsonl")
+    all_t, all_y, all_src = train_t + val_t, np.r_[train_y, val_y], np.r_[train_src, val_src]
     sources = sorted(set(train_src))
     args.cache.mkdir(parents=True, exist_ok=True)
     cases = []
     for held in sources:
-        path = args.cache / f"quick-loso-{held.replace('/', '_')}-seed{args.seed}.npz"
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                cases.append((f"quick stand-in without {held}", json.loads(str(z["card"])),
-                              (z["off"], z["off_y"]), (z["ind"], z["ind_y"])))
-            continue
-        keep = train_src != held
-        predict, cal_s, cal_y = _quick_fit([t for t, k in zip(train_t, keep) if k], train_y[keep], args.seed)
-        card = {"train_prior": float(cal_y.mean()), "operating_points_measured_on": "held-out calibration split",
-                "operating_points": measure_points(cal_s, cal_y),
-                "score_distribution": score_distribution(cal_s, cal_y, "held-out calibration split")}
-        shifts: dict[str, list[dict]] = {"fpr1": [], "fpr5": []}
-        for other in sources:
-            if other == held:
-                continue
-            k2 = keep & (train_src != other)
-            p2, cs2, cy2 = _quick_fit([t for t, k in zip(train_t, k2) if k], train_y[k2], args.seed)
-            own = {p["name"]: p for p in measure_points(cs2, cy2)}
-            o_t = [t for t, s in zip(train_t + val_t, np.r_[train_src, val_src]) if s == other]
-            o_y = np.r_[train_y, val_y][np.r_[train_src, val_src] == other]
-            there = {p["name"]: p for p in measure_points(p2(o_t), o_y, thresholds={k: v["threshold"] for k, v in own.items()})}
+        # Scores only are cached (not models): the cards are rebuilt from them.
+        path = args.cache / f"quick-loso2-{held.replace('/', '_')}-seed{args.seed}.npz"
+        if not path.exists():
+            keep = train_src != held
+            predict, cal_s, cal_y = _quick_fit([t for t, k in zip(train_t, keep) if k], train_y[keep], args.seed)
+            arrays = {"cal_s": cal_s, "cal_y": cal_y,
+                      "off": predict([t for t, s in zip(all_t, all_src) if s == held]), "off_y": all_y[all_src == held],
+                      "ind": predict([t for t, s in zip(val_t, val_src) if s != held]), "ind_y": val_y[val_src != held]}
+            for j, other in enumerate(o for o in sources if o != held):
+                k2 = keep & (train_src != other)
+                p2, cs2, cy2 = _quick_fit([t for t, k in zip(train_t, k2) if k], train_y[k2], args.seed)
+                arrays.update({f"nested{j}_cal_s": cs2, f"nested{j}_cal_y": cy2,
+                               f"nested{j}_there": p2([t for t, s in zip(all_t, all_src) if s == other]),
+                               f"nested{j}_there_y": all_y[all_src == other]})
+            np.savez(path, **arrays)
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        card = {"train_prior": float(a["cal_y"].mean()), "operating_points_measured_on": "held-out calibration split",
+                "operating_points": measure_points(a["cal_s"], a["cal_y"], STAND_IN_POINTS),
+                "score_distribution": score_distribution(a["cal_s"], a["cal_y"], "held-out calibration split")}
+        shifts: dict[str, list[dict]] = {name: [] for name, _ in STAND_IN_POINTS}
+        for j, other in enumerate(o for o in sources if o != held):
+            own = {p["name"]: p for p in measure_points(a[f"nested{j}_cal_s"], a[f"nested{j}_cal_y"], STAND_IN_POINTS)}
+            there_y = a[f"nested{j}_there_y"].astype(bool)
+            there = {p["name"]: p for p in measure_points(a[f"nested{j}_there"], there_y, STAND_IN_POINTS,
+                                                          thresholds={k: v["threshold"] for k, v in own.items()})}
             for name in shifts:
                 shifts[name].append({"held_out": other, "train_tpr": own[name]["tpr"], "train_fpr": own[name]["fpr"],
                                      "tpr": there[name]["tpr"], "fpr": there[name]["fpr"],
-                                     "n_human": int((~o_y).sum()), "n_machine": int(o_y.sum())})
+                                     "n_human": int((~there_y).sum()), "n_machine": int(there_y.sum())})
         card["source_shift"] = {"measured_on": "stand-ins retrained with one more source left out", "points": shifts}
-        held_t = [t for t, s in zip(train_t + val_t, np.r_[train_src, val_src]) if s == held]
-        held_y = np.r_[train_y, val_y][np.r_[train_src, val_src] == held]
-        ind_t = [t for t, s in zip(val_t, val_src) if s != held]
-        ind_y = val_y[val_src != held]
-        off, ind = predict(held_t), predict(ind_t)
-        np.savez(path, card=json.dumps(card), off=off, off_y=held_y, ind=ind, ind_y=ind_y)
-        cases.append((f"quick stand-in without {held}", card, (off, held_y), (ind, ind_y)))
+        cases.append((f"quick stand-in without {held}", card, (a["off"], a["off_y"].astype(bool)),
+                      (a["ind"], a["ind_y"].astype(bool))))
     return cases
 
 
