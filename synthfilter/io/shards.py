@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
@@ -1023,15 +1024,17 @@ class _writing:
             raise OutputError(self.final, e.errno) from None  # type: ignore[arg-type]
 
 
-def atomic_write_bytes(final: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name next to ``final`` and rename it into place; on any
-    failure the temporary file is removed and ``final`` is untouched."""
+@contextmanager
+def atomic_open(final: Path) -> Iterator[IO[bytes]]:
+    """A binary file to write ``final`` through: it is written under a temporary name and renamed
+    into place when the block ends; on any failure the temporary file is removed and ``final`` is
+    untouched. A disk that refuses the write raises ``OutputError`` naming ``final``."""
     tmp = tmp_path_for(final)
     try:
         with _writing(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
-                f.write(data)
+                yield f
             os.replace(tmp, final)
     except BaseException:
         try:
@@ -1039,3 +1042,9 @@ def atomic_write_bytes(final: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically (``atomic_open``)."""
+    with atomic_open(final) as f:
+        f.write(data)

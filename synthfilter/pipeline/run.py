@@ -471,6 +471,18 @@ def _interruptible(out: Path) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _work_files(work: Path) -> Iterator[None]:
+    """A write to the work directory that the disk refuses names it (a write has no file name)."""
+    try:
+        yield
+    except OSError as e:
+        err = output_error(e, work)
+        if err is None:
+            raise
+        raise err from None
+
+
 def _remove_tmp_files(out: Path) -> None:
     """Temporary files a stopped run (or its killed workers) left under ``out``; best effort."""
     try:
@@ -510,9 +522,11 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     with ShardExecutor(workers, len(shards), worker_lock=work / WORKERS_LOCK) as executor:
         if executor.workers > 1:
             preload_in_background(serial_preload(cfg))
-        metas = _score_all(shards, cfg, work, executor, progress)
+        with _work_files(work):
+            metas = _score_all(shards, cfg, work, executor, progress)
         try:
-            ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
+            with _work_files(work):
+                ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
         except HumanLossError:
             # The policy refused the run: leave nothing behind.
             shutil.rmtree(work, ignore_errors=True)
