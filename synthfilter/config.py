@@ -2,7 +2,7 @@
 
 A config is built from defaults, then a TOML file, then explicit overrides (CLI flags win).
 The TOML layout mirrors the dataclasses: top-level run options, plus ``[dedup]``,
-``[detector]``, ``[ratio]``, ``[report]`` and ``[gate]`` tables.
+``[detector]``, ``[language]``, ``[ratio]``, ``[report]`` and ``[gate]`` tables.
 """
 
 from __future__ import annotations
@@ -55,6 +55,21 @@ class DetectorConfig:
     enabled: bool = True
     model: str | None = None
     batch_size: int = 512
+    # Languages the detector is trusted on: records identified as another language get no score,
+    # and only their provenance counts towards the synthetic share. ["*"]: every language.
+    languages: list[str] = field(default_factory=lambda: ["en"])
+
+
+@dataclass
+class LanguageConfig:
+    """Language identification per record (``synthfilter.language``) and the keep filter."""
+
+    # "auto": identify when a rule needs it (the detector is on and trusted on only some
+    # languages, or ``keep`` is set); "always": also for the report alone; "never".
+    identify: Literal["auto", "always", "never"] = "auto"
+    keep: list[str] = field(default_factory=list)  # --languages: keep only these (empty: all)
+    min_confidence: float = 0.5  # below it a record's language is "und" (not identified)
+    sample_chars: int = 200  # characters of each record read to identify its language
 
 
 @dataclass
@@ -128,6 +143,7 @@ class Config:
     ray_address: str | None = None
     dedup: DedupConfig = field(default_factory=DedupConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     ratio: RatioConfig = field(default_factory=RatioConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -161,6 +177,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def identifies_language(self) -> bool:
+        """Whether records get a language: when a rule needs one, or when asked to."""
+        lang = self.language
+        if lang.identify != "auto":
+            return lang.identify == "always"
+        return bool(lang.keep) or (self.detector.enabled and "*" not in self.detector.languages)
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
@@ -220,9 +244,31 @@ class Config:
                 )
         if self.detector.batch_size < 1:
             raise ConfigError("detector.batch_size must be >= 1")
+        _validate_language(self)
         if self.report.sample_size < 10:
             raise ConfigError("report.sample_size must be >= 10")
         _validate_gate(self.gate)
+
+
+def _validate_language(cfg: Config) -> None:
+    from synthfilter.language import CODES
+
+    lang = cfg.language
+    if lang.identify not in ("auto", "always", "never"):
+        raise ConfigError(f"language.identify must be 'auto', 'always' or 'never', got {lang.identify!r}")
+    for name, codes, extra in (("detector.languages", cfg.detector.languages, {"*"}), ("language.keep (--languages)", lang.keep, set())):
+        bad = [c for c in codes if not isinstance(c, str) or (c not in CODES and c not in extra)]
+        if bad:
+            raise ConfigError(f"{name}: unknown language code(s) {bad}; use ISO 639-1 codes such as en, de, zh "
+                              f"(see synthfilter.language.CODES)")
+    if not cfg.detector.languages:
+        raise ConfigError('detector.languages must not be empty (["*"] trusts the detector on every language)')
+    if lang.identify == "never" and lang.keep:
+        raise ConfigError("--languages needs language identification (language.identify is 'never')")
+    if not 0.0 <= lang.min_confidence <= 1.0:
+        raise ConfigError(f"language.min_confidence must be in [0, 1], got {lang.min_confidence}")
+    if lang.sample_chars < 10:
+        raise ConfigError(f"language.sample_chars must be >= 10, got {lang.sample_chars}")
 
 
 def _validate_gate(g: GateConfig) -> None:
