@@ -130,6 +130,13 @@ def _print_summary(report: dict[str, Any], out: Path | str) -> None:
         if unseen and rel.get("interval") == "sampling":
             lines.append(f"  if the corpus is unlike the detector's training data: [{unseen[0]:.1%}, {unseen[1]:.1%}] "
                          "(--unseen-source uses this interval)")
+    langs = report.get("languages")
+    if langs and langs.get("by_language"):
+        by = langs["by_language"]
+        shown = ", ".join(f"{code} {v['records']:,}" for code, v in list(by.items())[:8])
+        more = f", {len(by) - 8} more" if len(by) > 8 else ""
+        lines.append(f"languages: {shown}{more}"
+                     + (f"   (not scored by the detector: {langs['not_scored']:,})" if langs.get("not_scored") else ""))
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     lines.append(f"outputs: {out}  ({report['timing']['records_per_s'] or 0:,.0f} records/s)")
@@ -162,6 +169,7 @@ def run(
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
     allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
     unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
+    languages: Optional[str] = typer.Option(None, "--languages", help="Keep only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
@@ -182,6 +190,7 @@ def run(
                       "provenance_field": provenance_field, "max_human_loss": max_human_loss,
                       "on_unreliable": "proceed" if allow_unreliable_detector else None,
                       "widen": "unseen_source" if unseen_source else None},
+            "language": {"keep": languages},
             "report": {"group_by": group_by},
         }
         cfg = build_config(config, overrides)

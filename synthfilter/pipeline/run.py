@@ -346,12 +346,15 @@ def load_annotations(shards: Sequence[Shard], work: Path, metas: dict[str, dict[
     shard_ids: list[np.ndarray] = []
     offsets = [0]
     bands: list[np.ndarray] = []
+    languages: list[np.ndarray] = []
     for si, sh in enumerate(shards):
         paths = WorkPaths.for_shard(work, sh)
         with ipc.open_file(str(paths.ann)) as reader:
             t = reader.read_all()
         for k in parts:
             parts[k].append(t.column(k).to_numpy())
+        if "language" in t.column_names:
+            languages.append(t.column("language").to_numpy())
         n = t.num_rows
         shard_ids.append(np.full(n, si, dtype=np.int32))
         offsets.append(offsets[-1] + n)
@@ -382,6 +385,7 @@ def load_annotations(shards: Sequence[Shard], work: Path, metas: dict[str, dict[
         provenance=cat("provenance").astype(np.int8), uniform=cat("uniform").astype(np.float64),
         length=cat("length").astype(np.int32),
         bands=np.concatenate(bands) if near and bands else None, signatures=sigs,
+        language=np.concatenate(languages).astype(np.uint8) if languages and len(languages) == len(shards) else None,
     )
     return ann, offsets
 
@@ -745,6 +749,7 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
             "threshold": cfg.dedup.threshold if cfg.dedup.near else None,
         },
         "synthetic": decisions.synthetic,
+        "languages": decisions.languages,
         "warnings": decisions.warnings,
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }

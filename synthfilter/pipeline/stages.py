@@ -33,9 +33,11 @@ from synthfilter.io.shards import (
 from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
 from synthfilter.text.normalize import normalize_for_dedup
 
-REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled")
-KEPT, MALFORMED, EXACT_DUP, NEAR_DUP, DOWNSAMPLED = range(5)
-STATUS_OK, STATUS_MALFORMED = 0, 1
+REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language")
+KEPT, MALFORMED, EXACT_DUP, NEAR_DUP, DOWNSAMPLED, LANGUAGE = range(6)
+# A record's status after the score stage: usable, malformed, or in a language --languages drops
+# (never a duplicate's survivor, never in the estimate: like a malformed record, with its reason).
+STATUS_OK, STATUS_MALFORMED, STATUS_LANGUAGE = 0, 1, 2
 PROVENANCE_NAMES = ("unknown", "human", "machine")
 
 
@@ -57,6 +59,7 @@ class Scorer:
         self._hasher: Any = None
         self._detector: Any = None
         self._provenance: Any = None
+        self._language: Any = None
         self._bands: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -101,6 +104,19 @@ class Scorer:
         return self._provenance
 
     @property
+    def language(self) -> Any:
+        if self._language is None:
+            from synthfilter.language import LanguageIdentifier
+
+            lang = self.cfg.language
+            self._language = LanguageIdentifier(sample_chars=lang.sample_chars, min_confidence=lang.min_confidence)
+        return self._language
+
+    @property
+    def uses_language(self) -> bool:
+        return self.cfg.identifies_language
+
+    @property
     def uses_near(self) -> bool:
         return self.cfg.dedup.near
 
@@ -133,16 +149,29 @@ class Scorer:
             b, r = self.bands
             out["signatures"] = sigs
             out["bands"] = band_keys(sigs, b, r) if n else np.zeros((0, b), np.uint64)
-        if self.uses_detector:
-            scores = np.asarray(self.detector.predict_proba(list(texts)), dtype=np.float32) if n else np.zeros(0, np.float32)
-            out["score"] = scores
-        else:
-            out["score"] = np.full(n, np.nan, dtype=np.float32)
+        to_score = np.ones(n, dtype=bool)
+        if self.uses_language:
+            out["language"], out["language_confidence"] = self.language.identify(texts)
+            roles = language_roles_of(out["language"], self.cfg)
+            out["allowed"] = roles.allowed
+            to_score = roles.scored & roles.allowed
+        out["score"] = np.full(n, np.nan, dtype=np.float32)
+        if self.uses_detector and to_score.any():
+            rows = np.flatnonzero(to_score)
+            picked = list(texts) if len(rows) == n else [texts[i] for i in rows.tolist()]
+            out["score"][rows] = np.asarray(self.detector.predict_proba(picked), dtype=np.float32)
         if provenance_values is not None and self.cfg.ratio.provenance_field:
             out["provenance"] = np.fromiter((self.provenance.label(v) for v in provenance_values), dtype=np.int8, count=n)
         else:
             out["provenance"] = np.zeros(n, dtype=np.int8)
         return out
+
+
+def language_roles_of(codes: np.ndarray, cfg: Config) -> Any:
+    """The language rules of ``synthfilter.language.language_roles`` under this config."""
+    from synthfilter.language import language_roles
+
+    return language_roles(codes, cfg.detector.languages, cfg.language.keep or None)
 
 
 def record_uniforms(seed: int, ids: Sequence[str]) -> np.ndarray:
@@ -276,7 +305,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     holder = _ReaderHolder(shard, cfg, raw=False)
 
     cols: dict[str, list[Any]] = {k: [] for k in ("id", "line", "status", "error")}
-    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance", "uniform")}
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("hash_hi", "hash_lo", "length", "score", "provenance", "uniform",
+                                                           "language", "language_confidence")}
     sampler = SampleKeeper(cfg.report.sample_size) if cfg.report.diversity else None
     group_field = cfg.report.group_by
     band_tmp = tmp_path_for(paths.bands)
@@ -291,8 +321,10 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     batch_pos: list[int] = []  # position in cols of each text in the batch
     batch_groups: list[str] = []
     malformed = 0
+    language_rejected = 0
 
     def flush() -> None:
+        nonlocal language_rejected
         n_total = len(cols["id"])
         ann = scorer.score_texts(batch_texts, batch_prov)
         # Fill per-record arrays for this stretch of records (malformed rows get neutral values).
@@ -306,6 +338,17 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
             a = np.full(count, fill, dtype=dtype)
             a[pos] = ann[name]
             arrays[name].append(a)
+        if "language" in ann:
+            for name, dtype, fill in (("language", np.uint8, 0), ("language_confidence", np.float32, np.nan)):
+                a = np.full(count, fill, dtype=dtype)
+                a[pos] = ann[name]
+                arrays[name].append(a)
+            dropped = pos[~ann["allowed"]]
+            for j in dropped.tolist():
+                cols["status"][start + j] = STATUS_LANGUAGE
+            language_rejected += len(dropped)
+        else:
+            dropped = np.zeros(0, np.int64)
         uniform = record_uniforms(cfg.seed, cols["id"][start:n_total])
         arrays["uniform"].append(uniform)
         if sampler is not None:
@@ -315,8 +358,10 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
             b = np.arange(start, start + count, dtype=np.uint64)[:, None] * np.uint64(n_bands) + np.arange(n_bands, dtype=np.uint64)
             b ^= np.uint64(xxhash.xxh3_64_intdigest(f"no-text:{shard.rel}".encode()))
             s = np.full((count, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+            own = b[dropped]
             b[pos] = ann["bands"]
             s[pos] = ann["signatures"]
+            b[dropped] = own  # records --languages drops are nobody's duplicate
             band_f.write(b.tobytes())
             sig_f.write(s.tobytes())
         batch_texts.clear()
@@ -382,6 +427,9 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "provenance": cat("provenance", np.int8),
         "uniform": cat("uniform", np.float64),
     })
+    if scorer.uses_language:
+        table = table.append_column("language", pa.array(cat("language", np.uint8), type=pa.uint8()))
+        table = table.append_column("language_confidence", pa.array(cat("language_confidence", np.float32), type=pa.float32()))
     tmp = tmp_path_for(paths.ann)
     with ipc.new_file(str(tmp), table.schema) as w:
         w.write_table(table)
@@ -405,6 +453,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "sha256": reader.sha256,
         "records": n,
         "malformed": malformed,
+        "language_rejected": language_rejected,
         "blank_lines": reader.blank_lines,
         "empty": n == 0,
         "breaks": [b.to_dict() for b in reader.breaks],
@@ -433,6 +482,7 @@ class Annotations:
     length: np.ndarray  # int32
     bands: np.ndarray | None = None  # (N, b) uint64
     signatures: Any = None  # (N, num_perm) uint32 array-like (memmap)
+    language: np.ndarray | None = None  # uint8 codes into synthfilter.language.CODES; None: not identified
 
     def __len__(self) -> int:
         return len(self.status)
@@ -446,6 +496,7 @@ class Decisions:
     posterior: np.ndarray  # float32 P(machine) under the corpus prior, for downsampled records
     synthetic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    languages: dict[str, Any] | None = None  # report.json's "languages" section
 
     def counts(self) -> dict[str, int]:
         c = np.bincount(self.reason, minlength=len(REASONS))
@@ -512,7 +563,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     reason = np.zeros(n, dtype=np.int8)
     dup_of = np.full(n, -1, dtype=np.int64)
     ok = ann.status == STATUS_OK
-    reason[~ok] = MALFORMED
+    reason[~ok] = reason_of_status(ann.status[~ok])
     idx = np.arange(n, dtype=np.int64)
 
     labels = idx.copy()
@@ -541,7 +592,92 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
                           posterior=np.full(n, np.nan, dtype=np.float32))
     decide_synthetic(ann, cfg, card, decisions)
+    if ann.language is not None:
+        roles = language_roles_of(ann.language, cfg)
+        counts = language_counts(ann.language, decisions.reason, ~np.isnan(ann.score),
+                                 estimated_mask(decisions.reason, roles.scored, ann.provenance))
+        decisions.languages = languages_section(counts, cfg)
+        _note_estimate_scope(decisions, counts, cfg)
     return decisions
+
+
+def reason_of_status(status: np.ndarray) -> np.ndarray:
+    """The rejection reason of records the score stage already set aside (status not OK)."""
+    return np.where(status == STATUS_LANGUAGE, LANGUAGE, MALFORMED).astype(np.int8)
+
+
+def estimated_mask(reason: np.ndarray, scored_language: np.ndarray, provenance: np.ndarray) -> np.ndarray:
+    """The records the synthetic share is estimated over (and the only ones downsampling may
+    drop): duplicate-removal survivors in a language the detector is trusted on, and survivors
+    of known provenance in any language."""
+    return (reason == KEPT) & (scored_language | (provenance != 0))
+
+
+# Columns of a language count matrix after the reasons: detector-scored, in the estimate.
+_SCORED, _ESTIMATED = len(REASONS), len(REASONS) + 1
+
+
+def language_counts(codes: np.ndarray, reason: np.ndarray, scored: np.ndarray, estimated: np.ndarray) -> np.ndarray:
+    """(languages, reasons + 2) counts: records per language and reason, then how many the
+    detector scored and how many are in the estimate. Sums over chunks (the Ray engine's way)."""
+    from synthfilter.language import CODES
+
+    n_lang, n_reason = len(CODES), len(REASONS)
+    codes = np.asarray(codes, dtype=np.int64)
+    out = np.zeros((n_lang, n_reason + 2), dtype=np.int64)
+    out[:, :n_reason] = np.bincount(codes * n_reason + reason, minlength=n_lang * n_reason).reshape(n_lang, n_reason)
+    out[:, _SCORED] = np.bincount(codes[scored], minlength=n_lang)
+    out[:, _ESTIMATED] = np.bincount(codes[estimated], minlength=n_lang)
+    return out
+
+
+def languages_section(counts: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """report.json's ``languages`` section from a language count matrix (malformed records,
+    which have no language, left out)."""
+    from synthfilter.language import CODES, LanguageIdentifier
+
+    by_language = {}
+    totals = counts[:, :len(REASONS)].sum(axis=1) - counts[:, MALFORMED]
+    for i in sorted(np.flatnonzero(totals).tolist(), key=lambda i: (-totals[i], CODES[i])):
+        row = counts[i]
+        by_language[CODES[i]] = {
+            "records": int(totals[i]), "kept": int(row[KEPT]),
+            "rejected_by_reason": {REASONS[r]: int(row[r]) for r in range(1, len(REASONS)) if r != MALFORMED and row[r]},
+            "detector_scored": int(row[_SCORED]), "in_estimate": int(row[_ESTIMATED]),
+        }
+    trusted = ["*"] if "*" in cfg.detector.languages else list(cfg.detector.languages)
+    not_estimated = int(counts[:, KEPT].sum() - counts[:, _ESTIMATED].sum())
+    return {
+        "identifier": {**LanguageIdentifier.settings(), "sample_chars": cfg.language.sample_chars,
+                       "min_confidence": cfg.language.min_confidence},
+        "detector_languages": trusted if cfg.detector.enabled else [],
+        "keep": list(cfg.language.keep) or None,
+        "records": int(totals.sum()),
+        "not_scored": int(totals.sum() - counts[:, _SCORED].sum()),
+        "not_estimated": not_estimated,
+        "by_language": by_language,
+    }
+
+
+def _note_estimate_scope(decisions: Decisions, counts: np.ndarray, cfg: Config) -> None:
+    """Say, in the synthetic section and the warnings, that other languages are not estimated."""
+    section = decisions.languages or {}
+    left_out = section.get("not_estimated", 0)
+    decisions.synthetic["scope"] = {
+        "detector_languages": section.get("detector_languages"),
+        "records_in_estimate": int(counts[:, _ESTIMATED].sum()), "not_estimated": left_out,
+    }
+    if left_out and cfg.detector.enabled:
+        from synthfilter.language import CODES
+
+        other = counts[:, KEPT] - counts[:, _ESTIMATED]
+        top = [f"{CODES[i]} {int(other[i]):,}" for i in np.argsort(-other, kind="stable")[:5] if other[i]]
+        decisions.warnings.append(
+            f"the synthetic share is estimated over the records in {', '.join(section['detector_languages'])} "
+            f"(and records of known provenance): {left_out:,} kept records in other languages ({', '.join(top)}) "
+            "have no detector score, are not in the estimate and are never downsampled "
+            "(set [detector] languages, or --languages to drop them)"
+        )
 
 
 @dataclass(frozen=True)
@@ -601,7 +737,11 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
     """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
     from synthfilter import ratio as ratio_mod
 
-    survivors = np.flatnonzero(decisions.reason == KEPT)
+    if ann.language is not None:
+        trusted = language_roles_of(ann.language, cfg).scored
+        survivors = np.flatnonzero(estimated_mask(decisions.reason, trusted, ann.provenance))
+    else:
+        survivors = np.flatnonzero(decisions.reason == KEPT)
     prov = ann.provenance[survivors]
     # Known provenance is counted as known: the detector's guess never overrides it.
     scores = np.where(prov == 0, ann.score[survivors], np.nan).astype(np.float32)
@@ -645,6 +785,8 @@ class ShardDecisions:
     posterior: np.ndarray
     provenance: np.ndarray
     error: list[str | None]
+    language: np.ndarray | None = None  # uint8 codes; None: not identified
+    language_confidence: np.ndarray | None = None
 
     @classmethod
     def load(cls, paths: WorkPaths) -> "ShardDecisions":
@@ -654,10 +796,13 @@ class ShardDecisions:
             ann = r.read_all()
         with ipc.open_file(str(paths.decisions)) as r:
             dec = r.read_all()
+        has_language = "language" in ann.column_names
         return cls(
             reason=dec.column("reason").to_numpy(), duplicate_of=dec.column("duplicate_of").to_pylist(),
             score=ann.column("score").to_numpy(), posterior=dec.column("posterior").to_numpy(),
             provenance=ann.column("provenance").to_numpy(), error=ann.column("error").to_pylist(),
+            language=ann.column("language").to_numpy() if has_language else None,
+            language_confidence=ann.column("language_confidence").to_numpy() if has_language else None,
         )
 
     def fields(self, i: int) -> dict[str, Any]:
@@ -672,6 +817,11 @@ class ShardDecisions:
         if not np.isnan(self.posterior[i]):
             out["p_machine"] = round(float(self.posterior[i]), 6)
         out["provenance"] = PROVENANCE_NAMES[int(self.provenance[i])]
+        if self.language is not None and self.error[i] is None:
+            from synthfilter.language import CODES
+
+            out["language"] = CODES[int(self.language[i])]
+            out["language_confidence"] = round(float(self.language_confidence[i]), 4)  # type: ignore[index]
         if self.error[i] is not None:
             out["error"] = self.error[i]
         return out
@@ -749,6 +899,7 @@ def _synthfilter_struct_type() -> Any:
     return pa.struct([
         ("decision", pa.string()), ("reason", pa.string()), ("duplicate_of", pa.string()),
         ("score", pa.float32()), ("p_machine", pa.float32()), ("provenance", pa.string()), ("error", pa.string()),
+        ("language", pa.string()), ("language_confidence", pa.float32()),
     ])
 
 

@@ -37,6 +37,7 @@ REASON_COLORS = {
     "exact_duplicate": "#E69F00",
     "near_duplicate": "#CC79A7",
     "synthetic_downsampled": "#D55E00",
+    "language": "#56B4E9",
 }
 BEFORE = "#A3ACB9"
 AFTER = "#0072B2"
