@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,8 @@ APPROVED_FILE, REJECTED_FILE, MANIFEST_FILE = "approved.jsonl", "rejected.jsonl"
 SYNTHETIC_SCORE = 0.5
 _SUMMARY_ITEMS = 5
 _HTML_ITEMS = 2000
+GATE_BATCH = 256  # records scored at a time
+_PLACEHOLDER = "\x00synthfilter: streamed by write_json\x00"
 
 
 # -- policy -------------------------------------------------------------------------------------
@@ -145,22 +147,106 @@ class OffendingItem:
         return asdict(self)
 
 
+class _Column(Sequence):
+    """A per-record column read from compact arrays on access (a list of Python objects per
+    record would grow with the export); compares equal to a list with the same values."""
+
+    def __init__(self, n: int, get: Any):
+        self._n = n
+        self._get = get
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._get(i)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._get(j) for j in range(self._n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Sequence, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(x) for x in self[:5])
+        return f"[{head}{', ...' if self._n > 5 else ''}] ({self._n:,} records)"
+
+
+class _Names(_Column):
+    """Per record, a name from a code (``reasons``, ``provenance``)."""
+
+    def __init__(self, codes: Any, names: Sequence[str]):
+        self.codes = codes
+        self.names = names
+        super().__init__(len(codes), lambda i: names[int(codes[i])])
+
+    def count(self, value: Any) -> int:
+        if value not in self.names:
+            return 0
+        return int((self.codes == self.names.index(value)).sum())
+
+    def __iter__(self) -> Iterator[str]:
+        names = self.names
+        return (names[c] for c in self.codes.tolist())
+
+
+def _rounded(values: Any) -> _Column:
+    """Per record, a float rounded to 6 places, or None where NaN (not scored, not downsampled)."""
+    return _Column(len(values), lambda i: None if math.isnan(values[i]) else round(float(values[i]), 6))
+
+
+class _Offending(Sequence):
+    """The offending items, worst first, built when asked for from the scan's compact columns."""
+
+    def __init__(self, rows: Any, build: Any):
+        self.rows = rows
+        self._build = build
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._build(int(r)) for r in self.rows[i]]
+        return self._build(int(self.rows[i]))
+
+    def __iter__(self) -> Iterator[OffendingItem]:
+        return (self._build(int(r)) for r in self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Sequence, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+
 @dataclass
 class GateResult:
     """The verdict on an export, what was measured, the offending items (worst first) and one
-    decision per record (``reasons``: ``kept``, a rejection reason of ``run``, or ``excluded``)."""
+    decision per record (``reasons``: ``kept``, a rejection reason of ``run``, or ``excluded``).
+
+    The per-record sequences (``records``, ``reasons``, ``duplicate_of``, ``scores``,
+    ``p_machine``, ``provenance``) and ``offending`` are read from compact columns on access;
+    for ``gate_exports`` ``records`` reads the export files again (nothing holds them)."""
 
     passed: bool
     policy: GatePolicy
     checks: list[GateCheck]
     measured: dict[str, Any]
-    offending: list[OffendingItem] = field(repr=False)
-    records: list[CmsRecord] = field(repr=False)
-    reasons: list[str] = field(repr=False)
-    duplicate_of: list[str | None] = field(repr=False)
-    scores: list[float | None] = field(repr=False)
-    p_machine: list[float | None] = field(repr=False)
-    provenance: list[str] = field(repr=False)
+    offending: Sequence[OffendingItem] = field(repr=False)
+    records: Sequence[CmsRecord] = field(repr=False)
+    reasons: Sequence[str] = field(repr=False)
+    duplicate_of: Sequence[str | None] = field(repr=False)
+    scores: Sequence[float | None] = field(repr=False)
+    p_machine: Sequence[float | None] = field(repr=False)
+    provenance: Sequence[str] = field(repr=False)
     report: dict[str, Any] = field(repr=False)
     config: Config = field(repr=False)
     messages: list[str] = field(default_factory=list)
@@ -169,6 +255,7 @@ class GateResult:
     ignored_files: list[str] = field(default_factory=list, repr=False)
     _decisions: Any = field(default=None, repr=False)
     _input_paths: list[str] = field(default_factory=list, repr=False)
+    _scan: Any = field(default=None, repr=False)
 
     @property
     def verdict(self) -> str:
@@ -185,6 +272,9 @@ class GateResult:
 
     @property
     def offending_ids(self) -> list[str]:
+        strings = self._scan.strings if self._scan is not None else None
+        if strings is not None and isinstance(self.offending, _Offending):
+            return [strings.get(int(r), "id") for r in self.offending.rows]  # type: ignore[misc]
         return [o.id for o in self.offending]
 
     @property
@@ -194,8 +284,9 @@ class GateResult:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document: policy, measured values, verdict, offending ids and items."""
+    def to_dict(self, items: bool = True) -> dict[str, Any]:
+        """The ``--json`` document: policy, measured values, verdict, offending ids and items
+        (``items=False``: placeholders instead of the two lists, for ``write_json``)."""
         from synthfilter import __version__
 
         return {
@@ -207,8 +298,8 @@ class GateResult:
             "policy": self.policy.to_dict(),
             "checks": [c.to_dict() for c in self.checks],
             "measured": self.measured,
-            "offending_ids": self.offending_ids,
-            "offending": [o.to_dict() for o in self.offending],
+            "offending_ids": self.offending_ids if items else _PLACEHOLDER,
+            "offending": [o.to_dict() for o in self.offending] if items else _PLACEHOLDER,
             "approved": self._approved_summary(),
             "warnings": self.warnings,
             "inputs": self.inputs,
@@ -217,7 +308,7 @@ class GateResult:
         }
 
     def _approved_summary(self) -> dict[str, Any]:
-        counts = Counter(self.reasons)
+        counts = _reason_counts(self)
         syn = self.report.get("synthetic") or {}
         return {
             "records": counts.get("kept", 0),
@@ -280,10 +371,23 @@ class GateResult:
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        from synthfilter.io.shards import atomic_write_bytes
+        """The ``to_dict`` document as JSON, written a few thousand items at a time (the same
+        bytes as ``json.dumps(result.to_dict(), indent=2)``), atomically."""
+        from synthfilter.io.shards import atomic_open
 
         p = Path(path)
-        atomic_write_bytes(p, json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str).encode("utf-8"))
+        doc = self.to_dict(items=False)
+        head = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+        with atomic_open(p) as f:
+            rest = head
+            for key, items in (("offending_ids", lambda: iter(self.offending_ids)),
+                               ("offending", lambda: (o.to_dict() for o in self.offending))):
+                marker = f'"{key}": {json.dumps(_PLACEHOLDER)}'
+                before, _, rest = rest.partition(marker)
+                f.write(before.encode("utf-8"))
+                f.write(f'"{key}": '.encode("utf-8"))
+                _write_json_list(f, items(), indent=2, level=1)
+            f.write(rest.encode("utf-8"))
         return p
 
     def write_html(self, path: str | os.PathLike[str]) -> Path:
@@ -364,16 +468,26 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         ...               {"detector": {"enabled": False}})
         >>> result.passed, result.offending_ids
     """
-    import numpy as np
-
-    from synthfilter.api import SynthFilter
+    from synthfilter.gatescan import ListSource
     from synthfilter.io.cms import make_ids_unique
-    from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
 
     cfg = _resolve_config(config)
     pol = _policy(policy, cfg)
     recs = [_as_record(r, i, cfg) for i, r in enumerate(records)]
     make_ids_unique(recs)
+    return _gate_source(ListSource(recs), pol, cfg)
+
+
+def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
+    """Gate the records of a ``gatescan.RecordSource``: one scoring pass in bounded memory, the
+    pipeline's decide stage, then the verdict and the offending items."""
+    import shutil
+
+    import numpy as np
+
+    from synthfilter.api import SynthFilter
+    from synthfilter.gatescan import scan, take_strings
+
     prov_field = cfg.ratio.provenance_field
     if pol.require_provenance is not None and not prov_field:
         raise ConfigError("--require-provenance needs a provenance field: pass --provenance-field "
@@ -390,30 +504,46 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
     scoring.ratio.on_unreliable = "proceed"
     sf = SynthFilter(scoring)
 
-    gated = [i for i, r in enumerate(recs) if r.excluded is None]
-    cols = _annotate(sf, [recs[i] for i in gated], prov_field, cfg.batch_size)
-    ok = np.array([not e for e in cols["synth_error"]], dtype=bool)
-    prov_names = list(cols["synth_provenance"])
-    codes = np.array([{"unknown": UNKNOWN, "human": HUMAN, "machine": MACHINE}[p] for p in prov_names], dtype=np.int8)
-    known = ok & (codes != UNKNOWN)
-    unknown_ok = ok & (codes == UNKNOWN)
-    messages = []
-    if not cfg.detector.enabled and known.any() and unknown_ok.any():
+    def no_estimate(unknown_ok: np.ndarray, known_any: bool) -> str | None:
+        if cfg.detector.enabled or not known_any or not unknown_ok.any():
+            return None
         # Some records are labelled and the rest cannot be scored: no estimate of the share exists.
         why = (f"{int(unknown_ok.sum()):,} records have neither a provenance label nor a detector score, so the "
                "synthetic share cannot be estimated")
         if target is not None:
             raise ConfigError(f"{why}: enable the detector (drop --no-detector) or label them "
                               "(--provenance-field / --provenance-map)")
-        messages.append(f"{why} (the detector is off)")
-        # Duplicates are still decided; the labels only steer which copy of a group is kept.
-        cols = {**cols, "synth_provenance": ["unknown"] * len(prov_names)}
-    decided = sf.decide(cols, ids=[recs[i].id for i in gated], id_prefix="export")
-    report = decided.report
+        return f"{why} (the detector is off)"
 
+    # Small scoring batches: a batch's texts and their word shingles (Python objects) are the
+    # gate's largest transient memory; scores do not depend on the batch size.
+    gs, tmp = scan(source, sf, prov_field, min(cfg.batch_size, GATE_BATCH), no_estimate)
+    try:
+        result = _result(gs, source, pol, cfg, prov_field)
+        # The strings of the records the result names (offending items, kept copies of
+        # duplicates); then the temporary files go.
+        dup_rows = gs.duplicate_rows()
+        offending_rows = result.offending.rows  # type: ignore[attr-defined]
+        gs.strings = take_strings(gs, np.concatenate([offending_rows, dup_rows[dup_rows >= 0]]))
+        gs.store = None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str | None) -> GateResult:
+    from synthfilter.gatescan import REASON_NAMES
+    from synthfilter.pipeline.stages import EXACT_DUP, NEAR_DUP, PROVENANCE_NAMES, STATUS_OK
+    from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
+
+    report = gs.report
+    ok = gs.status == STATUS_OK
+    labels = gs.labels
+    unknown_ok = ok & (labels == UNKNOWN)
+    messages = list(gs.messages)
+    reason = gs.decisions.reason
     n_text = int(ok.sum())
-    counts = Counter(decided.reason)
-    exact, near = counts.get("exact_duplicate", 0), counts.get("near_duplicate", 0)
+    exact, near = int((reason == EXACT_DUP).sum()), int((reason == NEAR_DUP).sum())
     syn = report.get("synthetic") or {}
     share = syn.get("estimated_share_before")
     ci = syn.get("ci95_before")
@@ -421,19 +551,19 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
                           "has a provenance label: enable the detector or pass --provenance-field")
     missing = int(unknown_ok.sum())
-    excluded = [recs[i] for i in range(len(recs)) if recs[i].excluded is not None]
+    n_gated = len(gs.gated)
     measured: dict[str, Any] = {
-        "records": len(recs),
+        "records": gs.n,
         "with_text": n_text,
-        "without_text": len(gated) - n_text,
-        "excluded": len(excluded),
-        "excluded_by_kind": dict(Counter(_excluded_kind(r.excluded) for r in excluded).most_common()),
+        "without_text": n_gated - n_text,
+        "excluded": gs.n - n_gated,
+        "excluded_by_kind": dict(gs.excluded_kinds.most_common()),
         "synthetic_share": share,
         "synthetic_ci95": ci,
         "synthetic_method": syn.get("method"),
         "synthetic_reliability": (syn.get("reliability") or {}).get("verdict"),
         "synthetic_basis": "unique records (after duplicate removal)",
-        "known_provenance": {"human": int((ok & (codes == HUMAN)).sum()), "machine": int((ok & (codes == MACHINE)).sum())},
+        "known_provenance": {"human": int((ok & (labels == HUMAN)).sum()), "machine": int((ok & (labels == MACHINE)).sum())},
         "detector_scored": syn.get("detector_scored") or 0,
         "duplicate_share": (exact + near) / n_text if n_text else 0.0,
         "exact_duplicates": exact,
@@ -448,51 +578,26 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
                         "--require-provenance): nothing can fail")
 
-    # Per record, in input order; excluded items are not gated.
-    n = len(recs)
-    reasons = [EXCLUDED] * n
-    dup_of: list[str | None] = [None] * n
-    scores: list[float | None] = [None] * n
-    p_machine: list[float | None] = [None] * n
-    provenance = ["unknown"] * n
-    score_arr = np.asarray(cols["synth_score"], dtype=np.float64)
-    for j, i in enumerate(gated):
-        reasons[i] = decided.reason[j]
-        dup_of[i] = decided.duplicate_of[j]
-        scores[i] = None if math.isnan(score_arr[j]) else round(float(score_arr[j]), 6)
-        pm = float(decided.p_machine[j])
-        p_machine[i] = None if math.isnan(pm) else round(pm, 6)
-        provenance[i] = prov_names[j]
+    # Per record, in input order, from compact columns; excluded items are not gated.
+    reason_codes = gs.reason_codes()
+    dup_rows = gs.duplicate_rows()
+    scores = gs.scores()
+    prov_codes = gs.provenance_codes()
+
+    def dup_id(i: int) -> str | None:
+        j = int(dup_rows[i])
+        return None if j < 0 else gs.strings.get(j, "id")
 
     result = GateResult(
         passed=all(c.passed for c in checks), policy=pol, checks=checks, measured=measured, offending=[],
-        records=recs, reasons=reasons, duplicate_of=dup_of, scores=scores, p_machine=p_machine,
-        provenance=provenance, report=report, config=cfg, messages=messages,
-        warnings=list(report.get("warnings") or []), _decisions=decided.decisions,
+        records=source, reasons=_Names(reason_codes, REASON_NAMES), duplicate_of=_Column(gs.n, dup_id),
+        scores=_rounded(scores), p_machine=_rounded(gs.p_machine()), provenance=_Names(prov_codes, PROVENANCE_NAMES),
+        report=report, config=cfg, messages=messages, warnings=list(report.get("warnings") or []),
+        _decisions=gs.decisions, _scan=gs,
     )
-    result.offending = _offending(result, require_provenance=pol.require_provenance is not None)
+    result.offending = _offending(result, reason_codes, dup_rows, scores, prov_codes,
+                                  require_provenance=pol.require_provenance is not None)
     return result
-
-
-def _annotate(sf: Any, recs: Sequence[CmsRecord], prov_field: str | None, batch_size: int) -> dict[str, Any]:
-    """``SynthFilter.annotate`` over batches, concatenated column by column."""
-    import numpy as np
-
-    parts: list[dict[str, Any]] = []
-    for start in range(0, max(len(recs), 1), batch_size):
-        chunk = recs[start:start + batch_size]
-        batch: dict[str, list[Any]] = {"text": [r.text for r in chunk]}
-        if prov_field:
-            batch[prov_field] = [r.lookup(prov_field) for r in chunk]
-        parts.append(sf.annotate(batch))
-    out: dict[str, Any] = {}
-    for key in parts[0]:
-        values = [p[key] for p in parts]
-        if isinstance(values[0], np.ndarray):
-            out[key] = np.concatenate(values) if len(values) > 1 else values[0]
-        else:
-            out[key] = [v for chunk in values for v in chunk]
-    return out
 
 
 def _excluded_kind(why: str | None) -> str:
@@ -536,59 +641,87 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
     return out
 
 
-def _offending(result: GateResult, require_provenance: bool) -> list[OffendingItem]:
+def _offending(result: GateResult, reason_codes: Any, dup_rows: Any, scores: Any, prov_codes: Any,
+               require_provenance: bool) -> _Offending:
     """Likely-synthetic items, duplicates, and (when required) items without provenance; worst
-    first: most problems, then most likely synthetic, then input order."""
-    by_id = {r.id: r for r in result.records}
-    items: list[tuple[tuple[int, float, int], OffendingItem]] = []
-    for i, rec in enumerate(result.records):
-        why = result.reasons[i]
-        if why in (EXCLUDED, "malformed"):
-            continue
-        prov = result.provenance[i]
-        score = result.scores[i]
-        p = 1.0 if prov == "machine" else 0.0 if prov == "human" else score
+    first: most problems, then most likely synthetic, then input order. Ranked over the compact
+    columns; each item is built when it is asked for."""
+    import numpy as np
+
+    from synthfilter.gatescan import EXCLUDED_CODE
+    from synthfilter.pipeline.stages import EXACT_DUP, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
+    from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
+
+    gated = (reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED)
+    p = np.where(prov_codes == MACHINE, 1.0, np.where(prov_codes == HUMAN, 0.0, scores.astype(np.float64)))
+    # The value shown (scores rounded to 6 places, as Python rounds), also the sort key; in blocks.
+    p_rounded = np.concatenate([np.fromiter((round(x, 6) for x in p[k:k + 65536].tolist()), np.float64)
+                                for k in range(0, len(p), 65536)]) if len(p) else p
+    synthetic = gated & ~np.isnan(p) & (p_rounded >= SYNTHETIC_SCORE)
+    duplicate = gated & ((reason_codes == EXACT_DUP) | (reason_codes == NEAR_DUP))
+    no_label = gated & (prov_codes == UNKNOWN) if require_provenance else np.zeros(len(gated), dtype=bool)
+    rows = np.flatnonzero(synthetic | duplicate | no_label)
+    serious = synthetic[rows].astype(np.int64) + duplicate[rows]
+    badness = np.where(np.isnan(p_rounded[rows]), -1.0, p_rounded[rows])
+    rows = rows[np.lexsort((rows, -badness, -serious))]
+
+    def build(i: int) -> OffendingItem:
+        strings = result._scan.strings
+        why = REASONS[int(reason_codes[i])]
         problems = []
-        if p is not None and p >= SYNTHETIC_SCORE:
+        if synthetic[i]:
             problems.append("synthetic")
-        if why in ("exact_duplicate", "near_duplicate"):
+        if duplicate[i]:
             problems.append(why)
-        if require_provenance and prov == "unknown":
+        if no_label[i]:
             problems.append("missing_provenance")
-        if not problems:
-            continue
-        dup = result.duplicate_of[i]
-        serious = len([x for x in problems if x != "missing_provenance"])
-        item = OffendingItem(
-            id=rec.id, title=rec.title, link=rec.link, path=rec.path, source=rec.source, problems=problems,
-            p_synthetic=p, score=score, provenance=prov, duplicate_of=dup,
-            duplicate_of_title=by_id[dup].title if dup is not None and dup in by_id else None,
+        j = int(dup_rows[i])
+        score = None if np.isnan(scores[i]) else round(float(scores[i]), 6)
+        prov = PROVENANCE_NAMES[int(prov_codes[i])]
+        return OffendingItem(
+            id=strings.get(i, "id"), title=strings.get(i, "title"), link=strings.get(i, "link"),
+            path=strings.get(i, "path"), source=strings.get(i, "source"), problems=problems,
+            p_synthetic=1.0 if prov == "machine" else 0.0 if prov == "human" else score, score=score,
+            provenance=prov, duplicate_of=strings.get(j, "id") if j >= 0 else None,
+            duplicate_of_title=strings.get(j, "title") if j >= 0 else None,
             decision="approved" if why == "kept" else f"rejected ({why})",
         )
-        items.append(((-serious, -(p if p is not None else -1.0), i), item))
-    items.sort(key=lambda t: t[0])
-    return [it for _, it in items]
+
+    return _Offending(rows, build)
+
+
+def _reason_counts(result: GateResult) -> Counter:
+    reasons = result.reasons
+    if isinstance(reasons, _Names):
+        import numpy as np
+
+        c = np.bincount(reasons.codes.astype(np.int64), minlength=len(reasons.names))
+        return Counter({name: int(c[k]) for k, name in enumerate(reasons.names) if c[k]})
+    return Counter(reasons)
 
 
 def gate_exports(paths: Sequence[str | os.PathLike[str]], policy: GatePolicy | Mapping[str, Any] | None = None,
                  config: Config | str | os.PathLike[str] | Mapping[str, Any] | None = None) -> GateResult:
-    """Read exports (``synthfilter.io.cms.read_exports`` with the config's ``[gate]`` reading
-    options) and gate them; the result also lists the inputs (size, sha256, records)."""
-    from synthfilter.io.cms import ReadOptions, read_exports
+    """Read exports (``synthfilter.io.cms.iter_exports`` with the config's ``[gate]`` reading
+    options) and gate them, streaming: the records are read once to score them and again only
+    to write the approved subset, never all held. The result also lists the inputs (size,
+    sha256, records)."""
+    from synthfilter.gatescan import ExportSource
+    from synthfilter.io.cms import ReadOptions
 
     cfg = _resolve_config(config)
     g = cfg.gate
-    read = read_exports(paths, ReadOptions(
+    source = ExportSource(paths, ReadOptions(
         format=g.format, text_field=cfg.text_field, id_field=cfg.id_field, text_column=g.text_column,
         title_column=g.title_column, id_column=g.id_column, link_column=g.link_column, post_types=g.post_types,
         max_line_bytes=cfg.max_line_bytes,
     ))
-    result = gate(read.records, policy, cfg)
-    result.inputs = [i.to_dict() for i in read.inputs]
-    result.ignored_files = list(read.ignored_files)
+    result = _gate_source(source, _policy(policy, cfg), cfg)
+    result.inputs = [i.to_dict() for i in source.inputs]
+    result.ignored_files = list(source.ignored)
     result._input_paths = [str(p) for p in paths]
-    result.report["input"]["shards"] = len(read.inputs)
-    result.report["input"]["bytes"] = sum(i.size for i in read.inputs)
+    result.report["input"]["shards"] = len(source.inputs)
+    result.report["input"]["bytes"] = sum(i.size for i in source.inputs)
     return result
 
 
@@ -616,8 +749,7 @@ def _prepare_out(out: Path, overwrite: bool, input_paths: Sequence[str]) -> None
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _rejection(result: GateResult, i: int) -> dict[str, Any]:
-    rec = result.records[i]
+def _rejection(result: GateResult, i: int, rec: CmsRecord) -> dict[str, Any]:
     why = result.reasons[i]
     out: dict[str, Any] = {"decision": "rejected", "reason": why}
     if result.duplicate_of[i] is not None:
@@ -646,15 +778,22 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
     approved = AtomicJsonlWriter(out / APPROVED_FILE, None)
     rejected = AtomicJsonlWriter(out / REJECTED_FILE, None)
     opts = orjson.OPT_NON_STR_KEYS
+    counts = _reason_counts(result)
+    n = len(result.reasons)
+    seen = 0
     try:
+        # A second pass over the records (the export files are read again), in input order.
         for i, rec in enumerate(result.records):
+            seen += 1
             if result.reasons[i] == "kept":
                 approved.write_line(rec.raw if rec.raw is not None else orjson.dumps(rec.to_dict(), default=str, option=opts))
             else:
                 obj = rec.to_dict()
-                obj["synthfilter"] = _rejection(result, i)
+                obj["synthfilter"] = _rejection(result, i, rec)
                 rejected.write_line(orjson.dumps(obj, default=str, option=opts))
-        n, kept = len(result.records), result.reasons.count("kept")
+        kept = counts.get("kept", 0)
+        if seen != n:
+            raise ConservationError(f"{out}: {n} records gated but {seen} read again")
         if approved.count + rejected.count != n or approved.count != kept:
             raise ConservationError(f"{out}: {n} records read but {approved.count} approved + {rejected.count} rejected written")
         approved.commit()
@@ -663,7 +802,6 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
         approved.abort()
         rejected.abort()
         raise
-    counts = Counter(result.reasons)
     manifest = {
         "synthfilter_version": __version__,
         "command": "gate",
@@ -678,8 +816,8 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
         "ignored_files": result.ignored_files,
         "outputs": {"approved": APPROVED_FILE, "rejected": REJECTED_FILE},
         "approved": result._approved_summary(),
-        "conservation": {"checked": True, "ok": True, "records": len(result.records),
-                         "approved": counts.get("kept", 0), "rejected": len(result.records) - counts.get("kept", 0),
+        "conservation": {"checked": True, "ok": True, "records": n,
+                         "approved": counts.get("kept", 0), "rejected": n - counts.get("kept", 0),
                          "by_reason": dict(sorted(counts.items()))},
         "python": sys.version.split()[0],
     }
@@ -693,8 +831,6 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
 def render_gate_html(result: GateResult) -> str:
     """A self-contained page: verdict and checks, the offending items worst first, then the
     run report's summary, detector and duplicate sections."""
-    import numpy as np
-
     from synthfilter.report import html as h
 
     checks = []
@@ -749,8 +885,7 @@ def render_gate_html(result: GateResult) -> str:
     ]), note=note, anchor="offending"))
 
     dec = result._decisions
-    gated = [i for i, why in enumerate(result.reasons) if why != EXCLUDED]
-    scores = np.array([np.nan if result.scores[i] is None else result.scores[i] for i in gated], dtype=np.float32)
+    scores = result._scan.score  # the gated records' scores, in order
     sections.append(h.detector_section(result.report, scores, dec.reason if dec is not None else None))
     sections.append(h.duplicates_section(result.report, dec.cluster_sizes if dec is not None else None))
     inputs = [{"path": h.Html(f"<code>{_text(i['path'])}</code>"), "format": i["format"], "records": i["records"],
@@ -816,3 +951,23 @@ def _item_line(o: OffendingItem) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json_list(f: Any, items: Iterator[Any], indent: int, level: int, chunk: int = 2000) -> None:
+    """Write ``items`` as a JSON list exactly as ``json.dumps(..., indent=indent)`` lays it out
+    ``level`` levels deep, a chunk at a time."""
+    pad = " " * (indent * (level + 1))
+    buf: list[str] = []
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=indent, ensure_ascii=False, default=str).replace("\n", "\n" + pad)
+        buf.append(("[\n" if first else ",\n") + pad + text)
+        first = False
+        if len(buf) >= chunk:
+            f.write("".join(buf).encode("utf-8"))
+            buf.clear()
+    if first:
+        f.write(b"[]")
+        return
+    buf.append("\n" + " " * (indent * level) + "]")
+    f.write("".join(buf).encode("utf-8"))

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import zstandard
 
-from textgen import corpus
+from textgen import assistant_text, corpus, human_text
 
 
 def write_jsonl(path: Path, records: Iterable[Any], compression: str | None = None) -> Path:
@@ -58,3 +58,48 @@ def read_jsonl(path: Path) -> list[bytes]:
     elif path.name.endswith(".zst"):
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return [line for line in data.split(b"\n") if line]
+
+
+_WXR_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<rss version="2.0" '
+             'xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+             'xmlns:wp="http://wordpress.org/export/1.2/">\n<channel>\n<title>Harwick notes</title>\n'
+             '<wp:author><wp:author_login><![CDATA[editor]]></wp:author_login></wp:author>\n')
+_WXR_TAIL = "</channel>\n</rss>\n"
+
+
+def _wxr_item(post_id: int, title: str, text: str, label: int | None) -> str:
+    paragraphs = "".join(f"<p>{s}.</p>" for s in text.split(". ") if s)
+    meta = ("" if label is None else
+            f"<wp:postmeta><wp:meta_key><![CDATA[ai_generated]]></wp:meta_key>"
+            f"<wp:meta_value><![CDATA[{label}]]></wp:meta_value></wp:postmeta>")
+    return (f"<item><title><![CDATA[{title}]]></title><link>https://blog.example/?p={post_id}</link>"
+            f"<dc:creator><![CDATA[editor]]></dc:creator><category domain=\"category\"><![CDATA[Notes]]></category>"
+            f"<content:encoded><![CDATA[<!-- wp:paragraph -->{paragraphs}<!-- /wp:paragraph -->]]></content:encoded>"
+            f"<wp:post_id>{post_id}</wp:post_id><wp:post_date><![CDATA[2025-01-02 03:04:05]]></wp:post_date>"
+            f"<wp:status><![CDATA[publish]]></wp:status><wp:post_type><![CDATA[post]]></wp:post_type>{meta}</item>\n")
+
+
+def write_wxr_export(path: Path, size: int, seed: int = 0) -> int:
+    """Write a WordPress export of about ``size`` bytes of project-made posts, streamed (about 70 %
+    "human", 30 % "assistant" register, 3 % verbatim copies under new ids, every other post
+    labelled in the ``ai_generated`` custom field: 1 machine, 0 human). Returns the number of posts."""
+    rng = random.Random(seed)
+    n = written = 0
+    recent: list[tuple[str, str, int]] = []
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_WXR_HEAD)
+        while written < size:
+            n += 1
+            if recent and rng.random() < 0.03:
+                title, text, label = rng.choice(recent)  # a verbatim copy under a new id
+                title += " (again)"
+            else:
+                machine = rng.random() < 0.3
+                body = assistant_text(rng, sentences=rng.randint(8, 14)) if machine else human_text(rng, sentences=rng.randint(10, 28))
+                title, text, label = f"Post {n}", f"Entry number {n} of the notes. {body}", int(machine)
+                recent = (recent + [(title, text, label)])[-50:]
+            chunk = _wxr_item(n, title, text, label if n % 2 else None)
+            f.write(chunk)
+            written += len(chunk)
+        f.write(_WXR_TAIL)
+    return n

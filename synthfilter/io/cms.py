@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import os
 import re
 import sys
@@ -621,10 +620,9 @@ def _pick_column(header: Sequence[str], given: str | None, candidates: Sequence[
     return None
 
 
-def _delimiter(text: str, path: Path) -> str:
+def _delimiter(header: str, path: Path) -> str:
     if path.name.lower().endswith(".tsv"):
         return "\t"
-    header = text.split("\n", 1)[0]
     counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -635,13 +633,32 @@ def _looks_like_html(text: str) -> bool:
 
 
 def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
-    """Rows of a CSV (or TSV) file with a header; text cells holding HTML are converted to text."""
-    text = _decode(path.read_bytes(), path, "CSV")
-    if not text.strip():
-        raise InputError(path, "empty file: no header and no rows")
+    """Rows of a CSV (or TSV) file with a header, read row by row; text cells holding HTML are
+    converted to text."""
     limit = max(csv.field_size_limit(), opts.max_line_bytes)
     csv.field_size_limit(limit)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text, path), strict=True)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            first = f.readline()
+            if not first.strip() and not _any_text_after(f):
+                raise InputError(path, "empty file: no header and no rows")
+            f.seek(0)
+            yield from _csv_rows(f, path, rel, opts, _delimiter(first.split("\n", 1)[0], path))
+    except UnicodeDecodeError:
+        raise _not_utf8(path, "CSV") from None
+
+
+def _any_text_after(f: Any) -> bool:
+    while True:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            return False
+        if chunk.strip():
+            return True
+
+
+def _csv_rows(f: Any, path: Path, rel: str, opts: ReadOptions, delimiter: str) -> Iterator[CmsRecord]:
+    reader = csv.reader(f, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
         header = [h.strip() for h in header]
@@ -672,6 +689,28 @@ def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
             )
     except csv.Error as e:
         raise InputError(path, f"unreadable CSV ({e})", reader.line_num or 1) from None
+
+
+def _not_utf8(path: Path, what: str) -> InputError:
+    """The error for a file that is not UTF-8, naming the first bad byte's line (found by
+    decoding the file again in chunks: never the whole file in memory)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                data = e.object
+                line = lines + data[: e.start].count(b"\n") + 1
+                return InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); is it a {what} file? re-save it "
+                                  "as UTF-8 or pass --format", line)
+            if not chunk:
+                return InputError(path, f"not UTF-8 text; is it a {what} file? re-save it as UTF-8 or pass --format")
+            lines += chunk.count(b"\n")
 
 
 # -- JSONL ---------------------------------------------------------------------------------------
@@ -725,20 +764,32 @@ def read_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | No
     """Read every export (files and folders) into records, in a stable order.
 
     Ids are unique across the whole read: an id seen in two inputs is qualified with its
-    file (``<file>:<id>``).
+    file (``<file>:<id>``). Holds every record: ``iter_exports`` streams them instead.
     """
+    inputs: list[ExportInput] = []
+    ignored: list[str] = []
+    records = list(iter_exports(paths, opts, inputs, ignored))
+    make_ids_unique(records)
+    return ExportRead(records=records, inputs=inputs, ignored_files=ignored)
+
+
+def iter_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | None = None,
+                 inputs: list[ExportInput] | None = None, ignored: list[str] | None = None) -> Iterator[CmsRecord]:
+    """The records of every export, one at a time, as ``read_exports`` orders them (ids as
+    read, not yet made unique). ``inputs`` gets each file's entry once its records are read,
+    ``ignored`` the files of a folder that are not Markdown or HTML."""
     opts = opts or ReadOptions()
+    inputs = inputs if inputs is not None else []
+    ignored = ignored if ignored is not None else []
     if opts.format is not None and opts.format not in FORMATS:
         raise InputError(None, f"unknown --format {opts.format!r}; choose from {', '.join(FORMATS)}")
     if not paths:
         raise InputError(None, "no EXPORT given: pass WXR (.xml), CSV, JSONL files or folders of Markdown / HTML files")
-    records: list[CmsRecord] = []
-    inputs: list[ExportInput] = []
-    ignored: list[str] = []
+    for raw in paths:
+        if not Path(raw).exists():
+            raise InputError(Path(raw), "path does not exist")
     for raw in paths:
         p = Path(raw)
-        if not p.exists():
-            raise InputError(p, "path does not exist")
         if p.is_dir():
             if opts.format not in (None, "markdown", "html"):
                 raise InputError(p, f"is a folder; --format {opts.format} reads files (folders hold Markdown or HTML)")
@@ -747,35 +798,41 @@ def read_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | No
                 raise InputError(p, "no Markdown (.md) or HTML (.html) files in this folder")
             for fp, rel, kind in files:
                 rec = read_markdown_file(fp, rel) if kind == "markdown" else read_html_file(fp, rel)
-                records.append(rec)
-                inputs.append(_input(fp, kind, [rec]))
+                yield rec
+                inputs.append(_input(fp, kind, 1, 1 if rec.excluded else 0))
             continue
         fmt = opts.format or detect_format(p)
         rel = p.name
         if fmt == "wxr":
-            got = list(read_wxr(p, rel, opts.post_types))
+            got: Iterator[CmsRecord] = read_wxr(p, rel, opts.post_types)
         elif fmt == "csv":
-            got = list(read_csv(p, rel, opts))
+            got = read_csv(p, rel, opts)
         elif fmt == "jsonl":
-            got = list(read_jsonl(p, rel, opts))
+            got = read_jsonl(p, rel, opts)
         elif fmt == "markdown":
-            got = [read_markdown_file(p, rel)]
+            got = iter([read_markdown_file(p, rel)])
         else:
-            got = [read_html_file(p, rel)]
-        if fmt in ("csv", "jsonl") and got and all(r.text is None for r in got):
+            got = iter([read_html_file(p, rel)])
+        n = excluded = with_text = 0
+        first_error = None
+        for rec in got:
+            n += 1
+            excluded += rec.excluded is not None
+            if rec.text is not None:
+                with_text += 1
+            elif first_error is None:
+                first_error = rec.error
+            yield rec
+        if fmt in ("csv", "jsonl") and n and not with_text:
             field_name = opts.text_column or "text" if fmt == "csv" else opts.text_field
-            raise InputError(p, f"no record has text ({got[0].error}); is {field_name!r} the right "
+            raise InputError(p, f"no record has text ({first_error}); is {field_name!r} the right "
                              f"{'column' if fmt == 'csv' else 'field'}?")
-        records.extend(got)
-        inputs.append(_input(p, fmt, got))
-    make_ids_unique(records)
-    return ExportRead(records=records, inputs=inputs, ignored_files=ignored)
+        inputs.append(_input(p, fmt, n, excluded))
 
 
-def _input(path: Path, fmt: str, got: Sequence[CmsRecord]) -> ExportInput:
-    excluded = sum(1 for r in got if r.excluded)
+def _input(path: Path, fmt: str, records: int, excluded: int) -> ExportInput:
     return ExportInput(path=str(path), format=fmt, size=path.stat().st_size, sha256=file_sha256(path),
-                       records=len(got), excluded=excluded)
+                       records=records, excluded=excluded)
 
 
 def make_ids_unique(records: list[CmsRecord]) -> None:

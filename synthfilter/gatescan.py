@@ -1,0 +1,479 @@
+"""The gate's pass over an export, in bounded memory: records are scored a batch at a time into
+compact columns (numbers in memory, LSH band keys and MinHash signatures in temporary files,
+ids / titles / links in a temporary file), and never held; then the pipeline's own
+decide stage runs over those columns, as ``SynthFilter.decide`` would over ``annotate``'s.
+
+Records come from a ``RecordSource``: a list (``synthfilter.gate(records)``) or export files
+read again whenever the records are needed once more (writing the approved subset).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+
+from synthfilter.pipeline.stages import REASONS, STATUS_OK, Annotations, Decisions, decide, record_uniforms
+from synthfilter.records import is_missing
+
+if TYPE_CHECKING:
+    from synthfilter.api import SynthFilter
+    from synthfilter.io.cms import CmsRecord, ExportInput, ReadOptions
+
+EXCLUDED_CODE = len(REASONS)  # the reason code of items that are not gated
+REASON_NAMES = (*REASONS, "excluded")
+STRING_COLUMNS = ("id", "title", "link", "path", "source")
+_NO_TEXT_SALT = np.uint64(xxhash.xxh3_64_intdigest(b"no-text:synthfilter.api"))  # as api.annotations_from_columns
+
+
+# -- where the records come from -------------------------------------------------------------------
+
+
+class RecordSource:
+    """Records that can be read more than once, in the same order, with the same ids."""
+
+    def __iter__(self) -> Iterator[CmsRecord]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> CmsRecord:
+        if i < 0:
+            i += len(self)
+        for j, rec in enumerate(self):
+            if j == i:
+                return rec
+        raise IndexError(i)
+
+    def first_pass(self) -> Iterator[CmsRecord]:
+        return iter(self)
+
+    def set_ids(self, fixes: dict[int, str]) -> None:
+        """Ids that ``make_ids_unique`` would have qualified, by record index."""
+
+
+class ListSource(RecordSource):
+    def __init__(self, records: list[CmsRecord]):
+        self.records = records
+
+    def __iter__(self) -> Iterator[CmsRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> CmsRecord:  # type: ignore[override]
+        return self.records[i]
+
+    def set_ids(self, fixes: dict[int, str]) -> None:
+        for i, rid in fixes.items():
+            self.records[i].id = rid
+
+
+class ExportSource(RecordSource):
+    """The records of export files, read from the files each time (``iter_exports``)."""
+
+    def __init__(self, paths: Sequence[Any], opts: ReadOptions):
+        self.paths = list(paths)
+        self.opts = opts
+        self.inputs: list[ExportInput] = []
+        self.ignored: list[str] = []
+        self.fixes: dict[int, str] = {}
+        self._n: int | None = None
+
+    def first_pass(self) -> Iterator[CmsRecord]:
+        from synthfilter.io.cms import iter_exports
+
+        self.inputs.clear()
+        self.ignored.clear()
+        n = 0
+        for rec in iter_exports(self.paths, self.opts, self.inputs, self.ignored):
+            n += 1
+            yield rec
+        self._n = n
+
+    def __iter__(self) -> Iterator[CmsRecord]:
+        from synthfilter.io.cms import iter_exports
+        from synthfilter.io.shards import InputError
+
+        n = 0
+        for i, rec in enumerate(iter_exports(self.paths, self.opts)):
+            if i in self.fixes:
+                rec.id = self.fixes[i]
+            n += 1
+            yield rec
+        if self._n is not None and n != self._n:
+            raise InputError(", ".join(map(str, self.paths)), f"the export changed while it was gated ({self._n:,} "
+                             f"records the first time, {n:,} now); gate it again")
+
+    def __len__(self) -> int:
+        if self._n is None:
+            self._n = sum(1 for _ in self.first_pass())
+        return self._n
+
+    def set_ids(self, fixes: dict[int, str]) -> None:
+        self.fixes = dict(fixes)
+
+
+# -- compact columns -------------------------------------------------------------------------------
+
+
+class _StringStore:
+    """Per-record strings in a temporary file, one orjson line per batch of records (no pyarrow:
+    its first array costs the process some 45 MB of memory for good)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: Any = None
+        self.starts = [0]  # first record of each batch
+        self.offsets = [0]  # byte offset of each batch's line
+
+    def append(self, recs: Sequence[CmsRecord]) -> None:
+        import orjson
+
+        if self._file is None:
+            self._file = open(self.path, "wb")
+        line = orjson.dumps([[getattr(r, c) for c in STRING_COLUMNS] for r in recs]) + b"\n"
+        self._file.write(line)
+        self.starts.append(self.starts[-1] + len(recs))
+        self.offsets.append(self.offsets[-1] + len(line))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def _batch(self, f: Any, k: int) -> list[list[str | None]]:
+        import orjson
+
+        f.seek(self.offsets[k])
+        return orjson.loads(f.read(self.offsets[k + 1] - self.offsets[k]))
+
+    def batches(self, column: str) -> Iterator[list[Any]]:
+        """The column's values, batch by batch (one batch in memory at a time)."""
+        c = STRING_COLUMNS.index(column)
+        if len(self.starts) == 1:
+            return
+        with open(self.path, "rb") as f:
+            for k in range(len(self.starts) - 1):
+                yield [row[c] for row in self._batch(f, k)]
+
+    def take(self, rows: np.ndarray) -> dict[str, list[str | None]]:
+        """The strings of ``rows`` (sorted, unique), column by column, in that order."""
+        out: dict[str, list[str | None]] = {c: [] for c in STRING_COLUMNS}
+        if len(rows) and len(self.starts) > 1:
+            which = np.searchsorted(self.starts, rows, side="right") - 1
+            with open(self.path, "rb") as f:
+                for k in np.unique(which).tolist():
+                    batch = self._batch(f, k)
+                    for j in (rows[which == k] - self.starts[k]).tolist():
+                        for c, value in zip(STRING_COLUMNS, batch[j]):
+                            out[c].append(value)
+        return out
+
+
+class _Packed:
+    """Strings (or None) packed in one buffer: about their UTF-8 length plus 9 bytes each."""
+
+    def __init__(self, values: Sequence[str | None]):
+        data = [b"" if v is None else v.encode("utf-8") for v in values]
+        self.none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        self.ends = np.cumsum([len(d) for d in data], dtype=np.int64) if data else np.zeros(0, np.int64)
+        self.blob = b"".join(data)
+
+    def __getitem__(self, i: int) -> str | None:
+        if self.none[i]:
+            return None
+        start = int(self.ends[i - 1]) if i else 0
+        return self.blob[start:int(self.ends[i])].decode("utf-8")
+
+
+class _BandColumns:
+    """(records, bands) LSH band keys kept band by band in files: ``keys[:, j]`` reads band j
+    alone (what the decide stage reads), so the whole matrix is never in memory."""
+
+    ndim = 2
+    dtype = np.dtype(np.uint64)
+
+    def __init__(self, paths: list[Path], n: int):
+        self.paths = paths
+        self.shape = (n, len(paths))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], (int, np.integer)):
+            return np.fromfile(self.paths[int(key[1])], dtype=np.uint64, count=self.shape[0])
+        whole = np.stack([np.fromfile(p, dtype=np.uint64, count=self.shape[0]) for p in self.paths], axis=1)
+        return whole[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = np.stack([np.fromfile(p, dtype=np.uint64, count=self.shape[0]) for p in self.paths], axis=1)
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class _SignatureRows:
+    """(records, num_perm) MinHash signatures in a file, read row by row (what near-duplicate
+    verification asks for): a memory map would bring into the process's resident memory every
+    page the candidate rows touch, which is most of the file, and the file grows with the export."""
+
+    ndim = 2
+    dtype = np.dtype(np.uint32)
+
+    def __init__(self, path: Path, n: int, num_perm: int):
+        self.path = path
+        self.shape = (n, num_perm)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        width = self.shape[1] * 4
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = b"".join([os.pread(fd, width, r * width) for r in unique.tolist()])
+        finally:
+            os.close(fd)
+        return np.frombuffer(data, dtype=np.uint32).reshape(len(unique), self.shape[1])[inverse]
+
+
+class RecordStrings:
+    """Ids, titles, links, paths and sources of the records a result names (offending items
+    and the records duplicates were kept in place of), final ids applied."""
+
+    def __init__(self, rows: np.ndarray, columns: dict[str, list[str | None]], fixes: dict[int, str]):
+        self.rows = rows
+        self.fixes = fixes
+        self._cols = {c: _Packed(columns[c]) for c in STRING_COLUMNS}
+
+    def get(self, row: int, column: str) -> str | None:
+        if column == "id" and row in self.fixes:
+            return self.fixes[row]
+        pos = int(np.searchsorted(self.rows, row))
+        if pos >= len(self.rows) or self.rows[pos] != row:
+            raise KeyError(row)
+        return self._cols[column][pos]
+
+
+@dataclass
+class GateScan:
+    """Everything the gate keeps of an export: per record (all, excluded ones too) and per
+    gated record, as arrays; the strings of the records it will name."""
+
+    n: int
+    gated: np.ndarray  # int64: record index of each gated record
+    excluded_kinds: Counter
+    status: np.ndarray  # per gated record
+    provenance: np.ndarray  # int8 codes per gated record (after the no-detector rule)
+    labels: np.ndarray  # int8 provenance codes per gated record as the map gave them
+    score: np.ndarray  # float32 per gated record
+    decisions: Decisions
+    report: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+    fixes: dict[int, str] = field(default_factory=dict)
+    store: Any = None  # _StringStore, until ``strings`` is built
+    strings: RecordStrings | None = None
+
+    # per record (all) ---------------------------------------------------------------------------
+    def reason_codes(self) -> np.ndarray:
+        out = np.full(self.n, EXCLUDED_CODE, dtype=np.int8)
+        out[self.gated] = self.decisions.reason
+        return out
+
+    def duplicate_rows(self) -> np.ndarray:
+        """Per record, the record index of the one kept in its place, else -1."""
+        out = np.full(self.n, -1, dtype=np.int64)
+        dup = self.decisions.duplicate_of
+        has = dup >= 0
+        out[self.gated[has]] = self.gated[dup[has]]
+        return out
+
+    def scores(self) -> np.ndarray:
+        out = np.full(self.n, np.nan, dtype=np.float32)
+        out[self.gated] = self.score
+        return out
+
+    def p_machine(self) -> np.ndarray:
+        out = np.full(self.n, np.nan, dtype=np.float32)
+        out[self.gated] = self.decisions.posterior
+        return out
+
+    def provenance_codes(self) -> np.ndarray:
+        """Per record, the provenance label as mapped (decide may have seen none: ``provenance``)."""
+        out = np.zeros(self.n, dtype=np.int8)
+        out[self.gated] = self.labels
+        return out
+
+
+def _chunks(records: Iterable[CmsRecord], size: int) -> Iterator[list[CmsRecord]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_size: int,
+         no_estimate_message: Any) -> tuple[GateScan, Path]:
+    """Score every record of ``source`` (one pass), make ids unique, decide. Returns the scan
+    and its temporary directory (the caller removes it once the strings it needs are taken).
+
+    ``no_estimate_message(unknown_ok, known_any)`` returns the note for a detector-less run
+    whose records are only partly labelled (and raises when that cannot go on), or None.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="synthfilter-gate-"))
+    try:
+        return _scan(source, sf, prov_field, batch_size, no_estimate_message, tmp), tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_size: int,
+          no_estimate_message: Any, tmp: Path) -> GateScan:
+    t0 = time.perf_counter()
+    cfg = sf.config
+    near, verify = cfg.dedup.near, cfg.dedup.verify
+    store = _StringStore(tmp / "strings.jsonl")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("status", "hash_hi", "hash_lo", "length", "score",
+                                                          "provenance", "id_hash", "gated")}
+    band_files: list[Any] = []
+    band_paths: list[Path] = []
+    sig_path = tmp / "signatures.u32"
+    sig_file = open(sig_path, "wb") if near and verify else None
+    excluded_kinds: Counter = Counter()
+    n = n_gated = 0
+    num_perm = cfg.dedup.num_perm
+    try:
+        for chunk in _chunks(source.first_pass(), batch_size):
+            store.append(chunk)
+            digest = xxhash.xxh3_64_intdigest
+            parts["id_hash"].append(np.fromiter((digest(str(r.id).encode("utf-8")) for r in chunk), np.uint64, len(chunk)))
+            gated = [j for j, r in enumerate(chunk) if r.excluded is None]
+            for r in chunk:
+                if r.excluded is not None:
+                    excluded_kinds[(r.excluded or "").split(" (")[0]] += 1
+            parts["gated"].append(np.asarray(gated, dtype=np.int64) + n)
+            n += len(chunk)
+            if not gated:
+                continue
+            values = [chunk[j].text for j in gated]
+            prov = None
+            if prov_field:
+                prov = [chunk[j].lookup(prov_field) for j in gated]
+                prov = [None if is_missing(v) else v for v in prov]
+            scored = sf._score_values(values, prov)
+            for k in ("status", "hash_hi", "hash_lo", "length", "score", "provenance"):
+                parts[k].append(scored[k])
+            if near:
+                bands = scored["bands"]
+                bad = np.flatnonzero(scored["status"] != STATUS_OK)
+                if len(bad):
+                    # Rows without text get band keys of their own so that they never match anything.
+                    nb = bands.shape[1]
+                    own = (bad + n_gated).astype(np.uint64)[:, None] * np.uint64(nb) + np.arange(nb, dtype=np.uint64)
+                    bands[bad] = own ^ _NO_TEXT_SALT
+                if not band_files:
+                    band_paths = [tmp / f"band-{b:03d}.u64" for b in range(bands.shape[1])]
+                    band_files = [open(p, "wb") for p in band_paths]
+                for b, f in enumerate(band_files):
+                    f.write(np.ascontiguousarray(bands[:, b]).tobytes())
+                if sig_file is not None:
+                    sig_file.write(np.ascontiguousarray(scored["signatures"], dtype=np.uint32).tobytes())
+                    num_perm = scored["signatures"].shape[1]
+            n_gated += len(gated)
+    finally:
+        store.close()
+        for f in band_files:
+            f.close()
+        if sig_file is not None:
+            sig_file.close()
+
+    def cat(k: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(parts[k]).astype(dtype, copy=False) if parts[k] else np.zeros(0, dtype)
+
+    gated_idx = cat("gated", np.int64)
+    status = cat("status", np.int8)
+    labels = cat("provenance", np.int8)
+    ok = status == STATUS_OK
+    provenance = labels
+    messages = []
+    note = no_estimate_message(ok & (labels == 0), bool((ok & (labels != 0)).any()))
+    if note is not None:
+        messages.append(note)
+        provenance = np.zeros_like(labels)  # the labels only steer which copy of a group is kept
+    fixes = unique_ids(store, cat("id_hash", np.uint64))
+    uniform = np.zeros(n_gated, dtype=np.float64)
+    if n_gated:
+        gated_set = np.zeros(n, dtype=bool)
+        gated_set[gated_idx] = True
+        pos = 0
+        for k, ids in enumerate(store.batches("id")):
+            lo = store.starts[k]
+            rows = np.flatnonzero(gated_set[lo:lo + len(ids)])
+            if len(rows):
+                final = [fixes.get(lo + int(j), ids[j]) for j in rows.tolist()]
+                uniform[pos:pos + len(rows)] = record_uniforms(cfg.seed, final)
+                pos += len(rows)
+    bands_cols = _BandColumns(band_paths, n_gated) if near and band_paths else None
+    if near and bands_cols is None:
+        bands_cols = np.zeros((0, 0), dtype=np.uint64)
+    sigs = None
+    if near and verify:
+        sigs = (_SignatureRows(sig_path, n_gated, num_perm) if n_gated
+                else np.zeros((0, num_perm), dtype=np.uint32))
+    ann = Annotations(
+        shard=np.zeros(n_gated, dtype=np.int32), status=status, hash_hi=cat("hash_hi", np.uint64),
+        hash_lo=cat("hash_lo", np.uint64), score=cat("score", np.float32), provenance=provenance,
+        uniform=uniform, length=cat("length", np.int32), bands=bands_cols, signatures=sigs,
+    )
+    card = sf.scorer.detector.card if sf.scorer.uses_detector else None
+    decisions = decide(ann, cfg, card)
+    from synthfilter.pipeline.run import build_report
+
+    report = build_report(["export"], {"export": {"records": n_gated, "size": 0}}, decisions, cfg,
+                          time.perf_counter() - t0, sf.scorer)
+    report["input"]["bytes"] = None
+    del ann, sigs
+    source.set_ids(fixes)
+    return GateScan(n=n, gated=gated_idx, excluded_kinds=excluded_kinds, status=status, provenance=provenance,
+                    labels=labels, score=cat("score", np.float32), decisions=decisions, report=report,
+                    messages=messages, fixes=fixes, store=store)
+
+
+def unique_ids(store: _StringStore, id_hash: np.ndarray) -> dict[int, str]:
+    """``make_ids_unique`` without holding the ids: ids whose hash occurs more than once are read
+    back, and those that really repeat are qualified with their file (``<file>:<id>``, ``#2``...)."""
+    if len(id_hash) < 2:
+        return {}
+    values, counts = np.unique(id_hash, return_counts=True)
+    repeated = values[counts > 1]
+    if not len(repeated):
+        return {}
+    rows = np.flatnonzero(np.isin(id_hash, repeated))
+    taken = store.take(rows)
+    ids, paths, sources = taken["id"], taken["path"], taken["source"]
+    counted = Counter(ids)
+    seen: Counter[str] = Counter()
+    fixes = {}
+    for row, rid, path, src in zip(rows.tolist(), ids, paths, sources):
+        if counted[rid] > 1:
+            base = f"{path or src}:{rid}"
+            seen[base] += 1
+            fixes[row] = base if seen[base] == 1 else f"{base}#{seen[base]}"
+    return fixes
+
+
+def take_strings(gs: GateScan, rows: np.ndarray) -> RecordStrings:
+    rows = np.unique(rows.astype(np.int64))
+    return RecordStrings(rows, gs.store.take(rows), gs.fixes)
