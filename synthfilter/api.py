@@ -22,6 +22,7 @@ from synthfilter.pipeline.stages import (
     KEPT,
     PROVENANCE_NAMES,
     REASONS,
+    STATUS_LANGUAGE,
     STATUS_MALFORMED,
     STATUS_OK,
     Annotations,
@@ -48,7 +49,10 @@ LENGTH_COL = "synth_length"  # int32 characters of the text
 ERROR_COL = "synth_error"  # "" for a usable record, else why it is malformed
 BANDS_COL = "synth_bands"  # uint64[b] MinHash LSH band keys
 SIGNATURE_COL = "synth_signature"  # uint32[num_perm] MinHash signature (for verified near-dup clusters)
-ANNOTATION_COLUMNS = (SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERROR_COL, BANDS_COL, SIGNATURE_COL)
+LANGUAGE_COL = "synth_language"  # ISO 639-1 code ("und": not identified; "" if malformed), when identified
+LANGUAGE_CONFIDENCE_COL = "synth_language_confidence"  # float32 confidence of synth_language
+ANNOTATION_COLUMNS = (SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERROR_COL, BANDS_COL, SIGNATURE_COL,
+                      LANGUAGE_COL, LANGUAGE_CONFIDENCE_COL)
 
 # Columns the decide step adds to rejected records.
 REASON_COL = "synth_reason"  # "malformed" | "exact_duplicate" | "near_duplicate" | "synthetic_downsampled"
@@ -177,6 +181,8 @@ class SynthFilter:
             cols.append(BANDS_COL)
             if self._config.dedup.verify:
                 cols.append(SIGNATURE_COL)
+        if self._config.identifies_language:
+            cols += [LANGUAGE_COL, LANGUAGE_CONFIDENCE_COL]
         return tuple(cols)
 
     # -- score --------------------------------------------------------------------------------
@@ -232,6 +238,11 @@ class SynthFilter:
             a = np.full(n, fill, dtype=dtype)
             a[at] = ann[name]
             out[name] = a
+        if "language" in ann:
+            for name, dtype, fill in (("language", np.uint8, 0), ("language_confidence", np.float32, np.nan)):
+                a = np.full(n, fill, dtype=dtype)
+                a[at] = ann[name]
+                out[name] = a
         if "bands" in ann:
             bands = np.zeros((n, ann["bands"].shape[1]), dtype=np.uint64)
             bands[at] = ann["bands"]
@@ -271,6 +282,11 @@ class SynthFilter:
             out[BANDS_COL] = scored["bands"]
             if cfg.dedup.verify:
                 out[SIGNATURE_COL] = scored["signatures"]
+        if "language" in scored:
+            from synthfilter.language import CODES
+
+            out[LANGUAGE_COL] = [CODES[c] if good else "" for c, good in zip(scored["language"].tolist(), ok.tolist())]
+            out[LANGUAGE_CONFIDENCE_COL] = scored["language_confidence"]
         return out
 
     # -- decide -------------------------------------------------------------------------------
@@ -315,7 +331,7 @@ class SynthFilter:
                 seconds_before: float = 0.0, input_bytes: int | None = None) -> DecideResult:
         cfg = self._config
         t0 = time.perf_counter()
-        bad = np.flatnonzero(ann.status != STATUS_OK)
+        bad = np.flatnonzero(ann.status == STATUS_MALFORMED)
         if len(bad) and cfg.on_error == "fail":
             i = int(bad[0])
             raise MalformedRecordError(
@@ -473,6 +489,15 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         )
     errors = cols.pylist(ERROR_COL)
     status = np.fromiter((STATUS_OK if not e else STATUS_MALFORMED for e in errors), dtype=np.int8, count=n)
+    language = None
+    if cfg.identifies_language:
+        if LANGUAGE_COL not in cols:
+            raise ValueError(f"annotations lack column {LANGUAGE_COL}: annotate with SynthFilter.annotate under the same config")
+        from synthfilter.language import code_of
+        from synthfilter.pipeline.stages import language_roles_of
+
+        language = np.fromiter((code_of(c or "und") for c in cols.pylist(LANGUAGE_COL)), dtype=np.uint8, count=n)
+        status[(status == STATUS_OK) & ~language_roles_of(language, cfg).allowed] = STATUS_LANGUAGE
     hashes = cols.pylist(TEXT_HASH_COL)
     raw = bytes.fromhex("".join(h if h else _ZERO_HASH for h in hashes))
     hl = np.frombuffer(raw, dtype=">u8").reshape(n, 2).astype(np.uint64)
@@ -486,7 +511,8 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         bands = np.array(cols.matrix(BANDS_COL, np.uint64), dtype=np.uint64)
         bad = np.flatnonzero(status != STATUS_OK)
         if len(bad):
-            # Rows without text get band keys of their own so that they never match anything.
+            # Rows without text (or in a language --languages drops) get band keys of their own
+            # so that they never match anything.
             nb = bands.shape[1]
             own = bad.astype(np.uint64)[:, None] * np.uint64(nb) + np.arange(nb, dtype=np.uint64)
             bands[bad] = own ^ _NO_TEXT_SALT
@@ -503,6 +529,7 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         length=cols.vector(LENGTH_COL, np.int32),
         bands=bands,
         signatures=signatures,
+        language=language,
     )
     return ann, errors
 

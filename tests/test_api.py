@@ -123,7 +123,8 @@ def test_score_batch_is_the_pipeline_scorer_with_malformed_rows_marked() -> None
 
 
 def test_annotate_adds_the_documented_columns() -> None:
-    sf = SynthFilter({"detector": {"enabled": False}, "ratio": {"provenance_field": "meta.who"}})
+    sf = SynthFilter({"detector": {"enabled": False}, "ratio": {"provenance_field": "meta.who"},
+                      "language": {"identify": "always"}})
     batch = {
         "id": ["a", "b", "c"],
         "text": ["Hello there, how are you today?", "HELLO there how are you today", ""],
@@ -138,8 +139,10 @@ def test_annotate_adds_the_documented_columns() -> None:
     assert out["synth_length"].tolist() == [31, 29, 0]
     assert out["synth_bands"].shape == (3, sf.scorer.bands[0]) and out["synth_bands"].dtype == np.uint64
     assert out["synth_signature"].shape == (3, 128) and out["synth_signature"].dtype == np.uint32
+    assert out["synth_language"] == ["en", "en", ""]
+    assert out["synth_language_confidence"][0] > 0.5
     assert np.isnan(out["synth_score"]).all()
-    assert tuple(SynthFilter({"dedup": {"near": False}}).annotation_columns) == ANNOTATION_COLUMNS[:5]
+    assert tuple(SynthFilter({"dedup": {"near": False}}).annotation_columns) == ANNOTATION_COLUMNS[:5] + ANNOTATION_COLUMNS[7:]
 
 
 def test_annotate_reads_dotted_text_paths_and_names_a_missing_column() -> None:

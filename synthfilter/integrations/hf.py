@@ -30,6 +30,8 @@ from synthfilter.api import (
     BANDS_COL,
     DUPLICATE_OF_COL,
     ERROR_COL,
+    LANGUAGE_COL,
+    LANGUAGE_CONFIDENCE_COL,
     LENGTH_COL,
     MISSING,
     P_MACHINE_COL,
@@ -46,7 +48,7 @@ from synthfilter.api import (
     record_ids,
 )
 from synthfilter.config import Config
-from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, KEPT, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
+from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, KEPT, LANGUAGE, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
 
 __all__ = [
     "FilterResult", "annotate_dataset", "annotation_features", "decision_features", "filter_dataset", "stream_filter",
@@ -156,6 +158,9 @@ def annotation_features(sf: SynthFilter) -> Features:
         feats[BANDS_COL] = datasets.Sequence(Value("uint64"), length=sf.scorer.bands[0])
         if cfg.dedup.verify:
             feats[SIGNATURE_COL] = datasets.Sequence(Value("uint32"), length=cfg.dedup.num_perm)
+    if cfg.identifies_language:
+        feats[LANGUAGE_COL] = Value("string")
+        feats[LANGUAGE_CONFIDENCE_COL] = Value("float32")
     return Features(feats)
 
 
@@ -437,6 +442,12 @@ class _StreamState:
         reason = np.zeros(n, dtype=np.int8)
         dup_of: list[str | None] = [None] * n
         errors = scored["error"]
+        trusted = allowed = np.ones(n, dtype=bool)
+        if "language" in scored:
+            from synthfilter.pipeline.stages import language_roles_of
+
+            roles = language_roles_of(scored["language"], cfg)
+            trusted, allowed = roles.scored, roles.allowed
         for i in range(n):
             if scored["status"][i]:
                 if cfg.on_error == "fail":
@@ -445,6 +456,9 @@ class _StreamState:
                         "(set on_error = \"quarantine\" in the config to set bad records aside)"
                     )
                 reason[i] = MALFORMED
+                continue
+            if not allowed[i]:
+                reason[i] = LANGUAGE
                 continue
             key = (int(scored["hash_hi"][i]), int(scored["hash_lo"][i]))
             if cfg.dedup.exact and key in self.exact:
@@ -459,7 +473,7 @@ class _StreamState:
                 continue
             self.dup_counts[dup_of[i]] = self.dup_counts.get(dup_of[i], 0) + 1  # type: ignore[index]
         p_machine = np.full(n, np.nan, dtype=np.float32)
-        self._downsample(scored, ids, reason, p_machine)
+        self._downsample(scored, ids, reason, p_machine, trusted)
         self.rows += n
         self.reasons.extend(reason.tolist())
         kept = reason == KEPT
@@ -475,12 +489,14 @@ class _StreamState:
         }
 
     def _downsample(self, scored: dict[str, np.ndarray], ids: list[str], reason: np.ndarray,
-                    p_machine: np.ndarray) -> None:
+                    p_machine: np.ndarray, trusted: np.ndarray) -> None:
         from synthfilter.ratio import HUMAN, MACHINE, UNKNOWN, adjust_to_prior, card_train_prior, drop_order
         from synthfilter.pipeline.stages import record_uniforms
 
+        from synthfilter.pipeline.stages import estimated_mask
+
         r = self.cfg.ratio
-        surv = np.flatnonzero(reason == KEPT)
+        surv = np.flatnonzero(estimated_mask(reason, trusted, scored["provenance"]))
         prov = scored["provenance"][surv]
         score = np.where(prov == UNKNOWN, scored["score"][surv], np.nan).astype(np.float32)
         self.surv_scores.extend(score.tolist())

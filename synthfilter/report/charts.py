@@ -298,7 +298,10 @@ def samey_bars(ngrams: Sequence[Mapping[str, Any]], top: int = 12) -> str | None
     if has_ref:
         ax.barh(y - h / 2, [float(r["reference_share"]) for r in rows], height=h, color=BEFORE, label="reference")
         ax.legend(loc="lower right", fontsize=8)
-    labels = [_short(str(r["ngram"])) for r in rows]
+    # A phrase the chart's font cannot draw (CJK, Arabic, emoji, ...) is named by its rank: the
+    # tables under the chart show it in the browser's fonts. No glyph warnings, no empty boxes.
+    labels = [_short(str(r["ngram"])) if drawable(str(r["ngram"])) else f"phrase #{k + 1} (see table)"
+              for k, r in enumerate(rows)]
     ax.set_yticks(y, labels)
     set_margins(fig, max(map(len, labels)))
     ax.set_xlim(0, min(1.0, max(share) * 1.2) or 1.0)
@@ -306,6 +309,22 @@ def samey_bars(ngrams: Sequence[Mapping[str, Any]], top: int = 12) -> str | None
     _style_axes(ax)
     ax.grid(False, axis="y")
     return chart_svg(fig, title="most repeated phrases")
+
+
+def drawable(text: str) -> bool:
+    """Whether the charts' font has a glyph for every character of ``text``."""
+    return all(ord(ch) in _font_charmap() for ch in text if not ch.isspace())
+
+
+@functools.lru_cache(maxsize=1)
+def _font_charmap() -> frozenset[int]:
+    import matplotlib
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    with matplotlib.rc_context(_RC):
+        path = font_manager.findfont(font_manager.FontProperties(family=matplotlib.rcParams["font.family"]))
+    return frozenset(FT2Font(path).get_charmap())
 
 
 def _short(text: str, width: int = 40) -> str:

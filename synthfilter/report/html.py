@@ -623,6 +623,30 @@ def groups_section(diversity: Mapping[str, Any] | None, group_by: str | None = N
     return section("By group", table(rows, cols, max_rows=MAX_GROUP_ROWS), note=note)
 
 
+def languages_section(report: Mapping[str, Any]) -> str:
+    """One row per language: records, kept, rejected, scored by the detector, in the estimate."""
+    langs = report.get("languages")
+    if not langs:
+        return ""
+    by = langs.get("by_language") or {}
+    rows = [{
+        "language": Html(f"<code>{_esc(code)}</code>"), "records": e.get("records"), "kept": e.get("kept"),
+        "rejected": ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in (e.get("rejected_by_reason") or {}).items()) or "—",
+        "scored": e.get("detector_scored"), "estimate": e.get("in_estimate"),
+    } for code, e in by.items()]
+    trusted = ", ".join(langs.get("detector_languages") or []) or "none (detector off)"
+    ident = langs.get("identifier") or {}
+    note = (f"Languages identified by {ident.get('library', '?')} {ident.get('version', '')} on the first "
+            f"{ident.get('sample_chars', '?')} characters of each record (und: not identified, confidence under "
+            f"{ident.get('min_confidence', '?')}). The detector is trusted on: {trusted}; records in other languages "
+            "get no score, and only those of known provenance count towards the synthetic share.")
+    if langs.get("keep"):
+        note += f" Kept languages (--languages): {', '.join(langs['keep'])}."
+    cols = [("language", "language"), ("records", "records"), ("kept", "kept"), ("rejected", "rejected"),
+            ("scored", "detector-scored"), ("estimate", "in the estimate")]
+    return section("Languages", table(rows, cols, max_rows=MAX_GROUP_ROWS), note=note)
+
+
 def _middle(text: str, width: int = 36) -> str:
     """Long names (shard paths) shortened in the middle, where they differ least."""
     if len(text) <= width:
@@ -695,6 +719,7 @@ def prerender_run_sections(report: Mapping[str, Any], *, group_by: str | None, s
         "duplicates": duplicates_section(report, cluster_sizes),
         "diversity": diversity_report_section(diversity),
         "groups": groups_section(diversity, group_by),
+        "languages": languages_section(report),
     }
 
 
@@ -709,6 +734,7 @@ def _run_sections(report: Mapping[str, Any], manifest: Mapping[str, Any], scores
         early["outcome"],
         early["detector"],
         early["duplicates"],
+        early.get("languages", ""),
         early["diversity"],
         early["groups"],
         run_section(report, manifest),

@@ -45,7 +45,7 @@ def make_run(n: int = 3000, seed: int = 0) -> tuple[dict[str, Any], dict[str, An
     reasons[(reasons == KEPT) & machine & (scores > 0.6)] = DOWN
     reasons[:5] = MALFORMED
     scores[:5] = np.nan
-    c = np.bincount(reasons, minlength=5)
+    c = np.bincount(reasons, minlength=len(REASON_NAMES))
     cluster_sizes = np.array([2] * 150 + [3] * 20 + [4] * 5 + [9, 25], dtype=np.int64)
     texts = [t for _, t in corpus(600, seed=seed, machine_share=0.4)]
     groups = [f"part-{i % 3}.jsonl" for i in range(600)]
