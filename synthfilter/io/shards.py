@@ -618,6 +618,7 @@ class RecordBatch:
 
 # Bytes that ``bytes.strip()`` removes: a line starting with any other byte is not blank.
 _ASCII_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some tools put at the start of a file
 
 
 def _fail_message(brk: Break, records: int) -> str:
@@ -723,7 +724,12 @@ class ShardReader:
                             line_no, line[:1024], None, f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
                         )
                     else:
-                        body = line.rstrip(b"\r\n")
+                        # The raw line keeps a CR of CRLF (kept lines are written back as read);
+                        # the JSON parsed is the line without it, and without a UTF-8 BOM.
+                        raw = line[:-1] if line.endswith(b"\n") else line
+                        body = raw.rstrip(b"\r\n")
+                        if start == 0 and body.startswith(_BOM):
+                            body = body[3:]
                         if not body or (body[0] in _ASCII_WHITESPACE and not body.strip()):
                             self.blank_lines += 1
                             continue
@@ -733,10 +739,10 @@ class ShardReader:
                                 obj = loads(body)
                             except decode_error:
                                 pass
-                            if type(obj) is not dict:
+                            if type(obj) is not dict or holds_big_number(obj):
                                 obj, error = parse_json_line(body)
                         add_line(line_no)
-                        add_raw(body if keep_raw else None)
+                        add_raw(raw if keep_raw else None)
                         add_obj(obj)
                         add_error(error)
                         add_offset(start)
@@ -872,17 +878,67 @@ class ParquetPieces:
 
 
 def parse_json_line(body: bytes) -> tuple[Any, str | None]:
+    """A JSON line as an object, or (None, why not). A BOM or CR around it is ignored; a line
+    orjson refuses only for an integer beyond 64 bits is read by the standard library's parser."""
+    body = body.rstrip(b"\r")
+    if body.startswith(_BOM):
+        body = body[3:]
     try:
         obj = orjson.loads(body)
+        if holds_big_number(obj):
+            obj = _parse_big_numbers(body.decode("utf-8"))
     except orjson.JSONDecodeError as e:
         try:
-            body.decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError as ue:
             return None, f"invalid UTF-8 (byte 0x{body[ue.start]:02x} at column {ue.start + 1})"
-        return None, f"malformed JSON ({_first_line(e)})"
+        obj = _parse_big_numbers(text)
+        if obj is None:
+            return None, f"malformed JSON ({_first_line(e)})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__ if obj is not None else 'null'}"
     return obj, None
+
+
+_BIG = float(1 << 64)
+
+
+def holds_big_number(obj: Any) -> bool:
+    """Whether orjson may have read an integer beyond 64 bits as a float (it does, silently):
+    a float of magnitude 2**64 or more anywhere in the record. Such a line is read again by the
+    standard library's parser, which keeps the integer exact."""
+    for v in obj.values() if type(obj) is dict else obj:
+        t = type(v)
+        if t is float:
+            if not -_BIG < v < _BIG:
+                return True
+        elif (t is dict or t is list) and holds_big_number(v):
+            return True
+    return False
+
+
+def _parse_big_numbers(text: str) -> Any:
+    """The standard library's reading of a line orjson refused, when it is valid JSON (integers
+    of any size; NaN and Infinity, which JSON does not have, still refused); None otherwise."""
+    import json
+
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
+
+
+def dump_json_line(obj: Any) -> bytes:
+    """A record as one JSON line: orjson, or the standard library for integers beyond 64 bits."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        import json
+
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _first_line(e: BaseException) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import orjson
 import xxhash
 
 from synthfilter.config import Config, ConfigError
@@ -27,6 +26,7 @@ from synthfilter.io.shards import (
     Shard,
     ShardReader,
     atomic_write_bytes,
+    dump_json_line,
     parse_json_line,
     tmp_path_for,
 )
@@ -858,7 +858,7 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
             kept_rows = np.flatnonzero(reasons == KEPT).tolist()
             if annotate:
                 for j in kept_rows:
-                    kept.write_line(orjson.dumps({**batch.objs[j], "synthfilter": dec.fields(lo + j)}))
+                    kept.write_line(dump_json_line({**batch.objs[j], "synthfilter": dec.fields(lo + j)}))
             else:
                 kept.write_lines([batch.raw[j] for j in kept_rows])  # type: ignore[misc]
             for j in np.flatnonzero(reasons != KEPT).tolist():
@@ -879,7 +879,7 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
                         if fields["raw"].encode("utf-8") != raw:
                             fields["raw_base64"] = base64.b64encode(raw).decode("ascii")
                 record["synthfilter"] = fields
-                rejected.write_line(orjson.dumps(record))
+                rejected.write_line(dump_json_line(record))
         if seen != n:
             raise ConservationError(f"{shard.path}: {seen} records on the second read, {n} on the first")
         kept.commit()

@@ -1,0 +1,111 @@
+"""Input quirks of real exports: a UTF-8 BOM, integers beyond 64 bits, CRLF line endings.
+
+Each goes through ``synthfilter run`` and must come back byte-identical in kept/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from synthfilter.config import Config
+from synthfilter.io.shards import dump_json_line, parse_json_line
+from synthfilter.pipeline.run import run_pipeline
+
+BIG = 123456789012345678901234567890  # beyond 64 bits: orjson refuses it
+
+
+def _run(tmp_path: Path, data: bytes, fast_config: dict[str, Any], **extra: Any) -> tuple[Path, Any]:
+    src = tmp_path / "in" / "part.jsonl"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(data)
+    cfg = Config.from_dict({**fast_config, **extra})
+    res = run_pipeline([str(src.parent)], tmp_path / "out", cfg)
+    return tmp_path / "out", res
+
+
+def _lines(texts: list[str], ending: bytes = b"\n") -> list[bytes]:
+    return [json.dumps({"id": f"r{i}", "text": t}).encode() + ending for i, t in enumerate(texts)]
+
+
+TEXTS = ["The harbour master kept a ledger of every gull.", "Rain on the allotments again, said the beekeeper.",
+         "The clock tower runs four minutes slow, as ever."]
+
+
+def test_bom_at_the_start_is_read_and_the_kept_line_keeps_it(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    lines = _lines(TEXTS)
+    data = b"\xef\xbb\xbf" + b"".join(lines)
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["input"]["malformed"] == 0 and res.report["output"]["kept"] == 3
+    assert (out / "kept" / "part.jsonl").read_bytes() == data
+
+
+def test_integers_of_any_size_are_read_and_kept_byte_identical(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    lines = [b'{"id": %d, "text": "%s", "n": -%d}\n' % (BIG, t.encode(), BIG * 10) for t in TEXTS[:1]]
+    lines += _lines(TEXTS[1:])
+    data = b"".join(lines)
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["input"]["malformed"] == 0
+    assert (out / "kept" / "part.jsonl").read_bytes() == data
+    # --annotate writes the record itself: the integer survives exactly.
+    out2, _ = _run(tmp_path / "annotated", data, fast_config, annotate=True)
+    first = (out2 / "kept" / "part.jsonl").read_bytes().split(b"\n")[0]
+    assert json.loads(first)["id"] == BIG and json.loads(first)["n"] == -BIG * 10
+
+
+def test_big_integer_duplicate_is_rejected_with_its_integer(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    line = b'{"big": %d, "text": "%s"}\n' % (BIG, TEXTS[0].encode())
+    out, res = _run(tmp_path, line + line, fast_config)
+    assert res.report["output"]["rejected_by_reason"]["exact_duplicate"] == 1
+    rejected = json.loads((out / "rejected" / "part.jsonl").read_bytes())
+    assert rejected["big"] == BIG and rejected["synthfilter"]["reason"] == "exact_duplicate"
+
+
+def test_crlf_lines_stay_byte_identical(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    lines = _lines(TEXTS + [TEXTS[0]], ending=b"\r\n")
+    data = b"".join(lines)
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["output"]["kept"] == 3
+    assert (out / "kept" / "part.jsonl").read_bytes() == b"".join(lines[:3])
+    rejected = orjson.loads((out / "rejected" / "part.jsonl").read_bytes())
+    assert rejected["synthfilter"]["reason"] == "exact_duplicate"
+
+
+def test_bom_and_crlf_together_in_a_gzip_shard(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    import gzip
+
+    data = b"\xef\xbb\xbf" + b"".join(_lines(TEXTS, ending=b"\r\n"))
+    src = tmp_path / "in" / "part.jsonl.gz"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(gzip.compress(data, mtime=0))
+    res = run_pipeline([str(src.parent)], tmp_path / "out", Config.from_dict(fast_config))
+    assert res.report["input"]["malformed"] == 0
+    assert gzip.decompress((tmp_path / "out" / "kept" / "part.jsonl.gz").read_bytes()) == data
+
+
+@pytest.mark.parametrize("line, error", [
+    (b'{"a": NaN, "text": "x"}', "malformed JSON"),
+    (b'{"a": Infinity}', "malformed JSON"),
+    (b'{"a": 1', "malformed JSON"),
+    (b"[%d]" % BIG, "expected a JSON object, got list"),
+])
+def test_the_fallback_parser_accepts_only_json(line: bytes, error: str) -> None:
+    obj, message = parse_json_line(line)
+    assert obj is None and message is not None and message.startswith(error)
+
+
+def test_a_bom_at_the_start_of_a_later_line_is_read_too(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    lines = _lines(TEXTS)
+    data = lines[0] + b"\xef\xbb\xbf" + lines[1]  # two files concatenated
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["input"]["malformed"] == 0
+    assert (out / "kept" / "part.jsonl").read_bytes() == data
+
+
+def test_dump_json_line_falls_back_for_big_integers() -> None:
+    assert dump_json_line({"a": 1}) == b'{"a":1}'
+    assert json.loads(dump_json_line({"a": BIG, "t": "é"})) == {"a": BIG, "t": "é"}
