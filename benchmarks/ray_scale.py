@@ -278,7 +278,7 @@ def memory_child(engine: str, work: str) -> dict[str, Any]:
                 d = re.decide_on_ray(source, offsets[-1], cfg, None, 0, info["bands"], NUM_PERM)
             seconds = time.perf_counter() - t0
         counts = d.counts()
-        edges_note = {"duplicate_records": int(len(d.gidx))}
+        edges_note = {"duplicate_records": int(d.rows.count())}
         ray.shutdown()
     else:
         from synthfilter.pipeline.run import load_annotations
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.part == "_child":
         kind, engine, *paths = a.rest
         if os.environ.get("RAY_SCALE_CHUNK_ROWS"):  # experiments on the decide stage's block size
-            from synthfilter.pipeline import ray_engine
+            from synthfilter.pipeline.ray import storage
 
-            ray_engine.CHUNK_ROWS = int(os.environ["RAY_SCALE_CHUNK_ROWS"])
+            storage.CHUNK_ROWS = int(os.environ["RAY_SCALE_CHUNK_ROWS"])
         out = e2e_child(engine, paths[0], paths[1], paths[2] or None) if kind == "e2e" else memory_child(engine, paths[0])
         print(json.dumps(out))
         return 0

@@ -310,15 +310,47 @@ class _Bins:
             return cls(uniq, counts.astype(np.int64), inverse.astype(np.int64))
         # Too many distinct values: equal-width bins on the logit scale, each represented by
         # the mean logit of its records (computed over sorted unique values: order-free).
-        lu = logit(uniq)
-        edges = np.linspace(lu[0], lu[-1], MAX_BINS + 1)
-        ub = np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, MAX_BINS - 1)
-        n = np.bincount(ub, weights=counts, minlength=MAX_BINS)
-        total = np.bincount(ub, weights=lu * counts, minlength=MAX_BINS)
-        used = n > 0
-        remap = np.cumsum(used) - 1
-        rep = total[used] / n[used]
-        return cls(1.0 / (1.0 + np.exp(-rep)), n[used].astype(np.int64), remap[ub][inverse].astype(np.int64))
+        edges = logit_bin_edges(float(uniq[0]), float(uniq[-1]))
+        used, n, total = logit_bin_sums(uniq, counts, edges)
+        score, bin_counts = bins_from_sums(used, n, total)
+        ub, _ = logit_bin_of(uniq, edges)
+        return cls(score, bin_counts, np.searchsorted(used, ub)[inverse].astype(np.int64))
+
+
+# The binning in pieces, so that an engine holding the distinct values in partitions (Ray)
+# builds the same bins: each partition sums whole bins, the pieces are then put in order.
+
+
+def logit_bin_edges(vmin: float, vmax: float) -> np.ndarray:
+    """Equal-width logit-scale bin edges over [vmin, vmax] (clipped scores)."""
+    lu = logit(np.array([vmin, vmax], dtype=np.float64))
+    return np.linspace(lu[0], lu[-1], MAX_BINS + 1)
+
+
+def logit_bin_of(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bin, logit) of each clipped score."""
+    lu = logit(values)
+    return np.clip(np.searchsorted(edges, lu, side="right") - 1, 0, MAX_BINS - 1), lu
+
+
+def logit_bin_sums(values: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin, records, sum of logit x count) of the bins the distinct ``values`` fall in, each
+    bin whole. The sums run over ascending values, one addition at a time (``np.bincount``),
+    so any split of the bins gives the same floats."""
+    order = np.argsort(values, kind="stable")
+    values, counts = values[order], counts[order]
+    b, lu = logit_bin_of(values, edges)
+    used, local = np.unique(b, return_inverse=True)
+    n = np.bincount(local, weights=counts.astype(np.float64), minlength=len(used))
+    total = np.bincount(local, weights=lu * counts, minlength=len(used))
+    return used, n, total
+
+
+def bins_from_sums(bins: np.ndarray, n: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(representative probability, records) per bin, in bin order, from ``logit_bin_sums``."""
+    order = np.argsort(bins)
+    n, total = n[order], total[order]
+    return 1.0 / (1.0 + np.exp(-(total / n))), n.astype(np.int64)
 
 
 def _prior_from_counts(

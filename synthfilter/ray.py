@@ -14,7 +14,7 @@ import numpy as np
 from synthfilter.pipeline.ray_engine import (
     CountedDecisions,
     CountedReasons,
-    SparseDecisions,
+    RayDecisions,
     collect,
     data_context,
     decide_on_ray,
@@ -49,7 +49,8 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
     The same decisions as ``synthfilter run`` on the same records in the same order (ids from
     ``id_field``, default ``id``, else ``"<id_prefix>:<row>"`` with rows counted from 0). Scoring
     runs on an actor pool (the detector loads once per worker); the decide stage groups hashes
-    and band keys with Ray shuffles, holding only duplicate edges on the driver. The scored
+    and band keys with Ray shuffles and contracts the duplicate graph there; the rejected
+    records' decisions are then brought to the driver (one row each) to split the rows. The scored
     dataset is materialized in the object store; ``kept`` and ``rejected`` are lazy views of it.
 
     Args:
@@ -214,6 +215,25 @@ class _DatasetAnnotations:
             fn_kwargs={"sf": self.sf, "fn": fn, "fn_kwargs": fn_kwargs},
         )
 
+    def lookup(self, requests: Any, columns: Any) -> Any:
+        """``requests`` (rows with ``gidx``) with the asked-for columns of each record. The
+        requests are broadcast (they are the duplicate graph's nodes or bucket members): this
+        entry point holds its decisions on the driver anyway."""
+        import ray
+
+        rows = collect(requests)
+        if not rows:
+            return requests
+        order = np.argsort(rows["gidx"], kind="stable")
+        ref = ray.put({k: v[order] for k, v in rows.items()})
+        return self.map_chunks(_attach_requests, columns, ref=ref, wanted=tuple(columns))
+
+
+def _attach_requests(chunk: dict[str, np.ndarray], ref: Any, wanted: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    from synthfilter.pipeline.ray.storage import attach
+
+    return attach(resolve(ref), chunk, wanted)
+
 
 def _map_dataset_chunks(table: Any, sf: Any, fn: Any, fn_kwargs: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
     from synthfilter.api import ColumnTable, annotations_from_columns
@@ -236,7 +256,7 @@ def _map_dataset_chunks(table: Any, sf: Any, fn: Any, fn_kwargs: dict[str, Any])
         yield out
 
 
-def _report(decisions: SparseDecisions, sf: Any, total: int, id_prefix: str, seconds: float) -> dict[str, Any]:
+def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, seconds: float) -> dict[str, Any]:
     from synthfilter.pipeline.run import build_report
 
     totals = decisions.counts()
@@ -254,9 +274,13 @@ def _report(decisions: SparseDecisions, sf: Any, total: int, id_prefix: str, sec
 # -- split ---------------------------------------------------------------------------------------
 
 
-def _lookup_table(decisions: SparseDecisions) -> dict[str, np.ndarray]:
-    return {"gidx": decisions.gidx, "reason": decisions.reason, "duplicate_of": decisions.duplicate_of_id,
-            "posterior": decisions.posterior}
+def _lookup_table(decisions: RayDecisions) -> dict[str, np.ndarray]:
+    got = collect(decisions.rows.select_columns(["gidx", "reason", "duplicate_of", "posterior"]))
+    if not got:
+        return {"gidx": np.zeros(0, np.int64), "reason": np.zeros(0, np.int8), "duplicate_of": np.zeros(0, object),
+                "posterior": np.zeros(0, np.float32)}
+    order = np.argsort(got["gidx"])
+    return {k: v[order] for k, v in got.items()}
 
 
 def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | None, annotate: bool) -> Any:

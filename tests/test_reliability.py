@@ -320,21 +320,22 @@ def test_malformed_new_card_fields_are_reported_not_fatal() -> None:
 # -- engines: the bins interface carries the labelled scores -------------------------------------------
 
 
-def test_bins_with_labelled_counts_give_the_same_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
-    from synthfilter.pipeline import ray_engine as re
+def test_bins_with_labelled_counts_give_the_same_estimate() -> None:
+    from synthfilter.pipeline.ray import estimate as re
 
     masked, scores, prov, _ = labelled_corpus(2000, 0.4, 100, 60, seed=13, **OFF)
     want = estimate_prevalence(masked, prov, CARD, n_boot=200, seed=3, known_scores=scores)
     kept = _Bins.build(scores[prov == 0])
-    # Per chunk, as the Ray workers count them, then merged.
-    monkeypatch.setattr(re, "resolve", lambda ref: ref)
+    # Per chunk, as the Ray workers count them, then merged; duplicates' rows taken away.
     cuts = card_score_cuts(CARD)
-    chunks = [re._emit_score_counts({"status": np.zeros(len(part), np.int8), "gidx": np.arange(len(part)),
-                                     "score": scores[part], "provenance": prov[part]},
-                                    dups_ref=np.zeros(0, np.int64), parts=3, cuts=cuts)
+    chunks = [re.score_count_rows({"status": np.zeros(len(part), np.int8), "score": scores[part],
+                                   "provenance": prov[part]}, parts=3, cuts=cuts)
               for part in np.array_split(np.random.default_rng(0).permutation(len(scores)), 4)]
-    merged = re._merge_score_counts({k: np.concatenate([c[k] for c in chunks]) for k in ("kind", "value", "count")})
-    labelled = re._labelled_from_rows(re._labelled_rows(merged), cuts)
+    dup = np.arange(0, len(scores), 7)
+    chunks.append(re.score_count_rows({"score": scores[dup], "provenance": prov[dup]}, parts=3, cuts=cuts))
+    chunks.append(re.score_count_rows({"score": scores[dup], "provenance": prov[dup]}, parts=3, cuts=cuts, sign=-1))
+    merged = re.merge_score_counts({k: np.concatenate([c[k] for c in chunks]) for k in ("kind", "value", "count")})
+    labelled = re.labelled_from_rows(re.labelled_rows(merged), cuts)
     local = labelled_scores(scores, prov, CARD)
     np.testing.assert_array_equal(labelled.human, local.human)
     np.testing.assert_array_equal(labelled.machine, local.machine)

@@ -3,13 +3,13 @@ a bucket, no Python loop per record) and the deterministic choice of the record 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["choose_survivors", "near_duplicate_components"]
+__all__ = ["bucket_links", "choose_survivors", "near_duplicate_components", "runs_of_equal"]
 
 
 def near_duplicate_components(
@@ -39,8 +39,10 @@ def near_duplicate_components(
     In each band, records with equal keys form a bucket; each member is linked to the
     bucket's smallest record index (its representative), never to every other member. A
     member that fails verification against the representative is not dropped: the failed
-    members form a sub-bucket with a new representative in the next round. Pairs already in
-    one cluster are not verified again. Clusters are connected components of verified links.
+    members form a sub-bucket with a new representative in the next round (``bucket_links``).
+    Clusters are connected components of verified links. The links of a bucket depend on the
+    bucket alone, never on what other bands linked, so any engine that finds the same links
+    (in any order, on any machine) finds the same clusters.
     """
     if not hasattr(keys, "ndim"):
         keys = np.asarray(keys, dtype=np.uint64)
@@ -57,7 +59,13 @@ def near_duplicate_components(
     forest = Forest(n)
     for band in range(n_bands):
         records, group_starts = _buckets(keys, band)
-        _link(forest, records, group_starts, signatures, threshold, verify, max_rounds, verify_chunk)
+        group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
+
+        def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+            return _similar(signatures, u, v, threshold, verify_chunk)
+
+        u, v = bucket_links(records, group, similar if verify else None, max_rounds)
+        forest.union(forest.find(u), forest.find(v))
     return forest.labels()
 
 
@@ -129,44 +137,67 @@ def _buckets(keys: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
 # -- linking --------------------------------------------------------------------------------
 
 
-def _link(
-    forest: "Forest",
+def bucket_links(
     records: np.ndarray,
-    group_starts: np.ndarray,
-    signatures: np.ndarray | None,
-    threshold: float,
-    verify: bool,
-    max_rounds: int,
-    verify_chunk: int,
-) -> None:
-    group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
+    group: np.ndarray,
+    similar: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    max_rounds: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Verified links (representative, member) of LSH buckets.
+
+    Args:
+        records: record indices, the members of each bucket contiguous (any order inside).
+        group: (len(records),) bucket of each record, equal values contiguous.
+        similar: ``similar(u, v)`` says whether each pair reaches the threshold; None links
+            every member to its representative without checking.
+        max_rounds: the first round, then re-splits among the members that failed.
+
+    Each round links every member to its bucket's smallest record; the members that failed
+    form the next round's buckets (those of >= 2). Only the bucket decides: the same links
+    whichever other buckets or bands were seen before.
+    """
+    links_u: list[np.ndarray] = []
+    links_v: list[np.ndarray] = []
     for _ in range(max_rounds):
         if len(records) < 2:
-            return
+            break
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         sizes = np.diff(np.r_[starts, len(records)])
         rep = np.repeat(np.minimum.reduceat(records, starts), sizes)
         member = records != rep
         u, v, group = rep[member], records[member], group[member]
-        root_u, root_v = forest.find(u), forest.find(v)
-        todo = root_u != root_v
-        if verify:
-            passed = _similar(signatures, u[todo], v[todo], threshold, verify_chunk)
-        else:
-            passed = np.ones(int(todo.sum()), dtype=bool)
-        forest.union(root_u[todo][passed], root_v[todo][passed])
-        if not verify:
-            return
-        failed = np.zeros(len(u), dtype=bool)
-        failed[np.flatnonzero(todo)[~passed]] = True
-        records, group = v[failed], group[failed]
-        # Only groups with >= 2 failed members have pairs left to try.
+        if similar is None:
+            links_u.append(u)
+            links_v.append(v)
+            break
+        passed = similar(u, v)
+        links_u.append(u[passed])
+        links_v.append(v[passed])
+        records, group = v[~passed], group[~passed]
+        # Only buckets with >= 2 failed members have pairs left to try.
         if len(records) < 2:
-            return
+            break
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         sizes = np.diff(np.r_[starts, len(records)])
         keep = np.repeat(sizes >= 2, sizes)
         records, group = records[keep], group[keep]
+    if not links_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(links_u).astype(np.int64), np.concatenate(links_v).astype(np.int64)
+
+
+def runs_of_equal(*sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by ``sorted_keys``: (run start, run length) of every run of >= 2 equal rows."""
+    n = len(sorted_keys[0])
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    same = np.ones(n - 1, dtype=bool)
+    for k in sorted_keys:
+        same &= k[1:] == k[:-1]
+    boundary = np.flatnonzero(np.r_[True, ~same, True])
+    starts, lengths = boundary[:-1], np.diff(boundary)
+    multi = lengths >= 2
+    return starts[multi], lengths[multi]
 
 
 def _similar(

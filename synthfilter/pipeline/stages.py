@@ -557,6 +557,13 @@ def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.
     return choose_survivors(labels, keys)
 
 
+def duplicate_reasons(survivor: np.ndarray, hash_hi: np.ndarray, hash_lo: np.ndarray) -> np.ndarray:
+    """Reason of each record as a duplicate of ``survivor``: exact when it has its survivor's
+    normalised-text hash, near otherwise."""
+    same_hash = (hash_hi == hash_hi[survivor]) & (hash_lo == hash_lo[survivor])
+    return np.where(same_hash, EXACT_DUP, NEAR_DUP).astype(np.int8)
+
+
 def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) -> Decisions:
     """Global decisions for every record: malformed, duplicates, then the synthetic target."""
     n = len(ann)
@@ -581,9 +588,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
 
     survivor = survivors(labels, ann, cfg.dedup.keep_rule)
     is_dup = ok & (survivor != idx)
-    same_hash = (ann.hash_hi == ann.hash_hi[survivor]) & (ann.hash_lo == ann.hash_lo[survivor])
-    reason[is_dup & same_hash] = EXACT_DUP
-    reason[is_dup & ~same_hash] = NEAR_DUP
+    reason[is_dup] = duplicate_reasons(survivor, ann.hash_hi, ann.hash_lo)[is_dup]
     dup_of[is_dup] = survivor[is_dup]
 
     group_sizes = np.bincount(labels[ok], minlength=n) if n else np.zeros(0, np.int64)

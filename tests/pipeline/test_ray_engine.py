@@ -1,7 +1,9 @@
 """The Ray Data engine: the same decisions and outputs as the local engine, on a real local Ray
 cluster (2 CPUs): parity, remote URIs and joining a cluster from the CLI, a worker killed
-mid-task, an interrupted run resumed, ``synthfilter.ray.filter_dataset``; and the driver-side
-replay of the decide stage against the local functions it must match, without Ray."""
+mid-task, an interrupted run resumed (also when killed in the middle of the decide stage), hard
+duplicate graphs with the driver held to a small budget, ``synthfilter.ray.filter_dataset``;
+and the decide stage's per-partition functions against the local functions they must match,
+without Ray."""
 
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ CONFIG_A: dict[str, Any] = {
     "detector": {"enabled": False}, "quiet": True, "workers": 2, "on_error": "quarantine", "annotate": True,
     "ratio": {**PROVENANCE, "target_ratio": 0.2, "strategy": "uniform"},
 }
+# CONFIG_A as a config file, for runs through the CLI.
+CONFIG_A_TOML = (
+    'on_error = "quarantine"\nworkers = 2\nannotate = true\n[detector]\nenabled = false\n'
+    '[ratio]\ntarget_ratio = 0.2\nstrategy = "uniform"\nprovenance_field = "meta.who"\n'
+    'provenance_map = { "human" = "human", "gpt-*" = "machine" }\n'
+)
 # The estimate without a target (the path with no per-record array on the driver); candidate
 # pairs verified at dedup.verify_threshold, above the band threshold.
 CONFIG_B: dict[str, Any] = {
@@ -47,33 +55,50 @@ CONFIG_B: dict[str, Any] = {
 }
 
 
-# -- pure: the driver's replay of the decide stage (no Ray) ------------------------------------------
+# -- pure: the decide stage's per-partition functions (no Ray) ---------------------------------------
 
 
-def _edges_like_the_workers(bands: np.ndarray, sigs: np.ndarray, threshold: float, verify: bool) -> re.BandEdges:
-    """Band rows -> shared keys -> bucket members -> verified edges, through the engine's own
-    per-partition functions, all in one partition."""
+def _partitions(rows: dict[str, np.ndarray], fn: Any, parts: int = 3, **kwargs: Any) -> dict[str, np.ndarray]:
+    """``fn`` over each partition of ``rows`` (column ``part``), outputs concatenated: a shuffle."""
+    outs = [fn({k: v[rows["part"] == p] for k, v in rows.items()}, **kwargs) for p in np.unique(rows["part"])]
+    outs = [o for o in outs if o is not None]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _components_like_the_cluster(bands: np.ndarray, sigs: np.ndarray, threshold: float, verify: bool) -> np.ndarray:
+    """Band rows -> shared keys -> verified bucket links -> star contraction, through the
+    engine's own per-partition functions, each "shuffle" over 3 partitions."""
+    from synthfilter.pipeline.ray import components as cc
+    from synthfilter.pipeline.ray import decide as d
+
     n, b = bands.shape
-    gidx = np.arange(n, dtype=np.int64)
-    found = re._find_groups({"kind": np.tile(np.arange(b, dtype=np.int16), n), "k1": bands.ravel(),
-                             "k2": np.zeros(n * b, np.uint64), "gidx": np.repeat(gidx, b)})
-    rows: dict[str, list[np.ndarray]] = {"band": [], "key": [], "gidx": [], "sig": []}
-    for band in range(b):
-        keys = found["key"][found["kind"] == band]
-        hit = np.isin(bands[:, band], keys)
-        rows["band"].append(np.full(int(hit.sum()), band, np.int16))
-        rows["key"].append(bands[hit, band])
-        rows["gidx"].append(gidx[hit])
-        rows["sig"].append(sigs[hit])
-    batch = {k: np.concatenate(v) for k, v in rows.items()}
-    return re.BandEdges.from_rows(re._verify_buckets(batch, threshold, verify), sigs.shape[1])
+    chunk = {"gidx": np.arange(n, dtype=np.int64), "status": np.zeros(n, np.int8), "bands": bands,
+             "hash_hi": np.arange(n, dtype=np.uint64), "hash_lo": np.zeros(n, np.uint64)}
+    found = _partitions(d._emit_keys(chunk, exact=True, n_bands=b, parts=3), d._find_groups, verify=verify)
+    edges = [d._edges_of(found)]
+    if verify:
+        members = d._members_of(found)
+        with_sigs = d._by_bucket({**members, "sigs": sigs[members["gidx"]]}, parts=3)
+        edges.append(_partitions(with_sigs, d._verify_buckets, threshold=threshold))
+    graph = {k: np.concatenate([e[k] for e in edges]) for k in ("u", "v")}
+    labels = np.arange(n)
+    if not len(graph["u"]):
+        return labels
+    for _ in range(cc.MAX_ROUNDS):
+        star = _partitions(cc._by_node(graph, parts=3, both=True), cc._large_star)
+        if star["u"][star["kind"] == cc.STAT].sum() == 0:
+            break
+        graph = _partitions(cc._by_node(star, parts=3, both=False), cc._small_star)
+    got = cc._labels(star)
+    labels[got["gidx"]] = got["label"]
+    return labels
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("verify", [True, False])
-def test_near_components_replay_the_local_clusters(seed: int, verify: bool) -> None:
+def test_cluster_components_are_the_local_clusters(seed: int, verify: bool) -> None:
     # Signatures over a 3-letter alphabet with 2-row bands: huge buckets, most candidate pairs
-    # fail verification, so the re-split rounds and the skip of already-joined pairs all matter.
+    # fail verification, so the re-split rounds matter; planted copies make chains.
     rng = np.random.default_rng(seed)
     n, num_perm, b, r = 500, 16, 8, 2
     sigs = rng.integers(0, 3, size=(n, num_perm), dtype=np.uint32)
@@ -83,42 +108,44 @@ def test_near_components_replay_the_local_clusters(seed: int, verify: bool) -> N
         flip = rng.choice(num_perm, size=rng.integers(0, 6), replace=False)
         sigs[dst, flip] = rng.integers(0, 3, size=len(flip))
     bands = band_keys(sigs, b, r)
-    threshold = 0.6
-    want = near_duplicate_components(bands, signatures=sigs, threshold=threshold, verify=verify)
-    edges = _edges_like_the_workers(bands, sigs, threshold, verify)
-    assert (~edges.passed).any() == verify
-    nodes, labels = re.near_components(edges, threshold, verify)
-    got = np.arange(n)
-    got[nodes] = labels
-    np.testing.assert_array_equal(got, want)
-    # Signatures travel only for failed members that share a bucket with another failed one.
-    assert len(edges.failed_gidx) <= int((~edges.passed).sum())
+    want = near_duplicate_components(bands, signatures=sigs, threshold=0.6, verify=verify)
+    np.testing.assert_array_equal(_components_like_the_cluster(bands, sigs, 0.6, verify), want)
 
 
-def test_group_nodes_merge_exact_and_near_like_decide() -> None:
-    exact_rep, exact_member = np.array([2, 2, 10]), np.array([5, 7, 11])
-    near_nodes, near_labels = np.array([7, 9, 11]), np.array([7, 7, 7])
-    nodes, labels = re.group_nodes(exact_rep, exact_member, near_nodes, near_labels)
-    assert nodes.tolist() == [2, 5, 7, 9, 10, 11]
-    assert labels.tolist() == [2, 2, 2, 2, 2, 2]  # one group: 10-11 (exact), 11-7-9 (near), 7-2-5 (exact)
+def test_star_contraction_finds_long_chains() -> None:
+    from synthfilter.pipeline.ray import components as cc
+
+    rng = np.random.default_rng(4)
+    order = rng.permutation(2000)
+    graph = {"u": order[:-1].astype(np.int64), "v": order[1:].astype(np.int64)}  # one path through all
+    for rounds in range(1, cc.MAX_ROUNDS + 1):
+        star = _partitions(cc._by_node(graph, parts=4, both=True), cc._large_star)
+        if star["u"][star["kind"] == cc.STAT].sum() == 0:
+            break
+        graph = _partitions(cc._by_node(star, parts=4, both=False), cc._small_star)
+    got = cc._labels(star)
+    assert sorted(got["gidx"].tolist()) == list(range(2000)) and set(got["label"].tolist()) == {0}
+    assert rounds <= 16
 
 
 @pytest.mark.parametrize("distinct", [300, 20_000])
 def test_score_bins_from_partitions_are_the_estimators_bins(distinct: int) -> None:
+    from synthfilter.ratio import MAX_BINS, SCORE_CLIP, bins_from_sums, logit_bin_edges, logit_bin_of, logit_bin_sums
+
     rng = np.random.default_rng(5)
     pool = rng.beta(0.6, 0.8, size=distinct).astype(np.float32)
     scores = rng.choice(pool, size=60_000)
     local = _Bins.build(scores)
-    values, counts = np.unique(np.clip(scores.astype(np.float64), re.SCORE_CLIP, 1 - re.SCORE_CLIP), return_counts=True)
-    if len(values) <= re.MAX_SCORE_BINS:
-        bin_scores, bin_counts = re.score_bins_from_unique(values[::-1].copy(), counts[::-1].copy())
+    values, counts = np.unique(np.clip(scores.astype(np.float64), SCORE_CLIP, 1 - SCORE_CLIP), return_counts=True)
+    if len(values) <= MAX_BINS:
+        bin_scores, bin_counts = values, counts
     else:
         # As on the cluster: each partition holds whole bins, in no particular order.
-        edges = re.logit_bin_edges(values.min(), values.max())
-        b, _ = re.logit_bin_of(values, edges)
+        edges = logit_bin_edges(values.min(), values.max())
+        b, _ = logit_bin_of(values, edges)
         part = b % 7
-        pieces = [re.logit_bin_sums(values[part == p][::-1], counts[part == p][::-1], edges) for p in range(7)]
-        bin_scores, bin_counts = re.bins_from_sums(*(np.concatenate(x) for x in zip(*pieces)))
+        pieces = [logit_bin_sums(values[part == p][::-1], counts[part == p][::-1], edges) for p in range(7)]
+        bin_scores, bin_counts = bins_from_sums(*(np.concatenate(x) for x in zip(*pieces)))
     np.testing.assert_array_equal(bin_scores, local.score)
     np.testing.assert_array_equal(bin_counts, local.counts)
     prov = np.zeros(len(scores), np.int8)
@@ -436,11 +463,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus: dict[str, Any], ray
     feeder.start()
     out = corpus["root"] / "ray-resume"
     config = corpus["root"] / "a.toml"
-    config.write_text(
-        'on_error = "quarantine"\nworkers = 2\nannotate = true\n[detector]\nenabled = false\n'
-        '[ratio]\ntarget_ratio = 0.2\nstrategy = "uniform"\nprovenance_field = "meta.who"\n'
-        'provenance_map = { "human" = "human", "gpt-*" = "machine" }\n'
-    )
+    config.write_text(CONFIG_A_TOML)
     proc = subprocess.Popen(
         [sys.executable, "-m", "synthfilter", "run", str(src), "--out", str(out), "--config", str(config),
          "--engine", "ray", "--ray-address", ray_cluster, "--quiet"],
@@ -506,7 +529,9 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     import ray
 
     # Every shuffle through Ray's hash shuffle, the path of large runs (sort-based below 20 M rows).
-    monkeypatch.setattr(re, "HASH_SHUFFLE_ROWS", 0)
+    from synthfilter.pipeline.ray import session
+
+    monkeypatch.setattr(session, "HASH_SHUFFLE_ROWS", 0)
 
     from synthfilter.api import SynthFilter
     from synthfilter.ray import filter_dataset
@@ -527,3 +552,109 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     assert got == {ids[i]: (want.reason[i], want.duplicate_of[i]) for i in np.flatnonzero(~want.keep)}
     assert report["duplicates"] == want.report["duplicates"] and report["output"] == want.report["output"]
     assert report["output"]["rejected_by_reason"]["near_duplicate"] > 0
+
+
+# -- the distributed decide stage on hard duplicate graphs ----------------------------------------------
+
+
+def _hard_graph_corpus(root: Path) -> Path:
+    """Chains (A ~ B ~ C, A and C below the threshold), a large bucket (60 exact copies under
+    normalisation, plus near copies of them), exact + near overlap, provenance ties (human and
+    machine copies, human-human copies decided by input order)."""
+    import random
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(3000)]
+    rows: list[dict[str, Any]] = []
+
+    def doc() -> list[str]:
+        return [rng.choice(vocab) for _ in range(120)]
+
+    def edit(words: list[str], k: int) -> list[str]:
+        out = list(words)
+        for i in rng.sample(range(len(out)), k):
+            out[i] = rng.choice(vocab)
+        return out
+
+    for c in range(40):  # chains: 2 words changed of 120 per link (word 5-grams: J ~ 0.84), ends ~ 0.71
+        a = doc()
+        b = edit(a, 2)
+        rows += [{"id": f"chain{c}-{x}", "text": " ".join(t), "who": who}
+                 for x, t, who in (("a", a, "gpt-4"), ("b", b, "human"), ("c", edit(b, 2), "gpt-4"))]
+    big = doc()
+    for i in range(60):
+        text = " ".join(big) if i % 2 else " ".join(big).upper()
+        rows.append({"id": f"big-{i}", "text": text, "who": "human" if i % 3 == 0 else "gpt-4"})
+    for i in range(20):
+        rows.append({"id": f"bignear-{i}", "text": " ".join(edit(big, 2)), "who": "gpt-4"})
+    for i in range(150):
+        rows.append({"id": f"solo-{i}", "text": " ".join(doc())})
+    rng.shuffle(rows)
+    src = root / "hard"
+    for k in range(4):
+        write_jsonl(src / f"part-{k}.jsonl", rows[k::4])
+    return src
+
+
+HARD = {"detector": {"enabled": False}, "quiet": True, "workers": 2,
+        "ratio": {"provenance_field": "who", "provenance_map": {"human": "human", "gpt-*": "machine"}},
+        "report": {"diversity": False, "html": False}}
+
+
+def test_hard_duplicate_graphs_with_the_driver_on_a_budget(tmp_path: Path, ray_cluster: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthfilter.pipeline.ray import session
+
+    src = _hard_graph_corpus(tmp_path)
+    run_pipeline([str(src)], tmp_path / "local", Config.from_dict(HARD))
+    want = _comparable(tmp_path / "local")
+    dups = want["report"]["duplicates"]
+    assert dups["exact"] > 40 and dups["near"] > 80 and dups["largest_cluster"] >= 70
+    # Most chains join ends whose own estimated Jaccard is below the threshold, through B.
+    from synthfilter.dedup.minhash import MinHasher
+    from synthfilter.text.normalize import normalize_for_dedup
+
+    texts = {r["id"]: r["text"] for f in sorted(src.glob("*.jsonl")) for r in map(orjson.loads, read_jsonl(f))}
+    jac = []
+    for c in range(40):
+        s = MinHasher().signatures([normalize_for_dedup(texts[f"chain{c}-{x}"]) for x in "abc"])
+        jac.append([(s[i] == s[k]).mean() for i, k in ((0, 1), (1, 2), (0, 2))])
+    assert sum(ab >= 0.8 and bc >= 0.8 and ac < 0.8 for ab, bc, ac in jac) >= 20
+    # Well over a thousand edges (16 bytes each) on the cluster; the driver may hold 4 KB of rows.
+    monkeypatch.setattr(session, "COLLECT_BUDGET", 4096)
+    re.run_pipeline_ray([str(src)], tmp_path / "ray", Config.from_dict({**HARD, "engine": "ray"}))
+    _assert_same(_comparable(tmp_path / "ray"), want)
+    # And the budget is real: a target ratio brings every survivor's score to the driver.
+    with pytest.raises(RuntimeError, match="budget"):
+        re.run_pipeline_ray([str(src)], tmp_path / "ray-target", Config.from_dict(
+            {**HARD, "engine": "ray", "ratio": {**HARD["ratio"], "target_ratio": 0.3}}))
+
+
+KILL_IN_DECIDE = """
+import os, signal, sys
+from synthfilter.pipeline.ray import components
+def killed(star):
+    os.kill(os.getpid(), signal.SIGKILL)  # the driver dies between two contraction rounds
+components._unsettled = killed
+from synthfilter.cli import main
+sys.argv = ["synthfilter", *sys.argv[1:]]
+main()
+"""
+
+
+def test_resume_after_the_run_is_killed_mid_decide(corpus: dict[str, Any], ray_cluster: str) -> None:
+    out = corpus["root"] / "ray-killed-in-decide"
+    config = corpus["root"] / "kill.toml"
+    config.write_text(CONFIG_A_TOML)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_IN_DECIDE, "run", str(corpus["src"]), "--out", str(out), "--config", str(config),
+         "--engine", "ray", "--ray-address", ray_cluster, "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "manifest.json").exists() and not list((out / "kept").rglob("*.jsonl"))
+    stages = _Stages()
+    re.run_pipeline_ray([str(corpus["src"])], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}),
+                        stages)
+    assert stages.todo == {"score": 0, "write": 4}  # scores kept, every shard decided and written
+    got = _comparable(out)
+    want = corpus["answers"]["A"]
+    assert got["files"] == want["files"] and got["decisions"] == want["decisions"]

@@ -1,0 +1,221 @@
+"""``synthfilter run --engine ray``: the local engine's run with its stages on Ray Data, from one
+machine to a cluster, with the same outputs (score: ``score``; decide: ``decide``, ``estimate``,
+``components``; write: ``write``; where files live: ``storage``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from synthfilter import __version__
+from synthfilter.config import Config
+from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray
+from synthfilter.pipeline.ray.score import score_all
+from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
+from synthfilter.pipeline.ray.storage import (
+    AnnotationPart, FileAnnotations, ShardSource, Store, discover_sources, is_uri, shard_dir,
+)
+from synthfilter.pipeline.ray.write import (
+    diversity_on_ray, per_shard_counts, save_overrides, score_histogram_arrays, write_all,
+)
+from synthfilter.pipeline.run import (
+    OUTPUT_ENTRIES,
+    WORK_DIR,
+    Progress,
+    RunResult,
+    UsageError,
+    build_manifest,
+    build_report,
+    check_conservation,
+    check_out_dir,
+    config_fingerprint,
+    model_info,
+    prepare_out_dir,
+)
+from synthfilter.pipeline.stages import REASONS, Scorer
+from synthfilter.ratio import HumanLossError
+
+
+class CountedReasons:
+    """``Decisions.reason`` for the report builders, which only count reasons per shard slice:
+    a slice returns that shard's reasons as counts (in reason order, not record order)."""
+
+    def __init__(self, offsets: Sequence[int], counts: np.ndarray):
+        self.offsets = list(offsets)
+        self.counts = counts
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice) or key.start not in self.offsets:
+            raise TypeError("only whole-shard slices of the reasons are available on the driver")
+        si = self.offsets.index(key.start)
+        if key.stop != self.offsets[si + 1]:
+            # Several shards can share a start when some are empty.
+            si = next(i for i in range(si, len(self.offsets) - 1)
+                      if self.offsets[i] == key.start and self.offsets[i + 1] == key.stop)
+        return np.repeat(np.arange(len(REASONS), dtype=np.int8), self.counts[si])
+
+
+@dataclass
+class CountedDecisions:
+    """What ``build_report``, ``build_manifest`` and ``check_conservation`` read of ``Decisions``."""
+
+    reason: CountedReasons
+    cluster_sizes: Any  # array-like: len(), max(), np.asarray()
+    synthetic: dict[str, Any]
+    warnings: list[str]
+    totals: dict[str, int]
+    languages: dict[str, Any] | None = None  # report.json's "languages" section (not made on Ray yet)
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.totals)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _prepare_remote_out(out: Store, cfg: Config) -> dict[str, Any] | None:
+    """The local engine's rules for an output directory, on a remote filesystem. Returns the
+    finished run's report and manifest when ``--resume`` finds nothing left to do."""
+    entries = out.entries()
+    if not entries:
+        return None
+    if cfg.resume:
+        if "manifest.json" in entries and WORK_DIR not in entries:
+            return {"report": json.loads(out.read_bytes("report.json")),
+                    "manifest": json.loads(out.read_bytes("manifest.json"))}
+        if not out.exists(f"{WORK_DIR}/run.json"):
+            raise UsageError(f"{out.root}: --resume given but this directory holds no synthfilter run to resume")
+        prev = json.loads(out.read_bytes(f"{WORK_DIR}/run.json"))
+        if prev.get("fingerprint") != config_fingerprint(cfg):
+            raise UsageError(f"{out.root}: the interrupted run used different settings (config, seed, model or dedup "
+                             "settings); resume with the same settings, or use --overwrite")
+        return None
+    if cfg.overwrite:
+        for name in OUTPUT_ENTRIES:
+            if name in entries:
+                out.delete(name)
+        leftover = [e for e in out.entries() if e not in OUTPUT_ENTRIES]
+        if leftover:
+            raise UsageError(f"{out.root}: --overwrite removes only synthfilter's own outputs, and the directory also "
+                             f"holds {', '.join(leftover[:5])}; choose an empty directory")
+        return None
+    raise UsageError(f"{out.root}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
+
+
+def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config,
+                     progress: Progress | None = None) -> RunResult:
+    """``synthfilter run --engine ray``: the local engine's run, with its stages on Ray Data.
+
+    Inputs and ``out`` may be local paths (they must then be the same paths on every node:
+    a shared filesystem) or URIs of any filesystem pyarrow or fsspec supports (``s3://...``).
+    A URI is taken as the str it is: never pass one through ``pathlib.Path`` (``s3:/...``).
+    """
+    import_ray()
+    t_start = time.perf_counter()
+    started = _now()
+    out_loc = os.fspath(out)
+    out_store = Store(out_loc)
+    sources, ignored = discover_sources(inputs)
+    shards = [s.shard for s in sources]
+    if out_store.local is not None:
+        out_path = out_store.local
+        check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
+                       [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
+        if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
+            (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
+            return RunResult(report=json.loads((out_path / "report.json").read_text()),
+                             manifest=json.loads((out_path / "manifest.json").read_text()), out=out_path)
+        prepare_out_dir(out_path, cfg)
+    else:
+        finished = _prepare_remote_out(out_store, cfg)
+        if finished is not None:
+            (progress or Progress(quiet=True)).log(f"{out_loc}: run already complete; nothing to resume")
+            return RunResult(report=finished["report"], manifest=finished["manifest"], out=out_loc)
+    progress = progress or Progress(quiet=True)
+    for path in ignored:
+        progress.log(f"note: {path}: not a supported shard extension, not read")
+    work = out_store.sub(WORK_DIR)
+    scorer = Scorer(cfg)
+    model = model_info(scorer)
+    work.write_bytes("run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
+
+    with ray_session(cfg), data_context():
+        metas = score_all(sources, cfg, work, progress, scorer)
+        offsets = [0]
+        for src in sources:
+            offsets.append(offsets[-1] + int(metas[src.shard.rel]["records"]))
+        try:
+            t_decide = time.perf_counter()
+            progress.log(f"decide: {offsets[-1]:,} records on Ray")
+            source, decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
+            decided = save_overrides(work, sources, offsets, decisions.rows)
+            rejected = offsets[-1] - decisions.totals["kept"] - decisions.totals["malformed"]
+            progress.log(f"decide: {rejected:,} rejected as duplicates or downsampled "
+                         f"({time.perf_counter() - t_decide:,.1f} s)")
+        except HumanLossError:
+            out_store.delete(WORK_DIR)
+            if out_store.local is not None and not any(out_store.local.iterdir()):
+                out_store.local.rmdir()
+            raise
+        written: dict[str, dict[str, int]] = {}
+        if not cfg.dry_run:
+            written = write_all(sources, cfg, work, out_store, progress)
+        diversity = diversity_on_ray(source, cfg) if cfg.report.diversity else None
+        histogram = score_histogram_arrays(source) if cfg.report.html else None
+    meta_list = [metas[s.shard.rel] for s in sources]
+    counted = CountedDecisions(
+        reason=CountedReasons(offsets, per_shard_counts(decided, meta_list)),
+        cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
+        totals=decisions.counts(),
+    )
+    conservation = check_conservation(shards, metas, written, counted, offsets, cfg.dry_run)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t_start
+    report = build_report(shards, metas, counted, cfg, seconds, scorer)  # type: ignore[arg-type]
+    if diversity is not None:
+        report["diversity"] = diversity
+    manifest = build_manifest(shards, metas, counted, offsets, cfg, started, _now(), model, scorer,  # type: ignore[arg-type]
+                              conservation, ignored)
+    for entry, src in zip(manifest["inputs"], sources):
+        entry["path"] = src.location
+    out_store.write_bytes("manifest.json", json.dumps(manifest, indent=2).encode())
+    out_store.write_bytes("report.json", json.dumps(report, indent=2).encode())
+    if histogram is not None:
+        from synthfilter.report.html import render_run_report
+
+        html = render_run_report(report, manifest, scores=histogram[0], reasons=histogram[1],
+                                 cluster_sizes=decisions.cluster_sizes)
+        out_store.write_bytes("report.html", html.encode("utf-8"))
+    out_store.delete(WORK_DIR)
+    if out_store.local is not None:
+        # A worker killed mid-write leaves its temporary file behind; its retry wrote the real one.
+        for tmp in out_store.local.rglob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+    return RunResult(report=report, manifest=manifest, out=out_store.local or out_loc)
+
+
+
+def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas: dict[str, dict[str, Any]],
+                offsets: Sequence[int], scorer: Scorer) -> tuple[FileAnnotations, RayDecisions]:
+    near = cfg.dedup.near
+    parts = []
+    n_bands = num_perm = 0
+    for si, src in enumerate(sources):
+        m = metas[src.shard.rel]
+        if near and m["records"]:
+            n_bands, num_perm = int(m["bands"]), int(m["num_perm"])
+        parts.append(AnnotationPart(shard_dir(src.shard), offsets[si], int(m["records"]), int(m["bands"]), int(m["num_perm"])))
+    malformed = sum(int(m.get("malformed", 0)) for m in metas.values())
+    card = scorer.detector.card if scorer.uses_detector else None
+    source = FileAnnotations(work, parts)
+    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm)
+

@@ -1,0 +1,129 @@
+"""The score stage on Ray Data: the local engine's ``score_shard`` for whole shards on an actor
+pool (the detector loads once per actor); a shard scored by an interrupted run is reused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from synthfilter.config import Config
+from synthfilter.io.shards import InputError
+from synthfilter.pipeline.ray.session import cluster_cpus
+from synthfilter.pipeline.ray.storage import ShardSource, Store, local_shard, shard_dir
+from synthfilter.pipeline.run import Progress, UsageError
+from synthfilter.pipeline.stages import ConservationError, Scorer, score_shard
+
+
+class ScoreShards:
+    """Ray Data actor: ``score_shard`` for whole shards; the scorer (detector, MinHasher) is
+    built once per actor. The annotation files land in the run's work directory."""
+
+    def __init__(self, cfg: Config, work_root: str, bands: tuple[int, int] | None):
+        self.cfg = cfg
+        self.work = Store(work_root)
+        self.scorer = Scorer(cfg)
+        if self.scorer.uses_near:
+            # The driver's choice of bands x rows (a grid search of about a second per process).
+            self.scorer._bands = bands
+            _ = self.scorer.hasher
+        if self.scorer.uses_detector:
+            _ = self.scorer.detector
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        metas = [outcome(self.score, pickle.loads(blob)) for blob in batch["source"]]
+        return {"meta": np.array(metas, dtype=object)}
+
+    def score(self, src: ShardSource) -> dict[str, Any]:
+        work_local = self.work.local
+        if work_local is not None and src.uri is None:
+            return score_shard(src.shard, self.cfg, work_local, self.scorer)
+        with tempfile.TemporaryDirectory(prefix="synthfilter-") as tmp:
+            scratch = Path(tmp)
+            with local_shard(src, scratch) as shard:
+                meta = score_shard(shard, self.cfg, scratch / "work", self.scorer)
+            if src.uri is not None:
+                meta.update(path=src.uri, size=src.size, mtime_ns=src.mtime_ns)
+            rel = shard_dir(src.shard)
+            folder = scratch / "work" / rel
+            for f in sorted(folder.iterdir()):
+                if f.name != "score.json":
+                    self.work.upload(f, f"{rel}/{f.name}")
+            # score.json last: it is the marker that says the shard's annotations are complete.
+            self.work.write_bytes(f"{rel}/score.json", json.dumps(meta, indent=1).encode())
+        return meta
+
+
+def outcome(fn: Callable[[ShardSource], Any], src: ShardSource) -> str:
+    """``fn(src)`` as JSON; a bad input or a failed check comes back as data, so the driver can
+    raise the same one-line error as the local engine (exceptions that cross Ray get wrapped)."""
+    try:
+        return json.dumps({"rel": src.shard.rel, "result": fn(src)})
+    except InputError as e:
+        return json.dumps({"rel": src.shard.rel, "input_error": [e.path, e.message, e.line]})
+    except ConservationError as e:
+        return json.dumps({"rel": src.shard.rel, "conservation_error": str(e)})
+
+
+def result_of(outcome: str) -> tuple[str, Any]:
+    d = json.loads(outcome)
+    if "input_error" in d:
+        raise InputError(*d["input_error"])
+    if "conservation_error" in d:
+        raise ConservationError(d["conservation_error"])
+    return d["rel"], d["result"]
+
+
+def previous_meta(src: ShardSource, work: Store) -> dict[str, Any] | None:
+    """The shard's score summary from an interrupted run, if it is complete and still valid."""
+    rel = f"{shard_dir(src.shard)}/score.json"
+    if not work.exists(rel):
+        return None
+    meta = json.loads(work.read_bytes(rel))
+    if src.uri is None:
+        st = src.shard.path.stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+    else:
+        size, mtime = src.size, src.mtime_ns
+    if meta.get("size") != size or meta.get("mtime_ns") != mtime:
+        raise UsageError(f"{src.location}: input changed since the interrupted run; use --overwrite to start again")
+    return meta
+
+
+def items_of(sources: Sequence[ShardSource]) -> Any:
+    import ray
+
+    items = [{"source": pickle.dumps(s)} for s in sources]
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+
+
+def score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress: Progress,
+               scorer: Scorer) -> dict[str, dict[str, Any]]:
+    import ray
+
+    metas: dict[str, dict[str, Any]] = {}
+    todo = []
+    for src in sources:
+        meta = previous_meta(src, work) if cfg.resume else None
+        if meta is not None:
+            metas[src.shard.rel] = meta
+        else:
+            todo.append(src)
+    progress.stage("score", len(todo))
+    if not todo:
+        return metas
+    workers = cfg.workers if cfg.workers > 0 else cluster_cpus()
+    ds = items_of(todo).map_batches(
+        ScoreShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(todo)))),
+        fn_constructor_kwargs={"cfg": cfg, "work_root": work.root, "bands": scorer.bands if scorer.uses_near else None},
+    )
+    for row in ds.iter_rows():
+        _, meta = result_of(row["meta"])
+        metas[meta["rel"]] = meta
+        progress.shard_done(meta["rel"], meta["records"])
+    return metas
+
