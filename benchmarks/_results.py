@@ -8,6 +8,8 @@ byte for byte as it was, and one blank line separates a rewritten section from t
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -34,3 +36,15 @@ def replace_section(title: str, section: str, path: Path = RESULTS) -> None:
         rest = "".join(lines[end:])
         new = "".join(lines[:start]) + body + ("\n" + rest if rest else "")
     path.write_text(new, encoding="utf-8")
+
+
+def publish(title: str, script: str, body: str, record: bool = True) -> str:
+    """Print the dated section (headed by the command line this process was started with) and,
+    when ``record``, put it in RESULTS.md. Returns the section."""
+    command = script + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+    text = dated_section(title, command, body)
+    print(text)
+    if record:
+        replace_section(title, text)
+        print(f"recorded in {RESULTS}")
+    return text

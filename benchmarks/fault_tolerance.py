@@ -31,7 +31,6 @@ import gzip
 import json
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -44,9 +43,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from faults import after, finish, kill_at, leftovers, outputs, phase, start_run, wait_group_gone  # noqa: E402
+from faults import after, can_mount_tmpfs, finish, kill_at, leftovers, outputs, phase, start_run, wait_group_gone  # noqa: E402
 from helpers import make_records, read_jsonl, write_jsonl  # noqa: E402
-from _results import dated_section, replace_section  # noqa: E402
+from _results import publish  # noqa: E402
 
 TITLE = "Fault tolerance (issue 17)"
 PHASES = ("start", "setup", "score", "decide", "write", "report", "finishing")
@@ -166,16 +165,6 @@ def kill_points(root: Path, points: int, shards: int, records: int, args: list[s
     return rows, summary
 
 
-def _mountable(where: Path) -> bool:
-    if os.geteuid() != 0:
-        return False
-    where.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode == 0
-    if ok:
-        subprocess.run(["umount", str(where)], check=True)
-    return ok
-
-
 def _peak_disk_use(inp: Path, disk: Path, args: list[str]) -> int:
     """Most bytes an uninterrupted run uses at once on a tmpfs of its own (polled every ms)."""
     disk.mkdir(parents=True)
@@ -203,7 +192,7 @@ def disk_full(root: Path, args: list[str]) -> tuple[list[str], str, str]:
     inp = root / "in"
     for i in range(6):
         write_jsonl(inp / f"part-{i:02d}.jsonl.gz", make_records(1500, seed=40 + i, dup_every=7), "gz")
-    kind = "tmpfs" if _mountable(root / "probe") else "file-size limit (RLIMIT_FSIZE)"
+    kind = "tmpfs" if can_mount_tmpfs(root / "probe") else "file-size limit (RLIMIT_FSIZE)"
     if kind == "tmpfs":
         # Sized against the most the run ever holds (work directory and outputs together): the
         # larger disks then fill while the outputs are written, not only while scoring.
@@ -302,12 +291,7 @@ def main() -> None:
         "|---|---:|---:|---|---:|---|---:|---:|---|",
         *full_rows,
     ])
-    command = "fault_tolerance.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
-    text = dated_section(TITLE, command, body)
-    print(text)
-    if not args.no_record:
-        replace_section(TITLE, text)
-        print(f"recorded in {HERE / 'RESULTS.md'}")
+    publish(TITLE, "fault_tolerance.py", body, record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import write_wxr_export  # noqa: E402
-from _results import dated_section, replace_section  # noqa: E402
+from _results import publish  # noqa: E402
 
 TITLE = "CMS gate memory (issue 17)"
 GOALS_MB = {200: 150, 2000: 200}  # export MB -> peak MB allowed
@@ -100,12 +99,7 @@ def main() -> None:
         "|---|---|---:|---:|---:|---|---:|---:|---|",
         *rows,
     ])
-    command = "gate_memory.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
-    text = dated_section(TITLE, command, body)
-    print(text)
-    if not args.no_record:
-        replace_section(TITLE, text)
-        print(f"recorded in {HERE / 'RESULTS.md'}")
+    publish(TITLE, "gate_memory.py", body, record=not args.no_record)
 
 
 if __name__ == "__main__":

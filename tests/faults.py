@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,14 @@ def leftovers(out: Path) -> list[str]:
     """Temporary files (and work directories) a finished run must not leave."""
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                   if p.name.startswith(".") and ".tmp-" in p.name or p.name.startswith("_synthfilter"))
+
+
+def can_mount_tmpfs(where: Path) -> bool:
+    """Whether this process can mount a tmpfs (root with mount(8)): tried at ``where``, unmounted."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["umount", str(where)], check=True)
+    return ok

@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from faults import finish, kill_at, leftovers, outputs, start_run, wait_group_gone
+from faults import can_mount_tmpfs, finish, kill_at, leftovers, outputs, start_run, wait_group_gone
 from helpers import make_records, write_jsonl
 
 ARGS = ["--no-detector", "--no-near-dedup", "--workers", "2", "-q"]
-
-
-def _can_mount(where: Path) -> bool:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return False
-    where.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode == 0
-    if ok:
-        subprocess.run(["umount", str(where)], check=True)
-    return ok
 
 
 class SmallDisk:
@@ -40,7 +29,7 @@ class SmallDisk:
 
     def __init__(self, root: Path, size: int):
         self.root = root
-        self.kind = "tmpfs" if _can_mount(root / "probe") else "rlimit"
+        self.kind = "tmpfs" if can_mount_tmpfs(root / "probe") else "rlimit"
         self.size = size
         self.limited = True
         root.mkdir(parents=True, exist_ok=True)
@@ -129,7 +118,7 @@ def test_disk_full_is_one_clear_line_and_resume_after_freeing_space_is_identical
 
 def test_read_only_output_is_one_clear_line_and_resume_once_writable_is_identical(
         corpus_dir: Path, reference: tuple[dict, int], tmp_path: Path, record_property: Any) -> None:
-    if os.geteuid() == 0 and not _can_mount(tmp_path / "probe"):
+    if os.geteuid() == 0 and not can_mount_tmpfs(tmp_path / "probe"):
         pytest.skip("root without mount(8): neither a read-only mount nor permissions can refuse a write")
     disk = SmallDisk(tmp_path / "disk", 64 << 20)
     record_property("small_disk", disk.kind)
