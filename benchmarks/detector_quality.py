@@ -83,7 +83,8 @@ def excess_test(rows: list[tuple], overall: float, factor: float = 3.0) -> list[
 
 def cv_fairness(card: dict, min_humans: int = 20) -> dict | None:
     """The same ratio on the card's out-of-fold training scores (about 6x more human texts)."""
-    cv = card.get("metrics", {}).get("cross_validation", {})
+    m = card.get("metrics", {})
+    cv = m.get("calibration_share") or m.get("cross_validation") or {}
     table = cv.get("groups", {}).get("domain")
     if not table or not cv.get("fpr"):
         return None
@@ -133,18 +134,16 @@ def throughput(det: Detector, docs: list[str], runs: int = 3) -> dict:
         best = min(best, time.perf_counter() - t0)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     # Where the time goes, per 1,000 documents: text views (normalise, tokenise, style vector),
-    # the base models (LMs + fastText), the stacker and the calibration map.
-    from synthfilter.detect.model import TextViews
-
-    stages = {"views": 0.0, "base models": 0.0, "stacker + calibration": 0.0}
+    # the components (LMs, expected surprisal, TF-IDF heads), the experts and the calibration map.
+    stages = {"views": 0.0, "components": 0.0, "experts + calibration": 0.0}
     for start in range(0, len(docs), 512):
         batch = docs[start : start + 512]
         t0 = time.perf_counter()
-        views = TextViews.of(batch, max_chars=det.components.max_chars)
+        views = det.components.views(batch)
         t1 = time.perf_counter()
         x = det.components.features_from_views(views)
         t2 = time.perf_counter()
-        det.calibrator(det.stacker.decision_function(x))
+        det.calibrator(det.raw_from_features(x))
         t3 = time.perf_counter()
         for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
             stages[name] += dt
@@ -157,13 +156,12 @@ def holdout(train_path: Path, val_path: Path, field: str, values: list[str], see
             save: Path | None = None) -> list[dict]:
     """Retrain without each value of ``field``; score every row (train + validation) that has it.
 
-    ``light``: 3 folds and half the fastText epochs (same features, stacker and calibration),
-    for machines where the full recipe is too slow to run once per held-out value.
+    ``light``: 2 folds of cross-fitting instead of 3 (same features, experts and calibration).
+    Fuller protocols (generator families, adaptation): benchmarks/detector_generalisation.py.
     """
-    from synthfilter.detect.model import TextViews
     from synthfilter.detect.train import TrainParams, fit_detector, write_model
 
-    train = load_labelled([train_path], group_fields=[field, "domain"])
+    train = load_labelled([train_path], group_fields=[field, "source", "generator"])
     val = load_labelled([val_path], group_fields=[field])
     out = []
     for value in values:
@@ -171,10 +169,9 @@ def holdout(train_path: Path, val_path: Path, field: str, values: list[str], see
         idx = np.flatnonzero(keep)
         params = TrainParams()
         if light:
-            params.folds = 3
-            params.ft_word = {**params.ft_word, "epoch": 5}
-        views = TextViews.of([train.texts[i] for i in idx], max_chars=params.max_chars)
-        result = fit_detector(views, train.y[idx], params, seed, groups=train.groups["domain"][idx])  # as shipped
+            params.folds = 2
+        result = fit_detector([train.texts[i] for i in idx], train.y[idx], params, seed,
+                              cells=train.groups["source"][idx], generators=train.groups["generator"][idx])
         with tempfile.TemporaryDirectory() as tmp:
             write_model(Path(tmp), result, params, {"model_id": f"holdout-{value}@0", "operating_points": []})
             det = Detector.load(tmp)
@@ -182,7 +179,7 @@ def holdout(train_path: Path, val_path: Path, field: str, values: list[str], see
             texts += [t for t, g in zip(val.texts, val.groups[field]) if g == value]
             y = np.concatenate([train.y[~keep], val.y[val.groups[field] == value]])
             p = det.predict_proba(texts)
-        thr = threshold_at_fpr(result.oof_proba[train.y[idx] == 0], 0.01)
+        thr = threshold_at_fpr(result.cal_proba[train.y[idx][result.cal_idx] == 0], 0.01)
         s = summarise(y, p, thr)
         out.append({"field": field, "value": value, "recipe": "light" if light else "full", "n": s["n"], "n_human": s["n_human"], "auroc": s["auroc"],
                     "tpr_at_fpr1": s["tpr_at_fpr1"], "tpr_at_fpr5": s["tpr_at_fpr5"], "ece": s["ece"],
@@ -289,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=int, default=2000, help="documents for the throughput run")
     ap.add_argument("--holdout", action="store_true", help="retrain leaving each source out (slow)")
     ap.add_argument("--holdout-json", type=Path, default=None, help="reuse held-out results from this file")
-    ap.add_argument("--holdout-light", action="store_true", help="3 folds, half the fastText epochs")
+    ap.add_argument("--holdout-light", action="store_true", help="2 folds of cross-fitting instead of 3")
     ap.add_argument("--holdout-values", default=None, help="comma-separated sources to hold out [default: all]")
     ap.add_argument("--holdout-only", action="store_true", help="skip the validation and speed runs")
     ap.add_argument("--json", type=Path, default=None)

@@ -261,7 +261,8 @@ def train(
     machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
     val: Optional[List[Path]] = typer.Option(None, "--val", help="Held-out labelled data for the card's metrics and operating points."),
     seed: int = typer.Option(0, help="Seed for every random choice in training."),
-    balance_by: Optional[str] = typer.Option(None, "--balance-by", help="Field naming each text's group (e.g. domain): human texts of groups flagged more often than the rest get more weight, to even out false positives across groups."),
+    balance_by: Optional[str] = typer.Option(None, "--balance-by", help="Field naming each text's origin (e.g. source): every (origin, label) cell weighs the same within its label, and texts are cropped to length parity within an origin, so no one origin carries a label."),
+    generator_field: str = typer.Option("generator", help="Field naming the model that wrote a machine text (optional): base-LM samples and chat-model text get one expert each."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a detector on your own labelled human / machine text (e.g. your generator's output)."""
@@ -270,6 +271,29 @@ def train(
     code = guarded(lambda: train_command(
         data, out, text_field=text_field, label_field=label_field, human_label=human_label,
         machine_label=machine_label, val=val or None, seed=seed, quiet=quiet, balance_by=balance_by,
+        generator_field=generator_field,
+    ))
+    raise typer.Exit(code or 0)
+
+
+@app.command()
+def adapt(
+    data: List[Path] = typer.Argument(..., metavar="DATA...", help="Labelled JSONL(.gz/.zst) records of your own corpus (200-500 is a good start)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Adapted model directory to write."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model to adapt. [default: the shipped model]"),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+    label_field: str = typer.Option("label", help="Field holding the label."),
+    human_label: str = typer.Option("human", help="Label value meaning human-written."),
+    machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
+    seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary output."),
+) -> None:
+    """Adapt a detector to your corpus with a few hundred labelled records (no retraining from scratch)."""
+    from synthfilter.detect.adapt import adapt_command
+
+    code = guarded(lambda: adapt_command(
+        data, out, model=model, text_field=text_field, label_field=label_field, human_label=human_label,
+        machine_label=machine_label, seed=seed, quiet=quiet,
     ))
     raise typer.Exit(code or 0)
 

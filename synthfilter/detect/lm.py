@@ -37,6 +37,7 @@ class BigramLM:
         self.vocab = {w: i + 2 for i, w in enumerate(self.words)}
         self.size = len(self.words) + 2
         self._token_vocabulary: Vocabulary | None = None
+        self._tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.bigram_keys = np.asarray(bigram_keys, dtype=np.int64)
         self.bigram_counts = np.asarray(bigram_counts, dtype=np.float64)
         self.discount = float(discount)
@@ -115,7 +116,13 @@ class BigramLM:
 
     def token_surprisal(self, ids: np.ndarray, starts: np.ndarray | None = None,
                         order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """-log P of each token and whether its bigram was seen; ``starts`` marks document starts.
+        surprisal, pos, hit = self.token_lookup(ids, starts, order)
+        return surprisal, hit
+
+    def token_lookup(self, ids: np.ndarray, starts: np.ndarray | None = None,
+                     order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-log P of each token, the row of its bigram in the table and whether it was seen there;
+        ``starts`` marks document starts.
 
         The bigram table is searched with the queries in sorted order (``order``, an argsort of
         the query keys, can be shared by models with the same vocabulary): sorted queries walk
@@ -129,8 +136,11 @@ class BigramLM:
             pos = np.empty(len(keys), dtype=np.int64)
             pos[order] = np.searchsorted(self.bigram_keys, keys[order])
             np.minimum(pos, len(self.bigram_keys) - 1, out=pos)
-            c = np.where(self.bigram_keys[pos] == keys, self.bigram_counts[pos], 0.0)
+            hit = self.bigram_keys[pos] == keys
+            c = np.where(hit, self.bigram_counts[pos], 0.0)
         else:
+            pos = np.zeros(len(keys), dtype=np.int64)
+            hit = np.zeros(len(keys), dtype=bool)
             c = np.zeros(len(keys))
         ctx = self._context_count[prev]
         has_ctx = ctx > 0
@@ -138,7 +148,35 @@ class BigramLM:
         backoff = np.where(has_ctx, self.discount * self._context_types[prev] / safe_ctx, 1.0)
         p = np.where(has_ctx, np.maximum(c - self.discount, 0.0) / safe_ctx, 0.0)
         p = p + backoff * self._continuation[ids]
-        return -np.log(p), c > 0
+        return -np.log(p), pos, hit
+
+    def context_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per context word, the entropy of the next-word distribution (the *expected* surprisal
+        there); per seen bigram, the rank of its word among the context's seen continuations
+        (1 = likeliest); per word, its rank under the continuation unigram. Computed once."""
+        if self._tables is None:
+            v, disc = self.size, self.discount
+            prev = self.bigram_keys // v
+            nxt = self.bigram_keys % v
+            ctx, cont = self._context_count, self._continuation
+            backoff = np.where(ctx > 0, disc * self._context_types / np.maximum(ctx, 1.0), 1.0)
+            p_seen = np.maximum(self.bigram_counts - disc, 0.0) / np.maximum(ctx[prev], 1.0) + backoff[prev] * cont[nxt]
+            cont_log = cont * np.log(cont)
+            seen_plogp = np.bincount(prev, weights=p_seen * np.log(p_seen), minlength=v)
+            seen_cont = np.bincount(prev, weights=cont[nxt], minlength=v)
+            seen_cont_log = np.bincount(prev, weights=cont_log[nxt], minlength=v)
+            # Words never seen after a context share its backoff mass in proportion to ``cont``.
+            unseen = backoff * ((1.0 - seen_cont) * np.log(backoff) + (float(cont_log.sum()) - seen_cont_log))
+            entropy = -(seen_plogp + unseen)
+            order = np.lexsort((-p_seen, prev))
+            starts = np.r_[0, np.flatnonzero(np.diff(prev[order])) + 1] if len(order) else np.zeros(0, np.int64)
+            sizes = np.diff(np.r_[starts, len(order)])
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order)) - np.repeat(starts, sizes) + 1
+            uni_rank = np.empty(v, dtype=np.int64)
+            uni_rank[np.argsort(-cont, kind="stable")] = np.arange(1, v + 1)
+            self._tables = (entropy, rank, uni_rank)
+        return self._tables
 
     def key_order(self, ids: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
         """The sort order of the bigram keys of ``ids`` (see ``token_surprisal``)."""
@@ -211,11 +249,60 @@ def surprisal_features(lm: BigramLM, tokenised: Sequence[Sequence[str]], ids: np
     lengths = np.fromiter((len(t) for t in tokenised), dtype=np.int64, count=n_docs)
     if ids is None:
         ids = lm.ids([w for t in tokenised for w in t])
+    feats, surprisal, doc, _, _ = _surprisal_features(lm, lengths, ids, order)
+    return feats, surprisal, doc
+
+
+def _surprisal_features(lm: BigramLM, lengths: np.ndarray, ids: np.ndarray, order: np.ndarray | None):
+    n_docs = len(lengths)
     doc = np.repeat(np.arange(n_docs), lengths)
-    surprisal, seen = lm.token_surprisal(ids, document_starts(lengths), order)
+    starts = document_starts(lengths)
+    surprisal, pos, seen = lm.token_lookup(ids, starts, order)
     stats = segment_stats(surprisal, doc, n_docs)
     safe_n = np.maximum(lengths, 1).astype(np.float64)
     seen_rate = np.bincount(doc, weights=seen.astype(np.float64), minlength=n_docs) / safe_n
     unk_rate = np.bincount(doc, weights=(ids == UNK).astype(np.float64), minlength=n_docs) / safe_n
     feats = np.column_stack([stats[:, :5], seen_rate, unk_rate, stats[:, 5]])
-    return feats, surprisal, doc
+    return feats, surprisal, doc, pos, seen
+
+
+EXPECTED_STAT_NAMES: tuple[str, ...] = ("gap_mean", "gap_std", "ratio", "log_rank_mean", "top1_rate", "top10_rate")
+
+
+def expected_surprisal_features(lm: BigramLM, lengths: np.ndarray, ids: np.ndarray, surprisal: np.ndarray,
+                                pos: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """How surprising each text is *relative to how surprising it could be expected to be*
+    (the Binoculars idea, with a bigram LM): per document, the mean and spread of observed minus
+    expected surprisal (the entropy of the model's next-word distribution at each token), their
+    ratio, and token-rank statistics (GLTR): the mean log rank of each word among the model's
+    predictions and the share of words that are its first / top-ten choice.
+
+    ``surprisal``, ``pos`` and ``seen`` are ``lm.token_lookup``'s outputs for ``ids``.
+    """
+    entropy, rank, uni_rank = lm.context_tables()
+    n = len(lengths)
+    doc = np.repeat(np.arange(n), lengths)
+    prev = np.empty_like(ids)
+    if len(ids):
+        prev[1:] = ids[:-1]
+        prev[document_starts(lengths)] = BOS
+    h = entropy[prev]
+    r = np.where(seen, rank[np.minimum(pos, max(len(rank) - 1, 0))] if len(rank) else 1,
+                 lm._context_types[prev].astype(np.int64) + uni_rank[ids])
+    cnt = np.maximum(np.bincount(doc, minlength=n), 1).astype(np.float64)
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        return np.bincount(doc, weights=v, minlength=n) / cnt
+
+    gap = surprisal - h
+    g1 = mean(gap)
+    out = np.column_stack([
+        g1,
+        np.sqrt(np.maximum(mean(gap * gap) - g1 * g1, 0.0)),
+        mean(surprisal) / np.maximum(mean(h), 1e-6),
+        mean(np.log(r.astype(np.float64))),
+        mean((r <= 1).astype(np.float64)),
+        mean((r <= 10).astype(np.float64)),
+    ])
+    out[lengths == 0] = 0.0
+    return out

@@ -25,64 +25,60 @@ from synthfilter.detect.features import (
     style_matrix,
     tokenize,
 )
+from synthfilter.detect.linear import HashedLinear, TokenHasher
 from synthfilter.detect.lm import (
+    EXPECTED_STAT_NAMES,
     SURPRISAL_STAT_NAMES,
     BigramLM,
+    _surprisal_features,
     document_starts,
+    expected_surprisal_features,
     segment_stats,
-    surprisal_features,
 )
 from synthfilter.detect.trees import TreeEnsemble
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CARD_FILE = "card.json"
 CONFIG_FILE = "config.json"
-FT_WORD_FILE = "ft_word.bin"
-LM_HUMAN_FILE = "lm_human.npz"
-LM_MACHINE_FILE = "lm_machine.npz"
-STACKER_FILE = "stacker.npz"
 CALIBRATION_FILE = "calibration.npz"
-MODEL_FILES = (CONFIG_FILE, FT_WORD_FILE, LM_HUMAN_FILE, LM_MACHINE_FILE, STACKER_FILE, CALIBRATION_FILE)
+ADAPTER_FILE = "adapter.npz"
 
 LLR_STAT_NAMES = ("llr_mean", "llr_std", "llr_p10", "llr_p50", "llr_p90", "llr_absdiff")
-STACK_FEATURE_NAMES: tuple[str, ...] = (
-    *STYLE_FEATURE_NAMES,
-    *(f"lm_human_{s}" for s in SURPRISAL_STAT_NAMES),
-    *(f"lm_machine_{s}" for s in SURPRISAL_STAT_NAMES),
-    *LLR_STAT_NAMES,
-    "ft_word_logit",
-)
+# Raw length is a property of how a data set was cut, not of who wrote the text: it is left out.
+STYLE_KEEP = tuple(i for i, n in enumerate(STYLE_FEATURE_NAMES) if n != "log_words")
+
+
+def lm_file(name: str) -> str:
+    return f"lm_{name}.npz"
+
+
+def head_file(kind: str) -> str:
+    return f"head_{kind}.npz"
+
+
+def expert_file(kind: str) -> str:
+    return f"expert_{kind}.npz"
+
+
+def model_files(kinds: Sequence[str], adapted: bool = False) -> tuple[str, ...]:
+    """The array files of a model with these machine kinds (besides its card)."""
+    return (CONFIG_FILE, *(lm_file(n) for n in ("human", *kinds)), *(head_file(k) for k in kinds),
+            *(expert_file(k) for k in kinds), CALIBRATION_FILE, *((ADAPTER_FILE,) if adapted else ()))
+
+
+def feature_names(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The columns ``Components.features`` computes for a model with these machine kinds."""
+    return (
+        *(STYLE_FEATURE_NAMES[i] for i in STYLE_KEEP),
+        *(f"lm_{n}_{s}" for n in ("human", *kinds) for s in SURPRISAL_STAT_NAMES),
+        *(f"llr_{k}_{s.removeprefix('llr_')}" for k in kinds for s in LLR_STAT_NAMES),
+        *(f"expected_human_{s}" for s in EXPECTED_STAT_NAMES),
+        *(f"head_{k}" for k in kinds),
+    )
 
 
 class ModelError(RuntimeError):
     """A model directory is missing, incomplete or was written by an incompatible version."""
-
-
-def load_fasttext(path: Path):  # noqa: ANN202 - fasttext has no public type
-    import fasttext
-
-    # fastText's loader warns on stderr about a deprecated API; the model format is its own.
-    fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return fasttext.load_model(str(path))
-
-
-def fasttext_logit(model, lines: Sequence[str]) -> np.ndarray:  # noqa: ANN001
-    """log-odds of ``__label__machine`` for each line under a two-label fastText classifier."""
-    lines = [ln if ln else "." for ln in lines]  # fastText returns no label for an empty line
-    labels, probs = model.predict(list(lines), k=2)
-    out = np.empty(len(lines), dtype=np.float64)
-    for i, (lab, pr) in enumerate(zip(labels, probs)):
-        p = 0.5
-        for name, value in zip(lab, pr):
-            if name == "__label__machine":
-                p = float(value)
-                break
-            if name == "__label__human":
-                p = 1.0 - float(value)
-                break
-        p = min(max(p, 1e-5), 1.0 - 1e-5)
-        out[i] = np.log(p / (1.0 - p))
-    return out
 
 
 @dataclass
@@ -90,7 +86,6 @@ class TextViews:
     """Everything the models read from a batch of texts, computed once."""
 
     norms: list[str]
-    ft_lines: list[str]
     tokens: list[list[str]]
     token_ids: TokenIds
     style: np.ndarray
@@ -103,52 +98,111 @@ class TextViews:
                                                              for t in texts]
         tokens = [tokenize(t) for t in norms]
         token_ids = TokenIds.of(tokens, vocabulary)
-        return cls(norms, [" ".join(t) for t in tokens], tokens, token_ids,
-                   style_matrix(norms, tokens, token_ids))
+        return cls(norms, tokens, token_ids, style_matrix(norms, tokens, token_ids))
 
     def subset(self, idx: Sequence[int]) -> "TextViews":
         tokens = [self.tokens[i] for i in idx]
-        return TextViews([self.norms[i] for i in idx], [self.ft_lines[i] for i in idx], tokens,
-                         TokenIds.of(tokens, self.token_ids.base), self.style[idx])
+        return TextViews([self.norms[i] for i in idx], tokens, TokenIds.of(tokens, self.token_ids.base),
+                         self.style[idx])
 
 
 @dataclass
 class Components:
-    """The base models whose outputs, with the style vector, feed the stacker."""
+    """What every text is described by: word-bigram LMs of human text and of each machine kind
+    (one shared vocabulary), and one hashed TF-IDF linear head per kind (kind vs human)."""
 
-    ft_word: object
-    lm_human: BigramLM
-    lm_machine: BigramLM
+    lms: dict[str, BigramLM]  # "human" and each kind
+    heads: dict[str, HashedLinear]  # each kind
     max_chars: int = DEFAULT_MAX_CHARS
-    shared_vocabulary: bool = field(init=False)  # the LMs were trained together (same ids)
+    hasher: TokenHasher = field(default_factory=TokenHasher, repr=False)
 
     def __post_init__(self) -> None:
-        self.shared_vocabulary = self.lm_machine.same_vocabulary(self.lm_human)
+        human = self.lms["human"]
+        if not all(lm.same_vocabulary(human) for lm in self.lms.values()):
+            raise ModelError("the language models of a detector must share one vocabulary")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.heads)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.lms["human"].token_vocabulary
+
+    def views(self, texts: Sequence[str], already_normalised: bool = False) -> TextViews:
+        return TextViews.of(texts, already_normalised, self.max_chars, self.vocabulary)
 
     def features(self, texts: Sequence[str], already_normalised: bool = False) -> np.ndarray:
-        """The stacker's input matrix (``STACK_FEATURE_NAMES`` columns) for raw texts."""
-        return self.features_from_views(TextViews.of(texts, already_normalised, self.max_chars,
-                                                     self.lm_human.token_vocabulary))
+        """The experts' input matrix (``feature_names(kinds)`` columns) for raw texts."""
+        return self.features_from_views(self.views(texts, already_normalised))
 
-    def features_from_views(self, views: "TextViews") -> np.ndarray:
-        tokens, tid = views.tokens, views.token_ids
-        # Both models share the vocabulary (and so the ids and the sort order of the bigram
-        # keys) when trained together.
-        ids = self.lm_human.ids_of(tid)
-        order = self.lm_human.key_order(ids, document_starts(tid.lengths))
-        if self.shared_vocabulary:
-            ids_m, order_m = ids, order
-        else:
-            ids_m, order_m = self.lm_machine.ids_of(tid), None
-        lm_h, s_h, doc = surprisal_features(self.lm_human, tokens, ids, order)
-        lm_m, s_m, _ = surprisal_features(self.lm_machine, tokens, ids_m, order_m)
-        llr = segment_stats(s_h - s_m, doc, len(tokens))  # > 0: the machine model finds it likelier
-        ft_w = fasttext_logit(self.ft_word, views.ft_lines)
-        return np.column_stack([views.style, lm_h, lm_m, llr, ft_w]).astype(np.float64)
+    def features_from_views(self, views: TextViews) -> np.ndarray:
+        tid = views.token_ids
+        lengths = tid.lengths
+        n = len(lengths)
+        human = self.lms["human"]
+        ids = human.ids_of(tid)  # the same ids (and bigram key order) for every LM
+        order = human.key_order(ids, document_starts(lengths))
+        cols = [views.style[:, STYLE_KEEP]]
+        feats, s_h, doc, pos, seen = _surprisal_features(human, lengths, ids, order)
+        cols.append(feats)
+        surprisal = {}
+        for k in self.kinds:
+            feats_k, surprisal[k], _, _, _ = _surprisal_features(self.lms[k], lengths, ids, order)
+            cols.append(feats_k)
+        for k in self.kinds:  # > 0: the kind's model finds the text likelier than the human one
+            cols.append(segment_stats(s_h - surprisal[k], doc, n))
+        cols.append(expected_surprisal_features(human, lengths, ids, s_h, pos, seen))
+        hashes = self.hasher.of(tid)
+        cols.extend(self.heads[k].decision(hashes, lengths)[:, None] for k in self.kinds)
+        return np.column_stack(cols).astype(np.float64)
+
+
+class LinearModel:
+    """``score = ((x - mean) / scale) . coef + bias`` (a standardised logistic regression)."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, bias: float) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.coef = np.asarray(coef, dtype=np.float64)
+        self.bias = float(bias)
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.bias
+
+    def save(self, path: Path) -> None:
+        np.savez(path, kind=np.array(["linear"]), mean=self.mean, scale=self.scale, coef=self.coef,
+                 bias=np.array([self.bias]))
+
+    @classmethod
+    def load(cls, path: Path) -> "LinearModel":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["mean"], z["scale"], z["coef"], float(z["bias"][0]))
+
+
+def load_expert(path: Path) -> "TreeEnsemble | LinearModel":
+    with np.load(path, allow_pickle=False) as z:
+        linear = "kind" in z.files and str(z["kind"][0]) == "linear"
+    return LinearModel.load(path) if linear else TreeEnsemble.load(path)
+
+
+@dataclass
+class Expert:
+    """One machine kind's detector (kind vs human) and the centre and spread of its scores on
+    human text, which put every expert on one scale: 0 at the human median, 1 at the human
+    99th percentile."""
+
+    kind: str
+    model: "TreeEnsemble | LinearModel"
+    centre: float
+    spread: float
+
+    def z(self, x: np.ndarray) -> np.ndarray:
+        return (self.model.decision_function(x) - self.centre) / self.spread
 
 
 class Calibrator:
-    """Isotonic map from the stacker's log-odds to a probability, stored as two arrays."""
+    """Isotonic map from the raw score to a probability, stored as two arrays."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x = np.asarray(x, dtype=np.float64)
@@ -166,8 +220,12 @@ class Calibrator:
             return cls(z["x"], z["y"])
 
 
-def files_sha256(directory: Path, names: Sequence[str] = MODEL_FILES) -> str:
-    """One stable digest over the named files (name and content), in a fixed order."""
+def files_sha256(directory: Path, names: Sequence[str] | None = None) -> str:
+    """One stable digest over the named files (name and content), in a fixed order; by default
+    the files the directory's config lists."""
+    if names is None:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        names = config.get("files") or [CONFIG_FILE]
     h = hashlib.sha256()
     for name in sorted(names):
         h.update(name.encode())
@@ -176,15 +234,31 @@ def files_sha256(directory: Path, names: Sequence[str] = MODEL_FILES) -> str:
     return h.hexdigest()
 
 
+def combine(z: np.ndarray) -> np.ndarray:
+    """The raw score from the experts' standardised scores (one column per kind): the largest.
+
+    Each expert only has to tell its kind from human text; a text is as suspicious as the
+    expert that finds it most so, and on the common scale no kind dominates by its units.
+    """
+    return z.max(axis=1)
+
+
+def adapter_inputs(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """What an adapter (``synthfilter adapt``) reads: the features, each expert's standardised
+    score and the shipped combination of them."""
+    return np.column_stack([x, z, combine(z)])
+
+
 class Detector:
     """A loaded detector: ``predict_proba(texts)`` gives calibrated P(machine-generated)."""
 
-    def __init__(self, path: Path, components: Components, stacker: TreeEnsemble, calibrator: Calibrator,
-                 config: dict, card: dict, batch_size: int = 1024) -> None:
+    def __init__(self, path: Path, components: Components, experts: list[Expert], calibrator: Calibrator,
+                 config: dict, card: dict, adapter: LinearModel | None = None, batch_size: int = 1024) -> None:
         self.path = path
         self.components = components
-        self.stacker = stacker
+        self.experts = experts
         self.calibrator = calibrator
+        self.adapter = adapter
         self.config = config
         self.card = card
         self.batch_size = batch_size
@@ -196,26 +270,35 @@ class Detector:
         d = Path(path)
         if not d.is_dir():
             raise ModelError(f"{d}: model directory does not exist")
-        missing = [n for n in (*MODEL_FILES, CARD_FILE) if not (d / n).is_file()]
-        if missing:
-            raise ModelError(f"{d}: not a synthfilter detector model (missing {', '.join(missing)})")
-        config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+        if not (d / CONFIG_FILE).is_file() or not (d / CARD_FILE).is_file():
+            raise ModelError(f"{d}: not a synthfilter detector model (missing "
+                             f"{', '.join(n for n in (CONFIG_FILE, CARD_FILE) if not (d / n).is_file())})")
+        try:
+            config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{d / CONFIG_FILE}: unreadable ({e})") from None
         if config.get("format_version") != FORMAT_VERSION:
             raise ModelError(
                 f"{d}: model format {config.get('format_version')!r} is not supported (expected {FORMAT_VERSION}); "
                 "retrain it with this version of synthfilter"
             )
-        if list(config.get("features", [])) != list(STACK_FEATURE_NAMES):
+        kinds = list(config.get("kinds", []))
+        adapted = config.get("adapter") is not None
+        missing = [n for n in model_files(kinds, adapted) if not (d / n).is_file()]
+        if not kinds or missing:
+            raise ModelError(f"{d}: not a synthfilter detector model (missing {', '.join(missing) or 'kinds'})")
+        if list(config.get("features", [])) != list(feature_names(kinds)):
             raise ModelError(f"{d}: model was trained with a different feature set; retrain it")
         card = json.loads((d / CARD_FILE).read_text(encoding="utf-8"))
         components = Components(
-            ft_word=load_fasttext(d / FT_WORD_FILE),
-            lm_human=BigramLM.load(d / LM_HUMAN_FILE),
-            lm_machine=BigramLM.load(d / LM_MACHINE_FILE),
+            lms={n: BigramLM.load(d / lm_file(n)) for n in ("human", *kinds)},
+            heads={k: HashedLinear.load(d / head_file(k)) for k in kinds},
             max_chars=int(config.get("max_chars", DEFAULT_MAX_CHARS)),
         )
-        return cls(d, components, TreeEnsemble.load(d / STACKER_FILE), Calibrator.load(d / CALIBRATION_FILE),
-                   config, card)
+        experts = [Expert(k, load_expert(d / expert_file(k)), float(config["experts"][k]["centre"]),
+                          float(config["experts"][k]["spread"])) for k in kinds]
+        adapter = LinearModel.load(d / ADAPTER_FILE) if adapted else None
+        return cls(d, components, experts, Calibrator.load(d / CALIBRATION_FILE), config, card, adapter)
 
     @property
     def model_id(self) -> str:
@@ -227,12 +310,22 @@ class Detector:
             self._sha256 = files_sha256(self.path)
         return self._sha256
 
+    def expert_z(self, x: np.ndarray) -> np.ndarray:
+        """Each expert's standardised score (one column per kind) for a feature matrix."""
+        return np.column_stack([e.z(x) for e in self.experts])
+
+    def raw_from_features(self, x: np.ndarray) -> np.ndarray:
+        z = self.expert_z(x)
+        if self.adapter is not None:
+            return self.adapter.decision_function(adapter_inputs(x, z))
+        return combine(z)
+
     def raw_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Uncalibrated stacker log-odds (what the calibrator maps)."""
+        """Uncalibrated scores (what the calibrator maps)."""
         out = np.empty(len(texts), dtype=np.float64)
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            out[start : start + len(batch)] = self.stacker.decision_function(self.components.features(batch))
+            out[start : start + len(batch)] = self.raw_from_features(self.components.features(batch))
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,21 +1,26 @@
 """Train, calibrate and write a detector model directory (with its card), and the
 ``synthfilter train`` command built on it.
 
-Recipe: a fastText classifier on words, word-bigram LMs of human and machine text, and a
-stylometric vector feed a boosted-tree stacker. Base models are cross-fitted (the stacker only
-sees out-of-fold outputs); an isotonic map fitted on out-of-fold stacker scores makes the output
-a calibrated probability. With ``balance_by`` (e.g. the domain of each text), human texts of
-groups that the stacker flags more often than the rest get more weight (see ``group_weights``).
+Recipe (format 3, chosen by the *worst* held-out-source AUROC, see models/README.md): machine
+text comes in kinds that differ in opposite directions from human text (samples of base LMs
+use more frequent words than people; chat models use rarer, longer ones), so one detector per
+kind (``chat``, ``base``; a single ``machine`` kind when the data names no generators) learns
+"this kind vs human" only. Every text is described by what does not name a topic: a stylometric
+vector (no raw length), surprisal statistics under word-bigram LMs of human text and of each
+kind (and their per-token gap), observed-vs-expected surprisal and token ranks under the human
+LM, and a hashed TF-IDF linear head per kind. Components are cross-fitted (experts only see
+out-of-fold outputs); training texts are cropped to length parity within their source so that
+length cannot decide; each (source, label) cell weighs the same within its label. Expert scores
+are put on one scale (0 at the human median, 1 at the human 99th percentile) and the largest
+decides. The isotonic calibration and the operating thresholds are fitted on a held-out
+calibration share scored by the final model itself, as it will score users' text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import tempfile
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,52 +36,83 @@ from synthfilter.detect.evaluate import (
     summarise,
     threshold_at_fpr,
 )
-from synthfilter.detect.features import DEFAULT_MAX_CHARS
+from synthfilter.detect.features import DEFAULT_MAX_CHARS, analysis_window, detector_text
+from synthfilter.detect.linear import HashedLinear, TokenHasher
 from synthfilter.detect.lm import BigramLM
 from synthfilter.detect.model import (
     CALIBRATION_FILE,
     CARD_FILE,
     CONFIG_FILE,
     FORMAT_VERSION,
-    FT_WORD_FILE,
-    LM_HUMAN_FILE,
-    LM_MACHINE_FILE,
-    MODEL_FILES,
-    STACK_FEATURE_NAMES,
-    STACKER_FILE,
     Calibrator,
     Components,
     Detector,
+    Expert,
+    LinearModel,
     TextViews,
+    combine,
+    expert_file,
+    feature_names,
     files_sha256,
-    load_fasttext,
+    head_file,
+    lm_file,
+    model_files,
 )
 from synthfilter.detect.trees import TreeEnsemble
 
 MIN_PER_CLASS = 20
+MISSING = "(missing)"
+
+# Generators whose output is a sample of a base (not instruction-tuned) LM. Any other named
+# generator is taken for a chat / instruction model, what users meet today.
+BASE_GENERATOR = re.compile(r"^(gpt-?2|opt-|gpt-neo|gpt-j|pythia|bloom-|llama-(7|13|30|33|65)b$|"
+                            r"llama-2-(7|13|70)b$|mistral-7b$|falcon-(7|40)b$)", re.IGNORECASE)
+
+
+def machine_kind(generator: str) -> str:
+    """``base`` or ``chat`` for a generator name (``machine`` when none is named)."""
+    g = generator.strip()
+    if not g or g == MISSING or g.lower() in ("machine", "unknown", "ai"):
+        return "machine"
+    return "base" if BASE_GENERATOR.match(g) else "chat"
+
+
+def row_kinds(y: np.ndarray, generators: np.ndarray | None) -> np.ndarray:
+    """Each row's kind: ``human``, or its machine kind. Rows of a machine kind the data has too
+    few of to learn (fewer than ``MIN_PER_CLASS``) join the most common kind."""
+    kinds = np.array(["human" if lab == 0 else "machine" for lab in y], dtype=object)
+    if generators is not None:
+        for i in np.flatnonzero(y == 1):
+            kinds[i] = machine_kind(str(generators[i]))
+    machine = kinds[y == 1]
+    names, counts = np.unique(machine, return_counts=True)
+    if "machine" in names and len(names) > 1:  # some rows name their generator, some do not
+        kinds[kinds == "machine"] = names[np.argmax(np.where(names == "machine", -1, counts))]
+    names, counts = np.unique(kinds[y == 1], return_counts=True)
+    for name, c in zip(names, counts):
+        if c < MIN_PER_CLASS and len(names) > 1:
+            kinds[kinds == name] = names[np.argmax(counts)]
+    return kinds.astype(str)
 
 
 @dataclass
 class TrainParams:
-    """Hyper-parameters, chosen by cross-validation on the training split (see models/README.md)."""
+    """Hyper-parameters, chosen by leave-one-source-out AUROC (worst source) in models/README.md."""
 
-    folds: int = 5
+    folds: int = 3  # cross-fitting of the components
+    calibration_share: float = 0.2  # held out of fitting; calibrates and sets the thresholds
+    holdout_min_rows: int = 2000  # below this, calibrate on out-of-fold scores instead of a holdout
+    calibration_folds: int = 3
     max_chars: int = DEFAULT_MAX_CHARS
-    ft_word: dict = field(default_factory=lambda: dict(epoch=10, wordNgrams=2, dim=32, lr=0.2, minCount=2,
-                                                       bucket=100_000, minn=0, maxn=0))
-    # 0 keeps fastText's dense matrices: 19 MB instead of 3, but it predicts 2.8x faster than a
-    # quantised model (the largest single cost of scoring otherwise).
-    ft_quantize_cutoff: int = 0
     lm_min_count: int = 2
-    stacker: dict = field(default_factory=lambda: dict(learning_rate=0.05, max_iter=500, max_leaf_nodes=31,
-                                                       min_samples_leaf=40, l2_regularization=1.0))
-    # Group balancing (``balance_by``): rounds of re-weighting, the human false-positive rate the
-    # groups are compared at, the pseudo-count that shrinks a small group's rate towards the
-    # overall one, and the largest rate ratio one round acts on (weights grow by its square root).
-    balance_rounds: int = 2
-    balance_fpr: float = 0.02
-    balance_shrink: float = 10.0
-    balance_cap: float = 4.0
+    length_parity: bool = True
+    head: dict = field(default_factory=lambda: dict(buckets=2**20, min_df=2, c=4.0))
+    # chat-like kinds: boosted trees, monotone in the kind's TF-IDF head; base kinds: a strongly
+    # regularised logistic regression (trees over-fit the sources there).
+    trees: dict = field(default_factory=lambda: dict(learning_rate=0.05, max_iter=200, max_leaf_nodes=15,
+                                                     min_samples_leaf=40, l2_regularization=1.0))
+    linear_c: float = 0.03
+    expert_model: dict = field(default_factory=lambda: {"chat": "trees", "machine": "trees", "base": "linear"})
 
 
 ProgressFn = Callable[[str], None]
@@ -86,54 +122,76 @@ def _noop(_: str) -> None:
     pass
 
 
-# -- base models ------------------------------------------------------------------------------
+# -- pieces -----------------------------------------------------------------------------------
 
 
-def train_fasttext(lines: Sequence[str], y: np.ndarray, params: dict, seed: int, cutoff: int):
-    """A quantised two-label fastText classifier; human lines are repeated to balance the classes."""
+def cell_weights(y: np.ndarray, cells: np.ndarray | None) -> np.ndarray:
+    """Sample weights under which every cell (e.g. source) weighs the same within each label,
+    and each label keeps its count: no single source can carry a label."""
+    w = np.ones(len(y))
+    if cells is None:
+        return w
+    for lab in np.unique(y):
+        m = y == lab
+        names = np.unique(cells[m])
+        for c in names:
+            mm = m & (cells == c)
+            w[mm] = m.sum() / len(names) / mm.sum()
+    return w
+
+
+def parity_lengths(lengths: np.ndarray, y: np.ndarray, cells: np.ndarray | None, seed: int) -> np.ndarray:
+    """A target length per text: the smaller of its own and a random length of the *other*
+    label's texts in the same cell, so that within a source both labels have the same length
+    distribution (where one label's texts are longer, length alone would tell them apart)."""
     rng = np.random.default_rng(seed)
-    idx = np.arange(len(lines))
-    humans, machines = idx[y == 0], idx[y == 1]
-    minority, majority = (humans, machines) if len(humans) < len(machines) else (machines, humans)
-    extra = rng.choice(minority, size=len(majority) - len(minority), replace=True) if len(minority) else []
-    order = np.concatenate([idx, np.asarray(extra, dtype=np.int64)])
-    rng.shuffle(order)
-    with tempfile.TemporaryDirectory(prefix="synthfilter-ft-") as tmp:
-        path = os.path.join(tmp, "train.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            for i in order:
-                label = "machine" if y[i] else "human"
-                f.write(f"__label__{label} {lines[i] or '.'}\n")
-        spec = {"input": path, "output": os.path.join(tmp, "model.bin"), "params": params, "seed": int(seed),
-                "cutoff": int(cutoff)}
-        proc = subprocess.run([sys.executable, "-m", "synthfilter.detect._fasttext_worker", json.dumps(spec)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "fastText failed")
-        model = load_fasttext(Path(spec["output"]))
-    return model
+    out = lengths.copy()
+    groups = cells if cells is not None else np.zeros(len(y), dtype=int)
+    for g in np.unique(groups):
+        m = groups == g
+        for lab in (0, 1):
+            me = np.flatnonzero(m & (y == lab))
+            other = lengths[m & (y != lab)]
+            if len(me) and len(other):
+                out[me] = np.minimum(lengths[me], rng.choice(other, size=len(me), replace=True))
+    return out
 
 
-def fit_components(views: TextViews, y: np.ndarray, params: TrainParams, seed: int) -> Components:
+def crop_text(text: str, n: int) -> str:
+    """``text`` cut to about ``n`` characters at a word boundary."""
+    if len(text) <= n:
+        return text
+    cut = text.rfind(" ", 0, n + 1)
+    return text[: cut if cut > n // 2 else n]
+
+
+def fit_components(views: TextViews, kinds: np.ndarray, weight: np.ndarray, params: TrainParams,
+                   hasher: TokenHasher | None = None) -> Components:
+    names = [k for k in dict.fromkeys(kinds.tolist()) if k != "human"]
+    names.sort()
     words = BigramLM.vocabulary(views.tokens, params.lm_min_count)
-    return Components(
-        ft_word=train_fasttext(views.ft_lines, y, params.ft_word, seed, params.ft_quantize_cutoff),
-        lm_human=BigramLM.fit((t for t, lab in zip(views.tokens, y) if lab == 0), words),
-        lm_machine=BigramLM.fit((t for t, lab in zip(views.tokens, y) if lab == 1), words),
-        max_chars=params.max_chars,
-    )
+    lms = {n: BigramLM.fit((t for t, k in zip(views.tokens, kinds) if k == n), words) for n in ("human", *names)}
+    hasher = hasher or TokenHasher()
+    hashes = hasher.of(views.token_ids)
+    ends = np.cumsum(views.token_ids.lengths)
+    starts = ends - views.token_ids.lengths
+    heads = {}
+    for k in names:
+        rows = np.flatnonzero((kinds == "human") | (kinds == k))
+        sel = np.concatenate([np.arange(starts[i], ends[i]) for i in rows]) if len(rows) else np.zeros(0, int)
+        heads[k] = HashedLinear.fit(hashes[sel], views.token_ids.lengths[rows], (kinds[rows] == k).astype(int),
+                                    weight[rows], buckets=params.head["buckets"], min_df=params.head["min_df"],
+                                    c=params.head["c"])
+    return Components(lms, heads, params.max_chars)
 
 
-def fit_stacker(x: np.ndarray, y: np.ndarray, params: TrainParams, seed: int,
-                weight: np.ndarray | None = None) -> TreeEnsemble:
+def fit_trees(x: np.ndarray, y: np.ndarray, weight: np.ndarray, params: TrainParams, seed: int,
+              monotone: Sequence[int] | None = None) -> TreeEnsemble:
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from threadpoolctl import threadpool_limits
 
-    clf = HistGradientBoostingClassifier(early_stopping=False, random_state=seed, **params.stacker)
-    # One OpenMP thread: parallel gradient sums add in varying order, which moved leaf values in
-    # the 14th digit between otherwise identical runs; the shipped model must rebuild bit for bit.
-    with threadpool_limits(1, user_api="openmp"):
-        clf.fit(x, y, sample_weight=weight)
+    clf = HistGradientBoostingClassifier(early_stopping=False, random_state=seed, monotonic_cst=monotone,
+                                         **params.trees)
+    clf.fit(x, y, sample_weight=weight)
     trees = TreeEnsemble.from_sklearn(clf)
     check = x[: min(len(x), 256)]
     if not np.allclose(trees.decision_function(check), clf.decision_function(check), atol=1e-6):
@@ -141,8 +199,44 @@ def fit_stacker(x: np.ndarray, y: np.ndarray, params: TrainParams, seed: int,
     return trees
 
 
+def fit_linear(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, c: float) -> LinearModel:
+    from sklearn.linear_model import LogisticRegression
+
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y, sample_weight=weight)
+    return LinearModel(mean, scale, lr.coef_[0], float(lr.intercept_[0]))
+
+
+def fit_expert(kind: str, x: np.ndarray, kinds: np.ndarray, weight: np.ndarray, names: Sequence[str],
+               params: TrainParams, seed: int) -> Expert:
+    """``kind`` vs human on out-of-fold features; centred and scaled on the human scores."""
+    rows = np.flatnonzero((kinds == "human") | (kinds == kind))
+    y = (kinds[rows] == kind).astype(int)
+    w = weight[rows] * _rebalance(y, weight[rows])
+    if params.expert_model.get(kind, "trees") == "linear":
+        model: TreeEnsemble | LinearModel = fit_linear(x[rows], y, w, params.linear_c)
+    else:
+        monotone = [1 if n == f"head_{kind}" else 0 for n in names]
+        model = fit_trees(x[rows], y, w, params, seed, monotone)
+    scores = model.decision_function(x[rows])
+    human = scores[y == 0]
+    centre, top = float(np.median(human)), float(np.percentile(human, 99))
+    # Where training separates the classes cleanly (few, easy texts), human scores can sit in
+    # one leaf: a tenth of the gap between the classes' medians keeps the scale finite.
+    gap = abs(float(np.median(scores[y == 1])) - centre)
+    return Expert(kind, model, centre, max(top - centre, 0.1 * gap, 1e-3))
+
+
+def _rebalance(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Factors that give both labels the same total weight."""
+    tot = np.array([w[y == 0].sum(), w[y == 1].sum()])
+    return np.where(y == 1, tot.sum() / 2 / max(tot[1], 1e-12), tot.sum() / 2 / max(tot[0], 1e-12))
+
+
 def fit_calibrator(raw: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Isotonic regression of labels on out-of-fold log-odds, kept as its breakpoints."""
+    """Isotonic regression of labels on held-out raw scores, kept as its breakpoints."""
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
@@ -159,76 +253,107 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator(knots_x[keep], knots_y[keep])
 
 
-def group_weights(x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: TrainParams, seed: int) -> np.ndarray:
-    """Sample weights that even out the human false-positive rate across groups (e.g. domains).
-
-    Each round scores every text out of fold (3 folds) with a stacker fitted under the current
-    weights, measures each group's human false-positive rate at the ``balance_fpr`` point
-    (shrunk towards the overall rate by ``balance_shrink`` pseudo-texts, so a group of a few
-    texts cannot swing it), and multiplies the weight of that group's human texts by
-    ``sqrt(rate / overall)``, with the ratio clipped to ``[1, balance_cap]``. Machine texts keep
-    weight 1; human weights are rescaled to keep their total. The goal is that no kind of human
-    writing is flagged much more often than human writing overall: every human text wrongly
-    flagged is rare data lost.
-    """
-    w = np.ones(len(y))
-    human = y == 0
-    names = np.unique(groups[human])
-    for r in range(params.balance_rounds):
-        scores = np.zeros(len(y))
-        for k, (tr, te) in enumerate(_folds(y, 3, seed + 2000 + r)):
-            scores[te] = fit_stacker(x[tr], y[tr], params, seed + k, w[tr]).decision_function(x[te])
-        thr = np.quantile(scores[human], 1.0 - params.balance_fpr)
-        overall = float((scores[human] > thr).mean())
-        if overall <= 0.0:
-            break
-        for g in names:
-            m = human & (groups == g)
-            rate = (float((scores[m] > thr).sum()) + overall * params.balance_shrink) / (m.sum() + params.balance_shrink)
-            w[m] *= float(np.clip(rate / overall, 1.0, params.balance_cap)) ** 0.5
-        w[human] *= human.sum() / w[human].sum()
-    return w
-
-
-def _folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedKFold
 
-    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def calibration_split(strata: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, calibration rows): ``share`` of every stratum (e.g. source x kind) held out."""
+    rng = np.random.default_rng(seed)
+    cal = []
+    for s in np.unique(strata):
+        idx = np.flatnonzero(strata == s)
+        n = int(round(len(idx) * share))
+        if len(idx) >= 4 and n:
+            cal.append(rng.choice(idx, size=n, replace=False))
+    cal_idx = np.sort(np.concatenate(cal)) if cal else np.zeros(0, dtype=np.int64)
+    fit_idx = np.setdiff1d(np.arange(len(strata)), cal_idx)
+    return fit_idx, cal_idx
 
 
 @dataclass
 class TrainResult:
     components: Components
-    stacker: TreeEnsemble
+    experts: list[Expert]
     calibrator: Calibrator
-    oof_proba: np.ndarray  # calibrated, out-of-fold: honest scores for every training text
+    kinds: list[str]
+    cal_idx: np.ndarray  # the training rows held out for calibration
+    cal_proba: np.ndarray  # the final model's calibrated scores on them
     seconds: float
-    weights: np.ndarray | None = None  # the stacker's sample weights (``balance_by``), else None
 
 
-def fit_detector(views: TextViews, y: np.ndarray, params: TrainParams, seed: int,
-                 progress: ProgressFn = _noop, groups: np.ndarray | None = None) -> TrainResult:
-    """Cross-fit base models, fit the stacker and its calibration, then refit on everything."""
+def normalised(texts: Sequence[str], max_chars: int) -> list[str]:
+    return [analysis_window(detector_text(t, max_chars), max_chars) for t in texts]
+
+
+def _fit_models(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.ndarray | None,
+                params: TrainParams, seed: int, progress: ProgressFn) -> tuple[Components, list[Expert]]:
+    """Components (cross-fitted for the experts, then refitted on all) and experts on ``norms``."""
+    if params.length_parity:
+        lengths = np.array([len(t) for t in norms])
+        target = parity_lengths(lengths, y, cells, seed)
+        norms = [crop_text(t, int(n)) for t, n in zip(norms, target)]
+    views = TextViews.of(norms, already_normalised=True, max_chars=params.max_chars)
+    weight = cell_weights(y, cells)
+    kind_names = sorted(set(kinds.tolist()) - {"human"})
+    names = feature_names(kind_names)
+    x = np.zeros((len(y), len(names)))
+    hasher = TokenHasher()
+    for k, (tr, te) in enumerate(_folds(kinds, params.folds, seed)):
+        comps = fit_components(views.subset(tr), kinds[tr], weight[tr], params, hasher)
+        x[te] = comps.features_from_views(views.subset(te))
+        progress(f"components, fold {k + 1}/{params.folds}")
+    experts = [fit_expert(kind, x, kinds, weight, names, params, seed + j) for j, kind in enumerate(kind_names)]
+    progress("experts")
+    components = fit_components(views, kinds, weight, params, hasher)
+    progress("final components")
+    return components, experts
+
+
+def _raw(components: Components, experts: list[Expert], norms: list[str]) -> np.ndarray:
+    return combine(np.column_stack([e.z(components.features(norms, already_normalised=True)) for e in experts]))
+
+
+def fit_detector(texts: Sequence[str], y: np.ndarray, params: TrainParams, seed: int,
+                 progress: ProgressFn = _noop, cells: np.ndarray | None = None,
+                 generators: np.ndarray | None = None) -> TrainResult:
+    """Fit components (cross-fitted), experts and calibration; see the module docstring.
+
+    With at least ``params.holdout_min_rows`` texts, ``calibration_share`` of them is held out
+    and scored by the final model; with fewer, every text is scored by models fitted without
+    its fold (``calibration_folds``) and the final model is fitted on all of them.
+    """
+    import sklearn.ensemble  # noqa: F401 - load the OpenMP / BLAS runtimes before limiting them
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
-    folds = _folds(y, params.folds, seed)
-    stack_x = np.zeros((len(y), len(STACK_FEATURE_NAMES)))
-    for k, (tr, te) in enumerate(folds):
-        comps = fit_components(views.subset(tr), y[tr], params, seed + k)
-        stack_x[te] = comps.features_from_views(views.subset(te))
-        progress(f"base models, fold {k + 1}/{len(folds)}")
-    weight = group_weights(stack_x, y, groups, params, seed) if groups is not None else None
-    # Out-of-fold stacker scores (second, independent split) give the calibration data; the
-    # calibration itself is unweighted, so probabilities stay true to the training mix.
-    raw_oof = np.zeros(len(y))
-    for k, (tr, te) in enumerate(_folds(y, params.folds, seed + 1000)):
-        w = weight[tr] if weight is not None else None
-        raw_oof[te] = fit_stacker(stack_x[tr], y[tr], params, seed + k, w).decision_function(stack_x[te])
-    calibrator = fit_calibrator(raw_oof, y)
-    progress("stacker and calibration")
-    stacker = fit_stacker(stack_x, y, params, seed, weight)
-    components = fit_components(views, y, params, seed)
-    progress("final base models")
-    return TrainResult(components, stacker, calibrator, calibrator(raw_oof), time.perf_counter() - t0, weight)
+    quiet: ProgressFn = _noop
+    # One thread: parallel sums add in varying order, which moves values in the last digits
+    # between otherwise identical runs; the shipped model must rebuild bit for bit.
+    with threadpool_limits(1):
+        kinds = row_kinds(y, generators)
+        norms = normalised(texts, params.max_chars)
+        if len(y) >= params.holdout_min_rows:
+            strata = np.array([f"{c}|{k}" for c, k in zip(cells if cells is not None else [""] * len(y), kinds)])
+            fit_idx, cal_idx = calibration_split(strata, params.calibration_share, seed)
+            components, experts = _fit_models([norms[i] for i in fit_idx], y[fit_idx], kinds[fit_idx],
+                                              cells[fit_idx] if cells is not None else None, params, seed, progress)
+            raw = _raw(components, experts, [norms[i] for i in cal_idx])
+        else:
+            cal_idx = np.arange(len(y))
+            raw = np.zeros(len(y))
+            for k, (tr, te) in enumerate(_folds(kinds, params.calibration_folds, seed + 1000)):
+                comps, exps = _fit_models([norms[i] for i in tr], y[tr], kinds[tr],
+                                          cells[tr] if cells is not None else None, params, seed + k, quiet)
+                raw[te] = _raw(comps, exps, [norms[i] for i in te])
+            components, experts = _fit_models(norms, y, kinds, cells, params, seed, progress)
+        calibrator = fit_calibrator(raw, y[cal_idx])
+        progress("calibration")
+    return TrainResult(components, experts, calibrator, [e.kind for e in experts], cal_idx, calibrator(raw),
+                       time.perf_counter() - t0)
 
 
 # -- model directory --------------------------------------------------------------------------
@@ -238,74 +363,121 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def operating_points(human_scores: np.ndarray) -> dict[str, float]:
-    """Thresholds chosen on out-of-fold training scores: 1 % and 5 % human false positives.
+def margin_threshold(human_scores: np.ndarray, all_scores: np.ndarray | None, fpr: float) -> float:
+    """``threshold_at_fpr``, moved to the middle of the gap it sits in: every threshold between
+    the highest human score it lets through and the next score above flags the same texts here,
+    and the middle leaves new texts the widest margin (it matters where the classes separate
+    cleanly, e.g. every human scored 0 would otherwise put the threshold just above 0)."""
+    thr = threshold_at_fpr(human_scores, fpr)
+    if all_scores is None:
+        return thr
+    h = np.asarray(human_scores, dtype=np.float32)
+    s = np.asarray(all_scores, dtype=np.float32)
+    below, above = h[h < thr], s[s >= thr]
+    if not len(below) or not len(above):
+        return thr
+    mid = np.float32((float(below.max()) + float(above.min())) / 2.0)
+    return float(mid) if float(below.max()) < mid <= float(above.min()) else thr
+
+
+def operating_points(human_scores: np.ndarray, all_scores: np.ndarray | None = None) -> dict[str, float]:
+    """Thresholds at 1 % and 5 % human false positives (on the calibration scores).
 
     ``default`` is the 1 % point: every human text wrongly flagged is rare data lost.
     """
-    fpr1 = threshold_at_fpr(human_scores, 0.01)
-    fpr5 = threshold_at_fpr(human_scores, 0.05)
+    fpr1 = margin_threshold(human_scores, all_scores, 0.01)
+    fpr5 = margin_threshold(human_scores, all_scores, 0.05)
     return {"default": fpr1, "fpr1": fpr1, "fpr5": fpr5}
+
+
+# Histogram edges of the card's score_distribution: dense where calibrated scores crowd (near 0 and 1).
+SCORE_EDGES = np.concatenate(([0.0], 1.0 / (1.0 + np.exp(-np.linspace(-7.0, 7.0, 29))), [1.0]))
+
+
+def score_distribution(scores: np.ndarray, y: np.ndarray, measured_on: str) -> dict:
+    """Held-out score histograms per class, what the reliability checks fit mixtures with."""
+    y = np.asarray(y).astype(bool)
+    return {"measured_on": measured_on, "edges": SCORE_EDGES.tolist(),
+            "human": np.histogram(scores[~y], SCORE_EDGES)[0].tolist(),
+            "machine": np.histogram(scores[y], SCORE_EDGES)[0].tolist()}
 
 
 def write_model(out: Path, result: TrainResult, params: TrainParams, card: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    result.components.ft_word.save_model(str(out / FT_WORD_FILE))
-    result.components.lm_human.save(out / LM_HUMAN_FILE)
-    result.components.lm_machine.save(out / LM_MACHINE_FILE)
-    result.stacker.save(out / STACKER_FILE)
+    comps = result.components
+    for name, lm in comps.lms.items():
+        lm.save(out / lm_file(name))
+    for kind, head in comps.heads.items():
+        head.save(out / head_file(kind))
+    for e in result.experts:
+        e.model.save(out / expert_file(e.kind))
     result.calibrator.save(out / CALIBRATION_FILE)
+    files = list(model_files(result.kinds))
     config = {
         "format_version": FORMAT_VERSION,
-        "features": list(STACK_FEATURE_NAMES),
+        "kinds": result.kinds,
+        "features": list(feature_names(result.kinds)),
+        "experts": {e.kind: {"model": "linear" if isinstance(e.model, LinearModel) else "trees",
+                             "centre": e.centre, "spread": e.spread} for e in result.experts},
+        "combine": "max",
+        "adapter": None,
         "max_chars": params.max_chars,
-        "params": {"ft_word": params.ft_word, "stacker": params.stacker,
-                   "folds": params.folds, "lm_min_count": params.lm_min_count,
-                   "ft_quantize_cutoff": params.ft_quantize_cutoff},
+        "files": files,
+        "params": {"folds": params.folds, "calibration_share": params.calibration_share,
+                   "lm_min_count": params.lm_min_count, "length_parity": params.length_parity,
+                   "head": params.head, "trees": params.trees, "linear_c": params.linear_c,
+                   "expert_model": params.expert_model},
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_card(out, card)
+
+
+def write_card(out: Path, card: dict) -> None:
+    """The card, with the size and digest of every model file the config lists."""
+    files = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
     card = dict(card)
-    card["files"] = {n: {"bytes": (out / n).stat().st_size, "sha256": _sha256_file(out / n)} for n in MODEL_FILES}
-    card["sha256"] = files_sha256(out)
+    card["files"] = {n: {"bytes": (out / n).stat().st_size, "sha256": _sha256_file(out / n)} for n in files}
+    card["sha256"] = files_sha256(out, files)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def build_card(*, model_id: str, train: LabelledData, val: LabelledData | None, result: TrainResult,
                val_proba: np.ndarray | None, seed: int, sources: list[dict] | None = None,
                group_by: Sequence[str] = (), balance_by: str | None = None) -> dict:
-    y = train.y
-    thresholds = operating_points(result.oof_proba[y == 0])
-    measured_on = "validation" if val is not None and val_proba is not None else "cross-validation"
-    eval_y, eval_p = (val.y, val_proba) if measured_on == "validation" else (y, result.oof_proba)
+    cal_y = train.y[result.cal_idx]
+    thresholds = operating_points(result.cal_proba[cal_y == 0], result.cal_proba)
+    measured_on = "validation" if val is not None and val_proba is not None else "calibration share"
+    eval_y, eval_p = (val.y, val_proba) if measured_on == "validation" else (cal_y, result.cal_proba)
     points = [
         {"name": name, **operating_point_at_threshold(eval_y, eval_p, thr)} for name, thr in thresholds.items()
     ]
+    cal_groups = {g: v[result.cal_idx] for g, v in train.groups.items() if g in group_by}
+    y = train.y
     card = {
         "model_id": model_id,
         "format_version": FORMAT_VERSION,
         "created_with": "synthfilter train",
         "seed": seed,
-        "train_prior": float(y.mean()),
-        "prior_note": "calibrated probabilities correspond to this share of machine text (the training mix); "
-                      "classes were balanced only inside the fastText base models",
+        "train_prior": float(cal_y.mean()),
+        "prior_note": "calibrated probabilities correspond to this share of machine text (the training mix, "
+                      "as held out for calibration)",
+        "kinds": result.kinds,
         "training_data": {"files": [str(p) for p in train.paths], "n": int(len(y)),
                           "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),
-                          "sources": sources or []},
+                          "n_calibration": int(len(cal_y)), "sources": sources or []},
         "operating_points_measured_on": measured_on,
         "operating_points": points,
-        "thresholds_chosen_on": "out-of-fold scores of the training data (1 % / 5 % human FPR)",
-        "metrics": {"cross_validation": summarise(y, result.oof_proba, thresholds["default"], groups=train.groups,
-                                                  group_by=[g for g in group_by if g in train.groups])},
+        "thresholds_chosen_on": ("the calibration share of the training data (held out of fitting, scored by "
+                                 "this model; 1 % / 5 % human FPR)" if len(cal_y) < len(y) else
+                                 "out-of-fold scores of the training data (1 % / 5 % human FPR)"),
+        "score_distribution": score_distribution(eval_p, eval_y, measured_on),
+        "metrics": {"calibration_share": summarise(cal_y, result.cal_proba, thresholds["default"],
+                                                   groups=cal_groups, group_by=list(cal_groups))},
         "train_seconds": round(result.seconds, 1),
     }
-    if balance_by and result.weights is not None:
-        groups = train.groups[balance_by]
-        human = y == 0
-        card["balanced_by"] = {
-            "field": balance_by,
-            "human_weight": {str(g): round(float(result.weights[human & (groups == g)].mean()), 4)
-                             for g in sorted(set(groups[human].tolist()))},
-        }
+    if balance_by:
+        card["balanced_by"] = {"field": balance_by, "rule": "every (value, label) cell weighs the same within "
+                                                            "its label; texts cropped to length parity within a value"}
     if measured_on == "validation":
         card["validation_data"] = {"files": [str(p) for p in val.paths], "n": int(len(val.y)),
                                    "n_human": int((val.y == 0).sum()), "n_machine": int((val.y == 1).sum())}
@@ -321,8 +493,13 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
                   human_label: str = "human", machine_label: str = "machine", val: list[Path] | None = None,
                   seed: int = 0, quiet: bool = False, model_id: str | None = None,
                   sources: list[dict] | None = None, group_by: Sequence[str] = (),
-                  params: TrainParams | None = None, balance_by: str | None = None) -> int:
-    """``synthfilter train``: returns an exit code; errors are one clear line on stderr."""
+                  params: TrainParams | None = None, balance_by: str | None = None,
+                  generator_field: str = "generator") -> int:
+    """``synthfilter train``: returns an exit code; errors are one clear line on stderr.
+
+    ``balance_by``: the field naming each text's origin (e.g. source); ``generator_field``: the
+    field naming the model that wrote a machine text (optional; it decides the kinds).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -331,7 +508,7 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
     fields = dict(text_field=text_field, label_field=label_field, human_label=human_label,
                   machine_label=machine_label)
     try:
-        group_fields = tuple(dict.fromkeys([*group_by, *([balance_by] if balance_by else [])]))
+        group_fields = tuple(dict.fromkeys([*group_by, *([balance_by] if balance_by else []), generator_field]))
         train = load_labelled(data, group_fields=group_fields, **fields)
         _check_trainable(train)
         val_data = load_labelled(val, group_fields=group_by, **fields) if val else None
@@ -342,15 +519,14 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
     n_steps = params.folds + 4 + (1 if val_data else 0)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=con, disable=quiet, transient=False) as bar:
-        task = bar.add_task("normalising texts", total=n_steps)
+        task = bar.add_task("fitting", total=n_steps)
 
         def step(msg: str) -> None:
             bar.update(task, advance=1, description=msg)
 
-        views = TextViews.of(train.texts, max_chars=params.max_chars)
-        step("texts normalised")
-        groups = train.groups[balance_by] if balance_by else None
-        result = fit_detector(views, train.y, params, seed, progress=step, groups=groups)
+        cells = train.groups[balance_by] if balance_by else None
+        result = fit_detector(train.texts, train.y, params, seed, progress=step, cells=cells,
+                              generators=train.groups.get(generator_field))
         val_proba = None
         out.mkdir(parents=True, exist_ok=True)
         mid = model_id or f"{out.resolve().name}@1"
@@ -363,7 +539,7 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
             step("validation scored")
         card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
                           seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
-        write_model(out, result, params, card)
+        write_card(out, card)
         step("model written")
     _print_summary(con, out, card)
     return 0

@@ -13,7 +13,7 @@ from synthfilter.detect.train import train_command
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "detector"
 DEFAULT_OUT = REPO / "models" / "default"
-MODEL_ID = "synthfilter-default-en@2"
+MODEL_ID = "synthfilter-default-en@3"
 SEED = 20240917
 
 SOURCES = [
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     code = train_command(
         [args.data_dir / "train.jsonl"], args.out, val=[args.data_dir / "validation.jsonl"], seed=SEED,
         quiet=args.quiet, model_id=MODEL_ID, sources=SOURCES, group_by=("domain", "generator", "source"),
-        balance_by="domain",
+        balance_by="source",
     )
     gitkeep = args.out / ".gitkeep"
     if code == 0 and gitkeep.exists():

@@ -15,9 +15,10 @@ from .conftest import human_text, machine_text, write_corpus
 
 FAST = TrainParams(
     folds=2,
-    ft_word=dict(epoch=5, wordNgrams=2, dim=8, lr=0.2, minCount=1, bucket=20_000, minn=0, maxn=0),
-    ft_quantize_cutoff=5_000,
-    stacker=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5, l2_regularization=1.0),
+    calibration_share=0.25,
+    holdout_min_rows=100,  # 160 rows: a held-out calibration share (the shipped model's path)
+    head=dict(buckets=2**16, min_df=1, c=4.0),
+    trees=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5, l2_regularization=1.0),
 )
 
 
@@ -41,11 +42,15 @@ def test_train_writes_a_loadable_model_with_a_card(trained):
     assert card["operating_points_measured_on"] == "validation"
     assert {p["name"] for p in card["operating_points"]} >= {"default", "fpr1", "fpr5"}
     assert card["training_data"]["n_human"] == 70 and card["training_data"]["n_machine"] == 90
-    assert card["train_prior"] == pytest.approx(90 / 160)
+    assert card["train_prior"] == pytest.approx(90 / 160, abs=0.02)  # as held out for calibration
     assert card["metrics"]["validation"]["auroc"] > 0.9  # the two styles are easy to tell apart
     assert card["balanced_by"]["field"] == "domain"
-    assert set(card["balanced_by"]["human_weight"]) == {"blog", "news"}
-    assert set(card["metrics"]["cross_validation"]["groups"]["domain"]) == {"blog", "news"}
+    assert card["kinds"] == ["machine"]  # the corpus names no generator: one expert
+    assert card["training_data"]["n_calibration"] == 40  # a quarter of each (domain, kind) stratum
+    assert set(card["metrics"]["calibration_share"]["groups"]["domain"]) == {"blog", "news"}
+    dist = card["score_distribution"]
+    assert dist["measured_on"] == "validation" and sum(dist["human"]) == sum(dist["machine"]) == 40
+    assert len(dist["edges"]) == len(dist["human"]) + 1
     import random
 
     r = random.Random(8)
@@ -93,23 +98,54 @@ def test_missing_field_fails_clearly(tmp_path, capsys):
     assert "no 'content' field" in err and "d.jsonl:1" in err
 
 
-def test_group_weights_lift_the_human_group_the_stacker_over_flags():
-    from synthfilter.detect.train import group_weights
+def test_cell_weights_give_every_source_the_same_weight_within_a_label():
+    from synthfilter.detect.train import cell_weights
+
+    y = np.array([0] * 10 + [1] * 30)
+    cells = np.array(["a"] * 8 + ["b"] * 2 + ["a"] * 10 + ["b"] * 20)
+    w = cell_weights(y, cells)
+    for lab in (0, 1):
+        m = y == lab
+        assert w[m].sum() == pytest.approx(m.sum())
+        assert w[m & (cells == "a")].sum() == pytest.approx(w[m & (cells == "b")].sum())
+
+
+def test_length_parity_removes_length_as_a_signal():
+    from synthfilter.detect.evaluate import auroc
+    from synthfilter.detect.train import parity_lengths
 
     rng = np.random.default_rng(0)
-    n = 3000
-    y = (rng.random(n) < 0.5).astype(np.int8)
-    groups = rng.choice(np.array(["a", "b", "c"]), size=n)
-    x = rng.normal(size=(n, 4)) + y[:, None] * 1.5
-    # Humans of group "c" write like the machine class on every feature.
-    x[(y == 0) & (groups == "c")] += 1.2
-    w = group_weights(x, y, groups, FAST, seed=1)
-    human = y == 0
-    wc = w[human & (groups == "c")].mean()
-    assert wc > 1.3 * w[human & (groups == "a")].mean()
-    assert wc > 1.3 * w[human & (groups == "b")].mean()
-    assert (w[y == 1] == 1.0).all()
-    assert w[human].sum() == pytest.approx(human.sum())
+    y = np.array([0] * 500 + [1] * 500)
+    lengths = np.where(y == 1, rng.integers(1500, 3000, 1000), rng.integers(300, 1500, 1000))
+    assert auroc(y, lengths) > 0.99
+    target = parity_lengths(lengths, y, None, seed=1)
+    assert (target <= lengths).all()
+    assert abs(auroc(y, target) - 0.5) < 0.06
+
+
+def test_generators_decide_the_kinds():
+    from synthfilter.detect.train import machine_kind, row_kinds
+
+    assert machine_kind("gpt2-xl") == machine_kind("gpt-neox-20b") == machine_kind("llama-7b") == "base"
+    assert machine_kind("gpt-4o") == machine_kind("llama-3-70b") == machine_kind("claude-3") == "chat"
+    assert machine_kind("(missing)") == "machine"
+    y = np.array([0] * 30 + [1] * 60 + [1] * 5)
+    gens = np.array(["human"] * 30 + ["gpt-4"] * 30 + ["opt-2.7b"] * 30 + ["(missing)"] * 5)
+    kinds = row_kinds(y, gens)
+    assert set(kinds[:30]) == {"human"} and set(kinds[30:60]) == {"chat"} and set(kinds[60:90]) == {"base"}
+    assert len(set(kinds[90:])) == 1 and kinds[90] in ("chat", "base")  # unnamed rows join a kind
+    few = np.array(["human"] * 30 + ["gpt-4"] * 80 + ["gpt2-xl"] * 10 + ["gpt-4"] * 5)
+    assert set(row_kinds(np.array([0] * 30 + [1] * 95), few)[30:]) == {"chat"}  # 10 base rows: too few
+
+
+def test_calibration_split_holds_out_a_share_of_every_stratum():
+    from synthfilter.detect.train import calibration_split
+
+    strata = np.array(["a|human"] * 40 + ["a|chat"] * 100 + ["b|chat"] * 20)
+    fit, cal = calibration_split(strata, 0.2, seed=0)
+    assert len(np.intersect1d(fit, cal)) == 0 and len(fit) + len(cal) == len(strata)
+    for s, n in (("a|human", 8), ("a|chat", 20), ("b|chat", 4)):
+        assert (strata[cal] == s).sum() == n
 
 
 def test_train_cli_with_the_default_recipe_and_balance_by(tmp_path):
@@ -124,7 +160,8 @@ def test_train_cli_with_the_default_recipe_and_balance_by(tmp_path):
     assert proc.returncode == 0, proc.stderr
     card = json.loads((out / "card.json").read_text())
     assert card["balanced_by"]["field"] == "domain"
-    assert set(card["balanced_by"]["human_weight"]) == {"blog", "news"}
+    # 120 rows are too few to hold some out: every row is scored out of fold for calibration.
+    assert card["training_data"]["n_calibration"] == 120 and card["thresholds_chosen_on"].startswith("out-of-fold")
     det = Detector.load(out)
     import random
 

@@ -1,0 +1,137 @@
+"""The hashed TF-IDF head, the expected-surprisal features and ``synthfilter adapt``."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from synthfilter.detect.features import TokenIds, tokenize
+from synthfilter.detect.linear import HashedLinear, TokenHasher, tfidf_rows
+from synthfilter.detect.lm import BOS, BigramLM, EXPECTED_STAT_NAMES, document_starts, expected_surprisal_features
+from synthfilter.detect.model import Detector
+
+from .conftest import human_text, machine_text, write_corpus
+
+
+def _batch(texts: list[str]):
+    toks = [tokenize(t.lower()) for t in texts]
+    tid = TokenIds.of(toks)
+    return toks, tid, TokenHasher().of(tid)
+
+
+def test_hashed_head_scores_like_its_sparse_matrix_and_round_trips(tmp_path):
+    r = random.Random(5)
+    texts = [human_text(r, 8) for _ in range(60)] + [machine_text(r, 8) for _ in range(60)]
+    y = np.array([0] * 60 + [1] * 60)
+    _, tid, hashes = _batch(texts)
+    head = HashedLinear.fit(hashes, tid.lengths, y, buckets=2**14, min_df=1)
+    x = tfidf_rows(hashes, tid.lengths, head.idf.astype(np.float64))
+    np.testing.assert_allclose(head.decision(hashes, tid.lengths), x @ head.weights.astype(np.float64) + head.bias,
+                               rtol=1e-6, atol=1e-6)
+    assert (head.decision(hashes, tid.lengths)[y == 1] > 0).mean() > 0.9
+    head.save(tmp_path / "h.npz")
+    back = HashedLinear.load(tmp_path / "h.npz")
+    np.testing.assert_array_equal(back.decision(hashes, tid.lengths), head.decision(hashes, tid.lengths))
+    # Hashes do not depend on how a batch numbers its tokens: a shared vocabulary gives the same.
+    lm = BigramLM.fit(_batch(texts)[0])
+    toks = [tokenize(t.lower()) for t in texts]
+    shared = TokenIds.of(toks, lm.token_vocabulary)
+    np.testing.assert_array_equal(TokenHasher().of(shared), hashes)
+
+
+def test_expected_surprisal_matches_a_brute_force_definition():
+    r = random.Random(2)
+    docs = [tokenize(human_text(r, 6).lower()) for _ in range(40)]
+    lm = BigramLM.fit(docs, min_count=1)
+    test = [tokenize(machine_text(r, 3).lower()), tokenize(human_text(r, 2).lower()), []]
+    lengths = np.array([len(t) for t in test])
+    ids = lm.ids([w for t in test for w in t])
+    s, pos, seen = lm.token_lookup(ids, document_starts(lengths))
+    got = expected_surprisal_features(lm, lengths, ids, s, pos, seen)
+    assert got.shape == (3, len(EXPECTED_STAT_NAMES)) and (got[2] == 0).all()
+    # Brute force: the whole next-word distribution after each context, one query per word.
+    every = np.arange(lm.size)
+
+    def entropy_after(prev: int) -> float:
+        if prev == BOS:
+            sv, _ = lm.token_surprisal(every, np.arange(lm.size))
+        else:
+            pairs = np.column_stack([np.full(lm.size, prev), every]).ravel()
+            sv = lm.token_surprisal(pairs, np.arange(0, len(pairs), 2))[0][1::2]
+        p = np.exp(-sv)
+        assert p.sum() == pytest.approx(1.0, abs=1e-6)
+        return float(-(p * np.log(p)).sum())
+
+    k = 0
+    for d, t in enumerate(test[:2]):
+        gaps = [s[k + j] - entropy_after(BOS if j == 0 else int(ids[k + j - 1])) for j in range(len(t))]
+        assert got[d, 0] == pytest.approx(np.mean(gaps), abs=1e-9)
+        k += len(t)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    from synthfilter.detect.train import TrainParams, train_command
+
+    d = tmp_path_factory.mktemp("adapt")
+    data = write_corpus(d / "train.jsonl", 80, 80, seed=11)
+    fast = TrainParams(folds=2, calibration_share=0.25, head=dict(buckets=2**16, min_df=1, c=4.0),
+                       trees=dict(learning_rate=0.1, max_iter=30, max_leaf_nodes=7, min_samples_leaf=5,
+                                  l2_regularization=1.0))
+    assert train_command([data], d / "model", seed=2, quiet=True, params=fast) == 0
+    return d
+
+
+def _labels(path, n, seed, swap=False):
+    """Labelled records of a corpus the model never saw: here the labels of the two styles are
+    swapped (a corpus where 'formal' is the human house style), the largest shift there is."""
+    r = random.Random(seed)
+    rows = []
+    for i in range(n):
+        machine = i % 2 == 1
+        style_machine = machine != swap
+        text = machine_text(r, r.randint(5, 10)) if style_machine else human_text(r, r.randint(5, 10))
+        rows.append({"text": text, "label": "machine" if machine else "human"})
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
+    return path
+
+
+def test_adapt_recovers_a_shifted_corpus_and_writes_an_honest_card(small_model, capsys):
+    from synthfilter.cli import app
+    from typer.testing import CliRunner
+
+    d = small_model
+    labels = _labels(d / "labels.jsonl", 120, seed=4, swap=True)
+    res = CliRunner().invoke(app, ["adapt", str(labels), "--model", str(d / "model"), "--out", str(d / "adapted")])
+    assert res.exit_code == 0, res.output
+    assert "before" in res.output and "after" in res.output
+    base, adapted = Detector.load(d / "model"), Detector.load(d / "adapted")
+    card = adapted.card
+    assert card["adapted_from"]["sha256"] == base.sha256 and card["adaptation"]["n"] == 120
+    assert card["adaptation"]["inputs"] in ("experts", "all")  # the shipped ranking is wrong here
+    assert card["adaptation"]["after_out_of_fold"]["auroc"] > 0.9 > card["adaptation"]["before"]["auroc"]
+    fresh = _labels(d / "fresh.jsonl", 60, seed=9, swap=True)
+    rows = [json.loads(x) for x in fresh.read_text().splitlines()]
+    y = np.array([x["label"] == "machine" for x in rows])
+    p = adapted.predict_proba([x["text"] for x in rows])
+    assert p[y].mean() - p[~y].mean() > 0.5
+    assert adapted.sha256 != base.sha256 and "adapter.npz" in json.loads((d / "adapted" / "config.json").read_text())["files"]
+
+
+def test_adapt_keeps_the_ranking_when_labels_agree_and_refuses_bad_input(small_model, capsys):
+    from synthfilter.detect.adapt import adapt_command
+
+    d = small_model
+    labels = _labels(d / "agree.jsonl", 100, seed=5, swap=False)
+    assert adapt_command([labels], d / "agree", model=d / "model", quiet=True) == 0
+    card = Detector.load(d / "agree").card
+    assert card["adaptation"]["after_out_of_fold"]["auroc"] >= card["adaptation"]["before"]["auroc"] - 0.01
+    few = _labels(d / "few.jsonl", 20, seed=6)
+    assert adapt_command([few], d / "few", model=d / "model", quiet=True) == 2
+    assert "adapting needs at least 20 of each" in capsys.readouterr().err.replace("\n", " ")
+    assert adapt_command([labels], d / "again", model=d / "agree", quiet=True) == 2
+    assert "already adapted" in capsys.readouterr().err
+    assert not (d / "few").exists() and not (d / "again").exists()
