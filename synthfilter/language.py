@@ -13,6 +13,7 @@ Codes are ISO 639-1 where the language has one (``en``, ``zh``), ISO 639-3 other
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -70,7 +71,7 @@ class LanguageIdentifier:
     @property
     def model(self) -> "_Model":
         if self._model is None:
-            self._model = _Model.load()
+            self._model = _shared_model()
         return self._model
 
     def identify(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +85,12 @@ class LanguageIdentifier:
         codes = self.model.codes[best]
         codes[conf < self.min_confidence] = 0
         return codes, conf
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_model() -> "_Model":
+    """The model, loaded once per process (about a second: the package ships it xz-compressed)."""
+    return _Model.load()
 
 
 def _encode(text: str) -> bytes:
