@@ -11,6 +11,8 @@ the 1-minute load average before and after is recorded with the figures.
     python benchmarks/throughput.py            # 16 shards x 20,000 records, all configs
     python benchmarks/throughput.py --configs "exact dedup only"
     python benchmarks/throughput.py --quick    # 4 shards x 2,000 records
+    python benchmarks/throughput.py --configs "default (dedup + detector),default without language ID" \
+        --title "Language identification cost (issue 16)"   # what language ID adds to a run
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from textgen import corpus  # noqa: E402
 from _results import replace_section  # noqa: E402
 
+NO_LANGUAGE_ID = "{no-language-id.toml}"  # replaced by a config file written in the work directory
 CONFIGS = {
     "exact dedup only": ["--no-detector", "--no-near-dedup"],
     "exact + near dedup": ["--no-detector"],
     "default (dedup + detector)": [],
+    # The same run without language identification ([language] identify = "never"): the
+    # difference to the default is what language ID costs (issue 16: goal <= 15 % of the run).
+    "default without language ID": ["--config", NO_LANGUAGE_ID],
 }
 
 
@@ -90,7 +96,6 @@ def time_run(inp: Path, out: Path, workers: int, extra: list[str]) -> tuple[floa
 
 
 TITLE = "Throughput (issue 2)"
-SECTION = f"## {TITLE}"
 
 
 def main() -> None:
@@ -101,6 +106,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
     ap.add_argument("--repeat", type=int, default=3, help="time each run this many times, keep the best")
     ap.add_argument("--no-record", action="store_true", help="do not write to RESULTS.md")
+    ap.add_argument("--title", default=TITLE, help="the RESULTS.md section to write (e.g. a partial run's own)")
     args = ap.parse_args()
     if args.quick:
         args.shards, args.records = 4, 2000
@@ -111,14 +117,17 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         floor = min(io_floor(work / "in", work / f"floor-{r}") for r in range(args.repeat))
         rows = [("I/O floor (orjson read+write, 1 process)", 1, floor, None)]
+        no_lang = work / "no-language-id.toml"
+        no_lang.write_text('[language]\nidentify = "never"\n', encoding="utf-8")
         for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
+            extra = [str(no_lang) if a == NO_LANGUAGE_ID else a for a in CONFIGS[name]]
             for workers in (1, 2):
-                runs = [time_run(work / "in", work / f"out-{len(rows)}-{r}", workers, CONFIGS[name]) for r in range(args.repeat)]
+                runs = [time_run(work / "in", work / f"out-{len(rows)}-{r}", workers, extra) for r in range(args.repeat)]
                 secs, rss = min(runs)
                 rows.append((f"synthfilter run: {name}", workers, secs, max(r[1] for r in runs)))
         load_after = os.getloadavg()[0]
         lines = [
-            f"{SECTION}, {dt.date.today()}",
+            f"## {args.title}, {dt.date.today()}",
             "",
             f"_`python benchmarks/throughput.py{''.join(' ' + shlex.quote(a) for a in sys.argv[1:])}`_: {n:,} records, {mb:.1f} MB uncompressed, {args.shards} gzip shards, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}; best of {args.repeat} runs each; "
@@ -132,11 +141,18 @@ def main() -> None:
                 f"| {name} | {workers} | {secs:.2f} | {n / secs:,.0f} | {mb / secs:.1f} | "
                 f"{'' if rss is None else f'{rss:.0f}'} | {secs / floor:.2f}x |"
             )
+        secs_of = {(name, workers): secs for name, workers, secs, _ in rows}
+        for workers in (1, 2):
+            with_lid = secs_of.get(("synthfilter run: default (dedup + detector)", workers))
+            without = secs_of.get(("synthfilter run: default without language ID", workers))
+            if with_lid and without:
+                lines.append(f"\nLanguage identification with {workers} worker(s): {with_lid - without:+.2f} s, "
+                             f"{(with_lid - without) / with_lid:.1%} of the default run's time (goal <= 15 %).")
         text = "\n".join(lines) + "\n"
         print(text)
         if not args.no_record:
             results = HERE / "RESULTS.md"
-            replace_section(TITLE, text, results)
+            replace_section(args.title, text, results)
             print(f"recorded in {results}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
