@@ -101,6 +101,10 @@ class TrainParams:
 
     folds: int = 3  # cross-fitting of the components
     calibration_share: float = 0.2  # held out of fitting; calibrates and sets the thresholds
+    # Plain-vocabulary rewrites (augment.plain_rewrite, the 5,000 most frequent words) of this
+    # share of the human training texts are added as human texts.
+    plain_share: float = 0.3
+    plain_top_n: int = 5000
     holdout_min_rows: int = 2000  # below this, calibrate on out-of-fold scores instead of a holdout
     calibration_folds: int = 3
     max_chars: int = DEFAULT_MAX_CHARS
@@ -291,6 +295,8 @@ def normalised(texts: Sequence[str], max_chars: int) -> list[str]:
 def _fit_models(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.ndarray | None,
                 params: TrainParams, seed: int, progress: ProgressFn) -> tuple[Components, list[Expert]]:
     """Components (cross-fitted for the experts, then refitted on all) and experts on ``norms``."""
+    if params.plain_share > 0:
+        norms, y, kinds, cells = _with_plain_rewrites(norms, y, kinds, cells, params, seed)
     if params.length_parity:
         lengths = np.array([len(t) for t in norms])
         target = parity_lengths(lengths, y, cells, seed)
@@ -310,6 +316,24 @@ def _fit_models(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.nd
     components = fit_components(views, kinds, weight, params, hasher)
     progress("final components")
     return components, experts
+
+
+def _with_plain_rewrites(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.ndarray | None,
+                         params: TrainParams, seed: int):
+    """The training texts plus plain-vocabulary rewrites of ``plain_share`` of the human ones,
+    labelled human: using only frequent words does not make a text machine-written."""
+    from synthfilter.detect.augment import plain_rewrite
+    from synthfilter.detect.features import tokenize
+
+    human = np.flatnonzero(y == 0)
+    rng = np.random.default_rng(seed + 7)
+    pick = np.sort(rng.choice(human, size=int(round(len(human) * params.plain_share)), replace=False))
+    if not len(pick):
+        return norms, y, kinds, cells
+    lm = BigramLM.fit((tokenize(norms[i]) for i in human), min_count=params.lm_min_count)
+    plain = plain_rewrite([norms[i] for i in pick], lm, top_n=params.plain_top_n, choices=3, seed=seed)
+    return ([*norms, *plain], np.concatenate([y, y[pick]]), np.concatenate([kinds, kinds[pick]]),
+            np.concatenate([cells, cells[pick]]) if cells is not None else None)
 
 
 def _raw(components: Components, experts: list[Expert], norms: list[str]) -> np.ndarray:
@@ -425,6 +449,7 @@ def write_model(out: Path, result: TrainResult, params: TrainParams, card: dict)
         "files": files,
         "params": {"folds": params.folds, "calibration_share": params.calibration_share,
                    "lm_min_count": params.lm_min_count, "length_parity": params.length_parity,
+                   "plain_share": params.plain_share, "plain_top_n": params.plain_top_n,
                    "head": params.head, "trees": params.trees, "linear_c": params.linear_c,
                    "expert_model": params.expert_model},
     }

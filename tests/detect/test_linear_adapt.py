@@ -135,3 +135,22 @@ def test_adapt_keeps_the_ranking_when_labels_agree_and_refuses_bad_input(small_m
     assert adapt_command([labels], d / "again", model=d / "agree", quiet=True) == 2
     assert "already adapted" in capsys.readouterr().err
     assert not (d / "few").exists() and not (d / "again").exists()
+
+
+def test_plain_rewrite_keeps_the_sentences_and_uses_only_frequent_words():
+    from synthfilter.detect.augment import plain_rewrite
+
+    r = random.Random(3)
+    docs = [tokenize(human_text(r, 8).lower()) for _ in range(200)]
+    lm = BigramLM.fit(docs, min_count=1)
+    text = "The council argued about the parking rules - honestly. Why the mayor? Xylophonic quibbles abound."
+    top = 40
+    out = plain_rewrite([text], lm, top_n=top)[0]
+    assert out == plain_rewrite([text], lm, top_n=top)[0]  # deterministic
+    assert out != text.lower() and out.count(".") == text.count(".") and "?" in out and " - " in out
+    v = lm.size
+    counts = np.bincount(lm.bigram_keys % v, weights=lm.bigram_counts, minlength=v)
+    counts[:2] = 0
+    frequent = {([None, None, *lm.words])[i] for i in np.argsort(-counts, kind="stable")[:top]}
+    for tok in tokenize(out):
+        assert tok in frequent or not tok.isalpha(), tok
