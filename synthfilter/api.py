@@ -490,9 +490,9 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
     errors = cols.pylist(ERROR_COL)
     status = np.fromiter((STATUS_OK if not e else STATUS_MALFORMED for e in errors), dtype=np.int8, count=n)
     language = None
-    if cfg.identifies_language:
-        if LANGUAGE_COL not in cols:
-            raise ValueError(f"annotations lack column {LANGUAGE_COL}: annotate with SynthFilter.annotate under the same config")
+    # Without the column (annotations made by a caller that keeps only some columns) no language
+    # rule applies: records the detector did not score count as unscored.
+    if cfg.identifies_language and LANGUAGE_COL in cols:
         from synthfilter.language import code_of
         from synthfilter.pipeline.stages import language_roles_of
 

@@ -907,7 +907,13 @@ def holds_big_number(obj: Any) -> bool:
     """Whether orjson may have read an integer beyond 64 bits as a float (it does, silently):
     a float of magnitude 2**64 or more anywhere in the record. Such a line is read again by the
     standard library's parser, which keeps the integer exact."""
-    for v in obj.values() if type(obj) is dict else obj:
+    if type(obj) is dict:
+        values: Any = obj.values()
+    elif type(obj) is list:
+        values = obj
+    else:
+        return type(obj) is float and not -_BIG < obj < _BIG
+    for v in values:
         t = type(v)
         if t is float:
             if not -_BIG < v < _BIG:
