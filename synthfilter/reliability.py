@@ -40,7 +40,7 @@ LEVELS = ("ok", "doubtful", "unreliable")
 VERDICTS = (*LEVELS, "unchecked")
 NOT_RUN = "not_run"
 
-ADVICE = ("label ~300 records of this corpus and run `synthfilter adapt MODEL LABELLED.jsonl --out DIR`, "
+ADVICE = ("label ~300 records of this corpus and run `synthfilter adapt LABELLED.jsonl --out DIR`, "
           "or give part of the corpus provenance metadata (--provenance-field)")
 
 

@@ -129,7 +129,7 @@ def test_an_off_distribution_corpus_is_flagged_and_its_interval_widened_to_cover
     message = est.warnings[0]
     assert message.startswith("the detector looks unreliable on this corpus: ")
     assert "do not look like a mix of human and machine text" in message
-    assert "widened to [" in message and "synthfilter adapt MODEL LABELLED.jsonl --out DIR" in message
+    assert "widened to [" in message and "synthfilter adapt LABELLED.jsonl --out DIR" in message
     assert "em " not in message and "acc" not in message
 
 

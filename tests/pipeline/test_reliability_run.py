@@ -105,7 +105,7 @@ def test_off_distribution_the_drift_message_says_what_how_big_and_what_to_do(set
     syn = synthetic(tmp_path / "o")
     assert syn["reliability"]["verdict"] == "unreliable" and syn["weak_detector"] is True
     warning = next(line for line in stdout.splitlines() if line.startswith("warning: the detector looks"))
-    assert "synthfilter adapt MODEL LABELLED.jsonl --out DIR" in warning and "widened to [" in warning
+    assert "synthfilter adapt LABELLED.jsonl --out DIR" in warning and "widened to [" in warning
     assert "em " not in warning and "acc " not in warning
     # The interval is widened over the card's held-out-source rates, and covers the truth.
     lo, hi = syn["ci95_before"]
