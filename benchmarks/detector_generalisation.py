@@ -192,6 +192,8 @@ def render(res: dict) -> str:
         lines += ["", f"Plain-English probe ({p['n']} validation human texts rewritten into the 3,000 most frequent "
                   f"words): flagged at the 5 % point {p['fpr5_original']:.1%} -> {p['fpr5_plain']:.1%}; at the 1 % "
                   f"point {p['fpr1_original']:.1%} -> {p['fpr1_plain']:.1%} (goal: within 2x the overall rate)."]
+    for note in res.get("notes", []):
+        lines += ["", note]
     return "\n".join(lines)
 
 
