@@ -43,7 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from faults import after, can_mount_tmpfs, finish, kill_at, leftovers, outputs, phase, start_run, wait_group_gone  # noqa: E402
+from faults import after, can_mount_tmpfs, finish, kill_at, peak_disk_use, leftovers, outputs, phase, start_run, wait_group_gone  # noqa: E402
 from helpers import make_records, read_jsonl, write_jsonl  # noqa: E402
 from _results import publish  # noqa: E402
 
@@ -110,7 +110,7 @@ _PHASE_POINTS = {
     "score": lambda out: lambda: _shards_with(out, "score.json") >= 1,
     "decide": lambda out: lambda: _shards_with(out, "decisions.arrow") >= 1,
     "write": lambda out: lambda: _shards_with(out, "written.json") >= 1,
-    "report": lambda out: lambda: (out / "manifest.json").exists(),
+    "report": lambda out: lambda: (out / "report.json").exists(),
 }
 
 
@@ -165,27 +165,6 @@ def kill_points(root: Path, points: int, shards: int, records: int, args: list[s
     return rows, summary
 
 
-def _peak_disk_use(inp: Path, disk: Path, args: list[str]) -> int:
-    """Most bytes an uninterrupted run uses at once on a tmpfs of its own (polled every ms)."""
-    disk.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(disk)], check=True)
-    try:
-        def used() -> int:
-            st = os.statvfs(disk)
-            return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-        base = peak = used()
-        proc = start_run(inp, disk / "out", args)
-        while proc.poll() is None:
-            peak = max(peak, used())
-            time.sleep(0.001)
-        code, err = finish(proc)
-        assert code == 0, err
-        return peak - base
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def disk_full(root: Path, args: list[str]) -> tuple[list[str], str, str]:
     import resource
 
@@ -196,7 +175,7 @@ def disk_full(root: Path, args: list[str]) -> tuple[list[str], str, str]:
     if kind == "tmpfs":
         # Sized against the most the run ever holds (work directory and outputs together): the
         # larger disks then fill while the outputs are written, not only while scoring.
-        size = _peak_disk_use(inp, root / "measure", args)
+        size = peak_disk_use(inp, root / "measure", args)
         basis = "the most an uninterrupted run holds on it at once"
     else:
         basis = "the largest output file (a per-file limit)"

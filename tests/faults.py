@@ -89,8 +89,10 @@ def after(seconds: float) -> Callable[[], bool]:
 def phase(out: Path) -> str:
     """Which phase a killed run had reached, from what it left in ``out``."""
     work = out / "_synthfilter"
-    if (out / "manifest.json").exists():
-        return "report" if work.exists() else "finishing"
+    if (out / "manifest.json").exists() and not work.exists():
+        return "finishing"
+    if (out / "report.json").exists() or (out / "manifest.json").exists():
+        return "report"
     if not out.exists() or not work.exists():
         return "start"
     if not (work / "run.json").exists():
@@ -144,3 +146,24 @@ def can_mount_tmpfs(where: Path) -> bool:
     if ok:
         subprocess.run(["umount", str(where)], check=True)
     return ok
+
+
+def peak_disk_use(inp: Path, disk: Path, args: list[str]) -> int:
+    """Most bytes an uninterrupted run uses at once on a tmpfs of its own (polled every ms; needs root)."""
+    disk.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(disk)], check=True)
+    try:
+        def used() -> int:
+            st = os.statvfs(disk)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+        base = peak = used()
+        proc = start_run(inp, disk / "out", args)
+        while proc.poll() is None:
+            peak = max(peak, used())
+            time.sleep(0.001)
+        code, err = finish(proc)
+        assert code == 0, err
+        return peak - base
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -553,10 +553,11 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
         report["diversity"] = diversity
     manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model, scorer,
                               conservation, ignored)
-    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
     if cfg.report.html:
         write_html_report(out, report, manifest, ann, decisions, prerendered)
+    # The manifest last: it stands for a complete run (a disk that fills on the reports leaves none).
+    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=2).encode())
     # Renamed first, then deleted: a run killed while deleting leaves no half work directory
     # that a --resume could take for an interrupted run.
     del ann  # its signatures are memory-mapped from the work directory
