@@ -103,7 +103,10 @@ def test_collapse_benchmark_tiny_end_to_end(tmp_path: Path) -> None:
     for f in res["filter"]["pool-50+synthfilter"]:
         assert f["pool"] == 300
         assert f["true_share_before"] > 0.3 and 0 <= f["estimated_share_before"] <= 1
-        assert f["estimated_share_after"] <= 0.1 + 1e-9
+        if f["reliability"] == "unreliable":  # downsampled anyway; the report does not claim a kept share
+            assert f["estimated_share_after"] is None
+        else:
+            assert f["estimated_share_after"] <= 0.1 + 1e-9
         assert (out / f"filter_g{f['generation']:02d}" / "out" / "report.json").is_file()
     # the replace regime trains on generated text only: its vocabulary can only shrink
     vocab = [m["model_vocab"] for m in res["metrics"]["replace"]]
