@@ -247,6 +247,8 @@ def _map_dataset_chunks(table: Any, sf: Any, fn: Any, fn_kwargs: dict[str, Any])
         "hash_hi": ann.hash_hi, "hash_lo": ann.hash_lo, "score": ann.score, "provenance": ann.provenance,
         "uniform": ann.uniform, "length": ann.length,
     }
+    if ann.language is not None:
+        chunk["language"] = ann.language
     if ann.bands is not None:
         chunk["bands"] = ann.bands
     if ann.signatures is not None:

@@ -598,11 +598,8 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
                           posterior=np.full(n, np.nan, dtype=np.float32))
     decide_synthetic(ann, cfg, card, decisions)
     if ann.language is not None:
-        roles = language_roles_of(ann.language, cfg)
-        counts = language_counts(ann.language, decisions.reason, ~np.isnan(ann.score),
-                                 estimated_mask(decisions.reason, roles.scored, ann.provenance))
-        decisions.languages = languages_section(counts, cfg)
-        _note_estimate_scope(decisions, counts, cfg)
+        counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
+        apply_language_counts(decisions, counts, cfg)
     return decisions
 
 
@@ -616,6 +613,26 @@ def estimated_mask(reason: np.ndarray, scored_language: np.ndarray, provenance: 
     drop): duplicate-removal survivors in a language the detector is trusted on, and survivors
     of known provenance in any language."""
     return (reason == KEPT) & (scored_language | (provenance != 0))
+
+
+def estimated_records(codes: np.ndarray, reason: np.ndarray, provenance: np.ndarray, cfg: Config) -> np.ndarray:
+    """``estimated_mask`` under this config's language rules, for records with language ``codes``."""
+    return estimated_mask(reason, language_roles_of(codes, cfg).scored, provenance)
+
+
+def record_language_counts(codes: np.ndarray, reason: np.ndarray, score: np.ndarray, provenance: np.ndarray,
+                           cfg: Config) -> np.ndarray:
+    """``language_counts`` of these records under this config (any slice of the records: the
+    counts of slices sum to those of the whole)."""
+    return language_counts(codes, reason, ~np.isnan(score), estimated_records(codes, reason, provenance, cfg))
+
+
+def apply_language_counts(decisions: Any, counts: np.ndarray, cfg: Config) -> None:
+    """report.json's ``languages`` section and the estimate's scope note, from the whole run's
+    language count matrix (``decisions``: ``Decisions`` or anything with its ``languages``,
+    ``synthetic`` and ``warnings``)."""
+    decisions.languages = languages_section(counts, cfg)
+    _note_estimate_scope(decisions, counts, cfg)
 
 
 # Columns of a language count matrix after the reasons: detector-scored, in the estimate.
@@ -664,7 +681,7 @@ def languages_section(counts: np.ndarray, cfg: Config) -> dict[str, Any]:
     }
 
 
-def _note_estimate_scope(decisions: Decisions, counts: np.ndarray, cfg: Config) -> None:
+def _note_estimate_scope(decisions: Any, counts: np.ndarray, cfg: Config) -> None:
     """Say, in the synthetic section and the warnings, that other languages are not estimated."""
     section = decisions.languages or {}
     left_out = section.get("not_estimated", 0)
@@ -743,8 +760,7 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
     from synthfilter import ratio as ratio_mod
 
     if ann.language is not None:
-        trusted = language_roles_of(ann.language, cfg).scored
-        survivors = np.flatnonzero(estimated_mask(decisions.reason, trusted, ann.provenance))
+        survivors = np.flatnonzero(estimated_records(ann.language, decisions.reason, ann.provenance, cfg))
     else:
         survivors = np.flatnonzero(decisions.reason == KEPT)
     prov = ann.provenance[survivors]

@@ -525,6 +525,43 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
         _assert_same(got, want)
 
 
+def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str) -> None:
+    # Records outside [detector] languages: unscored, out of the estimate and never downsampled;
+    # --languages rejects with reason "language"; report.json's "languages" section.
+    from langtext import sentences
+
+    from synthfilter.detect.model import CONFIG_FILE, ModelError, default_model_path, get_detector
+
+    if not (default_model_path() / CONFIG_FILE).is_file():
+        pytest.skip("no shipped detector model in models/default")
+    try:
+        get_detector(None)
+    except ModelError as e:
+        pytest.skip(f"the shipped detector does not load here: {e}")
+    rows = make_records(120, seed=23, dup_every=7)
+    for lang in ("de", "fr"):
+        texts = sentences(lang, 30, seed=5)
+        rows += [{"id": f"{lang}-{i}", "text": t, "label": "x"} for i, t in enumerate(texts)]
+        rows += [{"id": f"{lang}-dup-{i}", "text": t, "label": "x"} for i, t in enumerate(texts[:4])]
+    for i, r in enumerate(rows):
+        if i % 4 == 0:
+            r["who"] = r["label"] if r["label"] != "x" else "human"
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows[::2])
+    write_jsonl(tmp_path / "in" / "b.jsonl", rows[1::2])
+    ratio = {"provenance_field": "who", "on_unreliable": "proceed"}
+    for name, extra in (("estimate", {"ratio": ratio}),
+                        ("target", {"ratio": {**ratio, "target_ratio": 0.1}, "language": {"keep": ["en", "de"]}})):
+        cfg = {"quiet": True, "workers": 2, **extra}
+        run_pipeline([str(tmp_path / "in")], tmp_path / f"local-{name}", Config.from_dict(cfg))
+        re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / f"ray-{name}", Config.from_dict({**cfg, "engine": "ray"}))
+        want, got = _comparable(tmp_path / f"local-{name}"), _comparable(tmp_path / f"ray-{name}")
+        languages = want["report"]["languages"]
+        assert languages["not_estimated"] > 0 and {"de", "fr"} <= set(languages["by_language"])
+        if name == "target":
+            assert want["report"]["output"]["rejected_by_reason"]["language"] > 0
+        _assert_same(got, want)
+
+
 def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 

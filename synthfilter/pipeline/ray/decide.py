@@ -25,7 +25,7 @@ from synthfilter.dedup.clusters import bucket_links, runs_of_equal
 from synthfilter.pipeline.ray.components import connected_components
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
 from synthfilter.pipeline.stages import (
-    KEPT, MALFORMED, REASONS, STATUS_OK, Annotations, duplicate_reasons, survivors,
+    KEPT, LANGUAGE, MALFORMED, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, survivors,
 )
 
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
@@ -45,13 +45,14 @@ class RayDecisions:
     cluster_sizes: Any  # RunLengthArray of the sizes of groups of >= 2
     synthetic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    languages: dict[str, Any] | None = None  # report.json's "languages" section (``language_counts_on_ray``)
 
     def counts(self) -> dict[str, int]:
         return dict(self.totals)
 
 
 def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | None, malformed: int,
-                  n_bands: int, num_perm: int) -> RayDecisions:
+                  n_bands: int, num_perm: int, language_rejected: int = 0) -> RayDecisions:
     """``stages.decide`` for annotations that stay on the cluster (``source.map_chunks`` and
     ``source.lookup``)."""
     from synthfilter.pipeline.ray.estimate import decide_estimate, decide_target_ratio
@@ -72,8 +73,23 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
     else:
         decide_target_ratio(source, decisions, cfg, card)
     decisions.rows = decisions.rows.materialize()
-    decisions.totals = reason_totals(decisions.rows, total, malformed)
+    decisions.totals = reason_totals(decisions.rows, total, malformed, language_rejected)
     return decisions
+
+
+def language_counts_on_ray(source: Any, cfg: Config) -> np.ndarray:
+    """The local engine's language count matrix (``stages.record_language_counts``), summed over
+    chunks of the annotations with their saved decisions (``reason``: after ``save_overrides``)."""
+    got = collect(source.map_chunks(_language_counts, ["status", "score", "provenance", "language", "reason"], cfg=cfg))
+    from synthfilter.language import CODES
+
+    shape = (len(CODES), len(REASONS) + 2)
+    return got["counts"].reshape(-1, *shape).sum(axis=0) if got else np.zeros(shape, np.int64)
+
+
+def _language_counts(chunk: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    counts = record_language_counts(chunk["language"], chunk["reason"], chunk["score"], chunk["provenance"], cfg)
+    return {"counts": counts.ravel()[None]}
 
 
 def _is_decision() -> Any:
@@ -82,10 +98,11 @@ def _is_decision() -> Any:
     return col("kind") == DECISION
 
 
-def reason_totals(rows: Any, total: int, malformed: int) -> dict[str, int]:
+def reason_totals(rows: Any, total: int, malformed: int, language_rejected: int = 0) -> dict[str, int]:
     got = collect(rows.map_batches(_reason_counts, batch_format="numpy", batch_size=None))
     c = got["counts"].reshape(-1, len(REASONS)).sum(axis=0) if got else np.zeros(len(REASONS), np.int64)
     c[MALFORMED] += malformed
+    c[LANGUAGE] += language_rejected  # set aside by the score stage, as malformed records are
     c[KEPT] = total - int(c[1:].sum())
     return {name: int(c[i]) for i, name in enumerate(REASONS)}
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from synthfilter import __version__
 from synthfilter.config import Config
-from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray
+from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
 from synthfilter.pipeline.ray.score import score_all
 from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
 from synthfilter.pipeline.ray.storage import (
@@ -38,7 +38,7 @@ from synthfilter.pipeline.run import (
     model_info,
     prepare_out_dir,
 )
-from synthfilter.pipeline.stages import REASONS, Scorer
+from synthfilter.pipeline.stages import REASONS, Scorer, apply_language_counts
 from synthfilter.ratio import HumanLossError
 
 
@@ -73,7 +73,7 @@ class CountedDecisions:
     synthetic: dict[str, Any]
     warnings: list[str]
     totals: dict[str, int]
-    languages: dict[str, Any] | None = None  # report.json's "languages" section (not made on Ray yet)
+    languages: dict[str, Any] | None = None  # report.json's "languages" section
 
     def counts(self) -> dict[str, int]:
         return dict(self.totals)
@@ -159,6 +159,8 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
             progress.log(f"decide: {offsets[-1]:,} records on Ray")
             source, decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
             decided = save_overrides(work, sources, offsets, decisions.rows)
+            if cfg.identifies_language:
+                apply_language_counts(decisions, language_counts_on_ray(source, cfg), cfg)
             rejected = offsets[-1] - decisions.totals["kept"] - decisions.totals["malformed"]
             progress.log(f"decide: {rejected:,} rejected as duplicates or downsampled "
                          f"({time.perf_counter() - t_decide:,.1f} s)")
@@ -176,7 +178,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     counted = CountedDecisions(
         reason=CountedReasons(offsets, per_shard_counts(decided, meta_list)),
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
-        totals=decisions.counts(),
+        totals=decisions.counts(), languages=decisions.languages,
     )
     conservation = check_conservation(shards, metas, written, counted, offsets, cfg.dry_run)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t_start
@@ -215,7 +217,8 @@ def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas:
             n_bands, num_perm = int(m["bands"]), int(m["num_perm"])
         parts.append(AnnotationPart(shard_dir(src.shard), offsets[si], int(m["records"]), int(m["bands"]), int(m["num_perm"])))
     malformed = sum(int(m.get("malformed", 0)) for m in metas.values())
+    language_rejected = sum(int(m.get("language_rejected", 0)) for m in metas.values())
     card = scorer.detector.card if scorer.uses_detector else None
     source = FileAnnotations(work, parts)
-    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm)
+    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, language_rejected)
 

@@ -15,8 +15,8 @@ from synthfilter import ratio as ratio_mod
 from synthfilter.config import Config
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
 from synthfilter.pipeline.stages import (
-    DOWNSAMPLED, STATUS_OK, Annotations, Decisions, SurvivorCounts, decide_synthetic, estimate_section,
-    synthetic_without_estimate,
+    DOWNSAMPLED, KEPT, STATUS_OK, Annotations, Decisions, SurvivorCounts, decide_synthetic, estimate_section,
+    estimated_records, reason_of_status, synthetic_without_estimate,
 )
 from synthfilter.ratio import MAX_BINS, SCORE_CLIP, bins_from_sums, logit_bin_edges, logit_bin_of, logit_bin_sums
 from synthfilter.reliability import LabelledScores, cut_counts
@@ -27,10 +27,20 @@ _STAT_VALUE, _STAT_HUMAN, _STAT_MACHINE, _STAT_UNSCORED, _STAT_LABELLED_HUMAN, _
 
 
 def score_count_rows(chunk: dict[str, np.ndarray], parts: int, cuts: np.ndarray | None = None,
-                     sign: int = 1) -> dict[str, np.ndarray]:
+                     sign: int = 1, cfg: Config | None = None) -> dict[str, np.ndarray]:
     """Per chunk of usable records (``sign`` -1: of duplicates, to take away): distinct clipped
-    scores with counts, provenance counts and (with ``cuts``) the labelled records' score counts."""
-    keep = chunk["status"] == STATUS_OK if "status" in chunk else np.ones(len(chunk["score"]), bool)
+    scores with counts, provenance counts and (with ``cuts``) the labelled records' score counts.
+    With a ``language`` column (and ``cfg``), only the records the local engine's
+    ``estimated_records`` puts in the estimate (duplicates taken away by the same rule)."""
+    if "status" in chunk:
+        status = chunk["status"]
+        reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status)).astype(np.int8)
+    else:
+        reason = np.full(len(chunk["score"]), KEPT, np.int8)
+    if "language" in chunk and cfg is not None:
+        keep = estimated_records(chunk["language"], reason, chunk["provenance"], cfg)
+    else:
+        keep = reason == KEPT
     prov = chunk["provenance"][keep]
     score = chunk["score"][keep].astype(np.float64)
     unknown = prov == 0
@@ -115,17 +125,30 @@ def _sum_logit_bins(batch: dict[str, np.ndarray], edges: np.ndarray) -> dict[str
     return {"bin": used.astype(np.int64), "n": n, "total": total}
 
 
-def _duplicate_score_rows(batch: dict[str, np.ndarray], parts: int, cuts: np.ndarray | None) -> dict[str, np.ndarray]:
-    return score_count_rows(batch, parts, cuts, sign=-1)
+def _duplicate_score_rows(batch: dict[str, np.ndarray], parts: int, cuts: np.ndarray | None,
+                          cfg: Config | None = None) -> dict[str, np.ndarray]:
+    return score_count_rows(batch, parts, cuts, sign=-1, cfg=cfg)
+
+
+def _with_language(source: Any, rows: Any, columns: list[str], cfg: Config) -> Any:
+    """``rows`` (with ``gidx``) cut to ``columns``, with each record's ``language`` when the run
+    identifies languages."""
+    rows = rows.select_columns(columns)
+    if not cfg.identifies_language or not rows.count():
+        return rows
+    return source.lookup(rows, ["language"]).select_columns(columns + ["language"])
 
 
 def decide_estimate(source: Any, decisions: Any, total: int, cfg: Config, card: dict[str, Any] | None) -> None:
     """The prevalence estimate from score histograms (no per-record array anywhere)."""
     parts = partitions_for(total)
     cuts = ratio_mod.card_score_cuts(card) if cfg.ratio.remeasure_rates and card is not None else None
-    everyone = source.map_chunks(score_count_rows, ["status", "score", "provenance"], parts=parts, cuts=cuts)
-    duplicates = decisions.rows.select_columns(["score", "provenance"]).map_batches(
-        _duplicate_score_rows, batch_format="numpy", batch_size=None, fn_kwargs={"parts": parts, "cuts": cuts})
+    lang = ["language"] if cfg.identifies_language else []
+    everyone = source.map_chunks(score_count_rows, ["status", "score", "provenance"] + lang, parts=parts, cuts=cuts,
+                                 cfg=cfg)
+    duplicates = _with_language(source, decisions.rows, ["gidx", "score", "provenance"], cfg).map_batches(
+        _duplicate_score_rows, batch_format="numpy", batch_size=None,
+        fn_kwargs={"parts": parts, "cuts": cuts, "cfg": cfg})
     merged = grouped(everyone.union(duplicates), merge_score_counts, rows=total).materialize()
     summary = collect(merged.map_batches(_summarise_values, batch_size=None, batch_format="numpy"))
     distinct = int(summary["distinct"].sum())
@@ -158,8 +181,7 @@ def decide_estimate(source: Any, decisions: Any, total: int, cfg: Config, card: 
 
 def _usable_scores(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     ok = chunk["status"] == STATUS_OK
-    return {"gidx": chunk["gidx"][ok], "score": chunk["score"][ok], "provenance": chunk["provenance"][ok],
-            "uniform": chunk["uniform"][ok]}
+    return {k: chunk[k][ok] for k in ("gidx", "score", "provenance", "uniform", "language") if k in chunk}
 
 
 def decide_target_ratio(source: Any, decisions: Any, cfg: Config, card: dict[str, Any] | None) -> None:
@@ -174,21 +196,26 @@ def decide_target_ratio(source: Any, decisions: Any, cfg: Config, card: dict[str
     import pyarrow as pa
     import ray
 
-    got = collect(source.map_chunks(_usable_scores, ["status", "score", "provenance", "uniform"]))
+    lang = cfg.identifies_language
+    got = collect(source.map_chunks(_usable_scores, ["status", "score", "provenance", "uniform"]
+                                    + (["language"] if lang else [])))
     dup = collect(decisions.rows.select_columns(["gidx"]))
     if got:
         keep = ~np.isin(got["gidx"], dup["gidx"]) if dup else np.ones(len(got["gidx"]), bool)
         order = np.argsort(got["gidx"][keep])
         gidx = got["gidx"][keep][order]
         score, prov, uniform = (got[k][keep][order] for k in ("score", "provenance", "uniform"))
+        language = got["language"][keep][order] if lang else None
         del got, dup
     else:
         gidx = np.zeros(0, np.int64)
         score, prov, uniform = np.zeros(0, np.float32), np.zeros(0, np.int8), np.zeros(0)
+        language = np.zeros(0, np.uint8) if lang else None
     n = len(gidx)
     compact = Annotations(shard=np.zeros(n, np.int32), status=np.zeros(n, np.int8), hash_hi=np.zeros(n, np.uint64),
                           hash_lo=np.zeros(n, np.uint64), score=score.astype(np.float32), provenance=prov.astype(np.int8),
-                          uniform=uniform.astype(np.float64), length=np.zeros(n, np.int32))
+                          uniform=uniform.astype(np.float64), length=np.zeros(n, np.int32),
+                          language=language.astype(np.uint8) if language is not None else None)
     local = Decisions(reason=np.zeros(n, np.int8), duplicate_of=np.full(n, -1, np.int64),
                       cluster_sizes=np.zeros(0, np.int64), posterior=np.full(n, np.nan, np.float32))
     decide_synthetic(compact, cfg, card, local)

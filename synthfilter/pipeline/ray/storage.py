@@ -264,7 +264,8 @@ def shard_dir(shard: Shard) -> str:
 # -- annotations as Ray datasets ------------------------------------------------------------------
 
 
-ANN_TABLE_COLUMNS = ("id", "status", "hash_hi", "hash_lo", "score", "provenance", "uniform", "length")
+# "language": only in the annotations of a run that identifies languages (cfg.identifies_language).
+ANN_TABLE_COLUMNS = ("id", "status", "hash_hi", "hash_lo", "score", "provenance", "uniform", "length", "language")
 
 
 @dataclass(frozen=True)

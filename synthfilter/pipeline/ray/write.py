@@ -20,7 +20,7 @@ from synthfilter.pipeline.ray.storage import (
     AnnotationPart, FileAnnotations, ShardSource, Store, local_shard, read_overrides, shard_dir,
 )
 from synthfilter.pipeline.run import Progress
-from synthfilter.pipeline.stages import KEPT, MALFORMED, REASONS, STATUS_OK, reason_of_status, write_shard
+from synthfilter.pipeline.stages import KEPT, LANGUAGE, MALFORMED, REASONS, STATUS_OK, reason_of_status, write_shard
 
 
 def save_overrides(work: Store, sources: Sequence[ShardSource], offsets: Sequence[int], rows: Any) -> np.ndarray:
@@ -69,6 +69,7 @@ def per_shard_counts(decided: np.ndarray, metas: Sequence[dict[str, Any]]) -> np
     counts = decided.copy()
     for si, m in enumerate(metas):
         counts[si, MALFORMED] += int(m.get("malformed", 0))
+        counts[si, LANGUAGE] += int(m.get("language_rejected", 0))
         counts[si, KEPT] = int(m["records"]) - counts[si, 1:].sum()
     return counts
 
