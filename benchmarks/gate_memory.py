@@ -92,8 +92,9 @@ def main() -> None:
         f"{os.cpu_count()} cores, 1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after. "
         "`synthfilter gate EXPORT --max-synthetic 0.4 --max-duplicates 0.05 --provenance-field ai_generated "
         "--provenance-map 1=machine,0=human --json --report --write-approved` (`--no-detector` and no "
-        "`--max-synthetic` where the detector is off: half the posts are unlabelled); peak = the gate process's maximum resident set size. Exports of project-made posts (3 % "
-        "verbatim copies, half labelled), written and deleted by the benchmark.",
+        "`--max-synthetic` where the detector is off: half the posts are unlabelled); peak = the gate process's "
+        "maximum resident set size. Exports of project-made posts (3 % verbatim copies, half labelled), written "
+        "and deleted by the benchmark.",
         "",
         "| export | detector | posts | records gated | approved | conserved | seconds | peak RSS MB | goal |",
         "|---|---|---:|---:|---:|---|---:|---:|---|",
