@@ -169,8 +169,9 @@ def test_ctrl_c_or_sigterm_leaves_a_resumable_state_and_says_so(corpus_dir: Path
                                                                 tmp_path: Path, sig: int) -> None:
     out = tmp_path / "out"
     proc = start_run(corpus_dir, out, ARGS)
-    # As a terminal does for Ctrl-C: the signal goes to the whole foreground process group.
-    assert kill_at(proc, lambda: _scored(out) >= 2, sig=sig)
+    # As a terminal does for Ctrl-C: the signal goes to the whole foreground process group, here
+    # as soon as the first shard is scored (later, a quiet machine can finish the run first).
+    assert kill_at(proc, lambda: _scored(out) >= 1, sig=sig)
     code, err = finish(proc)
     assert code == 128 + sig
     assert "Traceback" not in err
