@@ -11,6 +11,7 @@ import time
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Union
 
 import numpy as np
@@ -48,7 +49,19 @@ from synthfilter.api import (
     record_ids,
 )
 from synthfilter.config import Config
-from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, KEPT, LANGUAGE, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
+from synthfilter.pipeline.stages import (
+    DOWNSAMPLED,
+    EXACT_DUP,
+    KEPT,
+    LANGUAGE,
+    MALFORMED,
+    NEAR_DUP,
+    PROVENANCE_NAMES,
+    REASONS,
+    apply_language_counts,
+    languages_section,
+    record_language_counts,
+)
 
 __all__ = [
     "FilterResult", "annotate_dataset", "annotation_features", "decision_features", "filter_dataset", "stream_filter",
@@ -242,6 +255,9 @@ def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: i
         c = np.bincount(reasons, minlength=len(REASONS))
         by_split[name] = {"records": hi - lo, "kept": int(c[KEPT]), "rejected": int(hi - lo - c[KEPT]),
                           "rejected_by_reason": {REASONS[i]: int(c[i]) for i in range(1, len(REASONS))}}
+        if ann.language is not None:
+            counts = record_language_counts(ann.language[lo:hi], reasons, ann.score[lo:hi], ann.provenance[lo:hi], cfg)
+            by_split[name]["by_language"] = languages_section(counts, cfg)["by_language"]
         lo = hi
     report = result.report
     if cfg.report.diversity:
@@ -427,6 +443,10 @@ class _StreamState:
         self.next_estimate = 0
         self.downsampled = 0
         self.warnings: list[str] = []
+        # Records per language and decision as run's decide counts them, summed over the batches.
+        self.language_counts = record_language_counts(
+            np.zeros(0, np.uint8), np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.int8), cfg,
+        ) if cfg.identifies_language else None
 
     # -- per batch ---------------------------------------------------------------------------
 
@@ -474,6 +494,9 @@ class _StreamState:
             self.dup_counts[dup_of[i]] = self.dup_counts.get(dup_of[i], 0) + 1  # type: ignore[index]
         p_machine = np.full(n, np.nan, dtype=np.float32)
         self._downsample(scored, ids, reason, p_machine, trusted)
+        if self.language_counts is not None:
+            self.language_counts += record_language_counts(scored["language"], reason, scored["score"],
+                                                           scored["provenance"], cfg)
         self.rows += n
         self.reasons.extend(reason.tolist())
         kept = reason == KEPT
@@ -602,6 +625,9 @@ class _StreamState:
                                 "pass cannot refuse up front): the synthetic share of the kept records is unknown")
         if r.max_human_loss is not None:
             warnings.append("max_human_loss is not checked on a streaming pass (it needs the whole corpus)")
+        languages = SimpleNamespace(languages=None, synthetic=synthetic, warnings=warnings)
+        if self.language_counts is not None:
+            apply_language_counts(languages, self.language_counts, cfg)
         seconds = time.perf_counter() - self.t0
         return {
             "version": __version__,
@@ -616,6 +642,7 @@ class _StreamState:
                 "threshold": cfg.dedup.threshold if cfg.dedup.near else None,
             },
             "synthetic": synthetic,
+            "languages": languages.languages,
             "warnings": warnings,
             "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
         }

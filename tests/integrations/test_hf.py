@@ -253,6 +253,49 @@ def test_streaming_dict_and_its_limits() -> None:
         filter_dataset(idd, {"detector": {"enabled": False}}, joint=True)
 
 
+# -- languages --------------------------------------------------------------------------------------
+
+
+def _multilingual() -> list[dict[str, Any]]:
+    """English, French and German documents (tests/langtext.py), one French copy."""
+    from langtext import document
+
+    rows = [{"id": f"{lang}-{k}", "text": document(lang, 3, seed=k)}
+            for lang, n in (("en", 8), ("fr", 4), ("de", 3)) for k in range(n)]
+    rows.append({"id": "fr-copy", "text": rows[9]["text"]})
+    return rows
+
+
+@needs_default_model
+def test_languages_section_matches_run_two_pass_streaming_and_per_split(tmp_path: Path) -> None:
+    rows = _multilingual()
+    options = {"language": {"keep": ["en", "fr"]}, "report": {"html": False, "diversity": False}}
+    _, cli_report = cli_decisions(tmp_path, {"part.jsonl": rows}, options)
+    want = cli_report["languages"]
+    assert want["by_language"]["fr"]["rejected_by_reason"] == {"exact_duplicate": 1}
+    assert want["by_language"]["de"]["rejected_by_reason"] == {"language": 3}
+    assert want["not_estimated"] == 4 and want["by_language"]["en"]["in_estimate"] == 8
+
+    two_pass = filter_dataset(Dataset.from_list(rows), options)
+    stream = filter_dataset(Dataset.from_list(rows).to_iterable_dataset(), options, batch_size=5)
+    rejected = list(stream.rejected)
+    for report in (two_pass.report, stream.report):
+        assert report["languages"] == want
+        assert report["synthetic"]["scope"] == cli_report["synthetic"]["scope"]
+        assert any("estimated over the records in en" in w for w in report["warnings"])
+    assert {r["id"] for r in rejected if r["synth_reason"] == "language"} == {"de-0", "de-1", "de-2"}
+    assert all(r["synth_score"] is None or np.isnan(r["synth_score"]) for r in rejected if r["id"][:2] != "en")
+
+    # Jointly over splits: each split's counts by language, summing to the whole report's.
+    dd = DatasetDict({"train": Dataset.from_list(rows[:10]), "test": Dataset.from_list(rows[10:])})
+    joint = filter_dataset(dd, options, joint=True)
+    assert joint.report["languages"] == want
+    splits = joint.report["splits"]
+    for lang, entry in want["by_language"].items():
+        assert sum(s["by_language"].get(lang, {}).get("records", 0) for s in splits.values()) == entry["records"]
+    assert splits["test"]["by_language"]["fr"]["rejected_by_reason"] == {"exact_duplicate": 1}
+
+
 # -- synthfilter score ------------------------------------------------------------------------------
 
 
