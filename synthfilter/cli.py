@@ -17,6 +17,7 @@ import typer
 
 from synthfilter import __version__
 from synthfilter.config import Config, ConfigError, load_config
+from synthfilter.report import languages_line
 
 app = typer.Typer(
     name="synthfilter",
@@ -130,13 +131,9 @@ def _print_summary(report: dict[str, Any], out: Path | str) -> None:
         if unseen and rel.get("interval") == "sampling":
             lines.append(f"  if the corpus is unlike the detector's training data: [{unseen[0]:.1%}, {unseen[1]:.1%}] "
                          "(--unseen-source uses this interval)")
-    langs = report.get("languages")
-    if langs and langs.get("by_language"):
-        by = langs["by_language"]
-        shown = ", ".join(f"{code} {v['records']:,}" for code, v in list(by.items())[:8])
-        more = f", {len(by) - 8} more" if len(by) > 8 else ""
-        lines.append(f"languages: {shown}{more}"
-                     + (f"   (not scored by the detector: {langs['not_scored']:,})" if langs.get("not_scored") else ""))
+    languages = languages_line(report)
+    if languages:
+        lines.append(languages)
     for w in report.get("warnings", []):
         lines.append(f"warning: {w}")
     lines.append(f"outputs: {out}  ({report['timing']['records_per_s'] or 0:,.0f} records/s)")
@@ -411,6 +408,7 @@ def gate(
     no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector (provenance and duplicates only)."),
     no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
     threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
+    languages: Optional[str] = typer.Option(None, "--languages", help="Gate only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No summary on stdout (the exit code still tells)."),
 ) -> None:
     """Check a CMS export against a policy: exit 0 pass, 1 policy violated, 2 input or usage error."""
@@ -423,6 +421,7 @@ def gate(
             "ratio": {"target_ratio": target_ratio, "provenance_field": provenance_field,
                       "provenance_map": _provenance_map(provenance_map),
                       "on_unreliable": "proceed" if allow_unreliable_detector else None},
+            "language": {"keep": languages},
             "gate": {"max_synthetic": max_synthetic, "max_duplicates": max_duplicates, "min_records": min_records,
                      "require_provenance": require_provenance, "strict": strict,
                      "format": export_format.value if export_format else None, "text_column": text_column,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthfilter.config import Config, ConfigError, GateConfig, load_config
+from synthfilter.report import languages_line
 
 if TYPE_CHECKING:
     from synthfilter.io.cms import CmsRecord
@@ -336,8 +337,12 @@ class GateResult:
         if m["excluded"]:
             kinds = ", ".join(f"{k} {v:,}" for k, v in m["excluded_by_kind"].items())
             skipped = f", {m['excluded']:,} not gated ({kinds})"
+        other = f", {m['language_rejected']:,} in other languages (--languages)" if m.get("language_rejected") else ""
         lines.append(f"  records     {m['records']:,} read: {m['with_text']:,} with text, "
-                     f"{m['without_text']:,} without text{skipped}")
+                     f"{m['without_text']:,} without text{other}{skipped}")
+        languages = languages_line(self.report)
+        if languages:
+            lines.append(f"  {languages}")
         share = m["synthetic_share"]
         if share is None:
             syn = "not estimated (see the note below)" if self.messages else "not estimated (detector off, no provenance labels)"
@@ -533,11 +538,13 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
 
 def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str | None) -> GateResult:
     from synthfilter.gatescan import REASON_NAMES
-    from synthfilter.pipeline.stages import EXACT_DUP, NEAR_DUP, PROVENANCE_NAMES, STATUS_OK
+    from synthfilter.pipeline.stages import EXACT_DUP, NEAR_DUP, PROVENANCE_NAMES, STATUS_LANGUAGE, STATUS_OK
     from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
 
     report = gs.report
+    # Records with text in a language --languages keeps (all languages without it): what is gated.
     ok = gs.status == STATUS_OK
+    other_language = int((gs.status == STATUS_LANGUAGE).sum())
     labels = gs.labels
     unknown_ok = ok & (labels == UNKNOWN)
     messages = list(gs.messages)
@@ -547,7 +554,14 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
     syn = report.get("synthetic") or {}
     share = syn.get("estimated_share_before")
     ci = syn.get("ci95_before")
-    if pol.max_synthetic is not None and share is None and n_text:
+    scope = syn.get("scope") or {}
+    # The detector is on, but no record is in a language it is trusted on nor of known provenance.
+    unestimable = share is None and n_text > 0 and scope.get("records_in_estimate") == 0 and cfg.detector.enabled
+    if unestimable:
+        trusted = ", ".join(scope.get("detector_languages") or [])
+        messages.append(f"the synthetic share cannot be estimated: none of the {n_text:,} records with text is in a "
+                        f"language the detector is trusted on ({trusted}) or of known provenance")
+    if pol.max_synthetic is not None and share is None and n_text and not unestimable:
         raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
                           "has a provenance label: enable the detector or pass --provenance-field")
     missing = int(unknown_ok.sum())
@@ -555,14 +569,16 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
     measured: dict[str, Any] = {
         "records": gs.n,
         "with_text": n_text,
-        "without_text": n_gated - n_text,
+        "without_text": n_gated - n_text - other_language,
+        "language_rejected": other_language,
         "excluded": gs.n - n_gated,
         "excluded_by_kind": dict(gs.excluded_kinds.most_common()),
         "synthetic_share": share,
         "synthetic_ci95": ci,
         "synthetic_method": syn.get("method"),
         "synthetic_reliability": (syn.get("reliability") or {}).get("verdict"),
-        "synthetic_basis": "unique records (after duplicate removal)",
+        "synthetic_basis": _synthetic_basis(scope),
+        "synthetic_estimable": not unestimable,
         "known_provenance": {"human": int((ok & (labels == HUMAN)).sum()), "machine": int((ok & (labels == MACHINE)).sum())},
         "detector_scored": syn.get("detector_scored") or 0,
         "duplicate_share": (exact + near) / n_text if n_text else 0.0,
@@ -600,6 +616,15 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
     return result
 
 
+def _synthetic_basis(scope: Mapping[str, Any]) -> str:
+    """What the synthetic share is measured over (``scope``: the report's ``synthetic.scope``)."""
+    if not scope.get("not_estimated"):
+        return "unique records (after duplicate removal)"
+    trusted = ", ".join(scope.get("detector_languages") or [])
+    return (f"unique records (after duplicate removal) in {trusted} and those of known provenance; "
+            f"{scope['not_estimated']:,} in other languages left out")
+
+
 def _excluded_kind(why: str | None) -> str:
     return (why or "").split(" (")[0]
 
@@ -614,7 +639,11 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
         ci = m["synthetic_ci95"]
         v = ci[1] if pol.strict and ci else m["synthetic_share"]
         what = "upper bound of the synthetic share" if pol.strict else "estimated synthetic share"
-        if v is None:  # no record with text: nothing synthetic (min_records is the rule for size)
+        if v is None and not m.get("synthetic_estimable", True):
+            out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
+                                 "max_synthetic: the synthetic share cannot be estimated (see the note); set "
+                                 "[detector] languages or label the records (--provenance-field)"))
+        elif v is None:  # no record with text: nothing synthetic (min_records is the rule for size)
             out.append(GateCheck("max_synthetic", True, None, pol.max_synthetic, "max_synthetic: no record with text"))
         elif refuse_unreliable and m.get("synthetic_reliability") == "unreliable":
             out.append(GateCheck("max_synthetic", False, v, pol.max_synthetic,
@@ -649,10 +678,11 @@ def _offending(result: GateResult, reason_codes: Any, dup_rows: Any, scores: Any
     import numpy as np
 
     from synthfilter.gatescan import EXCLUDED_CODE
-    from synthfilter.pipeline.stages import EXACT_DUP, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
+    from synthfilter.pipeline.stages import EXACT_DUP, LANGUAGE, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
     from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
 
-    gated = (reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED)
+    # Records --languages set aside are not gated: they never reach training.
+    gated = (reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED) & (reason_codes != LANGUAGE)
     p = np.where(prov_codes == MACHINE, 1.0, np.where(prov_codes == HUMAN, 0.0, scores.astype(np.float64)))
     # The value shown (scores rounded to 6 places, as Python rounds), also the sort key; in blocks.
     p_rounded = np.concatenate([np.fromiter((round(x, 6) for x in p[k:k + 65536].tolist()), np.float64)
@@ -749,7 +779,7 @@ def _prepare_out(out: Path, overwrite: bool, input_paths: Sequence[str]) -> None
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _rejection(result: GateResult, i: int, rec: CmsRecord) -> dict[str, Any]:
+def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None) -> dict[str, Any]:
     why = result.reasons[i]
     out: dict[str, Any] = {"decision": "rejected", "reason": why}
     if result.duplicate_of[i] is not None:
@@ -758,6 +788,8 @@ def _rejection(result: GateResult, i: int, rec: CmsRecord) -> dict[str, Any]:
     if result.p_machine[i] is not None:
         out["p_machine"] = result.p_machine[i]
     out["provenance"] = result.provenance[i]
+    if language is not None:
+        out["language"] = language
     if why == EXCLUDED:
         out["excluded"] = rec.excluded
     elif rec.error is not None:
@@ -771,6 +803,7 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
 
     from synthfilter import __version__
     from synthfilter.io.shards import AtomicJsonlWriter, atomic_write_bytes
+    from synthfilter.language import CODES
     from synthfilter.pipeline.stages import ConservationError
 
     started = _now()
@@ -780,6 +813,7 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
     opts = orjson.OPT_NON_STR_KEYS
     counts = _reason_counts(result)
     n = len(result.reasons)
+    languages = result._scan.language_codes() if result._scan is not None else None
     seen = 0
     try:
         # A second pass over the records (the export files are read again), in input order.
@@ -789,7 +823,8 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
                 approved.write_line(rec.raw if rec.raw is not None else orjson.dumps(rec.to_dict(), default=str, option=opts))
             else:
                 obj = rec.to_dict()
-                obj["synthfilter"] = _rejection(result, i, rec)
+                language = CODES[languages[i]] if languages is not None and languages[i] >= 0 else None
+                obj["synthfilter"] = _rejection(result, i, rec, language)
                 rejected.write_line(orjson.dumps(obj, default=str, option=opts))
         kept = counts.get("kept", 0)
         if seen != n:
@@ -888,6 +923,7 @@ def render_gate_html(result: GateResult) -> str:
     scores = result._scan.score  # the gated records' scores, in order
     sections.append(h.detector_section(result.report, scores, dec.reason if dec is not None else None))
     sections.append(h.duplicates_section(result.report, dec.cluster_sizes if dec is not None else None))
+    sections.append(h.languages_section(result.report))
     inputs = [{"path": h.Html(f"<code>{_text(i['path'])}</code>"), "format": i["format"], "records": i["records"],
                "excluded": i["excluded"]} for i in result.inputs]
     if inputs:

@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
-from synthfilter.pipeline.stages import REASONS, STATUS_OK, Annotations, Decisions, decide, record_uniforms
+from synthfilter.pipeline.stages import (
+    REASONS,
+    STATUS_LANGUAGE,
+    STATUS_MALFORMED,
+    STATUS_OK,
+    Annotations,
+    Decisions,
+    decide,
+    language_roles_of,
+    record_uniforms,
+)
 from synthfilter.records import is_missing
 
 if TYPE_CHECKING:
@@ -279,6 +289,7 @@ class GateScan:
     provenance: np.ndarray  # int8 codes per gated record (after the no-detector rule)
     labels: np.ndarray  # int8 provenance codes per gated record as the map gave them
     score: np.ndarray  # float32 per gated record
+    language: np.ndarray | None  # uint8 codes into synthfilter.language.CODES per gated record; None: not identified
     decisions: Decisions
     report: dict[str, Any]
     messages: list[str] = field(default_factory=list)
@@ -308,6 +319,16 @@ class GateScan:
     def p_machine(self) -> np.ndarray:
         out = np.full(self.n, np.nan, dtype=np.float32)
         out[self.gated] = self.decisions.posterior
+        return out
+
+    def language_codes(self) -> np.ndarray | None:
+        """Per record, its language code (into ``synthfilter.language.CODES``) where it was gated
+        and has text, else -1; None when the config identifies no language."""
+        if self.language is None:
+            return None
+        out = np.full(self.n, -1, dtype=np.int16)
+        has_text = self.status != STATUS_MALFORMED
+        out[self.gated[has_text]] = self.language[has_text]
         return out
 
     def provenance_codes(self) -> np.ndarray:
@@ -346,7 +367,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     near, verify = cfg.dedup.near, cfg.dedup.verify
     store = _StringStore(tmp / "strings.jsonl")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("status", "hash_hi", "hash_lo", "length", "score",
-                                                          "provenance", "id_hash", "gated")}
+                                                          "provenance", "id_hash", "gated", "language")}
     band_files: list[Any] = []
     band_paths: list[Path] = []
     sig_path = tmp / "signatures.u32"
@@ -373,6 +394,11 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
                 prov = [chunk[j].lookup(prov_field) for j in gated]
                 prov = [None if is_missing(v) else v for v in prov]
             scored = sf._score_values(values, prov)
+            if "language" in scored:
+                # As run: a record in a language --languages drops is set aside before dedup.
+                parts["language"].append(scored["language"])
+                allowed = language_roles_of(scored["language"], cfg).allowed
+                scored["status"][(scored["status"] == STATUS_OK) & ~allowed] = STATUS_LANGUAGE
             for k in ("status", "hash_hi", "hash_lo", "length", "score", "provenance"):
                 parts[k].append(scored[k])
             if near:
@@ -406,6 +432,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     status = cat("status", np.int8)
     labels = cat("provenance", np.int8)
     ok = status == STATUS_OK
+    language = cat("language", np.uint8) if sf.scorer.uses_language else None
     provenance = labels
     messages = []
     note = no_estimate_message(ok & (labels == 0), bool((ok & (labels != 0)).any()))
@@ -435,7 +462,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     ann = Annotations(
         shard=np.zeros(n_gated, dtype=np.int32), status=status, hash_hi=cat("hash_hi", np.uint64),
         hash_lo=cat("hash_lo", np.uint64), score=cat("score", np.float32), provenance=provenance,
-        uniform=uniform, length=cat("length", np.int32), bands=bands_cols, signatures=sigs,
+        uniform=uniform, length=cat("length", np.int32), bands=bands_cols, signatures=sigs, language=language,
     )
     card = sf.scorer.detector.card if sf.scorer.uses_detector else None
     decisions = decide(ann, cfg, card)
@@ -447,7 +474,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     del ann, sigs
     source.set_ids(fixes)
     return GateScan(n=n, gated=gated_idx, excluded_kinds=excluded_kinds, status=status, provenance=provenance,
-                    labels=labels, score=cat("score", np.float32), decisions=decisions, report=report,
+                    labels=labels, score=cat("score", np.float32), language=language, decisions=decisions, report=report,
                     messages=messages, fixes=fixes, store=store)
 
 

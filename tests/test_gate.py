@@ -417,3 +417,73 @@ def test_an_unreliable_detector_fails_the_synthetic_rule_unless_allowed(tmp_path
     assert code == 1 and "the detector looks unreliable on this export" in out
     code, out, err = gate_cli([*base, "--allow-unreliable-detector"], capsys)
     assert code == 0, out
+
+
+# -- languages: as run identifies them, --languages -------------------------------------------------
+
+
+def multilingual_posts() -> list[dict[str, Any]]:
+    """English, French and German posts (tests/langtext.py), one French and one English copy."""
+    from langtext import document
+
+    posts = [{"id": f"{lang}-{k}", "text": document(lang, 4, seed=k)}
+             for lang, n in (("en", 10), ("fr", 4), ("de", 3)) for k in range(n)]
+    posts += [{"id": "fr-copy", "text": posts[10]["text"]}, {"id": "en-copy", "text": posts[0]["text"]}]
+    return posts
+
+
+def test_other_languages_are_not_scored_and_counted_as_run_counts_them(tmp_path: Path, tiny_model: Path) -> None:
+    from synthfilter.config import Config
+    from synthfilter.pipeline.run import run_pipeline
+
+    posts = multilingual_posts()
+    options = {"detector": {"model": str(tiny_model)}, "report": {"diversity": False, "html": False}}
+    result = synthfilter.gate(posts, {"max_synthetic": 1.0}, options)
+    english = [i for i, p in enumerate(posts) if p["id"].startswith("en")]
+    assert all((result.scores[i] is not None) == (i in english) for i in range(len(posts)))
+    m = result.measured
+    assert m["detector_scored"] == len(english) - 1 and m["synthetic_share"] is not None  # the copy is not estimated
+    assert "7 in other languages left out" in m["synthetic_basis"]  # fr-copy is a duplicate
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "posts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts), encoding="utf-8")
+    run = run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict({**options, "quiet": True, "workers": 1}))
+    assert result.report["languages"] == run.report["languages"]
+    assert result.report["synthetic"]["scope"] == run.report["synthetic"]["scope"]
+    assert result.reasons == _run_reasons(tmp_path / "out", posts)
+    assert "languages: en 11, fr 5, de 3" in result.summary()
+
+    # No record the detector may score, none labelled: the share is unknown, so the rule fails.
+    others = synthfilter.gate([p for p in posts if not p["id"].startswith("en")], {"max_synthetic": 1.0}, options)
+    assert not others.passed and others.measured["synthetic_estimable"] is False
+    assert "cannot be estimated" in others.failed[0].detail and "trusted on (en)" in others.messages[0]
+
+
+def _run_reasons(out: Path, posts: list[dict[str, Any]]) -> list[str]:
+    why = {json.loads(line)["id"]: "kept" for line in (out / "kept" / "posts.jsonl").read_text().splitlines()}
+    for line in (out / "rejected" / "posts.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        why[rec["id"]] = rec["synthfilter"]["reason"]
+    return [why[p["id"]] for p in posts]
+
+
+def test_languages_option_rejects_other_languages_before_dedup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    posts = multilingual_posts()
+    export = tmp_path / "posts.jsonl"
+    export.write_text("".join(json.dumps(p) + "\n" for p in posts), encoding="utf-8")
+    args = [str(export), *NO_DETECTOR, "--languages", "en,de", "--max-duplicates", "0.05", "--json", str(tmp_path / "g.json"),
+            "--report", str(tmp_path / "g.html"), "--write-approved", str(tmp_path / "ok")]
+    code, out, err = gate_cli(args, capsys)
+    assert code == 1 and err == "", (out, err)  # en-copy: 1 of 14 English and German posts
+    assert "14 with text, 0 without text, 5 in other languages (--languages)" in out
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["measured"]["language_rejected"] == 5 and doc["measured"]["duplicate_share"] == pytest.approx(1 / 14)
+    langs = doc["report"]["languages"]
+    assert langs["keep"] == ["en", "de"] and langs["detector_languages"] == []
+    assert langs["by_language"]["fr"] == {"records": 5, "kept": 0, "rejected_by_reason": {"language": 5},
+                                          "detector_scored": 0, "in_estimate": 0}
+    assert doc["offending_ids"] == ["en-copy"]  # the French copy is set aside for its language, not a duplicate
+    rejected = {r["id"]: r["synthfilter"] for r in map(json.loads, (tmp_path / "ok" / "rejected.jsonl").read_text().splitlines())}
+    assert {i for i, s in rejected.items() if s["reason"] == "language"} == {p["id"] for p in posts if p["id"].startswith("fr")}
+    assert rejected["fr-copy"]["language"] == "fr" and "duplicate_of" not in rejected["fr-copy"]
+    assert rejected["en-copy"] == {**rejected["en-copy"], "reason": "exact_duplicate", "duplicate_of": "en-0", "language": "en"}
+    assert ">Languages<" in (tmp_path / "g.html").read_text(encoding="utf-8")
