@@ -24,14 +24,7 @@ import numpy as np
 import xxhash
 
 from synthfilter.pipeline.stages import (
-    REASONS,
-    STATUS_LANGUAGE,
-    STATUS_MALFORMED,
-    STATUS_OK,
-    Annotations,
-    Decisions,
-    decide,
-    language_roles_of,
+    REASONS, STATUS_LANGUAGE, STATUS_MALFORMED, STATUS_OK, Annotations, Decisions, decide, language_roles_of,
     record_uniforms,
 )
 from synthfilter.records import is_missing
