@@ -437,13 +437,17 @@ def test_other_languages_are_not_scored_and_counted_as_run_counts_them(tmp_path:
     from synthfilter.pipeline.run import run_pipeline
 
     posts = multilingual_posts()
-    options = {"detector": {"model": str(tiny_model)}, "report": {"diversity": False, "html": False}}
+    for p in posts[11:13]:
+        p["who"] = "machine"  # fr-1, fr-2: provenance still decides for them
+    options = {"detector": {"model": str(tiny_model)}, "report": {"diversity": False, "html": False},
+               "ratio": {"provenance_field": "who", "provenance_map": {"machine": "machine"}}}
     result = synthfilter.gate(posts, {"max_synthetic": 1.0}, options)
     english = [i for i, p in enumerate(posts) if p["id"].startswith("en")]
     assert all((result.scores[i] is not None) == (i in english) for i in range(len(posts)))
     m = result.measured
     assert m["detector_scored"] == len(english) - 1 and m["synthetic_share"] is not None  # the copy is not estimated
-    assert "7 in other languages left out" in m["synthetic_basis"]  # fr-copy is a duplicate
+    assert m["known_provenance"]["machine"] == 2 and result.report["languages"]["by_language"]["fr"]["in_estimate"] == 2
+    assert "5 in other languages left out" in m["synthetic_basis"]  # 2 French labelled; fr-copy is a duplicate
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "posts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts), encoding="utf-8")
     run = run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict({**options, "quiet": True, "workers": 1}))
@@ -453,7 +457,7 @@ def test_other_languages_are_not_scored_and_counted_as_run_counts_them(tmp_path:
     assert "languages: en 11, fr 5, de 3" in result.summary()
 
     # No record the detector may score, none labelled: the share is unknown, so the rule fails.
-    others = synthfilter.gate([p for p in posts if not p["id"].startswith("en")], {"max_synthetic": 1.0}, options)
+    others = synthfilter.gate([p for p in posts if p["id"][:2] != "en" and "who" not in p], {"max_synthetic": 1.0}, options)
     assert not others.passed and others.measured["synthetic_estimable"] is False
     assert "cannot be estimated" in others.failed[0].detail and "trusted on (en)" in others.messages[0]
 
