@@ -13,6 +13,15 @@ minus what is held out):
 
     python benchmarks/detector_generalisation.py --protocols loso,logo --save-models /tmp/gen
     python benchmarks/detector_generalisation.py --reuse /tmp/gen --adapt --probe --write-results
+    python benchmarks/detector_generalisation.py --reuse /tmp/gen --reliability-root /tmp/rel
+    python benchmarks/ratio_accuracy.py --reliability --loso-root /tmp/rel
+
+``--reliability-root`` makes each LOSO model look like a shipped one for the reliability benchmark
+(issue 14, items 3-4): operating points and score histograms measured on the validation rows of
+its own training sources, and a ``source_shift`` measured the way the shipped card's is, one level
+down: models trained on a single source (``single_<source>``, trained here when missing), each
+scored on the other sources at its own 1 % threshold. The held-out source's rows go to
+``heldout.jsonl`` next to the model.
 
 Development figures only: these are our own three sources; users' data comes from none of them.
 """
@@ -155,6 +164,74 @@ ABLATION = [
 ]
 
 
+def _rows_of(data, source: str) -> tuple[list[str], np.ndarray]:
+    m = data.groups["source"] == source
+    return [t for t, k in zip(data.texts, m) if k], data.y[m]
+
+
+def reliability_models(root: Path, out: Path, tr, va) -> None:
+    """A reliability-ready copy of every LOSO model under ``root`` (see the module docstring)."""
+    import shutil
+
+    from synthfilter.detect.evaluate import operating_point_at_threshold
+    from synthfilter.detect.model import CONFIG_FILE
+    from synthfilter.detect.train import score_distribution, write_card
+
+    singles: dict[str, Detector] = {}
+    for src, short in SHORT.items():
+        model_dir = root / f"single_{short}"
+        if not (model_dir / "config.json").exists():
+            t = time.perf_counter()
+            train_model(tr, np.flatnonzero(tr.groups["source"] == src), model_dir, seed=0)
+            print(f"single_{short}: trained in {time.perf_counter() - t:.0f} s", flush=True)
+        singles[src] = Detector.load(model_dir)
+    own: dict[str, tuple[float, float, float]] = {}  # single model's own validation rates at its 1 % point
+    for src, det in singles.items():
+        texts, y = _rows_of(va, src)
+        thr = {q["name"]: q["threshold"] for q in det.card["operating_points"]}["fpr1"]
+        pt = operating_point_at_threshold(y, det.predict_proba(texts), thr)
+        own[src] = (thr, pt["tpr"], pt["fpr"])
+    for held, short in SHORT.items():
+        src_dir = root / f"loso_{short}"
+        det = Detector.load(src_dir)
+        dest = out / short
+        dest.mkdir(parents=True, exist_ok=True)
+        files = json.loads((src_dir / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
+        for name in [CONFIG_FILE, *files]:
+            shutil.copyfile(src_dir / name, dest / name)
+        mask = va.groups["source"] != held
+        in_t, in_y = [t for t, k in zip(va.texts, mask) if k], va.y[mask]
+        p_in = det.predict_proba(in_t)
+        what = "validation rows of the sources this model was trained on"
+        card = {k: v for k, v in det.card.items() if k not in ("files", "sha256")}
+        card["operating_points_measured_on"] = what
+        card["operating_points"] = [{"name": q["name"], **operating_point_at_threshold(in_y, p_in, q["threshold"])}
+                                    for q in det.card["operating_points"]]
+        card["score_distribution"] = score_distribution(p_in, in_y, what)
+        rows = []
+        for other in SHORT:
+            if other == held:
+                continue
+            (trained_on,) = [s for s in SHORT if s not in (held, other)]
+            thr, tpr0, fpr0 = own[trained_on]
+            o_t, o_y = _rows_of(tr, other)
+            v_t, v_y = _rows_of(va, other)
+            y = np.concatenate([o_y, v_y])
+            pt = operating_point_at_threshold(y, singles[trained_on].predict_proba(o_t + v_t), thr)
+            rows.append({"held_out": other, "train_tpr": tpr0, "train_fpr": fpr0, "tpr": pt["tpr"],
+                         "fpr": pt["fpr"], "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum())})
+        card["source_shift"] = {"measured_on": "single-source models (trained on one of this model's sources), "
+                                               "at their own 1 % threshold on the other", "points":
+                                {name: rows for name in ("default", "fpr1")}}
+        write_card(dest, card)
+        h_t, h_y = _rows_of(tr, held)
+        v_t, v_y = _rows_of(va, held)
+        with (dest / "heldout.jsonl").open("w", encoding="utf-8") as fh:
+            for t, lab in zip(h_t + v_t, np.concatenate([h_y, v_y])):
+                fh.write(json.dumps({"text": t, "label": "machine" if lab else "human", "source": held}) + "\n")
+        print(f"{dest}: card rebuilt, {len(h_t) + len(v_t)} held-out rows", flush=True)
+
+
 def fmt(v, spec=".3f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -209,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--probe", type=Path, nargs="?", const=REPO / "models" / "default", default=None,
                     help="plain-English probe on this model [default: the shipped one]")
+    ap.add_argument("--reliability-root", type=Path, default=None,
+                    help="write reliability-ready LOSO models here (needs --reuse or --save-models)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "detector_generalisation.json")
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args(argv)
@@ -235,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.adapt and name.startswith("loso"):
             res.setdefault("adaptation", {})[name] = adaptation(model_dir, texts, y, 300, args.draws, seed=0)
         args.json.write_text(json.dumps(res, indent=2) + "\n")
+    if args.reliability_root:
+        root = args.reuse or args.save_models
+        if root is None:
+            ap.error("--reliability-root needs --reuse or --save-models")
+        reliability_models(root, args.reliability_root, tr, va)
     if args.probe:
         res["probe"] = probe(args.probe, va)
         print(f"probe: {res['probe']}", flush=True)

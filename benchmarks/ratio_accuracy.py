@@ -464,35 +464,61 @@ def rel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def rel_goals(off: list[dict], ind: list[dict]) -> list[str]:
-    out = []
+RELIABILITY_JSON = REPO / "benchmarks" / "reliability.json"  # goal figures per run kind, for detector_quality.py
+
+
+def rel_summary(off: list[dict], ind: list[dict]) -> dict:
+    """The goal figures of items 3-4 (issue 14) over the mixtures given (either list may be empty)."""
+    out: dict = {}
     if off:
-        flagged = np.mean([r["verdict"] in ("doubtful", "unreliable") for r in off])
         core = [r for r in off if r["share"] in (0.05, 0.20, 0.50)]
-        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in core])
         at50 = [r for r in off if r["share"] == 0.50]
-        bad = [r for r in at50 if r["kept_refuse"] is not None and r["kept_refuse"] > 0.12]
         unseen = [r for r in core if r.get("unseen_ci")]
-        cov_u = np.mean([r["unseen_ci"][0] <= r["truth"] <= r["unseen_ci"][1] for r in unseen]) if unseen else None
-        bad_u = [r for r in at50 if r.get("kept_unseen") is not None and r["kept_unseen"] > 0.12]
-        out.append(f"Off distribution: the verdict flags {flagged:.0%} of the mixtures (doubtful or unreliable); the "
-                   f"reported interval covers the truth in {cov:.0%} of the 5/20/50 % mixtures (goal >= 90 %: "
-                   f"{'met' if cov >= 0.9 else 'NOT met'}); at 50 % with a 10 % target {len(bad)} of {len(at50)} "
-                   f"mixtures kept more than 12 % synthetic without being refused (goal 0: {'met' if not bad else 'NOT met'})."
-                   + (f" With --unseen-source: coverage {cov_u:.0%}, {len(bad_u)} of {len(at50)} over 12 % at 50 %."
-                      if cov_u is not None else ""))
+        out["off"] = {
+            "mixtures": len(off),
+            "flagged": float(np.mean([r["verdict"] in ("doubtful", "unreliable") for r in off])),
+            "coverage": float(np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in core])),
+            "at50": len(at50),
+            "over12_not_refused": sum(r["kept_refuse"] is not None and r["kept_refuse"] > 0.12 for r in at50),
+            "refused_at50": sum(r["kept_refuse"] is None for r in at50),
+            "coverage_unseen": (float(np.mean([r["unseen_ci"][0] <= r["truth"] <= r["unseen_ci"][1] for r in unseen]))
+                                if unseen else None),
+            "over12_unseen": sum(r.get("kept_unseen") is not None and r["kept_unseen"] > 0.12 for r in at50),
+        }
     if ind:
-        alarms = np.mean([r["verdict"] in ("doubtful", "unreliable") for r in ind])
-        widened = np.mean([r["basis"] != "sampling" for r in ind])
-        cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in ind])
         unseen = [r for r in ind if r.get("unseen_ci")]
+        out["in"] = {
+            "mixtures": len(ind),
+            "false_alarms": float(np.mean([r["verdict"] in ("doubtful", "unreliable") for r in ind])),
+            "widened": float(np.mean([r["basis"] != "sampling" for r in ind])),
+            "coverage": float(np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in ind])),
+            "width_unseen": float(np.mean([r["unseen_ci"][1] - r["unseen_ci"][0] for r in unseen])) if unseen else None,
+            "width_sampling": (float(np.mean([r["sampling_ci"][1] - r["sampling_ci"][0] for r in unseen]))
+                               if unseen else None),
+        }
+    return out
+
+
+def rel_goals(off: list[dict], ind: list[dict]) -> list[str]:
+    s = rel_summary(off, ind)
+    out = []
+    if "off" in s:
+        o = s["off"]
+        out.append(f"Off distribution: the verdict flags {o['flagged']:.0%} of the mixtures (doubtful or unreliable); the "
+                   f"reported interval covers the truth in {o['coverage']:.0%} of the 5/20/50 % mixtures (goal >= 90 %: "
+                   f"{'met' if o['coverage'] >= 0.9 else 'NOT met'}); at 50 % with a 10 % target {o['over12_not_refused']} "
+                   f"of {o['at50']} mixtures kept more than 12 % synthetic without being refused (goal 0: "
+                   f"{'met' if not o['over12_not_refused'] else 'NOT met'})."
+                   + (f" With --unseen-source: coverage {o['coverage_unseen']:.0%}, {o['over12_unseen']} of {o['at50']} "
+                      "over 12 % at 50 %." if o["coverage_unseen"] is not None else ""))
+    if "in" in s:
+        i = s["in"]
         extra = ""
-        if unseen:
-            w = np.mean([r["unseen_ci"][1] - r["unseen_ci"][0] for r in unseen]) * 100
-            ws = np.mean([r["sampling_ci"][1] - r["sampling_ci"][0] for r in unseen]) * 100
-            extra = f" The unseen-source interval is {w:.1f} points wide on average against {ws:.1f} from sampling."
-        out.append(f"In distribution: false alarms (doubtful or unreliable) in {alarms:.0%} of the mixtures, interval "
-                   f"widened in {widened:.0%}, coverage {cov:.0%}.{extra}")
+        if i["width_unseen"] is not None:
+            extra = (f" The unseen-source interval is {i['width_unseen'] * 100:.1f} points wide on average against "
+                     f"{i['width_sampling'] * 100:.1f} from sampling.")
+        out.append(f"In distribution: false alarms (doubtful or unreliable) in {i['false_alarms']:.0%} of the mixtures, "
+                   f"interval widened in {i['widened']:.0%}, coverage {i['coverage']:.0%}.{extra}")
     return out
 
 
@@ -641,6 +667,7 @@ def reliability_main(args: argparse.Namespace) -> int:
              "whose 95 % interval holds the true share; \"sampling\" is the interval before any widening.", ""]
     all_off: list[dict] = []
     all_in: list[dict] = []
+    per_case: dict[str, dict] = {}
     for name, card, off, ind in cases:
         lines += [f"### {name}", ""]
         points = ", ".join(f"{p['name']} TPR {p['tpr']:.3f} FPR {p['fpr']:.3f}" for p in card.get("operating_points") or [])
@@ -655,6 +682,8 @@ def reliability_main(args: argparse.Namespace) -> int:
                 continue
             rows = rel_evaluate(np.asarray(data[0]), np.asarray(data[1], dtype=bool), card, args, label[:3])
             bucket.extend(rows)
+            per_case.setdefault(name, {}).update(rel_summary(rows if bucket is all_off else [],
+                                                             rows if bucket is all_in else []))
             lines += [f"{label}:", "", *rel_table(rows), "", *rel_goals(rows if bucket is all_off else [],
                                                                           rows if bucket is all_in else []), ""]
     lines += ["All cases together: " + " ".join(rel_goals(all_off, all_in)),
@@ -662,6 +691,12 @@ def reliability_main(args: argparse.Namespace) -> int:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
+        key = ("loso_models" if args.loso_root else "stand_ins" if args.model == "quick-loso"
+               else "shipped" if args.model == "shipped" else f"model:{Path(args.model).name}")
+        summary = json.loads(RELIABILITY_JSON.read_text()) if RELIABILITY_JSON.exists() else {}
+        summary[key] = {"date": dt.date.today().isoformat(), "reps": args.reps, "seed": args.seed,
+                        "cases": per_case, "all": rel_summary(all_off, all_in)}
+        RELIABILITY_JSON.write_text(json.dumps(summary, indent=2) + "\n")
         what = ("--loso-root " + str(args.loso_root)) if args.loso_root else f"--model {args.model}" + (
             f" --heldout {args.heldout}" if args.heldout else "")
         kind = ("leave-one-source-out models" if args.loso_root else "stand-in models" if args.model == "quick-loso"
