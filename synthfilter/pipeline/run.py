@@ -52,6 +52,7 @@ from synthfilter.pipeline.stages import (
     Scorer,
     WorkPaths,
     decide,
+    input_stamp,
     score_shard,
     write_shard,
 )
@@ -329,8 +330,8 @@ def _score_meta_valid(shard: Shard, paths: WorkPaths) -> dict[str, Any] | None:
     if not paths.meta.exists():
         return None
     meta = json.loads(paths.meta.read_text())
-    st = shard.path.stat()
-    if meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+    stamp = input_stamp(shard.path)
+    if meta.get("size") != stamp["size"] or meta.get("mtime_ns") != stamp["mtime_ns"]:
         raise UsageError(f"{shard.path}: input changed since the interrupted run; use --overwrite to start again")
     return meta
 

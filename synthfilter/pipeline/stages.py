@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat as stat_module
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -290,6 +291,17 @@ class _ReaderHolder:
             yield tail
 
 
+def input_stamp(path: Path) -> dict[str, int]:
+    """Size and modification time, by which a resumed run knows its input has not changed.
+
+    A named pipe (or another non-regular file) has neither: every write to it moves its mtime,
+    and what it will serve next cannot be known without reading it, so it stamps as zeros."""
+    st = path.stat()
+    if not stat_module.S_ISREG(st.st_mode):
+        return {"size": 0, "mtime_ns": 0}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = None) -> dict[str, Any]:
     """Read one shard, score it in batches, write its annotation files atomically.
 
@@ -442,14 +454,12 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     if scorer.uses_near:
         os.replace(band_tmp, paths.bands)
         os.replace(sig_tmp, paths.sigs)
-    stat = shard.path.stat()
     meta = {
         "rel": shard.rel,
         "path": str(shard.path),
         "format": shard.format,
         "compression": shard.compression,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        **input_stamp(shard.path),
         "sha256": reader.sha256,
         "records": n,
         "malformed": malformed,
@@ -522,21 +532,13 @@ def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the union of two labelings (label = smallest index)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from synthfilter.dedup.clusters import component_roots
 
     n = len(a)
     idx = np.arange(n)
     rows = np.concatenate([idx[a != idx], idx[b != idx]])
     cols = np.concatenate([a[a != idx], b[b != idx]])
-    if len(rows) == 0:
-        return idx.astype(np.int64)
-    g = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
-    _, comp = connected_components(g, directed=False)
-    # Relabel each component by its smallest member.
-    smallest = np.full(comp.max() + 1, n, dtype=np.int64)
-    np.minimum.at(smallest, comp, idx)
-    return smallest[comp]
+    return component_roots(rows, cols, n)
 
 
 def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:

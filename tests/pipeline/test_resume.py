@@ -9,6 +9,7 @@ version (20+ random points) is benchmarks/fault_injection.py.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -21,6 +22,7 @@ import pytest
 
 from faults import after, finish, group_members, kill_at, leftovers, outputs, phase, start_run, wait_group_gone
 from helpers import make_records, write_jsonl
+from synthfilter.pipeline.stages import input_stamp
 
 ARGS = ["--no-detector", "--workers", "2", "-q"]  # near-duplicate detection on: every work file exists
 
@@ -200,3 +202,37 @@ def test_finished_run_resumed_is_left_as_it_is(corpus_dir: Path, reference: tupl
     code, err = finish(start_run(corpus_dir, out, ARGS, "--resume"))
     assert code == 0 and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert json.loads((out / "manifest.json").read_text())["conservation"]["ok"]
+
+
+def test_resume_refuses_an_input_changed_since_the_interrupted_run(corpus_dir: Path, tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    shutil.copytree(corpus_dir, inp)
+    out = tmp_path / "out"
+    proc = start_run(inp, out, ARGS)
+    assert kill_at(proc, lambda: _scored(out) >= 2)
+    proc.wait()
+    for f in inp.iterdir():  # same bytes, a later modification time: the shard may have changed
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    code, err = finish(start_run(inp, out, ARGS, "--resume"))
+    assert code == 2
+    assert "input changed since the interrupted run" in err
+
+
+def test_a_named_pipe_stamps_the_same_whatever_is_written_to_it(tmp_path: Path) -> None:
+    # Every write moves a pipe's mtime; a resumed run must not take that for a changed input.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    before = input_stamp(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        time.sleep(0.02)
+        os.write(fd, b'{"text": "written to the pipe"}\n')
+        assert input_stamp(fifo) == before == {"size": 0, "mtime_ns": 0}
+    finally:
+        os.close(fd)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(b'{"text": "a"}\n')
+    first = input_stamp(plain)
+    plain.write_bytes(b'{"text": "ab"}\n')
+    assert input_stamp(plain) != first and input_stamp(plain)["size"] == 15

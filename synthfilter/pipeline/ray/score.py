@@ -16,7 +16,7 @@ from synthfilter.io.shards import InputError
 from synthfilter.pipeline.ray.session import cluster_cpus
 from synthfilter.pipeline.ray.storage import ShardSource, Store, local_shard, shard_dir
 from synthfilter.pipeline.run import Progress, UsageError
-from synthfilter.pipeline.stages import ConservationError, Scorer, score_shard
+from synthfilter.pipeline.stages import ConservationError, Scorer, input_stamp, score_shard
 
 
 class ScoreShards:
@@ -85,8 +85,8 @@ def previous_meta(src: ShardSource, work: Store) -> dict[str, Any] | None:
         return None
     meta = json.loads(work.read_bytes(rel))
     if src.uri is None:
-        st = src.shard.path.stat()
-        size, mtime = st.st_size, st.st_mtime_ns
+        stamp = input_stamp(src.shard.path)
+        size, mtime = stamp["size"], stamp["mtime_ns"]
     else:
         size, mtime = src.size, src.mtime_ns
     if meta.get("size") != size or meta.get("mtime_ns") != mtime:
