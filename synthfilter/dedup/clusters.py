@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-__all__ = ["bucket_links", "choose_survivors", "near_duplicate_components", "runs_of_equal"]
+__all__ = ["bucket_links", "choose_survivors", "component_roots", "near_duplicate_components", "runs_of_equal"]
 
 
 def near_duplicate_components(
@@ -234,12 +232,9 @@ class Forest:
         if len(root_u) == 0:
             return
         nodes, inverse = np.unique(np.concatenate([root_u, root_v]), return_inverse=True)
-        k, e = len(nodes), len(root_u)
-        graph = coo_matrix((np.ones(e, dtype=np.int8), (inverse[:e], inverse[e:])), shape=(k, k))
-        _count, component = connected_components(graph, directed=False)
-        # nodes is sorted, so a component's first node is its smallest index: the new root.
-        _labels, first = np.unique(component, return_index=True)
-        self.parent[nodes] = nodes[first][component]
+        e = len(root_u)
+        # nodes is sorted, so a component's smallest position is its smallest index: the new root.
+        self.parent[nodes] = nodes[component_roots(inverse[:e], inverse[e:], len(nodes))]
 
     def labels(self) -> np.ndarray:
         """Root of every record (pointer jumping until every parent is a root)."""
@@ -249,3 +244,30 @@ class Forest:
             if np.array_equal(up, parent):
                 return up
             parent = up
+
+
+def component_roots(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """The smallest node of every node's connected component, in the undirected graph on nodes
+    ``0..n-1`` with edges ``(u[i], v[i])``.
+
+    Vectorised hooking and pointer jumping (numpy only: scipy's ``connected_components`` costs
+    the process some 20 MB to import). Each round hooks the larger root of every edge whose ends
+    are in different trees under the smallest root it meets, then flattens every tree to a star;
+    roots only ever get smaller, so it ends when every edge lies inside one tree.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    u = np.asarray(u, dtype=np.int64)
+    v = np.asarray(v, dtype=np.int64)
+    while len(u):
+        root_u, root_v = parent[u], parent[v]
+        apart = root_u != root_v
+        if not apart.any():
+            break
+        u, v, root_u, root_v = u[apart], v[apart], root_u[apart], root_v[apart]
+        np.minimum.at(parent, np.maximum(root_u, root_v), np.minimum(root_u, root_v))
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    return parent

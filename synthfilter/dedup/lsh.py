@@ -3,6 +3,7 @@ A pair with similarity s shares one of b bands of r rows with probability 1 - (1
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -25,18 +26,29 @@ def candidate_probability(similarity: float | np.ndarray, b: int, r: int) -> flo
 
 def false_positive_probability(threshold: float, b: int, r: int) -> float:
     """Area under the candidate curve below ``threshold`` (pairs that should not be candidates)."""
-    from scipy.integrate import quad  # imported here: it costs a third of a second at start-up
-
-    area, _err = quad(lambda s: 1.0 - (1.0 - s ** float(r)) ** float(b), 0.0, threshold)
-    return area
+    return _area(lambda s: 1.0 - (1.0 - s ** float(r)) ** float(b), 0.0, threshold, b * r)
 
 
 def false_negative_probability(threshold: float, b: int, r: int) -> float:
     """Area above the candidate curve from ``threshold`` to 1 (pairs that should be candidates)."""
-    from scipy.integrate import quad
+    return _area(lambda s: (1.0 - s ** float(r)) ** float(b), threshold, 1.0, b * r)
 
-    area, _err = quad(lambda s: (1.0 - s ** float(r)) ** float(b), threshold, 1.0)
-    return area
+
+def _area(curve: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, degree: int) -> float:
+    """The integral of ``curve``, a polynomial of ``degree``, from ``lo`` to ``hi``: Gauss-Legendre
+    quadrature with enough nodes to be exact (scipy's integrator, which datasketch uses, costs the
+    process some 35 MB of memory to import and agrees to rounding: tests/dedup/test_lsh.py)."""
+    nodes, weights = _gauss_legendre(degree // 2 + 1)
+    half = (hi - lo) / 2.0
+    return float(half * np.dot(weights, curve(lo + half * (nodes + 1.0))))
+
+
+@lru_cache(maxsize=32)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights on [-1, 1], exact for polynomials of degree up to 2n - 1."""
+    from numpy.polynomial.legendre import leggauss
+
+    return leggauss(n)
 
 
 # (false positive weight, false negative weight). Without verification every candidate pair is

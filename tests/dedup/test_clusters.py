@@ -10,7 +10,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from synthfilter.dedup.clusters import choose_survivors, near_duplicate_components
+from synthfilter.dedup.clusters import choose_survivors, component_roots, near_duplicate_components
 from synthfilter.dedup.lsh import band_keys
 from synthfilter.dedup.minhash import MinHasher
 from synthfilter.text.normalize import normalize_for_dedup
@@ -167,3 +167,20 @@ def test_components_then_survivors_on_big_input_is_fast():
     survivor = choose_survivors(labels, [np.zeros(n)])
     assert time.perf_counter() - start < 20
     assert np.array_equal(survivor, np.tile(np.arange(n // 2), 2))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_component_roots_match_scipy_on_random_graphs(seed):
+    # Chains, stars and sparse random edges, with repeated edges and self-loops.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    e = int(rng.integers(0, 2 * n))
+    u, v = rng.integers(0, n, e), rng.integers(0, n, e)
+    chain = np.arange(min(n, 400) - 1)
+    u, v = np.r_[u, chain[::-1]], np.r_[v, chain[::-1] + 1]  # a long path, listed back to front
+    roots = component_roots(u, v, n)
+    _, comp = connected_components(coo_matrix((np.ones(len(u)), (u, v)), shape=(n, n)), directed=False)
+    assert _partition(roots) == _partition(comp)
+    smallest = np.full(comp.max() + 1, n)
+    np.minimum.at(smallest, comp, np.arange(n))
+    assert np.array_equal(roots, smallest[comp])  # each node's root is its component's smallest node

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from datasketch import MinHashLSH
 
-from synthfilter.dedup.lsh import band_keys, candidate_probability, optimal_bands
+from synthfilter.dedup.lsh import (
+    band_keys,
+    candidate_probability,
+    false_negative_probability,
+    false_positive_probability,
+    optimal_bands,
+)
 from synthfilter.dedup.minhash import MinHasher, to_datasketch
 from synthfilter.text.normalize import normalize_for_dedup
 
@@ -36,6 +42,18 @@ def test_default_parameters_and_curve():
     assert candidate_probability(0.85, b, r) > 0.97
     assert candidate_probability(0.5, b, r) < 0.03
     assert candidate_probability(0.8, b, r) == pytest.approx(1 - (1 - 0.8**r) ** b)
+
+
+@pytest.mark.parametrize("b,r", [(1, 1), (9, 13), (14, 9), (32, 8), (128, 2)])
+@pytest.mark.parametrize("threshold", [0.3, 0.8, 0.95])
+def test_error_areas_match_scipy_quadrature(b, r, threshold):
+    # Our exact Gauss-Legendre areas against the adaptive integrator datasketch uses.
+    from scipy.integrate import quad
+
+    fp, _ = quad(lambda s: 1.0 - (1.0 - s**r) ** b, 0.0, threshold)
+    fn, _ = quad(lambda s: (1.0 - s**r) ** b, threshold, 1.0)
+    assert false_positive_probability(threshold, b, r) == pytest.approx(fp, rel=1e-9, abs=1e-12)
+    assert false_negative_probability(threshold, b, r) == pytest.approx(fn, rel=1e-9, abs=1e-12)
 
 
 def test_equal_bands_give_equal_keys_and_nothing_else_does():
