@@ -283,6 +283,8 @@ def adapt(
     human_label: str = typer.Option("human", help="Label value meaning human-written."),
     machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
+    method: str = typer.Option("auto", help="auto (chosen by cross-validation), linear (an adapter on top of the "
+                               "experts) or refit (the experts refitted with your labels; needs a model with replay.npz)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary output."),
 ) -> None:
     """Adapt a detector to your corpus with a few hundred labelled records (no retraining from scratch)."""
@@ -290,7 +292,7 @@ def adapt(
 
     code = guarded(lambda: adapt_command(
         data, out, model=model, text_field=text_field, label_field=label_field, human_label=human_label,
-        machine_label=machine_label, seed=seed, quiet=quiet,
+        machine_label=machine_label, seed=seed, quiet=quiet, method=method,
     ))
     raise typer.Exit(code or 0)
 

@@ -1,12 +1,20 @@
 """Adapt a trained detector to one corpus with a few hundred labelled records of it
 (``synthfilter adapt``), without retraining from scratch.
 
-The shipped components and experts stay as they are; a small adapter is fitted on top: a
-standardised, regularised logistic regression over the shipped combination alone (a pure
-recalibration), the experts' standardised scores, or these and every feature. The input set and
-the strength are chosen by cross-validated AUROC on the labels (5 folds), the isotonic calibration and the operating thresholds come from
-the same out-of-fold scores, so every figure in the adapted card is measured on labels the
-adapter did not see when it scored them.
+The shipped components (language models, TF-IDF heads) stay as they are. Two ways to adapt:
+
+- an adapter on top: a standardised, regularised logistic regression over the shipped
+  combination alone (a pure recalibration), the experts' standardised scores, or these and
+  every feature;
+- refitted experts: when the model carries its experts' training rows (``replay.npz``, feature
+  vectors only), the experts are fitted again on those rows plus the labelled records, which
+  weigh a set multiple of the training data, so the corpus's own human and machine texts
+  shape the experts' split points.
+
+The method, the input set and the strength are chosen by cross-validated AUROC on the labels
+(5 folds); the isotonic calibration and the operating thresholds come from the same out-of-fold
+scores, so every figure in the adapted card is measured on labels the adapter did not see when
+it scored them.
 """
 
 from __future__ import annotations
@@ -32,25 +40,60 @@ from synthfilter.detect.model import (
     CALIBRATION_FILE,
     CARD_FILE,
     CONFIG_FILE,
+    REPLAY_FILE,
     Detector,
+    Expert,
     LinearModel,
+    Replay,
     adapter_inputs,
+    adapter_method,
     combine,
+    expert_file,
 )
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+# Refitted experts: the labelled records together weigh this many times the training rows (per
+# class and expert). Chosen among by cross-validation like the adapter's strength.
+REFIT_WEIGHTS = (2.0, 8.0)
 FOLDS = 5
 MIN_PER_CLASS = 20
+METHODS = ("auto", "linear", "refit")
 
 
 @dataclass
 class Adaptation:
-    adapter: LinearModel
-    c: float
+    adapter: LinearModel | None  # the linear adapter, or None when the experts were refitted
+    c: float  # the adapter's strength, or the labelled records' weight for refitted experts
     oof_raw: np.ndarray  # out-of-fold adapter scores of the labelled records
     base_raw: np.ndarray  # the unadapted model's raw scores of them
     cv_auroc: dict[str, float]  # out-of-fold AUROC per "inputs:strength"
-    inputs: str  # which input set was chosen
+    inputs: str  # which input set was chosen ("refit" for refitted experts)
+    experts: list[Expert] | None = None  # the refitted experts
+
+
+def refit_experts(det: Detector, replay: Replay, x: np.ndarray, y: np.ndarray, weight: float,
+                  seed: int) -> list[Expert]:
+    """Every expert fitted again on the replay rows plus the labelled records (features ``x``,
+    labels ``y``): humans join the human rows; machine records join every expert's kind, since a
+    corpus does not say which kind wrote them. Per expert, the labelled humans together weigh
+    ``weight`` times the replay's humans, the labelled machine records ``weight`` times its rows
+    of that kind."""
+    from synthfilter.detect.model import feature_names
+    from synthfilter.detect.train import TrainParams, fit_expert
+
+    saved = det.config.get("params", {})
+    params = TrainParams(**{k: saved[k] for k in ("trees", "linear_c", "expert_model") if k in saved})
+    names = list(feature_names([e.kind for e in det.experts]))
+    human = replay.kinds == "human"
+    n_h, n_m = max(int((y == 0).sum()), 1), max(int((y == 1).sum()), 1)
+    out = []
+    for j, e in enumerate(det.experts):
+        kinds = np.concatenate([replay.kinds, np.where(y == 1, e.kind, "human")])
+        w_h = weight * replay.weight[human].sum() / n_h
+        w_m = weight * replay.weight[replay.kinds == e.kind].sum() / n_m
+        w = np.concatenate([replay.weight, np.where(y == 1, w_m, w_h)])
+        out.append(fit_expert(e.kind, np.vstack([replay.x, x]), kinds, w, names, params, seed + j))
+    return out
 
 
 def _fit(inputs: np.ndarray, y: np.ndarray, c: float, cols: np.ndarray) -> LinearModel:
@@ -72,10 +115,12 @@ def candidates(n_features: int, n_experts: int) -> list[tuple[str, np.ndarray]]:
     return [("combined", np.array([n - 1])), ("experts", np.arange(n_features, n)), ("all", np.arange(n))]
 
 
-def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int = 0) -> Adaptation:
+def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int = 0,
+                   method: str = "auto") -> Adaptation:
     """Choose the adapter's inputs and strength by cross-validated AUROC and fit it on every
     label. The simplest candidate keeps the shipped ranking, so an adapter only changes the
-    ranking where the labels show that doing so ranks better out of fold."""
+    ranking where the labels show that doing so ranks better out of fold. ``method`` limits the
+    candidates to linear adapters or to refitted experts."""
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
@@ -84,7 +129,8 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
     inputs = adapter_inputs(x, z)
     folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(inputs, y))
     grid = [(name, cols, c) for name, cols in candidates(x.shape[1], z.shape[1])
-            for c in (C_GRID if name != "combined" else (1.0,))]
+            for c in (C_GRID if name != "combined" else (1.0,))] if method != "refit" else []
+    replay = Replay.load(det.path / REPLAY_FILE) if method != "linear" and (det.path / REPLAY_FILE).is_file() else None
     with threadpool_limits(1):
         oof = {}
         for name, cols, c in grid:
@@ -92,15 +138,26 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
             for tr, te in folds:
                 o[te] = _fit(inputs[tr], y[tr], c, cols).decision_function(inputs[te])
             oof[(name, c)] = o
+        for weight in REFIT_WEIGHTS if replay is not None else ():
+            o = np.zeros(len(y))
+            for tr, te in folds:
+                experts = refit_experts(det, replay, x[tr], y[tr], weight, seed)
+                o[te] = combine(np.column_stack([e.z(x[te]) for e in experts]))
+            oof[("refit", weight)] = o
         scores = {k: float(auroc(y, v) or 0.0) for k, v in oof.items()}
         # A richer candidate must beat the simplest by a margin the labels can show, ties go to
-        # the simpler input set and then the stronger prior (smaller C).
+        # the simpler input set and then the stronger prior (smaller C, lighter labels).
         order = {name: i for i, (name, _) in enumerate(candidates(x.shape[1], z.shape[1]))}
-        base_key = ("combined", 1.0)
+        order["refit"] = len(order)
+        base_key = ("combined", 1.0) if method != "refit" else ("refit", REFIT_WEIGHTS[0])
         best = base_key
         for k in sorted(scores, key=lambda k: (order[k[0]], k[1])):
             if scores[k] > scores[best] + (0.005 if best == base_key else 0.0):
                 best = k
+        if best[0] == "refit":
+            experts = refit_experts(det, replay, x, y, best[1], seed)
+            return Adaptation(None, best[1], oof[best], combine(z), {f"{k[0]}:{k[1]}": v for k, v in scores.items()},
+                              "refit", experts)
         cols = dict(candidates(x.shape[1], z.shape[1]))[best[0]]
         adapter = _fit(inputs, y, best[1], cols)
     return Adaptation(adapter, best[1], oof[best], combine(z), {f"{k[0]}:{k[1]}": v for k, v in scores.items()},
@@ -109,7 +166,7 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
 
 def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_field: str = "text",
                   label_field: str = "label", human_label: str = "human", machine_label: str = "machine",
-                  seed: int = 0, quiet: bool = False) -> int:
+                  seed: int = 0, quiet: bool = False, method: str = "auto") -> int:
     """``synthfilter adapt``: write an adapted copy of ``model`` to ``out``; returns an exit code."""
     from rich.console import Console
 
@@ -130,14 +187,21 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
         return 2
     src = Path(model) if model is not None else default_model_path()
     det = Detector.load(src)
-    if det.adapter is not None:
+    if adapter_method(det.config) is not None:
         err.print(f"[red]error:[/red] {src}: already adapted; adapt the model it was adapted from", highlight=False)
+        return 2
+    if method not in METHODS:
+        err.print(f"[red]error:[/red] --method {method!r}: expected one of {', '.join(METHODS)}", highlight=False)
+        return 2
+    if method == "refit" and not (src / REPLAY_FILE).is_file():
+        err.print(f"[red]error:[/red] {src}: has no {REPLAY_FILE} (the experts' training rows), so its experts cannot "
+                  "be refitted; retrain it with this version of synthfilter, or use --method linear", highlight=False)
         return 2
     if out.resolve() == src.resolve():
         err.print(f"[red]error:[/red] {out}: --out must differ from the model being adapted", highlight=False)
         return 2
     y = labelled.y.astype(int)
-    ad = fit_adaptation(det, labelled.texts, y, seed)
+    ad = fit_adaptation(det, labelled.texts, y, seed, method)
     calibrator = fit_calibrator(ad.oof_raw, y)
     proba = calibrator(ad.oof_raw)
     thresholds = operating_points(proba[y == 0], proba)
@@ -148,11 +212,19 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
     config = dict(det.config)
     for name in config["files"]:
         shutil.copyfile(src / name, tmp / name)
-    ad.adapter.save(tmp / ADAPTER_FILE)
     calibrator.save(tmp / CALIBRATION_FILE)
-    config["adapter"] = {"inputs": ad.inputs, "c": ad.c, "n_labels": int(len(y)),
-                         "seed": seed}
-    config["files"] = [*config["files"], ADAPTER_FILE]
+    if ad.experts is not None:
+        config["experts"] = dict(config["experts"])
+        for e in ad.experts:
+            e.model.save(tmp / expert_file(e.kind))
+            config["experts"][e.kind] = {**config["experts"][e.kind], "centre": e.centre, "spread": e.spread}
+        config["adapter"] = {"method": "refit", "inputs": ad.inputs, "weight": ad.c, "n_labels": int(len(y)),
+                             "seed": seed}
+    else:
+        ad.adapter.save(tmp / ADAPTER_FILE)
+        config["adapter"] = {"method": "linear", "inputs": ad.inputs, "c": ad.c, "n_labels": int(len(y)),
+                             "seed": seed}
+        config["files"] = [*config["files"], ADAPTER_FILE]
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     before = {"auroc": auroc(y, ad.base_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.base_raw, 0.01)}
     after = {"auroc": auroc(y, ad.oof_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.oof_raw, 0.01)}
@@ -161,7 +233,7 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
         "model_id": f"{det.model_id}+adapted-{out.name}",
         "adapted_from": {"model_id": det.model_id, "sha256": det.sha256, "path": str(src)},
         "adaptation": {"data": [str(p) for p in data], "n": int(len(y)), "n_human": n_h, "n_machine": n_m,
-                       "inputs": ad.inputs, "strength_c": ad.c,
+                       "inputs": ad.inputs, **({"labels_weigh": ad.c} if ad.experts is not None else {"strength_c": ad.c}),
                        "cv_auroc": {k: round(v, 4) for k, v in ad.cv_auroc.items()},
                        "before": before, "after_out_of_fold": after},
         "train_prior": float(y.mean()),

@@ -42,6 +42,7 @@ CARD_FILE = "card.json"
 CONFIG_FILE = "config.json"
 CALIBRATION_FILE = "calibration.npz"
 ADAPTER_FILE = "adapter.npz"
+REPLAY_FILE = "replay.npz"
 
 LLR_STAT_NAMES = ("llr_mean", "llr_std", "llr_p10", "llr_p50", "llr_p90", "llr_absdiff")
 # Raw length is a property of how a data set was cut, not of who wrote the text: it is left out.
@@ -60,10 +61,11 @@ def expert_file(kind: str) -> str:
     return f"expert_{kind}.npz"
 
 
-def model_files(kinds: Sequence[str], adapted: bool = False) -> tuple[str, ...]:
+def model_files(kinds: Sequence[str], adapted: bool = False, replay: bool = False) -> tuple[str, ...]:
     """The array files of a model with these machine kinds (besides its card)."""
     return (CONFIG_FILE, *(lm_file(n) for n in ("human", *kinds)), *(head_file(k) for k in kinds),
-            *(expert_file(k) for k in kinds), CALIBRATION_FILE, *((ADAPTER_FILE,) if adapted else ()))
+            *(expert_file(k) for k in kinds), CALIBRATION_FILE, *((ADAPTER_FILE,) if adapted else ()),
+            *((REPLAY_FILE,) if replay else ()))
 
 
 def feature_names(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -201,6 +203,31 @@ class Expert:
         return (self.model.decision_function(x) - self.centre) / self.spread
 
 
+@dataclass
+class Replay:
+    """What the experts were fitted on, as numbers: each training row's (out-of-fold) feature
+    vector, its kind and its weight. No text. ``synthfilter adapt`` refits the experts on these
+    rows plus a user's labelled records, so a few hundred labels move the experts themselves,
+    not only a recalibration on top of them. Stored as float16 (the experts' split points need
+    no more)."""
+
+    x: np.ndarray
+    kinds: np.ndarray  # str: "human" or a machine kind
+    weight: np.ndarray
+
+    def save(self, path: Path) -> None:
+        names = sorted(set(self.kinds.tolist()))
+        codes = np.searchsorted(np.array(names), self.kinds).astype(np.uint8)
+        np.savez_compressed(path, x=self.x.astype(np.float16), kind_names=np.array(names), kinds=codes,
+                            weight=self.weight.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: Path) -> "Replay":
+        with np.load(path, allow_pickle=False) as z:
+            names = z["kind_names"].astype(str)
+            return cls(z["x"].astype(np.float64), names[z["kinds"]], z["weight"].astype(np.float64))
+
+
 class Calibrator:
     """Isotonic map from the raw score to a probability, stored as two arrays."""
 
@@ -243,6 +270,15 @@ def combine(z: np.ndarray) -> np.ndarray:
     return z.max(axis=1)
 
 
+def adapter_method(config: dict) -> str | None:
+    """How a model was adapted: ``linear`` (an adapter over its features and experts, in
+    ``adapter.npz``), ``refit`` (experts refitted on the replay rows plus the labels), or None."""
+    adapter = config.get("adapter")
+    if adapter is None:
+        return None
+    return str(adapter.get("method", "linear"))
+
+
 def adapter_inputs(x: np.ndarray, z: np.ndarray) -> np.ndarray:
     """What an adapter (``synthfilter adapt``) reads: the features, each expert's standardised
     score and the shipped combination of them."""
@@ -283,8 +319,8 @@ class Detector:
                 "retrain it with this version of synthfilter"
             )
         kinds = list(config.get("kinds", []))
-        adapted = config.get("adapter") is not None
-        missing = [n for n in model_files(kinds, adapted) if not (d / n).is_file()]
+        adapted = adapter_method(config) == "linear"
+        missing = [n for n in model_files(kinds, adapted, REPLAY_FILE in config.get("files", ())) if not (d / n).is_file()]
         if not kinds or missing:
             raise ModelError(f"{d}: not a synthfilter detector model (missing {', '.join(missing) or 'kinds'})")
         if list(config.get("features", [])) != list(feature_names(kinds)):

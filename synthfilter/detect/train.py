@@ -49,6 +49,8 @@ from synthfilter.detect.model import (
     Detector,
     Expert,
     LinearModel,
+    REPLAY_FILE,
+    Replay,
     TextViews,
     combine,
     expert_file,
@@ -286,6 +288,7 @@ class TrainResult:
     cal_idx: np.ndarray  # the training rows held out for calibration
     cal_proba: np.ndarray  # the final model's calibrated scores on them
     seconds: float
+    replay: Replay | None = None  # the experts' training rows, for synthfilter adapt
 
 
 def normalised(texts: Sequence[str], max_chars: int) -> list[str]:
@@ -293,8 +296,9 @@ def normalised(texts: Sequence[str], max_chars: int) -> list[str]:
 
 
 def _fit_models(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.ndarray | None,
-                params: TrainParams, seed: int, progress: ProgressFn) -> tuple[Components, list[Expert]]:
-    """Components (cross-fitted for the experts, then refitted on all) and experts on ``norms``."""
+                params: TrainParams, seed: int, progress: ProgressFn) -> tuple[Components, list[Expert], Replay]:
+    """Components (cross-fitted for the experts, then refitted on all), experts on ``norms``, and
+    the rows the experts were fitted on (for ``synthfilter adapt``)."""
     if params.plain_share > 0:
         norms, y, kinds, cells = _with_plain_rewrites(norms, y, kinds, cells, params, seed)
     if params.length_parity:
@@ -315,7 +319,7 @@ def _fit_models(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.nd
     progress("experts")
     components = fit_components(views, kinds, weight, params, hasher)
     progress("final components")
-    return components, experts
+    return components, experts, Replay(x, kinds, weight)
 
 
 def _with_plain_rewrites(norms: list[str], y: np.ndarray, kinds: np.ndarray, cells: np.ndarray | None,
@@ -363,21 +367,22 @@ def fit_detector(texts: Sequence[str], y: np.ndarray, params: TrainParams, seed:
         if len(y) >= params.holdout_min_rows:
             strata = np.array([f"{c}|{k}" for c, k in zip(cells if cells is not None else [""] * len(y), kinds)])
             fit_idx, cal_idx = calibration_split(strata, params.calibration_share, seed)
-            components, experts = _fit_models([norms[i] for i in fit_idx], y[fit_idx], kinds[fit_idx],
-                                              cells[fit_idx] if cells is not None else None, params, seed, progress)
+            components, experts, replay = _fit_models([norms[i] for i in fit_idx], y[fit_idx], kinds[fit_idx],
+                                                      cells[fit_idx] if cells is not None else None, params, seed,
+                                                      progress)
             raw = _raw(components, experts, [norms[i] for i in cal_idx])
         else:
             cal_idx = np.arange(len(y))
             raw = np.zeros(len(y))
             for k, (tr, te) in enumerate(_folds(kinds, params.calibration_folds, seed + 1000)):
-                comps, exps = _fit_models([norms[i] for i in tr], y[tr], kinds[tr],
-                                          cells[tr] if cells is not None else None, params, seed + k, quiet)
+                comps, exps, _ = _fit_models([norms[i] for i in tr], y[tr], kinds[tr],
+                                             cells[tr] if cells is not None else None, params, seed + k, quiet)
                 raw[te] = _raw(comps, exps, [norms[i] for i in te])
-            components, experts = _fit_models(norms, y, kinds, cells, params, seed, progress)
+            components, experts, replay = _fit_models(norms, y, kinds, cells, params, seed, progress)
         calibrator = fit_calibrator(raw, y[cal_idx])
         progress("calibration")
     return TrainResult(components, experts, calibrator, [e.kind for e in experts], cal_idx, calibrator(raw),
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, replay)
 
 
 # -- model directory --------------------------------------------------------------------------
@@ -436,7 +441,9 @@ def write_model(out: Path, result: TrainResult, params: TrainParams, card: dict)
     for e in result.experts:
         e.model.save(out / expert_file(e.kind))
     result.calibrator.save(out / CALIBRATION_FILE)
-    files = list(model_files(result.kinds))
+    if result.replay is not None:
+        result.replay.save(out / REPLAY_FILE)
+    files = list(model_files(result.kinds, replay=result.replay is not None))
     config = {
         "format_version": FORMAT_VERSION,
         "kinds": result.kinds,

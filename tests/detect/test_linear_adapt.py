@@ -111,14 +111,61 @@ def test_adapt_recovers_a_shifted_corpus_and_writes_an_honest_card(small_model, 
     base, adapted = Detector.load(d / "model"), Detector.load(d / "adapted")
     card = adapted.card
     assert card["adapted_from"]["sha256"] == base.sha256 and card["adaptation"]["n"] == 120
-    assert card["adaptation"]["inputs"] in ("experts", "all")  # the shipped ranking is wrong here
+    assert card["adaptation"]["inputs"] in ("experts", "all", "refit")  # the shipped ranking is wrong here
     assert card["adaptation"]["after_out_of_fold"]["auroc"] > 0.9 > card["adaptation"]["before"]["auroc"]
     fresh = _labels(d / "fresh.jsonl", 60, seed=9, swap=True)
     rows = [json.loads(x) for x in fresh.read_text().splitlines()]
     y = np.array([x["label"] == "machine" for x in rows])
     p = adapted.predict_proba([x["text"] for x in rows])
     assert p[y].mean() - p[~y].mean() > 0.5
-    assert adapted.sha256 != base.sha256 and "adapter.npz" in json.loads((d / "adapted" / "config.json").read_text())["files"]
+    assert adapted.sha256 != base.sha256
+
+
+def test_adapt_refits_the_experts_on_the_replay_rows_plus_the_labels(small_model):
+    from synthfilter.detect.adapt import adapt_command
+
+    d = small_model
+    config = json.loads((d / "model" / "config.json").read_text())
+    assert "replay.npz" in config["files"]  # training kept the experts' rows (numbers, no text)
+    labels = _labels(d / "refit.jsonl", 120, seed=4, swap=True)
+    assert adapt_command([labels], d / "refit", model=d / "model", quiet=True, method="refit") == 0
+    adapted_config = json.loads((d / "refit" / "config.json").read_text())
+    assert adapted_config["adapter"]["method"] == "refit" and "adapter.npz" not in adapted_config["files"]
+    for kind in config["kinds"]:  # the experts themselves changed, and their scales with them
+        assert (d / "refit" / f"expert_{kind}.npz").read_bytes() != (d / "model" / f"expert_{kind}.npz").read_bytes()
+        assert adapted_config["experts"][kind]["centre"] != config["experts"][kind]["centre"]
+    adapted = Detector.load(d / "refit")  # np.load(allow_pickle=False) throughout
+    assert adapted.adapter is None and adapted.card["adaptation"]["inputs"] == "refit"
+    assert adapted.card["adaptation"]["after_out_of_fold"]["auroc"] > 0.9
+    rows = [json.loads(x) for x in _labels(d / "fresh-refit.jsonl", 60, seed=9, swap=True).read_text().splitlines()]
+    y = np.array([x["label"] == "machine" for x in rows])
+    p = adapted.predict_proba([x["text"] for x in rows])
+    assert p[y].mean() - p[~y].mean() > 0.5
+    assert adapt_command([labels], d / "refit-again", model=d / "refit", quiet=True) == 2  # already adapted
+
+
+def test_a_model_without_replay_rows_adapts_linearly_and_refuses_refit(small_model, capsys):
+    import shutil
+
+    from synthfilter.detect.adapt import adapt_command
+    from synthfilter.detect.train import write_card
+
+    d = small_model
+    old = d / "no-replay"
+    shutil.copytree(d / "model", old)  # a model written before replay rows existed
+    (old / "replay.npz").unlink()
+    config = json.loads((old / "config.json").read_text())
+    config["files"].remove("replay.npz")
+    (old / "config.json").write_text(json.dumps(config))
+    write_card(old, json.loads((old / "card.json").read_text()))
+    Detector.load(old)
+    labels = _labels(d / "old.jsonl", 120, seed=4, swap=True)
+    assert adapt_command([labels], d / "old-refit", model=old, quiet=True, method="refit") == 2
+    assert "has no replay.npz" in capsys.readouterr().err.replace("\n", "")
+    assert adapt_command([labels], d / "old-auto", model=old, quiet=True) == 0
+    assert json.loads((d / "old-auto" / "config.json").read_text())["adapter"]["method"] == "linear"
+    assert adapt_command([labels], d / "bad", model=d / "model", quiet=True, method="retrain") == 2
+    assert "--method 'retrain'" in capsys.readouterr().err
 
 
 def test_adapt_keeps_the_ranking_when_labels_agree_and_refuses_bad_input(small_model, capsys):
