@@ -618,7 +618,7 @@ def _estimate_from_bins(
                                  card_points, measured, train_prior, card, labelled, seed)
     verdict, reasons = rel.combine(checks)
     sampling_ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
-    corners, basis, unseen_ci, below_used = None, "sampling", None, []
+    corners, basis, unseen_ci, below_used, zero_low = None, "sampling", None, [], False
     if draws is not None:
         # The interval over the rates of sources the detector never saw: reported always (the
         # checks cannot see every shift: machine text of a new source that scores like human text
@@ -628,9 +628,15 @@ def _estimate_from_bins(
             unseen_ci = (overall(float(np.quantile(wide[0], 0.025))), overall(float(np.quantile(wide[1], 0.975))))
         if verdict in ("doubtful", "unreliable") or (widen == "unseen_source" and wide_basis == "source_shift"):
             corners, basis, below_used = wide, wide_basis, below
+            if verdict in ("doubtful", "unreliable") and not any(m.fpr is not None for m in measured):
+                # The checks see this corpus's scores differ from the card's, and no labelled human
+                # records re-measured the false-positive rate: the excess may all be human text the
+                # detector misreads (a held-out source raised the human FPR 8-fold, beyond every
+                # other held-out source's move), so nothing rules out a share of 0.
+                corners, zero_low = (np.zeros_like(corners[0]), corners[1]), True
             det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
                       max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
-    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci)
+    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci, zero_low)
     ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
     message = reliability.message(ci)
     if message:

@@ -442,6 +442,9 @@ class Reliability:
     interval: str = "sampling"
     ci95_sampling: tuple[float, float] | None = None
     ci95_unseen_source: tuple[float, float] | None = None  # widened over source_shift, used or not
+    # The widened interval's low end was set to 0: flagged, and no labelled human records measured
+    # the false-positive rate here, so the share may be 0 for all the scores can tell.
+    low_end_zero: bool = False
 
     @property
     def flagged(self) -> bool:
@@ -456,12 +459,16 @@ class Reliability:
         text = f"{head}: {'; '.join(self.reasons)}"
         if widened_ci is not None and self.interval != "sampling":
             text += f". The 95 % interval of the synthetic share is widened to [{widened_ci[0]:.1%}, {widened_ci[1]:.1%}]"
+            if self.low_end_zero:
+                text += (" (down to none: what the detector flags here may all be human text it misreads, "
+                         "which labelled human records would rule in or out)")
         return f"{text}. To fix it, {ADVICE}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reasons": list(self.reasons), "interval": self.interval,
                 "ci95_sampling": list(self.ci95_sampling) if self.ci95_sampling is not None else None,
                 "ci95_unseen_source": list(self.ci95_unseen_source) if self.ci95_unseen_source is not None else None,
+                "low_end_zero": self.low_end_zero,
                 "checks": {c.name: c.to_dict() for c in self.checks}}
 
 

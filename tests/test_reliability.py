@@ -401,3 +401,20 @@ def test_a_plan_that_cannot_vouch_for_any_record_drops_them_all_and_says_so() ->
     plan = plan_downsampling(s, unknown(len(s)), u, 0.05, card=card, n_boot=200, widen="unseen_source")
     assert not plan.keep.any()
     assert any("drop every record without provenance" in w for w in plan.to_report()["warnings"])
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2])
+def test_human_text_moved_beyond_every_held_out_source_is_covered_by_a_zero_low_end(share: float) -> None:
+    # Human text of this corpus looks far more machine-like than on any source the card measured
+    # (as L2R's human rewrites did for a model trained without them): the estimate is far too high.
+    s, y = corpus(3000, share, seed=4, shift_h=1.6)
+    est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=300, seed=4)
+    r = est.reliability
+    assert r is not None and r.verdict in ("doubtful", "unreliable")
+    assert est.share > y.mean() + 0.1 and not covers(r.ci95_unseen_source, y.mean())  # beyond the box
+    assert est.ci95[0] == 0.0 and covers(est.ci95, y.mean())
+    # Labelled human records re-measure the false-positive rate: then the low end is not forced to 0.
+    masked, scores, prov, y = labelled_corpus(3000, 0.5, 400, 0, seed=4, shift_h=1.6)
+    labelled = estimate_prevalence(masked, prov, CARD, n_boot=300, seed=4, known_scores=scores)
+    assert labelled.reliability.to_dict()["checks"]["provenance"]["rates_used"] == "corpus FPR, card TPR"
+    assert labelled.detector_ci95[0] > 0.0 and covers(labelled.detector_ci95, y.mean())
