@@ -54,16 +54,21 @@ def near_duplicate_components(
             raise ValueError("verify=True needs the signatures (or pass verify=False)")
         if signatures.ndim != 2 or signatures.shape[0] != n:
             raise ValueError(f"signatures must have shape ({n}, num_perm), got {signatures.shape}")
+
+    def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return _similar(signatures, u, v, threshold, verify_chunk)
+
+    # A band's buckets can hold most records: their indices in 32 bits where they fit.
+    index_type = np.int32 if n < 2**31 else np.int64
     forest = Forest(n)
     for band in range(n_bands):
-        records, group_starts = _buckets(keys, band)
-        group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
-
-        def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-            return _similar(signatures, u, v, threshold, verify_chunk)
-
+        records, group_starts = _buckets(keys, band, index_type)
+        group = np.repeat(np.arange(len(group_starts) - 1, dtype=index_type), np.diff(group_starts))
+        del group_starts
         u, v = bucket_links(records, group, similar if verify else None, max_rounds)
+        del records, group
         forest.union(forest.find(u), forest.find(v))
+        del u, v
     return forest.labels()
 
 
@@ -82,17 +87,19 @@ def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -
     for i, k in enumerate(keys):
         if k.shape != (n,):
             raise ValueError(f"sort_keys[{i}] must have shape ({n},), got {k.shape}")
-    survivor = np.arange(n, dtype=np.int64)
     if n < 2:
-        return survivor
+        return np.arange(n, dtype=np.int64)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     same = sorted_labels[1:] == sorted_labels[:-1]
     del sorted_labels
-    positions, group_starts = _runs_of_equal(same)
-    if len(positions) == 0:
+    in_run, group_starts = _runs_of_equal(same)
+    del same
+    members = order[in_run]
+    del order, in_run
+    survivor = np.arange(n, dtype=np.int64)
+    if len(members) == 0:
         return survivor
-    members = order[positions]
     group = np.repeat(np.arange(len(group_starts) - 1), np.diff(group_starts))
     ranked = np.lexsort((members, *[k[members] for k in reversed(keys)], group))
     members, group = members[ranked], group[ranked]
@@ -107,29 +114,31 @@ def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -
 def _runs_of_equal(same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of a sorted array that belong to runs of >= 2 equal values, and run starts.
 
-    ``same[p]`` says whether sorted values p and p + 1 are equal. Returns ``positions`` (sorted)
-    and ``starts`` (offsets into ``positions``, one per run, plus ``len(positions)``).
+    ``same[p]`` says whether sorted values p and p + 1 are equal. Returns ``in_run`` (a mask of
+    the positions) and ``starts`` (offsets into the positions ``in_run`` selects, one per run,
+    plus their number). Masks, not index arrays: the runs can hold most of the values.
     """
     in_run = np.zeros(len(same) + 1, dtype=bool)
     in_run[1:] |= same
     in_run[:-1] |= same
-    positions = np.flatnonzero(in_run)
-    del in_run
-    opens = np.ones(len(positions), dtype=bool)
-    opens[1:] = ~same[positions[1:] - 1]
-    starts = np.append(np.flatnonzero(opens), len(positions))
-    return positions, starts
+    opens = in_run.copy()
+    opens[1:] &= ~same
+    starts = np.flatnonzero(opens[in_run])
+    return in_run, np.append(starts, np.count_nonzero(in_run))
 
 
-def _buckets(keys: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+def _buckets(keys: np.ndarray, band: int, index_type: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
     """Records sharing a key in ``band``, grouped: (records, group_starts) as in _runs_of_equal."""
-    column = np.ascontiguousarray(keys[:, band])
+    if len(keys) < 2:
+        return np.zeros(0, index_type), np.zeros(1, np.int64)
+    column = np.ascontiguousarray(keys[:, band])  # no copy where keys are stored band by band
     order = np.argsort(column)
     column = column[order]
     same = column[1:] == column[:-1]
     del column
-    positions, starts = _runs_of_equal(same)
-    return order[positions], starts
+    in_run, starts = _runs_of_equal(same)
+    del same
+    return order[in_run].astype(index_type, copy=False), starts
 
 
 # -- linking --------------------------------------------------------------------------------
@@ -217,6 +226,14 @@ class Forest:
     def __init__(self, n: int) -> None:
         self.parent = np.arange(n, dtype=np.int64)
 
+    @classmethod
+    def of_labels(cls, labels: np.ndarray) -> "Forest":
+        """The forest whose sets are the groups of ``labels`` (int64, each label the smallest
+        index of its group, as ``labels()`` gives them). Takes the array over: no copy."""
+        forest = cls(0)
+        forest.parent = labels
+        return forest
+
     def find(self, x: np.ndarray) -> np.ndarray:
         root = self.parent[x]
         while True:
@@ -229,6 +246,8 @@ class Forest:
 
     def union(self, root_u: np.ndarray, root_v: np.ndarray) -> None:
         """Merge the sets of each pair of roots (all merges of one call at once)."""
+        apart = root_u != root_v  # pairs already in one set change nothing
+        root_u, root_v = root_u[apart], root_v[apart]
         if len(root_u) == 0:
             return
         nodes, inverse = np.unique(np.concatenate([root_u, root_v]), return_inverse=True)
@@ -236,14 +255,20 @@ class Forest:
         # nodes is sorted, so a component's smallest position is its smallest index: the new root.
         self.parent[nodes] = nodes[component_roots(inverse[:e], inverse[e:], len(nodes))]
 
-    def labels(self) -> np.ndarray:
-        """Root of every record (pointer jumping until every parent is a root)."""
+    def labels(self, chunk: int = 1 << 20) -> np.ndarray:
+        """Root of every record: the forest's own parent array, flattened in place (pointer
+        jumping a chunk at a time, so that no second array of the forest's size is made)."""
         parent = self.parent
-        while True:
-            up = parent[parent]
-            if np.array_equal(up, parent):
-                return up
-            parent = up
+        changed = True
+        while changed:
+            changed = False
+            for lo in range(0, len(parent), chunk):
+                part = parent[lo : lo + chunk]
+                up = parent[part]
+                if not np.array_equal(up, part):
+                    part[:] = up  # a parent's parent is an ancestor too, whatever was written before
+                    changed = True
+        return parent
 
 
 def component_roots(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:

@@ -340,55 +340,116 @@ def _score_meta_valid(shard: Shard, paths: WorkPaths) -> dict[str, Any] | None:
 
 
 def load_annotations(shards: Sequence[Shard], work: Path, metas: dict[str, dict[str, Any]], near: bool) -> tuple[Annotations, list[int]]:
-    """Concatenate per-shard annotations in shard order; signatures stay memory-mapped."""
+    """Concatenate per-shard annotations in shard order; band keys and signatures stay memory-mapped.
+
+    Only the columns the decide stage reads are loaded (never the ids: ``save_decisions`` reads
+    those it writes). Band keys and signatures are gathered into one file each under ``work``,
+    band keys band by band (one band's keys contiguous), so that nothing of theirs is held in
+    anonymous memory: the kernel pages them in as the clustering reads them.
+    """
+    import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("status", "hash_hi", "hash_lo", "score", "provenance", "uniform", "length")}
-    shard_ids: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ANNOTATION_COLUMNS}
+    shard_sizes: list[int] = []
     offsets = [0]
-    bands: list[np.ndarray] = []
     languages: list[np.ndarray] = []
-    for si, sh in enumerate(shards):
-        paths = WorkPaths.for_shard(work, sh)
-        with ipc.open_file(str(paths.ann)) as reader:
-            t = reader.read_all()
+    with_language = 0
+    for sh in shards:
+        # Memory-mapped: the columns below are views of the file until they are concatenated.
+        with pa.memory_map(str(WorkPaths.for_shard(work, sh).ann)) as source:
+            t = ipc.open_file(source).read_all()
         for k in parts:
-            parts[k].append(t.column(k).to_numpy())
+            parts[k].extend(_column_views(t, k))
         if "language" in t.column_names:
-            languages.append(t.column("language").to_numpy())
-        n = t.num_rows
-        shard_ids.append(np.full(n, si, dtype=np.int32))
-        offsets.append(offsets[-1] + n)
-        if near:
-            nb = metas[sh.rel]["bands"]
-            bands.append(np.fromfile(paths.bands, dtype=np.uint64).reshape(n, nb))
+            languages.extend(_column_views(t, "language"))
+            with_language += 1
+        shard_sizes.append(t.num_rows)
+        offsets.append(offsets[-1] + t.num_rows)
+        del t
     total = offsets[-1]
-    sigs = None
-    if near and total:
-        num_perm = metas[shards[0].rel]["num_perm"]
-        all_sigs = work / "signatures.u32"
-        # One contiguous memory-mapped matrix, built by streaming the shard files (bounded RAM).
-        tmp = tmp_path_for(all_sigs)
-        with open(tmp, "wb") as dst:
-            for sh in shards:
-                with open(WorkPaths.for_shard(work, sh).sigs, "rb") as src:
-                    shutil.copyfileobj(src, dst, 1 << 22)
-        os.replace(tmp, all_sigs)
-        sigs = np.memmap(all_sigs, dtype=np.uint32, mode="r", shape=(total, num_perm))
+    has_language = bool(shards) and with_language == len(shards)
+    bands = sigs = None
+    if near:
+        sigs = _gather_signatures(shards, work, metas, total)
+        bands = _gather_band_keys(shards, work, metas, offsets)
 
-    def cat(k: str) -> np.ndarray:
-        return np.concatenate(parts[k]) if parts[k] else np.zeros(0)
+    def cat(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:
+        column = np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
+        chunks.clear()
+        return column
 
     ann = Annotations(
-        shard=np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32),
-        status=cat("status").astype(np.int8), hash_hi=cat("hash_hi").astype(np.uint64),
-        hash_lo=cat("hash_lo").astype(np.uint64), score=cat("score").astype(np.float32),
-        provenance=cat("provenance").astype(np.int8), uniform=cat("uniform").astype(np.float64),
-        length=cat("length").astype(np.int32),
-        bands=np.concatenate(bands) if near and bands else None, signatures=sigs,
-        language=np.concatenate(languages).astype(np.uint8) if languages and len(languages) == len(shards) else None,
+        shard=np.repeat(np.arange(len(shards), dtype=np.int32), shard_sizes),
+        status=cat(parts["status"], np.int8), hash_hi=cat(parts["hash_hi"], np.uint64),
+        hash_lo=cat(parts["hash_lo"], np.uint64), score=cat(parts["score"], np.float32),
+        provenance=cat(parts["provenance"], np.int8), uniform=cat(parts["uniform"], np.float64),
+        length=cat(parts["length"], np.int32), bands=bands, signatures=sigs,
+        language=cat(languages, np.uint8) if has_language else None,
     )
     return ann, offsets
+
+
+# The columns of a shard's ann.arrow that the decide stage reads.
+ANNOTATION_COLUMNS = ("status", "hash_hi", "hash_lo", "score", "provenance", "uniform", "length")
+
+
+def _column_views(table: Any, name: str) -> list[np.ndarray]:
+    """A numeric column's chunks as numpy views of their buffers, without a copy (and without
+    pyarrow's ``to_numpy``, whose first call imports pandas: some 30 MB)."""
+    views = []
+    for chunk in table.column(name).chunks:
+        if chunk.null_count:
+            views.append(chunk.to_numpy(zero_copy_only=False))
+            continue
+        dtype = np.dtype(chunk.type.to_pandas_dtype())
+        views.append(np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize))
+    return views
+
+
+def _gather_signatures(shards: Sequence[Shard], work: Path, metas: dict[str, dict[str, Any]], total: int) -> np.ndarray | None:
+    """All shards' signatures as one memory-mapped (records, num_perm) matrix, built by
+    streaming the shard files (bounded RAM)."""
+    if not total:
+        return None
+    num_perm = metas[shards[0].rel]["num_perm"]
+    all_sigs = work / "signatures.u32"
+    tmp = tmp_path_for(all_sigs)
+    with open(tmp, "wb") as dst:
+        for sh in shards:
+            with open(WorkPaths.for_shard(work, sh).sigs, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    os.replace(tmp, all_sigs)
+    return np.memmap(all_sigs, dtype=np.uint32, mode="r", shape=(total, num_perm))
+
+
+def _gather_band_keys(shards: Sequence[Shard], work: Path, metas: dict[str, dict[str, Any]],
+                      offsets: list[int], rows: int = 1 << 14) -> np.ndarray | None:
+    """All shards' band keys as a memory-mapped (records, bands) array stored band by band (its
+    transpose is C-ordered), so that the clustering reads each band's keys as one run of the file.
+
+    Written with plain writes, ``rows`` records at a time (a write to a memory map on a full
+    disk kills the process instead of raising an error)."""
+    if not shards:
+        return None
+    total = offsets[-1]
+    nb = metas[shards[0].rel]["bands"]
+    if not total:
+        return np.zeros((0, nb), np.uint64)
+    path = work / "bands.u64"
+    tmp = tmp_path_for(path)
+    with open(tmp, "wb") as dst:
+        for si, sh in enumerate(shards):
+            lo, hi = offsets[si], offsets[si + 1]
+            with open(WorkPaths.for_shard(work, sh).bands, "rb") as src:
+                for start in range(lo, hi, rows):
+                    count = min(rows, hi - start)
+                    block = np.fromfile(src, dtype=np.uint64, count=count * nb).reshape(count, nb)
+                    for band, keys in enumerate(block.T.copy()):
+                        dst.seek((band * total + start) * 8)
+                        dst.write(keys.data)
+    os.replace(tmp, path)
+    return np.memmap(path, dtype=np.uint64, mode="r", shape=(nb, total)).T
 
 
 def save_decisions(shards: Sequence[Shard], work: Path, offsets: list[int], decisions: Decisions) -> None:

@@ -516,8 +516,20 @@ class Decisions:
 def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Label = smallest global index with the same normalised-text hash (ok records only)."""
     n = len(ok)
+    # Only records whose first 64 bits some other record shares can have a duplicate: one sort of
+    # that column finds them, and only they (few, mostly) are sorted by the whole hash below.
+    order = np.argsort(hi)
+    sorted_hi = hi[order]
+    same = sorted_hi[1:] == sorted_hi[:-1]
+    del sorted_hi
+    shared = np.zeros(n, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    del same
+    idx = order[shared]
+    del order, shared
     labels = np.arange(n, dtype=np.int64)
-    idx = np.flatnonzero(ok)
+    idx = idx[ok[idx]]
     if len(idx) < 2:
         return labels
     order = idx[np.lexsort((idx, lo[idx], hi[idx]))]
@@ -531,27 +543,31 @@ def _exact_labels(ok: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 
 def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Connected components of the union of two labelings (label = smallest index)."""
-    from synthfilter.dedup.clusters import component_roots
+    """Connected components of the union of two labelings (label = smallest index of its group).
 
-    n = len(a)
-    idx = np.arange(n)
-    rows = np.concatenate([idx[a != idx], idx[b != idx]])
-    cols = np.concatenate([a[a != idx], b[b != idx]])
-    return component_roots(rows, cols, n)
+    ``b`` (int64) becomes the result, changed in place: the groups of ``b`` are taken as a
+    forest and every link of ``a`` (a record to its label) merged into it.
+    """
+    from synthfilter.dedup.clusters import Forest
+
+    forest = Forest.of_labels(b)
+    moved = np.flatnonzero(a != np.arange(len(a)))
+    forest.union(forest.find(moved), forest.find(a[moved]))
+    return forest.labels()
 
 
 def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
     """Pick one record per group by the configured rule; ties go to the earliest record."""
     keys = []
     for rule in rules:
+        # Keys in the columns' own (narrow) types: the same order as any wider type gives.
         if rule == "provenance":
             # human (1) first, unknown (0) next, machine (2) last
-            keys.append(np.choose(ann.provenance.astype(np.int64), [1, 0, 2]))
+            keys.append(_PROVENANCE_RANK[ann.provenance])
         elif rule == "score":
-            keys.append(np.nan_to_num(ann.score.astype(np.float64), nan=0.5))
+            keys.append(np.nan_to_num(ann.score, nan=0.5))
         elif rule == "length":
-            keys.append(-ann.length.astype(np.int64))
+            keys.append(np.negative(ann.length))
         elif rule == "order":
             break
     from synthfilter.dedup.clusters import choose_survivors
@@ -559,42 +575,55 @@ def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.
     return choose_survivors(labels, keys)
 
 
-def duplicate_reasons(survivor: np.ndarray, hash_hi: np.ndarray, hash_lo: np.ndarray) -> np.ndarray:
-    """Reason of each record as a duplicate of ``survivor``: exact when it has its survivor's
-    normalised-text hash, near otherwise."""
-    same_hash = (hash_hi == hash_hi[survivor]) & (hash_lo == hash_lo[survivor])
+_PROVENANCE_RANK = np.array([1, 0, 2], dtype=np.int8)  # by provenance code: human first, machine last
+
+
+def duplicate_reasons(survivor: np.ndarray, hash_hi: np.ndarray, hash_lo: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Reason of each of ``rows`` as a duplicate of its ``survivor``: exact when it has its
+    survivor's normalised-text hash, near otherwise."""
+    kept = survivor[rows]
+    same_hash = (hash_hi[rows] == hash_hi[kept]) & (hash_lo[rows] == hash_lo[kept])
     return np.where(same_hash, EXACT_DUP, NEAR_DUP).astype(np.int8)
 
 
 def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) -> Decisions:
     """Global decisions for every record: malformed, duplicates, then the synthetic target."""
+    # Arrays of a value per record are made when needed and dropped when done: the peak of this
+    # function is what the local engine needs in memory per record (ray_scale.py local-memory).
     n = len(ann)
     reason = np.zeros(n, dtype=np.int8)
-    dup_of = np.full(n, -1, dtype=np.int64)
     ok = ann.status == STATUS_OK
     reason[~ok] = reason_of_status(ann.status[~ok])
-    idx = np.arange(n, dtype=np.int64)
 
-    labels = idx.copy()
-    exact = _exact_labels(ok, ann.hash_hi, ann.hash_lo) if cfg.dedup.exact else idx.copy()
-    labels = exact
+    labels = None
     if cfg.dedup.near and ann.bands is not None and n:
         from synthfilter.dedup.clusters import near_duplicate_components
 
         # Malformed rows carry unique band keys (see score_shard), so they match nothing.
-        near = near_duplicate_components(
+        labels = near_duplicate_components(
             ann.bands, signatures=ann.signatures if cfg.dedup.verify else None,
             threshold=cfg.dedup.verify_at, verify=cfg.dedup.verify,
         )
-        labels = merge_labels(exact, np.where(ok, near, idx))
+        not_ok = np.flatnonzero(~ok)
+        labels[not_ok] = not_ok  # a record that is not ok keeps its own label
+    if cfg.dedup.exact:
+        exact = _exact_labels(ok, ann.hash_hi, ann.hash_lo)
+        labels = exact if labels is None else merge_labels(exact, labels)
+        del exact
+    if labels is None:
+        labels = np.arange(n, dtype=np.int64)
 
     survivor = survivors(labels, ann, cfg.dedup.keep_rule)
-    is_dup = ok & (survivor != idx)
-    reason[is_dup] = duplicate_reasons(survivor, ann.hash_hi, ann.hash_lo)[is_dup]
-    dup_of[is_dup] = survivor[is_dup]
+    dup = np.flatnonzero(ok & (survivor != np.arange(n)))
+    reason[dup] = duplicate_reasons(survivor, ann.hash_hi, ann.hash_lo, dup)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    dup_of[dup] = survivor[dup]
+    del survivor, dup
 
     group_sizes = np.bincount(labels[ok], minlength=n) if n else np.zeros(0, np.int64)
+    del labels
     cluster_sizes = group_sizes[group_sizes >= 2]
+    del group_sizes
 
     decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
                           posterior=np.full(n, np.nan, dtype=np.float32))

@@ -10,7 +10,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from synthfilter.dedup.clusters import choose_survivors, component_roots, near_duplicate_components
+from synthfilter.dedup.clusters import Forest, choose_survivors, component_roots, near_duplicate_components
 from synthfilter.dedup.lsh import band_keys
 from synthfilter.dedup.minhash import MinHasher
 from synthfilter.text.normalize import normalize_for_dedup
@@ -184,3 +184,18 @@ def test_component_roots_match_scipy_on_random_graphs(seed):
     smallest = np.full(comp.max() + 1, n)
     np.minimum.at(smallest, comp, np.arange(n))
     assert np.array_equal(roots, smallest[comp])  # each node's root is its component's smallest node
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_forest_labels_flatten_in_place_a_chunk_at_a_time(chunk):
+    # Long chains and random trees, every parent no larger than its child (as the forest keeps them).
+    rng = np.random.default_rng(chunk)
+    n = 2000
+    parent = np.minimum(np.arange(n), rng.integers(0, n, n))
+    parent[1:300] = np.arange(300 - 1)  # one path of 300 records
+    want = parent.copy()
+    while not np.array_equal(want[want], want):
+        want = want[want]
+    forest = Forest.of_labels(parent.copy())
+    assert np.array_equal(forest.labels(chunk=chunk), want)
+    assert forest.parent is forest.labels()

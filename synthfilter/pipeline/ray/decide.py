@@ -266,7 +266,7 @@ def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...]) -> d
     )
     survivor = survivors(b["label"], compact, rules)
     dup = np.flatnonzero(survivor != np.arange(n))
-    reason = duplicate_reasons(survivor, b["hash_hi"], b["hash_lo"])[dup]
+    reason = duplicate_reasons(survivor, b["hash_hi"], b["hash_lo"], dup)
     _, sizes = np.unique(b["label"], return_counts=True)
     size = sizes[sizes >= 2]  # one row a cluster (its size in ``gidx``)
     k = len(size)

@@ -1,0 +1,76 @@
+"""The local decide stage's lean parts: the annotations it loads (band keys memory-mapped band by
+band), exact-duplicate labels, the merge of two labelings; each against a plain reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import make_records, write_jsonl
+from synthfilter.config import Config
+from synthfilter.dedup.clusters import component_roots
+from synthfilter.io.shards import discover_shards
+from synthfilter.pipeline.run import load_annotations
+from synthfilter.pipeline.stages import STATUS_OK, WorkPaths, _exact_labels, decide, merge_labels, score_shard
+
+
+def _groups_to_labels(group: np.ndarray) -> np.ndarray:
+    """Label = smallest index of each record's group."""
+    smallest = np.full(group.max() + 1, len(group))
+    np.minimum.at(smallest, group, np.arange(len(group)))
+    return smallest[group]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_labels_are_the_first_record_with_the_whole_hash(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 5000
+    # Few distinct first halves, so that many records share one without sharing the second.
+    hi = rng.integers(0, 40, n).astype(np.uint64)
+    lo = rng.integers(0, 3, n).astype(np.uint64)
+    ok = rng.random(n) > 0.1
+    first: dict[tuple[int, int], int] = {}
+    want = np.arange(n)
+    for i in range(n):
+        if ok[i]:
+            want[i] = first.setdefault((int(hi[i]), int(lo[i])), i)
+    assert np.array_equal(_exact_labels(ok, hi, lo), want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_labels_are_the_components_of_both_labelings(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    a = _groups_to_labels(rng.integers(0, n // 3, n))
+    b = _groups_to_labels(rng.integers(0, n // 2, n))
+    idx = np.arange(n)
+    want = component_roots(np.r_[idx, idx], np.r_[a, b], n)
+    assert np.array_equal(merge_labels(a, b.copy()), want)
+
+
+def test_load_annotations_maps_band_keys_band_by_band(tmp_path: Path) -> None:
+    for s in range(3):
+        write_jsonl(tmp_path / "in" / f"part-{s}.jsonl", make_records(60, seed=s, dup_every=4))
+    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
+                            "report": {"diversity": False, "html": False}})
+    shards, _ = discover_shards([str(tmp_path / "in")])
+    work = tmp_path / "work"
+    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
+    ann, offsets = load_annotations(shards, work, metas, near=True)
+    nb = metas[shards[0].rel]["bands"]
+    rows = np.concatenate([np.fromfile(WorkPaths.for_shard(work, sh).bands, dtype=np.uint64).reshape(-1, nb)
+                           for sh in shards])
+    assert offsets == [0, 60, 120, 180] and ann.bands.shape == (180, nb)
+    assert isinstance(ann.bands, np.memmap) and ann.bands[:, 0].flags.c_contiguous
+    assert np.array_equal(ann.bands, rows)
+    assert ann.shard.tolist() == [0] * 60 + [1] * 60 + [2] * 60
+    assert (ann.status == STATUS_OK).all() and ann.hash_hi.flags.owndata
+
+    mapped = decide(ann, cfg)
+    in_memory = decide(dataclasses.replace(ann, bands=rows), cfg)
+    assert mapped.counts()["exact_duplicate"] > 0
+    for field in ("reason", "duplicate_of", "cluster_sizes"):
+        assert np.array_equal(getattr(mapped, field), getattr(in_memory, field))
