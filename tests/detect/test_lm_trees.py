@@ -68,10 +68,19 @@ def test_exported_trees_match_sklearn(tmp_path):
     trees.save(tmp_path / "t.npz")
     again = TreeEnsemble.load(tmp_path / "t.npz")
     np.testing.assert_allclose(again.decision_function(test), clf.decision_function(test), atol=1e-9)
-    # Both evaluation paths: scikit-learn's compiled predictors (used when they check out on
-    # load) and the numpy walk (the fallback) give the same log-odds.
-    assert again._compiled is not None
-    np.testing.assert_allclose(again.decision_function_numpy(test), clf.decision_function(test), atol=1e-9)
+
+
+
+def test_loading_and_scoring_with_the_detector_never_imports_scikit_learn():
+    # scikit-learn (with scipy and pandas) costs a scoring process ~170 MB; only training needs it.
+    import subprocess
+    import sys
+
+    code = ("import sys; from synthfilter.detect.model import get_detector; "
+            "p = get_detector(None).predict_proba(['A short note about the weather, written on a train.'] * 3); "
+            "assert len(p) == 3; print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_calibrator_is_monotone_calibrated_and_keeps_ranking():
