@@ -199,13 +199,20 @@ class _Names(_Column):
         return (names[c] for c in self.codes.tolist())
 
 
-def _rounded(values: Any) -> _Column:
-    """Per record, a float rounded to 6 places, or None where NaN (not scored, not downsampled)."""
-    return _Column(len(values), lambda i: None if math.isnan(values[i]) else round(float(values[i]), 6))
+def _rounded(gs: Any, values: Any) -> _Column:
+    """Per record, the value of a gated record (``values``: one per gated record) rounded to 6
+    places, or None where NaN (not scored, not downsampled) or not gated."""
+
+    def get(i: int) -> float | None:
+        p = gs.position(i)
+        return None if p < 0 or math.isnan(values[p]) else round(float(values[p]), 6)
+
+    return _Column(gs.n, get)
 
 
 class _Offending(Sequence):
-    """The offending items, worst first, built when asked for from the scan's compact columns."""
+    """The offending items, worst first (``rows``: their record indices), built when asked for:
+    ``build(k)`` makes the k-th from compact columns."""
 
     def __init__(self, rows: Any, build: Any):
         self.rows = rows
@@ -216,11 +223,15 @@ class _Offending(Sequence):
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return [self._build(int(r)) for r in self.rows[i]]
-        return self._build(int(self.rows[i]))
+            return [self._build(k) for k in range(*i.indices(len(self.rows)))]
+        if i < 0:
+            i += len(self.rows)
+        if not 0 <= i < len(self.rows):
+            raise IndexError(i)
+        return self._build(i)
 
     def __iter__(self) -> Iterator[OffendingItem]:
-        return (self._build(int(r)) for r in self.rows)
+        return (self._build(k) for k in range(len(self.rows)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (Sequence, list)):
@@ -273,10 +284,13 @@ class GateResult:
 
     @property
     def offending_ids(self) -> list[str]:
+        return list(self._iter_offending_ids())
+
+    def _iter_offending_ids(self) -> Iterator[str]:
         strings = self._scan.strings if self._scan is not None else None
         if strings is not None and isinstance(self.offending, _Offending):
-            return [strings.get(int(r), "id") for r in self.offending.rows]  # type: ignore[misc]
-        return [o.id for o in self.offending]
+            return (strings.get(int(r), "id") for r in self.offending.rows)  # type: ignore[misc]
+        return (o.id for o in self.offending)
 
     @property
     def approved(self) -> list[CmsRecord]:
@@ -385,7 +399,7 @@ class GateResult:
         head = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
         with atomic_open(p) as f:
             rest = head
-            for key, items in (("offending_ids", lambda: iter(self.offending_ids)),
+            for key, items in (("offending_ids", self._iter_offending_ids),
                                ("offending", lambda: (o.to_dict() for o in self.offending))):
                 marker = f'"{key}": {json.dumps(_PLACEHOLDER)}'
                 before, _, rest = rest.partition(marker)
@@ -527,9 +541,8 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
         result = _result(gs, source, pol, cfg, prov_field)
         # The strings of the records the result names (offending items, kept copies of
         # duplicates); then the temporary files go.
-        dup_rows = gs.duplicate_rows()
         offending_rows = result.offending.rows  # type: ignore[attr-defined]
-        gs.strings = take_strings(gs, np.concatenate([offending_rows, dup_rows[dup_rows >= 0]]))
+        gs.strings = take_strings(gs, np.concatenate([offending_rows, gs.kept_rows()]))
         gs.store = None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -596,23 +609,20 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
 
     # Per record, in input order, from compact columns; excluded items are not gated.
     reason_codes = gs.reason_codes()
-    dup_rows = gs.duplicate_rows()
-    scores = gs.scores()
     prov_codes = gs.provenance_codes()
 
     def dup_id(i: int) -> str | None:
-        j = int(dup_rows[i])
+        j = gs.duplicate_row(i)
         return None if j < 0 else gs.strings.get(j, "id")
 
     result = GateResult(
         passed=all(c.passed for c in checks), policy=pol, checks=checks, measured=measured, offending=[],
         records=source, reasons=_Names(reason_codes, REASON_NAMES), duplicate_of=_Column(gs.n, dup_id),
-        scores=_rounded(scores), p_machine=_rounded(gs.p_machine()), provenance=_Names(prov_codes, PROVENANCE_NAMES),
-        report=report, config=cfg, messages=messages, warnings=list(report.get("warnings") or []),
-        _decisions=gs.decisions, _scan=gs,
+        scores=_rounded(gs, gs.score), p_machine=_rounded(gs, gs.decisions.posterior),
+        provenance=_Names(prov_codes, PROVENANCE_NAMES), report=report, config=cfg, messages=messages,
+        warnings=list(report.get("warnings") or []), _decisions=gs.decisions, _scan=gs,
     )
-    result.offending = _offending(result, reason_codes, dup_rows, scores, prov_codes,
-                                  require_provenance=pol.require_provenance is not None)
+    result.offending = _offending(gs, reason_codes, prov_codes, require_provenance=pol.require_provenance is not None)
     return result
 
 
@@ -670,11 +680,11 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
     return out
 
 
-def _offending(result: GateResult, reason_codes: Any, dup_rows: Any, scores: Any, prov_codes: Any,
-               require_provenance: bool) -> _Offending:
+def _offending(gs: Any, reason_codes: Any, prov_codes: Any, require_provenance: bool) -> _Offending:
     """Likely-synthetic items, duplicates, and (when required) items without provenance; worst
     first: most problems, then most likely synthetic, then input order. Ranked over the compact
-    columns; each item is built when it is asked for."""
+    columns; only the offending items' own values are kept, and each item is built when it is
+    asked for."""
     import numpy as np
 
     from synthfilter.gatescan import EXCLUDED_CODE
@@ -683,41 +693,58 @@ def _offending(result: GateResult, reason_codes: Any, dup_rows: Any, scores: Any
 
     # Records --languages set aside are not gated: they never reach training.
     gated = (reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED) & (reason_codes != LANGUAGE)
-    p = np.where(prov_codes == MACHINE, 1.0, np.where(prov_codes == HUMAN, 0.0, scores.astype(np.float64)))
-    # The value shown (scores rounded to 6 places, as Python rounds), also the sort key; in blocks.
-    p_rounded = np.concatenate([np.fromiter((round(x, 6) for x in p[k:k + 65536].tolist()), np.float64)
-                                for k in range(0, len(p), 65536)]) if len(p) else p
-    synthetic = gated & ~np.isnan(p) & (p_rounded >= SYNTHETIC_SCORE)
+    scores = gs.scores()
+    # P(synthetic) as shown (1 / 0 for known provenance, else the score rounded to 6 places, as
+    # Python rounds) is also what marks an item synthetic. Rounding moves a score by 5e-7 at most,
+    # so only scores from just under SYNTHETIC_SCORE need rounding to decide.
+    synthetic = gated & (prov_codes == MACHINE)
+    maybe = np.flatnonzero(gated & (prov_codes != MACHINE) & (prov_codes != HUMAN) & (scores >= SYNTHETIC_SCORE - 0.01))
+    synthetic[maybe[_shown(scores[maybe]) >= SYNTHETIC_SCORE]] = True
     duplicate = gated & ((reason_codes == EXACT_DUP) | (reason_codes == NEAR_DUP))
     no_label = gated & (prov_codes == UNKNOWN) if require_provenance else np.zeros(len(gated), dtype=bool)
     rows = np.flatnonzero(synthetic | duplicate | no_label)
-    serious = synthetic[rows].astype(np.int64) + duplicate[rows]
-    badness = np.where(np.isnan(p_rounded[rows]), -1.0, p_rounded[rows])
-    rows = rows[np.lexsort((rows, -badness, -serious))]
+    synthetic, duplicate, no_label, score = synthetic[rows], duplicate[rows], no_label[rows], scores[rows]
+    del gated, scores
+    prov = prov_codes[rows]
+    shown = np.where(prov == MACHINE, 1.0, np.where(prov == HUMAN, 0.0, _shown(score)))
+    serious = synthetic.astype(np.int64) + duplicate
+    order = np.lexsort((rows, -np.where(np.isnan(shown), -1.0, shown), -serious))
+    rows, synthetic, duplicate, no_label, score = (a[order] for a in (rows, synthetic, duplicate, no_label, score))
+    dup_rows = gs.duplicate_rows(rows)
 
-    def build(i: int) -> OffendingItem:
-        strings = result._scan.strings
+    def build(k: int) -> OffendingItem:
+        i = int(rows[k])
+        strings = gs.strings
         why = REASONS[int(reason_codes[i])]
         problems = []
-        if synthetic[i]:
+        if synthetic[k]:
             problems.append("synthetic")
-        if duplicate[i]:
+        if duplicate[k]:
             problems.append(why)
-        if no_label[i]:
+        if no_label[k]:
             problems.append("missing_provenance")
-        j = int(dup_rows[i])
-        score = None if np.isnan(scores[i]) else round(float(scores[i]), 6)
+        j = int(dup_rows[k])
+        s = None if np.isnan(score[k]) else round(float(score[k]), 6)
         prov = PROVENANCE_NAMES[int(prov_codes[i])]
         return OffendingItem(
             id=strings.get(i, "id"), title=strings.get(i, "title"), link=strings.get(i, "link"),
             path=strings.get(i, "path"), source=strings.get(i, "source"), problems=problems,
-            p_synthetic=1.0 if prov == "machine" else 0.0 if prov == "human" else score, score=score,
+            p_synthetic=1.0 if prov == "machine" else 0.0 if prov == "human" else s, score=s,
             provenance=prov, duplicate_of=strings.get(j, "id") if j >= 0 else None,
             duplicate_of_title=strings.get(j, "title") if j >= 0 else None,
             decision="approved" if why == "kept" else f"rejected ({why})",
         )
 
     return _Offending(rows, build)
+
+
+def _shown(scores: Any) -> Any:
+    """Scores rounded to 6 places as Python's ``round`` does (NaN stays NaN), as float64."""
+    import numpy as np
+
+    values = scores.astype(np.float64)
+    return np.concatenate([np.fromiter((round(x, 6) for x in values[k:k + 65536].tolist()), np.float64)
+                           for k in range(0, len(values), 65536)]) if len(values) else values
 
 
 def _reason_counts(result: GateResult) -> Counter:

@@ -1,7 +1,7 @@
 """The gate's pass over an export, in bounded memory: records are scored a batch at a time into
-compact columns (numbers in memory, LSH band keys and MinHash signatures in temporary files,
-ids / titles / links in a temporary file), and never held; then the pipeline's own
-decide stage runs over those columns, as ``SynthFilter.decide`` would over ``annotate``'s.
+compact columns in temporary files (numbers, LSH band keys, MinHash signatures, ids / titles /
+links), and never held; then the numbers are read back and the pipeline's own decide stage runs
+over those columns, as ``SynthFilter.decide`` would over ``annotate``'s.
 
 Records come from a ``RecordSource``: a list (``synthfilter.gate(records)``) or export files
 read again whenever the records are needed once more (writing the approved subset).
@@ -171,34 +171,53 @@ class _StringStore:
             for k in range(len(self.starts) - 1):
                 yield [row[c] for row in self._batch(f, k)]
 
-    def take(self, rows: np.ndarray) -> dict[str, list[str | None]]:
-        """The strings of ``rows`` (sorted, unique), column by column, in that order."""
-        out: dict[str, list[str | None]] = {c: [] for c in STRING_COLUMNS}
+    def rows(self, rows: np.ndarray) -> Iterator[list[str | None]]:
+        """The strings of each of ``rows`` (sorted, unique), in that order, one batch read at a time."""
         if len(rows) and len(self.starts) > 1:
             which = np.searchsorted(self.starts, rows, side="right") - 1
+            bounds = np.searchsorted(which, np.arange(len(self.starts)))
             with open(self.path, "rb") as f:
                 for k in np.unique(which).tolist():
                     batch = self._batch(f, k)
-                    for j in (rows[which == k] - self.starts[k]).tolist():
-                        for c, value in zip(STRING_COLUMNS, batch[j]):
-                            out[c].append(value)
+                    for j in (rows[bounds[k]:bounds[k + 1]] - self.starts[k]).tolist():
+                        yield batch[j]
+
+    def take(self, rows: np.ndarray) -> dict[str, list[str | None]]:
+        """The strings of ``rows`` (sorted, unique), column by column, in that order."""
+        out: dict[str, list[str | None]] = {c: [] for c in STRING_COLUMNS}
+        for values in self.rows(rows):
+            for c, value in zip(STRING_COLUMNS, values):
+                out[c].append(value)
         return out
 
 
-class _Packed:
-    """Strings (or None) packed in one buffer: about their UTF-8 length plus 9 bytes each."""
+class _ColumnFiles:
+    """Per-record numbers appended batch by batch to temporary files, one file per column, and
+    read back whole when the scan is over: per-batch arrays in lists would cost a header each,
+    leave the heap fragmented, and hold every column twice while they are joined."""
 
-    def __init__(self, values: Sequence[str | None]):
-        data = [b"" if v is None else v.encode("utf-8") for v in values]
-        self.none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        self.ends = np.cumsum([len(d) for d in data], dtype=np.int64) if data else np.zeros(0, np.int64)
-        self.blob = b"".join(data)
+    def __init__(self, tmp: Path, dtypes: dict[str, Any]):
+        self.tmp = tmp
+        self.dtypes = {k: np.dtype(v) for k, v in dtypes.items()}
+        self._files: dict[str, Any] = {}
 
-    def __getitem__(self, i: int) -> str | None:
-        if self.none[i]:
-            return None
-        start = int(self.ends[i - 1]) if i else 0
-        return self.blob[start:int(self.ends[i])].decode("utf-8")
+    def _path(self, name: str) -> Path:
+        return self.tmp / f"column-{name}.bin"
+
+    def append(self, name: str, values: Any) -> None:
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = open(self._path(name), "wb")
+        f.write(np.ascontiguousarray(values).astype(self.dtypes[name], copy=False).tobytes())
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def load(self, name: str) -> np.ndarray:
+        if name not in self._files:
+            return np.zeros(0, self.dtypes[name])
+        return np.fromfile(self._path(name), dtype=self.dtypes[name])
 
 
 class _BandColumns:
@@ -254,20 +273,45 @@ class _SignatureRows:
 
 class RecordStrings:
     """Ids, titles, links, paths and sources of the records a result names (offending items
-    and the records duplicates were kept in place of), final ids applied."""
+    and the records duplicates were kept in place of), final ids applied. They stay in an
+    anonymous temporary file, one orjson list per record, and are read back a record at a time:
+    a big export names hundreds of thousands of items, too many to hold as Python strings."""
 
-    def __init__(self, rows: np.ndarray, columns: dict[str, list[str | None]], fixes: dict[int, str]):
+    def __init__(self, rows: np.ndarray, values: Iterable[list[str | None]], fixes: dict[int, str]):
+        import orjson
+
         self.rows = rows
         self.fixes = fixes
-        self._cols = {c: _Packed(columns[c]) for c in STRING_COLUMNS}
+        self._file = tempfile.TemporaryFile(prefix="synthfilter-gate-strings-")
+        ends = np.zeros(len(rows), dtype=np.int64)
+        end = 0
+        for k, row in enumerate(values):
+            # Written at once: each bytes orjson returns holds 4 KB or more, whatever its length.
+            line = orjson.dumps(row)
+            self._file.write(line)
+            end += len(line)
+            ends[k] = end
+        self._file.flush()
+        self._ends = ends
+        self._last: tuple[int, list[str | None]] = (-1, [])
+
+    def _values(self, row: int) -> list[str | None]:
+        if self._last[0] == row:  # an item asks for several strings of the same record
+            return self._last[1]
+        import orjson
+
+        pos = int(np.searchsorted(self.rows, row))
+        if pos >= len(self.rows) or self.rows[pos] != row:
+            raise KeyError(row)
+        start = int(self._ends[pos - 1]) if pos else 0
+        values = orjson.loads(os.pread(self._file.fileno(), int(self._ends[pos]) - start, start))
+        self._last = (row, values)
+        return values
 
     def get(self, row: int, column: str) -> str | None:
         if column == "id" and row in self.fixes:
             return self.fixes[row]
-        pos = int(np.searchsorted(self.rows, row))
-        if pos >= len(self.rows) or self.rows[pos] != row:
-            raise KeyError(row)
-        return self._cols[column][pos]
+        return self._values(row)[STRING_COLUMNS.index(column)]
 
 
 @dataclass
@@ -296,22 +340,36 @@ class GateScan:
         out[self.gated] = self.decisions.reason
         return out
 
-    def duplicate_rows(self) -> np.ndarray:
-        """Per record, the record index of the one kept in its place, else -1."""
-        out = np.full(self.n, -1, dtype=np.int64)
-        dup = self.decisions.duplicate_of
+    def position(self, i: int) -> int:
+        """Where record ``i`` is among the gated records (its index into the arrays of a value
+        per gated record), or -1 where it was not gated."""
+        if len(self.gated) == self.n:
+            return i
+        p = int(np.searchsorted(self.gated, i))
+        return p if p < len(self.gated) and self.gated[p] == i else -1
+
+    def duplicate_row(self, i: int) -> int:
+        """The record index of the one kept in place of record ``i``, else -1."""
+        p = self.position(i)
+        d = int(self.decisions.duplicate_of[p]) if p >= 0 else -1
+        return int(self.gated[d]) if d >= 0 else -1
+
+    def duplicate_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``duplicate_row`` of each of ``rows`` (gated records)."""
+        dup = self.decisions.duplicate_of[np.searchsorted(self.gated, rows)]
+        out = np.full(len(rows), -1, dtype=np.int64)
         has = dup >= 0
-        out[self.gated[has]] = self.gated[dup[has]]
+        out[has] = self.gated[dup[has]]
         return out
+
+    def kept_rows(self) -> np.ndarray:
+        """The record indices of the records duplicates were kept in place of (repeats included)."""
+        dup = self.decisions.duplicate_of
+        return self.gated[dup[dup >= 0]]
 
     def scores(self) -> np.ndarray:
         out = np.full(self.n, np.nan, dtype=np.float32)
         out[self.gated] = self.score
-        return out
-
-    def p_machine(self) -> np.ndarray:
-        out = np.full(self.n, np.nan, dtype=np.float32)
-        out[self.gated] = self.decisions.posterior
         return out
 
     def language_codes(self) -> np.ndarray | None:
@@ -359,8 +417,9 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     cfg = sf.config
     near, verify = cfg.dedup.near, cfg.dedup.verify
     store = _StringStore(tmp / "strings.jsonl")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("status", "hash_hi", "hash_lo", "length", "score",
-                                                          "provenance", "id_hash", "gated", "language")}
+    columns = _ColumnFiles(tmp, {"status": np.int8, "hash_hi": np.uint64, "hash_lo": np.uint64, "length": np.int32,
+                                 "score": np.float32, "provenance": np.int8, "id_hash": np.uint64, "gated": np.int64,
+                                 "language": np.uint8})
     band_files: list[Any] = []
     band_paths: list[Path] = []
     sig_path = tmp / "signatures.u32"
@@ -372,12 +431,13 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
         for chunk in _chunks(source.first_pass(), batch_size):
             store.append(chunk)
             digest = xxhash.xxh3_64_intdigest
-            parts["id_hash"].append(np.fromiter((digest(str(r.id).encode("utf-8")) for r in chunk), np.uint64, len(chunk)))
+            columns.append("id_hash", np.fromiter((digest(str(r.id).encode("utf-8")) for r in chunk), np.uint64,
+                                                  len(chunk)))
             gated = [j for j, r in enumerate(chunk) if r.excluded is None]
             for r in chunk:
                 if r.excluded is not None:
                     excluded_kinds[(r.excluded or "").split(" (")[0]] += 1
-            parts["gated"].append(np.asarray(gated, dtype=np.int64) + n)
+            columns.append("gated", np.asarray(gated, dtype=np.int64) + n)
             n += len(chunk)
             if not gated:
                 continue
@@ -389,11 +449,11 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
             scored = sf._score_values(values, prov)
             if "language" in scored:
                 # As run: a record in a language --languages drops is set aside before dedup.
-                parts["language"].append(scored["language"])
+                columns.append("language", scored["language"])
                 allowed = language_roles_of(scored["language"], cfg).allowed
                 scored["status"][(scored["status"] == STATUS_OK) & ~allowed] = STATUS_LANGUAGE
             for k in ("status", "hash_hi", "hash_lo", "length", "score", "provenance"):
-                parts[k].append(scored[k])
+                columns.append(k, scored[k])
             if near:
                 bands = scored["bands"]
                 bad = np.flatnonzero(scored["status"] != STATUS_OK)
@@ -413,30 +473,28 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
             n_gated += len(gated)
     finally:
         store.close()
+        columns.close()
         for f in band_files:
             f.close()
         if sig_file is not None:
             sig_file.close()
 
-    def cat(k: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(parts[k]).astype(dtype, copy=False) if parts[k] else np.zeros(0, dtype)
-
-    gated_idx = cat("gated", np.int64)
-    status = cat("status", np.int8)
-    labels = cat("provenance", np.int8)
+    status = columns.load("status")
+    labels = columns.load("provenance")
     ok = status == STATUS_OK
-    language = cat("language", np.uint8) if sf.scorer.uses_language else None
+    language = columns.load("language") if sf.scorer.uses_language else None
     provenance = labels
     messages = []
     note = no_estimate_message(ok & (labels == 0), bool((ok & (labels != 0)).any()))
+    del ok
     if note is not None:
         messages.append(note)
         provenance = np.zeros_like(labels)  # the labels only steer which copy of a group is kept
-    fixes = unique_ids(store, cat("id_hash", np.uint64))
+    fixes = unique_ids(store, columns.load("id_hash"))
     uniform = np.zeros(n_gated, dtype=np.float64)
     if n_gated:
         gated_set = np.zeros(n, dtype=bool)
-        gated_set[gated_idx] = True
+        gated_set[columns.load("gated")] = True
         pos = 0
         for k, ids in enumerate(store.batches("id")):
             lo = store.starts[k]
@@ -445,6 +503,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
                 final = [fixes.get(lo + int(j), ids[j]) for j in rows.tolist()]
                 uniform[pos:pos + len(rows)] = record_uniforms(cfg.seed, final)
                 pos += len(rows)
+        del gated_set
     bands_cols = _BandColumns(band_paths, n_gated) if near and band_paths else None
     if near and bands_cols is None:
         bands_cols = np.zeros((0, 0), dtype=np.uint64)
@@ -452,23 +511,26 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     if near and verify:
         sigs = (_SignatureRows(sig_path, n_gated, num_perm) if n_gated
                 else np.zeros((0, num_perm), dtype=np.uint32))
+    score = columns.load("score")
     ann = Annotations(
-        shard=np.zeros(n_gated, dtype=np.int32), status=status, hash_hi=cat("hash_hi", np.uint64),
-        hash_lo=cat("hash_lo", np.uint64), score=cat("score", np.float32), provenance=provenance,
-        uniform=uniform, length=cat("length", np.int32), bands=bands_cols, signatures=sigs, language=language,
+        shard=np.zeros(n_gated, dtype=np.int32), status=status, hash_hi=columns.load("hash_hi"),
+        hash_lo=columns.load("hash_lo"), score=score, provenance=provenance, uniform=uniform,
+        length=columns.load("length"), bands=bands_cols, signatures=sigs, language=language,
     )
+    del uniform
     card = sf.scorer.detector.card if sf.scorer.uses_detector else None
     decisions = decide(ann, cfg, card)
+    del ann, sigs
     from synthfilter.pipeline.run import build_report
 
     report = build_report(["export"], {"export": {"records": n_gated, "size": 0}}, decisions, cfg,
                           time.perf_counter() - t0, sf.scorer)
     report["input"]["bytes"] = None
-    del ann, sigs
     source.set_ids(fixes)
-    return GateScan(n=n, gated=gated_idx, excluded_kinds=excluded_kinds, status=status, provenance=provenance,
-                    labels=labels, score=cat("score", np.float32), language=language, decisions=decisions, report=report,
-                    messages=messages, fixes=fixes, store=store)
+    # Read back only now: what decide needs is all that is in memory while it runs.
+    return GateScan(n=n, gated=columns.load("gated"), excluded_kinds=excluded_kinds, status=status,
+                    provenance=provenance, labels=labels, score=score, language=language, decisions=decisions,
+                    report=report, messages=messages, fixes=fixes, store=store)
 
 
 def unique_ids(store: _StringStore, id_hash: np.ndarray) -> dict[int, str]:
@@ -496,4 +558,4 @@ def unique_ids(store: _StringStore, id_hash: np.ndarray) -> dict[int, str]:
 
 def take_strings(gs: GateScan, rows: np.ndarray) -> RecordStrings:
     rows = np.unique(rows.astype(np.int64))
-    return RecordStrings(rows, gs.store.take(rows), gs.fixes)
+    return RecordStrings(rows, gs.store.rows(rows), gs.fixes)

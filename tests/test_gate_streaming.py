@@ -3,10 +3,12 @@ held in a list, and a peak memory that does not grow with the export."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,40 @@ def test_an_export_that_changes_between_the_two_reads_is_an_error(tmp_path: Path
     with pytest.raises(InputError, match=r"the export changed while it was gated \(12 records the first time, 11 now\)"):
         result.write_approved(tmp_path / "out")
     assert not (tmp_path / "out" / "approved.jsonl").exists()
+
+
+def test_offending_items_are_written_in_full_but_not_held(tmp_path: Path) -> None:
+    # The same posts labelled human in one export and machine in the other, where all of them
+    # offend. --json names every item in full, but the result holds a few numbers per item, not
+    # its id, title, link and source: those wait in a temporary file until an item is built.
+    posts = make_posts(n_human=1500, n_machine=0, exact=0, near=0)
+    for p in posts:
+        p["title"] += ": " + ", ".join(["a title as long as the ones editors write"] * 3)
+    human = wxr(tmp_path / "human.xml", posts)
+    machine = wxr(tmp_path / "machine.xml", [{**p, "label": "machine"} for p in posts])
+    gate_exports([human], POLICY, CONFIG)  # what the first gate imports and caches
+
+    def held(export: Path) -> tuple[synthfilter.GateResult, int]:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            result = gate_exports([export], POLICY, CONFIG)
+            gc.collect()
+            return result, tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+
+    clean, clean_bytes = held(human)
+    flagged, flagged_bytes = held(machine)
+    assert len(clean.offending) == 0 and len(flagged.offending) == len(posts)
+    per_item = (flagged_bytes - clean_bytes) / len(posts)
+    assert per_item < 64, f"{per_item:.0f} bytes held per offending item (its strings alone are ~200)"
+
+    doc = json.loads(flagged.write_json(tmp_path / "gate.json").read_text(encoding="utf-8"))
+    assert doc["offending_ids"] == [p["id"] for p in posts]  # one problem each, all P = 1: input order
+    assert [o["title"] for o in doc["offending"]] == [p["title"] for p in posts]
+    assert doc["offending"] == [o.to_dict() for o in flagged.offending]
+    assert {o["link"] for o in doc["offending"]} == {f"https://blog.example/?p={p['id']}" for p in posts}
 
 
 def _peak_mb(export: Path, out: Path) -> float:
