@@ -104,7 +104,7 @@ def _encode(text: str) -> bytes:
 class _Model:
     """py3langid's byte n-gram DFA and naive Bayes tables as numpy arrays."""
 
-    nextmove: np.ndarray  # distinct 256-entry transition rows, flattened
+    nextmove: np.ndarray  # distinct 256-entry transition rows, flattened (unsigned, as shipped)
     rowbase: np.ndarray  # state -> offset of its row in nextmove
     out_feat: np.ndarray  # state -> feature emitted on entering it, or -1
     ptc: Any  # (features, classes) float32, CSR-multiplied
@@ -128,11 +128,14 @@ class _Model:
                 aliases.append((first[c], i))
             else:
                 first[c] = i
+        # The transitions (39 MB) are used where py3langid's loader put them, not copied: a copy
+        # was a third of the peak memory of loading. The weights ship as float16 and are widened
+        # once (a sparse product in float16 would add in float16).
         return cls(
-            nextmove=np.asarray(nextmove).astype(np.int32),
+            nextmove=np.frombuffer(nextmove, dtype=f"u{nextmove.itemsize}"),
             rowbase=np.asarray(row).astype(np.int64) << 8,
             out_feat=np.asarray(output, dtype=np.int32),
-            ptc=np.ascontiguousarray(ptc, dtype=np.float32), pc=np.asarray(pc, dtype=np.float32),
+            ptc=np.asarray(ptc, dtype=np.float32), pc=np.asarray(pc, dtype=np.float32),
             codes=np.array([code_of(c) for c in classes], dtype=np.uint8), alias_pairs=aliases,
         )
 
