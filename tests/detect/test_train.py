@@ -167,3 +167,26 @@ def test_train_cli_with_the_default_recipe_and_balance_by(tmp_path):
 
     r = random.Random(9)
     assert det.predict_proba([machine_text(r)])[0] > det.predict_proba([human_text(r)])[0]
+
+
+def test_the_default_threshold_holds_on_every_source_it_was_measured_on():
+    from synthfilter.detect.train import MIN_CELL_HUMANS, operating_points
+
+    rng = np.random.default_rng(3)
+    # Source "b"'s human texts score higher than source "a"'s: the pooled 1 % point lets ~2.5 %
+    # of b's humans through; the default threshold holds b to 1 % too.
+    a, b = rng.normal(0.2, 0.1, 2000), rng.normal(0.5, 0.1, 400)
+    humans = np.clip(np.r_[a, b], 0, 1)
+    cells = np.array(["a"] * len(a) + ["b"] * len(b))
+    pts = operating_points(humans, None, cells)
+    assert pts["default"] > pts["fpr1"]
+    assert (b >= pts["default"]).mean() <= 0.01 and (a >= pts["default"]).mean() <= 0.01
+    assert (b >= pts["fpr1"]).mean() > 0.02
+    # Without cells, or when a source has too few human texts for its own 1 % point: the pooled one.
+    assert operating_points(humans)["default"] == pts["fpr1"]
+    tiny = np.r_[np.full(MIN_CELL_HUMANS - 5, 0.1), np.full(4, 0.9)]  # 4 % of a small source at 0.9
+    cells = np.array(["a"] * len(a) + ["t"] * len(tiny))
+    assert operating_points(np.r_[a, tiny], None, cells)["default"] < 0.9
+    bigger = np.r_[tiny, 0.1]  # with one more text the source counts, and its own 1 % point with it
+    cells = np.array(["a"] * len(a) + ["t"] * len(bigger))
+    assert operating_points(np.r_[a, bigger], None, cells)["default"] >= 0.9
