@@ -586,8 +586,12 @@ def duplicate_reasons(survivor: np.ndarray, hash_hi: np.ndarray, hash_lo: np.nda
     return np.where(same_hash, EXACT_DUP, NEAR_DUP).astype(np.int8)
 
 
-def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) -> Decisions:
-    """Global decisions for every record: malformed, duplicates, then the synthetic target."""
+def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
+           count_languages: bool = True) -> Decisions:
+    """Global decisions for every record: malformed, duplicates, then the synthetic target.
+
+    ``count_languages`` False: no ``languages`` section (the Ray engine counts it on the cluster).
+    """
     # Arrays of a value per record are made when needed and dropped when done: the peak of this
     # function is what the local engine needs in memory per record (ray_scale.py local-memory).
     n = len(ann)
@@ -628,7 +632,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None) ->
     decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
                           posterior=np.full(n, np.nan, dtype=np.float32))
     decide_synthetic(ann, cfg, card, decisions)
-    if ann.language is not None:
+    if ann.language is not None and count_languages:
         counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
         apply_language_counts(decisions, counts, cfg)
     return decisions

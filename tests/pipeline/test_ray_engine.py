@@ -1,5 +1,5 @@
 """The Ray Data engine: the same decisions and outputs as the local engine, on a real local Ray
-cluster (2 CPUs): parity, remote URIs and joining a cluster from the CLI, a worker killed
+cluster (2 CPUs): parity (the decide stage in one task and as shuffles), remote URIs and joining a cluster from the CLI, a worker killed
 mid-task, an interrupted run resumed (also when killed in the middle of the decide stage), hard
 duplicate graphs with the driver held to a small budget, ``synthfilter.ray.filter_dataset``;
 and the decide stage's per-partition functions against the local functions they must match,
@@ -293,8 +293,26 @@ def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
 # -- Ray -------------------------------------------------------------------------------------------
 
 
-def test_same_decisions_and_records_as_the_local_engine(corpus: dict[str, Any], ray_cluster: str) -> None:
-    out = corpus["root"] / "ray-A"
+def _decide_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the decide stage take ``path`` ("one task" or "shuffles") and fail if it takes the other."""
+    from synthfilter.pipeline.ray import decide, one_task
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the decide stage left the {path!r} path")
+
+    if path == "shuffles":
+        monkeypatch.setenv(one_task.ONE_TASK_ENV, "0")
+        monkeypatch.setattr(one_task, "decide_in_one_task", refused)
+    else:
+        monkeypatch.delenv(one_task.ONE_TASK_ENV, raising=False)
+        monkeypatch.setattr(decide, "duplicate_rows", refused)
+
+
+@pytest.mark.parametrize("path", ["one task", "shuffles"])
+def test_same_decisions_and_records_as_the_local_engine(corpus: dict[str, Any], ray_cluster: str, path: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _decide_path(path, monkeypatch)
+    out = corpus["root"] / f"ray-A-{path.replace(' ', '-')}"
     res = re.run_pipeline_ray([str(corpus["src"])], out, Config.from_dict({**CONFIG_A, "engine": "ray"}))
     got = _comparable(out)
     want = corpus["answers"]["A"]
@@ -496,7 +514,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus: dict[str, Any], ray
     assert got["files"] == want["files"] and got["decisions"] == want["decisions"]
 
 
-def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: str) -> None:
+def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # The detector path: scores, the prevalence estimate from score bins and a target ratio.
     from synthfilter.detect.model import CONFIG_FILE, ModelError, default_model_path, get_detector
 
@@ -518,14 +537,19 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
     for name, extra in (("target", {"target_ratio": 0.1}), ("estimate", {})):
         cfg = {"quiet": True, "workers": 2, "ratio": {**ratio, **extra}}
         run_pipeline([str(tmp_path / "in")], tmp_path / f"local-{name}", Config.from_dict(cfg))
-        re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / f"ray-{name}", Config.from_dict({**cfg, "engine": "ray"}))
-        want, got = _comparable(tmp_path / f"local-{name}"), _comparable(tmp_path / f"ray-{name}")
+        want = _comparable(tmp_path / f"local-{name}")
         assert want["report"]["synthetic"]["detector_scored"] > 0
         assert want["report"]["synthetic"]["reliability"]["checks"]["provenance"]["labelled"]["human"] > 0
-        _assert_same(got, want)
+        for path in ("one task", "shuffles"):
+            out = tmp_path / f"ray-{name}-{path.replace(' ', '-')}"
+            with monkeypatch.context() as m:
+                _decide_path(path, m)
+                re.run_pipeline_ray([str(tmp_path / "in")], out, Config.from_dict({**cfg, "engine": "ray"}))
+            _assert_same(_comparable(out), want)
 
 
-def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str) -> None:
+def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # Records outside [detector] languages: unscored, out of the estimate and never downsampled;
     # --languages rejects with reason "language"; report.json's "languages" section.
     from langtext import sentences
@@ -553,13 +577,17 @@ def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str) -
                         ("target", {"ratio": {**ratio, "target_ratio": 0.1}, "language": {"keep": ["en", "de"]}})):
         cfg = {"quiet": True, "workers": 2, **extra}
         run_pipeline([str(tmp_path / "in")], tmp_path / f"local-{name}", Config.from_dict(cfg))
-        re.run_pipeline_ray([str(tmp_path / "in")], tmp_path / f"ray-{name}", Config.from_dict({**cfg, "engine": "ray"}))
-        want, got = _comparable(tmp_path / f"local-{name}"), _comparable(tmp_path / f"ray-{name}")
+        want = _comparable(tmp_path / f"local-{name}")
         languages = want["report"]["languages"]
         assert languages["not_estimated"] > 0 and {"de", "fr"} <= set(languages["by_language"])
         if name == "target":
             assert want["report"]["output"]["rejected_by_reason"]["language"] > 0
-        _assert_same(got, want)
+        for path in ("one task", "shuffles"):
+            out = tmp_path / f"ray-{name}-{path.replace(' ', '-')}"
+            with monkeypatch.context() as m:
+                _decide_path(path, m)
+                re.run_pipeline_ray([str(tmp_path / "in")], out, Config.from_dict({**cfg, "engine": "ray"}))
+            _assert_same(_comparable(out), want)
 
 
 def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -638,9 +666,12 @@ HARD = {"detector": {"enabled": False}, "quiet": True, "workers": 2,
         "report": {"diversity": False, "html": False}}
 
 
-def test_hard_duplicate_graphs_with_the_driver_on_a_budget(tmp_path: Path, ray_cluster: str,
+@pytest.mark.parametrize("path", ["one task", "shuffles"])
+def test_hard_duplicate_graphs_with_the_driver_on_a_budget(tmp_path: Path, ray_cluster: str, path: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from synthfilter.pipeline.ray import session
+
+    _decide_path(path, monkeypatch)
 
     src = _hard_graph_corpus(tmp_path)
     run_pipeline([str(src)], tmp_path / "local", Config.from_dict(HARD))
@@ -670,23 +701,33 @@ def test_hard_duplicate_graphs_with_the_driver_on_a_budget(tmp_path: Path, ray_c
 
 KILL_IN_DECIDE = """
 import os, signal, sys
-from synthfilter.pipeline.ray import components
+from synthfilter.pipeline.ray import components, one_task
 def killed(star):
     os.kill(os.getpid(), signal.SIGKILL)  # the driver dies between two contraction rounds
 components._unsettled = killed
+decide_in_one_task = one_task.decide_in_one_task
+def killed_after(*args, **kwargs):
+    decide_in_one_task(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the driver dies with the one task's result unsaved
+one_task.decide_in_one_task = killed_after
 from synthfilter.cli import main
 sys.argv = ["synthfilter", *sys.argv[1:]]
 main()
 """
 
 
-def test_resume_after_the_run_is_killed_mid_decide(corpus: dict[str, Any], ray_cluster: str) -> None:
-    out = corpus["root"] / "ray-killed-in-decide"
+@pytest.mark.parametrize("path", ["one task", "shuffles"])
+def test_resume_after_the_run_is_killed_mid_decide(corpus: dict[str, Any], ray_cluster: str, path: str) -> None:
+    from synthfilter.pipeline.ray.one_task import ONE_TASK_ENV
+
+    out = corpus["root"] / f"ray-killed-in-decide-{path.replace(' ', '-')}"
     config = corpus["root"] / "kill.toml"
     config.write_text(CONFIG_A_TOML)
+    env = {**os.environ, ONE_TASK_ENV: "0" if path == "shuffles" else ""}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_IN_DECIDE, "run", str(corpus["src"]), "--out", str(out), "--config", str(config),
-         "--engine", "ray", "--ray-address", ray_cluster, "--quiet"], capture_output=True, text=True, timeout=300)
+         "--engine", "ray", "--ray-address", ray_cluster, "--quiet"], capture_output=True, text=True, timeout=300,
+        env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "manifest.json").exists() and not list((out / "kept").rglob("*.jsonl"))
     stages = _Stages()

@@ -16,11 +16,12 @@ Passes, each a Ray Data shuffle over compact rows:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from synthfilter.config import Config
+from synthfilter.io.shards import Shard
 from synthfilter.dedup.clusters import bucket_links, runs_of_equal
 from synthfilter.pipeline.ray.components import connected_components
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
@@ -52,12 +53,27 @@ class RayDecisions:
 
 
 def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | None, malformed: int,
-                  n_bands: int, num_perm: int, language_rejected: int = 0) -> RayDecisions:
+                  n_bands: int, num_perm: int, language_rejected: int = 0,
+                  shards: Sequence[Shard] | None = None, metas: dict[str, dict[str, Any]] | None = None) -> RayDecisions:
     """``stages.decide`` for annotations that stay on the cluster (``source.map_chunks`` and
-    ``source.lookup``)."""
+    ``source.lookup``).
+
+    With the run's ``shards`` and ``metas``, work files on this node's file system and at most
+    ``one_task.one_task_records()`` records, the local engine's decide runs in one task instead
+    (``one_task``: the same decisions, without the shuffles).
+    """
     from synthfilter.pipeline.ray.estimate import decide_estimate, decide_target_ratio
+    from synthfilter.pipeline.ray.one_task import decide_in_one_task, one_task_records
     from synthfilter.pipeline.ray.write import RunLengthArray
 
+    if shards is not None and metas is not None and source.work.local is not None and total <= one_task_records():
+        near = cfg.dedup.near and n_bands > 0
+        rows, summary = decide_in_one_task(source.work, shards, metas, source.parts, cfg, card, near)
+        decisions = RayDecisions(rows=rows.materialize(), totals={},
+                                 cluster_sizes=RunLengthArray(summary["sizes"], summary["counts"], np.int64),
+                                 synthetic=summary["synthetic"], warnings=list(summary["warnings"]))
+        decisions.totals = reason_totals(decisions.rows, total, malformed, language_rejected)
+        return decisions
     dups = duplicate_rows(source, total, cfg, n_bands)
     sizes = collect(dups.map_batches(_size_counts, batch_format="numpy", batch_size=None))
     if sizes:

@@ -220,5 +220,6 @@ def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas:
     language_rejected = sum(int(m.get("language_rejected", 0)) for m in metas.values())
     card = scorer.detector.card if scorer.uses_detector else None
     source = FileAnnotations(work, parts)
-    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, language_rejected)
+    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, language_rejected,
+                                 shards=[src.shard for src in sources], metas=metas)
 
