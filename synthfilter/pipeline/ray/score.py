@@ -94,11 +94,12 @@ def previous_meta(src: ShardSource, work: Store) -> dict[str, Any] | None:
     return meta
 
 
-def items_of(sources: Sequence[ShardSource]) -> Any:
+def items_of(sources: Sequence[ShardSource], blocks: int | None = None) -> Any:
+    """The shards as a dataset of pickled sources: one a block, or spread over ``blocks`` blocks."""
     import ray
 
     items = [{"source": pickle.dumps(s)} for s in sources]
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), blocks or len(items))))
 
 
 def score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress: Progress,

@@ -15,7 +15,7 @@ import numpy as np
 
 from synthfilter.config import Config
 from synthfilter.pipeline.ray.score import items_of, outcome, result_of
-from synthfilter.pipeline.ray.session import collect, grouped
+from synthfilter.pipeline.ray.session import cluster_cpus, collect, grouped
 from synthfilter.pipeline.ray.storage import (
     AnnotationPart, FileAnnotations, ShardSource, Store, local_shard, read_overrides, shard_dir,
 )
@@ -140,6 +140,10 @@ def _write_one(src: ShardSource, cfg: Config, work: Store, out: Store) -> dict[s
 
 
 
+# Write tasks per CPU of the cluster (each writes ~1/(this x CPUs) of the shards).
+WRITE_TASKS_PER_CPU = 4
+
+
 def write_all(sources: Sequence[ShardSource], cfg: Config, work: Store, out: Store,
                progress: Progress) -> dict[str, dict[str, int]]:
     written: dict[str, dict[str, int]] = {}
@@ -153,7 +157,10 @@ def write_all(sources: Sequence[ShardSource], cfg: Config, work: Store, out: Sto
     progress.stage("write", len(todo))
     if not todo:
         return written
-    ds = items_of(todo).map_batches(write_shards, batch_size=1, fn_kwargs={
+    # A few tasks per CPU, each writing its shards in turn: a Ray Data task costs some 0.1 s to
+    # schedule, as much as writing a 10,000-record shard (issue 15: 100 shards, 8.2 s -> 4 s).
+    blocks = WRITE_TASKS_PER_CPU * cluster_cpus()
+    ds = items_of(todo, blocks).map_batches(write_shards, batch_size=None, fn_kwargs={
         "cfg": cfg, "work_root": work.root, "out_root": out.root,
     })
     for row in ds.iter_rows():
