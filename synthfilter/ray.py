@@ -230,7 +230,7 @@ class _DatasetAnnotations:
 
 
 def _attach_requests(chunk: dict[str, np.ndarray], ref: Any, wanted: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    from synthfilter.pipeline.ray.storage import attach
+    from synthfilter.pipeline.ray.annotations import attach
 
     return attach(resolve(ref), chunk, wanted)
 

@@ -15,5 +15,6 @@ from synthfilter.pipeline.ray import (  # noqa: F401
     resolve,
     run_pipeline_ray,
 )
-from synthfilter.pipeline.ray.storage import AnnotationPart, FileAnnotations, shard_dir  # noqa: F401
+from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations  # noqa: F401
+from synthfilter.pipeline.ray.storage import shard_dir  # noqa: F401
 from synthfilter.pipeline.ray.write import RunLengthArray  # noqa: F401

@@ -1,9 +1,11 @@
 """The local engine's stages on Ray Data, from one machine to a cluster, with the same outputs.
 
 - ``session``: start or join Ray, Ray Data settings, shuffles by partition, small results;
-- ``storage``: local or remote (s3://, gs://, ...) directories, input shards, annotation files;
+- ``storage``: local or remote (s3://, gs://, ...) directories, input shards;
+- ``annotations``: the score stage's annotation files read back as datasets, by chunk or record;
 - ``score``: ``stages.score_shard`` per shard on an actor pool;
 - ``decide``: duplicate groups by shuffles; ``components``: their connected components;
+  ``one_task``: the local engine's decide stage in one task, for corpora one worker holds;
   ``estimate``: the synthetic share and the target-ratio plan;
 - ``write``: decisions saved per shard, ``stages.write_shard`` per shard, report extras;
 - ``engine``: ``run_pipeline_ray``, the run from end to end.

@@ -18,9 +18,8 @@ from synthfilter.config import Config
 from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
 from synthfilter.pipeline.ray.score import score_all
 from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
-from synthfilter.pipeline.ray.storage import (
-    AnnotationPart, FileAnnotations, ShardSource, Store, discover_sources, is_uri, shard_dir,
-)
+from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations
+from synthfilter.pipeline.ray.storage import ShardSource, Store, discover_sources, is_uri, shard_dir
 from synthfilter.pipeline.ray.write import (
     diversity_on_ray, per_shard_counts, save_overrides, score_histogram_arrays, write_all,
 )

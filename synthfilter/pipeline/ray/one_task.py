@@ -22,7 +22,8 @@ import numpy as np
 
 from synthfilter.config import Config
 from synthfilter.io.shards import Shard
-from synthfilter.pipeline.ray.storage import AnnotationPart, Store, attach, read_chunks
+from synthfilter.pipeline.ray.annotations import AnnotationPart, attach, read_chunks
+from synthfilter.pipeline.ray.storage import Store
 
 # Records up to which the decide stage runs in one task: the local engine's decide needs about
 # 100 B of anonymous memory per record (RESULTS.md, "Local decide memory"), 1 GB here.

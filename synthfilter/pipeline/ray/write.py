@@ -16,9 +16,8 @@ import numpy as np
 from synthfilter.config import Config
 from synthfilter.pipeline.ray.score import items_of, outcome, result_of
 from synthfilter.pipeline.ray.session import cluster_cpus, collect, grouped
-from synthfilter.pipeline.ray.storage import (
-    AnnotationPart, FileAnnotations, ShardSource, Store, local_shard, read_overrides, shard_dir,
-)
+from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations, read_overrides
+from synthfilter.pipeline.ray.storage import ShardSource, Store, local_shard, shard_dir
 from synthfilter.pipeline.run import Progress
 from synthfilter.pipeline.stages import KEPT, LANGUAGE, MALFORMED, REASONS, STATUS_OK, reason_of_status, write_shard
 
@@ -158,7 +157,7 @@ def write_all(sources: Sequence[ShardSource], cfg: Config, work: Store, out: Sto
     if not todo:
         return written
     # A few tasks per CPU, each writing its shards in turn: a Ray Data task costs some 0.1 s to
-    # schedule, as much as writing a 10,000-record shard (issue 15: 100 shards, 8.2 s -> 4 s).
+    # schedule, about as much as writing a 10,000-record shard (issue 15: 100 shards, 8.2 s -> 5.3 s).
     blocks = WRITE_TASKS_PER_CPU * cluster_cpus()
     ds = items_of(todo, blocks).map_batches(write_shards, batch_size=None, fn_kwargs={
         "cfg": cfg, "work_root": work.root, "out_root": out.root,
