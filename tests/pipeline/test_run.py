@@ -269,3 +269,30 @@ def test_unknown_provenance_without_detector_warns_or_refuses_target(tmp_path: P
     assert any("no synthetic-share estimate" in w for w in res.report["warnings"])
     with pytest.raises(ConfigError, match="cannot meet --target-ratio: 15 records"):
         run_pipeline([str(tmp_path / "in")], tmp_path / "o2", cfg_of(fast_config, ratio={**ratio, "target_ratio": 0.1}))
+
+
+def test_scoring_a_shard_leaves_no_reference_cycle(tmp_path: Path) -> None:
+    # A cycle in score_shard keeps the shard's columns, parsed records and sample alive until the
+    # cyclic collector runs: with one worker, memory then grows with every shard of the corpus.
+    import gc
+
+    from synthfilter.io.shards import discover_shards
+    from synthfilter.pipeline.stages import SampleKeeper, Scorer, score_shard
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(300, seed=5, dup_every=4))
+    (shard,), _ = discover_shards([str(tmp_path / "in")])
+    cfg = Config.from_dict({"detector": {"enabled": False}, "batch_size": 64})
+
+    def alive() -> int:
+        return sum(isinstance(o, (SampleKeeper, Scorer)) for o in gc.get_objects())
+
+    gc.collect()
+    before = alive()
+    gc.disable()
+    try:
+        meta = score_shard(shard, cfg, tmp_path / "work")
+        left = alive() - before
+    finally:
+        gc.enable()
+    assert meta["records"] == 300
+    assert left == 0, f"{left} Scorer/SampleKeeper objects outlived score_shard (a reference cycle holds them)"
