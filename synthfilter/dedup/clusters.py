@@ -4,6 +4,7 @@ a bucket, no Python loop per record) and the deterministic choice of the record 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,30 @@ def near_duplicate_components(
         del records, group
         forest.union(forest.find(u), forest.find(v))
         del u, v
+        release_mapped_pages(keys, signatures)
     return forest.labels()
+
+
+def release_mapped_pages(*arrays: Any) -> None:
+    """Unmap the pages that memory-mapped arrays (``np.memmap`` and views of one) have read.
+
+    The pages stay in the kernel's page cache and are read back from it on the next access; the
+    process just stops mapping them, so what it maps of the files it reads (band keys: 8 B per
+    record and band; signatures: 4 B per permutation) does not pile up from band to band. Within
+    one band a scattered read maps most of the signature file anyway: the kernel maps the cached
+    pages around each one it faults in (fault-around, 64 KB). Arrays that are not memory-mapped
+    are left alone.
+    """
+    import mmap
+
+    for arr in arrays:
+        m = getattr(arr, "_mmap", None)
+        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
+            continue
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # a closed map, or a kernel without madvise: nothing to release
+            pass
 
 
 def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -> np.ndarray:

@@ -737,7 +737,13 @@ def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], an
         texts.append(text_col[row].as_py())
         groups.append(group_col[row].as_py())
     kept = decisions.reason[g] == 0
-    sigs = np.asarray(ann.signatures[g]) if ann.signatures is not None else None
+    sigs = None
+    if ann.signatures is not None:
+        from synthfilter.dedup.clusters import release_mapped_pages
+
+        sigs = np.asarray(ann.signatures[g])
+        # Each scattered row faults in the pages around it (fault-around): most of the file.
+        release_mapped_pages(ann.signatures)
     return diversity_section(
         texts, [t for t, k in zip(texts, kept) if k], groups, [x for x, k in zip(groups, kept) if k],
         before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,

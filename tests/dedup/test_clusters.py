@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import time
 
 import numpy as np
@@ -199,3 +200,24 @@ def test_forest_labels_flatten_in_place_a_chunk_at_a_time(chunk):
     forest = Forest.of_labels(parent.copy())
     assert np.array_equal(forest.labels(chunk=chunk), want)
     assert forest.parent is forest.labels()
+
+
+def _rss_file_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc (Linux)")
+def test_release_mapped_pages_unmaps_what_was_read_and_keeps_the_data(tmp_path):
+    from synthfilter.dedup.clusters import release_mapped_pages
+
+    data = np.arange(16 * 2**20, dtype=np.uint32).reshape(-1, 128)  # 64 MiB
+    data.tofile(tmp_path / "sigs.u32")
+    sigs = np.memmap(tmp_path / "sigs.u32", dtype=np.uint32, mode="r", shape=data.shape)
+    base = _rss_file_kb()
+    assert int(sigs[:, 0].astype(np.int64).sum()) == int(data[:, 0].astype(np.int64).sum())  # touches every page
+    mapped = _rss_file_kb() - base
+    assert mapped > 48 * 1024  # most of the 64 MiB is now mapped into the process
+    release_mapped_pages(sigs.T, np.zeros(3))  # a view of the map, and an array that is none
+    assert _rss_file_kb() - base < mapped / 4
+    assert np.array_equal(sigs[::4097], data[::4097])  # read back from the page cache, unchanged
