@@ -181,7 +181,7 @@ ABLATION = [
      "0.72 / 0.62 / 0.64, 0.72 / 0.66 / 0.63, 0.66 / 0.70 / 0.70"),
     ("group DRO over (source, label) cells: 3 rounds reweighting each cell by exp(eta x its loss), "
      "eta = 0.5 / 1 / 2", "0.71 / 0.69 / 0.70, 0.71 / 0.69 / 0.69, 0.70 / 0.69 / 0.69"),
-    # 2026-12-07, same reference (0.71 / 0.68 / 0.70):
+    # 2026-12-06 (later), same reference (0.71 / 0.68 / 0.70):
     ("+ compression: zstd ratio plain and with 64 KB dictionaries trained on the fold's human, chat and "
      "base texts (the gaps between them); alone: 0.55 / 0.60 / 0.62", "0.69 / 0.66 / 0.67"),
     ("every feature standardised within its source (test: within the held-out corpus), z-score / "
