@@ -188,6 +188,9 @@ ABLATION = [
      "median-IQR", "0.56 / 0.67 / 0.58, 0.63 / 0.70 / 0.47"),
     ("experts combined by the mean / log-sum-exp of their z-scores instead of the max",
      "0.63 / 0.70 / 0.64, 0.68 / 0.70 / 0.67"),
+    ("only features whose human-vs-machine direction agrees in every training source (univariate AUROC "
+     "beyond 0.5 +/- 0 / 0.02 / 0.05; TF-IDF heads kept)", "0.69 / 0.67 / 0.70, 0.70 / 0.67 / 0.69, "
+     "0.69 / 0.67 / 0.69"),
 ]
 
 
