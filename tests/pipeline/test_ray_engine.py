@@ -737,3 +737,20 @@ def test_resume_after_the_run_is_killed_mid_decide(corpus: dict[str, Any], ray_c
     got = _comparable(out)
     want = corpus["answers"]["A"]
     assert got["files"] == want["files"] and got["decisions"] == want["decisions"]
+
+
+def test_one_task_decide_returns_file_errors_as_data(tmp_path: Path) -> None:
+    # The one-task decide runs in a worker: a file error comes back as data and is raised on the
+    # driver as the OSError it was (the CLI's one-line message), not as a worker's traceback.
+    import errno
+
+    from synthfilter.io.shards import Shard
+    from synthfilter.pipeline.ray import one_task
+
+    shard = Shard(tmp_path / "a.jsonl", "a.jsonl", "jsonl", None)
+    table, summary = one_task._decide_task(str(tmp_path / "work"), [shard], {"a.jsonl": {"records": 3}}, [],
+                                           Config.from_dict({"detector": {"enabled": False}}), None, False)
+    assert table.num_rows == 0 and summary["os_error"][0] == errno.ENOENT
+    with pytest.raises(OSError) as e:
+        one_task._raise_refusal(summary)
+    assert e.value.errno == errno.ENOENT and "ann.arrow" in str(e.value)

@@ -171,3 +171,16 @@ def test_provenance_re_measures_the_rates(setup: dict[str, Any], tmp_path: Path)
     err_a = abs(a["estimated_share_before"] - (a["known_provenance"]["machine"] + truth * len(unknown)) / len(recs))
     err_b = abs(b["estimated_share_before"] - (b["known_provenance"]["machine"] + truth * len(unknown)) / len(recs))
     assert err_a <= max(err_b, 0.02)  # re-measured rates: at least as close to the truth (within 2 points)
+
+
+def test_off_distribution_target_ratio_is_refused_on_ray_too(setup: dict[str, Any], tmp_path: Path) -> None:
+    # On Ray the plan runs inside the decide task (a worker): the refusal must reach the user as
+    # the same one-line error and exit code, not as a worker's traceback.
+    pytest.importorskip("ray")
+    out = tmp_path / "o"
+    code, stdout, stderr = run(setup, "off", out, "--target-ratio", "0.1", "--engine", "ray")
+    assert code == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: refusing to downsample to target ratio 0.1: "), stderr
+    assert "Traceback" not in stderr and "ray::" not in stderr
+    assert not out.exists()

@@ -49,7 +49,22 @@ def decide_in_one_task(work: Store, shards: Sequence[Shard], metas: dict[str, di
     task = ray.remote(num_returns=2, max_retries=3)(_decide_task).options(scheduling_strategy=here)
     rows_ref, summary_ref = task.remote(str(work.local), list(shards), metas, list(parts), cfg, card, near)
     summary = ray.get(summary_ref)
+    _raise_refusal(summary)
     return ray.data.from_arrow_refs([rows_ref]), summary
+
+
+def _raise_refusal(summary: dict[str, Any]) -> None:
+    """The task's refusal or file error, raised here as the local engine raises it: a policy
+    refusal (exit 1) or an OSError (disk full, ...), with its own one-line message rather than a
+    worker's traceback."""
+    from synthfilter.ratio import HumanLossError, UnreliableDetectorError
+
+    if "refused" in summary:
+        kind, message = summary["refused"]
+        raise (UnreliableDetectorError if kind == "unreliable" else HumanLossError)(message)
+    if "os_error" in summary:
+        errno, strerror, filename = summary["os_error"]
+        raise OSError(errno, strerror, filename)
 
 
 def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, Any]],
@@ -58,10 +73,17 @@ def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, 
     from synthfilter.pipeline.run import load_annotations
     from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, NEAR_DUP, decide
 
+    from synthfilter.ratio import HumanLossError, UnreliableDetectorError
+
     work = Path(work_dir)
     try:
         ann, _ = load_annotations(shards, work, metas, near=near)
         dec = decide(ann, cfg, card, count_languages=False)
+    except HumanLossError as e:  # a policy refused the plan: the driver raises it (exit 1)
+        kind = "unreliable" if isinstance(e, UnreliableDetectorError) else "human_loss"
+        return _no_rows(), {"refused": (kind, str(e))}
+    except OSError as e:  # disk full, a vanished work file: the driver raises it as the local engine would
+        return _no_rows(), {"os_error": (e.errno, e.strerror, e.filename)}
     finally:
         for name in ("signatures.u32", "bands.u64"):  # load_annotations' gathered copies
             (work / name).unlink(missing_ok=True)
@@ -92,6 +114,11 @@ def _ids_of(work: Store, parts: Sequence[AnnotationPart], gidx: np.ndarray) -> l
                 for at, rid in zip(hit["at"].tolist(), hit["id"].tolist()):
                     out[at] = rid
     return out
+
+
+def _no_rows() -> Any:
+    empty = np.zeros(0)
+    return _rows_table(empty.astype(np.int64), empty.astype(np.int8), [], empty, empty, empty.astype(np.int8))
 
 
 def _rows_table(gidx: np.ndarray, reason: np.ndarray, duplicate_of: list[str | None], posterior: np.ndarray,
