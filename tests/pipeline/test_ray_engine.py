@@ -754,3 +754,17 @@ def test_one_task_decide_returns_file_errors_as_data(tmp_path: Path) -> None:
     with pytest.raises(OSError) as e:
         one_task._raise_refusal(summary)
     assert e.value.errno == errno.ENOENT and "ann.arrow" in str(e.value)
+
+
+def test_one_task_limit_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthfilter.pipeline.ray import one_task
+    from synthfilter.pipeline.run import UsageError
+
+    monkeypatch.delenv(one_task.ONE_TASK_ENV, raising=False)
+    assert one_task.one_task_records() == one_task.ONE_TASK_RECORDS
+    monkeypatch.setenv(one_task.ONE_TASK_ENV, "2_000_000")
+    assert one_task.one_task_records() == 2_000_000
+    for bad in ("ten", "-1", "1e6"):
+        monkeypatch.setenv(one_task.ONE_TASK_ENV, bad)
+        with pytest.raises(UsageError, match=one_task.ONE_TASK_ENV):
+            one_task.one_task_records()

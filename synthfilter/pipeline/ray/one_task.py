@@ -34,8 +34,18 @@ ONE_TASK_ENV = "SYNTHFILTER_RAY_ONE_TASK_RECORDS"
 def one_task_records() -> int:
     """The limit: ``ONE_TASK_RECORDS``, or the environment's ``SYNTHFILTER_RAY_ONE_TASK_RECORDS``
     (0: always the distributed path)."""
-    raw = os.environ.get(ONE_TASK_ENV)
-    return int(raw) if raw not in (None, "") else ONE_TASK_RECORDS
+    raw = os.environ.get(ONE_TASK_ENV, "").strip()
+    if not raw:
+        return ONE_TASK_RECORDS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        from synthfilter.pipeline.run import UsageError
+
+        raise UsageError(f"{ONE_TASK_ENV} must be a whole number of records >= 0, got {raw!r}")
+    return value
 
 
 def decide_in_one_task(work: Store, shards: Sequence[Shard], metas: dict[str, dict[str, Any]],
