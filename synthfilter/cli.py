@@ -8,6 +8,7 @@ refuses the run); never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -50,6 +51,25 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _interrupted(message: str, code: int) -> None:
+    """Ctrl-C or SIGTERM: the one-line message, then, in synthfilter's own process, an exit that
+    skips the interpreter's teardown. A run stopped mid-stage can leave a C++ library's worker
+    threads (pyarrow's) busy, and tearing down under them aborts the process ("terminate called
+    without an active exception", exit -6) instead of exiting with ``code``. Everything the run
+    writes is already atomic and its temporary files are gone, so there is nothing left to flush
+    but the standard streams. (The worker pool's semaphores are then released by multiprocessing's
+    resource tracker, which ``run._start_forkserver`` keeps from warning about them.)"""
+    if not _OWN_PROCESS:
+        _fail(message, code)
+    typer.echo(f"error: {message}", err=True)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _is_model_error(e: BaseException) -> bool:
     """``ModelError`` without importing the detector (64 ms) where no model was loaded."""
     model = sys.modules.get("synthfilter.detect.model")
@@ -63,6 +83,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
     from synthfilter.pipeline.stages import ConservationError
     from synthfilter.ratio import HumanLossError
 
+    stopped: tuple[str, int] | None = None
     try:
         return fn()
     except typer.Exit:
@@ -74,9 +95,9 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except ConservationError as e:
         _fail(f"conservation check failed: {e}", EXIT_INTERNAL)
     except RunInterrupted as e:
-        _fail(str(e), e.exit_code)
+        stopped = (str(e), e.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; rerun with --resume to continue", 130)
+        stopped = ("interrupted; rerun with --resume to continue", 130)
     except MemoryError:
         _fail("out of memory; use fewer --workers or a smaller --batch-size", EXIT_INTERNAL)
     except OSError as e:
@@ -88,6 +109,8 @@ def guarded(fn: Callable[[], Any]) -> Any:
         if os.environ.get("SYNTHFILTER_DEBUG"):
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (set SYNTHFILTER_DEBUG=1 for a traceback)", EXIT_INTERNAL)
+    if stopped is not None:  # out of the except block: the interrupted run's frames are released
+        _interrupted(*stopped)
 
 
 def _version(value: bool) -> None:
@@ -488,4 +511,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         app(args=argv, prog_name="synthfilter", standalone_mode=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        # The command has ended (its outputs written, or its error said): a Ctrl-C from here on
+        # would only turn its exit code into a signal's, so the teardown is not interruptible.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(code)
+    except KeyboardInterrupt:  # between the command's own handling and here: the same one line
+        _interrupted("interrupted; rerun with --resume to continue", 130)

@@ -268,7 +268,48 @@ def preload_in_background(modules: Sequence[str]) -> threading.Thread:
 
     thread = threading.Thread(target=work, name="synthfilter-preload", daemon=True)
     thread.start()
+    _PRELOADS.append(thread)
     return thread
+
+
+_PRELOADS: list[threading.Thread] = []
+
+
+def wait_for_preloads(timeout: float = 30.0) -> None:
+    """Let background imports finish before the process exits early (Ctrl-C, an error): an
+    interpreter that shuts down while a daemon thread is inside a C extension's import (pandas,
+    matplotlib) can abort ("terminate called without an active exception") instead of exiting
+    with the run's own code."""
+    deadline = time.monotonic() + timeout
+    while _PRELOADS:
+        thread = _PRELOADS.pop()
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _start_forkserver() -> None:
+    """Start the fork server (and multiprocessing's resource tracker) for a run that Ctrl-C may stop.
+
+    - SIGINT ignored in the server (it keeps that, and so do the workers it forks): Ctrl-C reaches
+      the whole process group, and a server still importing its preload modules would print a
+      KeyboardInterrupt traceback under the run's one-line message. The main process stops the
+      workers itself, and the server exits with it.
+    - The resource tracker started quiet about leaked semaphores: an interrupted run exits without
+      tearing down (``cli._interrupted``) and leaves the tracker to release the pool's semaphores,
+      which is its job; its warning about them would be a second line under the run's own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal dispositions are the main thread's to change; the server starts as usual
+    from multiprocessing import forkserver
+
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)  # passed on to the tracker's command line when it starts
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ShardExecutor:
@@ -287,6 +328,7 @@ class ShardExecutor:
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
                 ctx.set_forkserver_preload(_WORKER_PRELOAD)
+                _start_forkserver()
             lock = str(self.worker_lock) if self.worker_lock is not None else None
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                                 initializer=worker_init, initargs=(lock, os.getpid()))
@@ -515,6 +557,7 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         _remove_tmp_files(out)
         raise err.with_advice("run again with --resume") from None
     finally:
+        wait_for_preloads()
         lock.release()
         if lock.created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # created for a run that stopped before writing anything
