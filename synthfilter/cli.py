@@ -59,7 +59,7 @@ def _interrupted(message: str, code: int) -> None:
     writes is already atomic and its temporary files are gone, so there is nothing left to flush
     but the standard streams. (The worker pool's semaphores are then released by multiprocessing's
     resource tracker, which ``run._start_forkserver`` keeps from warning about them.)"""
-    if not _OWN_PROCESS:
+    if not _EXITS_PROCESS:
         _fail(message, code)
     typer.echo(f"error: {message}", err=True)
     for stream in (sys.stdout, sys.stderr):
@@ -475,6 +475,7 @@ def gate(
 
 
 _OWN_PROCESS = False  # True when main() runs: this process is the command's own
+_EXITS_PROCESS = False  # True when main() runs as the program itself (no argv given): it may end the process
 
 
 def _local_engine_process() -> None:
@@ -505,15 +506,17 @@ def _gate_process() -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
-    global _OWN_PROCESS
+    global _OWN_PROCESS, _EXITS_PROCESS
     _OWN_PROCESS = True
+    _EXITS_PROCESS = argv is None  # the console script or ``python -m``, not a caller passing argv
     try:
         app(args=argv, prog_name="synthfilter", standalone_mode=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-        # The command has ended (its outputs written, or its error said): a Ctrl-C from here on
-        # would only turn its exit code into a signal's, so the teardown is not interruptible.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if _EXITS_PROCESS:
+            # The command has ended (its outputs written, or its error said): a Ctrl-C from here
+            # on would only turn its exit code into a signal's, so the teardown is not interruptible.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(code)
     except KeyboardInterrupt:  # between the command's own handling and here: the same one line
         _interrupted("interrupted; rerun with --resume to continue", 130)

@@ -308,6 +308,17 @@ def _decide_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(decide, "duplicate_rows", refused)
 
 
+def _same_on_both_decide_paths(src: Path, out_prefix: Path, cfg: dict[str, Any], want: dict[str, Any],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray run of ``cfg`` on ``src`` gives ``want`` with the decide stage on either path."""
+    for path in ("one task", "shuffles"):
+        out = out_prefix.with_name(f"{out_prefix.name}-{path.replace(' ', '-')}")
+        with monkeypatch.context() as m:
+            _decide_path(path, m)
+            re.run_pipeline_ray([str(src)], out, Config.from_dict({**cfg, "engine": "ray"}))
+        _assert_same(_comparable(out), want)
+
+
 @pytest.mark.parametrize("path", ["one task", "shuffles"])
 def test_same_decisions_and_records_as_the_local_engine(corpus: dict[str, Any], ray_cluster: str, path: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -540,12 +551,7 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
         want = _comparable(tmp_path / f"local-{name}")
         assert want["report"]["synthetic"]["detector_scored"] > 0
         assert want["report"]["synthetic"]["reliability"]["checks"]["provenance"]["labelled"]["human"] > 0
-        for path in ("one task", "shuffles"):
-            out = tmp_path / f"ray-{name}-{path.replace(' ', '-')}"
-            with monkeypatch.context() as m:
-                _decide_path(path, m)
-                re.run_pipeline_ray([str(tmp_path / "in")], out, Config.from_dict({**cfg, "engine": "ray"}))
-            _assert_same(_comparable(out), want)
+        _same_on_both_decide_paths(tmp_path / "in", tmp_path / f"ray-{name}", cfg, want, monkeypatch)
 
 
 def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
@@ -582,12 +588,7 @@ def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
         assert languages["not_estimated"] > 0 and {"de", "fr"} <= set(languages["by_language"])
         if name == "target":
             assert want["report"]["output"]["rejected_by_reason"]["language"] > 0
-        for path in ("one task", "shuffles"):
-            out = tmp_path / f"ray-{name}-{path.replace(' ', '-')}"
-            with monkeypatch.context() as m:
-                _decide_path(path, m)
-                re.run_pipeline_ray([str(tmp_path / "in")], out, Config.from_dict({**cfg, "engine": "ray"}))
-            _assert_same(_comparable(out), want)
+        _same_on_both_decide_paths(tmp_path / "in", tmp_path / f"ray-{name}", cfg, want, monkeypatch)
 
 
 def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,12 +169,17 @@ def test_orphaned_worker_is_stopped_before_the_resumed_run_writes(corpus_dir: Pa
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_leaves_a_resumable_state_and_says_so(corpus_dir: Path, reference: tuple[dict, float],
                                                                 tmp_path: Path, sig: int) -> None:
-    out = tmp_path / "out"
-    proc = start_run(corpus_dir, out, ARGS)
-    # As a terminal does for Ctrl-C: the signal goes to the whole foreground process group, here
-    # as soon as the first shard is scored (later, a quiet machine can finish the run first).
-    assert kill_at(proc, lambda: _scored(out) >= 1, sig=sig)
-    code, err = finish(proc)
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        proc = start_run(corpus_dir, out, ARGS)
+        # As a terminal does for Ctrl-C: the signal goes to the whole foreground process group,
+        # here as soon as the first shard is scored. On a loaded machine this process may not
+        # run again before the run has ended (the signal then finds it finished, exit 0 with
+        # its outputs complete): that attempt did not test an interruption, so it is made again.
+        assert kill_at(proc, lambda: _scored(out) >= 1, sig=sig)
+        code, err = finish(proc)
+        if not (code == 0 and (out / "manifest.json").exists()):
+            break
     assert code == 128 + sig, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
