@@ -23,12 +23,23 @@ _CONFIG_VOLATILE = ("resume", "overwrite", "quiet", "workers")
 
 
 def start_run(inp: Path | list[Path], out: Path, args: list[str], *extra: str, **popen: Any) -> subprocess.Popen:
-    """The real CLI, as a user starts it, leading a process group of its own."""
+    """The real CLI, as a user starts it, leading a process group of its own.
+
+    With SIGINT and SIGTERM at their defaults, as a shell gives a foreground command: whatever
+    the test process inherited or was left with (an ignored SIGINT is inherited through exec, and
+    Python then leaves it ignored), the run must see Ctrl-C as a user's terminal sends it.
+    """
     inputs = [str(p) for p in (inp if isinstance(inp, list) else [inp])]
     return subprocess.Popen(
         [sys.executable, "-m", "synthfilter", "run", *inputs, "--out", str(out), *args, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **popen,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=_default_signals, **popen,
     )
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
