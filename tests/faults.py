@@ -25,9 +25,10 @@ _CONFIG_VOLATILE = ("resume", "overwrite", "quiet", "workers")
 def start_run(inp: Path | list[Path], out: Path, args: list[str], *extra: str, **popen: Any) -> subprocess.Popen:
     """The real CLI, as a user starts it, leading a process group of its own.
 
-    With SIGINT and SIGTERM at their defaults, as a shell gives a foreground command: whatever
-    the test process inherited or was left with (an ignored SIGINT is inherited through exec, and
-    Python then leaves it ignored), the run must see Ctrl-C as a user's terminal sends it.
+    With SIGINT and SIGTERM at their defaults and unblocked, as a shell gives a foreground
+    command: whatever the test process inherited or was left with (an ignored or blocked SIGINT
+    is inherited through exec, and Python then leaves it so), the run must see Ctrl-C as a
+    user's terminal sends it.
     """
     inputs = [str(p) for p in (inp if isinstance(inp, list) else [inp])]
     return subprocess.Popen(
@@ -40,6 +41,8 @@ def start_run(inp: Path | list[Path], out: Path, args: list[str], *extra: str, *
 def _default_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    # A blocked signal is inherited too (the mask survives exec): unblock them, as a shell does.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
