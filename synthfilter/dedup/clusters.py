@@ -79,10 +79,11 @@ def release_mapped_pages(*arrays: Any) -> None:
 
     The pages stay in the kernel's page cache and are read back from it on the next access; the
     process just stops mapping them, so what it maps of the files it reads (band keys: 8 B per
-    record and band; signatures: 4 B per permutation) does not pile up from band to band. Within
-    one band a scattered read maps most of the signature file anyway: the kernel maps the cached
-    pages around each one it faults in (fault-around, 64 KB). Arrays that are not memory-mapped
-    are left alone.
+    record and band; signatures: 4 B per permutation) does not pile up from band to band (at
+    400,000 records: 425 MiB resident after the clustering without it, 188 with it). Within one
+    band a scattered read maps most of the signature file anyway: the kernel maps the cached
+    pages around each one it faults in (fault-around, whole page-cache folios), so reading one
+    row every 256 KB maps all of a file. Arrays that are not memory-mapped are left alone.
     """
     import mmap
 

@@ -268,22 +268,7 @@ def preload_in_background(modules: Sequence[str]) -> threading.Thread:
 
     thread = threading.Thread(target=work, name="synthfilter-preload", daemon=True)
     thread.start()
-    _PRELOADS.append(thread)
     return thread
-
-
-_PRELOADS: list[threading.Thread] = []
-
-
-def wait_for_preloads(timeout: float = 30.0) -> None:
-    """Let background imports finish before the process exits early (Ctrl-C, an error): an
-    interpreter that shuts down while a daemon thread is inside a C extension's import (pandas,
-    matplotlib) can abort ("terminate called without an active exception") instead of exiting
-    with the run's own code."""
-    deadline = time.monotonic() + timeout
-    while _PRELOADS:
-        thread = _PRELOADS.pop()
-        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _start_forkserver() -> None:
@@ -557,7 +542,6 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         _remove_tmp_files(out)
         raise err.with_advice("run again with --resume") from None
     finally:
-        wait_for_preloads()
         lock.release()
         if lock.created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # created for a run that stopped before writing anything
@@ -785,7 +769,7 @@ def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], an
         from synthfilter.dedup.clusters import release_mapped_pages
 
         sigs = np.asarray(ann.signatures[g])
-        # Each scattered row faults in the pages around it (fault-around): most of the file.
+        # Each scattered row maps the cached pages around it (fault-around): most of the file.
         release_mapped_pages(ann.signatures)
     return diversity_section(
         texts, [t for t, k in zip(texts, kept) if k], groups, [x for x, k in zip(groups, kept) if k],

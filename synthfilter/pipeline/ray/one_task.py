@@ -82,7 +82,6 @@ def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, 
                  near: bool) -> tuple[Any, dict[str, Any]]:
     from synthfilter.pipeline.run import load_annotations
     from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, NEAR_DUP, decide
-
     from synthfilter.ratio import HumanLossError, UnreliableDetectorError
 
     work = Path(work_dir)
