@@ -83,14 +83,18 @@ def _optimal_bands(threshold: float, num_perm: int, fp_weight: float, fn_weight:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if num_perm < 2:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
-    best, best_error = (0, 0), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            error = fp_weight * false_positive_probability(threshold, b, r)
-            error += fn_weight * false_negative_probability(threshold, b, r)
-            if error < best_error:
-                best, best_error = (b, r), error
-    return best
+    # Every (b, r) at once: one Gauss-Legendre rule with enough nodes for the largest degree
+    # (b * r <= num_perm) is exact for all of them, so the areas are those of the two
+    # functions above; the first minimum in (b, then r) order is datasketch's tie-break.
+    grid = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    b, r = grid[:, :1], grid[:, 1:]
+    nodes, weights = _gauss_legendre(num_perm // 2 + 1)
+    below = threshold / 2.0 * (nodes + 1.0)
+    above = threshold + (1.0 - threshold) / 2.0 * (nodes + 1.0)
+    fp = threshold / 2.0 * ((1.0 - (1.0 - below[None, :] ** r) ** b) @ weights)
+    fn = (1.0 - threshold) / 2.0 * (((1.0 - above[None, :] ** r) ** b) @ weights)
+    best = int(np.argmin(fp_weight * fp + fn_weight * fn))
+    return int(grid[best, 0]), int(grid[best, 1])
 
 
 _MUL64 = np.uint64(0x9E3779B97F4A7C15)
