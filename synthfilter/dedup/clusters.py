@@ -19,6 +19,7 @@ def near_duplicate_components(
     *,
     max_rounds: int = 8,
     verify_chunk: int = 4096,
+    copy_of: np.ndarray | None = None,
 ) -> np.ndarray:
     """Component label of every record: the smallest record index of its near-duplicate cluster.
 
@@ -31,6 +32,10 @@ def near_duplicate_components(
         max_rounds: linking rounds per bucket: the first, then re-splits among the members
             that failed verification (bounds the work on buckets of unrelated records).
         verify_chunk: candidate pairs verified per numpy step (bounds temporary memory).
+        copy_of: optional int64 (N,): for each record, the smallest index of the records with
+            the same text (itself where none is earlier; ``pipeline.stages._exact_labels``).
+            The later copies are left out of the buckets and take their first copy's label at
+            the end: the same labels as with them in (see below), for much less verification.
 
     Returns:
         int64 array (N,). Records without a verified near-duplicate keep their own index.
@@ -42,6 +47,13 @@ def near_duplicate_components(
     Clusters are connected components of verified links. The links of a bucket depend on the
     bucket alone, never on what other bands linked, so any engine that finds the same links
     (in any order, on any machine) finds the same clusters.
+
+    Why ``copy_of`` changes no label: a later copy has its first copy's band keys and signature,
+    so it is in every bucket its first copy is in, is never a bucket's representative (the first
+    copy is smaller), and passes or fails every check exactly as the first copy does (which it
+    always passes itself). Leaving it out changes no representative, no check of another record
+    and no component; it belongs to its first copy's. Exact duplicates are most candidate pairs
+    of a corpus with many of them (each is a candidate in every band).
     """
     if not hasattr(keys, "ndim"):
         keys = np.asarray(keys, dtype=np.uint64)
@@ -61,9 +73,17 @@ def near_duplicate_components(
 
     # A band's buckets can hold most records: their indices in 32 bits where they fit.
     index_type = np.int32 if n < 2**31 else np.int64
+    later_copy = None
+    if copy_of is not None:
+        copy_of = np.asarray(copy_of)
+        if copy_of.shape != (n,):
+            raise ValueError(f"copy_of must have shape ({n},), got {copy_of.shape}")
+        later_copy = copy_of != np.arange(n)
+        if not later_copy.any():
+            later_copy = None
     forest = Forest(n)
     for band in range(n_bands):
-        records, group_starts = _buckets(keys, band, index_type)
+        records, group_starts = _buckets(keys, band, index_type, later_copy)
         group = np.repeat(np.arange(len(group_starts) - 1, dtype=index_type), np.diff(group_starts))
         del group_starts
         u, v = bucket_links(records, group, similar if verify else None, max_rounds)
@@ -71,7 +91,11 @@ def near_duplicate_components(
         forest.union(forest.find(u), forest.find(v))
         del u, v
         release_mapped_pages(keys, signatures)
-    return forest.labels()
+    labels = forest.labels()
+    if later_copy is not None:
+        copies = np.flatnonzero(later_copy)
+        labels[copies] = labels[copy_of[copies]]
+    return labels
 
 
 def release_mapped_pages(*arrays: Any) -> None:
@@ -152,12 +176,16 @@ def _runs_of_equal(same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return in_run, np.append(starts, np.count_nonzero(in_run))
 
 
-def _buckets(keys: np.ndarray, band: int, index_type: type = np.int64) -> tuple[np.ndarray, np.ndarray]:
-    """Records sharing a key in ``band``, grouped: (records, group_starts) as in _runs_of_equal."""
+def _buckets(keys: np.ndarray, band: int, index_type: type = np.int64,
+             left_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Records sharing a key in ``band``, grouped: (records, group_starts) as in _runs_of_equal.
+    ``left_out``: optional bool mask of records in no bucket."""
     if len(keys) < 2:
         return np.zeros(0, index_type), np.zeros(1, np.int64)
     column = np.ascontiguousarray(keys[:, band])  # no copy where keys are stored band by band
     order = np.argsort(column)
+    if left_out is not None:
+        order = order[~left_out[order]]
     column = column[order]
     same = column[1:] == column[:-1]
     del column

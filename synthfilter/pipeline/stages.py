@@ -602,19 +602,23 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
     ok = ann.status == STATUS_OK
     reason[~ok] = reason_of_status(ann.status[~ok])
 
+    # Exact duplicates: records with the same normalised text, labelled by the first of them.
+    exact = _exact_labels(ok, ann.hash_hi, ann.hash_lo) if cfg.dedup.exact and n else None
     labels = None
     if cfg.dedup.near and ann.bands is not None and n:
         from synthfilter.dedup.clusters import near_duplicate_components
 
-        # Malformed rows carry unique band keys (see score_shard), so they match nothing.
+        # Malformed rows carry unique band keys (see score_shard), so they match nothing. The
+        # later copies of a text are left out of the clustering (``copy_of``): they share every
+        # band key and signature with their first copy and end in its cluster, which the merge
+        # with the exact labels below would make so anyway.
         labels = near_duplicate_components(
             ann.bands, signatures=ann.signatures if cfg.dedup.verify else None,
-            threshold=cfg.dedup.verify_at, verify=cfg.dedup.verify,
+            threshold=cfg.dedup.verify_at, verify=cfg.dedup.verify, copy_of=exact,
         )
         not_ok = np.flatnonzero(~ok)
         labels[not_ok] = not_ok  # a record that is not ok keeps its own label
-    if cfg.dedup.exact:
-        exact = _exact_labels(ok, ann.hash_hi, ann.hash_lo)
+    if exact is not None:
         labels = exact if labels is None else merge_labels(exact, labels)
         del exact
     if labels is None:

@@ -221,3 +221,35 @@ def test_release_mapped_pages_unmaps_what_was_read_and_keeps_the_data(tmp_path):
     release_mapped_pages(sigs.T, np.zeros(3))  # a view of the map, and an array that is none
     assert _rss_file_kb() - base < mapped / 4
     assert np.array_equal(sigs[::4097], data[::4097])  # read back from the page cache, unchanged
+
+
+def _first_copies(sigs: np.ndarray) -> np.ndarray:
+    """Smallest index of each record's identical signature (as exact-hash labels give it)."""
+    _, first, inverse = np.unique(sigs, axis=0, return_index=True, return_inverse=True)
+    return first[inverse.ravel()].astype(np.int64)
+
+
+def test_leaving_out_later_copies_gives_the_same_labels(maker):
+    sigs, _ = _text_corpus(maker)
+    # Copies of some records anywhere in the order (before or after the original), and a
+    # bucket in band 0 that mixes unrelated records, families and copies, so that failed members
+    # get second and later representatives.
+    rng = np.random.default_rng(11)
+    picks = rng.choice(len(sigs), 40, replace=True)
+    x = _family_sharing_only_band0(_random(1)[0], 4, 0)
+    y = _family_sharing_only_band0(_random(1)[0], 4, 5)
+    y[:, :R] = x[0, :R]
+    unrelated = _random(12)
+    unrelated[:, :R] = x[0, :R]
+    sigs = np.vstack([sigs, sigs[picks], x, y, y[1:3], unrelated, x[:2]])
+    sigs = sigs[rng.permutation(len(sigs))]
+    keys = band_keys(sigs, B, R)
+    copy_of = _first_copies(sigs)
+    assert (copy_of != np.arange(len(sigs))).sum() >= 40
+    for verify in (True, False):
+        s = sigs if verify else None
+        want = near_duplicate_components(keys, s, verify=verify)
+        got = near_duplicate_components(keys, s, verify=verify, copy_of=copy_of)
+        assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="copy_of"):
+        near_duplicate_components(keys, sigs, copy_of=copy_of[:-1])
