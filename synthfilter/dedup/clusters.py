@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bucket_links", "choose_survivors", "component_roots", "near_duplicate_components", "runs_of_equal"]
+__all__ = [
+    "bucket_links", "choose_survivors", "component_roots", "gather_sorted_rows", "near_duplicate_components",
+    "release_mapped_pages", "runs_of_equal",
+]
 
 
 def near_duplicate_components(
@@ -260,16 +263,45 @@ def runs_of_equal(*sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[multi], lengths[multi]
 
 
+# Candidate pairs whose signature rows are gathered at once, and the span of rows of a
+# memory-mapped signature file read before its pages are released (16 MB at 128 permutations).
+GATHER_PAIRS = 16_384
+SPAN_ROWS = 32_768
+
+
 def _similar(
     signatures: np.ndarray, u: np.ndarray, v: np.ndarray, threshold: float, chunk: int
 ) -> np.ndarray:
     """Whether the estimated Jaccard of each pair (u[i], v[i]) reaches ``threshold``."""
     out = np.empty(len(u), dtype=bool)
     num_perm = signatures.shape[1]
-    for lo in range(0, len(u), chunk):
-        a = np.asarray(signatures[u[lo : lo + chunk]])
-        b = np.asarray(signatures[v[lo : lo + chunk]])
-        out[lo : lo + chunk] = np.count_nonzero(a == b, axis=1) / num_perm >= threshold
+    for lo in range(0, len(u), GATHER_PAIRS):
+        pu, pv = u[lo : lo + GATHER_PAIRS], v[lo : lo + GATHER_PAIRS]
+        rows, where = np.unique(np.concatenate([pu, pv]), return_inverse=True)
+        block = gather_sorted_rows(signatures, rows)
+        where_u, where_v = where[: len(pu)], where[len(pu) :]
+        for sub in range(0, len(pu), chunk):
+            a = block[where_u[sub : sub + chunk]]
+            b = block[where_v[sub : sub + chunk]]
+            out[lo + sub : lo + sub + len(a)] = np.count_nonzero(a == b, axis=1) / num_perm >= threshold
+    return out
+
+
+def gather_sorted_rows(signatures: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``signatures[rows]`` for sorted ``rows``. From a memory-mapped file, read in file order a
+    span at a time, its pages released after each span: a scattered read would map most of the
+    file (the kernel maps the cached pages around each one it faults in), so the process's RSS
+    would hold the whole signature file while a band is verified."""
+    if getattr(signatures, "_mmap", None) is None or len(rows) == 0:
+        return np.asarray(signatures[rows])
+    out = np.empty((len(rows), signatures.shape[1]), dtype=signatures.dtype)
+    cuts = np.searchsorted(rows, np.arange(SPAN_ROWS, int(rows[-1]) + SPAN_ROWS, SPAN_ROWS))
+    start = 0
+    for end in np.unique(cuts).tolist():
+        if end > start:
+            out[start:end] = signatures[rows[start:end]]
+            release_mapped_pages(signatures)
+            start = end
     return out
 
 

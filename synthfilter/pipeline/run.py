@@ -766,11 +766,11 @@ def diversity_report(shards: Sequence[Shard], work: Path, offsets: list[int], an
     kept = decisions.reason[g] == 0
     sigs = None
     if ann.signatures is not None:
-        from synthfilter.dedup.clusters import release_mapped_pages
+        from synthfilter.dedup.clusters import gather_sorted_rows
 
-        sigs = np.asarray(ann.signatures[g])
-        # Each scattered row maps the cached pages around it (fault-around): most of the file.
-        release_mapped_pages(ann.signatures)
+        # Read in file order a span at a time: scattered reads would map most of the file.
+        rows, where = np.unique(g, return_inverse=True)
+        sigs = gather_sorted_rows(ann.signatures, rows)[where]
     return diversity_section(
         texts, [t for t, k in zip(texts, kept) if k], groups, [x for x, k in zip(groups, kept) if k],
         before_sigs=sigs, after_sigs=None if sigs is None else sigs[kept], seed=cfg.seed,

@@ -223,6 +223,23 @@ def test_release_mapped_pages_unmaps_what_was_read_and_keeps_the_data(tmp_path):
     assert np.array_equal(sigs[::4097], data[::4097])  # read back from the page cache, unchanged
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc (Linux)")
+def test_gather_sorted_rows_reads_a_span_at_a_time(tmp_path):
+    from synthfilter.dedup.clusters import SPAN_ROWS, gather_sorted_rows
+
+    data = np.arange(16 * 2**20, dtype=np.uint32).reshape(-1, 128)  # 64 MiB, 131,072 rows
+    data.tofile(tmp_path / "sigs.u32")
+    sigs = np.memmap(tmp_path / "sigs.u32", dtype=np.uint32, mode="r", shape=data.shape)
+    rows = np.sort(np.random.default_rng(5).choice(len(data), 3000, replace=False))  # about one a 64 KB
+    base = _rss_file_kb()
+    got = gather_sorted_rows(sigs, rows)
+    assert np.array_equal(got, data[rows]) and got.flags.owndata
+    # A plain fancy index would leave most of the 64 MiB mapped; at most the last span remains.
+    assert _rss_file_kb() - base < SPAN_ROWS * 128 * 4 // 1024 + 1024
+    assert np.array_equal(gather_sorted_rows(data, rows), data[rows])  # an in-memory array
+    assert gather_sorted_rows(sigs, rows[:0]).shape == (0, 128)
+
+
 def _first_copies(sigs: np.ndarray) -> np.ndarray:
     """Smallest index of each record's identical signature (as exact-hash labels give it)."""
     _, first, inverse = np.unique(sigs, axis=0, return_index=True, return_inverse=True)

@@ -28,7 +28,7 @@ class ScoreShards:
         self.work = Store(work_root)
         self.scorer = Scorer(cfg)
         if self.scorer.uses_near:
-            # The driver's choice of bands x rows (a grid search of about a second per process).
+            # The driver's choice of bands x rows (the same in every process).
             self.scorer._bands = bands
             _ = self.scorer.hasher
         if self.scorer.uses_detector:
