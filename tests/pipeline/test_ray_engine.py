@@ -169,6 +169,43 @@ def test_run_length_array_slices() -> None:
             np.testing.assert_array_equal(arr[lo:hi], full[lo:hi])
 
 
+def test_score_tasks_build_one_scorer_per_process_and_forget_it(tmp_path: Path) -> None:
+    import pickle
+
+    from synthfilter.pipeline.ray import score as score_mod
+    from synthfilter.pipeline.ray.storage import ShardSource, discover_sources
+
+    src = tmp_path / "in"
+    write_jsonl(src / "a.jsonl", make_records(30, seed=3))
+    write_jsonl(src / "b.jsonl", make_records(30, seed=4))
+    sources, _ = discover_sources([src])
+    cfg = Config.from_dict({"detector": {"enabled": False}})
+    work = tmp_path / "work"
+    built: list[Any] = []
+    original = score_mod.ScoreShards.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    score_mod.forget_scorers()
+    try:
+        score_mod.ScoreShards.__init__ = counting  # type: ignore[method-assign]
+        for s in sources:  # two tasks in one process: one scorer
+            out = score_mod.score_shards({"source": np.array([pickle.dumps(s)], dtype=object)}, cfg, str(work), (14, 9))
+            rel, meta = score_mod.result_of(out["meta"][0])
+            assert rel == s.shard.rel and meta["records"] == 30
+        assert len(built) == 1
+        other = Config.from_dict({"detector": {"enabled": False}, "seed": 7})
+        score_mod.score_shards({"source": np.array([pickle.dumps(sources[0])], dtype=object)}, other, str(work), (14, 9))
+        assert len(built) == 2 and len(score_mod._SCORERS) == 1  # another run's config: a new one, the old dropped
+        score_mod.forget_scorers()
+        assert not score_mod._SCORERS
+    finally:
+        score_mod.ScoreShards.__init__ = original  # type: ignore[method-assign]
+        score_mod.forget_scorers()
+
+
 @pytest.mark.parametrize("out", ["s3://bucket/filtered/", "file:///tmp/filtered", "gs://b/a//b"])
 def test_cli_out_uri_reaches_the_ray_engine_unmangled(out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``run --out URI --engine ray`` hands the engine the URI as typed (``pathlib.Path`` would

@@ -3,7 +3,7 @@
 - ``session``: start or join Ray, Ray Data settings, shuffles by partition, small results;
 - ``storage``: local or remote (s3://, gs://, ...) directories, input shards;
 - ``annotations``: the score stage's annotation files read back as datasets, by chunk or record;
-- ``score``: ``stages.score_shard`` per shard on an actor pool;
+- ``score``: ``stages.score_shard`` per shard in Ray Data tasks (a scorer per worker process);
 - ``decide``: duplicate groups by shuffles; ``components``: their connected components;
   ``one_task``: the local engine's decide stage in one task, for corpora one worker holds;
   ``estimate``: the synthetic share and the target-ratio plan;

@@ -80,10 +80,12 @@ def _raise_refusal(summary: dict[str, Any]) -> None:
 def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, Any]],
                  parts: list[AnnotationPart], cfg: Config, card: dict[str, Any] | None,
                  near: bool) -> tuple[Any, dict[str, Any]]:
+    from synthfilter.pipeline.ray.score import forget_scorers
     from synthfilter.pipeline.run import load_annotations
     from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, NEAR_DUP, decide
     from synthfilter.ratio import HumanLossError, UnreliableDetectorError
 
+    forget_scorers()  # this worker may have scored shards: the decide stage needs the memory
     work = Path(work_dir)
     try:
         ann, _ = load_annotations(shards, work, metas, near=near)

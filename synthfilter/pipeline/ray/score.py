@@ -1,5 +1,5 @@
-"""The score stage on Ray Data: the local engine's ``score_shard`` for whole shards on an actor
-pool (the detector loads once per actor); a shard scored by an interrupted run is reused."""
+"""The score stage on Ray Data: the local engine's ``score_shard`` for whole shards, one task a
+shard (the detector loads once per worker process); a shard scored by an interrupted run is reused."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from synthfilter.pipeline.stages import ConservationError, Scorer, input_stamp, 
 
 
 class ScoreShards:
-    """Ray Data actor: ``score_shard`` for whole shards; the scorer (detector, MinHasher) is
-    built once per actor. The annotation files land in the run's work directory."""
+    """``score_shard`` for whole shards with one scorer (detector, MinHasher), built once. The
+    annotation files land in the run's work directory."""
 
     def __init__(self, cfg: Config, work_root: str, bands: tuple[int, int] | None):
         self.cfg = cfg
@@ -56,6 +56,34 @@ class ScoreShards:
             # score.json last: it is the marker that says the shard's annotations are complete.
             self.work.write_bytes(f"{rel}/score.json", json.dumps(meta, indent=1).encode())
         return meta
+
+
+# The scorer a worker process built for this run's score tasks (Ray runs a job's tasks in the
+# same few worker processes, so each builds it once, as an actor would). Dropped by
+# ``forget_scorers`` before the later stages, which do not need its memory.
+_SCORERS: dict[tuple[str, str, Any], ScoreShards] = {}
+
+
+def score_shards(batch: dict[str, np.ndarray], cfg: Config, work_root: str,
+                 bands: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """Ray Data task: ``score_shard`` for the shards of ``batch``, with this process's scorer.
+
+    Tasks rather than an actor pool: a job's later tasks (the decide task, the write stage) then
+    find worker processes that already imported Ray Data and synthfilter (some 1.5 s on a small
+    cluster), where an actor pool's processes end with it."""
+    from synthfilter.pipeline.run import config_fingerprint
+
+    key = (config_fingerprint(cfg), work_root, bands)
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        _SCORERS.clear()
+        scorer = _SCORERS[key] = ScoreShards(cfg, work_root, bands)
+    return scorer(batch)
+
+
+def forget_scorers() -> None:
+    """Drop this worker process's scorer (and its detector) once scoring is over."""
+    _SCORERS.clear()
 
 
 def outcome(fn: Callable[[ShardSource], Any], src: ShardSource) -> str:
@@ -102,10 +130,12 @@ def items_of(sources: Sequence[ShardSource], blocks: int | None = None) -> Any:
     return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), blocks or len(items))))
 
 
+# Score tasks per worker (each scores ~1/(this x workers) of the shards).
+SCORE_TASKS_PER_CPU = 4
+
+
 def score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress: Progress,
                scorer: Scorer) -> dict[str, dict[str, Any]]:
-    import ray
-
     metas: dict[str, dict[str, Any]] = {}
     todo = []
     for src in sources:
@@ -118,9 +148,11 @@ def score_all(sources: Sequence[ShardSource], cfg: Config, work: Store, progress
     if not todo:
         return metas
     workers = cfg.workers if cfg.workers > 0 else cluster_cpus()
-    ds = items_of(todo).map_batches(
-        ScoreShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(todo)))),
-        fn_constructor_kwargs={"cfg": cfg, "work_root": work.root, "bands": scorer.bands if scorer.uses_near else None},
+    # A few tasks per CPU, each scoring its shards in turn (a Ray Data task costs some 0.1-0.2 s
+    # to schedule on a small cluster, as in the write stage).
+    ds = items_of(todo, SCORE_TASKS_PER_CPU * workers).map_batches(
+        score_shards, batch_size=None, concurrency=max(1, min(workers, len(todo))),
+        fn_kwargs={"cfg": cfg, "work_root": work.root, "bands": scorer.bands if scorer.uses_near else None},
     )
     for row in ds.iter_rows():
         _, meta = result_of(row["meta"])

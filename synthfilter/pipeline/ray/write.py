@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from synthfilter.config import Config
-from synthfilter.pipeline.ray.score import items_of, outcome, result_of
+from synthfilter.pipeline.ray.score import forget_scorers, items_of, outcome, result_of
 from synthfilter.pipeline.ray.session import cluster_cpus, collect, grouped
 from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations, read_overrides
 from synthfilter.pipeline.ray.storage import ShardSource, Store, local_shard, shard_dir
@@ -111,6 +111,7 @@ def _write_ipc(path: Path, table: Any) -> None:
 def write_shards(batch: dict[str, np.ndarray], cfg: Config, work_root: str, out_root: str) -> dict[str, np.ndarray]:
     """Ray Data task: ``write_shard`` for whole shards. A retried task rewrites the same files
     under temporary names and renames them into place, so no record is ever written twice."""
+    forget_scorers()
     work, out = Store(work_root), Store(out_root)
     results = [outcome(lambda src: _write_one(src, cfg, work, out), pickle.loads(blob)) for blob in batch["source"]]
     return {"result": np.array(results, dtype=object)}
