@@ -295,7 +295,7 @@ def gather_sorted_rows(signatures: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if getattr(signatures, "_mmap", None) is None or len(rows) == 0:
         return np.asarray(signatures[rows])
     out = np.empty((len(rows), signatures.shape[1]), dtype=signatures.dtype)
-    cuts = np.searchsorted(rows, np.arange(SPAN_ROWS, int(rows[-1]) + SPAN_ROWS, SPAN_ROWS))
+    cuts = np.searchsorted(rows, np.arange(SPAN_ROWS, int(rows[-1]) + 1 + SPAN_ROWS, SPAN_ROWS))  # last > rows[-1]
     start = 0
     for end in np.unique(cuts).tolist():
         if end > start:

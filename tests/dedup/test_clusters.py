@@ -238,6 +238,8 @@ def test_gather_sorted_rows_reads_a_span_at_a_time(tmp_path):
     assert _rss_file_kb() - base < SPAN_ROWS * 128 * 4 // 1024 + 1024
     assert np.array_equal(gather_sorted_rows(data, rows), data[rows])  # an in-memory array
     assert gather_sorted_rows(sigs, rows[:0]).shape == (0, 128)
+    for edge in ([0], [0, 0], [SPAN_ROWS - 1, SPAN_ROWS], [len(data) - 1]):  # first row, span ends, last row
+        assert np.array_equal(gather_sorted_rows(sigs, np.array(edge)), data[edge])
 
 
 def _first_copies(sigs: np.ndarray) -> np.ndarray:
