@@ -180,26 +180,33 @@ class _Stream:
     def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, doc, start): one int64 key per n-gram occurrence, its text, its first token."""
         if n not in self._ngrams:
-            ids, doc = self.ids, self.doc
-            m = len(ids) - n + 1
-            if m <= 0:
-                empty = np.zeros(0, np.int64)
-                self._ngrams[n] = (empty, empty, empty)
-                return self._ngrams[n]
-            start = np.flatnonzero(doc[:m] == doc[n - 1:])
-            if self.tok.packed(n):
-                bits = self.tok.id_bits
-                keys = np.zeros(len(start), dtype=np.int64)
-                for j in range(n):
-                    keys = (keys << bits) | ids[start + j]
-            else:
-                keys = np.zeros(len(start), dtype=np.uint64)
-                with np.errstate(over="ignore"):
-                    for j in range(n):
-                        keys = _mix64(keys * np.uint64(0x9E3779B97F4A7C15) + ids[start + j].astype(np.uint64))
-                keys = keys.view(np.int64)
-            self._ngrams[n] = (keys, doc[start], start)
+            self._ngrams[n] = self._make_ngrams(n)
         return self._ngrams[n]
+
+    def ngram_keys(self, n: int) -> np.ndarray:
+        """``ngrams(n)[0]``, not kept when not already made (the n-gram tables of every order,
+        24 B per token each, were most of the diversity section's memory)."""
+        return self._ngrams[n][0] if n in self._ngrams else self._make_ngrams(n)[0]
+
+    def _make_ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids, doc = self.ids, self.doc
+        m = len(ids) - n + 1
+        if m <= 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        start = np.flatnonzero(doc[:m] == doc[n - 1:])
+        if self.tok.packed(n):
+            bits = self.tok.id_bits
+            keys = np.zeros(len(start), dtype=np.int64)
+            for j in range(n):
+                keys = (keys << bits) | ids[start + j]
+        else:
+            keys = np.zeros(len(start), dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                for j in range(n):
+                    keys = _mix64(keys * np.uint64(0x9E3779B97F4A7C15) + ids[start + j].astype(np.uint64))
+            keys = keys.view(np.int64)
+        return keys, doc[start], start
 
     def doc_frequency(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``_doc_frequency`` of this stream's n-grams, computed once."""
@@ -464,7 +471,7 @@ def _metrics(stream: _Stream, sigs: np.ndarray | None, seed: int, threshold: flo
     out["types"] = int(len(uni_keys))
     out["mean_tokens_per_record"] = _r(len(ids) / n, 3) if n else None
     for order in NGRAM_ORDERS:
-        keys = stream.ngrams(order)[0]
+        keys = stream.ngram_keys(order)
         if len(keys):
             counts = np.unique(keys, return_counts=True)[1]
             out[f"distinct_{order}"] = _r(len(counts) / len(keys))
