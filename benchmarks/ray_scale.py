@@ -584,7 +584,9 @@ def report(workdir: Path) -> str:
               "against 21.1 and 20.4 s; Ray/local 1.33-1.39x against 1.44-1.48x. The remaining gap is Ray Data's "
               "first start-up (about 1.8 s), its per-task scheduling (0.1-0.2 s a task on these two busy cores) "
               "and the decide task's load and hand-over (above); a worker pool kept across stages would be our "
-              "own scheduler, which the design rules out. The local rows of the decide-stage table were measured "
+              "own scheduler, which the design rules out; warming the worker processes with a plain Ray task "
+              "per CPU (importing Ray Data and the score stage) while the driver prepares the run was tried and "
+              "made the first score results come 0.6 s later, so it was not kept. The local rows of the decide-stage table were measured "
               "again on 2026-12-07, after the signature reads became span-wise (section \"Throughput on plain "
               "JSONL\"): 106-145 MB of RSS instead of 669-681 MB.",
               "", "Not measured: 5 M records with 25 % duplicates (1.25 M) on the distributed path. Its verification "
