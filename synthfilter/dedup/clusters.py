@@ -263,9 +263,12 @@ def runs_of_equal(*sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[multi], lengths[multi]
 
 
-# Candidate pairs whose signature rows are gathered at once, and the span of rows of a
-# memory-mapped signature file read before its pages are released (16 MB at 128 permutations).
+# Candidate pairs whose signature rows are gathered at once (at least; more on large corpora:
+# about 4 B per record of buffer at 128 permutations, as fewer sweeps of the file fault fewer
+# pages back in), and the span of rows of a memory-mapped signature file read before its pages
+# are released (16 MB at 128 permutations).
 GATHER_PAIRS = 16_384
+GATHER_PAIRS_PER_RECORD = 1 / 256
 SPAN_ROWS = 32_768
 
 
@@ -275,8 +278,9 @@ def _similar(
     """Whether the estimated Jaccard of each pair (u[i], v[i]) reaches ``threshold``."""
     out = np.empty(len(u), dtype=bool)
     num_perm = signatures.shape[1]
-    for lo in range(0, len(u), GATHER_PAIRS):
-        pu, pv = u[lo : lo + GATHER_PAIRS], v[lo : lo + GATHER_PAIRS]
+    at_once = max(GATHER_PAIRS, int(len(signatures) * GATHER_PAIRS_PER_RECORD))
+    for lo in range(0, len(u), at_once):
+        pu, pv = u[lo : lo + at_once], v[lo : lo + at_once]
         rows, where = np.unique(np.concatenate([pu, pv]), return_inverse=True)
         block = gather_sorted_rows(signatures, rows)
         where_u, where_v = where[: len(pu)], where[len(pu) :]
@@ -292,17 +296,44 @@ def gather_sorted_rows(signatures: np.ndarray, rows: np.ndarray) -> np.ndarray:
     span at a time, its pages released after each span: a scattered read would map most of the
     file (the kernel maps the cached pages around each one it faults in), so the process's RSS
     would hold the whole signature file while a band is verified."""
-    if getattr(signatures, "_mmap", None) is None or len(rows) == 0:
+    m = getattr(signatures, "_mmap", None)
+    if m is None or len(rows) == 0 or signatures.ndim != 2:
         return np.asarray(signatures[rows])
     out = np.empty((len(rows), signatures.shape[1]), dtype=signatures.dtype)
+    release = _span_release(signatures, m)
     cuts = np.searchsorted(rows, np.arange(SPAN_ROWS, int(rows[-1]) + 1 + SPAN_ROWS, SPAN_ROWS))  # last > rows[-1]
     start = 0
     for end in np.unique(cuts).tolist():
         if end > start:
             out[start:end] = signatures[rows[start:end]]
-            release_mapped_pages(signatures)
+            release(int(rows[start]), int(rows[end - 1]))
             start = end
     return out
+
+
+def _span_release(array: np.ndarray, m: Any) -> Callable[[int, int], None]:
+    """A function that unmaps the pages of rows ``first..last`` of a memory-mapped 2-D array
+    (and what fault-around mapped next to them), not the whole map: releasing a whole map of
+    gigabytes after every span costs more than the span's read."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return lambda first, last: None
+    base = np.frombuffer(m, dtype=np.uint8).__array_interface__["data"][0]
+    origin = array.__array_interface__["data"][0] - base
+    stride, size = array.strides[0], len(m)
+    margin = 1 << 21  # fault-around maps whole folios around a fault: up to 2 MB either side
+    page = mmap.PAGESIZE
+
+    def release(first: int, last: int) -> None:
+        lo = max(origin + first * stride - margin, 0) // page * page
+        hi = min(origin + (last + 1) * stride + margin, size)
+        try:
+            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):  # a closed map, or a kernel without madvise
+            pass
+
+    return release
 
 
 class Forest:

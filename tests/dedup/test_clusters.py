@@ -240,6 +240,11 @@ def test_gather_sorted_rows_reads_a_span_at_a_time(tmp_path):
     assert gather_sorted_rows(sigs, rows[:0]).shape == (0, 128)
     for edge in ([0], [0, 0], [SPAN_ROWS - 1, SPAN_ROWS], [len(data) - 1]):  # first row, span ends, last row
         assert np.array_equal(gather_sorted_rows(sigs, np.array(edge)), data[edge])
+    np.save(tmp_path / "sigs.npy", data)  # a header before the rows: releases are offset by it
+    npy = np.load(tmp_path / "sigs.npy", mmap_mode="r")
+    base = _rss_file_kb()
+    assert np.array_equal(gather_sorted_rows(npy, rows), data[rows])
+    assert _rss_file_kb() - base < SPAN_ROWS * 128 * 4 // 1024 + 1024
 
 
 def _first_copies(sigs: np.ndarray) -> np.ndarray:
