@@ -234,6 +234,12 @@ def summarise(ours: list[dict], theirs: dict | None) -> tuple[str, dict]:
     lines += ["", "| goal | measured | met |", "|---|---:|---|"]
     for goal, (value, met) in goals.items():
         lines.append(f"| {goal} | {value} | {'yes' if met else 'NO'} |")
+    lines += ["", "Since 2026-12-07 the candidate pairs' signature rows are read in file order a span (16 MB) at a "
+              "time and each span's pages released (`dedup.clusters.gather_sorted_rows`): VmHWM fell from 753 / 677 "
+              "to about 234 / 159 B per record at 1 / 10 M records, and the clustering got slower (10 M: 20.0 -> "
+              "about 29 s; 1 M: 0.9 -> about 1.4 s), because each sweep faults the pages it reads back in where "
+              "the whole file used to stay mapped for the band. The heap and anonymous figures are what the "
+              "process holds either way (the 1 M row's anon includes the 16 MB gather buffer)."]
     return "\n".join(lines), goals
 
 
