@@ -1,5 +1,6 @@
-"""The score stage on Ray Data: the local engine's ``score_shard`` for whole shards, one task a
-shard (the detector loads once per worker process); a shard scored by an interrupted run is reused."""
+"""The score stage on Ray Data: the local engine's ``score_shard`` for whole shards, a few tasks
+per CPU each scoring its shards in turn (the detector loads once per worker process); a shard
+scored by an interrupted run is reused."""
 
 from __future__ import annotations
 
