@@ -112,16 +112,23 @@ def release_mapped_pages(*arrays: Any) -> None:
     pages around each one it faults in (fault-around, whole page-cache folios), so reading one
     row every 256 KB maps all of a file. Arrays that are not memory-mapped are left alone.
     """
-    import mmap
-
     for arr in arrays:
         m = getattr(arr, "_mmap", None)
-        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
-            continue
-        try:
-            m.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a closed map, or a kernel without madvise: nothing to release
-            pass
+        if m is not None:
+            _dont_need(m)
+
+
+def _dont_need(m: Any, start: int = 0, length: int | None = None) -> None:
+    """``madvise(MADV_DONTNEED)`` over ``length`` bytes of the map from ``start`` (all of it by
+    default); a platform, kernel or closed map that cannot do it releases nothing."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        m.madvise(mmap.MADV_DONTNEED, start, len(m) - start if length is None else length)
+    except (OSError, ValueError):
+        pass
 
 
 def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -> np.ndarray:
@@ -278,12 +285,18 @@ def _similar(
     """Whether the estimated Jaccard of each pair (u[i], v[i]) reaches ``threshold``."""
     out = np.empty(len(u), dtype=bool)
     num_perm = signatures.shape[1]
-    at_once = max(GATHER_PAIRS, int(len(signatures) * GATHER_PAIRS_PER_RECORD))
+    # Rows of a memory-mapped file are gathered in file order first (``gather_sorted_rows``);
+    # an array in memory is read directly (sorting the rows would only cost time).
+    mapped = getattr(signatures, "_mmap", None) is not None
+    at_once = max(GATHER_PAIRS, int(len(signatures) * GATHER_PAIRS_PER_RECORD)) if mapped else max(len(u), 1)
     for lo in range(0, len(u), at_once):
         pu, pv = u[lo : lo + at_once], v[lo : lo + at_once]
-        rows, where = np.unique(np.concatenate([pu, pv]), return_inverse=True)
-        block = gather_sorted_rows(signatures, rows)
-        where_u, where_v = where[: len(pu)], where[len(pu) :]
+        if mapped:
+            rows, where = np.unique(np.concatenate([pu, pv]), return_inverse=True)
+            block = gather_sorted_rows(signatures, rows)
+            where_u, where_v = where[: len(pu)], where[len(pu) :]
+        else:
+            block, where_u, where_v = signatures, pu, pv
         for sub in range(0, len(pu), chunk):
             a = block[where_u[sub : sub + chunk]]
             b = block[where_v[sub : sub + chunk]]
@@ -317,8 +330,6 @@ def _span_release(array: np.ndarray, m: Any) -> Callable[[int, int], None]:
     gigabytes after every span costs more than the span's read."""
     import mmap
 
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return lambda first, last: None
     base = np.frombuffer(m, dtype=np.uint8).__array_interface__["data"][0]
     origin = array.__array_interface__["data"][0] - base
     stride, size = array.strides[0], len(m)
@@ -328,10 +339,7 @@ def _span_release(array: np.ndarray, m: Any) -> Callable[[int, int], None]:
     def release(first: int, last: int) -> None:
         lo = max(origin + first * stride - margin, 0) // page * page
         hi = min(origin + (last + 1) * stride + margin, size)
-        try:
-            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        except (OSError, ValueError):  # a closed map, or a kernel without madvise
-            pass
+        _dont_need(m, lo, hi - lo)
 
     return release
 
