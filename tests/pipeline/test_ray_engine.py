@@ -495,6 +495,32 @@ def _with_fifo(corpus: dict[str, Any], name: str, shard: str) -> tuple[Path, Pat
     return src, fifo, (corpus["src"] / shard).read_bytes()
 
 
+def test_stage_tasks_start_on_every_cpu_at_once_and_shuffles_keep_their_reservation(ray_cluster: str) -> None:
+    """The score and write stages' map (``items_of``) runs as many tasks as there are CPUs from
+    its first moment; with Ray Data's resource reservation the second task waited about 1 s for
+    the cluster's CPUs to be granted. Datasets made otherwise (the shuffles) keep the reservation."""
+    import ray
+
+    from synthfilter.io.shards import Shard
+    from synthfilter.pipeline.ray.score import items_of
+    from synthfilter.pipeline.ray.storage import ShardSource
+
+    def nap(batch: dict[str, Any], seconds: float) -> dict[str, Any]:  # local: pickled by value for the workers
+        start = time.time()
+        time.sleep(seconds)
+        return {"start": np.array([start]), "pid": np.array([os.getpid()])}
+
+    sources = [ShardSource(Shard(Path(f"/nowhere/{i}.jsonl"), f"{i}.jsonl", "jsonl", None), None, 0, 0) for i in range(2)]
+    ray.data.range(2).materialize()  # a first execution starts its Ray Data machinery more slowly
+    ds = items_of(sources, 2).map_batches(nap, batch_size=None, fn_kwargs={"seconds": 1.5})
+    assert ds.context.op_resource_reservation_enabled is False
+    got = ds.take_all()
+    starts = sorted(r["start"] for r in got)
+    assert len({r["pid"] for r in got}) == 2
+    assert starts[1] - starts[0] < 0.8, starts  # here: about 0.45 s, and 1.0 s with the reservation
+    assert ray.data.range(4).context.op_resource_reservation_enabled is True
+
+
 def test_a_worker_killed_mid_task_is_retried_without_duplicating_records(corpus: dict[str, Any], ray_cluster: str) -> None:
     src, fifo, data = _with_fifo(corpus, "in-kill", "sub/c.jsonl.zst")
     # Open 0: the score task; 1: its retry; 2: the write task; 3: its retry.
