@@ -29,7 +29,9 @@ MIN_LABELLED = 30  # labelled records of a class, with a score, needed to re-mea
 SIGNIFICANT_Z = 3.0  # a difference counts when it is this many bootstrap standard deviations
 SIGNIFICANT_P = 0.01  # ... or, for the mixture fit, when sampling alone gives it this rarely
 AGREEMENT_DOUBTFUL, AGREEMENT_UNRELIABLE = 0.05, 0.10  # estimates this far apart (share points)
-FIT_DOUBTFUL, FIT_UNRELIABLE = 0.03, 0.06  # total-variation misfit beyond sampling noise
+# The mixture misfit beyond sampling noise, in points of synthetic share: a misplaced share of the
+# histogram as large as moving the share this much (the same scale as the agreement check).
+FIT_DOUBTFUL, FIT_UNRELIABLE = 0.05, 0.10
 RATE_SHIFT_DOUBTFUL = 0.05  # the share moves this much when one re-measured rate replaces the card's
 FIT_REPLICATES = 400  # parametric-bootstrap replicates of the mixture fit's misfit
 CHECK_REPLICATES = 400  # bootstrap replicates for the checks when the estimate has fewer than 200
@@ -349,10 +351,19 @@ class MixtureFit:
     tv_null_median: float
     p_value: float
     classes: str
+    separation: float = 1.0  # total variation between the two class histograms
 
     @property
     def excess(self) -> float:
         return self.tv - self.tv_null_median
+
+    @property
+    def share_points(self) -> float:
+        """The excess misfit as a move of the synthetic share: moving pi by d changes the fitted
+        histogram by d x ``separation`` in total variation, so a misfit of ``excess`` is as large
+        as a move of ``excess / separation``. The same misfit matters more for a detector whose
+        classes overlap more (its estimate moves further for it)."""
+        return self.excess / self.separation if self.separation > 0 else math.inf
 
 
 def fit_mixture(observed: np.ndarray, human: np.ndarray, machine: np.ndarray, seed: int,
@@ -373,7 +384,7 @@ def fit_mixture(observed: np.ndarray, human: np.ndarray, machine: np.ndarray, se
     fitted_star = (1.0 - pi_star)[:, None] * smoothed(h_star) + pi_star[:, None] * smoothed(m_star)
     tv_star = 0.5 * np.abs(o_star / n - fitted_star).sum(axis=1)
     p = (1.0 + float((tv_star >= tv).sum())) / (replicates + 1.0)
-    return MixtureFit(pi, tv, float(np.median(tv_star)), p, "")
+    return MixtureFit(pi, tv, float(np.median(tv_star)), p, "", separation=0.5 * float(np.abs(fm - fh).sum()))
 
 
 def mixture_check(fit: MixtureFit | None, why_not: str | None, n_bins: int | None = None,
@@ -381,13 +392,15 @@ def mixture_check(fit: MixtureFit | None, why_not: str | None, n_bins: int | Non
     if fit is None:
         return Check("mixture_fit", NOT_RUN, why_not)
     significant = fit.p_value < SIGNIFICANT_P
-    level = _level(significant, fit.excess, FIT_DOUBTFUL, FIT_UNRELIABLE)
+    level = _level(significant, fit.share_points, FIT_DOUBTFUL, FIT_UNRELIABLE)
     figures = {"share": fit.share, "tv": fit.tv, "tv_null_median": fit.tv_null_median, "tv_excess": fit.excess,
+               "separation": fit.separation, "share_points": fit.share_points if math.isfinite(fit.share_points) else None,
                "p_value": fit.p_value, "bins": n_bins, "class_histograms": classes}
     reason = None
     if level != "ok":
         reason = (f"the corpus's detector scores do not look like a mix of human and machine text as the detector "
-                  f"knows them: {fit.excess:.0%} of the score histogram sits where no mix puts it (p = {fit.p_value:.3f})")
+                  f"knows them: {fit.excess:.0%} of the score histogram sits where no mix puts it, as much as "
+                  f"moving the synthetic share by {_points(min(fit.share_points, 1.0))} (p = {fit.p_value:.3f})")
     return Check("mixture_fit", level, reason, figures)
 
 

@@ -120,7 +120,8 @@ def test_an_off_distribution_corpus_is_flagged_and_its_interval_widened_to_cover
     r = est.reliability
     assert r is not None and r.verdict == "unreliable"
     fit = r.to_dict()["checks"]["mixture_fit"]
-    assert fit["level"] == "unreliable" and fit["p_value"] < 0.01 and fit["tv_excess"] >= rel.FIT_UNRELIABLE
+    assert fit["level"] == "unreliable" and fit["p_value"] < 0.01 and fit["share_points"] >= rel.FIT_UNRELIABLE
+    assert fit["share_points"] == pytest.approx(fit["tv_excess"] / fit["separation"])
     # The sampling interval alone misses the truth; the widened one (held-out-source rates) covers it.
     assert not covers(r.ci95_sampling, y.mean())
     assert r.interval == "source_shift" and covers(est.ci95, y.mean())
@@ -131,6 +132,23 @@ def test_an_off_distribution_corpus_is_flagged_and_its_interval_widened_to_cover
     assert "do not look like a mix of human and machine text" in message
     assert "widened to [" in message and "synthfilter adapt LABELLED.jsonl --out DIR" in message
     assert "em " not in message and "acc" not in message
+
+
+def test_a_histogram_misfit_counts_by_how_far_it_could_move_the_share() -> None:
+    """The same misplaced mass is harmless for a detector whose classes barely overlap and serious
+    for a weak one: the level follows the misfit over the classes' separation, in share points."""
+    def level(excess: float, separation: float, p: float = 0.001) -> str:
+        fit = rel.MixtureFit(0.3, 0.06 + excess, 0.06, p, "card", separation=separation)
+        return rel.mixture_check(fit, None).level
+
+    assert level(0.03, 0.9) == "ok"  # 3.3 points of share
+    assert level(0.03, 0.45) == "doubtful"  # 6.7 points
+    assert level(0.03, 0.25) == "unreliable"  # 12 points
+    assert level(0.03, 0.25, p=0.2) == "ok"  # within sampling noise, whatever its size
+    fit = rel.MixtureFit(0.3, 0.09, 0.06, 0.001, "card", separation=0.45)
+    check = rel.mixture_check(fit, None)
+    assert check.figures["share_points"] == pytest.approx(0.03 / 0.45)
+    assert "as much as moving the synthetic share by 7 points" in (check.reason or "")
 
 
 def test_estimators_that_disagree_beyond_noise_say_by_how_many_points() -> None:
