@@ -351,7 +351,7 @@ class MixtureFit:
     tv_null_median: float
     p_value: float
     classes: str
-    separation: float = 1.0  # total variation between the two class histograms
+    separation: float  # total variation between the two class histograms
 
     @property
     def excess(self) -> float:
