@@ -213,6 +213,13 @@ ABLATION = [
      "only 57-70 % right", "0.67-0.71 / 0.70-0.71 / 0.68-0.69"),
     ("+ sentence-level burstiness of word rarity (per-sentence mean wordfreq surprisal: its spread, "
      "coefficient of variation, mean jump between sentences, range)", "0.72 / 0.64 / 0.70"),
+    # 2026-12-07, augmentations of the machine training texts (issue 14's list), added as extra rows:
+    ("+ paraphrase-like word substitutions: 15 % of the content words of 30 % of the machine texts "
+     "replaced by one of their 20 best fits under the human LM / 5 % of the words / 15 % of the texts",
+     "0.71 / 0.68 / 0.67, 0.72 / 0.68 / 0.68, 0.71 / 0.68 / 0.69"),
+    ("+ machine sentences in human paragraphs: for 30 % of the machine texts, a human text of the same "
+     "source with 50-80 % of its sentences replaced by that machine text's, labelled machine",
+     "0.67 / 0.68 / 0.69"),
 ]
 
 
