@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -925,16 +926,40 @@ def holds_big_number(obj: Any) -> bool:
 
 def _parse_big_numbers(text: str) -> Any:
     """The standard library's reading of a line orjson refused, when it is valid JSON (integers
-    of any size; NaN and Infinity, which JSON does not have, still refused); None otherwise."""
+    of any size; NaN and Infinity, which JSON does not have, still refused); None otherwise.
+
+    JSON may also escape a lone UTF-16 surrogate (``"\\ud800"``: half of an emoji cut by a
+    truncating exporter), which orjson refuses and no UTF-8 text can hold. Such a surrogate is
+    read as U+FFFD, the replacement character, so the text can be scored and the record written;
+    a kept line is still copied as it was read."""
     import json
 
     def refuse(name: str) -> Any:
         raise ValueError(name)
 
     try:
-        return json.loads(text, parse_constant=refuse)
+        obj = json.loads(text, parse_constant=refuse)
     except (ValueError, RecursionError):
         return None
+    if _SURROGATE_ESCAPE.search(text):
+        obj = _without_surrogates(obj)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(obj: Any) -> Any:
+    """``obj`` with every lone surrogate in its strings (keys too) replaced by U+FFFD. The JSON
+    parser has already joined escaped pairs into one character, so any left are lone."""
+    if type(obj) is str:
+        return _SURROGATE.sub("\ufffd", obj)
+    if type(obj) is dict:
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_without_surrogates(v) for v in obj]
+    return obj
 
 
 def dump_json_line(obj: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""Input quirks of real exports: a UTF-8 BOM, integers beyond 64 bits, CRLF line endings.
+"""Input quirks of real exports: a UTF-8 BOM, integers beyond 64 bits, CRLF line endings, escaped
+lone surrogates.
 
 Each goes through ``synthfilter run`` and must come back byte-identical in kept/.
 """
@@ -109,3 +110,21 @@ def test_a_bom_at_the_start_of_a_later_line_is_read_too(tmp_path: Path, fast_con
 def test_dump_json_line_falls_back_for_big_integers() -> None:
     assert dump_json_line({"a": 1}) == b'{"a":1}'
     assert json.loads(dump_json_line({"a": BIG, "t": "é"})) == {"a": BIG, "t": "é"}
+
+
+def test_an_escaped_lone_surrogate_is_read_as_a_replacement_character(tmp_path: Path,
+                                                                       fast_config: dict[str, Any]) -> None:
+    # Valid JSON that no UTF-8 text can hold (half of an emoji, cut by a truncating exporter):
+    # orjson refuses it, the standard library reads it as a lone surrogate, which cannot be encoded.
+    line = b'{"id": "a", "text": "%s \\ud83d", "\\udc00key": ["\\ud800"]}\n' % TEXTS[0].encode()
+    copy = line.replace(b'"a"', b'"b"')
+    data = line + copy + _lines(TEXTS[1:2])[0]
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["input"]["malformed"] == 0 and res.report["output"]["kept"] == 2
+    assert (out / "kept" / "part.jsonl").read_bytes() == line + _lines(TEXTS[1:2])[0]  # as read
+    rejected = json.loads((out / "rejected" / "part.jsonl").read_bytes())
+    assert rejected["id"] == "b" and rejected["synthfilter"]["reason"] == "exact_duplicate"
+    assert rejected["text"] == TEXTS[0] + " \ufffd" and rejected["\ufffdkey"] == ["\ufffd"]
+    # An escaped pair is one character, untouched.
+    obj, error = parse_json_line(b'{"text": "\\ud83d\\ude00 \\ud83d"}')
+    assert error is None and obj == {"text": "\U0001f600 \ufffd"}
