@@ -439,6 +439,17 @@ def agreement_check(primary: str, estimates: Mapping[str, tuple[float, np.ndarra
     return Check("agreement", level, reason, figures)
 
 
+def disagreement_beyond_noise(checks: Sequence[Check]) -> bool:
+    """Whether the agreement check saw two estimates differ by more than their sampling noise
+    (``SIGNIFICANT_Z``), however little: too little to flag the detector, enough that the
+    truth may lie nearer either of them than the bootstrap of one admits."""
+    for c in checks:
+        if c.name == "agreement" and c.level != NOT_RUN:
+            return any((p["z"] is None and abs(p["difference"]) >= 0.01) or (p["z"] or 0.0) > SIGNIFICANT_Z
+                       for p in c.figures.get("pairs", ()))
+    return False
+
+
 # -- the verdict -------------------------------------------------------------------------------
 
 
@@ -446,7 +457,8 @@ def agreement_check(primary: str, estimates: Mapping[str, tuple[float, np.ndarra
 class Reliability:
     """The checks, their verdict and how the interval was made (``sampling``: bootstrap only;
     ``source_shift``: widened over the rates an unseen source plausibly has; ``estimator_range``:
-    widened over every estimator's interval, when the card has no source_shift).
+    widened over every estimator's interval, when the card has no source_shift, or when the
+    verdict is ``ok`` but two estimates differ beyond their sampling noise).
     ``ci95_unseen_source`` is the ``source_shift`` interval whether or not it was used."""
 
     verdict: str

@@ -283,6 +283,24 @@ def test_proceeding_anyway_says_the_kept_share_is_unknown() -> None:
         plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=0, on_unreliable="maybe")
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_estimators_apart_beyond_noise_but_not_flagged_widen_the_interval_and_the_plan(seed: int) -> None:
+    # A generator that moved on a little: the card's TPR is a few points too high. The adjusted
+    # counts at two thresholds then differ by about 4 points, beyond their noise (z > 3) but under
+    # the doubtful size: no warning, but the interval spans the estimators, and so does the bound
+    # of the kept share; a plan on the sampling interval alone kept 14 % for a 10 % target.
+    s, y = corpus(5000, 0.5, seed, shift_m=0.2)
+    est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=200, seed=seed)
+    r = est.reliability
+    assert r is not None and r.verdict == "ok" and r.interval == "estimator_range"
+    assert rel.disagreement_beyond_noise(r.checks) and not any("reliable" in w for w in est.warnings)
+    assert not covers(r.ci95_sampling, y.mean()) and covers(est.ci95, y.mean())
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    plan = plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200, seed=seed)
+    assert plan.before.reliability.interval == "estimator_range" and plan.kept_share_known
+    assert y[plan.keep].mean() <= 0.1 + 0.02 and covers(plan.ci95_after, y[plan.keep].mean())
+
+
 def test_a_doubtful_detector_plans_with_the_widened_bound() -> None:
     s, y = corpus(3000, 0.5, seed=0, shift_m=0.4)  # a harder generator, humans as the card knows them
     u = record_uniform(0, [f"r{i}" for i in range(len(s))])

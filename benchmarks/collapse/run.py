@@ -287,10 +287,13 @@ def filter_pool(work: Path, name: str, generation: int, human: list[np.ndarray],
     n_human = sum(r["truth"] == "human" for r in rows)
     from sklearn.metrics import roc_auc_score
 
-    truth = [r["truth"] == "synthetic" for r in deduplicated]
-    auroc = roc_auc_score(truth, [r["synthfilter"]["score"] for r in deduplicated]) if 0 < sum(truth) < len(truth) else None
+    # The detector scores only the languages it was trained on: a record identified as another
+    # language (a list of dates can read as one) carries no score, and is left out of the AUROC.
+    scored = [r for r in deduplicated if r["synthfilter"]["score"] is not None]
+    truth = [r["truth"] == "synthetic" for r in scored]
+    auroc = roc_auc_score(truth, [r["synthfilter"]["score"] for r in scored]) if 0 < sum(truth) < len(truth) else None
     stats = {
-        "detector": detector.name, "detector_auroc": auroc,
+        "detector": detector.name, "detector_auroc": auroc, "unscored": len(deduplicated) - len(scored),
         "pool": len(rows), "kept": len(kept), "rejected_by_reason": dict(sorted(reasons.items())),
         "estimated_share_before": syn["estimated_share_before"], "ci95_before": syn["ci95_before"],
         "true_share_before": true_before,
