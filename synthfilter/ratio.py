@@ -636,7 +636,7 @@ def _estimate_from_bins(
                 corners, zero_low = (np.zeros_like(corners[0]), corners[1]), True
             det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
                       max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
-        elif rel.disagreement_beyond_noise(checks):
+        elif rel.estimates_apart(estimators):
             # Not flagged, but two estimators differ by more than sampling explains (a detector
             # whose rates have drifted a little from its card's: a generator that moved on, a
             # card measured on few rows). Which one is nearer the truth the scores cannot say,

@@ -439,14 +439,20 @@ def agreement_check(primary: str, estimates: Mapping[str, tuple[float, np.ndarra
     return Check("agreement", level, reason, figures)
 
 
-def disagreement_beyond_noise(checks: Sequence[Check]) -> bool:
-    """Whether the agreement check saw two estimates differ by more than their sampling noise
-    (``SIGNIFICANT_Z``), however little: too little to flag the detector, enough that the
-    truth may lie nearer either of them than the bootstrap of one admits."""
-    for c in checks:
-        if c.name == "agreement" and c.level != NOT_RUN:
-            return any((p["z"] is None and abs(p["difference"]) >= 0.01) or (p["z"] or 0.0) > SIGNIFICANT_Z
-                       for p in c.figures.get("pairs", ()))
+def estimates_apart(estimates: Mapping[str, tuple[float, np.ndarray]]) -> bool:
+    """Whether any two estimates of the share differ by more than their sampling noise
+    (``SIGNIFICANT_Z`` standard deviations of their paired replicates' difference), however
+    little: too little to flag the detector, enough that the truth may lie nearer either of them
+    than the bootstrap of one admits. Every pair, not only each against the estimate used: two
+    estimators on either side of it can be far apart while each is near it."""
+    items = list(estimates.values())
+    for i, (va, ra) in enumerate(items):
+        for vb, rb in items[i + 1:]:
+            if len(ra) != len(rb) or len(ra) < 2:
+                continue
+            sd = float(np.std(ra - rb, ddof=1))
+            if sd > 0 and abs(va - vb) > SIGNIFICANT_Z * sd:
+                return True
     return False
 
 

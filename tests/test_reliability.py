@@ -293,12 +293,25 @@ def test_estimators_apart_beyond_noise_but_not_flagged_widen_the_interval_and_th
     est = estimate_prevalence(s, unknown(len(s)), CARD, n_boot=200, seed=seed)
     r = est.reliability
     assert r is not None and r.verdict == "ok" and r.interval == "estimator_range"
-    assert rel.disagreement_beyond_noise(r.checks) and not any("reliable" in w for w in est.warnings)
+    assert not any("reliable" in w for w in est.warnings)
     assert not covers(r.ci95_sampling, y.mean()) and covers(est.ci95, y.mean())
     u = record_uniform(0, [f"r{i}" for i in range(len(s))])
     plan = plan_downsampling(s, unknown(len(s)), u, 0.1, card=CARD, n_boot=200, seed=seed)
     assert plan.before.reliability.interval == "estimator_range" and plan.kept_share_known
     assert y[plan.keep].mean() <= 0.1 + 0.02 and covers(plan.ci95_after, y[plan.keep].mean())
+
+
+def test_estimates_apart_compares_every_pair_not_only_each_with_the_one_used() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((3, 2000)) * 0.01
+    used = (0.50, 0.50 + noise[0])
+    # Each 2.5 noise units from the estimate used (not apart from it), 5 from each other.
+    high, low = (0.535, 0.535 + noise[1]), (0.465, 0.465 + noise[2])
+    assert not rel.estimates_apart({"acc@fpr1": used, "acc@fpr5": high})
+    assert not rel.estimates_apart({"acc@fpr1": used, "em": low})
+    assert rel.estimates_apart({"acc@fpr1": used, "acc@fpr5": high, "em": low})
+    # Replicates that move together: a steady 1-point gap is beyond their (tiny) noise.
+    assert rel.estimates_apart({"a": (0.50, 0.50 + noise[0]), "b": (0.51, 0.51 + noise[0] * 1.01)})
 
 
 def test_a_doubtful_detector_plans_with_the_widened_bound() -> None:
