@@ -389,8 +389,10 @@ def reliability_block(syn: Mapping[str, Any]) -> str:
     lines = [f"Detector reliability on this corpus: {verdict}: {_VERDICT_WORDS.get(verdict, '')}."]
     lines += [f"{reason}." for reason in r.get("reasons") or []]
     if r.get("interval") not in (None, "sampling"):
+        why = (": two estimates of the share differ by more than sampling explains, though by less than the "
+               "checks flag, so the interval spans every estimate" if verdict == "ok" else "")
         lines.append(f"95 % interval from sampling alone {fmt_interval(r.get('ci95_sampling'))}, widened to "
-                     f"{fmt_interval(syn.get('ci95_before'))} ({str(r.get('interval')).replace('_', ' ')}).")
+                     f"{fmt_interval(syn.get('ci95_before'))} ({str(r.get('interval')).replace('_', ' ')}{why}).")
     elif r.get("ci95_unseen_source"):
         lines.append("The checks cannot see every shift (machine text of a new source that scores like human text "
                      "looks like a more human corpus): if this corpus is unlike the detector's training data, the "

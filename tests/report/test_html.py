@@ -25,6 +25,7 @@ from synthfilter.report.html import (
     kv_table,
     page,
     render_gate_report,
+    reliability_block,
     render_run_report,
     section,
     table,
@@ -375,3 +376,14 @@ def test_prerendered_sections_give_the_same_page(full_html: str) -> None:
                                    scores=scores, reasons=reasons, cluster_sizes=sizes)
     assert render_run_report(report, manifest, scores=scores, reasons=reasons, cluster_sizes=sizes,
                              prerendered=early) == full_html
+
+
+def test_an_ok_interval_widened_over_the_estimators_says_why() -> None:
+    def block(verdict: str) -> str:
+        return reliability_block({"ci95_before": [0.38, 0.52], "reliability": {
+            "verdict": verdict, "reasons": [], "interval": "estimator_range", "ci95_sampling": [0.43, 0.50],
+            "checks": {}}})
+
+    ok = block("ok")
+    assert "widened to" in ok and "estimator range: two estimates of the share differ by more than sampling" in ok
+    assert "differ by more than sampling" not in block("doubtful")
