@@ -47,12 +47,16 @@ DEFAULT_TOP = 20
 GROUP_TOP = 10
 # Groups beyond this many (the ones with the fewest sampled records) are counted, not measured.
 MAX_GROUPS = 100
+# A record loops when fewer than this share of its own word trigrams are distinct (judged on
+# records of at least SELF_REPEAT_MIN_NGRAMS trigrams).
+SELF_REPEAT_DISTINCT = 0.5
+SELF_REPEAT_MIN_NGRAMS = 20
 
 # Every key of a ``diversity_metrics`` result, in the order reports show them.
 METRIC_KEYS = (
     "records", "tokens", "types", "mean_tokens_per_record",
     "distinct_1", "distinct_2", "distinct_3", "entropy_1", "entropy_2", "entropy_3",
-    "mattr", "mattr_window", "hapax_share", "compression_ratio",
+    "mattr", "mattr_window", "hapax_share", "compression_ratio", "self_repeating_share",
     "exact_duplicate_rate", "near_duplicate_rate", "near_duplicate_threshold",
     "mean_pairwise_similarity", "similarity_pairs", "samey_ngrams",
 )
@@ -259,6 +263,26 @@ def _compression_ratio(texts: Sequence[str]) -> float | None:
     if not raw:
         return None
     return len(raw) / len(zlib.compress(raw, COMPRESSION_LEVEL))
+
+
+def _self_repeating_share(stream: "_Stream") -> float | None:
+    """Share of the records (of those long enough to judge) that repeat themselves: fewer than
+    ``SELF_REPEAT_DISTINCT`` of their own word trigrams distinct. Degenerate generator output
+    (a phrase looping) looks like this, and a detector that never saw loops can score it human."""
+    keys, doc, _ = stream.ngrams(3)
+    n = len(stream)
+    if not n or not len(keys):
+        return None
+    total = np.bincount(doc, minlength=n)
+    order = np.lexsort((keys, doc))
+    k, d = keys[order], doc[order]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
+    distinct = np.bincount(d[first], minlength=n)
+    judged = total >= SELF_REPEAT_MIN_NGRAMS
+    if not judged.any():
+        return None
+    return float(np.count_nonzero(distinct[judged] < SELF_REPEAT_DISTINCT * total[judged]) / judged.sum())
 
 
 def _exact_duplicate_rate(normalized: Sequence[str]) -> float | None:
@@ -482,6 +506,7 @@ def _metrics(stream: _Stream, sigs: np.ndarray | None, seed: int, threshold: flo
     out["mattr_window"] = MATTR_WINDOW
     out["hapax_share"] = _r(np.count_nonzero(uni_keys == 1) / len(uni_keys)) if len(uni_keys) else None
     out["compression_ratio"] = _r(_compression_ratio(stream.texts), 4)
+    out["self_repeating_share"] = _r(_self_repeating_share(stream))
     out["exact_duplicate_rate"] = _r(_exact_duplicate_rate(stream.normalized))
     if sigs is None:
         sigs = _signatures(stream.normalized) if n else np.zeros((0, 128), np.uint32)

@@ -183,6 +183,19 @@ def test_empty_inputs_give_none_not_errors():
         json.dumps(m, allow_nan=False)
     assert diversity_metrics([])["compression_ratio"] is None
     assert diversity_metrics([])["near_duplicate_rate"] is None
+    assert diversity_metrics([])["self_repeating_share"] is None
+    assert diversity_metrics([SENTENCE] * 3)["self_repeating_share"] is None  # too short to judge
+
+
+def test_self_repeating_share_counts_records_that_loop():
+    rng = random.Random(0)
+    prose = [human_text(rng, sentences=8) for _ in range(30)]
+    loops = [" ".join([SENTENCE] * 6) for _ in range(3)]  # 58 trigrams, 10 distinct
+    passage = " ".join(word(i) for i in range(30))
+    twice = [f"{passage} {passage}"]  # 58 trigrams, 30 distinct: said twice, not a loop
+    m = diversity_metrics(prose + loops + twice + ["too short to judge"])
+    assert m["self_repeating_share"] == close(3 / 34)
+    assert diversity_metrics(prose + twice)["self_repeating_share"] == 0.0
 
 
 # -- MinHash metrics ------------------------------------------------------------------------------

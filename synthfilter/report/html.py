@@ -509,6 +509,7 @@ _DIVERSITY_ROWS = (
     ("mattr", "MATTR", True),
     ("hapax_share", "hapax share", True),
     ("compression_ratio", "compression ratio", False),
+    ("self_repeating_share", "self-repeating records", False),
     ("exact_duplicate_rate", "exact-duplicate rate", False),
     ("near_duplicate_rate", "near-duplicate rate", False),
     ("mean_pairwise_similarity", "mean pairwise similarity", False),
