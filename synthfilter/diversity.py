@@ -274,11 +274,17 @@ def _self_repeating_share(stream: "_Stream") -> float | None:
     if not n or not len(keys):
         return None
     total = np.bincount(doc, minlength=n)
-    order = np.lexsort((keys, doc))
-    k, d = keys[order], doc[order]
-    first = np.ones(len(k), dtype=bool)
-    first[1:] = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
-    distinct = np.bincount(d[first], minlength=n)
+    # One sort of (record, trigram hash) packed in 64 bits: the record in the high bits, the
+    # rest of a 64-bit hash of the trigram below (two of a record's few hundred trigrams share
+    # 50-odd hash bits with odds of about 1e-10), 6x faster than sorting the pairs.
+    low = 64 - max(int(n).bit_length(), 1)
+    with np.errstate(over="ignore"):
+        packed = (doc.astype(np.uint64) << np.uint64(low)) | (_mix64(keys.view(np.uint64))
+                                                              & np.uint64((1 << low) - 1))
+    packed.sort()
+    first = np.ones(len(packed), dtype=bool)
+    first[1:] = packed[1:] != packed[:-1]
+    distinct = np.bincount((packed[first] >> np.uint64(low)).astype(np.int64), minlength=n)
     judged = total >= SELF_REPEAT_MIN_NGRAMS
     if not judged.any():
         return None
