@@ -952,13 +952,26 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _without_surrogates(obj: Any) -> Any:
     """``obj`` with every lone surrogate in its strings (keys too) replaced by U+FFFD. The JSON
-    parser has already joined escaped pairs into one character, so any left are lone."""
-    if type(obj) is str:
-        return _SURROGATE.sub("\ufffd", obj)
-    if type(obj) is dict:
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_without_surrogates(v) for v in obj]
+    parser has already joined escaped pairs into one character, so any left are lone. The
+    parser's fresh dicts and lists are changed in place, walked with a stack of their own: a
+    record nested as deep as the parser allows must not run out of Python's stack here."""
+    def fix(value: Any) -> Any:
+        return _SURROGATE.sub("\ufffd", value) if type(value) is str else value
+
+    if type(obj) is not dict and type(obj) is not list:
+        return fix(obj)
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            items = [(fix(k), fix(v)) for k, v in node.items()]
+            node.clear()
+            node.update(items)  # keys in their order
+            values = [v for _, v in items]
+        else:
+            node[:] = [fix(v) for v in node]
+            values = node
+        stack.extend(v for v in values if type(v) is dict or type(v) is list)
     return obj
 
 

@@ -128,3 +128,11 @@ def test_an_escaped_lone_surrogate_is_read_as_a_replacement_character(tmp_path: 
     # An escaped pair is one character, untouched.
     obj, error = parse_json_line(b'{"text": "\\ud83d\\ude00 \\ud83d"}')
     assert error is None and obj == {"text": "\U0001f600 \ufffd"}
+    # Nested as deep as the parser reads: replaced all the way down, without a RecursionError.
+    depth = 900
+    obj, error = parse_json_line(b'{"text": "a", "d": ' + b'[' * depth + b'{"\\ud800": "\\udc00"}' + b']' * depth + b'}')
+    assert error is None
+    inner = obj["d"]
+    for _ in range(depth):
+        inner = inner[0]
+    assert inner == {"\ufffd": "\ufffd"}
