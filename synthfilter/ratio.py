@@ -634,15 +634,13 @@ def _estimate_from_bins(
                 # detector misreads (a held-out source raised the human FPR 8-fold, beyond every
                 # other held-out source's move), so nothing rules out a share of 0.
                 corners, zero_low = (np.zeros_like(corners[0]), corners[1]), True
-            det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
-                      max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
         elif rel.estimates_apart(estimators):
             # Not flagged, but two estimators differ by more than sampling explains (a detector
             # whose rates have drifted a little from its card's: a generator that moved on, a
             # card measured on few rows). Which one is nearer the truth the scores cannot say,
             # so the interval spans every estimator's replicates, and a plan's bound with it.
-            stacked = np.stack([r for _, r in estimators.values()] + [pi_boot])
-            corners, basis = (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range"
+            corners, basis = _estimator_range(estimators, pi_boot), "estimator_range"
+        if corners is not None:
             det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
                       max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
     reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci, zero_low)
@@ -799,8 +797,14 @@ def _widened(
         below = [(t, np.clip(high * (1.0 - t_low) / np.maximum(1.0 - rate, 1e-9), 0.0, 1.0))
                  for t, t_low, rate in under]
         return (np.minimum(low, pi_boot), high), "source_shift", sorted(below, key=lambda b: b[0])
+    return _estimator_range(estimators, pi_boot), "estimator_range", []
+
+
+def _estimator_range(estimators: Mapping[str, tuple[float, np.ndarray]],
+                     pi_boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate, the lowest and highest share of every estimator (the estimate's own included)."""
     stacked = np.stack([r for _, r in estimators.values()] + [pi_boot])
-    return (stacked.min(axis=0), stacked.max(axis=0)), "estimator_range", []
+    return stacked.min(axis=0), stacked.max(axis=0)
 
 
 def estimate_prevalence(
