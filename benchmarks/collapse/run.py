@@ -302,6 +302,9 @@ def filter_pool(work: Path, name: str, generation: int, human: list[np.ndarray],
         "reliability": (syn.get("reliability") or {}).get("verdict"),
         "human_kept": sum(r["truth"] == "human" for r in kept) / n_human,
         "synthetic_kept": sum(r["truth"] == "synthetic" for r in kept) / max(len(rows) - n_human, 1),
+        # The report's share of records that loop (diversity.self_repeating_share), pool and kept.
+        "looping_before": ((report.get("diversity") or {}).get("before") or {}).get("self_repeating_share"),
+        "looping_after": ((report.get("diversity") or {}).get("after") or {}).get("self_repeating_share"),
     }
     docs = [v.encode(tokenize(r["text"])) for r in kept]
     return docs, stats
@@ -458,6 +461,10 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+def _share_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def markdown(res: dict) -> str:
     s, m, gl, names = res["settings"], res["metrics"], res["goals"], res["regimes"]
     G = s["generations"]
@@ -499,8 +506,8 @@ def markdown(res: dict) -> str:
         lines += ["", f"`{r}`: synthfilter on each pool (`--target-ratio {s['target_ratio']}`), estimated vs true "
                   "synthetic share of the deduplicated pool and of the kept output:", "",
                   "| gen | detector AUROC on the pool | estimate (95 % CI) | true | error | kept: estimate | kept: true "
-                  "| error | human kept | synthetic kept | dropped as duplicates |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| error | human kept | synthetic kept | dropped as duplicates | looping records: pool / kept |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in series:
             lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
             dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
@@ -510,7 +517,8 @@ def markdown(res: dict) -> str:
                 f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | "
                 f"{_share(x['estimated_share_after'])} | {x['true_share_after']:.3f} | "
                 f"{_gap(x['estimated_share_after'], x['true_share_after'])} | "
-                f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} |")
+                f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} | "
+                f"{_share_pct(x.get('looping_before'))} / {_share_pct(x.get('looping_after'))} |")
     lines += ["", "Goals:", ""]
     for r in ("replace", "pool-50"):
         lines.append(f"- {r}: perplexity {_pct(gl[r]['perplexity_up'])}, distinct-2 {_pct(-gl[r]['distinct_2_down'])} "
