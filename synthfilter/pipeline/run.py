@@ -343,14 +343,14 @@ class ShardExecutor:
             for sh in shards:
                 on_done(sh, fn(sh, *args))
             return
+        # Interrupted or failed, the futures still pending are left to ``__exit__``, whose
+        # shutdown(cancel_futures=True) has the pool's own thread cancel them. Cancelling them
+        # here raced that thread when the workers died with the run (Ctrl-C or SIGTERM reaches
+        # the whole process group): it set a broken-pool error on a future just cancelled and
+        # printed a traceback (InvalidStateError, CPython 3.11).
         futures = {self._pool.submit(fn, sh, *args): sh for sh in shards}
-        try:
-            for fut in cf.as_completed(futures):
-                on_done(futures[fut], fut.result())
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        for fut in cf.as_completed(futures):
+            on_done(futures[fut], fut.result())
 
 
 def _score_meta_valid(shard: Shard, paths: WorkPaths) -> dict[str, Any] | None:
