@@ -25,6 +25,7 @@ from synthfilter.pipeline.stages import (
     STATUS_LANGUAGE,
     STATUS_MALFORMED,
     STATUS_OK,
+    STATUS_REPETITIVE,
     Annotations,
     Decisions,
     Scorer,
@@ -51,11 +52,12 @@ BANDS_COL = "synth_bands"  # uint64[b] MinHash LSH band keys
 SIGNATURE_COL = "synth_signature"  # uint32[num_perm] MinHash signature (for verified near-dup clusters)
 LANGUAGE_COL = "synth_language"  # ISO 639-1 code ("und": not identified; "" if malformed), when identified
 LANGUAGE_CONFIDENCE_COL = "synth_language_confidence"  # float32 confidence of synth_language
+REPETITIVE_COL = "synth_repetitive"  # bool: the text repeats itself (with repetition.reject on)
 ANNOTATION_COLUMNS = (SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERROR_COL, BANDS_COL, SIGNATURE_COL,
-                      LANGUAGE_COL, LANGUAGE_CONFIDENCE_COL)
+                      LANGUAGE_COL, LANGUAGE_CONFIDENCE_COL, REPETITIVE_COL)
 
 # Columns the decide step adds to rejected records.
-REASON_COL = "synth_reason"  # "malformed" | "exact_duplicate" | "near_duplicate" | "synthetic_downsampled"
+REASON_COL = "synth_reason"  # a rejection reason of REASONS: "malformed", "exact_duplicate", ..., "repetitive"
 DUPLICATE_OF_COL = "synth_duplicate_of"  # id of the record kept in its place (duplicates only)
 P_MACHINE_COL = "synth_p_machine"  # P(machine) under the corpus prior (downsampled records only)
 DECISION_COLUMNS = (REASON_COL, DUPLICATE_OF_COL, P_MACHINE_COL)
@@ -183,6 +185,8 @@ class SynthFilter:
                 cols.append(SIGNATURE_COL)
         if self._config.identifies_language:
             cols += [LANGUAGE_COL, LANGUAGE_CONFIDENCE_COL]
+        if self._config.repetition.reject:
+            cols.append(REPETITIVE_COL)
         return tuple(cols)
 
     # -- score --------------------------------------------------------------------------------
@@ -200,8 +204,10 @@ class SynthFilter:
             ``status`` int8 (0 usable, 1 malformed), ``error`` (object: None or a message),
             ``hash_hi`` / ``hash_lo`` uint64 (xxh3-128 of the normalised text), ``length``
             int32, ``score`` float32 (NaN: not scored), ``provenance`` int8 (0 unknown,
-            1 human, 2 machine), and with near-duplicate detection ``bands`` uint64 (n, b)
-            and ``signatures`` uint32 (n, num_perm).
+            1 human, 2 machine), ``set_aside`` int8 (why a usable record is rejected before
+            deduplication: 2 for a language ``--languages`` drops, 3 for a text that repeats
+            itself under ``repetition.reject``; else 0), and with near-duplicate detection
+            ``bands`` uint64 (n, b) and ``signatures`` uint32 (n, num_perm).
         """
         return self._score_values(list(texts), None if provenance is None else list(provenance))
 
@@ -232,7 +238,10 @@ class SynthFilter:
         out: dict[str, np.ndarray] = {
             "status": np.fromiter((STATUS_OK if e is None else STATUS_MALFORMED for e in errors), np.int8, count=n),
             "error": np.array(errors, dtype=object),
+            # Why the score stage sets a usable record aside (STATUS_LANGUAGE, STATUS_REPETITIVE), else 0.
+            "set_aside": np.full(n, STATUS_OK, dtype=np.int8),
         }
+        out["set_aside"][at] = ann["status"]
         for name, dtype, fill in (("hash_hi", np.uint64, 0), ("hash_lo", np.uint64, 0), ("length", np.int32, 0),
                                   ("score", np.float32, np.nan), ("provenance", np.int8, 0)):
             a = np.full(n, fill, dtype=dtype)
@@ -287,6 +296,8 @@ class SynthFilter:
 
             out[LANGUAGE_COL] = [CODES[c] if good else "" for c, good in zip(scored["language"].tolist(), ok.tolist())]
             out[LANGUAGE_CONFIDENCE_COL] = scored["language_confidence"]
+        if cfg.repetition.reject:
+            out[REPETITIVE_COL] = scored["set_aside"] == STATUS_REPETITIVE
         return out
 
     # -- decide -------------------------------------------------------------------------------
@@ -471,23 +482,13 @@ def record_ids(cols: ColumnTable | Mapping[str, Any] | Any, cfg: Config, prefix:
     return [spec.record_id({} if is_missing(v) else {field: v}, prefix, row) for row, v in enumerate(values, start)]
 
 
-def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
-                             shard: np.ndarray | None = None) -> tuple[Annotations, list[str]]:
-    """Build the decide stage's ``Annotations`` from ``synth_*`` columns, as the CLI builds them
-    from its work files; also returns the error messages ("" for usable records)."""
+def record_statuses(cols: ColumnTable, cfg: Config, errors: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each annotated record's status (``STATUS_OK``, malformed, or set aside by ``--languages``
+    or ``--reject-repetitive``) from its ``synth_*`` columns, and its language codes (None when
+    not identified)."""
     n = cols.num_rows
-    needed = [SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERROR_COL]
-    if cfg.dedup.near:
-        needed.append(BANDS_COL)
-        if cfg.dedup.verify:
-            needed.append(SIGNATURE_COL)
-    missing = [c for c in needed if c not in cols]
-    if missing:
-        raise ValueError(
-            f"annotations lack column(s) {', '.join(missing)}: annotate with SynthFilter.annotate under the same "
-            "config (near-duplicate detection needs synth_bands, and synth_signature when dedup.verify is on)"
-        )
-    errors = cols.pylist(ERROR_COL)
+    if errors is None:
+        errors = cols.pylist(ERROR_COL)
     status = np.fromiter((STATUS_OK if not e else STATUS_MALFORMED for e in errors), dtype=np.int8, count=n)
     language = None
     # Without the column (annotations made by a caller that keeps only some columns) no language
@@ -498,6 +499,33 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
 
         language = np.fromiter((code_of(c or "und") for c in cols.pylist(LANGUAGE_COL)), dtype=np.uint8, count=n)
         status[(status == STATUS_OK) & ~language_roles_of(language, cfg).allowed] = STATUS_LANGUAGE
+    if cfg.repetition.reject:
+        loops = np.fromiter((bool(v) for v in cols.pylist(REPETITIVE_COL)), dtype=bool, count=n)
+        status[(status == STATUS_OK) & loops] = STATUS_REPETITIVE
+    return status, language
+
+
+def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
+                             shard: np.ndarray | None = None) -> tuple[Annotations, list[str]]:
+    """Build the decide stage's ``Annotations`` from ``synth_*`` columns, as the CLI builds them
+    from its work files; also returns the error messages ("" for usable records)."""
+    n = cols.num_rows
+    needed = [SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERROR_COL]
+    if cfg.dedup.near:
+        needed.append(BANDS_COL)
+        if cfg.dedup.verify:
+            needed.append(SIGNATURE_COL)
+    if cfg.repetition.reject:
+        needed.append(REPETITIVE_COL)
+    missing = [c for c in needed if c not in cols]
+    if missing:
+        raise ValueError(
+            f"annotations lack column(s) {', '.join(missing)}: annotate with SynthFilter.annotate under the same "
+            "config (near-duplicate detection needs synth_bands, and synth_signature when dedup.verify is on; "
+            "repetition.reject needs synth_repetitive)"
+        )
+    errors = cols.pylist(ERROR_COL)
+    status, language = record_statuses(cols, cfg, errors)
     hashes = cols.pylist(TEXT_HASH_COL)
     raw = bytes.fromhex("".join(h if h else _ZERO_HASH for h in hashes))
     hl = np.frombuffer(raw, dtype=">u8").reshape(n, 2).astype(np.uint64)
@@ -511,7 +539,7 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         bands = np.array(cols.matrix(BANDS_COL, np.uint64), dtype=np.uint64)
         bad = np.flatnonzero(status != STATUS_OK)
         if len(bad):
-            # Rows without text (or in a language --languages drops) get band keys of their own
+            # Rows without text (or set aside: --languages, --reject-repetitive) get band keys of their own
             # so that they never match anything.
             nb = bands.shape[1]
             own = bad.astype(np.uint64)[:, None] * np.uint64(nb) + np.arange(nb, dtype=np.uint64)

@@ -133,10 +133,13 @@ def build_config(config: Optional[Path], overrides: dict[str, Any]) -> Config:
 
 def _print_summary(report: dict[str, Any], out: Path | str) -> None:
     inp, outp, dup, syn = report["input"], report["output"], report["duplicates"], report["synthetic"]
+    by_reason = outp.get("rejected_by_reason") or {}
+    set_aside = "".join(f", {what} {by_reason[key]:,}" for key, what in (("language", "other language"),
+                                                                        ("repetitive", "repetitive")) if by_reason.get(key))
     lines = [
         f"records: {inp['records']:,} in {inp['shards']} shard(s), {inp['malformed']:,} malformed",
         f"kept: {outp['kept']:,}   rejected: {outp['rejected']:,}   "
-        f"(exact dup {dup['exact']:,}, near dup {dup['near']:,}, downsampled {syn.get('downsampled', 0):,})",
+        f"(exact dup {dup['exact']:,}, near dup {dup['near']:,}, downsampled {syn.get('downsampled', 0):,}{set_aside})",
     ]
     if syn.get("estimated_share_before") is not None:
         lo, hi = syn["ci95_before"]
@@ -190,6 +193,7 @@ def run(
     allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
     unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Keep only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; [repetition] in the config tunes the rule."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
@@ -211,6 +215,7 @@ def run(
                       "on_unreliable": "proceed" if allow_unreliable_detector else None,
                       "widen": "unseen_source" if unseen_source else None},
             "language": {"keep": languages},
+            "repetition": {"reject": True if reject_repetitive else None},
             "report": {"group_by": group_by},
         }
         cfg = build_config(config, overrides)
@@ -434,6 +439,7 @@ def gate(
     no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
     threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
     languages: Optional[str] = typer.Option(None, "--languages", help="Gate only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; [repetition] in the config tunes the rule."),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No summary on stdout (the exit code still tells)."),
 ) -> None:
     """Check a CMS export against a policy: exit 0 pass, 1 policy violated, 2 input or usage error."""
@@ -447,6 +453,7 @@ def gate(
                       "provenance_map": _provenance_map(provenance_map),
                       "on_unreliable": "proceed" if allow_unreliable_detector else None},
             "language": {"keep": languages},
+            "repetition": {"reject": True if reject_repetitive else None},
             "gate": {"max_synthetic": max_synthetic, "max_duplicates": max_duplicates, "min_records": min_records,
                      "require_provenance": require_provenance, "strict": strict,
                      "format": export_format.value if export_format else None, "text_column": text_column,

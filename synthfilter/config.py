@@ -2,7 +2,7 @@
 
 A config is built from defaults, then a TOML file, then explicit overrides (CLI flags win).
 The TOML layout mirrors the dataclasses: top-level run options, plus ``[dedup]``,
-``[detector]``, ``[language]``, ``[ratio]``, ``[report]`` and ``[gate]`` tables.
+``[detector]``, ``[language]``, ``[repetition]``, ``[ratio]``, ``[report]`` and ``[gate]`` tables.
 """
 
 from __future__ import annotations
@@ -70,6 +70,18 @@ class LanguageConfig:
     keep: list[str] = field(default_factory=list)  # --languages: keep only these (empty: all)
     min_confidence: float = 0.5  # below it a record's language is "und" (not identified)
     sample_chars: int = 200  # characters of each record read to identify its language
+
+
+@dataclass
+class RepetitionConfig:
+    """The repetition filter (``--reject-repetitive``): records that repeat themselves, as a
+    model stuck in a loop writes, are rejected with reason ``repetitive`` before deduplication.
+    The measure is the report's ``self_repeating_share`` (``synthfilter.diversity``), applied to
+    the whole text of each record."""
+
+    reject: bool = False
+    min_distinct: float = 0.5  # a record repeats itself below this share of distinct word trigrams
+    min_trigrams: int = 20  # shorter records are never judged
 
 
 @dataclass
@@ -144,6 +156,7 @@ class Config:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
+    repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
     ratio: RatioConfig = field(default_factory=RatioConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -245,6 +258,11 @@ class Config:
         if self.detector.batch_size < 1:
             raise ConfigError("detector.batch_size must be >= 1")
         _validate_language(self)
+        rep = self.repetition
+        if not 0.0 < rep.min_distinct <= 1.0:
+            raise ConfigError(f"repetition.min_distinct must be in (0, 1], got {rep.min_distinct}")
+        if rep.min_trigrams < 1:
+            raise ConfigError(f"repetition.min_trigrams must be >= 1, got {rep.min_trigrams}")
         if self.report.sample_size < 10:
             raise ConfigError("report.sample_size must be >= 10")
         _validate_gate(self.gate)

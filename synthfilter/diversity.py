@@ -31,7 +31,9 @@ __all__ = [
     "diversity_section",
     "mattr",
     "overrepresented_ngrams",
+    "repeating_records",
     "sample_keys",
+    "set_diversity",
     "words",
 ]
 
@@ -269,10 +271,19 @@ def _self_repeating_share(stream: "_Stream") -> float | None:
     """Share of the records (of those long enough to judge) that repeat themselves: fewer than
     ``SELF_REPEAT_DISTINCT`` of their own word trigrams distinct. Degenerate generator output
     (a phrase looping) looks like this, and a detector that never saw loops can score it human."""
-    keys, doc, _ = stream.ngrams(3)
-    n = len(stream)
-    if not n or not len(keys):
+    judged, repeating = _repeating(stream, SELF_REPEAT_DISTINCT, SELF_REPEAT_MIN_NGRAMS)
+    if not judged.any():
         return None
+    return float(np.count_nonzero(repeating) / np.count_nonzero(judged))
+
+
+def _repeating(stream: "_Stream", min_distinct: float, min_ngrams: int) -> tuple[np.ndarray, np.ndarray]:
+    """(judged, repeating) per record: at least ``min_ngrams`` word trigrams, and fewer than
+    ``min_distinct`` of them distinct (the second implies the first)."""
+    n = len(stream)
+    keys, doc, _ = stream.ngrams(3)
+    if not n or not len(keys):
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     total = np.bincount(doc, minlength=n)
     # One sort of (record, trigram hash) packed in 64 bits: the record in the high bits, the
     # rest of a 64-bit hash of the trigram below (two of a record's few hundred trigrams share
@@ -285,10 +296,39 @@ def _self_repeating_share(stream: "_Stream") -> float | None:
     first = np.ones(len(packed), dtype=bool)
     first[1:] = packed[1:] != packed[:-1]
     distinct = np.bincount((packed[first] >> np.uint64(low)).astype(np.int64), minlength=n)
-    judged = total >= SELF_REPEAT_MIN_NGRAMS
-    if not judged.any():
-        return None
-    return float(np.count_nonzero(distinct[judged] < SELF_REPEAT_DISTINCT * total[judged]) / judged.sum())
+    judged = total >= min_ngrams
+    return judged, judged & (distinct < min_distinct * total)
+
+
+def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPEAT_DISTINCT,
+                      min_trigrams: int = SELF_REPEAT_MIN_NGRAMS) -> np.ndarray:
+    """Which of these texts repeat themselves (bool per text), judged on the whole of each
+    ``normalize_for_dedup`` text: at least ``min_trigrams`` word trigrams (characters for
+    scripts written without spaces) and fewer than ``min_distinct`` of them distinct. The rule of
+    the report's ``self_repeating_share`` (which reads a sample's first ``MAX_CHARS``) and of
+    ``--reject-repetitive``."""
+    tok = _Tokenized()
+    toks = [_tokens(x) for x in normalized]
+    ids = np.fromiter(map(tok.vocab.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
+    offsets = np.zeros(len(toks) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in toks], out=offsets[1:])
+    return _repeating(_Stream(tok, ids, offsets, list(normalized), list(normalized)), min_distinct, min_trigrams)[1]
+
+
+# A run without --reject-repetitive warns when at least this share of its kept sample loops.
+LOOP_WARNING_SHARE = 0.01
+
+
+def set_diversity(report: dict[str, Any], section: dict[str, Any], reject_repetitive: bool) -> None:
+    """Put the diversity ``section`` into ``report``, with a warning when the kept records loop
+    and ``--reject-repetitive`` is off (the report's warnings list is copied, not extended)."""
+    report["diversity"] = section
+    share = (section.get("after") or {}).get("self_repeating_share")
+    if not reject_repetitive and share is not None and share >= LOOP_WARNING_SHARE:
+        report["warnings"] = [*report.get("warnings", []), (
+            f"{share:.1%} of the kept records (in the diversity sample) repeat themselves: fewer than half of their "
+            "own word trigrams distinct, as a model stuck in a loop writes, which a detector can score as human; "
+            "--reject-repetitive rejects them")]
 
 
 def _exact_duplicate_rate(normalized: Sequence[str]) -> float | None:

@@ -352,6 +352,8 @@ class GateResult:
             kinds = ", ".join(f"{k} {v:,}" for k, v in m["excluded_by_kind"].items())
             skipped = f", {m['excluded']:,} not gated ({kinds})"
         other = f", {m['language_rejected']:,} in other languages (--languages)" if m.get("language_rejected") else ""
+        if m.get("repetitive_rejected"):
+            other += f", {m['repetitive_rejected']:,} repeating themselves (--reject-repetitive)"
         lines.append(f"  records     {m['records']:,} read: {m['with_text']:,} with text, "
                      f"{m['without_text']:,} without text{other}{skipped}")
         languages = languages_line(self.report)
@@ -551,13 +553,16 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
 
 def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str | None) -> GateResult:
     from synthfilter.gatescan import REASON_NAMES
-    from synthfilter.pipeline.stages import EXACT_DUP, NEAR_DUP, PROVENANCE_NAMES, STATUS_LANGUAGE, STATUS_OK
+    from synthfilter.pipeline.stages import (
+        EXACT_DUP, NEAR_DUP, PROVENANCE_NAMES, STATUS_LANGUAGE, STATUS_OK, STATUS_REPETITIVE,
+    )
     from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
 
     report = gs.report
     # Records with text in a language --languages keeps (all languages without it): what is gated.
     ok = gs.status == STATUS_OK
     other_language = int((gs.status == STATUS_LANGUAGE).sum())
+    repetitive = int((gs.status == STATUS_REPETITIVE).sum())
     labels = gs.labels
     unknown_ok = ok & (labels == UNKNOWN)
     messages = list(gs.messages)
@@ -582,8 +587,9 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
     measured: dict[str, Any] = {
         "records": gs.n,
         "with_text": n_text,
-        "without_text": n_gated - n_text - other_language,
+        "without_text": n_gated - n_text - other_language - repetitive,
         "language_rejected": other_language,
+        "repetitive_rejected": repetitive,
         "excluded": gs.n - n_gated,
         "excluded_by_kind": dict(gs.excluded_kinds.most_common()),
         "synthetic_share": share,
@@ -688,11 +694,14 @@ def _offending(gs: Any, reason_codes: Any, prov_codes: Any, require_provenance: 
     import numpy as np
 
     from synthfilter.gatescan import EXCLUDED_CODE
-    from synthfilter.pipeline.stages import EXACT_DUP, LANGUAGE, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS
+    from synthfilter.pipeline.stages import (
+        EXACT_DUP, LANGUAGE, MALFORMED, NEAR_DUP, PROVENANCE_NAMES, REASONS, REPETITIVE,
+    )
     from synthfilter.provenance import HUMAN, MACHINE, UNKNOWN
 
-    # Records --languages set aside are not gated: they never reach training.
-    gated = (reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED) & (reason_codes != LANGUAGE)
+    # Records --languages or --reject-repetitive set aside are not gated: they never reach training.
+    gated = ((reason_codes != EXCLUDED_CODE) & (reason_codes != MALFORMED) & (reason_codes != LANGUAGE)
+             & (reason_codes != REPETITIVE))
     scores = gs.scores()
     # P(synthetic) as shown (1 / 0 for known provenance, else the score rounded to 6 places, as
     # Python rounds) is also what marks an item synthetic. Rounding moves a score by 5e-7 at most,

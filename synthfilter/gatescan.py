@@ -24,7 +24,7 @@ import numpy as np
 import xxhash
 
 from synthfilter.pipeline.stages import (
-    REASONS, STATUS_LANGUAGE, STATUS_MALFORMED, STATUS_OK, Annotations, Decisions, decide, language_roles_of,
+    REASONS, STATUS_MALFORMED, STATUS_OK, Annotations, Decisions, decide,
     record_uniforms,
 )
 from synthfilter.records import is_missing
@@ -448,10 +448,11 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
                 prov = [None if is_missing(v) else v for v in prov]
             scored = sf._score_values(values, prov)
             if "language" in scored:
-                # As run: a record in a language --languages drops is set aside before dedup.
                 columns.append("language", scored["language"])
-                allowed = language_roles_of(scored["language"], cfg).allowed
-                scored["status"][(scored["status"] == STATUS_OK) & ~allowed] = STATUS_LANGUAGE
+            # As run: a record in a language --languages drops, or one that repeats itself under
+            # --reject-repetitive, is set aside before dedup.
+            aside = (scored["status"] == STATUS_OK) & (scored["set_aside"] != STATUS_OK)
+            scored["status"][aside] = scored["set_aside"][aside]
             for k in ("status", "hash_hi", "hash_lo", "length", "score", "provenance"):
                 columns.append(k, scored[k])
             if near:

@@ -87,18 +87,18 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
             fn_constructor_kwargs={"sf": sf, "id_prefix": id_prefix},
         ).materialize()
         total = scored.count()
-        malformed = _malformed(scored, cfg, id_prefix)
+        malformed, set_aside = _set_aside(scored, sf, id_prefix)
         n_bands = sf.scorer.bands[0] if cfg.dedup.near else 0
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
         decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, malformed, n_bands,
-                                  cfg.dedup.num_perm)
+                                  cfg.dedup.num_perm, set_aside)
     report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     ref = ray.put(_lookup_table(decisions))
     input_cols = [c for c in ds.columns() if c not in (INDEX_COL, ID_COL)] if ds.columns() else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
-        "ref": ref, "want_kept": True, "input_cols": input_cols, "annotate": cfg.annotate})
+        "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
     rejected = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
-        "ref": ref, "want_kept": False, "input_cols": input_cols, "annotate": cfg.annotate})
+        "ref": ref, "want_kept": False, "input_cols": input_cols, "cfg": cfg})
     return FilterResult(kept=kept, rejected=rejected, report=report)
 
 
@@ -169,33 +169,45 @@ class _AnnotateRows:
         return table.append_column(ID_COL, pa.array(ids, type=pa.string()))
 
 
-def _malformed(scored: Any, cfg: Any, id_prefix: str) -> int:
-    """How many records are malformed; under ``on_error = "fail"`` the first one is an error."""
-    from synthfilter.api import ERROR_COL, MalformedRecordError
+def _set_aside(scored: Any, sf: Any, id_prefix: str) -> tuple[int, np.ndarray]:
+    """How many records are malformed, and how many per reason the score stage set aside
+    besides (``--languages``, ``--reject-repetitive``); under ``on_error = "fail"`` the first
+    malformed record is an error."""
+    from synthfilter.api import MalformedRecordError
+    from synthfilter.pipeline.stages import MALFORMED, REASONS
 
-    got = collect(scored.select_columns([INDEX_COL, ID_COL, ERROR_COL]).map_batches(
-        _first_malformed, batch_format="numpy", batch_size=None))
-    if not got or not got["count"].sum():
-        return 0
-    if cfg.on_error == "fail":
+    cfg = sf.config
+    got = collect(scored.select_columns([INDEX_COL, ID_COL] + list(sf.annotation_columns)).map_batches(
+        _first_malformed, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg}))
+    if not got:
+        return 0, np.zeros(len(REASONS), np.int64)
+    counts = got["counts"].reshape(-1, len(REASONS)).sum(axis=0)
+    malformed = int(counts[MALFORMED])
+    counts[MALFORMED] = 0
+    if malformed and cfg.on_error == "fail":
         first = int(np.argmin(got["index"]))
         raise MalformedRecordError(
             f"{id_prefix} row {int(got['index'][first])} (id {got['id'][first]!r}): {got['error'][first]} "
             "(set on_error = \"quarantine\" in the config to set bad records aside)"
         )
-    return int(got["count"].sum())
+    return malformed, counts
 
 
-def _first_malformed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from synthfilter.api import ERROR_COL
+def _first_malformed(table: Any, cfg: Any) -> dict[str, np.ndarray]:
+    from synthfilter.api import ERROR_COL, ColumnTable, record_statuses
+    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status
 
-    bad = np.flatnonzero(np.array([bool(e) for e in batch[ERROR_COL]], dtype=bool))
+    errors = table.column(ERROR_COL).to_pylist()
+    status, _ = record_statuses(ColumnTable(table=table), cfg, errors)
+    reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status))
+    counts = np.bincount(reason.astype(np.int64), minlength=len(REASONS))[None]
+    bad = np.flatnonzero(np.array([bool(e) for e in errors], dtype=bool))
     if not len(bad):
-        return {"count": np.array([0]), "index": np.array([np.iinfo(np.int64).max]), "id": np.array([""], object),
+        return {"counts": counts, "index": np.array([np.iinfo(np.int64).max]), "id": np.array([""], object),
                 "error": np.array([""], object)}
-    i = bad[0]
-    return {"count": np.array([len(bad)]), "index": batch[INDEX_COL][i:i + 1],
-            "id": np.array([batch[ID_COL][i]], object), "error": np.array([batch[ERROR_COL][i]], object)}
+    i = int(bad[0])
+    return {"counts": counts, "index": table.column(INDEX_COL).to_numpy()[i:i + 1],
+            "id": np.array([table.column(ID_COL)[i].as_py()], object), "error": np.array([errors[i]], object)}
 
 
 # -- decide --------------------------------------------------------------------------------------
@@ -285,19 +297,22 @@ def _lookup_table(decisions: RayDecisions) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in got.items()}
 
 
-def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | None, annotate: bool) -> Any:
+def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | None, cfg: Any) -> Any:
     """The kept (or rejected) rows of a scored batch, with the columns ``FilterResult`` names."""
     import pyarrow as pa
 
     from synthfilter.api import (
-        DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL,
+        DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL, ColumnTable,
+        record_statuses,
     )
-    from synthfilter.pipeline.stages import KEPT, MALFORMED, REASONS
+    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status
 
     lookup: Mapping[str, np.ndarray] = resolve(ref)
     g = table.column(INDEX_COL).to_numpy()
-    errors = table.column(ERROR_COL).to_pylist()
-    reason = np.where(np.array([bool(e) for e in errors], dtype=bool), MALFORMED, KEPT).astype(np.int8)
+    annotate = cfg.annotate
+    # Malformed records and those the score stage set aside have no decision row: their status says.
+    status, _ = record_statuses(ColumnTable(table=table), cfg)
+    reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status)).astype(np.int8)
     dup: list[str | None] = [None] * len(g)
     posterior = np.full(len(g), np.nan, dtype=np.float32)
     keys = lookup["gidx"]

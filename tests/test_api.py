@@ -124,7 +124,7 @@ def test_score_batch_is_the_pipeline_scorer_with_malformed_rows_marked() -> None
 
 def test_annotate_adds_the_documented_columns() -> None:
     sf = SynthFilter({"detector": {"enabled": False}, "ratio": {"provenance_field": "meta.who"},
-                      "language": {"identify": "always"}})
+                      "language": {"identify": "always"}, "repetition": {"reject": True}})
     batch = {
         "id": ["a", "b", "c"],
         "text": ["Hello there, how are you today?", "HELLO there how are you today", ""],
@@ -142,7 +142,8 @@ def test_annotate_adds_the_documented_columns() -> None:
     assert out["synth_language"] == ["en", "en", ""]
     assert out["synth_language_confidence"][0] > 0.5
     assert np.isnan(out["synth_score"]).all()
-    assert tuple(SynthFilter({"dedup": {"near": False}}).annotation_columns) == ANNOTATION_COLUMNS[:5] + ANNOTATION_COLUMNS[7:]
+    assert out["synth_repetitive"].tolist() == [False, False, False]  # too short to judge; the third is malformed
+    assert tuple(SynthFilter({"dedup": {"near": False}}).annotation_columns) == ANNOTATION_COLUMNS[:5] + ANNOTATION_COLUMNS[7:9]
 
 
 def test_annotate_reads_dotted_text_paths_and_names_a_missing_column() -> None:

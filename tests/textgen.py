@@ -112,3 +112,12 @@ def corpus(n: int, seed: int = 0, machine_share: float = 0.3) -> list[tuple[str,
         seen.add(text)
         out.append((label, text))
     return out
+
+
+def looping_text(rng: random.Random, repeats: int | None = None) -> str:
+    """Degenerate generator output: a sound opening, then one sentence of the assistant register
+    looping (as a model stuck in a repetition loop writes), cut off mid-loop."""
+    t = rng.choice(TOPICS)
+    loop = rng.choice(BODY).format(t=t, T=t[0].upper() + t[1:])
+    body = " ".join([loop] * (repeats or rng.randint(6, 12)))
+    return f"{rng.choice(OPENERS).format(t=t, T=t[0].upper() + t[1:])} {body} {loop[: len(loop) // 2]}"

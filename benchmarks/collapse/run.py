@@ -81,6 +81,7 @@ class Settings:
     seed: int = 0
     workers: int = 1  # synthfilter worker processes
     retrain_detector: bool = False  # a new detector each generation, on the current generator's output
+    reject_repetitive: bool = False  # the filtered regimes run with --reject-repetitive
 
 
 QUICK = Settings(human_per_generation=500, detector_docs=500, metric_tokens=40_000)
@@ -270,7 +271,7 @@ def filter_pool(work: Path, name: str, generation: int, human: list[np.ndarray],
     out = gdir / "out"
     _synthfilter(["run", str(gdir / "in"), "--out", str(out), "--target-ratio", str(s.target_ratio),
                   "--model", str(detector), "--seed", str(s.seed), "--workers", str(s.workers), "--quiet",
-                  "--overwrite", "--annotate",
+                  "--overwrite", "--annotate", *(["--reject-repetitive"] if s.reject_repetitive else []),
                   # The filter is the regime under test: it downsamples even when its reliability
                   # checks flag the detector (the report then says the kept share is unknown,
                   # and the verdict is recorded below), rather than ending the benchmark.
@@ -471,6 +472,9 @@ def markdown(res: dict) -> str:
     first = m["human-only"][0]
     retrained = (" A second filtered regime gets a new detector every generation, trained the same way on the "
                  "output of its current generator." if RETRAINED in names else "")
+    if s.get("reject_repetitive"):
+        retrained += (" The filtered regimes run `synthfilter run --reject-repetitive`: records that repeat "
+                      "themselves are rejected whatever their score.")
     lines = [
         f"### `{res['command']}`", "",
         f"{dt_now()}, {res['seconds'] / 60:.1f} min wall ({res.get('cpu_seconds', 0) / 60:.1f} CPU-min with "
@@ -511,13 +515,14 @@ def markdown(res: dict) -> str:
         for x in series:
             lo, hi = x["ci95_before"] or (float("nan"), float("nan"))
             dups = x["rejected_by_reason"].get("exact_duplicate", 0) + x["rejected_by_reason"].get("near_duplicate", 0)
+            loops = f" (+{x['rejected_by_reason']['repetitive']} loops)" if x["rejected_by_reason"].get("repetitive") else ""
             lines.append(
                 f"| {x['generation']} | {x['detector_auroc']:.4f} | {x['estimated_share_before']:.3f} "
                 f"({lo:.3f}–{hi:.3f}) | {x['true_share_before']:.3f} | "
                 f"{(x['estimated_share_before'] - x['true_share_before']) * 100:+.1f} pt | "
                 f"{_share(x['estimated_share_after'])} | {x['true_share_after']:.3f} | "
                 f"{_gap(x['estimated_share_after'], x['true_share_after'])} | "
-                f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups} | "
+                f"{x['human_kept']:.1%} | {x['synthetic_kept']:.1%} | {dups}{loops} | "
                 f"{_share_pct(x.get('looping_before'))} / {_share_pct(x.get('looping_after'))} |")
     lines += ["", "Goals:", ""]
     for r in ("replace", "pool-50"):
@@ -608,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="synthfilter worker processes (default 1)")
     ap.add_argument("--retrain-detector", action="store_true", default=None,
                     help="train a new detector each generation on the current generator's output")
+    ap.add_argument("--reject-repetitive", action="store_true", default=None,
+                    help="run the filtered regimes with synthfilter run --reject-repetitive")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "_work" / "collapse", help="work directory")
     ap.add_argument("--results", type=Path, default=RESULTS, help="RESULTS.md to write the section to")
     ap.add_argument("--plot", type=Path, default=PLOT)
@@ -621,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         s = QUICK if a.quick else Settings()
         overrides = {k: getattr(a, k) for k in ("generations", "human_per_generation", "test_docs", "detector_docs",
                                                 "metric_tokens", "temperature", "top_p", "seed", "workers",
-                                                "retrain_detector")}
+                                                "retrain_detector", "reject_repetitive")}
         s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
         res = run(s, a.data, a.out, a.text_field, a.label_field, a.human_label,
                   log=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -38,6 +38,7 @@ from synthfilter.api import (
     P_MACHINE_COL,
     PROVENANCE_COL,
     REASON_COL,
+    REPETITIVE_COL,
     SCORE_COL,
     SIGNATURE_COL,
     TEXT_HASH_COL,
@@ -53,13 +54,13 @@ from synthfilter.pipeline.stages import (
     DOWNSAMPLED,
     EXACT_DUP,
     KEPT,
-    LANGUAGE,
     MALFORMED,
     NEAR_DUP,
     PROVENANCE_NAMES,
     REASONS,
     apply_language_counts,
     languages_section,
+    reason_of_status,
     record_language_counts,
 )
 
@@ -174,6 +175,8 @@ def annotation_features(sf: SynthFilter) -> Features:
     if cfg.identifies_language:
         feats[LANGUAGE_COL] = Value("string")
         feats[LANGUAGE_CONFIDENCE_COL] = Value("float32")
+    if cfg.repetition.reject:
+        feats[REPETITIVE_COL] = Value("bool")
     return Features(feats)
 
 
@@ -261,7 +264,9 @@ def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: i
         lo = hi
     report = result.report
     if cfg.report.diversity:
-        report["diversity"] = _diversity(parts, ann, result.keep, cfg)
+        from synthfilter.diversity import set_diversity
+
+        set_diversity(report, _diversity(parts, ann, result.keep, cfg), cfg.repetition.reject)
     if as_dict:
         report["splits"] = by_split
         return FilterResult(kept=DatasetDict(kept), rejected=DatasetDict(rejected), report=report)
@@ -462,12 +467,12 @@ class _StreamState:
         reason = np.zeros(n, dtype=np.int8)
         dup_of: list[str | None] = [None] * n
         errors = scored["error"]
-        trusted = allowed = np.ones(n, dtype=bool)
+        trusted = np.ones(n, dtype=bool)
         if "language" in scored:
             from synthfilter.pipeline.stages import language_roles_of
 
-            roles = language_roles_of(scored["language"], cfg)
-            trusted, allowed = roles.scored, roles.allowed
+            trusted = language_roles_of(scored["language"], cfg).scored
+        aside = reason_of_status(scored["set_aside"])  # --languages, --reject-repetitive
         for i in range(n):
             if scored["status"][i]:
                 if cfg.on_error == "fail":
@@ -477,8 +482,8 @@ class _StreamState:
                     )
                 reason[i] = MALFORMED
                 continue
-            if not allowed[i]:
-                reason[i] = LANGUAGE
+            if aside[i] != KEPT:
+                reason[i] = aside[i]
                 continue
             key = (int(scored["hash_hi"][i]), int(scored["hash_lo"][i]))
             if cfg.dedup.exact and key in self.exact:

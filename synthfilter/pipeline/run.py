@@ -639,7 +639,9 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     report = build_report(shards, metas, decisions, cfg, seconds, scorer)
     diversity, prerendered = early.result()
     if diversity is not None:
-        report["diversity"] = diversity
+        from synthfilter.diversity import set_diversity
+
+        set_diversity(report, diversity, cfg.repetition.reject)
     manifest = build_manifest(shards, metas, decisions, offsets, cfg, started, ended, model, scorer,
                               conservation, ignored)
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
@@ -791,7 +793,9 @@ def _report_early(shards: Sequence[Shard], work: Path, offsets: list[int], metas
 
             report = build_report(shards, metas, decisions, cfg, 0.0, scorer)  # all but timing, as at the end
             if diversity is not None:
-                report["diversity"] = diversity
+                from synthfilter.diversity import set_diversity
+
+                set_diversity(report, diversity, cfg.repetition.reject)
             prerendered = prerender_run_sections(
                 report, group_by=cfg.report.group_by, scores=ann.score,
                 reasons=decisions.reason, cluster_sizes=decisions.cluster_sizes)

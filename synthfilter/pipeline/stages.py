@@ -34,11 +34,16 @@ from synthfilter.io.shards import (
 from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
 from synthfilter.text.normalize import normalize_for_dedup
 
-REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language")
-KEPT, MALFORMED, EXACT_DUP, NEAR_DUP, DOWNSAMPLED, LANGUAGE = range(6)
-# A record's status after the score stage: usable, malformed, or in a language --languages drops
-# (never a duplicate's survivor, never in the estimate: like a malformed record, with its reason).
-STATUS_OK, STATUS_MALFORMED, STATUS_LANGUAGE = 0, 1, 2
+REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language",
+           "repetitive")
+KEPT, MALFORMED, EXACT_DUP, NEAR_DUP, DOWNSAMPLED, LANGUAGE, REPETITIVE = range(7)
+# A record's status after the score stage: usable, malformed, in a language --languages drops, or
+# repeating itself under --reject-repetitive (never a duplicate's survivor, never in the estimate:
+# like a malformed record, with its reason).
+STATUS_OK, STATUS_MALFORMED, STATUS_LANGUAGE, STATUS_REPETITIVE = 0, 1, 2, 3
+# The reason of each status, and the score stage's per-shard count of the records set aside.
+_REASON_OF_STATUS = np.array([KEPT, MALFORMED, LANGUAGE, REPETITIVE], dtype=np.int8)
+SET_ASIDE_COUNTS = {STATUS_LANGUAGE: "language_rejected", STATUS_REPETITIVE: "repetitive_rejected"}
 PROVENANCE_NAMES = ("unknown", "human", "machine")
 
 
@@ -151,11 +156,20 @@ class Scorer:
             out["signatures"] = sigs
             out["bands"] = band_keys(sigs, b, r) if n else np.zeros((0, b), np.uint64)
         to_score = np.ones(n, dtype=bool)
+        # The status of each text: STATUS_OK, or why the score stage sets it aside.
+        out["status"] = np.full(n, STATUS_OK, dtype=np.int8)
         if self.uses_language:
             out["language"], out["language_confidence"] = self.language.identify(texts)
             roles = language_roles_of(out["language"], self.cfg)
-            out["allowed"] = roles.allowed
+            out["status"][~roles.allowed] = STATUS_LANGUAGE
             to_score = roles.scored & roles.allowed
+        if self.cfg.repetition.reject and n:
+            from synthfilter.diversity import repeating_records
+
+            rep = self.cfg.repetition
+            loops = repeating_records(normalized, rep.min_distinct, rep.min_trigrams)
+            # Scored all the same: the score a looping record got is worth seeing in rejected/.
+            out["status"][loops & (out["status"] == STATUS_OK)] = STATUS_REPETITIVE
         out["score"] = np.full(n, np.nan, dtype=np.float32)
         if self.uses_detector and to_score.any():
             rows = np.flatnonzero(to_score)
@@ -333,14 +347,14 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     batch_pos: list[int] = []  # position in cols of each text in the batch
     batch_groups: list[str] = []
     malformed = 0
-    language_rejected = 0
+    set_aside = dict.fromkeys(SET_ASIDE_COUNTS.values(), 0)
     # Records before this index are flushed. A counter, not an attribute of ``flush``: a function
     # that refers to itself is a reference cycle, which kept each shard's columns alive until the
     # cyclic collector ran (about 1 KB a record across the shards of an in-process run).
     flushed = 0
 
     def flush() -> None:
-        nonlocal language_rejected, flushed
+        nonlocal flushed
         n_total = len(cols["id"])
         ann = scorer.score_texts(batch_texts, batch_prov)
         # Fill per-record arrays for this stretch of records (malformed rows get neutral values).
@@ -359,12 +373,11 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
                 a = np.full(count, fill, dtype=dtype)
                 a[pos] = ann[name]
                 arrays[name].append(a)
-            dropped = pos[~ann["allowed"]]
-            for j in dropped.tolist():
-                cols["status"][start + j] = STATUS_LANGUAGE
-            language_rejected += len(dropped)
-        else:
-            dropped = np.zeros(0, np.int64)
+        aside = np.flatnonzero(ann["status"] != STATUS_OK)
+        dropped = pos[aside]
+        for j, st in zip(dropped.tolist(), ann["status"][aside].tolist()):
+            cols["status"][start + j] = st
+            set_aside[SET_ASIDE_COUNTS[st]] += 1
         uniform = record_uniforms(cfg.seed, cols["id"][start:n_total])
         arrays["uniform"].append(uniform)
         if sampler is not None:
@@ -377,7 +390,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
             own = b[dropped]
             b[pos] = ann["bands"]
             s[pos] = ann["signatures"]
-            b[dropped] = own  # records --languages drops are nobody's duplicate
+            b[dropped] = own  # records the score stage sets aside are nobody's duplicate
             band_f.write(b.tobytes())
             sig_f.write(s.tobytes())
         batch_texts.clear()
@@ -466,7 +479,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "sha256": reader.sha256,
         "records": n,
         "malformed": malformed,
-        "language_rejected": language_rejected,
+        **set_aside,
         "blank_lines": reader.blank_lines,
         "empty": n == 0,
         "breaks": [b.to_dict() for b in reader.breaks],
@@ -647,7 +660,17 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
 
 def reason_of_status(status: np.ndarray) -> np.ndarray:
     """The rejection reason of records the score stage already set aside (status not OK)."""
-    return np.where(status == STATUS_LANGUAGE, LANGUAGE, MALFORMED).astype(np.int8)
+    return _REASON_OF_STATUS[np.asarray(status, dtype=np.int64)]
+
+
+def set_aside_counts(meta: dict[str, Any]) -> np.ndarray:
+    """Records per reason that a shard's score stage set aside (malformed, ``--languages``,
+    ``--reject-repetitive``), from its meta; zero for the other reasons."""
+    c = np.zeros(len(REASONS), np.int64)
+    c[MALFORMED] = int(meta.get("malformed", 0))
+    for status, key in SET_ASIDE_COUNTS.items():
+        c[_REASON_OF_STATUS[status]] += int(meta.get(key, 0))
+    return c
 
 
 def estimated_mask(reason: np.ndarray, scored_language: np.ndarray, provenance: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ REASON_COLORS = {
     "near_duplicate": "#CC79A7",
     "synthetic_downsampled": "#D55E00",
     "language": "#56B4E9",
+    "repetitive": "#009E73",
 }
 BEFORE = "#A3ACB9"
 AFTER = "#0072B2"

@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 # Decision codes of the per-record ``reasons`` array (synthfilter.pipeline.stages.REASONS).
-REASON_NAMES = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language")
+REASON_NAMES = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language",
+                "repetitive")
 MAX_GROUP_ROWS = 50
 MAX_INPUT_ROWS = 100
 

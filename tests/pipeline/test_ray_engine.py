@@ -620,7 +620,8 @@ def test_same_decisions_with_the_shipped_detector(tmp_path: Path, ray_cluster: s
 def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # Records outside [detector] languages: unscored, out of the estimate and never downsampled;
-    # --languages rejects with reason "language"; report.json's "languages" section.
+    # --languages rejects with reason "language", --reject-repetitive with "repetitive";
+    # report.json's "languages" section.
     from langtext import sentences
 
     from synthfilter.detect.model import CONFIG_FILE, ModelError, default_model_path, get_detector
@@ -636,6 +637,13 @@ def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
         texts = sentences(lang, 30, seed=5)
         rows += [{"id": f"{lang}-{i}", "text": t, "label": "x"} for i, t in enumerate(texts)]
         rows += [{"id": f"{lang}-dup-{i}", "text": t, "label": "x"} for i, t in enumerate(texts[:4])]
+    import random
+
+    from textgen import looping_text
+
+    rng = random.Random(9)  # loops, and a copy of one, for --reject-repetitive
+    rows += [{"id": f"loop-{i}", "text": looping_text(rng), "label": "machine"} for i in range(5)]
+    rows.append({"id": "loop-copy", "text": rows[-1]["text"], "label": "machine"})
     for i, r in enumerate(rows):
         if i % 4 == 0:
             r["who"] = r["label"] if r["label"] != "x" else "human"
@@ -643,7 +651,8 @@ def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
     write_jsonl(tmp_path / "in" / "b.jsonl", rows[1::2])
     ratio = {"provenance_field": "who", "on_unreliable": "proceed"}
     for name, extra in (("estimate", {"ratio": ratio}),
-                        ("target", {"ratio": {**ratio, "target_ratio": 0.1}, "language": {"keep": ["en", "de"]}})):
+                        ("target", {"ratio": {**ratio, "target_ratio": 0.1}, "language": {"keep": ["en", "de"]},
+                                    "repetition": {"reject": True}})):
         cfg = {"quiet": True, "workers": 2, **extra}
         run_pipeline([str(tmp_path / "in")], tmp_path / f"local-{name}", Config.from_dict(cfg))
         want = _comparable(tmp_path / f"local-{name}")
@@ -651,10 +660,12 @@ def test_same_decisions_with_other_languages(tmp_path: Path, ray_cluster: str,
         assert languages["not_estimated"] > 0 and {"de", "fr"} <= set(languages["by_language"])
         if name == "target":
             assert want["report"]["output"]["rejected_by_reason"]["language"] > 0
+            assert want["report"]["output"]["rejected_by_reason"]["repetitive"] == 6
         _same_on_both_decide_paths(tmp_path / "in", tmp_path / f"ray-{name}", cfg, want, monkeypatch)
 
 
-def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("set_aside", [False, True], ids=["plain", "languages+repetitive"])
+def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: pytest.MonkeyPatch, set_aside: bool) -> None:
     import ray
 
     # Every shuffle through Ray's hash shuffle, the path of large runs (sort-based below 20 M rows).
@@ -669,7 +680,18 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     for r in rows[:40:4]:
         rows.append({"id": f"near-{r['id']}", "text": r["text"].replace(" ", "  ", 3) + " zebra", "label": "x"})
     rows.append({"id": "empty", "text": "", "label": "x"})
-    cfg = {"detector": {"enabled": False}, "on_error": "quarantine"}
+    cfg: dict[str, Any] = {"detector": {"enabled": False}, "on_error": "quarantine"}
+    if set_aside:
+        # Records --languages or --reject-repetitive set aside have no decision row of their own.
+        import random
+
+        from langtext import sentences
+        from textgen import looping_text
+
+        rng = random.Random(8)
+        rows += [{"id": f"fr-{i}", "text": t, "label": "x"} for i, t in enumerate(sentences("fr", 12, seed=3))]
+        rows += [{"id": f"loop-{i}", "text": looping_text(rng), "label": "x"} for i in range(6)]
+        cfg.update(language={"keep": ["en"]}, repetition={"reject": True})
     kept, rejected, report = filter_dataset(ray.data.from_items(rows, override_num_blocks=4), cfg)
     sf = SynthFilter(cfg)
     ids = [r["id"] for r in rows]
@@ -681,6 +703,9 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     assert got == {ids[i]: (want.reason[i], want.duplicate_of[i]) for i in np.flatnonzero(~want.keep)}
     assert report["duplicates"] == want.report["duplicates"] and report["output"] == want.report["output"]
     assert report["output"]["rejected_by_reason"]["near_duplicate"] > 0
+    if set_aside:
+        assert report["output"]["rejected_by_reason"]["language"] >= 10
+        assert report["output"]["rejected_by_reason"]["repetitive"] == 6
 
 
 # -- the distributed decide stage on hard duplicate graphs ----------------------------------------------

@@ -43,7 +43,7 @@ def test_kept_lines_are_byte_identical_and_duplicates_rejected(tmp_path: Path, f
     assert res.report["output"] == {
         "kept": 60, "rejected": 3, "dry_run": False,
         "rejected_by_reason": {"malformed": 0, "exact_duplicate": 3, "near_duplicate": 0, "synthetic_downsampled": 0,
-                               "language": 0},
+                               "language": 0, "repetitive": 0},
     }
     assert set(res.report) >= {"version", "input", "output", "duplicates", "synthetic", "timing"}
 

@@ -37,7 +37,7 @@ from synthfilter.pipeline.run import (
     model_info,
     prepare_out_dir,
 )
-from synthfilter.pipeline.stages import REASONS, Scorer, apply_language_counts
+from synthfilter.pipeline.stages import MALFORMED, REASONS, Scorer, apply_language_counts, set_aside_counts
 from synthfilter.ratio import HumanLossError
 
 
@@ -183,7 +183,9 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     seconds = time.perf_counter() - t_start
     report = build_report(shards, metas, counted, cfg, seconds, scorer)  # type: ignore[arg-type]
     if diversity is not None:
-        report["diversity"] = diversity
+        from synthfilter.diversity import set_diversity
+
+        set_diversity(report, diversity, cfg.repetition.reject)
     manifest = build_manifest(shards, metas, counted, offsets, cfg, started, _now(), model, scorer,  # type: ignore[arg-type]
                               conservation, ignored)
     for entry, src in zip(manifest["inputs"], sources):
@@ -216,9 +218,10 @@ def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas:
             n_bands, num_perm = int(m["bands"]), int(m["num_perm"])
         parts.append(AnnotationPart(shard_dir(src.shard), offsets[si], int(m["records"]), int(m["bands"]), int(m["num_perm"])))
     malformed = sum(int(m.get("malformed", 0)) for m in metas.values())
-    language_rejected = sum(int(m.get("language_rejected", 0)) for m in metas.values())
+    set_aside = sum((set_aside_counts(m) for m in metas.values()), np.zeros(len(REASONS), np.int64))
+    set_aside[MALFORMED] = 0  # passed as malformed
     card = scorer.detector.card if scorer.uses_detector else None
     source = FileAnnotations(work, parts)
-    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, language_rejected,
+    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, set_aside,
                                  shards=[src.shard for src in sources], metas=metas)
 

@@ -19,7 +19,7 @@ from synthfilter.pipeline.ray.session import cluster_cpus, collect, grouped
 from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations, read_overrides
 from synthfilter.pipeline.ray.storage import ShardSource, Store, local_shard, shard_dir
 from synthfilter.pipeline.run import Progress
-from synthfilter.pipeline.stages import KEPT, LANGUAGE, MALFORMED, REASONS, STATUS_OK, reason_of_status, write_shard
+from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status, set_aside_counts, write_shard
 
 
 def save_overrides(work: Store, sources: Sequence[ShardSource], offsets: Sequence[int], rows: Any) -> np.ndarray:
@@ -67,8 +67,7 @@ def per_shard_counts(decided: np.ndarray, metas: Sequence[dict[str, Any]]) -> np
     """(shards, reasons) record counts, from the saved decisions and the shards' malformed counts."""
     counts = decided.copy()
     for si, m in enumerate(metas):
-        counts[si, MALFORMED] += int(m.get("malformed", 0))
-        counts[si, LANGUAGE] += int(m.get("language_rejected", 0))
+        counts[si] += set_aside_counts(m)
         counts[si, KEPT] = int(m["records"]) - counts[si, 1:].sum()
     return counts
 
