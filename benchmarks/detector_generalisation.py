@@ -223,6 +223,11 @@ ABLATION = [
     ("experts fitted on each training source alone, their scores averaged / averaged with the pooled "
      "experts' / the lowest (a text must look machine-made to every source's experts)",
      "0.62 / 0.66 / 0.69, 0.65 / 0.69 / 0.69, 0.49 / 0.52 / 0.69"),
+    # 2026-12-07 (later): content-controlled training, on the same cached features:
+    ("pairwise ranking: each machine text paired with its most similar human text of the same training source "
+     "(TF-IDF cosine; all pairs / pairs above 0.2 / above 0.4), a linear ranker on the standardised feature "
+     "differences, sources weighted equally (so that what a source's human text shares with its machine "
+     "text cancels)", "0.57 / 0.65 / 0.56, 0.54 / 0.70 / 0.53, 0.44 / 0.59 / 0.49"),
 ]
 
 
