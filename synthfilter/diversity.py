@@ -53,6 +53,10 @@ MAX_GROUPS = 100
 # records of at least SELF_REPEAT_MIN_NGRAMS trigrams).
 SELF_REPEAT_DISTINCT = 0.5
 SELF_REPEAT_MIN_NGRAMS = 20
+# --reject-repetitive judges a record on its first million characters (a loop shows long before),
+# and tokenises a batch about this many characters at a time.
+REPEAT_MAX_CHARS = 1_000_000
+REPEAT_CHUNK_CHARS = 1_000_000
 
 # Every key of a ``diversity_metrics`` result, in the order reports show them.
 METRIC_KEYS = (
@@ -302,17 +306,28 @@ def _repeating(stream: "_Stream", min_distinct: float, min_ngrams: int) -> tuple
 
 def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPEAT_DISTINCT,
                       min_trigrams: int = SELF_REPEAT_MIN_NGRAMS) -> np.ndarray:
-    """Which of these texts repeat themselves (bool per text), judged on the whole of each
-    ``normalize_for_dedup`` text: at least ``min_trigrams`` word trigrams (characters for
-    scripts written without spaces) and fewer than ``min_distinct`` of them distinct. The rule of
-    the report's ``self_repeating_share`` (which reads a sample's first ``MAX_CHARS``) and of
-    ``--reject-repetitive``."""
-    tok = _Tokenized()
-    toks = [_tokens(x) for x in normalized]
-    ids = np.fromiter(map(tok.vocab.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
-    offsets = np.zeros(len(toks) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in toks], out=offsets[1:])
-    return _repeating(_Stream(tok, ids, offsets, list(normalized), list(normalized)), min_distinct, min_trigrams)[1]
+    """Which of these texts repeat themselves (bool per text), judged on each
+    ``normalize_for_dedup`` text (its first ``REPEAT_MAX_CHARS`` characters): at least
+    ``min_trigrams`` word trigrams (characters for scripts written without spaces) and fewer than
+    ``min_distinct`` of them distinct. The rule of the report's ``self_repeating_share`` (which
+    reads a sample's first ``MAX_CHARS``) and of ``--reject-repetitive``. Texts are tokenised
+    ``REPEAT_CHUNK_CHARS`` at a time, so memory stays bounded whatever the batch."""
+    out = np.zeros(len(normalized), dtype=bool)
+    start = 0
+    while start < len(normalized):
+        end, chars = start, 0
+        while end < len(normalized) and (end == start or chars + min(len(normalized[end]), REPEAT_MAX_CHARS) <= REPEAT_CHUNK_CHARS):
+            chars += min(len(normalized[end]), REPEAT_MAX_CHARS)
+            end += 1
+        texts = [t[:REPEAT_MAX_CHARS] for t in normalized[start:end]]
+        tok = _Tokenized()
+        toks = [_tokens(x) for x in texts]
+        ids = np.fromiter(map(tok.vocab.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
+        offsets = np.zeros(len(toks) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in toks], out=offsets[1:])
+        out[start:end] = _repeating(_Stream(tok, ids, offsets, texts, texts), min_distinct, min_trigrams)[1]
+        start = end
+    return out
 
 
 # A run without --reject-repetitive warns when at least this share of its kept sample loops.

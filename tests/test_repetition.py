@@ -63,6 +63,21 @@ def test_loops_are_flagged_and_prose_is_not() -> None:
     assert not repeating_records(_norm(loops), min_distinct=0.05).any()
 
 
+def test_chunks_and_the_length_cap_bound_memory_not_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import synthfilter.diversity as div
+
+    rng = random.Random(3)
+    texts = _norm([looping_text(rng) if i % 3 == 0 else human_text(rng) for i in range(60)])
+    want = repeating_records(texts)
+    assert want.sum() == 20
+    monkeypatch.setattr(div, "REPEAT_CHUNK_CHARS", 500)  # a few texts a chunk, and texts longer than a chunk
+    assert repeating_records(texts).tolist() == want.tolist()
+    # A record is judged on its first REPEAT_MAX_CHARS characters: a loop that starts after them is not seen.
+    late = texts[1] + " " + texts[0] * 3
+    monkeypatch.setattr(div, "REPEAT_MAX_CHARS", len(texts[1]))
+    assert repeating_records([late, texts[0]]).tolist() == [False, True]
+
+
 def test_the_report_metric_applies_the_same_rule() -> None:
     rng = random.Random(2)
     texts = [looping_text(rng) for _ in range(30)] + [human_text(rng) for _ in range(170)]
