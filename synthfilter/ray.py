@@ -176,9 +176,12 @@ def _set_aside(scored: Any, sf: Any, id_prefix: str) -> tuple[int, np.ndarray]:
     from synthfilter.api import MalformedRecordError
     from synthfilter.pipeline.stages import MALFORMED, REASONS
 
+    from synthfilter.api import ERROR_COL, LANGUAGE_COL, REPETITIVE_COL
+
     cfg = sf.config
-    got = collect(scored.select_columns([INDEX_COL, ID_COL] + list(sf.annotation_columns)).map_batches(
-        _first_malformed, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg}))
+    status_cols = [c for c in (ERROR_COL, LANGUAGE_COL, REPETITIVE_COL) if c in sf.annotation_columns]
+    got = collect(scored.select_columns([INDEX_COL, ID_COL, *status_cols]).map_batches(
+        _status_counts, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg}))
     if not got:
         return 0, np.zeros(len(REASONS), np.int64)
     counts = got["counts"].reshape(-1, len(REASONS)).sum(axis=0)
@@ -193,7 +196,9 @@ def _set_aside(scored: Any, sf: Any, id_prefix: str) -> tuple[int, np.ndarray]:
     return malformed, counts
 
 
-def _first_malformed(table: Any, cfg: Any) -> dict[str, np.ndarray]:
+def _status_counts(table: Any, cfg: Any) -> dict[str, np.ndarray]:
+    """Records per reason the score stage decided (malformed, set aside, else kept), and the first
+    malformed record of the batch."""
     from synthfilter.api import ERROR_COL, ColumnTable, record_statuses
     from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status
 
