@@ -48,6 +48,8 @@ NO_LANGUAGE_ID = "{no-language-id.toml}"  # replaced by a config file written in
 CONFIGS = {
     "exact dedup only": ["--no-detector", "--no-near-dedup"],
     "exact + near dedup": ["--no-detector"],
+    # What the repetition filter adds to the cheapest run that has it.
+    "exact + near dedup + --reject-repetitive": ["--no-detector", "--reject-repetitive"],
     "default (dedup + detector)": [],
     # The same run without language identification ([language] identify = "never"): the
     # difference to the default is what language ID costs (issue 16: goal <= 15 % of the run).

@@ -275,17 +275,19 @@ def _self_repeating_share(stream: "_Stream") -> float | None:
     """Share of the records (of those long enough to judge) that repeat themselves: fewer than
     ``SELF_REPEAT_DISTINCT`` of their own word trigrams distinct. Degenerate generator output
     (a phrase looping) looks like this, and a detector that never saw loops can score it human."""
-    judged, repeating = _repeating(stream, SELF_REPEAT_DISTINCT, SELF_REPEAT_MIN_NGRAMS)
+    keys, doc, _ = stream.ngrams(3)
+    judged, repeating = _repeating(keys.view(np.uint64), doc, len(stream), SELF_REPEAT_DISTINCT,
+                                   SELF_REPEAT_MIN_NGRAMS)
     if not judged.any():
         return None
     return float(np.count_nonzero(repeating) / np.count_nonzero(judged))
 
 
-def _repeating(stream: "_Stream", min_distinct: float, min_ngrams: int) -> tuple[np.ndarray, np.ndarray]:
-    """(judged, repeating) per record: at least ``min_ngrams`` word trigrams, and fewer than
-    ``min_distinct`` of them distinct (the second implies the first)."""
-    n = len(stream)
-    keys, doc, _ = stream.ngrams(3)
+def _repeating(keys: np.ndarray, doc: np.ndarray, n: int, min_distinct: float,
+               min_ngrams: int) -> tuple[np.ndarray, np.ndarray]:
+    """(judged, repeating) per record, given one uint64 key per trigram occurrence and its record
+    (ascending): at least ``min_ngrams`` trigrams, and fewer than ``min_distinct`` of them
+    distinct (the second implies the first)."""
     if not n or not len(keys):
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     total = np.bincount(doc, minlength=n)
@@ -294,8 +296,7 @@ def _repeating(stream: "_Stream", min_distinct: float, min_ngrams: int) -> tuple
     # 50-odd hash bits with odds of about 1e-10), 6x faster than sorting the pairs.
     low = 64 - max(int(n).bit_length(), 1)
     with np.errstate(over="ignore"):
-        packed = (doc.astype(np.uint64) << np.uint64(low)) | (_mix64(keys.view(np.uint64))
-                                                              & np.uint64((1 << low) - 1))
+        packed = (doc.astype(np.uint64) << np.uint64(low)) | (_mix64(keys) & np.uint64((1 << low) - 1))
     packed.sort()
     first = np.ones(len(packed), dtype=bool)
     first[1:] = packed[1:] != packed[:-1]
@@ -310,8 +311,11 @@ def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPE
     ``normalize_for_dedup`` text (its first ``REPEAT_MAX_CHARS`` characters): at least
     ``min_trigrams`` word trigrams (characters for scripts written without spaces) and fewer than
     ``min_distinct`` of them distinct. The rule of the report's ``self_repeating_share`` (which
-    reads a sample's first ``MAX_CHARS``) and of ``--reject-repetitive``. Texts are tokenised
-    ``REPEAT_CHUNK_CHARS`` at a time, so memory stays bounded whatever the batch."""
+    reads a sample's first ``MAX_CHARS``) and of ``--reject-repetitive``. Tokens are the dedup
+    shingles' (32-bit hashes, made without a Python loop over tokens), ``REPEAT_CHUNK_CHARS``
+    characters at a time, so memory stays bounded whatever the batch."""
+    from synthfilter.text.shingles import token_hashes_batch
+
     out = np.zeros(len(normalized), dtype=bool)
     start = 0
     while start < len(normalized):
@@ -319,13 +323,15 @@ def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPE
         while end < len(normalized) and (end == start or chars + min(len(normalized[end]), REPEAT_MAX_CHARS) <= REPEAT_CHUNK_CHARS):
             chars += min(len(normalized[end]), REPEAT_MAX_CHARS)
             end += 1
-        texts = [t[:REPEAT_MAX_CHARS] for t in normalized[start:end]]
-        tok = _Tokenized()
-        toks = [_tokens(x) for x in texts]
-        ids = np.fromiter(map(tok.vocab.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
-        offsets = np.zeros(len(toks) + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in toks], out=offsets[1:])
-        out[start:end] = _repeating(_Stream(tok, ids, offsets, texts, texts), min_distinct, min_trigrams)[1]
+        tok, offsets = token_hashes_batch([t[:REPEAT_MAX_CHARS] for t in normalized[start:end]])
+        n = end - start
+        doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+        # Trigrams that stay inside one record; key: the three 32-bit token hashes, mixed.
+        at = np.flatnonzero(doc[:-2] == doc[2:]) if len(tok) > 2 else np.zeros(0, np.int64)
+        t = tok.astype(np.uint64)
+        with np.errstate(over="ignore"):
+            keys = ((t[at] << np.uint64(32)) | t[at + 1]) ^ (t[at + 2] * np.uint64(0x9E3779B97F4A7C15))
+        out[start:end] = _repeating(keys, doc[at], n, min_distinct, min_trigrams)[1]
         start = end
     return out
 

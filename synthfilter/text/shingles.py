@@ -14,6 +14,7 @@ __all__ = [
     "shingle_hash",
     "shingle_hashes_batch",
     "token_hash",
+    "token_hashes_batch",
     "tokens",
     "uses_char_ngrams",
 ]
@@ -231,8 +232,34 @@ def _token_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, segment
     return _fmix32_np(out)
 
 
-def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Shingle hashes of a few consecutive docs sharing one mode; returns (hashes, count per doc)."""
+def token_hashes_batch(
+    texts: Sequence[str], spaceless_share: float = DEFAULT_SPACELESS_SHARE, chunk_bytes: int = 1 << 18,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``token_hash`` of every token of every normalised text, in order (words; single visible
+    characters for texts mostly in scripts written without spaces, as ``shingles`` decides),
+    without a Python loop over tokens. Returns ``(hashes, offsets)``: uint32 hashes, text after
+    text, and int64 offsets of length ``len(texts) + 1``."""
+    encoded = [t.encode("utf-8") for t in texts]
+    char_mode = np.fromiter((uses_char_ngrams(t, spaceless_share) for t in texts), dtype=bool, count=len(texts))
+    counts = np.zeros(len(texts), dtype=np.int64)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for mode in (False, True):
+        for chunk in _byte_chunks(encoded, np.flatnonzero(char_mode == mode), chunk_bytes):
+            tok, tok_off = _chunk_tokens([encoded[i] for i in chunk], mode)
+            counts[chunk] = np.diff(tok_off)
+            parts.append((chunk, tok, tok_off))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), dtype=np.uint32)
+    for chunk, tok, tok_off in parts:
+        dest = np.repeat(offsets[chunk] - tok_off[:-1], np.diff(tok_off)) + np.arange(len(tok))
+        out[dest] = tok
+    return out, offsets
+
+
+def _chunk_tokens(docs: list[bytes], char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Token hashes of a few consecutive docs sharing one mode, and the token offset of each doc
+    (doc i owns ``tok[tok_off[i]:tok_off[i + 1]]``; len(docs) + 1 offsets)."""
     # One space before, between and after the docs: tokens never cross a doc boundary.
     buf = np.frombuffer(b" " + b" ".join(docs) + b" ", dtype=np.uint8)
     lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
@@ -249,10 +276,13 @@ def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray,
         edges = np.flatnonzero(separator[1:] ^ separator[:-1]) + 1
         starts, ends = edges[0::2], edges[1::2]
 
-    tok = _token_hashes(buf, starts, ends)
+    return _token_hashes(buf, starts, ends), np.searchsorted(starts, doc_start)
 
+
+def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of a few consecutive docs sharing one mode; returns (hashes, count per doc)."""
     # Tokens of doc i are tok[tok_off[i]:tok_off[i + 1]].
-    tok_off = np.searchsorted(starts, doc_start)
+    tok, tok_off = _chunk_tokens(docs, char_mode)
     ntok = np.diff(tok_off)
     long_doc = ntok >= n
     per_doc = np.where(long_doc, ntok - n + 1, 1)

@@ -12,6 +12,7 @@ from synthfilter.text.shingles import (
     shingle_hashes_batch,
     shingles,
     token_hash,
+    token_hashes_batch,
     tokens,
     uses_char_ngrams,
 )
@@ -71,6 +72,19 @@ def test_batch_equals_reference(maker, chunk_bytes):
     for i, text in enumerate(texts):
         expected = [shingle_hash(s) for s in shingles(text, ngram=5, char_ngram=4)]
         assert hashes[offsets[i] : offsets[i + 1]].tolist() == expected, repr(text[:80])
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 64, 1 << 18])
+def test_token_hashes_batch_equals_reference(maker, chunk_bytes):
+    # The tokens the repetition rule counts: words, or characters for spaceless scripts.
+    texts = [normalize_for_dedup(maker.mixed()) for _ in range(300)]
+    texts += ["", " ", "x", maker.doc(3000), "a\tb\nc  d e f", "😀 " * 10]
+    hashes, offsets = token_hashes_batch(texts, chunk_bytes=chunk_bytes)
+    assert hashes.dtype == np.uint32 and offsets[0] == 0 and offsets[-1] == len(hashes)
+    for i, text in enumerate(texts):
+        expected = [token_hash(t) for t in tokens(text, char_mode=uses_char_ngrams(text))]
+        assert hashes[offsets[i] : offsets[i + 1]].tolist() == expected, repr(text[:80])
+    assert token_hashes_batch([])[1].tolist() == [0]
 
 
 def test_tokens_never_cross_text_boundaries():
