@@ -921,7 +921,10 @@ def render_gate_html(result: GateResult) -> str:
     m = result.measured
     stats = [
         h.Stat("Records", h.fmt_count(m["with_text"]), f"with text · {h.fmt_count(m['without_text'])} without · "
-               f"{h.fmt_count(m['excluded'])} not gated"),
+               f"{h.fmt_count(m['excluded'])} not gated"
+               + "".join(f" · {h.fmt_count(m[key])} {what}" for key, what in
+                         (("language_rejected", "in other languages"), ("repetitive_rejected", "repeating themselves"))
+                         if m.get(key))),
         h.Stat("Synthetic share", h.fmt_share(m["synthetic_share"]),
                f"95 % CI {h.fmt_interval(m['synthetic_ci95'])}" if m["synthetic_ci95"] else None,
                _tone(result, "max_synthetic")),

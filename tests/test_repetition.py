@@ -189,7 +189,8 @@ def test_gate_sets_loops_aside_and_counts_them(tmp_path: Path, capsys: pytest.Ca
     export = tmp_path / "posts.jsonl"
     export.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     args = ["gate", str(export), "--no-detector", "--reject-repetitive", "--max-duplicates", "0.05",
-            "--json", str(tmp_path / "g.json"), "--write-approved", str(tmp_path / "ok")]
+            "--json", str(tmp_path / "g.json"), "--report", str(tmp_path / "g.html"),
+            "--write-approved", str(tmp_path / "ok")]
     with pytest.raises(SystemExit) as exc:
         main(args)
     printed = capsys.readouterr().out
@@ -200,6 +201,7 @@ def test_gate_sets_loops_aside_and_counts_them(tmp_path: Path, capsys: pytest.Ca
     assert doc["measured"]["repetitive_rejected"] == n_loops
     assert doc["measured"]["with_text"] == len(rows) - n_loops and doc["measured"]["without_text"] == 0
     assert doc["offending_ids"] in (["h3"], ["h-copy"])  # whichever of the pair comes second
+    assert f"{n_loops} repeating themselves" in (tmp_path / "g.html").read_text(encoding="utf-8")
     rejected = [json.loads(x) for x in (tmp_path / "ok" / "rejected.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rejected if r["synthfilter"]["reason"] == "repetitive"} == loops_of(rows)
     approved = {json.loads(x)["id"] for x in (tmp_path / "ok" / "approved.jsonl").read_text().splitlines()}
