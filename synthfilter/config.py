@@ -77,7 +77,7 @@ class RepetitionConfig:
     """The repetition filter (``--reject-repetitive``): records that repeat themselves, as a
     model stuck in a loop writes, are rejected with reason ``repetitive`` before deduplication.
     The measure is the report's ``self_repeating_share`` (``synthfilter.diversity``), applied to
-    the first million characters of each record."""
+    the first 200,000 tokens (words) of each record."""
 
     reject: bool = False
     min_distinct: float = 0.5  # a record repeats itself below this share of distinct word trigrams

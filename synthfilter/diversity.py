@@ -31,6 +31,7 @@ __all__ = [
     "diversity_section",
     "mattr",
     "overrepresented_ngrams",
+    "repeating_from_tokens",
     "repeating_records",
     "sample_keys",
     "set_diversity",
@@ -53,10 +54,12 @@ MAX_GROUPS = 100
 # records of at least SELF_REPEAT_MIN_NGRAMS trigrams).
 SELF_REPEAT_DISTINCT = 0.5
 SELF_REPEAT_MIN_NGRAMS = 20
-# --reject-repetitive judges a record on its first million characters (a loop shows long before),
-# and tokenises a batch about this many characters at a time.
-REPEAT_MAX_CHARS = 1_000_000
+# --reject-repetitive judges a record on its first 200,000 tokens (a loop shows long before);
+# standalone, it tokenises about REPEAT_CHUNK_CHARS characters at a time, and it judges about
+# REPEAT_CHUNK_TOKENS tokens at a time.
+REPEAT_MAX_TOKENS = 200_000
 REPEAT_CHUNK_CHARS = 1_000_000
+REPEAT_CHUNK_TOKENS = 250_000
 
 # Every key of a ``diversity_metrics`` result, in the order reports show them.
 METRIC_KEYS = (
@@ -307,32 +310,50 @@ def _repeating(keys: np.ndarray, doc: np.ndarray, n: int, min_distinct: float,
 
 def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPEAT_DISTINCT,
                       min_trigrams: int = SELF_REPEAT_MIN_NGRAMS) -> np.ndarray:
-    """Which of these texts repeat themselves (bool per text), judged on each
-    ``normalize_for_dedup`` text (its first ``REPEAT_MAX_CHARS`` characters): at least
-    ``min_trigrams`` word trigrams (characters for scripts written without spaces) and fewer than
-    ``min_distinct`` of them distinct. The rule of the report's ``self_repeating_share`` (which
-    reads a sample's first ``MAX_CHARS``) and of ``--reject-repetitive``. Tokens are the dedup
-    shingles' (32-bit hashes, made without a Python loop over tokens), ``REPEAT_CHUNK_CHARS``
-    characters at a time, so memory stays bounded whatever the batch."""
+    """Which of these ``normalize_for_dedup`` texts repeat themselves (bool per text): see
+    ``repeating_from_tokens``. Tokenised ``REPEAT_CHUNK_CHARS`` characters at a time."""
     from synthfilter.text.shingles import token_hashes_batch
 
     out = np.zeros(len(normalized), dtype=bool)
     start = 0
     while start < len(normalized):
-        end, chars = start, 0
-        while end < len(normalized) and (end == start or chars + min(len(normalized[end]), REPEAT_MAX_CHARS) <= REPEAT_CHUNK_CHARS):
-            chars += min(len(normalized[end]), REPEAT_MAX_CHARS)
+        end, chars = start + 1, len(normalized[start])
+        while end < len(normalized) and chars + len(normalized[end]) <= REPEAT_CHUNK_CHARS:
+            chars += len(normalized[end])
             end += 1
-        tok, offsets = token_hashes_batch([t[:REPEAT_MAX_CHARS] for t in normalized[start:end]])
-        n = end - start
-        doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-        # Trigrams that stay inside one record; key: the three 32-bit token hashes, mixed.
-        at = np.flatnonzero(doc[:-2] == doc[2:]) if len(tok) > 2 else np.zeros(0, np.int64)
-        t = tok.astype(np.uint64)
+        out[start:end] = repeating_from_tokens(token_hashes_batch(normalized[start:end]), min_distinct, min_trigrams)
+        start = end
+    return out
+
+
+def repeating_from_tokens(tokens: tuple[np.ndarray, np.ndarray, Any], min_distinct: float = SELF_REPEAT_DISTINCT,
+                          min_trigrams: int = SELF_REPEAT_MIN_NGRAMS) -> np.ndarray:
+    """Which texts repeat themselves (bool per text), given them tokenised by
+    ``text.shingles.token_hashes_batch`` (the dedup shingles' tokens: words, or characters for
+    scripts written without spaces): at least ``min_trigrams`` trigrams of tokens among a text's
+    first ``REPEAT_MAX_TOKENS`` tokens, and fewer than ``min_distinct`` of them distinct. The
+    rule of the report's ``self_repeating_share`` (which reads a sample's first ``MAX_CHARS``
+    characters) and of ``--reject-repetitive``. Texts are judged ``REPEAT_CHUNK_TOKENS`` tokens
+    at a time, so memory stays bounded whatever the batch."""
+    tok, offsets = tokens[0], np.asarray(tokens[1], dtype=np.int64)
+    n_docs = len(offsets) - 1
+    ntok = np.minimum(np.diff(offsets), REPEAT_MAX_TOKENS)
+    out = np.zeros(n_docs, dtype=bool)
+    if not n_docs:
+        return out
+    ends = np.cumsum(ntok)
+    cuts = np.unique(np.clip(np.searchsorted(ends, np.arange(REPEAT_CHUNK_TOKENS, int(ends[-1]), REPEAT_CHUNK_TOKENS),
+                                             side="right"), 1, n_docs - 1)) if n_docs > 1 else []
+    for group in np.split(np.arange(n_docs), cuts):
+        local = np.zeros(len(group) + 1, dtype=np.int64)
+        np.cumsum(ntok[group], out=local[1:])
+        t = tok[np.repeat(offsets[group] - local[:-1], ntok[group]) + np.arange(local[-1])].astype(np.uint64)
+        doc = np.repeat(np.arange(len(group), dtype=np.int64), ntok[group])
+        # Trigrams that stay inside one text; key: the three 32-bit token hashes, mixed.
+        at = np.flatnonzero(doc[:-2] == doc[2:]) if len(t) > 2 else np.zeros(0, np.int64)
         with np.errstate(over="ignore"):
             keys = ((t[at] << np.uint64(32)) | t[at + 1]) ^ (t[at + 2] * np.uint64(0x9E3779B97F4A7C15))
-        out[start:end] = _repeating(keys, doc[at], n, min_distinct, min_trigrams)[1]
-        start = end
+        out[group] = _repeating(keys, doc[at], len(group), min_distinct, min_trigrams)[1]
     return out
 
 

@@ -72,9 +72,11 @@ def test_chunks_and_the_length_cap_bound_memory_not_the_answer(monkeypatch: pyte
     assert want.sum() == 20
     monkeypatch.setattr(div, "REPEAT_CHUNK_CHARS", 500)  # a few texts a chunk, and texts longer than a chunk
     assert repeating_records(texts).tolist() == want.tolist()
-    # A record is judged on its first REPEAT_MAX_CHARS characters: a loop that starts after them is not seen.
+    monkeypatch.setattr(div, "REPEAT_CHUNK_TOKENS", 100)  # judged a few texts at a time
+    assert repeating_records(texts).tolist() == want.tolist()
+    # A record is judged on its first REPEAT_MAX_TOKENS tokens: a loop that starts after them is not seen.
     late = texts[1] + " " + texts[0] * 3
-    monkeypatch.setattr(div, "REPEAT_MAX_CHARS", len(texts[1]))
+    monkeypatch.setattr(div, "REPEAT_MAX_TOKENS", len(texts[1].split()))
     assert repeating_records([late, texts[0]]).tolist() == [False, True]
 
 

@@ -16,6 +16,7 @@ from synthfilter.text.shingles import (
     _fmix32_np,
     shingle_hash,
     shingle_hashes_batch,
+    shingle_hashes_from_tokens,
     shingles,
 )
 
@@ -138,6 +139,11 @@ class MinHasher:
             normalized_texts, self.ngram, self.char_ngram, self.spaceless_share
         )
         return self.signatures_from_hashes(hashes, offsets)
+
+    def signatures_from_tokens(self, tokens: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """``signatures`` of texts already tokenised by ``text.shingles.token_hashes_batch``
+        (with this hasher's ``spaceless_share``): the same signatures, one tokenisation."""
+        return self.signatures_from_hashes(*shingle_hashes_from_tokens(*tokens, self.ngram, self.char_ngram))
 
     def signatures_from_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Signatures of sets given as 32-bit element hashes: set i is ``hashes[offsets[i]:offsets[i+1]]``.

@@ -13,6 +13,7 @@ __all__ = [
     "shingles",
     "shingle_hash",
     "shingle_hashes_batch",
+    "shingle_hashes_from_tokens",
     "token_hash",
     "token_hashes_batch",
     "tokens",
@@ -237,8 +238,9 @@ def token_hashes_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``token_hash`` of every token of every normalised text, in order (words; single visible
     characters for texts mostly in scripts written without spaces, as ``shingles`` decides),
-    without a Python loop over tokens. Returns ``(hashes, offsets)``: uint32 hashes, text after
-    text, and int64 offsets of length ``len(texts) + 1``."""
+    without a Python loop over tokens. Returns ``(hashes, offsets, char_mode)``: uint32 hashes,
+    text after text, int64 offsets of length ``len(texts) + 1``, and which texts are tokenised
+    by characters (``shingle_hashes_from_tokens`` makes their shingles)."""
     encoded = [t.encode("utf-8") for t in texts]
     char_mode = np.fromiter((uses_char_ngrams(t, spaceless_share) for t in texts), dtype=bool, count=len(texts))
     counts = np.zeros(len(texts), dtype=np.int64)
@@ -254,7 +256,42 @@ def token_hashes_batch(
     for chunk, tok, tok_off in parts:
         dest = np.repeat(offsets[chunk] - tok_off[:-1], np.diff(tok_off)) + np.arange(len(tok))
         out[dest] = tok
-    return out, offsets
+    return out, offsets, char_mode
+
+
+def shingle_hashes_from_tokens(
+    tok: np.ndarray, offsets: np.ndarray, char_mode: np.ndarray, ngram: int = 5, char_ngram: int = 5,
+    chunk_tokens: int = 1 << 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``shingle_hashes_batch`` of texts already tokenised by ``token_hashes_batch`` (the same
+    hashes and offsets), for a caller that needs the tokens too."""
+    n_docs = len(offsets) - 1
+    ntok = np.diff(offsets)
+    counts = np.zeros(n_docs, dtype=np.int64)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for mode, n in ((False, ngram), (True, char_ngram)):
+        docs = np.flatnonzero(char_mode == mode)
+        if not len(docs):
+            continue
+        # Groups of consecutive docs of about chunk_tokens tokens (a longer doc alone).
+        ends = np.cumsum(ntok[docs])
+        cuts = np.unique(np.clip(np.searchsorted(ends, np.arange(chunk_tokens, int(ends[-1]), chunk_tokens),
+                                                 side="right"), 1, len(docs) - 1)) if len(docs) > 1 else []
+        for group in np.split(docs, cuts):
+            local = np.zeros(len(group) + 1, dtype=np.int64)
+            np.cumsum(ntok[group], out=local[1:])
+            src = np.repeat(offsets[group] - local[:-1], ntok[group]) + np.arange(local[-1])
+            hashes, per_doc = _shingles_from_tokens(tok[src], local, n)
+            counts[group] = per_doc
+            parts.append((group, hashes))
+    out_off = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_off[1:])
+    out = np.empty(int(out_off[-1]), dtype=np.uint32)
+    for group, hashes in parts:
+        local = np.zeros(len(group) + 1, dtype=np.int64)
+        np.cumsum(counts[group], out=local[1:])
+        out[np.repeat(out_off[group] - local[:-1], counts[group]) + np.arange(local[-1])] = hashes
+    return out, out_off
 
 
 def _chunk_tokens(docs: list[bytes], char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -281,12 +318,16 @@ def _chunk_tokens(docs: list[bytes], char_mode: bool) -> tuple[np.ndarray, np.nd
 
 def _hash_chunk(docs: list[bytes], n: int, char_mode: bool) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of a few consecutive docs sharing one mode; returns (hashes, count per doc)."""
-    # Tokens of doc i are tok[tok_off[i]:tok_off[i + 1]].
-    tok, tok_off = _chunk_tokens(docs, char_mode)
+    return _shingles_from_tokens(*_chunk_tokens(docs, char_mode), n)
+
+
+def _shingles_from_tokens(tok: np.ndarray, tok_off: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of docs given their token hashes (doc i: ``tok[tok_off[i]:tok_off[i + 1]]``,
+    ``tok_off[0] == 0``); returns (hashes, count per doc)."""
     ntok = np.diff(tok_off)
     long_doc = ntok >= n
     per_doc = np.where(long_doc, ntok - n + 1, 1)
-    out_off = np.zeros(len(docs) + 1, dtype=np.int64)
+    out_off = np.zeros(len(ntok) + 1, dtype=np.int64)
     np.cumsum(per_doc, out=out_off[1:])
     out = np.empty(int(out_off[-1]), dtype=np.uint32)
 

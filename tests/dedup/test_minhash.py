@@ -39,11 +39,15 @@ def test_bit_identical_to_datasketch_on_1000_random_documents(maker):
 
 @pytest.mark.parametrize("num_perm,seed,ngram,char_ngram", [(64, 7, 3, 2), (256, 42, 1, 1), (2, 0, 9, 7)])
 def test_bit_identical_with_other_settings(maker, num_perm, seed, ngram, char_ngram):
+    from synthfilter.text.shingles import token_hashes_batch
+
     texts = [normalize_for_dedup(maker.mixed()) for _ in range(60)]
     hasher = MinHasher(num_perm=num_perm, seed=seed, ngram=ngram, char_ngram=char_ngram)
     sigs = hasher.signatures(texts)
     for i, text in enumerate(texts):
         assert np.array_equal(sigs[i], _datasketch_signature(text, hasher))
+    # The score stage's path: the texts tokenised once, shared with the repetition rule.
+    assert np.array_equal(hasher.signatures_from_tokens(token_hashes_batch(texts, hasher.spaceless_share)), sigs)
 
 
 def test_permutations_are_datasketchs():

@@ -10,6 +10,7 @@ from synthfilter.text.shingles import (
     SHINGLE_HASH_NAME,
     shingle_hash,
     shingle_hashes_batch,
+    shingle_hashes_from_tokens,
     shingles,
     token_hash,
     token_hashes_batch,
@@ -79,12 +80,19 @@ def test_token_hashes_batch_equals_reference(maker, chunk_bytes):
     # The tokens the repetition rule counts: words, or characters for spaceless scripts.
     texts = [normalize_for_dedup(maker.mixed()) for _ in range(300)]
     texts += ["", " ", "x", maker.doc(3000), "a\tb\nc  d e f", "😀 " * 10]
-    hashes, offsets = token_hashes_batch(texts, chunk_bytes=chunk_bytes)
+    hashes, offsets, char_mode = token_hashes_batch(texts, chunk_bytes=chunk_bytes)
     assert hashes.dtype == np.uint32 and offsets[0] == 0 and offsets[-1] == len(hashes)
+    assert char_mode.tolist() == [uses_char_ngrams(t) for t in texts] and char_mode.any()
     for i, text in enumerate(texts):
         expected = [token_hash(t) for t in tokens(text, char_mode=uses_char_ngrams(text))]
         assert hashes[offsets[i] : offsets[i + 1]].tolist() == expected, repr(text[:80])
     assert token_hashes_batch([])[1].tolist() == [0]
+    # The shingles made from those tokens (one tokenisation for MinHash and the repetition rule)
+    # are shingle_hashes_batch's, whatever the grouping.
+    want = shingle_hashes_batch(texts, ngram=5, char_ngram=4)
+    for chunk_tokens in (1, 50, 1 << 20):
+        got = shingle_hashes_from_tokens(hashes, offsets, char_mode, 5, 4, chunk_tokens=chunk_tokens)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
 
 
 def test_tokens_never_cross_text_boundaries():
