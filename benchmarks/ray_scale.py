@@ -314,7 +314,7 @@ def memory_child(engine: str, work: str) -> dict[str, Any]:
             re.collect(source.map_chunks(lambda c: {"n": np.array([len(c["gidx"])])}, ["status"]).limit(1))
             t0 = time.perf_counter()
             with PeakRSS() as mem:
-                d = re.decide_on_ray(source, offsets[-1], cfg, None, 0, info["bands"], NUM_PERM)
+                d = re.decide_on_ray(source, offsets[-1], cfg, None, None, info["bands"], NUM_PERM)
             seconds = time.perf_counter() - t0
         counts = d.counts()
         edges_note = {"duplicate_records": int(d.rows.count())}

@@ -312,17 +312,13 @@ def repeating_records(normalized: Sequence[str], min_distinct: float = SELF_REPE
                       min_trigrams: int = SELF_REPEAT_MIN_NGRAMS) -> np.ndarray:
     """Which of these ``normalize_for_dedup`` texts repeat themselves (bool per text): see
     ``repeating_from_tokens``. Tokenised ``REPEAT_CHUNK_CHARS`` characters at a time."""
-    from synthfilter.text.shingles import token_hashes_batch
+    from synthfilter.text.shingles import size_groups, token_hashes_batch
 
     out = np.zeros(len(normalized), dtype=bool)
-    start = 0
-    while start < len(normalized):
-        end, chars = start + 1, len(normalized[start])
-        while end < len(normalized) and chars + len(normalized[end]) <= REPEAT_CHUNK_CHARS:
-            chars += len(normalized[end])
-            end += 1
-        out[start:end] = repeating_from_tokens(token_hashes_batch(normalized[start:end]), min_distinct, min_trigrams)
-        start = end
+    sizes = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+    for group in size_groups(np.arange(len(normalized)), sizes, REPEAT_CHUNK_CHARS):
+        texts = [normalized[i] for i in group.tolist()]
+        out[group] = repeating_from_tokens(token_hashes_batch(texts), min_distinct, min_trigrams)
     return out
 
 
@@ -335,19 +331,14 @@ def repeating_from_tokens(tokens: tuple[np.ndarray, np.ndarray, Any], min_distin
     rule of the report's ``self_repeating_share`` (which reads a sample's first ``MAX_CHARS``
     characters) and of ``--reject-repetitive``. Texts are judged ``REPEAT_CHUNK_TOKENS`` tokens
     at a time, so memory stays bounded whatever the batch."""
+    from synthfilter.text.shingles import size_groups, run_indices
+
     tok, offsets = tokens[0], np.asarray(tokens[1], dtype=np.int64)
     n_docs = len(offsets) - 1
     ntok = np.minimum(np.diff(offsets), REPEAT_MAX_TOKENS)
     out = np.zeros(n_docs, dtype=bool)
-    if not n_docs:
-        return out
-    ends = np.cumsum(ntok)
-    cuts = np.unique(np.clip(np.searchsorted(ends, np.arange(REPEAT_CHUNK_TOKENS, int(ends[-1]), REPEAT_CHUNK_TOKENS),
-                                             side="right"), 1, n_docs - 1)) if n_docs > 1 else []
-    for group in np.split(np.arange(n_docs), cuts):
-        local = np.zeros(len(group) + 1, dtype=np.int64)
-        np.cumsum(ntok[group], out=local[1:])
-        t = tok[np.repeat(offsets[group] - local[:-1], ntok[group]) + np.arange(local[-1])].astype(np.uint64)
+    for group in size_groups(np.arange(n_docs), ntok, REPEAT_CHUNK_TOKENS):
+        t = tok[run_indices(offsets[group], ntok[group])].astype(np.uint64)
         doc = np.repeat(np.arange(len(group), dtype=np.int64), ntok[group])
         # Trigrams that stay inside one text; key: the three 32-bit token hashes, mixed.
         at = np.flatnonzero(doc[:-2] == doc[2:]) if len(t) > 2 else np.zeros(0, np.int64)

@@ -87,11 +87,11 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
             fn_constructor_kwargs={"sf": sf, "id_prefix": id_prefix},
         ).materialize()
         total = scored.count()
-        malformed, set_aside = _set_aside(scored, sf, id_prefix)
+        set_aside = _set_aside(scored, sf, id_prefix)
         n_bands = sf.scorer.bands[0] if cfg.dedup.near else 0
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
-        decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, malformed, n_bands,
-                                  cfg.dedup.num_perm, set_aside)
+        decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, set_aside, n_bands,
+                                  cfg.dedup.num_perm)
     report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     ref = ray.put(_lookup_table(decisions))
     input_cols = [c for c in ds.columns() if c not in (INDEX_COL, ID_COL)] if ds.columns() else None
@@ -169,44 +169,41 @@ class _AnnotateRows:
         return table.append_column(ID_COL, pa.array(ids, type=pa.string()))
 
 
-def _set_aside(scored: Any, sf: Any, id_prefix: str) -> tuple[int, np.ndarray]:
-    """How many records are malformed, and how many per reason the score stage set aside
-    besides (``--languages``, ``--reject-repetitive``); under ``on_error = "fail"`` the first
+def _set_aside(scored: Any, sf: Any, id_prefix: str) -> np.ndarray:
+    """Records per reason that the score stage set aside (malformed, ``--languages``,
+    ``--reject-repetitive``; zero for the other reasons); under ``on_error = "fail"`` the first
     malformed record is an error."""
-    from synthfilter.api import MalformedRecordError
-    from synthfilter.pipeline.stages import MALFORMED, REASONS
-
-    from synthfilter.api import ERROR_COL, LANGUAGE_COL, REPETITIVE_COL
+    from synthfilter.api import ERROR_COL, LANGUAGE_COL, REPETITIVE_COL, MalformedRecordError
+    from synthfilter.pipeline.stages import KEPT, MALFORMED, REASONS
 
     cfg = sf.config
     status_cols = [c for c in (ERROR_COL, LANGUAGE_COL, REPETITIVE_COL) if c in sf.annotation_columns]
     got = collect(scored.select_columns([INDEX_COL, ID_COL, *status_cols]).map_batches(
         _status_counts, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg}))
     if not got:
-        return 0, np.zeros(len(REASONS), np.int64)
+        return np.zeros(len(REASONS), np.int64)
     counts = got["counts"].reshape(-1, len(REASONS)).sum(axis=0)
-    malformed = int(counts[MALFORMED])
-    counts[MALFORMED] = 0
-    if malformed and cfg.on_error == "fail":
+    counts[KEPT] = 0  # usable records: decide's
+    if counts[MALFORMED] and cfg.on_error == "fail":
         first = int(np.argmin(got["index"]))
         raise MalformedRecordError(
             f"{id_prefix} row {int(got['index'][first])} (id {got['id'][first]!r}): {got['error'][first]} "
             "(set on_error = \"quarantine\" in the config to set bad records aside)"
         )
-    return malformed, counts
+    return counts
 
 
 def _status_counts(table: Any, cfg: Any) -> dict[str, np.ndarray]:
     """Records per reason the score stage decided (malformed, set aside, else kept), and the first
     malformed record of the batch."""
     from synthfilter.api import ERROR_COL, ColumnTable, record_statuses
-    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status
+    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_MALFORMED, STATUS_OK, reason_of_status
 
     errors = table.column(ERROR_COL).to_pylist()
     status, _ = record_statuses(ColumnTable(table=table), cfg, errors)
     reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status))
     counts = np.bincount(reason.astype(np.int64), minlength=len(REASONS))[None]
-    bad = np.flatnonzero(np.array([bool(e) for e in errors], dtype=bool))
+    bad = np.flatnonzero(status == STATUS_MALFORMED)
     if not len(bad):
         return {"counts": counts, "index": np.array([np.iinfo(np.int64).max]), "id": np.array([""], object),
                 "error": np.array([""], object)}

@@ -210,7 +210,7 @@ def test_gate_sets_loops_aside_and_counts_them(tmp_path: Path, capsys: pytest.Ca
     assert not approved & loops_of(rows) and len(approved) + len(rejected) == len(rows)
 
 
-def test_masks_agree_with_the_annotation_column() -> None:
+def test_score_batch_says_why_a_usable_record_is_set_aside() -> None:
     # score_batch reports why a usable record is set aside; status stays 0 for it.
     sf = SynthFilter(OPTIONS)
     rng = random.Random(6)

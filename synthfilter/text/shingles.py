@@ -14,6 +14,8 @@ __all__ = [
     "shingle_hash",
     "shingle_hashes_batch",
     "shingle_hashes_from_tokens",
+    "run_indices",
+    "size_groups",
     "token_hash",
     "token_hashes_batch",
     "tokens",
@@ -175,7 +177,7 @@ def shingle_hashes_batch(
     parts: list[tuple[np.ndarray, np.ndarray]] = []  # (doc indices, hashes of those docs in order)
     for mode, n in ((False, ngram), (True, char_ngram)):
         docs = np.flatnonzero(char_mode == mode)
-        for chunk in _byte_chunks(encoded, docs, chunk_bytes):
+        for chunk in size_groups(docs, _byte_sizes(encoded, docs), chunk_bytes):
             hashes, per_doc = _hash_chunk([encoded[i] for i in chunk], n, mode)
             counts[chunk] = per_doc
             parts.append((chunk, hashes))
@@ -186,26 +188,34 @@ def shingle_hashes_batch(
     out = np.empty(int(offsets[-1]), dtype=np.uint32)
     for chunk, hashes in parts:
         # Word-mode and char-mode docs interleave in input order: put each doc's run in its place.
-        starts = offsets[chunk]
-        local = np.zeros(len(chunk) + 1, dtype=np.int64)
-        np.cumsum(counts[chunk], out=local[1:])
         if np.all(np.diff(chunk) == 1):
-            out[starts[0] : starts[0] + local[-1]] = hashes
+            out[offsets[chunk[0]] : offsets[chunk[-1] + 1]] = hashes
         else:
-            dest = np.repeat(starts - local[:-1], counts[chunk]) + np.arange(local[-1])
-            out[dest] = hashes
+            out[run_indices(offsets[chunk], counts[chunk])] = hashes
     return out, offsets
 
 
-def _byte_chunks(encoded: list[bytes], docs: np.ndarray, chunk_bytes: int) -> list[np.ndarray]:
-    """Split doc indices into consecutive groups of about ``chunk_bytes`` bytes each."""
+def _byte_sizes(encoded: list[bytes], docs: np.ndarray) -> np.ndarray:
+    return np.fromiter((len(encoded[i]) + 1 for i in docs), dtype=np.int64, count=len(docs))
+
+
+def size_groups(docs: np.ndarray, sizes: np.ndarray, limit: int) -> list[np.ndarray]:
+    """Split doc indices into consecutive groups whose ``sizes`` (one per doc) sum to about
+    ``limit`` each (a doc larger than ``limit`` alone)."""
     if len(docs) == 0:
         return []
-    sizes = np.fromiter((len(encoded[i]) + 1 for i in docs), dtype=np.int64, count=len(docs))
     ends = np.cumsum(sizes)
-    cuts = np.searchsorted(ends, np.arange(chunk_bytes, int(ends[-1]), chunk_bytes), side="right")
+    cuts = np.searchsorted(ends, np.arange(limit, int(ends[-1]), limit), side="right")
     cuts = np.unique(np.clip(cuts, 1, len(docs) - 1)) if len(docs) > 1 else np.empty(0, dtype=np.int64)
     return np.split(docs, cuts)
+
+
+def run_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices of the runs ``[starts[i], starts[i] + lengths[i])``, one after the other:
+    gathers the texts' slices of a flat array into one, or scatters them back into place."""
+    local = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=local[1:])
+    return np.repeat(np.asarray(starts, dtype=np.int64) - local[:-1], lengths) + np.arange(local[-1])
 
 
 def _token_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, segment: int = 1 << 20) -> np.ndarray:
@@ -246,7 +256,8 @@ def token_hashes_batch(
     counts = np.zeros(len(texts), dtype=np.int64)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for mode in (False, True):
-        for chunk in _byte_chunks(encoded, np.flatnonzero(char_mode == mode), chunk_bytes):
+        docs = np.flatnonzero(char_mode == mode)
+        for chunk in size_groups(docs, _byte_sizes(encoded, docs), chunk_bytes):
             tok, tok_off = _chunk_tokens([encoded[i] for i in chunk], mode)
             counts[chunk] = np.diff(tok_off)
             parts.append((chunk, tok, tok_off))
@@ -254,8 +265,7 @@ def token_hashes_batch(
     np.cumsum(counts, out=offsets[1:])
     out = np.empty(int(offsets[-1]), dtype=np.uint32)
     for chunk, tok, tok_off in parts:
-        dest = np.repeat(offsets[chunk] - tok_off[:-1], np.diff(tok_off)) + np.arange(len(tok))
-        out[dest] = tok
+        out[run_indices(offsets[chunk], np.diff(tok_off))] = tok
     return out, offsets, char_mode
 
 
@@ -271,26 +281,17 @@ def shingle_hashes_from_tokens(
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for mode, n in ((False, ngram), (True, char_ngram)):
         docs = np.flatnonzero(char_mode == mode)
-        if not len(docs):
-            continue
-        # Groups of consecutive docs of about chunk_tokens tokens (a longer doc alone).
-        ends = np.cumsum(ntok[docs])
-        cuts = np.unique(np.clip(np.searchsorted(ends, np.arange(chunk_tokens, int(ends[-1]), chunk_tokens),
-                                                 side="right"), 1, len(docs) - 1)) if len(docs) > 1 else []
-        for group in np.split(docs, cuts):
+        for group in size_groups(docs, ntok[docs], chunk_tokens):
             local = np.zeros(len(group) + 1, dtype=np.int64)
             np.cumsum(ntok[group], out=local[1:])
-            src = np.repeat(offsets[group] - local[:-1], ntok[group]) + np.arange(local[-1])
-            hashes, per_doc = _shingles_from_tokens(tok[src], local, n)
+            hashes, per_doc = _shingles_from_tokens(tok[run_indices(offsets[group], ntok[group])], local, n)
             counts[group] = per_doc
             parts.append((group, hashes))
     out_off = np.zeros(n_docs + 1, dtype=np.int64)
     np.cumsum(counts, out=out_off[1:])
     out = np.empty(int(out_off[-1]), dtype=np.uint32)
     for group, hashes in parts:
-        local = np.zeros(len(group) + 1, dtype=np.int64)
-        np.cumsum(counts[group], out=local[1:])
-        out[np.repeat(out_off[group] - local[:-1], counts[group]) + np.arange(local[-1])] = hashes
+        out[run_indices(out_off[group], counts[group])] = hashes
     return out, out_off
 
 

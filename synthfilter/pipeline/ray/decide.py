@@ -26,7 +26,7 @@ from synthfilter.dedup.clusters import bucket_links, runs_of_equal
 from synthfilter.pipeline.ray.components import connected_components
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
 from synthfilter.pipeline.stages import (
-    KEPT, MALFORMED, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, survivors,
+    KEPT, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, survivors,
 )
 
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
@@ -52,16 +52,16 @@ class RayDecisions:
         return dict(self.totals)
 
 
-def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | None, malformed: int,
-                  n_bands: int, num_perm: int, set_aside: np.ndarray | None = None,
-                  shards: Sequence[Shard] | None = None, metas: dict[str, dict[str, Any]] | None = None) -> RayDecisions:
+def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | None, set_aside: np.ndarray | None,
+                  n_bands: int, num_perm: int, shards: Sequence[Shard] | None = None, metas: dict[str, dict[str, Any]] | None = None) -> RayDecisions:
     """``stages.decide`` for annotations that stay on the cluster (``source.map_chunks`` and
     ``source.lookup``).
 
     With the run's ``shards`` and ``metas``, work files on this node's file system and at most
     ``one_task.one_task_records()`` records, the local engine's decide runs in one task instead
     (``one_task``: the same decisions, without the shuffles). ``set_aside``: records per reason
-    that the score stage set aside besides the ``malformed`` ones (``stages.set_aside_counts``).
+    that the score stage set aside, malformed ones included (``stages.set_aside_counts``; None:
+    none).
     """
     from synthfilter.pipeline.ray.estimate import decide_estimate, decide_target_ratio
     from synthfilter.pipeline.ray.one_task import decide_in_one_task, one_task_records
@@ -73,7 +73,7 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
         decisions = RayDecisions(rows=rows.materialize(), totals={},
                                  cluster_sizes=RunLengthArray(summary["sizes"], summary["counts"], np.int64),
                                  synthetic=summary["synthetic"], warnings=list(summary["warnings"]))
-        decisions.totals = reason_totals(decisions.rows, total, malformed, set_aside)
+        decisions.totals = reason_totals(decisions.rows, total, set_aside)
         return decisions
     dups = duplicate_rows(source, total, cfg, n_bands)
     sizes = collect(dups.map_batches(_size_counts, batch_format="numpy", batch_size=None))
@@ -90,7 +90,7 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
     else:
         decide_target_ratio(source, decisions, cfg, card)
     decisions.rows = decisions.rows.materialize()
-    decisions.totals = reason_totals(decisions.rows, total, malformed, set_aside)
+    decisions.totals = reason_totals(decisions.rows, total, set_aside)
     return decisions
 
 
@@ -115,11 +115,10 @@ def _is_decision() -> Any:
     return col("kind") == DECISION
 
 
-def reason_totals(rows: Any, total: int, malformed: int, set_aside: np.ndarray | None = None) -> dict[str, int]:
+def reason_totals(rows: Any, total: int, set_aside: np.ndarray | None = None) -> dict[str, int]:
     got = collect(rows.map_batches(_reason_counts, batch_format="numpy", batch_size=None))
     c = got["counts"].reshape(-1, len(REASONS)).sum(axis=0) if got else np.zeros(len(REASONS), np.int64)
-    c[MALFORMED] += malformed
-    if set_aside is not None:  # set aside by the score stage, as malformed records are
+    if set_aside is not None:  # set aside by the score stage: no decision row of their own
         c += set_aside
     c[KEPT] = total - int(c[1:].sum())
     return {name: int(c[i]) for i, name in enumerate(REASONS)}

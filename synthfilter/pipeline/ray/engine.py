@@ -37,7 +37,7 @@ from synthfilter.pipeline.run import (
     model_info,
     prepare_out_dir,
 )
-from synthfilter.pipeline.stages import MALFORMED, REASONS, Scorer, apply_language_counts, set_aside_counts
+from synthfilter.pipeline.stages import REASONS, Scorer, apply_language_counts, set_aside_counts
 from synthfilter.ratio import HumanLossError
 
 
@@ -217,11 +217,9 @@ def _decide_all(sources: Sequence[ShardSource], cfg: Config, work: Store, metas:
         if near and m["records"]:
             n_bands, num_perm = int(m["bands"]), int(m["num_perm"])
         parts.append(AnnotationPart(shard_dir(src.shard), offsets[si], int(m["records"]), int(m["bands"]), int(m["num_perm"])))
-    malformed = sum(int(m.get("malformed", 0)) for m in metas.values())
     set_aside = sum((set_aside_counts(m) for m in metas.values()), np.zeros(len(REASONS), np.int64))
-    set_aside[MALFORMED] = 0  # passed as malformed
     card = scorer.detector.card if scorer.uses_detector else None
     source = FileAnnotations(work, parts)
-    return source, decide_on_ray(source, offsets[-1], cfg, card, malformed, n_bands, num_perm, set_aside,
+    return source, decide_on_ray(source, offsets[-1], cfg, card, set_aside, n_bands, num_perm,
                                  shards=[src.shard for src in sources], metas=metas)
 
