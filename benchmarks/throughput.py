@@ -50,6 +50,7 @@ CONFIGS = {
     "exact + near dedup": ["--no-detector"],
     # What the repetition filter adds to the cheapest run that has it.
     "exact + near dedup + --reject-repetitive": ["--no-detector", "--reject-repetitive"],
+    "default + --reject-repetitive": ["--reject-repetitive"],
     "default (dedup + detector)": [],
     # The same run without language identification ([language] identify = "never"): the
     # difference to the default is what language ID costs (issue 16: goal <= 15 % of the run).
