@@ -188,12 +188,12 @@ def run(
     num_perm: Optional[int] = typer.Option(None, help="MinHash permutations. [default: 128]"),
     target_ratio: Optional[float] = typer.Option(None, help="Keep at most this estimated synthetic share (0 <= R < 1)."),
     strategy: Optional[Strategy] = typer.Option(None, help="How to downsample synthetic text. [default: threshold]"),
-    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
+    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
     allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
     unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Keep only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
-    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; [repetition] in the config tunes the rule."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
@@ -361,7 +361,7 @@ def score(
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace synthfilter's previous outputs in OUT."),
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
-    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by [ratio.provenance_map])."),
+    provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
     batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -411,7 +411,7 @@ def _provenance_map(value: Optional[str]) -> Optional[dict[str, str]]:
 @app.command()
 def gate(
     exports: List[str] = typer.Argument(..., metavar="EXPORT...", help="WordPress WXR (.xml), CSV, JSONL files, or folders of Markdown / HTML files."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file ([gate], [ratio], ...); flags override it."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file (\\[gate], \\[ratio], ...); flags override it."),
     export_format: Optional[GateFormat] = typer.Option(None, "--format", help="Export format for every EXPORT. [default: detected per file]"),
     max_synthetic: Optional[float] = typer.Option(None, help="Fail when the estimated synthetic share is above S (0-1)."),
     max_duplicates: Optional[float] = typer.Option(None, help="Fail when more than D (0-1) of the records are exact or near copies of another."),
@@ -439,7 +439,7 @@ def gate(
     no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
     threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
     languages: Optional[str] = typer.Option(None, "--languages", help="Gate only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
-    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; [repetition] in the config tunes the rule."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No summary on stdout (the exit code still tells)."),
 ) -> None:
     """Check a CMS export against a policy: exit 0 pass, 1 policy violated, 2 input or usage error."""
