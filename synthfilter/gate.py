@@ -349,8 +349,7 @@ class GateResult:
         lines = [f"synthfilter gate: {'PASS' if self.passed else 'FAIL'}   policy: {self.policy.describe()}"]
         skipped = ""
         if m["excluded"]:
-            kinds = ", ".join(f"{k} {v:,}" for k, v in m["excluded_by_kind"].items())
-            skipped = f", {m['excluded']:,} not gated ({kinds})"
+            skipped = f", {m['excluded']:,} not gated ({_excluded_summary(m)})"
         other = f", {m['language_rejected']:,} in other languages (--languages)" if m.get("language_rejected") else ""
         if m.get("repetitive_rejected"):
             other += f", {m['repetitive_rejected']:,} repeating themselves (--reject-repetitive)"
@@ -361,7 +360,12 @@ class GateResult:
             lines.append(f"  {languages}")
         share = m["synthetic_share"]
         if share is None:
-            syn = "not estimated (see the note below)" if self.messages else "not estimated (detector off, no provenance labels)"
+            if not m["with_text"]:
+                syn = "not estimated (no record with text)"
+            elif self.messages:
+                syn = "not estimated (see the note below)"
+            else:
+                syn = "not estimated (detector off, no provenance labels)"
         else:
             ci = m["synthetic_ci95"]
             interval = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
@@ -641,6 +645,10 @@ def _synthetic_basis(scope: Mapping[str, Any]) -> str:
             f"{scope['not_estimated']:,} in other languages left out")
 
 
+def _excluded_summary(m: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in m["excluded_by_kind"].items())
+
+
 def _excluded_kind(why: str | None) -> str:
     return (why or "").split(" (")[0]
 
@@ -659,8 +667,17 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
             out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
                                  "max_synthetic: the synthetic share cannot be estimated (see the note); set "
                                  "[detector] languages or label the records (--provenance-field)"))
-        elif v is None:  # no record with text: nothing synthetic (min_records is the rule for size)
-            out.append(GateCheck("max_synthetic", True, None, pol.max_synthetic, "max_synthetic: no record with text"))
+        elif v is None and not m["with_text"]:
+            # Nothing was read that could be gated (an empty export, bodies that are all empty,
+            # every item excluded, e.g. by a misspelt --post-types): a gate that passes here
+            # would pass a broken export.
+            excluded = f"; {m['excluded']:,} not gated ({_excluded_summary(m)})" if m["excluded"] else ""
+            out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
+                                 f"max_synthetic: nothing to check: none of the {m['records']:,} records read has "
+                                 f"text{excluded}"))
+        elif v is None:  # cannot happen with text: an estimate, or one of the errors above
+            out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
+                                 "max_synthetic: the synthetic share was not estimated"))
         elif refuse_unreliable and m.get("synthetic_reliability") == "unreliable":
             out.append(GateCheck("max_synthetic", False, v, pol.max_synthetic,
                                  f"max_synthetic: the detector looks unreliable on this export, so its estimate "

@@ -323,6 +323,27 @@ def test_python_gate_on_records_and_policy_validation() -> None:
         synthfilter.gate(records, {"max_synthetics": 0.1}, {"detector": {"enabled": False}})
 
 
+def test_an_export_with_nothing_to_gate_fails_the_synthetic_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing read has text: no records, empty bodies, or every item excluded by a misspelt
+    # --post-types. A gate that passed here would let a broken export through.
+    for records in ([], [{"id": "a", "text": ""}, {"id": "b", "text": "   "}]):
+        result = synthfilter.gate(records, {"max_synthetic": 0.2})
+        assert not result.passed and result.exit_code == 1
+        assert [c.rule for c in result.failed] == ["max_synthetic"]
+        assert "nothing to check" in result.failed[0].detail
+    posts = make_posts(n_human=6, n_machine=0, exact=0, near=0)
+    export = wxr(tmp_path / "site.xml", posts)
+    code, out, _ = gate_cli([str(export), "--post-types", "pots", "--max-synthetic", "0.2", *NO_DETECTOR,
+                             *WXR_PROVENANCE], capsys)
+    assert code == 1
+    assert "not estimated (no record with text)" in out
+    assert re.search(r"failed: max_synthetic: nothing to check: none of the 6 records read has text; 6 not gated "
+                     r"\(post type post not in --post-types 6\)", out), out
+    # The same export with the right post type passes.
+    code, out, _ = gate_cli([str(export), "--max-synthetic", "0.2", *NO_DETECTOR, *WXR_PROVENANCE], capsys)
+    assert code == 0, out
+
+
 # -- with a detector: estimate, interval, --strict, worst-first by score --------------------------------
 
 
