@@ -584,6 +584,12 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
         messages.append(f"the synthetic share cannot be estimated: none of the {n_text:,} records with text is in a "
                         f"language the detector is trusted on ({trusted}) or of known provenance")
     if pol.max_synthetic is not None and share is None and n_text and not unestimable:
+        if prov_field:
+            from synthfilter.provenance import provenance_warning
+
+            why = provenance_warning(prov_field, n_text, gs.provenance_tally) if gs.provenance_tally else None
+            raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
+                              f"got a provenance label: {why or 'enable the detector'}")
         raise ConfigError("--max-synthetic needs a synthetic-share estimate, but the detector is off and no record "
                           "has a provenance label: enable the detector or pass --provenance-field")
     missing = int(unknown_ok.sum())

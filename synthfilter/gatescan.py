@@ -333,6 +333,7 @@ class GateScan:
     fixes: dict[int, str] = field(default_factory=dict)
     store: Any = None  # _StringStore, until ``strings`` is built
     strings: RecordStrings | None = None
+    provenance_tally: dict[str, Any] | None = None  # ProvenanceMapper.take_tally() with a provenance field
 
     # per record (all) ---------------------------------------------------------------------------
     def reason_codes(self) -> np.ndarray:
@@ -524,14 +525,17 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     del ann, sigs
     from synthfilter.pipeline.run import build_report
 
-    report = build_report(["export"], {"export": {"records": n_gated, "size": 0}}, decisions, cfg,
-                          time.perf_counter() - t0, sf.scorer)
+    meta: dict[str, Any] = {"records": n_gated, "size": 0, "malformed": 0}
+    if prov_field:
+        meta["provenance_tally"] = sf.scorer.provenance.take_tally()
+    report = build_report(["export"], {"export": meta}, decisions, cfg, time.perf_counter() - t0, sf.scorer)
     report["input"]["bytes"] = None
     source.set_ids(fixes)
     # Read back only now: what decide needs is all that is in memory while it runs.
     return GateScan(n=n, gated=columns.load("gated"), excluded_kinds=excluded_kinds, status=status,
                     provenance=provenance, labels=labels, score=score, language=language, decisions=decisions,
-                    report=report, messages=messages, fixes=fixes, store=store)
+                    report=report, messages=messages, fixes=fixes, store=store,
+                    provenance_tally=meta.get("provenance_tally"))
 
 
 def unique_ids(store: _StringStore, id_hash: np.ndarray) -> dict[int, str]:

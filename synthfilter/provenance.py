@@ -28,6 +28,8 @@ _TRUE_WORDS = frozenset({"true", "yes", "y", "t", "on", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "n", "f", "off", "0"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _CACHE_LIMIT = 65536
+_NO_MATCH = -1  # a value no key matches (UNKNOWN to callers; told apart for the tally)
+TALLY_EXAMPLES = 5  # distinct unmatched values a tally keeps, to name in a warning
 
 
 def _canonical(value: Any) -> str | None:
@@ -69,7 +71,9 @@ class ProvenanceMapper:
             first match wins. ``None`` or empty uses ``DEFAULT_MAPPING``.
 
     Missing values (``None``, NaN), nested values (lists, dicts) and values that match
-    nothing are ``UNKNOWN``: those records fall back to the detector.
+    nothing are ``UNKNOWN``: those records fall back to the detector. ``take_tally`` says how
+    many values were seen, labelled and matched by no key since it was last called, so that a
+    misspelt field or an unmapped spelling (``"AI"``) is reported, not silently ignored.
 
     Example:
         >>> m = ProvenanceMapper({"human": "human", "gpt-*": "machine"})
@@ -103,6 +107,19 @@ class ProvenanceMapper:
             if truth is not None:
                 self._add(self._truth, truth, code, raw_key)
         self._cache: dict[str, int] = {}
+        self._reset_tally()
+
+    def _reset_tally(self) -> None:
+        self._present = self._labelled = self._unmatched = 0
+        self._examples: dict[str, None] = {}
+
+    def take_tally(self) -> dict[str, Any]:
+        """Counts since the last call (then reset): values ``present`` (not missing), ``labelled``
+        human or machine, ``unmatched`` by any key, and up to five of the unmatched ``examples``."""
+        tally = {"present": self._present, "labelled": self._labelled, "unmatched": self._unmatched,
+                 "examples": list(self._examples)}
+        self._reset_tally()
+        return tally
 
     @staticmethod
     def _add(table: dict[Any, int], key: Any, code: int, raw_key: Any) -> None:
@@ -118,11 +135,18 @@ class ProvenanceMapper:
         key = _canonical(value)
         if key is None:
             return UNKNOWN
+        self._present += 1
         code = self._cache.get(key)
         if code is None:
             code = self._match(key)
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[key] = code
+        if code == _NO_MATCH:
+            self._unmatched += 1
+            if len(self._examples) < TALLY_EXAMPLES:
+                self._examples[key[:40]] = None
+            return UNKNOWN
+        self._labelled += code != UNKNOWN
         return code
 
     def labels(self, values: Iterable[Any]) -> np.ndarray:
@@ -139,7 +163,7 @@ class ProvenanceMapper:
         for pattern, code in self._globs:
             if pattern.match(key):
                 return code
-        return UNKNOWN
+        return _NO_MATCH
 
     def __getstate__(self) -> dict[str, Any]:
         return {"mapping": self.mapping}
@@ -179,3 +203,44 @@ def get_path(record: Mapping[str, Any], path: str) -> Any:
 def label_records(records: Iterable[Mapping[str, Any]], path: str, mapper: ProvenanceMapper) -> np.ndarray:
     """Label codes for records, reading the provenance value at ``path`` in each."""
     return mapper.labels(get_path(r, path) for r in records)
+
+
+def merge_tallies(tallies: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """The sum of several ``ProvenanceMapper.take_tally`` results (None: nothing counted)."""
+    total: dict[str, Any] = {"present": 0, "labelled": 0, "unmatched": 0, "examples": []}
+    for t in tallies:
+        if not t:
+            continue
+        for k in ("present", "labelled", "unmatched"):
+            total[k] += int(t.get(k, 0))
+        for e in t.get("examples", ()):
+            if e not in total["examples"] and len(total["examples"]) < TALLY_EXAMPLES:
+                total["examples"].append(e)
+    return total
+
+
+def provenance_warning(field: str, records: int, tally: Mapping[str, Any]) -> str | None:
+    """A plain warning when the provenance field gave fewer labels than it was asked to: it is in
+    no record, none of its values is mapped, or some values match no key (those records fall
+    back to the detector, or to nothing without it). ``records``: the records read with text;
+    ``tally["present"]`` None when only the number labelled is known. None when all is well."""
+    present, labelled, unmatched = tally["present"], tally["labelled"], tally["unmatched"]
+    shown = ", ".join(repr(e) for e in tally.get("examples", ()))
+    fix = ("map them with --provenance-map (e.g. 'ai=machine,staff=human'; `true`/`false` keys match "
+           "yes/no/1/0 too) or [ratio.provenance_map] in the config")
+    if present is None:  # only the labels are known
+        if records and not labelled:
+            return (f"no record got a provenance label from field {field!r}: it is missing, or its values match no key "
+                    "of the provenance map (default: 'human' / 'machine'): check its name (nested fields take a dotted "
+                    f"path, e.g. meta.source) and {fix}")
+        return None
+    if records and not present:
+        return (f"provenance field {field!r} is in none of the {records:,} records, so none has a known provenance: "
+                "check its name (nested fields take a dotted path, e.g. meta.source)")
+    if present and not labelled and unmatched:
+        return (f"provenance field {field!r}: none of its {present:,} values matches the provenance map (values such "
+                f"as {shown}), so none has a known provenance: {fix}")
+    if unmatched:
+        return (f"provenance field {field!r}: {unmatched:,} of its {present:,} values match no key of the provenance "
+                f"map (values such as {shown}); those records count as of unknown provenance: {fix}")
+    return None

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from helpers import make_records, write_jsonl
 from synthfilter import ratio
+from synthfilter.config import Config
+from synthfilter.pipeline.run import run_pipeline
 from synthfilter.provenance import (
     DEFAULT_MAPPING,
     HUMAN,
@@ -16,6 +21,8 @@ from synthfilter.provenance import (
     ProvenanceMapper,
     get_path,
     label_records,
+    merge_tallies,
+    provenance_warning,
 )
 
 
@@ -129,3 +136,87 @@ def test_label_records() -> None:
     m = ProvenanceMapper({"human": "human", "gpt-*": "machine"})
     recs = [{"m": {"by": "human"}}, {"m": {"by": "gpt-4"}}, {"m": {}}, {}]
     assert label_records(recs, "m.by", m).tolist() == [HUMAN, MACHINE, UNKNOWN, UNKNOWN]
+
+
+# -- a provenance field that gives fewer labels than asked is named, not silently ignored ----------
+
+
+def test_the_mapper_tallies_present_labelled_and_unmatched_values() -> None:
+    m = ProvenanceMapper({"human": "human", "gpt-*": "machine", "unsure": "unknown"})
+    m.labels(["Human", "GPT-4o", "AI", None, "unsure", "ai", "Claude", float("nan")])
+    tally = m.take_tally()
+    # "unsure" is mapped (to unknown): present, not labelled, not unmatched.
+    assert tally == {"present": 6, "labelled": 2, "unmatched": 3, "examples": ["ai", "claude"]}
+    assert m.take_tally() == {"present": 0, "labelled": 0, "unmatched": 0, "examples": []}  # reset
+    assert merge_tallies([tally, None, {"present": 1, "labelled": 1, "unmatched": 0, "examples": []}])["present"] == 7
+
+
+def test_provenance_warnings_say_what_went_wrong() -> None:
+    assert "is in none of the 50 records" in provenance_warning(
+        "meta.by", 50, {"present": 0, "labelled": 0, "unmatched": 0, "examples": []})
+    none = provenance_warning("by", 50, {"present": 50, "labelled": 0, "unmatched": 50, "examples": ["yes", "no"]})
+    assert "none of its 50 values matches" in none and "'yes', 'no'" in none and "--provenance-map" in none
+    some = provenance_warning("by", 50, {"present": 50, "labelled": 30, "unmatched": 20, "examples": ["ai"]})
+    assert "20 of its 50 values match no key" in some and "'ai'" in some
+    assert provenance_warning("by", 50, {"present": 50, "labelled": 40, "unmatched": 0, "examples": []}) is None
+    # Only the labels known (annotated elsewhere): a warning only when nothing got a label.
+    assert "no record got a provenance label" in provenance_warning(
+        "by", 50, {"present": None, "labelled": 0, "unmatched": 0})
+    assert provenance_warning("by", 50, {"present": None, "labelled": 3, "unmatched": 0}) is None
+
+
+def _labelled_rows(n: int, value: Any) -> list[dict[str, Any]]:
+    rows = make_records(n, seed=31, machine_share=0.5)
+    for r in rows:
+        r["meta"] = {"by": value(r["label"])}
+    return rows
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("meta.by", lambda label: label, None),
+    ("meta.author", lambda label: label, "is in none of the 120 records"),
+    ("meta.by", lambda label: "AI" if label == "machine" else "Human", "values match no key"),
+    ("meta.by", lambda label: label == "machine", "none of its 120 values matches the provenance map"),
+])
+def test_run_names_a_provenance_field_that_gave_fewer_labels(tmp_path: Path, fast_config: dict, field: str,
+                                                             value: Any, expected: str | None) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", _labelled_rows(120, value))
+    cfg = Config.from_dict({**fast_config, "ratio": {"provenance_field": field}})
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg)
+    named = [w for w in res.report["warnings"] if "provenance" in w and field in w]
+    if expected is None:
+        assert named == []
+    else:
+        assert len(named) == 1 and expected in named[0], res.report["warnings"]
+
+
+def test_a_refused_run_names_the_provenance_field(tmp_path: Path) -> None:
+    from synthfilter.pipeline.stages import refusal_with_provenance
+
+    cfg = Config.from_dict({"ratio": {"provenance_field": "meta.by"}})
+    tally = {"present": 0, "labelled": 0, "unmatched": 0, "examples": []}
+    e = refusal_with_provenance(ratio.UnreliableDetectorError("refusing to downsample."),
+                                {"a": {"records": 9, "malformed": 0, "provenance_tally": tally}}, cfg)
+    assert isinstance(e, ratio.UnreliableDetectorError)
+    assert str(e).startswith("refusing to downsample. Note: provenance field 'meta.by' is in none of the 9 records")
+
+
+def test_gate_and_datasets_name_a_provenance_field_that_gave_no_label(tmp_path: Path) -> None:
+    import synthfilter
+    from synthfilter.config import ConfigError
+
+    rows = _labelled_rows(60, lambda label: "yes" if label == "machine" else "no")
+    records = [{"id": r["id"], "text": r["text"], "ai": r["meta"]["by"]} for r in rows]
+    no_detector = {"detector": {"enabled": False}, "ratio": {"provenance_field": "ai"}}
+    with pytest.raises(ConfigError, match="none of its 60 values matches the provenance map \\(values such as '(yes|no)', '(yes|no)'\\)"):
+        synthfilter.gate(records, {"max_synthetic": 0.2}, no_detector)
+    mapped = {**no_detector, "ratio": {"provenance_field": "ai", "provenance_map": {"true": "machine", "false": "human"}}}
+    assert synthfilter.gate(records, {"max_synthetic": 0.6}, mapped).passed
+
+    import datasets
+
+    from synthfilter.hf import filter_dataset
+
+    ds = datasets.Dataset.from_list([{"text": r["text"], "who": r["ai"]} for r in records])
+    res = filter_dataset(ds, {**no_detector, "ratio": {"provenance_field": "author"}, "dedup": {"near": False}})
+    assert any("no record got a provenance label from field 'author'" in w for w in res.report["warnings"])

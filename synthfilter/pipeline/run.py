@@ -53,6 +53,8 @@ from synthfilter.pipeline.stages import (
     WorkPaths,
     decide,
     input_stamp,
+    provenance_warning_of,
+    refusal_with_provenance,
     score_shard,
     write_shard,
 )
@@ -620,12 +622,12 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
         try:
             with _work_files(work):
                 ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
-        except HumanLossError:
+        except HumanLossError as e:
             # The policy refused the run: leave nothing behind.
             shutil.rmtree(work, ignore_errors=True)
             if not any(out.iterdir()):
                 out.rmdir()
-            raise
+            raise refusal_with_provenance(e, metas, cfg) from None
         written: dict[str, dict[str, int]] = {}
         # The diversity section and report.html's charts need only the decisions: made in a thread
         # while the records are written (the write stage spends most of its time in zlib, without the GIL).
@@ -850,7 +852,7 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
         },
         "synthetic": decisions.synthetic,
         "languages": decisions.languages,
-        "warnings": decisions.warnings,
+        "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions)])],
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }
 

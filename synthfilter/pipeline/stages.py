@@ -411,6 +411,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         batch_groups.clear()
         flushed = n_total
 
+    if cfg.ratio.provenance_field:
+        scorer.provenance.take_tally()  # count this shard's values only
     fail = cfg.on_error == "fail"
     rel = shard.rel
     extract, record_id = spec.extract, spec.record_id
@@ -499,6 +501,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         "bands": n_bands,
         "num_perm": num_perm if scorer.uses_near else 0,
     }
+    if cfg.ratio.provenance_field:
+        meta["provenance_tally"] = scorer.provenance.take_tally()
     atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
     return meta
 
@@ -668,6 +672,35 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
         counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
         apply_language_counts(decisions, counts, cfg)
     return decisions
+
+
+def provenance_warning_of(metas: dict[str, dict[str, Any]], cfg: Config, decisions: Any = None) -> str | None:
+    """The provenance field's warning (``provenance.provenance_warning``) from the shards' score
+    summaries. Where they hold no tally (records annotated elsewhere, e.g. by ``Dataset.map``
+    in other processes), from ``decisions`` (anything with ``counts()`` and ``synthetic``):
+    whether any record the estimate counts got a label.
+    None without a field, or when all is well."""
+    from synthfilter.provenance import merge_tallies, provenance_warning
+
+    field = cfg.ratio.provenance_field
+    if not field:
+        return None
+    if all("provenance_tally" in m for m in metas.values()):
+        with_text = sum(m["records"] - m.get("malformed", 0) for m in metas.values())
+        return provenance_warning(field, with_text, merge_tallies(m["provenance_tally"] for m in metas.values()))
+    if decisions is None:
+        return None
+    known = (decisions.synthetic or {}).get("known_provenance") or {}
+    counts = decisions.counts()
+    counted = counts[REASONS[KEPT]] + counts[REASONS[DOWNSAMPLED]]
+    return provenance_warning(field, counted, {"present": None, "labelled": sum(known.values()), "unmatched": 0})
+
+
+def refusal_with_provenance(e: Exception, metas: dict[str, dict[str, Any]], cfg: Config) -> Exception:
+    """A refusal (``HumanLossError``) that also names a provenance field that gave fewer labels
+    than asked: known provenance is what a refused run most often lacks."""
+    warning = provenance_warning_of(metas, cfg)
+    return e if warning is None else type(e)(f"{str(e).rstrip('.')}. Note: {warning}")
 
 
 def reason_of_status(status: np.ndarray) -> np.ndarray:

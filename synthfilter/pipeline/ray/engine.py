@@ -37,7 +37,9 @@ from synthfilter.pipeline.run import (
     model_info,
     prepare_out_dir,
 )
-from synthfilter.pipeline.stages import REASONS, Scorer, apply_language_counts, set_aside_counts
+from synthfilter.pipeline.stages import (
+    REASONS, Scorer, apply_language_counts, refusal_with_provenance, set_aside_counts,
+)
 from synthfilter.ratio import HumanLossError
 
 
@@ -163,11 +165,11 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
             rejected = offsets[-1] - decisions.totals["kept"] - decisions.totals["malformed"]
             progress.log(f"decide: {rejected:,} rejected as duplicates or downsampled "
                          f"({time.perf_counter() - t_decide:,.1f} s)")
-        except HumanLossError:
+        except HumanLossError as e:
             out_store.delete(WORK_DIR)
             if out_store.local is not None and not any(out_store.local.iterdir()):
                 out_store.local.rmdir()
-            raise
+            raise refusal_with_provenance(e, metas, cfg) from None
         written: dict[str, dict[str, int]] = {}
         if not cfg.dry_run:
             written = write_all(sources, cfg, work, out_store, progress)
