@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -63,9 +63,13 @@ log = logging.getLogger("synthfilter")
 
 WORK_DIR = "_synthfilter"
 WORK_DONE = "_synthfilter.done"  # a finished run's work directory, renamed on its way out
-OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, WORK_DONE, "manifest.json", "report.json", "report.html")
-# Options that change no decision: a resumed run may differ in these.
-_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address")
+# What --overwrite replaces, moved aside until the new run completes (and moved back if it fails).
+REPLACED_DIR = "_synthfilter.replaced"
+OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, WORK_DONE, "manifest.json", "report.json", "report.html",
+                  REPLACED_DIR)
+# Options that change no decision: a resumed run may differ in these. ``on_error`` is checked
+# apart: a run that stopped on bad input may be resumed with --on-error quarantine.
+_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address", "on_error")
 
 
 class UsageError(Exception):
@@ -157,11 +161,38 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def config_fingerprint(cfg: Config) -> str:
-    d = cfg.to_dict()
+def config_fingerprint(cfg: Config | Mapping[str, Any]) -> str:
+    """A hash of the settings that decide a run's outputs (a ``Config`` or its ``to_dict()``)."""
+    d = dict(cfg.to_dict() if isinstance(cfg, Config) else cfg)
     for k in _NON_DECIDING:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg: Config, where: str) -> None:
+    """UsageError unless a finished run (its manifest) read these shards, at the sizes they have
+    now, under these settings: ``--resume`` of it then has nothing left to do. Anything else
+    would leave records unread, or outputs that another config made, behind an exit 0."""
+    before = {i["rel"]: i for i in manifest.get("inputs", [])}
+    now = {sh.rel: sh for sh in shards}
+    def names(rels: list[str]) -> str:
+        return ", ".join(rels[:3]) + (f" and {len(rels) - 3:,} more" if len(rels) > 3 else "")
+
+    problems = []
+    if config_fingerprint(manifest.get("config", {})) != config_fingerprint(cfg):
+        problems.append("it ran with other settings (config, seed, model or dedup settings)")
+    added, gone = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+    if added:
+        problems.append(f"it did not read {names(added)}")
+    if gone:
+        problems.append(f"it also read {names(gone)}")
+    changed = [rel for rel in sorted(set(now) & set(before))
+               if os.path.isfile(now[rel].path) and os.path.getsize(now[rel].path) != before[rel].get("size")]
+    if changed:
+        problems.append(f"{names(changed)} changed size since")
+    if problems:
+        raise UsageError(f"{where}: --resume given, but the run there finished and {'; '.join(problems)}: "
+                         "use --overwrite to run again")
 
 
 def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
@@ -181,13 +212,72 @@ def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg
         raise UsageError(f"{out}: exists and is not a directory")
 
 
-def _remove_own_outputs(out: Path) -> None:
+def _remove_own_outputs(out: Path, keep: Sequence[str] = ()) -> None:
     for name in OUTPUT_ENTRIES:
+        if name in keep:
+            continue
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+
+
+def _move_aside_for_overwrite(out: Path) -> None:
+    """--overwrite: move the previous outputs into ``REPLACED_DIR`` instead of deleting them, so
+    that a new run that fails or is refused gives them back (``restore_replaced``). If an earlier
+    --overwrite never completed, what it moved aside is still the last complete output: kept,
+    and the unfinished attempt's outputs go."""
+    replaced = out / REPLACED_DIR
+    if replaced.is_dir():
+        _remove_own_outputs(out, keep=(REPLACED_DIR,))
+        return
+    names = [n for n in OUTPUT_ENTRIES if n != REPLACED_DIR and (out / n).exists()]
+    if not names:
+        return
+    staging = out / f".{REPLACED_DIR}.tmp-{os.getpid()}"
+    staging.mkdir()
+    for name in names:
+        os.replace(out / name, staging / name)
+    os.replace(staging, replaced)
+
+
+def finish_replaced(out: Path) -> None:
+    """The new run completed: what --overwrite moved aside goes."""
+    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)
+
+
+def restore_replaced(out: Path) -> bool:
+    """The new run failed or was refused: its outputs go and the previous ones come back.
+    True when there was something to restore."""
+    replaced = out / REPLACED_DIR
+    if not replaced.is_dir():
+        return False
+    _remove_own_outputs(out, keep=(REPLACED_DIR,))
+    for entry in list(replaced.iterdir()):
+        os.replace(entry, out / entry.name)
+    replaced.rmdir()
+    return True
+
+
+def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str) -> None:
+    """UsageError unless the run described by ``prev`` (its run.json) may be resumed under ``cfg``."""
+    if prev.get("fingerprint") != config_fingerprint(cfg):
+        raise UsageError(
+            f"{where}: the interrupted run used different settings (config, seed, model or dedup "
+            "settings); resume with the same settings, or use --overwrite"
+        )
+    # Shards scored under "fail" had no bad record, so they stand under "quarantine"; the
+    # other way, a resumed run would accept bad records that a fresh one stops on.
+    if prev.get("on_error", "fail") == "quarantine" and cfg.on_error == "fail":
+        raise UsageError(f"{where}: the interrupted run set bad records aside (--on-error quarantine); resume "
+                         "with it, or use --overwrite")
+
+
+def run_json(cfg: Config, **more: Any) -> bytes:
+    """The work directory's run.json: what a --resume must match."""
+    return json.dumps({"fingerprint": config_fingerprint(cfg), "on_error": cfg.on_error, "version": __version__,
+                       **more}).encode()
 
 
 def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None) -> None:
@@ -198,8 +288,8 @@ def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None =
     marker (``run.json``) starts the run afresh there."""
     if out.exists() and any(out.iterdir()):
         if cfg.overwrite:
-            _remove_own_outputs(out)
-            leftover = sorted(x.name for x in out.iterdir())
+            _move_aside_for_overwrite(out)
+            leftover = sorted(x.name for x in out.iterdir() if x.name != REPLACED_DIR)
             if leftover:
                 raise UsageError(
                     f"{out}: --overwrite removes only synthfilter's own outputs, and the directory also holds "
@@ -214,16 +304,11 @@ def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None =
                     raise UsageError(f"{out}: --resume given but this directory holds no synthfilter run to resume "
                                      f"(it holds {', '.join(foreign[:5])})")
                 # Stopped before it wrote anything to resume from: start it again.
-                _remove_own_outputs(out)
+                _remove_own_outputs(out, keep=(REPLACED_DIR,))
                 if note is not None:
                     note(f"note: {out}: the interrupted run had not started its work yet; starting it")
             if run_file.exists():
-                prev = json.loads(run_file.read_text())
-                if prev.get("fingerprint") != config_fingerprint(cfg):
-                    raise UsageError(
-                        f"{out}: the interrupted run used different settings (config, seed, model or dedup "
-                        "settings); resume with the same settings, or use --overwrite"
-                    )
+                check_resumable(json.loads(run_file.read_text()), cfg, str(out))
         else:
             raise UsageError(f"{out}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
@@ -540,6 +625,9 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     except BaseException as e:
         err = output_error(e, out)
         if err is None:
+            better = _after_failure(out, shards, e)
+            if better is not None:
+                raise better from None
             raise
         _remove_tmp_files(out)
         raise err.with_advice("run again with --resume") from None
@@ -547,6 +635,27 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         lock.release()
         if lock.created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # created for a run that stopped before writing anything
+
+
+def _after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> BaseException | None:
+    """A run that failed (not one that was stopped): give back what --overwrite moved aside, and
+    leave a work directory only where it saves work. After bad input (exit 2), the shards
+    already scored are kept for a --resume, which may add --on-error quarantine; with none
+    scored, nothing is left that would stand in the way of running again. Returns the error to
+    raise instead of ``e`` (the same, with that advice), or None."""
+    if not out.is_dir():
+        return None
+    _remove_tmp_files(out)
+    if restore_replaced(out) or not isinstance(e, InputError):
+        return None
+    work = out / WORK_DIR
+    scored = sum(WorkPaths.for_shard(work, sh).meta.exists() for sh in shards) if work.is_dir() else 0
+    if not scored:
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    return InputError(e.path, f"{e.message}; {scored:,} shard{'s' if scored != 1 else ''} already scored: fix the "
+                              "input or add --on-error quarantine, and rerun with --resume to keep "
+                              f"{'them' if scored != 1 else 'it'}", e.line)
 
 
 @contextmanager
@@ -597,12 +706,11 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     shutil.rmtree(out / WORK_DONE, ignore_errors=True)  # a finished run's, killed while deleting it
     if cfg.resume and (out / "manifest.json").exists() and not work.exists():
         # The run being resumed had already finished: its outputs stand as they are.
+        manifest = json.loads((out / "manifest.json").read_text())
+        check_finished_run(manifest, shards, cfg, str(out))
         progress.log(f"{out}: run already complete; nothing to resume")
-        return RunResult(
-            report=json.loads((out / "report.json").read_text()),
-            manifest=json.loads((out / "manifest.json").read_text()),
-            out=out,
-        )
+        finish_replaced(out)
+        return RunResult(report=json.loads((out / "report.json").read_text()), manifest=manifest, out=out)
     prepare_out_dir(out, cfg, progress.log)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
@@ -610,8 +718,7 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     (work / WORKERS_LOCK).touch()
     scorer = Scorer(cfg)
     model = model_info(scorer)
-    atomic_write_bytes(work / "run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__,
-                                                      "pid": os.getpid()}).encode())
+    atomic_write_bytes(work / "run.json", run_json(cfg, pid=os.getpid()))
     workers = cfg.resolved_workers()
 
     with ShardExecutor(workers, len(shards), worker_lock=work / WORKERS_LOCK) as executor:
@@ -656,6 +763,7 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     del ann  # its signatures are memory-mapped from the work directory
     os.replace(work, out / WORK_DONE)
     shutil.rmtree(out / WORK_DONE, ignore_errors=True)
+    finish_replaced(out)
     return RunResult(report=report, manifest=manifest, out=out)
 
 

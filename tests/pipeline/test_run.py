@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import make_records, read_jsonl, write_jsonl
-from synthfilter.config import Config
+from synthfilter.config import Config, ConfigError
 from synthfilter.io.shards import InputError
 from synthfilter.pipeline.run import UsageError, run_pipeline
 
@@ -296,3 +296,79 @@ def test_scoring_a_shard_leaves_no_reference_cycle(tmp_path: Path) -> None:
         gc.enable()
     assert meta["records"] == 300
     assert left == 0, f"{left} Scorer/SampleKeeper objects outlived score_shard (a reference cycle holds them)"
+
+
+def test_overwrite_keeps_the_previous_outputs_until_the_new_run_succeeds(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(60, seed=41)
+    for i, r in enumerate(rows):
+        if i % 3:  # a third of the records unlabelled: a target ratio without a detector cannot be met
+            r["by"] = r["label"]
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    out = tmp_path / "out"
+    run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    failing = cfg_of(fast_config, overwrite=True, ratio={"target_ratio": 0.1, "provenance_field": "by"})
+    with pytest.raises(ConfigError, match="cannot meet --target-ratio"):
+        run_pipeline([str(tmp_path / "in")], out, failing)
+    # The failed --overwrite gave the previous run's outputs back, byte for byte.
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # A successful one replaces them and leaves nothing of them behind.
+    run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, overwrite=True, seed=7))
+    assert sorted(p.name for p in out.iterdir()) == ["kept", "manifest.json", "report.json"]
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 7
+
+
+def test_resume_of_a_finished_run_refuses_other_inputs_or_settings(tmp_path: Path, fast_config: dict) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(20, seed=42))
+    out = tmp_path / "out"
+    run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
+    same = run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True, workers=2))
+    assert same.manifest["conservation"]["ok"]  # same inputs and settings: nothing to do
+    with pytest.raises(UsageError, match="finished and it ran with other settings"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True, seed=3))
+    write_jsonl(tmp_path / "in" / "b.jsonl", make_records(5, seed=43))
+    with pytest.raises(UsageError, match="it did not read b.jsonl: use --overwrite"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True))
+    (tmp_path / "in" / "b.jsonl").unlink()
+    with (tmp_path / "in" / "a.jsonl").open("a") as f:
+        f.write(json.dumps({"id": "late", "text": "A record added after the run finished."}) + "\n")
+    with pytest.raises(UsageError, match="a.jsonl changed size since"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True))
+
+
+def test_a_run_stopped_by_bad_input_can_go_on_with_quarantine(tmp_path: Path, fast_config: dict) -> None:
+    good, bad = make_records(30, seed=44), make_records(30, seed=45)
+    write_jsonl(tmp_path / "in" / "a.jsonl", good)
+    write_jsonl(tmp_path / "in" / "b.jsonl", bad)
+    with (tmp_path / "in" / "b.jsonl").open("a") as f:
+        f.write("[1]\n")
+    # Nothing scored before the error (b.jsonl alone): nothing left behind, a plain rerun works.
+    with pytest.raises(InputError, match=r"b.jsonl:31: expected a JSON object"):
+        run_pipeline([str(tmp_path / "in" / "b.jsonl")], tmp_path / "solo", cfg_of(fast_config))
+    assert not (tmp_path / "solo").exists()
+    # a.jsonl scored first: kept for a --resume that sets the bad record aside.
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="1 shard already scored: .* rerun with --resume to keep it"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
+    with pytest.raises(UsageError, match="not empty"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, on_error="quarantine"))
+    resumed = run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, on_error="quarantine", resume=True))
+    fresh = run_pipeline([str(tmp_path / "in")], tmp_path / "fresh", cfg_of(fast_config, on_error="quarantine"))
+    assert resumed.report["output"] == fresh.report["output"]
+    for part in ("kept/a.jsonl", "kept/b.jsonl", "rejected/b.jsonl"):
+        assert (out / part).read_bytes() == (tmp_path / "fresh" / part).read_bytes()
+
+
+def test_a_quarantining_run_is_not_resumed_as_one_that_stops_on_bad_input(tmp_path: Path, fast_config: dict) -> None:
+    from synthfilter.pipeline.run import WORK_DIR, check_resumable, run_json
+
+    quarantine = cfg_of(fast_config, on_error="quarantine")
+    work = tmp_path / WORK_DIR
+    work.mkdir()
+    (work / "run.json").write_bytes(run_json(quarantine))
+    prev = json.loads((work / "run.json").read_text())
+    check_resumable(prev, quarantine, "out")
+    with pytest.raises(UsageError, match="set bad records aside .* resume with it"):
+        check_resumable(prev, cfg_of(fast_config), "out")
+    # The other way is allowed: shards scored under "fail" held no bad record.
+    check_resumable(json.loads(run_json(cfg_of(fast_config))), quarantine, "out")

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from synthfilter import __version__
 from synthfilter.config import Config
+from synthfilter.io.shards import Shard
 from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
 from synthfilter.pipeline.ray.score import score_all
 from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
@@ -32,10 +32,15 @@ from synthfilter.pipeline.run import (
     build_manifest,
     build_report,
     check_conservation,
+    RunInterrupted,
+    check_finished_run,
     check_out_dir,
-    config_fingerprint,
+    check_resumable,
+    finish_replaced,
     model_info,
     prepare_out_dir,
+    restore_replaced,
+    run_json,
 )
 from synthfilter.pipeline.stages import (
     REASONS, Scorer, apply_language_counts, refusal_with_provenance, set_aside_counts,
@@ -84,7 +89,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _prepare_remote_out(out: Store, cfg: Config) -> dict[str, Any] | None:
+def _prepare_remote_out(out: Store, cfg: Config, shards: Sequence[Shard]) -> dict[str, Any] | None:
     """The local engine's rules for an output directory, on a remote filesystem. Returns the
     finished run's report and manifest when ``--resume`` finds nothing left to do."""
     entries = out.entries()
@@ -92,14 +97,12 @@ def _prepare_remote_out(out: Store, cfg: Config) -> dict[str, Any] | None:
         return None
     if cfg.resume:
         if "manifest.json" in entries and WORK_DIR not in entries:
-            return {"report": json.loads(out.read_bytes("report.json")),
-                    "manifest": json.loads(out.read_bytes("manifest.json"))}
+            manifest = json.loads(out.read_bytes("manifest.json"))
+            check_finished_run(manifest, shards, cfg, out.root)
+            return {"report": json.loads(out.read_bytes("report.json")), "manifest": manifest}
         if not out.exists(f"{WORK_DIR}/run.json"):
             raise UsageError(f"{out.root}: --resume given but this directory holds no synthfilter run to resume")
-        prev = json.loads(out.read_bytes(f"{WORK_DIR}/run.json"))
-        if prev.get("fingerprint") != config_fingerprint(cfg):
-            raise UsageError(f"{out.root}: the interrupted run used different settings (config, seed, model or dedup "
-                             "settings); resume with the same settings, or use --overwrite")
+        check_resumable(json.loads(out.read_bytes(f"{WORK_DIR}/run.json")), cfg, out.root)
         return None
     if cfg.overwrite:
         for name in OUTPUT_ENTRIES:
@@ -133,22 +136,40 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
                        [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
         if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
+            manifest = json.loads((out_path / "manifest.json").read_text())
+            check_finished_run(manifest, shards, cfg, str(out_path))
             (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
-            return RunResult(report=json.loads((out_path / "report.json").read_text()),
-                             manifest=json.loads((out_path / "manifest.json").read_text()), out=out_path)
+            finish_replaced(out_path)
+            return RunResult(report=json.loads((out_path / "report.json").read_text()), manifest=manifest,
+                             out=out_path)
         prepare_out_dir(out_path, cfg)
     else:
-        finished = _prepare_remote_out(out_store, cfg)
+        finished = _prepare_remote_out(out_store, cfg, shards)
         if finished is not None:
             (progress or Progress(quiet=True)).log(f"{out_loc}: run already complete; nothing to resume")
             return RunResult(report=finished["report"], manifest=finished["manifest"], out=out_loc)
-    progress = progress or Progress(quiet=True)
+    try:
+        result = _run_prepared(sources, shards, ignored, out_loc, out_store, cfg,
+                               progress or Progress(quiet=True), t_start, started)
+    except (KeyboardInterrupt, RunInterrupted):
+        raise  # resumable as it stands
+    except BaseException:
+        if out_store.local is not None:
+            restore_replaced(out_store.local)  # what --overwrite moved aside comes back
+        raise
+    if out_store.local is not None:
+        finish_replaced(out_store.local)
+    return result
+
+
+def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
+                  out_store: Store, cfg: Config, progress: Progress, t_start: float, started: str) -> RunResult:
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work = out_store.sub(WORK_DIR)
     scorer = Scorer(cfg)
     model = model_info(scorer)
-    work.write_bytes("run.json", json.dumps({"fingerprint": config_fingerprint(cfg), "version": __version__}).encode())
+    work.write_bytes("run.json", run_json(cfg))
 
     with ray_session(cfg), data_context():
         metas = score_all(sources, cfg, work, progress, scorer)
