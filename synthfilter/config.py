@@ -219,6 +219,8 @@ class Config:
             raise ConfigError("max_line_bytes must be >= 1024")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite are mutually exclusive")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 4294967295], got {self.seed!r}")
         d = self.dedup
         if not 0.0 < d.threshold <= 1.0:
             raise ConfigError(f"dedup.threshold must be in (0, 1], got {d.threshold}")

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -81,6 +81,18 @@ def feature_names(kinds: Sequence[str]) -> tuple[str, ...]:
 
 class ModelError(RuntimeError):
     """A model directory is missing, incomplete or was written by an incompatible version."""
+
+
+def _read(path: Path, load: Any) -> Any:
+    """``load(path)``, with any failure of a damaged or cut file (a bad zip, a missing array, bad
+    JSON) as a ModelError that names the file."""
+    try:
+        return load(path)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes numpy or json raise
+        raise ModelError(f"{path}: damaged or unreadable model file ({type(e).__name__}: {e}); reinstall the "
+                         "model or train it again") from None
 
 
 @dataclass
@@ -325,16 +337,19 @@ class Detector:
             raise ModelError(f"{d}: not a synthfilter detector model (missing {', '.join(missing) or 'kinds'})")
         if list(config.get("features", [])) != list(feature_names(kinds)):
             raise ModelError(f"{d}: model was trained with a different feature set; retrain it")
-        card = json.loads((d / CARD_FILE).read_text(encoding="utf-8"))
+        card = _read(d / CARD_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
         components = Components(
-            lms={n: BigramLM.load(d / lm_file(n)) for n in ("human", *kinds)},
-            heads={k: HashedLinear.load(d / head_file(k)) for k in kinds},
+            lms={n: _read(d / lm_file(n), BigramLM.load) for n in ("human", *kinds)},
+            heads={k: _read(d / head_file(k), HashedLinear.load) for k in kinds},
             max_chars=int(config.get("max_chars", DEFAULT_MAX_CHARS)),
         )
-        experts = [Expert(k, load_expert(d / expert_file(k)), float(config["experts"][k]["centre"]),
-                          float(config["experts"][k]["spread"])) for k in kinds]
-        adapter = LinearModel.load(d / ADAPTER_FILE) if adapted else None
-        return cls(d, components, experts, Calibrator.load(d / CALIBRATION_FILE), config, card, adapter)
+        try:
+            spread = {k: (float(config["experts"][k]["centre"]), float(config["experts"][k]["spread"])) for k in kinds}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{d / CONFIG_FILE}: damaged: no expert centre / spread ({e!r})") from None
+        experts = [Expert(k, _read(d / expert_file(k), load_expert), *spread[k]) for k in kinds]
+        adapter = _read(d / ADAPTER_FILE, LinearModel.load) if adapted else None
+        return cls(d, components, experts, _read(d / CALIBRATION_FILE, Calibrator.load), config, card, adapter)
 
     @property
     def model_id(self) -> str:

@@ -124,6 +124,31 @@ def test_load_rejects_a_directory_that_is_not_a_model(tmp_path):
         Detector.load(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["cut", "empty", "card"])
+def test_a_damaged_model_file_is_named_in_a_model_error(tmp_path, damage):
+    import shutil
+
+    from synthfilter.detect.model import ModelError
+
+    d = tmp_path / "model"
+    shutil.copytree(default_model_path(), d)
+    if damage == "card":
+        victim = d / "card.json"
+        victim.write_text("{ not json", encoding="utf-8")
+    else:
+        victim = sorted(d.glob("expert_*.npz"))[0]
+        data = victim.read_bytes()
+        victim.write_bytes(data[:1000] if damage == "cut" else b"")
+    with pytest.raises(ModelError, match=f"{victim.name}: damaged or unreadable model file"):
+        Detector.load(d)
+    # The CLI's one line, exit 2 (it was an internal error, exit 3, naming no file).
+    from helpers import run_cli
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "A short note about the weather today."}) + "\n")
+    code, _, err = run_cli(["run", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--model", str(d), "-q"])
+    assert code == 2 and victim.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_default_model_path_points_at_the_repo_or_the_wheel():
     p = default_model_path()
     assert p.name == "default"

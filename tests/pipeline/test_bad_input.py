@@ -104,6 +104,9 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     cases.append((["run", str(src), "--out", str(tmp_path / "full")], "not empty"))
+    # Checked before any work: a seed numpy refuses used to fail the run at its report (exit 3).
+    cases += [(["run", str(src), "--out", str(tmp_path / f"s{s}"), "--seed", s], "seed must be an integer in [0, ")
+              for s in ("-1", str(2**32))]
     for args, expected in cases:
         code, _, err = run_cli([*args, "--no-detector", "--no-near-dedup", "-q"])
         assert code == 2 and expected in err and "Traceback" not in err
