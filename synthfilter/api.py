@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +95,8 @@ class DecideResult:
     decisions: Decisions
 
 
-def _resolve_config(config: Config | str | os.PathLike[str] | Mapping[str, Any] | None) -> Config:
+def _resolve_config(config: Config | str | os.PathLike[str] | Mapping[str, Any] | None,
+                    source: str = "SynthFilter(config=...)") -> Config:
     if config is None:
         return load_config()
     if isinstance(config, Config):
@@ -103,7 +104,7 @@ def _resolve_config(config: Config | str | os.PathLike[str] | Mapping[str, Any] 
         cfg.validate()
         return cfg
     if isinstance(config, Mapping):
-        return Config.from_dict(config, source="SynthFilter(config=...)")
+        return Config.from_dict(config, source=source)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config)
     raise TypeError(f"config must be a Config, a TOML path, a dict of options or None, got {type(config).__name__}")
@@ -209,7 +210,18 @@ class SynthFilter:
             itself under ``repetition.reject``; else 0), and with near-duplicate detection
             ``bands`` uint64 (n, b) and ``signatures`` uint32 (n, num_perm).
         """
-        return self._score_values(list(texts), None if provenance is None else list(provenance))
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+            raise TypeError(f"score_batch takes a sequence of texts, got {type(texts).__name__} (for one text: "
+                            "score_batch([text]))")
+        texts = list(texts)
+        if provenance is not None:
+            if isinstance(provenance, (str, bytes)) or not isinstance(provenance, Iterable):
+                raise TypeError(f"provenance must be a sequence of values, one per text, got {type(provenance).__name__}")
+            provenance = list(provenance)
+            if len(provenance) != len(texts):
+                raise ValueError(f"provenance has {len(provenance)} values for {len(texts)} texts: give one per text "
+                                 "(None where unknown)")
+        return self._score_values(texts, provenance)
 
     def _score_values(self, values: list[Any], prov_values: list[Any] | None) -> dict[str, np.ndarray]:
         cfg = self._config
@@ -273,6 +285,12 @@ class SynthFilter:
         applies ``on_error``.
         """
         cfg = self._config
+        top = cfg.text_field.split(".")[0]
+        if not isinstance(batch, Mapping) or isinstance(batch.get(top), (str, bytes, Mapping)):
+            # One record (``Dataset.map`` without batched=True): its string would be read as a
+            # batch of one-character texts.
+            raise TypeError("SynthFilter.annotate takes a batch of records (a dict of columns), got one record: "
+                            "use ds.map(sf.annotate, batched=True)")
         n = _batch_length(batch)
         values = field_values(batch, cfg.text_field, n, required=True)
         prov = field_values(batch, cfg.ratio.provenance_field, n) if cfg.ratio.provenance_field else None
@@ -518,6 +536,13 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
     if cfg.repetition.reject:
         needed.append(REPETITIVE_COL)
     missing = [c for c in needed if c not in cols]
+    if missing and n == 0:
+        # ``Dataset.map`` never calls its function on no rows: an empty dataset has no synth_* columns.
+        empty = np.zeros(0, dtype=np.uint64)
+        return Annotations(shard=np.zeros(0, dtype=np.int32), status=np.zeros(0, dtype=np.int8), hash_hi=empty,
+                           hash_lo=empty, score=np.zeros(0, dtype=np.float32), provenance=np.zeros(0, dtype=np.int8),
+                           uniform=np.zeros(0, dtype=np.float64), length=np.zeros(0, dtype=np.int32),
+                           bands=None, signatures=None, language=None), []
     if missing:
         raise ValueError(
             f"annotations lack column(s) {', '.join(missing)}: annotate with SynthFilter.annotate under the same "

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthfilter.config import Config, ConfigError, GateConfig, load_config
+from synthfilter.config import Config, ConfigError, GateConfig
 from synthfilter.report import languages_line
 
 if TYPE_CHECKING:
@@ -433,15 +433,9 @@ class GateResult:
 
 
 def _resolve_config(config: Config | str | os.PathLike[str] | Mapping[str, Any] | None) -> Config:
-    if config is None:
-        return load_config()
-    if isinstance(config, Config):
-        cfg = copy.deepcopy(config)
-        cfg.validate()
-        return cfg
-    if isinstance(config, Mapping):
-        return Config.from_dict(config, source="gate(config=...)")
-    return load_config(config)
+    from synthfilter.api import _resolve_config as resolve
+
+    return resolve(config, source="gate(config=...)")
 
 
 def _as_record(item: CmsRecord | Mapping[str, Any], i: int, cfg: Config) -> CmsRecord:
@@ -496,6 +490,12 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
     from synthfilter.gatescan import ListSource
     from synthfilter.io.cms import make_ids_unique
 
+    from synthfilter.io.cms import CmsRecord
+
+    if isinstance(records, (str, bytes, os.PathLike, Mapping, CmsRecord)) or not isinstance(records, Iterable):
+        raise TypeError(f"gate takes an iterable of records (CmsRecords or mappings), got {type(records).__name__}"
+                        + ("; to gate export files: from synthfilter.gate import gate_exports; gate_exports(paths, policy)"
+                           if isinstance(records, (str, os.PathLike)) else "; for one record: gate([record])"))
     cfg = _resolve_config(config)
     pol = _policy(policy, cfg)
     recs = [_as_record(r, i, cfg) for i, r in enumerate(records)]

@@ -237,6 +237,40 @@ def test_decide_names_missing_annotation_columns() -> None:
         sf.decide(cols)
 
 
+def test_misuse_is_a_clear_error_not_garbage() -> None:
+    import datasets
+
+    import synthfilter
+
+    sf = SynthFilter({"detector": {"enabled": False}})
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(["A first text about rivers and rain.",
+                                                               "A second text about markets at dawn."])]
+    # One string is not a batch of its characters.
+    with pytest.raises(TypeError, match=r"score_batch takes a sequence of texts, got str .*score_batch\(\[text\]\)"):
+        sf.score_batch("one whole text")
+    with pytest.raises(ValueError, match="provenance has 1 values for 2 texts"):
+        sf.score_batch(["a b c d e", "f g h i j"], provenance=["human"])
+    # Dataset.map without batched=True hands annotate one record.
+    ds = datasets.Dataset.from_list(rows)
+    with pytest.raises(TypeError, match=r"use ds.map\(sf.annotate, batched=True\)"):
+        ds.map(sf.annotate)
+    with pytest.raises(TypeError, match="got one record"):
+        sf.annotate(rows[0])
+    # datasets never calls the function on an empty dataset: decide still works on it.
+    empty = datasets.Dataset.from_dict({"id": [], "text": []},
+                                       features=datasets.Features({"id": datasets.Value("string"),
+                                                                   "text": datasets.Value("string")}))
+    result = sf.decide(empty.map(sf.annotate, batched=True))
+    assert len(result.keep) == 0 and result.report["output"]["kept"] == 0
+    # gate() takes records, not one record, a path or a config of the wrong type.
+    with pytest.raises(TypeError, match=r"got dict; for one record: gate\(\[record\]\)"):
+        synthfilter.gate(rows[0], {"max_duplicates": 0.5})
+    with pytest.raises(TypeError, match="got str; to gate export files: from synthfilter.gate import gate_exports"):
+        synthfilter.gate("export.xml", {"max_duplicates": 0.5})
+    with pytest.raises(TypeError, match="config must be a Config, a TOML path, a dict of options or None, got int"):
+        synthfilter.gate(rows, {"max_duplicates": 0.5}, 5)
+
+
 @needs_default_model
 def test_detector_on_decide_matches_the_cli_engine(tmp_path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "label"} for r in parity_corpus(malformed=False)]
