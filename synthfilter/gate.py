@@ -535,10 +535,11 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
         # Some records are labelled and the rest cannot be scored: no estimate of the share exists.
         why = (f"{int(unknown_ok.sum()):,} records have neither a provenance label nor a detector score, so the "
                "synthetic share cannot be estimated")
-        if target is not None:
+        if cfg.ratio.target_ratio is not None:  # an approved subset at a target cannot be made
             raise ConfigError(f"{why}: enable the detector (drop --no-detector) or label them "
                               "(--provenance-field / --provenance-map)")
-        return f"{why} (the detector is off)"
+        # --max-synthetic fails on it (exit 1), as on an export no record of which can be estimated.
+        return f"{why} (the detector is off): enable the detector or label them (--provenance-field / --provenance-map)"
 
     # Small scoring batches: a batch's texts and their word shingles (Python objects) are the
     # gate's largest transient memory; scores do not depend on the batch size.
@@ -578,11 +579,14 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
     ci = syn.get("ci95_before")
     scope = syn.get("scope") or {}
     # The detector is on, but no record is in a language it is trusted on nor of known provenance.
-    unestimable = share is None and n_text > 0 and scope.get("records_in_estimate") == 0 and cfg.detector.enabled
-    if unestimable:
+    no_language = share is None and n_text > 0 and scope.get("records_in_estimate") == 0 and cfg.detector.enabled
+    # Or it is off and only some records are labelled (the scan's note says so).
+    unestimable = no_language or (share is None and n_text > 0 and bool(gs.messages))
+    if no_language:
         trusted = ", ".join(scope.get("detector_languages") or [])
         messages.append(f"the synthetic share cannot be estimated: none of the {n_text:,} records with text is in a "
-                        f"language the detector is trusted on ({trusted}) or of known provenance")
+                        f"language the detector is trusted on ({trusted}) or of known provenance: add their languages to "
+                        "[detector] languages if the detector suits them, or label the records (--provenance-field)")
     if pol.max_synthetic is not None and share is None and n_text and not unestimable:
         if prov_field:
             from synthfilter.provenance import provenance_warning
@@ -671,8 +675,7 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
         what = "upper bound of the synthetic share" if pol.strict else "estimated synthetic share"
         if v is None and not m.get("synthetic_estimable", True):
             out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
-                                 "max_synthetic: the synthetic share cannot be estimated (see the note); set "
-                                 "[detector] languages or label the records (--provenance-field)"))
+                                 "max_synthetic: the synthetic share cannot be estimated (see the note)"))
         elif v is None and not m["with_text"]:
             # Nothing was read that could be gated (an empty export, bodies that are all empty,
             # every item excluded, e.g. by a misspelt --post-types): a gate that passes here

@@ -240,9 +240,16 @@ def test_markdown_site_with_config_file_requires_provenance(tmp_path: Path, caps
     code, out, _ = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
                              "--require-provenance", "0.3"], capsys)
     assert code == 0
-    # A synthetic limit cannot be checked on half-labelled posts without the detector: a usage error.
+    # A synthetic limit cannot be checked on half-labelled posts without the detector: the rule
+    # fails (exit 1), as on an export none of whose records can be estimated.
+    code, out, _ = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
+                             "--require-provenance", "0.3", "--max-synthetic", "0.5"], capsys)
+    assert code == 1
+    assert "failed: max_synthetic: the synthetic share cannot be estimated (see the note)" in out
+    assert "note: 2 records have neither a provenance label nor a detector score" in out and "enable the detector" in out
+    # An approved subset at an explicit target cannot be made at all: a usage error.
     code, _, err = gate_cli([str(tmp_path / "content"), "--config", str(config), *NO_DETECTOR,
-                             "--max-synthetic", "0.5"], capsys)
+                             "--target-ratio", "0.2", "--write-approved", str(tmp_path / "ap")], capsys)
     assert code == 2 and "cannot be estimated" in err and "enable the detector" in err
 
 
