@@ -460,6 +460,29 @@ _NS_PREFIX = (
 )
 
 
+def _not_utf8_hint(path: Path, message: str) -> str:
+    """For an XML error an encoding can cause: say so when the file is not UTF-8 (an export
+    re-saved as Latin-1 keeps its ``encoding="UTF-8"`` declaration)."""
+    if "invalid token" not in message:
+        return ""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as e:
+                    return (f" (the file is not UTF-8: byte 0x{chunk[e.start]:02x} at byte offset {offset + e.start:,}; "
+                            "re-save it as UTF-8)")
+                offset += len(chunk)
+    except OSError:
+        pass
+    return ""
+
+
 def _qname(tag: str) -> str:
     """``{namespace}local`` -> ``prefix:local`` for the namespaces WXR uses (else the local name)."""
     if not tag.startswith("{"):
@@ -526,7 +549,8 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
     except ET.ParseError as e:
         line, col = e.position
         message = re.sub(r": line \d+, column \d+$", "", str(e))
-        raise InputError(path, f"malformed XML: {message} at column {col + 1}", line) from None
+        raise InputError(path, f"malformed XML: {message} at column {col + 1}{_not_utf8_hint(path, message)}",
+                         line) from None
     except defusedxml.DTDForbidden as e:
         line, col = where()
         raise InputError(path, f"refused: the XML declares a document type (<!DOCTYPE {e.name}>){col}; WordPress "

@@ -200,6 +200,16 @@ def test_malformed_and_foreign_xml_name_file_and_position(tmp_path: Path) -> Non
     with pytest.raises(InputError, match=r"posts\.csv:1: malformed XML: syntax error"):
         read_exports([csv_file], ReadOptions(format="wxr"))
 
+    # Re-saved as Latin-1 under its UTF-8 declaration: the error says it is the encoding.
+    latin = tmp_path / "latin.xml"
+    text = WXR_HEAD + wxr_item(1, "Café", "<p>A café by the river.</p>") + "</channel></rss>\n"
+    latin.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index("é".encode("latin-1"))
+    with pytest.raises(InputError, match=rf"latin\.xml:\d+: malformed XML: not well-formed \(invalid token\) at column "
+                                         rf"\d+ \(the file is not UTF-8: byte 0xe9 at byte offset {offset:,}; re-save it "
+                                         r"as UTF-8\)"):
+        list(read_wxr(latin, "latin.xml"))
+
 
 # -- CSV -------------------------------------------------------------------------------------------
 
