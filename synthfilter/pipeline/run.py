@@ -320,6 +320,7 @@ def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None =
 # workers keep it out (``pyarrow_without_pandas``, the pool's initializer), so that pyarrow
 # never imports it: 0.15 s off the start of the pool.
 _WORKER_PRELOAD = [
+    "synthfilter.pipeline.forkquiet",  # first: installs its excepthook before anything can fail
     "synthfilter.pipeline.stages", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "synthfilter.ratio",
     "synthfilter.provenance", "synthfilter.dedup.minhash", "synthfilter.dedup.lsh",
 ]
