@@ -543,7 +543,8 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
 
     # Small scoring batches: a batch's texts and their word shingles (Python objects) are the
     # gate's largest transient memory; scores do not depend on the batch size.
-    gs, tmp = scan(source, sf, prov_field, min(cfg.batch_size, GATE_BATCH), no_estimate)
+    gs, tmp = scan(source, sf, prov_field, min(cfg.batch_size, GATE_BATCH), no_estimate,
+                   require_target=cfg.ratio.target_ratio is not None)
     try:
         result = _result(gs, source, pol, cfg, prov_field)
         # The strings of the records the result names (offending items, kept copies of

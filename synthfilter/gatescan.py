@@ -397,23 +397,24 @@ def _chunks(records: Iterable[CmsRecord], size: int) -> Iterator[list[CmsRecord]
 
 
 def scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_size: int,
-         no_estimate_message: Any) -> tuple[GateScan, Path]:
+         no_estimate_message: Any, require_target: bool = True) -> tuple[GateScan, Path]:
     """Score every record of ``source`` (one pass), make ids unique, decide. Returns the scan
     and its temporary directory (the caller removes it once the strings it needs are taken).
 
     ``no_estimate_message(unknown_ok, known_any)`` returns the note for a detector-less run
     whose records are only partly labelled (and raises when that cannot go on), or None.
+    ``require_target``: as ``stages.decide``'s.
     """
     tmp = Path(tempfile.mkdtemp(prefix="synthfilter-gate-"))
     try:
-        return _scan(source, sf, prov_field, batch_size, no_estimate_message, tmp), tmp
+        return _scan(source, sf, prov_field, batch_size, no_estimate_message, tmp, require_target), tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_size: int,
-          no_estimate_message: Any, tmp: Path) -> GateScan:
+          no_estimate_message: Any, tmp: Path, require_target: bool = True) -> GateScan:
     t0 = time.perf_counter()
     cfg = sf.config
     near, verify = cfg.dedup.near, cfg.dedup.verify
@@ -521,7 +522,9 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     )
     del uniform
     card = sf.scorer.detector.card if sf.scorer.uses_detector else None
-    decisions = decide(ann, cfg, card)
+    # The target is the gate's own (from --max-synthetic) unless --target-ratio set it: with nothing
+    # to downsample by, the synthetic rule says so (exit 1) and the approved subset is not downsampled.
+    decisions = decide(ann, cfg, card, require_target=require_target)
     del ann, sigs
     from synthfilter.pipeline.run import build_report
 

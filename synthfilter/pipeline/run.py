@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from synthfilter import __version__
-from synthfilter.config import Config
+from synthfilter.config import Config, ConfigError
 from synthfilter.ratio import HumanLossError
 from synthfilter.io.shards import (
     InputError,
@@ -647,9 +647,16 @@ def _after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> Base
     if not out.is_dir():
         return None
     _remove_tmp_files(out)
-    if restore_replaced(out) or not isinstance(e, InputError):
+    if restore_replaced(out):
         return None
     work = out / WORK_DIR
+    if isinstance(e, ConfigError):
+        # The settings cannot do what they ask on this corpus (a target without scores or labels):
+        # new settings are needed, which a --resume would refuse, so nothing is kept.
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    if not isinstance(e, InputError):
+        return None
     scored = sum(WorkPaths.for_shard(work, sh).meta.exists() for sh in shards) if work.is_dir() else 0
     if not scored:
         shutil.rmtree(work, ignore_errors=True)

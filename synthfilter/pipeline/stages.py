@@ -619,10 +619,13 @@ def duplicate_reasons(survivor: np.ndarray, hash_hi: np.ndarray, hash_lo: np.nda
 
 
 def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
-           count_languages: bool = True) -> Decisions:
+           count_languages: bool = True, require_target: bool = True) -> Decisions:
     """Global decisions for every record: malformed, duplicates, then the synthetic target.
 
     ``count_languages`` False: no ``languages`` section (the Ray engine counts it on the cluster).
+    ``require_target`` False: a target nothing can be downsampled by (no score, no label) is
+    left unmet instead of raising (the gate's target from ``--max-synthetic``, which its rule
+    reports).
     """
     # Arrays of a value per record are made when needed and dropped when done: the peak of this
     # function is what the local engine needs in memory per record (ray_scale.py local-memory).
@@ -667,7 +670,7 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
 
     decisions = Decisions(reason=reason, duplicate_of=dup_of, cluster_sizes=cluster_sizes,
                           posterior=np.full(n, np.nan, dtype=np.float32))
-    decide_synthetic(ann, cfg, card, decisions)
+    decide_synthetic(ann, cfg, card, decisions, require_target)
     if ann.language is not None and count_languages:
         counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
         apply_language_counts(decisions, counts, cfg)
@@ -823,9 +826,16 @@ class SurvivorCounts:
     unscored: int  # unknown provenance, no score
 
 
-def synthetic_without_estimate(counts: SurvivorCounts, cfg: Config, decisions: Decisions) -> bool:
+def synthetic_without_estimate(counts: SurvivorCounts, cfg: Config, decisions: Decisions,
+                               require_target: bool = True) -> bool:
     """Fill ``decisions.synthetic`` when there is nothing to estimate from (True), or leave it."""
     r = cfg.ratio
+    if (require_target and counts.survivors and not counts.scored and not counts.human and not counts.machine
+            and r.target_ratio is not None):
+        # Without a score or a label there is nothing to downsample by: going on would ignore the target.
+        raise ConfigError(f"cannot downsample to a synthetic share of {r.target_ratio:.1%}: none of the "
+                          f"{counts.survivors:,} records has a known provenance or a detector score: enable the "
+                          "detector or label the records (--provenance-field / --provenance-map)")
     if not counts.survivors or (not counts.scored and not counts.human and not counts.machine):
         decisions.synthetic = {
             "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
@@ -865,7 +875,8 @@ def estimate_section(est: Any) -> dict[str, Any]:
     }
 
 
-def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions) -> None:
+def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None, decisions: Decisions,
+                     require_target: bool = True) -> None:
     """Prevalence estimate over the deduplicated records, then target-ratio downsampling."""
     from synthfilter import ratio as ratio_mod
 
@@ -880,7 +891,7 @@ def decide_synthetic(ann: Annotations, cfg: Config, card: dict[str, Any] | None,
     unscored = int(np.sum(np.isnan(scores) & (prov == 0)))
     counts = SurvivorCounts(len(survivors), int(np.sum(~np.isnan(scores))), int(np.sum(prov == 1)),
                             int(np.sum(prov == 2)), unscored)
-    if synthetic_without_estimate(counts, cfg, decisions):
+    if synthetic_without_estimate(counts, cfg, decisions, require_target):
         return
     # Known-provenance records are scored too: their scores re-measure the detector's rates here.
     known_scores = ann.score[survivors] if r.remeasure_rates else None

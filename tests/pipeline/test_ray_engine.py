@@ -11,6 +11,7 @@ import array
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -857,3 +858,28 @@ def test_one_task_limit_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv(one_task.ONE_TASK_ENV, bad)
         with pytest.raises(UsageError, match=one_task.ONE_TASK_ENV):
             one_task.one_task_records()
+
+
+def test_overwrite_and_resume_of_a_finished_run_follow_the_local_rules(corpus: dict[str, Any], ray_cluster: str,
+                                                                       tmp_path: Path) -> None:
+    from synthfilter.config import ConfigError
+    from synthfilter.pipeline.run import UsageError
+
+    src = tmp_path / "in"
+    shutil.copytree(corpus["src"], src)
+    out = tmp_path / "out"
+    re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray"}))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # An --overwrite whose run fails (a target without detector scores for unlabelled records)
+    # gives the previous outputs back, byte for byte.
+    failing = {**CONFIG_A, "engine": "ray", "overwrite": True,
+               "ratio": {"target_ratio": 0.2, "provenance_field": "meta.nobody"}}
+    with pytest.raises(ConfigError, match="cannot downsample to a synthetic share of 20.0%"):
+        re.run_pipeline_ray([str(src)], out, Config.from_dict(failing))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # --resume of the finished run: nothing to do with the same inputs, refused with another one.
+    again = re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}))
+    assert again.manifest["conservation"]["ok"]
+    write_jsonl(src / "late.jsonl", make_records(5, seed=99))
+    with pytest.raises(UsageError, match="it did not read late.jsonl"):
+        re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}))

@@ -269,6 +269,10 @@ def test_unknown_provenance_without_detector_warns_or_refuses_target(tmp_path: P
     assert any("no synthetic-share estimate" in w for w in res.report["warnings"])
     with pytest.raises(ConfigError, match="cannot meet --target-ratio: 15 records"):
         run_pipeline([str(tmp_path / "in")], tmp_path / "o2", cfg_of(fast_config, ratio={**ratio, "target_ratio": 0.1}))
+    # No label and no score at all: the target used to be ignored (nothing dropped, exit 0).
+    with pytest.raises(ConfigError, match="cannot downsample to a synthetic share of 10.0%: none of the 20 records"):
+        run_pipeline([str(tmp_path / "in")], tmp_path / "o3", cfg_of(fast_config, ratio={"target_ratio": 0.1}))
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()  # nothing left to stand in the way
 
 
 def test_scoring_a_shard_leaves_no_reference_cycle(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from synthfilter.config import Config
+from synthfilter.config import Config, ConfigError
 from synthfilter.io.shards import Shard
 from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
 from synthfilter.pipeline.ray.score import score_all
@@ -153,9 +153,15 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
                                progress or Progress(quiet=True), t_start, started)
     except (KeyboardInterrupt, RunInterrupted):
         raise  # resumable as it stands
-    except BaseException:
-        if out_store.local is not None:
-            restore_replaced(out_store.local)  # what --overwrite moved aside comes back
+    except BaseException as e:
+        if out_store.local is not None and restore_replaced(out_store.local):  # what --overwrite moved aside
+            raise
+        if isinstance(e, ConfigError):
+            # Settings that cannot do what they ask here (a target without scores or labels): a
+            # --resume would refuse the new ones, so nothing is kept (as the local engine).
+            out_store.delete(WORK_DIR)
+            if out_store.local is not None and out_store.local.is_dir() and not any(out_store.local.iterdir()):
+                out_store.local.rmdir()
         raise
     if out_store.local is not None:
         finish_replaced(out_store.local)
