@@ -288,6 +288,7 @@ def train(
     seed: int = typer.Option(0, help="Seed for every random choice in training."),
     balance_by: Optional[str] = typer.Option(None, "--balance-by", help="Field naming each text's origin (e.g. source): every (origin, label) cell weighs the same within its label, and texts are cropped to length parity within an origin, so no one origin carries a label."),
     generator_field: str = typer.Option("generator", help="Field naming the model that wrote a machine text (optional): base-LM samples and chat-model text get one expert each."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out (once the new one is complete)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a detector on your own labelled human / machine text (e.g. your generator's output)."""
@@ -296,7 +297,7 @@ def train(
     code = guarded(lambda: train_command(
         data, out, text_field=text_field, label_field=label_field, human_label=human_label,
         machine_label=machine_label, val=val or None, seed=seed, quiet=quiet, balance_by=balance_by,
-        generator_field=generator_field,
+        generator_field=generator_field, overwrite=overwrite,
     ))
     raise typer.Exit(code or 0)
 
@@ -313,6 +314,7 @@ def adapt(
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     method: str = typer.Option("auto", help="auto (chosen by cross-validation), linear (an adapter on top of the "
                                "experts) or refit (the experts refitted with your labels; needs a model with replay.npz)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out (once the adapted one is complete)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary output."),
 ) -> None:
     """Adapt a detector to your corpus with a few hundred labelled records (no retraining from scratch)."""
@@ -320,7 +322,7 @@ def adapt(
 
     code = guarded(lambda: adapt_command(
         data, out, model=model, text_field=text_field, label_field=label_field, human_label=human_label,
-        machine_label=machine_label, seed=seed, quiet=quiet, method=method,
+        machine_label=machine_label, seed=seed, quiet=quiet, method=method, overwrite=overwrite,
     ))
     raise typer.Exit(code or 0)
 

@@ -38,7 +38,6 @@ from synthfilter.detect.evaluate import (
 from synthfilter.detect.model import (
     ADAPTER_FILE,
     CALIBRATION_FILE,
-    CARD_FILE,
     CONFIG_FILE,
     REPLAY_FILE,
     Detector,
@@ -49,6 +48,7 @@ from synthfilter.detect.model import (
     adapter_method,
     combine,
     expert_file,
+    read_model_file,
 )
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -130,7 +130,8 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
     folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(inputs, y))
     grid = [(name, cols, c) for name, cols in candidates(x.shape[1], z.shape[1])
             for c in (C_GRID if name != "combined" else (1.0,))] if method != "refit" else []
-    replay = Replay.load(det.path / REPLAY_FILE) if method != "linear" and (det.path / REPLAY_FILE).is_file() else None
+    replay = (read_model_file(det.path / REPLAY_FILE, Replay.load)
+              if method != "linear" and (det.path / REPLAY_FILE).is_file() else None)
     with threadpool_limits(1):
         oof = {}
         for name, cols, c in grid:
@@ -166,15 +167,23 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
 
 def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_field: str = "text",
                   label_field: str = "label", human_label: str = "human", machine_label: str = "machine",
-                  seed: int = 0, quiet: bool = False, method: str = "auto") -> int:
-    """``synthfilter adapt``: write an adapted copy of ``model`` to ``out``; returns an exit code."""
+                  seed: int = 0, quiet: bool = False, method: str = "auto", overwrite: bool = False) -> int:
+    """``synthfilter adapt``: write an adapted copy of ``model`` to ``out``; returns an exit code.
+
+    ``out`` is checked before any work; it may hold a model only with ``overwrite``, which is
+    replaced once the adapted one is complete. Never the model being adapted, nor a folder holding it.
+    """
     from rich.console import Console
 
-    from synthfilter.detect.model import default_model_path
+    from synthfilter.detect.model import check_model_out, default_model_path, print_error, staged_model_dir
     from synthfilter.detect.train import fit_calibrator, operating_points, score_distribution, write_card
 
-    err = Console(stderr=True)
     con = Console(quiet=quiet)
+    src = Path(model) if model is not None else default_model_path()
+    out = check_model_out(out, overwrite, protect=[src])
+    if method not in METHODS:
+        print_error(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        return 2
     try:
         labelled = load_labelled(data, text_field=text_field, label_field=label_field, human_label=human_label,
                                  machine_label=machine_label)
@@ -183,71 +192,58 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
             raise DataError(f"{', '.join(map(str, data))}: {n_h} human and {n_m} machine records; adapting needs "
                             f"at least {MIN_PER_CLASS} of each (200-500 in all is a good start)")
     except DataError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        print_error(str(e))
         return 2
-    src = Path(model) if model is not None else default_model_path()
     det = Detector.load(src)
     if adapter_method(det.config) is not None:
-        err.print(f"[red]error:[/red] {src}: already adapted; adapt the model it was adapted from", highlight=False)
-        return 2
-    if method not in METHODS:
-        err.print(f"[red]error:[/red] --method {method!r}: expected one of {', '.join(METHODS)}", highlight=False)
+        print_error(f"{src}: already adapted; adapt the model it was adapted from")
         return 2
     if method == "refit" and not (src / REPLAY_FILE).is_file():
-        err.print(f"[red]error:[/red] {src}: has no {REPLAY_FILE} (the experts' training rows), so its experts cannot "
-                  "be refitted; retrain it with this version of synthfilter, or use --method linear", highlight=False)
-        return 2
-    if out.resolve() == src.resolve():
-        err.print(f"[red]error:[/red] {out}: --out must differ from the model being adapted", highlight=False)
+        print_error(f"{src}: has no {REPLAY_FILE} (the experts' training rows), so its experts cannot be refitted; "
+                    "retrain it with this version of synthfilter, or use --method linear")
         return 2
     y = labelled.y.astype(int)
     ad = fit_adaptation(det, labelled.texts, y, seed, method)
     calibrator = fit_calibrator(ad.oof_raw, y)
     proba = calibrator(ad.oof_raw)
     thresholds = operating_points(proba[y == 0], proba)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    config = dict(det.config)
-    for name in config["files"]:
-        shutil.copyfile(src / name, tmp / name)
-    calibrator.save(tmp / CALIBRATION_FILE)
-    if ad.experts is not None:
-        config["experts"] = dict(config["experts"])
-        for e in ad.experts:
-            e.model.save(tmp / expert_file(e.kind))
-            config["experts"][e.kind] = {**config["experts"][e.kind], "centre": e.centre, "spread": e.spread}
-        config["adapter"] = {"method": "refit", "inputs": ad.inputs, "weight": ad.c, "n_labels": int(len(y)),
-                             "seed": seed}
-    else:
-        ad.adapter.save(tmp / ADAPTER_FILE)
-        config["adapter"] = {"method": "linear", "inputs": ad.inputs, "c": ad.c, "n_labels": int(len(y)),
-                             "seed": seed}
-        config["files"] = [*config["files"], ADAPTER_FILE]
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    before = {"auroc": auroc(y, ad.base_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.base_raw, 0.01)}
-    after = {"auroc": auroc(y, ad.oof_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.oof_raw, 0.01)}
-    card = dict(det.card)
-    card.update({
-        "model_id": f"{det.model_id}+adapted-{out.name}",
-        "adapted_from": {"model_id": det.model_id, "sha256": det.sha256, "path": str(src)},
-        "adaptation": {"data": [str(p) for p in data], "n": int(len(y)), "n_human": n_h, "n_machine": n_m,
-                       "inputs": ad.inputs, **({"labels_weigh": ad.c} if ad.experts is not None else {"strength_c": ad.c}),
-                       "cv_auroc": {k: round(v, 4) for k, v in ad.cv_auroc.items()},
-                       "before": before, "after_out_of_fold": after},
-        "train_prior": float(y.mean()),
-        "prior_note": "calibrated probabilities correspond to the labelled records' share of machine text",
-        "operating_points_measured_on": "out-of-fold scores of the labelled records",
-        "operating_points": [{"name": k, **operating_point_at_threshold(y, proba, t)} for k, t in thresholds.items()],
-        "thresholds_chosen_on": "out-of-fold scores of the labelled records (1 % / 5 % human FPR)",
-        "score_distribution": score_distribution(proba, y, "out-of-fold scores of the labelled records"),
-    })
-    card["metrics"] = {**card.get("metrics", {}), "adaptation_out_of_fold": summarise(y, proba, thresholds["default"])}
-    write_card(tmp, card)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_model_dir(out) as tmp:  # renamed into place once complete
+        config = dict(det.config)
+        for name in config["files"]:
+            shutil.copyfile(src / name, tmp / name)
+        calibrator.save(tmp / CALIBRATION_FILE)
+        if ad.experts is not None:
+            config["experts"] = dict(config["experts"])
+            for e in ad.experts:
+                e.model.save(tmp / expert_file(e.kind))
+                config["experts"][e.kind] = {**config["experts"][e.kind], "centre": e.centre, "spread": e.spread}
+            config["adapter"] = {"method": "refit", "inputs": ad.inputs, "weight": ad.c, "n_labels": int(len(y)),
+                                 "seed": seed}
+        else:
+            ad.adapter.save(tmp / ADAPTER_FILE)
+            config["adapter"] = {"method": "linear", "inputs": ad.inputs, "c": ad.c, "n_labels": int(len(y)),
+                                 "seed": seed}
+            config["files"] = [*config["files"], ADAPTER_FILE]
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        before = {"auroc": auroc(y, ad.base_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.base_raw, 0.01)}
+        after = {"auroc": auroc(y, ad.oof_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.oof_raw, 0.01)}
+        card = dict(det.card)
+        card.update({
+            "model_id": f"{det.model_id}+adapted-{out.name}",
+            "adapted_from": {"model_id": det.model_id, "sha256": det.sha256, "path": str(src)},
+            "adaptation": {"data": [str(p) for p in data], "n": int(len(y)), "n_human": n_h, "n_machine": n_m,
+                           "inputs": ad.inputs, **({"labels_weigh": ad.c} if ad.experts is not None else {"strength_c": ad.c}),
+                           "cv_auroc": {k: round(v, 4) for k, v in ad.cv_auroc.items()},
+                           "before": before, "after_out_of_fold": after},
+            "train_prior": float(y.mean()),
+            "prior_note": "calibrated probabilities correspond to the labelled records' share of machine text",
+            "operating_points_measured_on": "out-of-fold scores of the labelled records",
+            "operating_points": [{"name": k, **operating_point_at_threshold(y, proba, t)} for k, t in thresholds.items()],
+            "thresholds_chosen_on": "out-of-fold scores of the labelled records (1 % / 5 % human FPR)",
+            "score_distribution": score_distribution(proba, y, "out-of-fold scores of the labelled records"),
+        })
+        card["metrics"] = {**card.get("metrics", {}), "adaptation_out_of_fold": summarise(y, proba, thresholds["default"])}
+        write_card(tmp, card)
     con.print(f"adapted {det.model_id} on {len(y)} labelled records ({n_h} human, {n_m} machine) -> {out}",
               highlight=False)
     con.print(f"AUROC on these records: {_f(before['auroc'])} before, {_f(after['auroc'])} after (out of fold); "

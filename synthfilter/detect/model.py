@@ -83,7 +83,82 @@ class ModelError(RuntimeError):
     """A model directory is missing, incomplete or was written by an incompatible version."""
 
 
-def _read(path: Path, load: Any) -> Any:
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, as one line and as written: no markup (a label or path with
+    brackets in it is not a style), no wrapping."""
+    import sys
+
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def check_model_out(out: Path, overwrite: bool, protect: Sequence[Path] = ()) -> Path:
+    """The model directory ``train`` / ``adapt`` will write, checked before any work is done
+    (ModelError when it cannot be used). It may not exist yet, be empty, or (with ``overwrite``)
+    hold a synthfilter model and nothing else; it may not be, or hold, a ``protect`` path (the
+    model being adapted)."""
+    out = Path(os.path.abspath(out))
+    if not out.name:
+        raise ModelError(f"{out}: not a usable --out; name a directory")
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a directory; choose another --out")
+    for p in protect:
+        p = Path(os.path.abspath(p))
+        if p == out or out in p.parents:
+            raise ModelError(f"{out}: --out would replace {p}, the model being adapted; choose another --out")
+    if out.is_dir():
+        entries = {e.name for e in out.iterdir()}
+        if entries - {".gitkeep"}:
+            if CONFIG_FILE not in entries or CARD_FILE not in entries:
+                raise ModelError(f"{out}: directory is not empty and holds no synthfilter model "
+                                 f"({', '.join(sorted(entries)[:3])}); choose another --out")
+            try:
+                listed = set(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")).get("files", []))
+            except (OSError, ValueError, AttributeError):
+                listed = set()
+            others = sorted(entries - listed - {CONFIG_FILE, CARD_FILE, ".gitkeep"})
+            if others:
+                raise ModelError(f"{out}: holds a model and also {', '.join(others[:3])}; --overwrite replaces only "
+                                 "a model directory: choose another --out")
+            if not overwrite:
+                raise ModelError(f"{out}: a model is already there; pass --overwrite to replace it")
+    return out
+
+
+def staged_model_dir(out: Path) -> "_StagedDir":
+    """Write a model into a temporary sibling of ``out``, renamed into place when complete (a
+    previous model there is replaced only then): a run stopped midway never leaves a model
+    directory that mixes files of two trainings, nor half of one, under ``out``."""
+    return _StagedDir(out)
+
+
+class _StagedDir:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out.parent / f".{out.name}.tmp-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        return self.path
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        import shutil
+
+        if kind is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.replace(self.out, old)
+        os.replace(self.path, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_model_file(path: Path, load: Any) -> Any:
     """``load(path)``, with any failure of a damaged or cut file (a bad zip, a missing array, bad
     JSON) as a ModelError that names the file."""
     try:
@@ -337,19 +412,19 @@ class Detector:
             raise ModelError(f"{d}: not a synthfilter detector model (missing {', '.join(missing) or 'kinds'})")
         if list(config.get("features", [])) != list(feature_names(kinds)):
             raise ModelError(f"{d}: model was trained with a different feature set; retrain it")
-        card = _read(d / CARD_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        card = read_model_file(d / CARD_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
         components = Components(
-            lms={n: _read(d / lm_file(n), BigramLM.load) for n in ("human", *kinds)},
-            heads={k: _read(d / head_file(k), HashedLinear.load) for k in kinds},
+            lms={n: read_model_file(d / lm_file(n), BigramLM.load) for n in ("human", *kinds)},
+            heads={k: read_model_file(d / head_file(k), HashedLinear.load) for k in kinds},
             max_chars=int(config.get("max_chars", DEFAULT_MAX_CHARS)),
         )
         try:
             spread = {k: (float(config["experts"][k]["centre"]), float(config["experts"][k]["spread"])) for k in kinds}
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{d / CONFIG_FILE}: damaged: no expert centre / spread ({e!r})") from None
-        experts = [Expert(k, _read(d / expert_file(k), load_expert), *spread[k]) for k in kinds]
-        adapter = _read(d / ADAPTER_FILE, LinearModel.load) if adapted else None
-        return cls(d, components, experts, _read(d / CALIBRATION_FILE, Calibrator.load), config, card, adapter)
+        experts = [Expert(k, read_model_file(d / expert_file(k), load_expert), *spread[k]) for k in kinds]
+        adapter = read_model_file(d / ADAPTER_FILE, LinearModel.load) if adapted else None
+        return cls(d, components, experts, read_model_file(d / CALIBRATION_FILE, Calibrator.load), config, card, adapter)
 
     @property
     def model_id(self) -> str:

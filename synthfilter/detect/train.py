@@ -52,6 +52,7 @@ from synthfilter.detect.model import (
     REPLAY_FILE,
     Replay,
     TextViews,
+    check_model_out,
     combine,
     expert_file,
     feature_names,
@@ -59,6 +60,8 @@ from synthfilter.detect.model import (
     head_file,
     lm_file,
     model_files,
+    print_error,
+    staged_model_dir,
 )
 from synthfilter.detect.trees import TreeEnsemble
 
@@ -545,26 +548,27 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
                   seed: int = 0, quiet: bool = False, model_id: str | None = None,
                   sources: list[dict] | None = None, group_by: Sequence[str] = (),
                   params: TrainParams | None = None, balance_by: str | None = None,
-                  generator_field: str = "generator") -> int:
+                  generator_field: str = "generator", overwrite: bool = False) -> int:
     """``synthfilter train``: returns an exit code; errors are one clear line on stderr.
 
     ``balance_by``: the field naming each text's origin (e.g. source); ``generator_field``: the
     field naming the model that wrote a machine text (optional; it decides the kinds).
+    ``overwrite``: replace a model already in ``out`` (only once the new one is complete).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    err = Console(stderr=True)
     con = Console(quiet=quiet)
     fields = dict(text_field=text_field, label_field=label_field, human_label=human_label,
                   machine_label=machine_label)
+    out = check_model_out(out, overwrite)  # before hours of training, not after
     try:
         group_fields = tuple(dict.fromkeys([*group_by, *([balance_by] if balance_by else []), generator_field]))
         train = load_labelled(data, group_fields=group_fields, **fields)
         _check_trainable(train)
         val_data = load_labelled(val, group_fields=group_by, **fields) if val else None
     except DataError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        print_error(str(e))
         return 2
     params = params or TrainParams()
     n_steps = params.folds + 4 + (1 if val_data else 0)
@@ -579,18 +583,18 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
         result = fit_detector(train.texts, train.y, params, seed, progress=step, cells=cells,
                               generators=train.groups.get(generator_field))
         val_proba = None
-        out.mkdir(parents=True, exist_ok=True)
-        mid = model_id or f"{out.resolve().name}@1"
-        # Write once without validation metrics so the evaluation runs on the saved files.
-        write_model(out, result, params, build_card(model_id=mid, train=train, val=None, result=result,
-                                                    val_proba=None, seed=seed, sources=sources,
-                                                    balance_by=balance_by))
-        if val_data is not None:
-            val_proba = Detector.load(out).predict_proba(val_data.texts)
-            step("validation scored")
-        card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
-                          seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
-        write_card(out, card)
+        mid = model_id or f"{out.name}@1"
+        with staged_model_dir(out) as staging:
+            # Written once without validation metrics so the evaluation runs on the saved files.
+            write_model(staging, result, params, build_card(model_id=mid, train=train, val=None, result=result,
+                                                            val_proba=None, seed=seed, sources=sources,
+                                                            balance_by=balance_by))
+            if val_data is not None:
+                val_proba = Detector.load(staging).predict_proba(val_data.texts)
+                step("validation scored")
+            card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
+                              seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
+            write_card(staging, card)
         step("model written")
     _print_summary(con, out, card)
     return 0
@@ -619,6 +623,9 @@ def _print_summary(con, out: Path, card: dict) -> None:  # noqa: ANN001
     for p in card["operating_points"]:
         table.add_row(p["name"], f"{p['threshold']:.4f}", f"{p['tpr']:.3f}", f"{p['fpr']:.4f}")
     con.print(table)
+    def f(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)  # e.g. AUROC of a single-class validation set
+
     for name, m in card["metrics"].items():
-        con.print(f"{name}: AUROC {m['auroc']:.4f}  TPR@1%FPR {m['tpr_at_fpr1']:.3f}  "
-                  f"TPR@5%FPR {m['tpr_at_fpr5']:.3f}  ECE {m['ece']:.4f}", highlight=False)
+        con.print(f"{name}: AUROC {f(m['auroc'], '.4f')}  TPR@1%FPR {f(m['tpr_at_fpr1'], '.3f')}  "
+                  f"TPR@5%FPR {f(m['tpr_at_fpr5'], '.3f')}  ECE {f(m['ece'], '.4f')}", highlight=False)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     code = train_command(
         [args.data_dir / "train.jsonl"], args.out, val=[args.data_dir / "validation.jsonl"], seed=SEED,
         quiet=args.quiet, model_id=MODEL_ID, sources=SOURCES, group_by=("domain", "generator", "source"),
-        balance_by="source",
+        balance_by="source", overwrite=True,
     )
     gitkeep = args.out / ".gitkeep"
     if code == 0 and gitkeep.exists():

@@ -201,3 +201,34 @@ def test_plain_rewrite_keeps_the_sentences_and_uses_only_frequent_words():
     frequent = {([None, None, *lm.words])[i] for i in np.argsort(-counts, kind="stable")[:top]}
     for tok in tokenize(out):
         assert tok in frequent or not tok.isalpha(), tok
+
+
+def test_adapt_never_replaces_what_is_not_its_own_model(small_model, tmp_path):
+    from synthfilter.detect.adapt import adapt_command
+    from synthfilter.detect.model import ModelError
+
+    d = small_model
+    labels = _labels(tmp_path / "labels.jsonl", 80, seed=21)
+    # A folder of the user's: refused before any work, untouched (it used to be deleted).
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "sub" / "thesis.txt").write_text("important")
+    with pytest.raises(ModelError, match="holds no synthfilter model"):
+        adapt_command([labels], precious, model=d / "model", quiet=True, method="linear")
+    assert (precious / "sub" / "thesis.txt").read_text() == "important"
+    # A folder holding the model being adapted (it used to be deleted with it), a file, the model itself.
+    with pytest.raises(ModelError, match="would replace .*the model being adapted"):
+        adapt_command([labels], d, model=d / "model", quiet=True, method="linear")
+    with pytest.raises(ModelError, match="would replace .*the model being adapted"):
+        adapt_command([labels], d / "model", model=d / "model", quiet=True, method="linear")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ModelError, match="exists and is not a directory"):
+        adapt_command([labels], tmp_path / "afile", model=d / "model", quiet=True, method="linear")
+    # A model: replaced only with overwrite, and then whole (no staging directory left beside it).
+    out = tmp_path / "adapted"
+    assert adapt_command([labels], out, model=d / "model", quiet=True, method="linear") == 0
+    with pytest.raises(ModelError, match="a model is already there; pass --overwrite"):
+        adapt_command([labels], out, model=d / "model", quiet=True, method="linear")
+    assert adapt_command([labels], out, model=d / "model", quiet=True, method="linear", seed=5, overwrite=True) == 0
+    assert Detector.load(out).config["adapter"]["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted", "afile", "labels.jsonl", "precious"]

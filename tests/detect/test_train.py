@@ -190,3 +190,42 @@ def test_the_default_threshold_holds_on_every_source_it_was_measured_on():
     bigger = np.r_[tiny, 0.1]  # with one more text the source counts, and its own 1 % point with it
     cells = np.array(["a"] * len(a) + ["t"] * len(bigger))
     assert operating_points(np.r_[a, bigger], None, cells)["default"] >= 0.9
+
+
+def test_train_writes_its_model_whole_and_only_where_it_may(tmp_path, monkeypatch, capsys):
+    from synthfilter.detect import train as train_mod
+    from synthfilter.detect.model import ModelError
+
+    data = write_corpus(tmp_path / "d.jsonl", 40, 40, seed=5)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "config.json").write_text('{"mine": 1}')
+    with pytest.raises(ModelError, match="holds no synthfilter model"):
+        train_command([data], precious, quiet=True, params=FAST)
+    assert (precious / "config.json").read_text() == '{"mine": 1}'  # it used to be overwritten
+    out = tmp_path / "m"
+    assert train_command([data], out, seed=1, quiet=True, params=FAST) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ModelError, match="a model is already there; pass --overwrite"):
+        train_command([data], out, seed=2, quiet=True, params=FAST)
+
+    # A retrain that dies after writing part of its files leaves the old model as it was.
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "write_card", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_command([data], out, seed=2, quiet=True, params=FAST, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "m", "precious"]  # no staging left
+    monkeypatch.undo()
+    assert train_command([data], out, seed=2, quiet=True, params=FAST, overwrite=True) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} != before
+    Detector.load(out)
+
+
+def test_a_single_class_validation_set_is_summarised_not_a_crash(tmp_path, capsys):
+    data = write_corpus(tmp_path / "d.jsonl", 40, 40, seed=6)
+    only_human = write_corpus(tmp_path / "v.jsonl", 20, 0, seed=7)
+    assert train_command([data], tmp_path / "m", val=[only_human], quiet=False, params=FAST) == 0
+    assert "validation: AUROC -" in capsys.readouterr().out
