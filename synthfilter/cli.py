@@ -250,6 +250,7 @@ def report(
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
     on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail, or count the record as malformed. [default: fail]"),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a previous report in OUT."),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted report in OUT."),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """A first look at a corpus: duplicates, synthetic share, diversity; nothing is filtered or written."""
@@ -257,7 +258,7 @@ def report(
     def body() -> None:
         cfg = build_config(config, {
             "text_field": text_field, "id_field": id_field, "workers": workers, "quiet": quiet,
-            "on_error": on_error.value if on_error else None, "overwrite": overwrite, "dry_run": True,
+            "on_error": on_error.value if on_error else None, "overwrite": overwrite, "resume": resume, "dry_run": True,
             "detector": {"model": model, "enabled": False if no_detector else None},
             "ratio": {"provenance_field": provenance_field, "target_ratio": None},
             "report": {"group_by": group_by, "html": True, "diversity": True},

@@ -376,3 +376,17 @@ def test_a_quarantining_run_is_not_resumed_as_one_that_stops_on_bad_input(tmp_pa
         check_resumable(prev, cfg_of(fast_config), "out")
     # The other way is allowed: shards scored under "fail" held no bad record.
     check_resumable(json.loads(run_json(cfg_of(fast_config))), quarantine, "out")
+
+
+def test_report_command_resumes_as_its_message_says(tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(30, seed=46))
+    args = ["report", str(tmp_path / "in"), "--out", str(tmp_path / "rep"), "--no-detector", "-q", "--workers", "1"]
+    assert run_cli(args)[0] == 0
+    code, _, err = run_cli(args)
+    assert code == 2 and "pass --resume to continue a run or --overwrite" in err
+    # The option the message names exists (it did not: "No such option: --resume").
+    code, _, err = run_cli([*args, "--resume"])
+    assert code == 0 and "No such option" not in err
+    assert run_cli([*args, "--overwrite"])[0] == 0
