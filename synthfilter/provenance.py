@@ -32,7 +32,7 @@ _NO_MATCH = -1  # a value no key matches (UNKNOWN to callers; told apart for the
 TALLY_EXAMPLES = 5  # distinct unmatched values a tally keeps, to name in a warning
 
 
-def _canonical(value: Any) -> str | None:
+def canonical_value(value: Any) -> str | None:
     """The string a field value is matched as (case-folded); None for missing or nested values."""
     if value is None:
         return None
@@ -94,7 +94,7 @@ class ProvenanceMapper:
                     f"provenance mapping {raw_key!r}: label must be 'human', 'machine' or 'unknown', "
                     f"got {raw_label!r}"
                 )
-            key = _canonical(raw_key)
+            key = canonical_value(raw_key)
             if key is None:
                 raise ValueError(f"provenance mapping key {raw_key!r} must be a string, number or boolean")
             code = LABEL_CODES[label]
@@ -132,7 +132,7 @@ class ProvenanceMapper:
 
     def label(self, value: Any) -> int:
         """The label code of one field value (``UNKNOWN`` for missing or unmatched values)."""
-        key = _canonical(value)
+        key = canonical_value(value)
         if key is None:
             return UNKNOWN
         self._present += 1

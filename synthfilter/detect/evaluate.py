@@ -4,12 +4,11 @@ JSONL loading, and the ``synthfilter eval`` command.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -26,58 +25,161 @@ class LabelledData:
     paths: list[Path] = field(default_factory=list)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+_JSONL_KINDS = ".jsonl/.jsonl.gz/.jsonl.zst"
+# A number as JSON writes it: a label given as text ("1.0") also matches the number it spells.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _compression(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if name.endswith(".zst") or name.endswith(".zstd"):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return "gz"
+    if name.endswith((".zst", ".zstd")):
+        return "zst"
+    return None
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line of a JSONL file (.gz / .zst allowed)."""
-    if not path.is_file():
+    """(line number, record) for each non-blank line of a JSONL file (.gz / .zst allowed).
+
+    Read with the pipeline's reader (``ShardReader``), so a file reads here as it does in
+    ``synthfilter run``: a UTF-8 BOM and CRLF line ends are accepted; a line that is not a JSON
+    object, not UTF-8 or too long, and a truncated or corrupt .gz/.zst file, raise ``DataError``
+    naming the file (and line). Records before a problem are yielded first.
+    """
+    for lines, objs in _record_batches(Path(path)):
+        yield from zip(lines, objs)
+
+
+def _record_batches(path: Path) -> Iterator[tuple[list[int], list[dict]]]:
+    """``iter_jsonl`` a batch at a time: (line numbers, records), as the reader gives them."""
+    from synthfilter.io.shards import InputError, Shard, ShardReader
+
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a {_JSONL_KINDS} file")
+    if not path.exists():
         raise DataError(f"{path}: file does not exist")
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, rec
+    if path.name.lower().endswith(".parquet"):
+        raise DataError(f"{path}: Parquet is not read here, expected a {_JSONL_KINDS} file")
+    reader = ShardReader(Shard(path, path.name, "jsonl", _compression(path)))
+    last = 0
+    try:
+        for batch in reader.batches(raw=False):
+            lines, objs, errors = batch.lines, batch.objs, batch.errors
+            if any(errors):  # a line the reader could not read as a JSON object
+                j = next(i for i, e in enumerate(errors) if e is not None)
+                if j:
+                    yield lines[:j], objs[:j]  # the records before it come first
+                error = errors[j]
+                if error.startswith("malformed JSON"):
+                    error = "not valid JSON" + error[len("malformed JSON"):]
+                raise DataError(f"{path}:{lines[j]}: {error}")
+            if lines:
+                yield lines, objs
+                last = lines[-1]
+    except InputError as e:
+        if not reader.breaks:  # cannot open or read the file
+            raise DataError(str(e)) from None
+        # A truncated or corrupt .gz/.zst file. The reader's advice names --on-error, which
+        # train/adapt/eval do not have: the file must be fixed, not partly read.
+        after = f"; the records stop after line {last:,}" if last else ""
+        raise DataError(f"{path}: {reader.breaks[-1].detail}{after}; re-copy or re-create the file") from None
+
+
+def _label_keys(label: Any, flag: str) -> set[str]:
+    """The canonical values (``provenance.canonical_value``) a --human-label / --machine-label matches."""
+    from synthfilter.provenance import canonical_value
+
+    key = canonical_value(label)
+    if key is None:
+        raise DataError(f"{flag} {label!r}: expected a string, number or boolean")
+    keys = {key}
+    if isinstance(label, str) and _JSON_NUMBER.fullmatch(label.strip()):
+        number = canonical_value(json.loads(label.strip()))
+        if number is not None:
+            keys.add(number)
+    return keys
+
+
+def _shown(value: Any) -> str:
+    """A label value as the user wrote it: JSON for non-strings (false, 1.0), quoted text otherwise."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
 
 
 def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: str = "label",
                   human_label: str = "human", machine_label: str = "machine",
                   group_fields: Sequence[str] = ()) -> LabelledData:
-    """Read texts and human/machine labels from JSONL files; every problem names file:line."""
+    """Read texts and human/machine labels from JSONL files; every problem names file:line.
+
+    Labels match the way the provenance mapper matches values: text stripped and case-folded,
+    booleans as true/false, integral numbers as integers (``--human-label false`` matches JSON
+    false and "False"; ``--machine-label 1`` matches 1, 1.0 and "1"). A null label, an empty or
+    whitespace-only text and an empty file are errors.
+    """
+    from synthfilter.provenance import canonical_value
+
+    human_keys = _label_keys(human_label, "--human-label")
+    machine_keys = _label_keys(machine_label, "--machine-label")
+    if human_keys & machine_keys:
+        raise DataError(f"--human-label {human_label!r} and --machine-label {machine_label!r} are the same label "
+                        "(labels match case-folded, booleans as true/false, 1.0 as 1): give two different values")
+    wanted = dict.fromkeys(human_keys, 0) | dict.fromkeys(machine_keys, 1)
+    known: dict[str, int] = {}  # label strings seen -> their code (matched ones only)
     texts: list[str] = []
     labels: list[int] = []
     groups: dict[str, list[str]] = {g: [] for g in group_fields}
-    wanted = {str(human_label): 0, str(machine_label): 1}
+    add_text, add_label = texts.append, labels.append
+    add_groups = [(g, groups[g].append) for g in group_fields]
+
+    def problem(path: Path, lineno: int, rec: dict) -> DataError:
+        """What is wrong with a record the fast path refused."""
+        if text_field not in rec:
+            return DataError(f"{path}:{lineno}: no {text_field!r} field (set --text-field)")
+        if label_field not in rec:
+            return DataError(f"{path}:{lineno}: no {label_field!r} field (set --label-field)")
+        text, value = rec[text_field], rec[label_field]
+        if type(text) is not str:
+            kind = "null" if text is None else type(text).__name__
+            return DataError(f"{path}:{lineno}: text field {text_field!r} is {kind}, expected a string")
+        if not text or text.isspace():
+            return DataError(f"{path}:{lineno}: text field {text_field!r} is empty")
+        if value is None:
+            return DataError(f"{path}:{lineno}: label is null (field {label_field!r}); every record needs a "
+                             f"{human_label!r} (human) or {machine_label!r} (machine) label")
+        if canonical_value(value) is None:
+            return DataError(f"{path}:{lineno}: label is a {type(value).__name__} ({_shown(value)}), "
+                             "expected a string, number or boolean")
+        return DataError(f"{path}:{lineno}: label {_shown(value)} is neither {human_label!r} (human) nor "
+                         f"{machine_label!r} (machine); set --human-label / --machine-label")
+
     for path in map(Path, paths):
-        for lineno, rec in iter_jsonl(path):
-            if text_field not in rec:
-                raise DataError(f"{path}:{lineno}: no {text_field!r} field (set --text-field)")
-            if label_field not in rec:
-                raise DataError(f"{path}:{lineno}: no {label_field!r} field (set --label-field)")
-            text, label = rec[text_field], str(rec[label_field])
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: field {text_field!r} is not a string")
-            if label not in wanted:
-                raise DataError(f"{path}:{lineno}: label {label!r} is neither {human_label!r} (human) nor "
-                                f"{machine_label!r} (machine); set --human-label / --machine-label")
-            texts.append(text)
-            labels.append(wanted[label])
-            for g in group_fields:
-                groups[g].append(str(rec.get(g, "(missing)")))
+        before = len(texts)
+        for lines, objs in _record_batches(path):
+            for lineno, rec in zip(lines, objs):
+                try:
+                    text, value = rec[text_field], rec[label_field]
+                except KeyError:
+                    raise problem(path, lineno, rec) from None
+                if type(text) is not str or not text or text.isspace():
+                    raise problem(path, lineno, rec)
+                code = known.get(value) if type(value) is str else None
+                if code is None:
+                    code = wanted.get(canonical_value(value))  # type: ignore[arg-type]
+                    if code is None:
+                        raise problem(path, lineno, rec)
+                    if type(value) is str:
+                        known[value] = code
+                add_text(text)
+                add_label(code)
+                for g, add in add_groups:
+                    add(str(rec.get(g, "(missing)")))
+        if len(texts) == before:
+            raise DataError(f"{path}: no records (empty file)")
     if not texts:
         raise DataError(f"{', '.join(map(str, paths)) or '(no files)'}: no records")
     return LabelledData(texts, np.array(labels, dtype=np.int8), {g: np.array(v) for g, v in groups.items()},
@@ -207,12 +309,11 @@ def eval_command(data: list[Path], model: Path | None = None, text_field: str = 
         labelled = load_labelled(data, text_field, label_field, human_label, machine_label, group_by)
         det = Detector.load(model if model is not None else default_model_path())
     except (DataError, ModelError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        _print_error(err, str(e))
         return 2
     points = {pt["name"]: pt for pt in det.card.get("operating_points", [])}
     if operating_point not in points:
-        err.print(f"[red]error:[/red] model has no operating point {operating_point!r} "
-                  f"(has: {', '.join(points) or 'none'})", highlight=False)
+        _print_error(err, f"model has no operating point {operating_point!r} (has: {', '.join(points) or 'none'})")
         return 2
     threshold = float(points[operating_point]["threshold"])
     texts = labelled.texts
@@ -232,6 +333,14 @@ def eval_command(data: list[Path], model: Path | None = None, text_field: str = 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _print_error(err, message: str) -> None:  # noqa: ANN001
+    """``error: message`` on one line, as written: a file name such as ``export[v2]`` is not markup,
+    and a message longer than the terminal is not wrapped."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
