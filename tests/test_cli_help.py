@@ -7,6 +7,7 @@ import re
 
 import pytest
 import typer
+import typer.rich_utils
 from typer.testing import CliRunner
 
 from synthfilter.cli import app
@@ -21,10 +22,13 @@ def _flat(text: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND.commands))
-def test_config_sections_named_in_help_are_printed(name: str) -> None:
+def test_config_sections_named_in_help_are_printed(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Wide enough that Rich never cuts a long word short with an ellipsis (what it does on a
+    # narrow terminal); the width is typer's, fixed when it was imported unless set here.
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 200)
     command = COMMAND.commands[name]
     named = [(p.name, m) for p in command.params for m in SECTION.findall(getattr(p, "help", None) or "")]
-    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"})
+    result = CliRunner().invoke(app, [name, "--help"])
     assert result.exit_code == 0, result.output
     shown = _flat(result.output)
     missing = [f"--{opt}: [{section}]" for opt, section in named if f"[{section}]" not in shown]

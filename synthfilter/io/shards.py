@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import stat as stat_module
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -275,9 +276,12 @@ class Break:
 
     A truncated or corrupt ``.gz``/``.zst`` shard breaks where its compressed data does: what
     was decoded before the break is read as usual, and reading goes on at the next gzip member
-    or zstd frame found after it, if any. A Parquet shard breaks at an unreadable row group (or,
-    when its footer is gone, as a whole). Under ``--on-error quarantine`` each break is one
-    ``malformed`` record; under ``fail`` the first one is the error.
+    or zstd frame found after it, if any. A gzip member that fails its checks (bad deflate data,
+    a CRC or length mismatch) is not read at all, as any of its data may be damaged; one cut
+    short (by the end of the file, or where another member starts) is read up to the cut. A
+    Parquet shard breaks at an unreadable row group (or, when its footer is gone, as a whole).
+    Under ``--on-error quarantine`` each break is one ``malformed`` record; under ``fail`` the
+    first one is the error.
     """
 
     kind: str  # "truncated" or "corrupt" (compressed JSONL), "row_group" or "file" (Parquet)
@@ -287,6 +291,7 @@ class Break:
     unreadable_bytes: int = 0  # bytes of the file that gave no record (skipped compressed bytes, a row group)
     partial_line_bytes: int = 0  # JSONL: decoded bytes of the line the break cut (kept as the record's raw)
     missing_bytes: int | None = None  # zstd: decoded bytes of the cut frame known to be missing
+    untrusted_bytes: int | None = None  # gzip: bytes decoded from a member that fails, none of them read
     row_group: int | None = None  # Parquet
     rows_lost: int | None = None  # Parquet: rows that could not be read
 
@@ -305,8 +310,9 @@ class _Corrupt(Exception):
 
 
 class _Decoder(io.RawIOBase):
-    """Incremental decompression of gzip members / zstd frames, one after another, that stops
-    cleanly where the data breaks instead of losing what it has decoded.
+    """Incremental decompression of zstd frames (``_GzipDecoder``: gzip members, its own
+    way), one after another, that stops cleanly where the data breaks instead of losing what it
+    has decoded.
 
     ``readinto`` returns 0 at the end of the data and at a break; ``pending`` then describes
     the break, and ``resume()`` goes on at the next member or frame found after it (if any).
@@ -368,12 +374,7 @@ class _Decoder(io.RawIOBase):
         try:
             out, consumed, finished = self._feed(self._in)
         except _Corrupt as c:
-            reason = c.reason
-            if "incorrect data check" in reason or "incorrect length check" in reason:
-                start = self._decoded - self._frame_out
-                reason += (f": the data decoded from this gzip member (decoded bytes {start:,}-{self._decoded:,}) "
-                           "fails its checksum and may be damaged")
-            self._break_corrupt(c.offset, reason, approximate=self.name == ".zst")
+            self._break_corrupt(c.offset, c.reason, approximate=self.name == ".zst")
             self._decoded += len(c.out)
             return c.out
         self._decoded += len(out)
@@ -486,54 +487,434 @@ class _Decoder(io.RawIOBase):
         return b""
 
 
+class _Input:
+    """The compressed bytes of a shard, read once in order through ``f`` (the hashing reader, so
+    the shard's sha256 covers every byte as stored), and read again at an offset already passed:
+    with ``os.pread`` on a regular file (``fd``), otherwise from a spool of what was read since
+    the last ``keep`` (bounded memory: it spills to a temporary file)."""
+
+    def __init__(self, f: IO[bytes], fd: int | None):
+        self._f = f
+        self._fd = fd
+        self._buf = b""  # the bytes last read in order
+        self._at = 0  # file offset of self._buf[0]
+        self.eof = False
+        self._spool: Any = None
+        self._spool_at = 0  # file offset of the spool's first byte
+        if fd is None:
+            import tempfile
+
+            self._spool = tempfile.SpooledTemporaryFile(max_size=_GZIP_WINDOW)
+
+    @property
+    def end(self) -> int:
+        """Bytes read so far (the file's size once ``eof``)."""
+        return self._at + len(self._buf)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file)."""
+        if offset >= self._at:
+            while self.end < offset + n and not self.eof:
+                self._advance(offset)
+            i = offset - self._at
+            return self._buf[i:i + n]
+        first = min(n, self._at - offset)
+        if self._fd is not None:
+            got = b""
+            while len(got) < first:
+                piece = os.pread(self._fd, first - len(got), offset + len(got))
+                if not piece:
+                    return got
+                got += piece
+        else:
+            if offset < self._spool_at:
+                raise RuntimeError(f"re-read of byte {offset:,}, before what is kept (byte {self._spool_at:,})")
+            self._spool.seek(offset - self._spool_at)
+            got = self._spool.read(first)
+        return got + self.read_at(self._at, n - first) if n > first and len(got) == first else got
+
+    def keep(self, offset: int) -> None:
+        """Nothing before ``offset`` will be read again (an input that cannot seek forgets it)."""
+        if self._spool is not None and offset >= self._at:
+            self._spool.seek(0)
+            self._spool.truncate()
+            self._spool_at = self._at
+
+    def _advance(self, needed: int) -> None:
+        chunk = self._f.read(_CHUNK)
+        if not chunk:
+            self.eof = True
+            return
+        drop = min(max(needed - self._at, 0), len(self._buf))  # what lies before ``needed`` goes
+        if drop:
+            if self._spool is not None:
+                self._spool.seek(0, io.SEEK_END)
+                self._spool.write(memoryview(self._buf)[:drop])
+            self._buf = self._buf[drop:]
+            self._at += drop
+        self._buf = self._buf + chunk if self._buf else chunk
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+# gzip: decoded bytes of a member held in memory until its trailer checks (``_GzipDecoder``).
+_GZIP_WINDOW = 64 << 20
+# gzip: how far a damaged member's decoded length may stray from the length its trailer states.
+_ISIZE_SLACK = 1 << 16
+
+
 class _GzipDecoder(_Decoder):
+    """gzip members, one after another, each checked before any of its data goes out.
+
+    zlib checks a member's CRC-32 and length only at its end, and damaged deflate data often
+    decodes without an error into other bytes until then: the check is all that catches it. So
+    a member's data is handed out only once its trailer has checked. Meanwhile up to
+    ``window`` decoded bytes are held in memory; a member that decodes to more is checked to
+    its end first (what it decodes past the window is dropped) and then decoded again from
+    where the window filled, its compressed bytes read again (``_Input``), by a thread ahead of
+    their use (``_ahead``). Memory stays bounded; the price is decoding twice what a member
+    holds past the window (a multi-member file's members are mostly far smaller than it).
+
+    A member that fails (bad deflate data, a CRC or length mismatch) is one break and none of
+    its data is read: it may all be damaged. Reading goes on at the first gzip member found
+    after where it starts, not after where zlib failed: a member cut short and followed by
+    another is decoded into the next one's bytes, as if they were its own, before zlib notices.
+    When that next member starts at or before the point where zlib failed, and the bytes before
+    it are not a gzip trailer (of a member complete but damaged), the failed member was cut
+    short there: what it decodes up to that byte is read, as for a file cut short, and nothing
+    decoded from the next member's bytes is.
+    """
+
     name = ".gz"
     magic = b"\x1f\x8b\x08"
+    window = _GZIP_WINDOW
 
-    def _new_state(self) -> Any:
-        return zlib.decompressobj(wbits=31)
+    def __init__(self, src: _Input, size: int):
+        super().__init__(None, size)  # type: ignore[arg-type]
+        self._src = src
+        self._gen = self._members()
 
-    def _skip_padding(self) -> None:
-        # gzip(1) allows zeros after the last member.
-        while True:
-            stripped = self._in.lstrip(b"\x00")
-            self._pos += len(self._in) - len(stripped)
-            self._in = stripped
-            if self._in or not self._more():
-                return
-
-    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
-        state = self._state
-        before = state.copy()
-        data = data[:_CHUNK]
-        try:
-            out = state.decompress(data, _OUT_STEP)
-        except zlib.error as e:
-            # Where exactly: the shortest prefix that fails (errors are monotonic in the prefix).
-            lo, hi = 0, len(data)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                try:
-                    before.copy().decompress(data[:mid])
-                    lo = mid
-                except zlib.error:
-                    hi = mid
-            good = before.copy().decompress(data[:lo]) if lo else b""
-            raise _Corrupt(self._pos + lo, _first_line(e), good) from None
-        if state.eof:
-            return out, len(data) - len(state.unused_data), True
-        return out, len(data) - len(state.unconsumed_tail), False
-
-    def _trial(self, state: Any, head: bytes) -> None:
-        if len(head) > 3 and head[3] & 0xE0:
-            raise ValueError("reserved gzip flag bits set")
-        state.decompress(head, _OUT_STEP)
-
-    def _flush(self) -> bytes:
-        try:
-            return self._state.flush() if self._state is not None else b""
-        except zlib.error:
+    def _step(self) -> bytes:
+        out = next(self._gen, None)
+        if out is None:
+            self._eof = True
             return b""
+        return out
+
+    def close(self) -> None:
+        self._gen.close()  # stops a thread decoding ahead (``_ahead``), if any
+        self._src.close()
+        super().close()
+
+    def _members(self) -> Iterator[bytes]:
+        """The decoded data, member by member; at a break, ``pending`` is set and b"" yielded."""
+        src = self._src
+        pos = 0
+        while True:
+            pos = self._skip_zeros(pos)
+            src.keep(pos)
+            head = src.read_at(pos, len(self.magic))
+            if not head:
+                return
+            if head != self.magic:
+                brk = self._no_member(pos)
+            else:
+                checked = self._check(pos)
+                if checked.end is not None:  # the member checks: its data goes out
+                    window = checked.window
+                    window.reverse()
+                    while window:
+                        yield window.pop()
+                    if checked.resume is not None:
+                        state, at = checked.resume
+                        yield from _ahead(self._again(pos, state, at, checked.end))
+                    pos = checked.end
+                    continue
+                brk = yield from self._failed(pos, checked)
+            self.pending = brk
+            yield b""
+            if brk.resumed_at is None:
+                return
+            pos = brk.resumed_at
+
+    def _skip_zeros(self, pos: int) -> int:
+        """gzip(1) allows zeros after a member."""
+        while True:
+            chunk = self._src.read_at(pos, 1 << 16)
+            rest = chunk.lstrip(b"\x00")
+            pos += len(chunk) - len(rest)
+            if rest or not chunk:
+                return pos
+
+    def _check(self, start: int) -> "_Checked":
+        """Decode the member at ``start`` to its end or to where it fails, keeping the window."""
+        src = self._src
+        state = zlib.decompressobj(wbits=31)
+        window: list[bytes] = []
+        held = 0
+        resume: tuple[Any, int] | None = None
+        p, tail = start, b""
+        while True:
+            data = tail or src.read_at(p, _CHUNK)
+            if not data:  # the file ends inside the member
+                out = _gzip_flush(state)
+                if resume is None and out:
+                    window.append(out)
+                return _Checked(None, src.end, None, window, resume)
+            before = state.copy()
+            try:
+                out = state.decompress(data, _OUT_STEP)
+            except zlib.error as e:
+                reason = _first_line(e).replace("Error -3 while decompressing data: ", "")
+                return _Checked(None, p + _decodable_prefix(before, data), reason, window, resume)
+            tail = b"" if state.eof else state.unconsumed_tail
+            if resume is None:
+                if held + len(out) <= self.window:
+                    if out:
+                        window.append(out)
+                        held += len(out)
+                else:  # past the window: decoded again from here once the member checks
+                    resume = (before, p)
+            if state.eof:
+                return _Checked(p + len(data) - len(state.unused_data), None, None, window, resume)
+            p += len(data) - len(tail)
+
+    def _inflate(self, state: Any, start: int, limit: int | None = None) -> Iterator[bytes]:
+        """What ``state`` decodes from the compressed bytes at ``start`` (up to ``limit``), in
+        steps; to the member's end, or to the end of the input and what zlib then holds."""
+        src = self._src
+        p, tail = start, b""
+        while True:
+            data = tail or src.read_at(p, _CHUNK if limit is None else min(_CHUNK, limit - p))
+            if not data:
+                out = _gzip_flush(state)
+                if out:
+                    yield out
+                return
+            out = state.decompress(data, _OUT_STEP)
+            if out:
+                yield out
+            if state.eof:
+                return
+            tail = state.unconsumed_tail
+            p += len(data) - len(tail)
+
+    def _again(self, start: int, state: Any, at: int, limit: int | None = None) -> Iterator[bytes]:
+        """``_inflate`` of bytes of the member at ``start`` that decoded without an error the
+        first time: an error now means that the file changed while it was read (an ``OSError``,
+        which the reader's one-line error turns into one naming the file and line)."""
+        try:
+            yield from self._inflate(state, at, limit)
+        except zlib.error as e:
+            raise OSError(errno.EIO, f"the file changed while it was read: the gzip member at byte {start:,} "
+                          f"decodes differently the second time ({_first_line(e)})") from None
+
+    def _measure(self, start: int, limit: int) -> tuple[int, int]:
+        """Bytes and newlines the member at ``start`` decodes to from its bytes before ``limit``."""
+        size = lines = 0
+        try:
+            for out in self._inflate(zlib.decompressobj(wbits=31), start, limit):
+                size += len(out)
+                lines += out.count(b"\n")
+        except zlib.error:
+            pass
+        return size, lines
+
+    def _failed(self, start: int, checked: "_Checked") -> Iterator[bytes]:
+        """The break for a member that fails (see the class): returns it, after yielding what
+        of the member is read (what it decodes to before the point where it was cut short)."""
+        failed_at, reason = checked.failed_at, checked.reason
+        assert failed_at is not None
+        unit = "gzip member"
+        nxt = self._find_member(start + 1)
+        end = nxt if nxt is not None else self._eof_offset()
+        # Where it may have been cut short: where the next member starts, if zlib read on into
+        # it; at the end of the file, if zlib ran out of data. Unless a trailer ends there.
+        cut = nxt if nxt is not None and nxt <= failed_at else end if reason is None else None
+        overran = cut is not None and self._trailer_before(start, cut)
+        if overran:
+            cut, failed_at = None, cut - 8  # what it decodes to before its trailer is its own
+        if cut is not None and cut == nxt:
+            checked.window.clear()
+            yield from self._again(start, zlib.decompressobj(wbits=31), start, nxt)
+            detail = (f"truncated .gz data: the {unit} at byte {start:,} is cut off at byte {nxt:,}, where another "
+                      f"{unit} starts (the rest of it is missing); reading went on at that member")
+            return Break("truncated", detail, offset=nxt, resumed_at=nxt)
+        if cut is not None:  # cut short by the end of the file
+            window = checked.window
+            window.reverse()
+            while window:
+                yield window.pop()
+            if checked.resume is not None:
+                state, at = checked.resume
+                yield from _ahead(self._again(start, state, at))
+            detail = (f"truncated .gz file: the compressed data ends at byte {end:,} (the end of the file) in the "
+                      f"middle of a {unit}; the rest of the original is missing")
+            return Break("truncated", detail, offset=end)
+        checked.window.clear()
+        size, lines = self._measure(start, min(failed_at, end))
+        if overran:
+            detail = (f"corrupt .gz data: the {unit} at byte {start:,} does not end at its trailer (at byte "
+                      f"{failed_at:,}): its data is damaged")
+        elif reason is not None and ("incorrect data check" in reason or "incorrect length check" in reason):
+            what = "CRC" if "data check" in reason else "length"
+            detail = (f"corrupt .gz data: the {unit} at byte {start:,} fails its {what} check at byte {failed_at:,} "
+                      f"({what} mismatch: what it decodes to is not the data that was compressed)")
+        else:
+            detail = (f"corrupt .gz data: the {unit} at byte {start:,} cannot be decoded at byte {failed_at:,} "
+                      f"({reason})")
+        detail += (f"; none of the {size:,} bytes ({lines:,} lines) decoded from it is read as a record, as any of "
+                   "them may be damaged")
+        if nxt is not None:
+            detail += f"; reading went on at the next {unit}, at byte {nxt:,} ({nxt - start:,} bytes skipped)"
+        else:
+            detail += f"; no readable {unit} follows ({end - start:,} bytes skipped)"
+        return Break("corrupt", detail, offset=start, resumed_at=nxt, unreadable_bytes=end - start,
+                     untrusted_bytes=size)
+
+    def _eof_offset(self) -> int:
+        while not self._src.eof:
+            self._src.read_at(self._src.end, _CHUNK)
+        return self._src.end
+
+    def _no_member(self, pos: int) -> Break:
+        """The break for bytes that are not a gzip member where one should start."""
+        nxt = self._find_member(pos + 1)
+        end = nxt if nxt is not None else self._eof_offset()
+        detail = f"corrupt .gz file: no gzip member starts at byte {pos:,}"
+        if nxt is not None:
+            detail += f"; reading went on at the next gzip member, at byte {nxt:,} ({end - pos:,} bytes skipped)"
+        else:
+            detail += f"; no readable gzip member follows in the remaining {end - pos:,} bytes"
+        return Break("corrupt", detail, offset=pos, resumed_at=nxt, unreadable_bytes=end - pos)
+
+    def _find_member(self, start: int) -> int | None:
+        """Offset of the first gzip member from ``start`` on that decodes; None if none does."""
+        src, magic = self._src, self.magic
+        at = start
+        while True:
+            block = src.read_at(at, _CHUNK + len(magic) - 1)
+            if len(block) < len(magic):
+                return None
+            i = block.find(magic)
+            while i >= 0:
+                if self._plausible(at + i):
+                    return at + i
+                i = block.find(magic, i + 1)
+            at += len(block) - (len(magic) - 1)
+
+    def _plausible(self, at: int) -> bool:
+        """Whether a member starting at ``at`` decodes (its first 64 KB, or up to where another starts)."""
+        head = self._src.read_at(at, 1 << 16)
+        if len(head) > 3 and head[3] & 0xE0:
+            return False  # reserved gzip flag bits set
+        cut = head.find(self.magic, len(self.magic))
+        if cut > 0:
+            head = head[:cut]  # a member cut short where another starts is a member all the same
+        return _decodes(zlib.decompressobj(wbits=31), head)
+
+    def _trailer_before(self, start: int, at: int) -> bool:
+        """Whether the 8 bytes before ``at`` look like the trailer of the member at ``start``
+        (that member is then complete and damaged, not cut short at ``at``): the length the
+        trailer states is, within ``_ISIZE_SLACK``, what the member decodes to before it. Bytes
+        of a member cut short are deflate data, which match by chance once in 32,768 times."""
+        if at - 8 < start + 10:
+            return False
+        isize = int.from_bytes(self._src.read_at(at - 4, 4), "little")
+        size, _ = self._measure(start, at - 8)
+        gap = (size - isize) % (1 << 32)
+        return min(gap, (1 << 32) - gap) <= _ISIZE_SLACK
+
+
+@dataclass
+class _Checked:
+    """What ``_GzipDecoder._check`` found: the member's ``end`` when it checks, else where it
+    failed and why (``reason`` None: the file ends inside it); the decoded ``window``, and where
+    to decode again from (state, offset) for what did not fit in it."""
+
+    end: int | None
+    failed_at: int | None
+    reason: str | None
+    window: list[bytes]
+    resume: tuple[Any, int] | None
+
+
+def _ahead(chunks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``chunks``, made by a thread up to ``depth`` ahead of the caller's use of them. zlib and
+    os.pread let go of the GIL, so a member's second decoding (``_GzipDecoder``) runs while
+    the caller parses what the first left in the window. The thread stops when the caller does."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            end: Any = done
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            end = e
+        put(end)
+
+    thread = threading.Thread(target=run, name="synthfilter-gunzip", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _gzip_flush(state: Any) -> bytes:
+    try:
+        return state.flush()
+    except zlib.error:
+        return b""
+
+
+def _decodes(state: Any, data: bytes) -> bool:
+    """Whether ``state`` decodes ``data`` without an error (the output is dropped, in steps)."""
+    try:
+        while data and not state.eof:
+            state.decompress(data, _OUT_STEP)
+            data = state.unconsumed_tail
+    except zlib.error:
+        return False
+    return True
+
+
+def _decodable_prefix(state: Any, data: bytes) -> int:
+    """The length of the longest prefix of ``data`` that a copy of ``state`` decodes without an
+    error, when the whole fails (errors are monotonic in the prefix): the failing byte's index."""
+    lo, hi = 0, len(data)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _decodes(state.copy(), data[:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class _ZstdDecoder(_Decoder):
@@ -623,6 +1004,9 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some tools put at the s
 
 
 def _fail_message(brk: Break, records: int) -> str:
+    if not records:
+        return (f"{brk.detail}; re-copy or re-create the file, or use --on-error quarantine to set the unreadable "
+                "part aside and keep what follows, if readable")
     readable = f"the {records:,} records before it" if records != 1 else "the record before it"
     return (f"{brk.detail}; re-copy or re-create the file, or use --on-error quarantine to keep {readable}"
             " (and what follows, if readable) and set the unreadable part aside")
@@ -680,8 +1064,13 @@ class ShardReader:
         hraw = _HashingRaw(f)
         decoder: _Decoder | None = None
         if self.shard.compression in ("gz", "zst"):
-            kind = _GzipDecoder if self.shard.compression == "gz" else _ZstdDecoder
-            decoder = kind(io.BufferedReader(hraw, _CHUNK), os.fstat(f.fileno()).st_size)
+            st = os.fstat(f.fileno())
+            if self.shard.compression == "gz":
+                # Re-read by offset on a regular file (os.pread), spooled otherwise (a pipe).
+                fd = f.fileno() if stat_module.S_ISREG(st.st_mode) else None
+                decoder = _GzipDecoder(_Input(io.BufferedReader(hraw, _CHUNK), fd), st.st_size)
+            else:
+                decoder = _ZstdDecoder(io.BufferedReader(hraw, _CHUNK), st.st_size)
             stream: IO[bytes] = io.BufferedReader(decoder, _CHUNK)
         else:
             stream = io.BufferedReader(hraw, _CHUNK)

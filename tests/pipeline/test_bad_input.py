@@ -29,6 +29,34 @@ def _gz_truncated(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _gz_member(seed: int) -> bytes:
+    return gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in make_records(300, seed=seed)), mtime=0)
+
+
+def _gz_crc_mismatch(path: Path) -> None:
+    """Two members, the second with a byte flipped that zlib decodes (into other bytes) without
+    an error until its CRC check fails at its end."""
+    import zlib
+
+    member = _gz_member(3)
+    for at in range(len(member) // 2, len(member) - 8):
+        damaged = bytearray(member)
+        damaged[at] ^= 0x10
+        try:
+            zlib.decompress(bytes(damaged), 31)
+        except zlib.error as e:
+            if "incorrect data check" in str(e):
+                path.write_bytes(_gz_member(4) + bytes(damaged))
+                return
+    raise AssertionError("no flip fails only the CRC")  # pragma: no cover
+
+
+def _gz_member_cut_short(path: Path) -> None:
+    """A member cut at two thirds, then an intact member."""
+    first = _gz_member(5)
+    path.write_bytes(first[: len(first) * 2 // 3] + _gz_member(6))
+
+
 def _zst_truncated(path: Path) -> None:
     data = zstandard.ZstdCompressor().compress(b"".join(json.dumps(r).encode() + b"\n" for r in make_records(400, seed=2)))
     path.write_bytes(data[: len(data) // 2])
@@ -76,6 +104,8 @@ def test_bad_line_is_quarantined(tmp_path: Path, case: str, fast_config: dict) -
 FILE_CASES = {
     "truncated gz": ("t.jsonl.gz", _gz_truncated, "truncated .gz"),
     "truncated zst": ("t.jsonl.zst", _zst_truncated, "truncated .zst"),
+    "gz member failing its CRC": ("c.jsonl.gz", _gz_crc_mismatch, "fails its CRC check"),
+    "gz member cut short before another": ("m.jsonl.gz", _gz_member_cut_short, "where another gzip member starts"),
     "empty file": ("e.jsonl", lambda p: p.write_bytes(b""), "empty file"),
     "not parquet": ("p.parquet", lambda p: p.write_bytes(b"this is not parquet at all"), "not a readable Parquet"),
     "unknown extension": ("data.txt", lambda p: p.write_text("hello"), "unknown extension"),
@@ -123,6 +153,31 @@ def test_truncated_gz_tail_is_quarantined(tmp_path: Path, fast_config: dict) -> 
     assert "truncated" in rej[-1]["synthfilter"]["error"]
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["inputs"][0]["records"] == res.report["output"]["kept"] + res.report["output"]["rejected"]
+
+
+def test_damaged_gz_members_are_quarantined(tmp_path: Path, fast_config: dict) -> None:
+    first, second = [json.dumps(r).encode() for r in make_records(300, seed=4)], \
+        [json.dumps(r).encode() for r in make_records(300, seed=6)]
+    cases = (("c.jsonl.gz", _gz_crc_mismatch, first), ("m.jsonl.gz", _gz_member_cut_short, None))
+    for name, make, kept_expected in cases:
+        src = tmp_path / "in" / name
+        src.parent.mkdir(exist_ok=True)
+        make(src)
+        out = tmp_path / f"out-{name}"
+        res = run_pipeline([str(src)], out, Config.from_dict({**fast_config, "on_error": "quarantine"}))
+        kept = read_jsonl(out / "kept" / name)
+        rej = [orjson.loads(x) for x in read_jsonl(out / "rejected" / name)]
+        if kept_expected is not None:
+            assert kept == kept_expected  # nothing from the member that fails its CRC
+        else:
+            cut_member = [json.dumps(r).encode() for r in make_records(300, seed=5)]
+            assert kept[-300:] == second  # the intact member after the cut, whole
+            assert 0 < len(kept) - 300 < 300 and kept[:-300] == cut_member[: len(kept) - 300]  # before the cut
+        (brk,) = [r for r in rej if "break" in r["synthfilter"]]
+        assert brk["synthfilter"]["reason"] == "malformed"
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["conservation"]["ok"] and len(m["inputs"][0]["breaks"]) == 1
+        assert m["inputs"][0]["records"] == res.report["output"]["kept"] + res.report["output"]["rejected"]
 
 
 def test_oversized_line(tmp_path: Path, fast_config: dict) -> None:
