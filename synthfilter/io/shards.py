@@ -623,13 +623,7 @@ class _GzipDecoder(_Decoder):
             else:
                 checked = self._check(pos)
                 if checked.end is not None:  # the member checks: its data goes out
-                    window = checked.window
-                    window.reverse()
-                    while window:
-                        yield window.pop()
-                    if checked.resume is not None:
-                        state, at = checked.resume
-                        yield from _ahead(self._again(pos, state, at, checked.end))
+                    yield from self._emit(pos, checked, checked.end)
                     pos = checked.end
                     continue
                 brk = yield from self._failed(pos, checked)
@@ -701,6 +695,17 @@ class _GzipDecoder(_Decoder):
             tail = state.unconsumed_tail
             p += len(data) - len(tail)
 
+    def _emit(self, start: int, checked: "_Checked", limit: int | None = None) -> Iterator[bytes]:
+        """The data of the member at ``start`` that its check let through: the window it held,
+        then (for a member larger than the window) the rest, decoded again from the saved state."""
+        window = checked.window
+        window.reverse()
+        while window:
+            yield window.pop()
+        if checked.resume is not None:
+            state, at = checked.resume
+            yield from _ahead(self._again(start, state, at, limit))
+
     def _again(self, start: int, state: Any, at: int, limit: int | None = None) -> Iterator[bytes]:
         """``_inflate`` of bytes of the member at ``start`` that decoded without an error the
         first time: an error now means that the file changed while it was read (an ``OSError``,
@@ -743,13 +748,7 @@ class _GzipDecoder(_Decoder):
                       f"{unit} starts (the rest of it is missing); reading went on at that member")
             return Break("truncated", detail, offset=nxt, resumed_at=nxt)
         if cut is not None:  # cut short by the end of the file
-            window = checked.window
-            window.reverse()
-            while window:
-                yield window.pop()
-            if checked.resume is not None:
-                state, at = checked.resume
-                yield from _ahead(self._again(start, state, at))
+            yield from self._emit(start, checked)
             detail = (f"truncated .gz file: the compressed data ends at byte {end:,} (the end of the file) in the "
                       f"middle of a {unit}; the rest of the original is missing")
             return Break("truncated", detail, offset=end)

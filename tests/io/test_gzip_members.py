@@ -18,6 +18,7 @@ import random
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -93,6 +94,18 @@ def _readable_prefix(cut_member: bytes) -> tuple[list[bytes], bytes]:
     return (complete.split(b"\n") if complete else []), cut
 
 
+def _damaged_file(path: Path, n: int, seed: int, damage: Any) -> tuple[list[list[bytes]], list[bytes]]:
+    """A .jsonl.gz of members of 600 records each, the second one passed through ``damage``:
+    (each member's lines, each member's bytes as written)."""
+    lines = _lines(n, seed=seed)
+    groups = [lines[i:i + 600] for i in range(0, n, 600)]
+    members = [_member(g) for g in groups]
+    members[1] = damage(members[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(members))
+    return groups, members
+
+
 def _run(src: Path, out: Path, fast_config: dict) -> tuple[dict, list[bytes], list[dict], dict]:
     res = run_pipeline([str(src)], out, Config.from_dict({**fast_config, **QUARANTINE}))
     kept_path, rej_path = out / "kept" / src.name, out / "rejected" / src.name
@@ -144,13 +157,8 @@ def test_single_member_failing_its_crc_keeps_nothing_from_it(tmp_path: Path, fas
 
 
 def test_member_failing_its_crc_between_intact_ones(tmp_path: Path, fast_config: dict) -> None:
-    lines = _lines(2400, seed=42)
-    groups = [lines[i:i + 600] for i in range(0, 2400, 600)]
-    members = [_member(g) for g in groups]
-    members[1] = _crc_damaged(members[1])
     src = tmp_path / "in" / "multi.jsonl.gz"
-    src.parent.mkdir()
-    src.write_bytes(b"".join(members))
+    groups, members = _damaged_file(src, 2400, 42, _crc_damaged)
     start2 = len(members[0])
 
     report, kept, rejected, _ = _run(src, tmp_path / "out", fast_config)
@@ -168,18 +176,13 @@ def test_member_failing_its_crc_between_intact_ones(tmp_path: Path, fast_config:
 
 
 def test_bad_deflate_data_keeps_nothing_from_its_member(tmp_path: Path, fast_config: dict) -> None:
-    lines = _lines(1800, seed=43)
-    groups = [lines[i:i + 600] for i in range(0, 1800, 600)]
-    members = [_member(g) for g in groups]
-    members[1] = _deflate_damaged(members[1])
+    src = tmp_path / "in" / "deflate.jsonl.gz"
+    groups, members = _damaged_file(src, 1800, 43, _deflate_damaged)
     decoder, decoded_before = zlib.decompressobj(wbits=31), b""
     with pytest.raises(zlib.error):
         for k in range(0, len(members[1]), 16):
             decoded_before += decoder.decompress(members[1][k:k + 16])
     assert decoded_before.count(b"\n") > 20  # records decoded before zlib finds the error
-    src = tmp_path / "in" / "deflate.jsonl.gz"
-    src.parent.mkdir()
-    src.write_bytes(b"".join(members))
 
     _, kept, rejected, _ = _run(src, tmp_path / "out", fast_config)
     assert kept == groups[0] + groups[2]
@@ -192,13 +195,8 @@ def test_damaged_member_read_on_past_its_trailer_is_not_taken_for_one_cut_short(
                                                                                fast_config: dict) -> None:
     # zlib decodes the damaged member on into the next one's bytes, as it would a member cut
     # short; its trailer, intact before the next member, tells the two apart.
-    lines = _lines(1800, seed=43)
-    groups = [lines[i:i + 600] for i in range(0, 1800, 600)]
-    members = [_member(g) for g in groups]
-    members[1] = _overrun_damaged(members[1])
     src = tmp_path / "in" / "overrun.jsonl.gz"
-    src.parent.mkdir()
-    src.write_bytes(b"".join(members))
+    groups, members = _damaged_file(src, 1800, 43, _overrun_damaged)
     end2 = len(members[0]) + len(members[1])
 
     _, kept, rejected, _ = _run(src, tmp_path / "out", fast_config)
