@@ -239,6 +239,9 @@ def _walk(directory: Path, root: Path, ignored: list[str]) -> list[tuple[Path, s
                 if not name.startswith("."):
                     ignored.append(str(p))
                 continue
+            if not p.exists():
+                raise InputError(p, f"broken symbolic link (to {os.readlink(p)}) inside an input directory; "
+                                    "fix or remove it")
             out.append((p, p.relative_to(root).as_posix()))
     return out
 

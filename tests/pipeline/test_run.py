@@ -166,6 +166,11 @@ def test_inputs_that_do_not_exist_or_are_unknown(tmp_path: Path, fast_config: di
         run_pipeline([str(tmp_path / "x.csv")], tmp_path / "out", cfg_of(fast_config))
     with pytest.raises(InputError, match="glob matched no files"):
         run_pipeline([str(tmp_path / "*.jsonl")], tmp_path / "out", cfg_of(fast_config))
+    # A broken link in an input directory is named as a link (it was named by its missing target).
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "gone.jsonl").symlink_to(tmp_path / "nowhere" / "x.jsonl")
+    with pytest.raises(InputError, match=r"d/gone.jsonl: broken symbolic link \(to .*nowhere/x.jsonl\)"):
+        run_pipeline([str(tmp_path / "d")], tmp_path / "out", cfg_of(fast_config))
 
 
 def test_glob_inputs_keep_relative_paths(tmp_path: Path, fast_config: dict) -> None:
