@@ -103,3 +103,76 @@ def write_wxr_export(path: Path, size: int, seed: int = 0) -> int:
             written += len(chunk)
         f.write(_WXR_TAIL)
     return n
+
+
+def read_through_fifo(fifo: Path, data: bytes, read: Any) -> Any:
+    """``read(fifo)`` while a thread writes ``data`` into the named pipe ``fifo`` (made here,
+    removed after) 4,000 bytes at a time: input that cannot seek or be read twice."""
+    import os
+    import threading
+
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            for i in range(0, len(data), 4000):
+                f.write(data[i:i + 4000])
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        return read(fifo)
+    finally:
+        writer.join()
+        fifo.unlink()
+
+
+def damaged(rng: Any, data: bytes, kind: str, header: int, trailer: int) -> bytes:
+    """``data`` (a gzip member, a zstd frame) damaged past its first ``header`` bytes: one bit
+    flipped ("flip"), 30 bytes scrambled ("flips"), cut anywhere ("cut"), or its last 1 to
+    ``trailer`` bytes cut (any other kind)."""
+    m = bytearray(data)
+    if kind == "flip":
+        m[rng.randrange(header, len(m))] ^= 1 << rng.randrange(8)
+    elif kind == "flips":
+        at = rng.randrange(header, len(m))
+        for k in range(at, min(at + 30, len(m))):
+            m[k] ^= rng.randrange(1, 256)
+    elif kind == "cut":
+        m = m[: rng.randrange(header, len(m))]
+    else:
+        m = m[: len(m) - rng.randint(1, trailer)]
+    return bytes(m)
+
+
+def assert_nothing_damaged_kept(reader: Any, lines: list[bytes], intact: list[bytes]) -> None:
+    """What ``reader`` (a ``ShardReader`` over a damaged file with ``recover=True``) gives: no
+    record that was not among ``lines``, none twice, every ``intact`` one, and one break record
+    per break (at least one)."""
+    records = list(reader)
+    good = [r.raw for r in records if r.error is None]
+    assert set(good) <= set(lines)  # nothing damaged is read as good
+    assert len(good) == len(set(good))
+    assert set(intact) <= set(good)  # every intact member / frame is read whole
+    assert len(reader.breaks) == sum(1 for r in records if r.brk is not None) >= 1
+
+
+def run_quarantined(src: Path, out: Path, overrides: dict[str, Any]) -> tuple[dict, list[bytes], list[dict], dict]:
+    """``synthfilter run`` of ``src`` under ``--on-error quarantine`` (and ``overrides``):
+    (report, kept lines, rejected records, manifest), after checking that every record read
+    ended in one output."""
+    import json
+
+    import orjson
+
+    from synthfilter.config import Config
+    from synthfilter.pipeline.run import run_pipeline
+
+    res = run_pipeline([str(src)], out, Config.from_dict({**overrides, "on_error": "quarantine"}))
+    kept_path, rej_path = out / "kept" / src.name, out / "rejected" / src.name
+    kept = read_jsonl(kept_path) if kept_path.exists() else []
+    rejected = [orjson.loads(x) for x in read_jsonl(rej_path)] if rej_path.exists() else []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["conservation"]["ok"]
+    assert res.report["input"]["records"] == len(kept) + len(rejected)  # every record ends in one output
+    return res.report, kept, rejected, manifest

@@ -281,7 +281,10 @@ class Break:
     was decoded before the break is read as usual, and reading goes on at the next gzip member
     or zstd frame found after it, if any. A gzip member that fails its checks (bad deflate data,
     a CRC or length mismatch) is not read at all, as any of its data may be damaged; one cut
-    short (by the end of the file, or where another member starts) is read up to the cut. A
+    short (by the end of the file, or where another member starts) is read up to the cut. So is
+    a zstd frame that fails (a decoding error, a content checksum mismatch) or is cut short where
+    another starts: not read at all; one cut short by the end of the file is read up to the cut
+    when it has no content checksum, and not at all when it has one (``_ZstdDecoder``). A
     Parquet shard breaks at an unreadable row group (or, when its footer is gone, as a whole).
     Under ``--on-error quarantine`` each break is one ``malformed`` record; under ``fail`` the
     first one is the error.
@@ -294,7 +297,7 @@ class Break:
     unreadable_bytes: int = 0  # bytes of the file that gave no record (skipped compressed bytes, a row group)
     partial_line_bytes: int = 0  # JSONL: decoded bytes of the line the break cut (kept as the record's raw)
     missing_bytes: int | None = None  # zstd: decoded bytes of the cut frame known to be missing
-    untrusted_bytes: int | None = None  # gzip: bytes decoded from a member that fails, none of them read
+    untrusted_bytes: int | None = None  # gzip / zstd: bytes decoded from a member / frame that fails, none read
     row_group: int | None = None  # Parquet
     rows_lost: int | None = None  # Parquet: rows that could not be read
 
@@ -313,9 +316,9 @@ class _Corrupt(Exception):
 
 
 class _Decoder(io.RawIOBase):
-    """Incremental decompression of zstd frames (``_GzipDecoder``: gzip members, its own
-    way), one after another, that stops cleanly where the data breaks instead of losing what it
-    has decoded.
+    """Incremental decompression of gzip members (``_GzipDecoder``) or zstd frames
+    (``_ZstdDecoder``), one after another, that stops cleanly where the data breaks instead of
+    losing what it has decoded.
 
     ``readinto`` returns 0 at the end of the data and at a break; ``pending`` then describes
     the break, and ``resume()`` goes on at the next member or frame found after it (if any).
@@ -323,19 +326,15 @@ class _Decoder(io.RawIOBase):
 
     name = ""  # ".gz" / ".zst"
     magic = b""
+    unit = ""  # "gzip member" / "zstd frame"
 
-    def __init__(self, f: IO[bytes], size: int):
-        self._f = f
+    def __init__(self, src: "_Input", size: int):
+        self._src = src
         self._size = size
-        self._in = b""  # compressed bytes read but not decoded yet
-        self._pos = 0  # file offset of self._in[0]
         self._out = memoryview(b"")
-        self._state: Any = None  # the decoder of the current member / frame; None between them
-        self._frame_out = 0  # bytes decoded from the current member / frame
-        self._frame_size: int | None = None  # zstd: the frame's decoded size, when its header says
-        self._decoded = 0  # bytes decoded in all
         self._eof = False
         self.pending: Break | None = None
+        self._gen = self._units()
 
     def readable(self) -> bool:
         return True
@@ -356,138 +355,114 @@ class _Decoder(io.RawIOBase):
         if brk is None or brk.resumed_at is None:
             self._eof = True
 
-    # the steps -------------------------------------------------------------------------------
-
-    def _more(self, need: int = 1) -> bool:
-        """Read until at least ``need`` undecoded bytes are held; False at the end of the file."""
-        while len(self._in) < need:
-            chunk = self._f.read(_CHUNK)
-            if not chunk:
-                return False
-            self._in = self._in + chunk if self._in else chunk
-        return True
-
     def _step(self) -> bytes:
-        if self._state is None:
-            self._start_member()
-            return b""
-        if not self._in and not self._more():
-            out = self._finish_truncated()
-            return out
-        try:
-            out, consumed, finished = self._feed(self._in)
-        except _Corrupt as c:
-            self._break_corrupt(c.offset, c.reason, approximate=self.name == ".zst")
-            self._decoded += len(c.out)
-            return c.out
-        self._decoded += len(out)
-        self._frame_out += len(out)
-        self._pos += consumed
-        self._in = self._in[consumed:]
-        if finished:
-            self._state = None
-        return out
-
-    def _start_member(self) -> None:
-        self._skip_padding()
-        if not self._in and not self._more():
+        """The next decoded bytes (b"" at the end, or at a break: ``pending`` set)."""
+        out = next(self._gen, None)
+        if out is None:
             self._eof = True
-            return
-        if not self._more(len(self.magic)) or not self._in.startswith(self.magic):
-            self._break_corrupt(self._pos, "", garbage=True)
-            return
-        self._state = self._new_state()
-        self._frame_out = 0
-        self._frame_size = self._content_size()
-
-    def _skip_padding(self) -> None:
-        """Bytes between members that are not an error (gzip: zeros)."""
-
-    def _content_size(self) -> int | None:
-        return None
-
-    def _finish_truncated(self) -> bytes:
-        out = self._flush()
-        self._frame_out += len(out)
-        self._decoded += len(out)
-        missing = None
-        detail = (f"truncated {self.name} file: the compressed data ends at byte {self._size:,} (the end of the "
-                  "file) in the middle of a")
-        detail += " gzip member" if self.name == ".gz" else " zstd frame"
-        if self._frame_size is not None and self._frame_size >= self._frame_out:
-            missing = self._frame_size - self._frame_out
-            detail += f", {missing:,} of its {self._frame_size:,} decoded bytes are missing"
-        else:
-            detail += "; the rest of the original is missing"
-        self._state = None
-        self.pending = Break("truncated", detail, offset=self._size, missing_bytes=missing)
+            return b""
         return out
 
-    def _break_corrupt(self, offset: int, reason: str, garbage: bool = False, approximate: bool = False) -> None:
-        """Note a break at ``offset`` and look for the next member / frame after it."""
-        self._state = None
-        self._pos, self._in = offset, self._in[offset - self._pos:] if offset >= self._pos else b""
-        resumed = self._resync(offset + 1)
-        end = resumed if resumed is not None else self._size
-        unit = "gzip member" if self.name == ".gz" else "zstd frame"
-        if garbage:
-            detail = f"corrupt {self.name} file: no {unit} starts at byte {offset:,}"
-        else:
-            detail = f"corrupt {self.name} data {'at or after' if approximate else 'at'} byte {offset:,} ({reason})"
-        if resumed is not None:
-            detail += f"; reading went on at the next {unit}, at byte {resumed:,} ({end - offset:,} bytes skipped)"
-        else:
-            detail += f"; no readable {unit} follows in the remaining {end - offset:,} bytes"
-        self.pending = Break("corrupt", detail, offset=offset, resumed_at=resumed, unreadable_bytes=end - offset)
+    def close(self) -> None:
+        self._gen.close()  # stops a thread decoding ahead (``_ahead``), if any
+        self._src.close()
+        super().close()
 
-    def _resync(self, start: int) -> int | None:
-        """Offset of the first member / frame from ``start`` on that decodes; None if none does."""
-        magic = self.magic
-        # self._in holds the file from self._pos on; drop what lies before ``start``.
-        if start > self._pos:
-            self._in = self._in[start - self._pos:]
-            self._pos = start
+    def _units(self) -> Iterator[bytes]:
+        """The decoded data, member by member / frame by frame, each only once it has checked;
+        at a break, ``pending`` is set and b"" yielded."""
+        src = self._src
+        pos = 0
         while True:
-            at = self._in.find(magic)
-            if at < 0:
-                keep = len(magic) - 1
-                self._pos += max(len(self._in) - keep, 0)
-                self._in = self._in[-keep:] if len(self._in) > keep else self._in
-                if not self._more(len(self._in) + 1):
-                    self._pos += len(self._in)
-                    self._in = b""
-                    return None
+            pos = self._skip_padding(pos)
+            src.keep(pos)
+            head = src.read_at(pos, 8)
+            if not head:
+                return
+            brk = self._not_a_unit(pos, head)
+            if isinstance(brk, int):  # something without records, passed over
+                pos = brk
                 continue
-            self._pos += at
-            self._in = self._in[at:]
-            self._more(1 << 16)
-            if self._plausible(self._in[: 1 << 16]):
-                return self._pos
-            self._pos += 1
-            self._in = self._in[1:]
+            if brk is None:
+                checked = self._check(pos)
+                if checked.end is not None:  # it checks: its data goes out
+                    yield from self._emit(pos, checked)
+                    pos = checked.end
+                    continue
+                brk = yield from self._failed(pos, checked)
+            self.pending = brk
+            yield b""
+            if brk.resumed_at is None:
+                return
+            pos = brk.resumed_at
 
-    def _plausible(self, head: bytes) -> bool:
-        """Whether a member / frame starting with ``head`` decodes without an error."""
-        state = self._new_state()
-        try:
-            self._trial(state, head)
-        except Exception:  # noqa: BLE001 - any decoding error: not a real member / frame
-            return False
-        return True
+    def _skip_padding(self, pos: int) -> int:
+        """Where the next member / frame may start from ``pos``, past bytes the format allows between them."""
+        return pos
 
-    # per format
-    def _new_state(self) -> Any:
+    def _not_a_unit(self, pos: int, head: bytes) -> "Break | int | None":
+        """For the bytes at ``pos`` (``head``: their first 8): None where a member / frame starts,
+        else the break for them, or the offset past bytes the format allows there (no records)."""
+        return None if head[:len(self.magic)] == self.magic else self._no_unit(pos)
+
+    def _check(self, start: int) -> Any:
         raise NotImplementedError
 
-    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
-        """Decode some of ``data``: (output, bytes consumed, member/frame finished)."""
+    def _emit(self, start: int, checked: Any) -> Iterator[bytes]:
         raise NotImplementedError
 
-    def _trial(self, state: Any, head: bytes) -> None:
+    def _failed(self, start: int, checked: Any) -> Iterator[bytes]:
         raise NotImplementedError
 
-    def _flush(self) -> bytes:
-        return b""
+
+    # -- shared by the decoders that read through ``_Input`` --------------------------------------
+
+    def _eof_offset(self) -> int:
+        while not self._src.eof:
+            self._src.read_at(self._src.end, _CHUNK)
+        return self._src.end
+
+    def _plausible(self, at: int) -> bool:
+        """Whether a member / frame starting at ``at`` decodes."""
+        raise NotImplementedError
+
+    def _find_unit(self, start: int) -> int | None:
+        """Offset of the first member / frame from ``start`` on that decodes; None if none does."""
+        src, magic = self._src, self.magic
+        at = start
+        while True:
+            block = src.read_at(at, _CHUNK + len(magic) - 1)
+            if len(block) < len(magic):
+                return None
+            i = block.find(magic)
+            while i >= 0:
+                if self._plausible(at + i):
+                    return at + i
+                i = block.find(magic, i + 1)
+            at += len(block) - (len(magic) - 1)
+
+    def _no_unit(self, pos: int) -> Break:
+        """The break for bytes that are not a member / frame where one should start."""
+        nxt = self._find_unit(pos + 1)
+        end = nxt if nxt is not None else self._eof_offset()
+        detail = f"corrupt {self.name} file: no {self.unit} starts at byte {pos:,}"
+        if nxt is not None:
+            detail += f"; reading went on at the next {self.unit}, at byte {nxt:,} ({end - pos:,} bytes skipped)"
+        else:
+            detail += f"; no readable {self.unit} follows in the remaining {end - pos:,} bytes"
+        return Break("corrupt", detail, offset=pos, resumed_at=nxt, unreadable_bytes=end - pos)
+
+    def _set_aside(self, detail: str, start: int, nxt: int | None, end: int, size: int, lines: int) -> Break:
+        """The break for the member / frame at ``start`` that failed: none of the ``size`` bytes
+        decoded from it is read; reading goes on at ``nxt`` (None: nothing readable follows)."""
+        detail += (f"; none of the {size:,} bytes ({lines:,} lines) decoded from it is read as a record, as any of "
+                   "them may be damaged")
+        if nxt is not None:
+            detail += f"; reading went on at the next {self.unit}, at byte {nxt:,} ({nxt - start:,} bytes skipped)"
+        else:
+            detail += f"; no readable {self.unit} follows ({end - start:,} bytes skipped)"
+        return Break("corrupt", detail, offset=start, resumed_at=nxt, unreadable_bytes=end - start,
+                     untrusted_bytes=size)
 
 
 class _Input:
@@ -592,51 +567,10 @@ class _GzipDecoder(_Decoder):
 
     name = ".gz"
     magic = b"\x1f\x8b\x08"
+    unit = "gzip member"
     window = _GZIP_WINDOW
 
-    def __init__(self, src: _Input, size: int):
-        super().__init__(None, size)  # type: ignore[arg-type]
-        self._src = src
-        self._gen = self._members()
-
-    def _step(self) -> bytes:
-        out = next(self._gen, None)
-        if out is None:
-            self._eof = True
-            return b""
-        return out
-
-    def close(self) -> None:
-        self._gen.close()  # stops a thread decoding ahead (``_ahead``), if any
-        self._src.close()
-        super().close()
-
-    def _members(self) -> Iterator[bytes]:
-        """The decoded data, member by member; at a break, ``pending`` is set and b"" yielded."""
-        src = self._src
-        pos = 0
-        while True:
-            pos = self._skip_zeros(pos)
-            src.keep(pos)
-            head = src.read_at(pos, len(self.magic))
-            if not head:
-                return
-            if head != self.magic:
-                brk = self._no_member(pos)
-            else:
-                checked = self._check(pos)
-                if checked.end is not None:  # the member checks: its data goes out
-                    yield from self._emit(pos, checked, checked.end)
-                    pos = checked.end
-                    continue
-                brk = yield from self._failed(pos, checked)
-            self.pending = brk
-            yield b""
-            if brk.resumed_at is None:
-                return
-            pos = brk.resumed_at
-
-    def _skip_zeros(self, pos: int) -> int:
+    def _skip_padding(self, pos: int) -> int:
         """gzip(1) allows zeros after a member."""
         while True:
             chunk = self._src.read_at(pos, 1 << 16)
@@ -698,9 +632,11 @@ class _GzipDecoder(_Decoder):
             tail = state.unconsumed_tail
             p += len(data) - len(tail)
 
-    def _emit(self, start: int, checked: "_Checked", limit: int | None = None) -> Iterator[bytes]:
+    def _emit(self, start: int, checked: "_Checked") -> Iterator[bytes]:
         """The data of the member at ``start`` that its check let through: the window it held,
-        then (for a member larger than the window) the rest, decoded again from the saved state."""
+        then (for a member larger than the window) the rest, decoded again from the saved state
+        up to the member's end (to the end of the file for a member cut short there)."""
+        limit = checked.end
         window = checked.window
         window.reverse()
         while window:
@@ -735,8 +671,8 @@ class _GzipDecoder(_Decoder):
         of the member is read (what it decodes to before the point where it was cut short)."""
         failed_at, reason = checked.failed_at, checked.reason
         assert failed_at is not None
-        unit = "gzip member"
-        nxt = self._find_member(start + 1)
+        unit = self.unit
+        nxt = self._find_unit(start + 1)
         end = nxt if nxt is not None else self._eof_offset()
         # Where it may have been cut short: where the next member starts, if zlib read on into
         # it; at the end of the file, if zlib ran out of data. Unless a trailer ends there.
@@ -767,45 +703,7 @@ class _GzipDecoder(_Decoder):
         else:
             detail = (f"corrupt .gz data: the {unit} at byte {start:,} cannot be decoded at byte {failed_at:,} "
                       f"({reason})")
-        detail += (f"; none of the {size:,} bytes ({lines:,} lines) decoded from it is read as a record, as any of "
-                   "them may be damaged")
-        if nxt is not None:
-            detail += f"; reading went on at the next {unit}, at byte {nxt:,} ({nxt - start:,} bytes skipped)"
-        else:
-            detail += f"; no readable {unit} follows ({end - start:,} bytes skipped)"
-        return Break("corrupt", detail, offset=start, resumed_at=nxt, unreadable_bytes=end - start,
-                     untrusted_bytes=size)
-
-    def _eof_offset(self) -> int:
-        while not self._src.eof:
-            self._src.read_at(self._src.end, _CHUNK)
-        return self._src.end
-
-    def _no_member(self, pos: int) -> Break:
-        """The break for bytes that are not a gzip member where one should start."""
-        nxt = self._find_member(pos + 1)
-        end = nxt if nxt is not None else self._eof_offset()
-        detail = f"corrupt .gz file: no gzip member starts at byte {pos:,}"
-        if nxt is not None:
-            detail += f"; reading went on at the next gzip member, at byte {nxt:,} ({end - pos:,} bytes skipped)"
-        else:
-            detail += f"; no readable gzip member follows in the remaining {end - pos:,} bytes"
-        return Break("corrupt", detail, offset=pos, resumed_at=nxt, unreadable_bytes=end - pos)
-
-    def _find_member(self, start: int) -> int | None:
-        """Offset of the first gzip member from ``start`` on that decodes; None if none does."""
-        src, magic = self._src, self.magic
-        at = start
-        while True:
-            block = src.read_at(at, _CHUNK + len(magic) - 1)
-            if len(block) < len(magic):
-                return None
-            i = block.find(magic)
-            while i >= 0:
-                if self._plausible(at + i):
-                    return at + i
-                i = block.find(magic, i + 1)
-            at += len(block) - (len(magic) - 1)
+        return self._set_aside(detail, start, nxt, end, size, lines)
 
     def _plausible(self, at: int) -> bool:
         """Whether a member starting at ``at`` decodes (its first 64 KB, or up to where another starts)."""
@@ -919,42 +817,252 @@ def _decodable_prefix(state: Any, data: bytes) -> int:
     return lo
 
 
+# zstd: a block decodes to at most this many bytes (the format's limit), which bounds what one
+# step of ``_ZstdDecoder`` decodes to (``_OUT_STEP`` bytes: so many blocks at most).
+_ZSTD_BLOCK_MAX = 128 << 10
+
+
 class _ZstdDecoder(_Decoder):
+    """zstd frames, one after another, each decoded to its end without an error (and, when it
+    has one, its content checksum matched) before any of its data goes out.
+
+    Damaged zstd data may decode without an error into other bytes until the frame's end,
+    where its content checksum (an optional field) is all that catches it. So, as for gzip
+    (``_GzipDecoder``), a frame's data is handed out only once the frame has decoded to its
+    end: up to ``window`` decoded bytes are held in memory meanwhile; a frame that decodes to
+    more is decoded to its end first (what it decodes past the window is dropped) and then
+    decoded again from its start (a zstd decompressor's state cannot be copied), the window's
+    bytes, handed out already, skipped. Each step feeds the decompressor whole blocks, at most
+    ``_OUT_STEP // _ZSTD_BLOCK_MAX`` of them (found by walking the block headers), so what one step decodes
+    to is bounded whatever the compression ratio.
+
+    A frame that fails (a decoding error, a checksum mismatch) is one break and none of its data
+    is read; reading goes on at the first zstd frame found after where it starts. A frame with
+    no content checksum cannot be checked: damage that zstd decodes without an error goes
+    unnoticed there (the format gives nothing to check it by; writers should set checksums),
+    but any error zstd reports sets the whole frame aside all the same. A frame cut short by
+    the end of the file is read up to the cut when it has no checksum (as a gzip member cut
+    short there: nothing follows that it could have overrun into); one with a checksum, which
+    cannot be checked now, is set aside whole, and so is one that decodes to the end of the file
+    without an error where another frame starts inside it (cut short there, it decoded the next
+    frame's bytes as its own; reading goes on at that frame).
+    """
+
     name = ".zst"
     magic = b"\x28\xb5\x2f\xfd"
+    unit = "zstd frame"
+    window = _GZIP_WINDOW
     _SKIPPABLE = tuple((0x184D2A50 + i).to_bytes(4, "little") for i in range(16))
 
-    def _start_member(self) -> None:
-        # Skippable frames (metadata) decode to nothing; zstandard handles them as frames.
-        if self._more(4) and self._in[:4] in self._SKIPPABLE:
-            self._state = self._new_state()
-            self._frame_out, self._frame_size = 0, None
-            return
-        super()._start_member()
+    def _not_a_unit(self, pos: int, head: bytes) -> "Break | int | None":
+        if head[:4] in self._SKIPPABLE:  # metadata: no records
+            end = pos + 8 + int.from_bytes(head[4:8], "little") if len(head) == 8 else pos + 8
+            if len(self._src.read_at(end - 1, 1)) == 1:
+                return end
+            eof = self._eof_offset()
+            detail = (f"truncated .zst file: the compressed data ends at byte {eof:,} (the end of the file) in "
+                      f"the middle of a skippable zstd frame (metadata, no records) at byte {pos:,}")
+            return Break("truncated", detail, offset=eof, unreadable_bytes=eof - pos)
+        return super()._not_a_unit(pos, head)
 
-    def _new_state(self) -> Any:
-        return zstandard.ZstdDecompressor().decompressobj()
-
-    def _content_size(self) -> int | None:
-        self._more(18)
+    def _steps(self, start: int) -> Iterator[tuple[int, int]]:
+        """(offset, length) of the pieces of the frame at ``start`` to feed the decompressor:
+        whole blocks, at most ``_OUT_STEP // _ZSTD_BLOCK_MAX`` of them or about ``_CHUNK`` bytes, found by
+        walking the block headers as the decompressor reads them; where the walk cannot go on
+        (a damaged header, which the decompressor then reports), small pieces to the end of the
+        file. The caller stops at the frame's end, an error, or the end of the file."""
+        src = self._src
+        head = src.read_at(start, 18)
+        p = begin = start
         try:
-            size = zstandard.get_frame_parameters(self._in[:18]).content_size
+            p += zstandard.frame_header_size(head)
+            checksum = zstandard.get_frame_parameters(head).has_checksum
         except zstandard.ZstdError:
-            return None
-        return None if size == zstandard.CONTENTSIZE_UNKNOWN else int(size)
+            p = -1
+        if p >= 0:
+            blocks, most = 0, max(_OUT_STEP // _ZSTD_BLOCK_MAX, 1)
+            while True:
+                bh = src.read_at(p, 3)
+                if len(bh) < 3:
+                    break
+                v = int.from_bytes(bh, "little")
+                kind, size = (v >> 1) & 3, v >> 3
+                p += 3 + (1 if kind == 1 else size)
+                blocks += 1
+                if kind == 3 or size > _ZSTD_BLOCK_MAX:
+                    break
+                if v & 1:  # the last block, then the checksum on its own (so all is decoded before it)
+                    yield begin, p - begin
+                    if checksum:
+                        yield p, 4
+                    begin = p + 4 * checksum
+                    break
+                if blocks >= most or p - begin >= _CHUNK:
+                    yield begin, p - begin
+                    begin, blocks = p, 0
+        while True:
+            yield begin, 1 << 14
+            begin += 1 << 14
 
-    def _feed(self, data: bytes) -> tuple[bytes, int, bool]:
-        data = data[: 1 << 14]  # small steps: an error loses at most one step's output
+    def _inflate(self, start: int, done: list[int]) -> Iterator[bytes]:
+        """What the frame at ``start`` decodes to, in steps; to its end (whose offset is then
+        appended to ``done``) or to the end of the file. ``_Corrupt`` at an error."""
+        state = zstandard.ZstdDecompressor().decompressobj()
+        src = self._src
+        for off, n in self._steps(start):
+            data = src.read_at(off, n)
+            if data:
+                try:
+                    out = state.decompress(data)
+                except zstandard.ZstdError as e:
+                    raise _Corrupt(off, _first_line(e).replace("zstd decompressor error: ", "")) from None
+                if out:
+                    yield out
+                if state.eof:
+                    done.append(off + len(data) - len(state.unused_data))
+                    return
+            if len(data) < n:
+                return
+
+    def _check(self, start: int) -> "_ZstdChecked":
+        """Decode the frame at ``start`` to its end or to where it fails, keeping the window."""
+        head = self._src.read_at(start, 18)
         try:
-            out = self._state.decompress(data)
-        except zstandard.ZstdError as e:
-            raise _Corrupt(self._pos, _first_line(e)) from None
-        if self._state.eof:
-            return out, len(data) - len(self._state.unused_data), True
-        return out, len(data), False
+            params = zstandard.get_frame_parameters(head)
+            checksum = bool(params.has_checksum)
+            size = None if params.content_size == zstandard.CONTENTSIZE_UNKNOWN else int(params.content_size)
+        except zstandard.ZstdError:
+            checksum, size = False, None
+        checked = _ZstdChecked(None, None, None, [], 0, 0, False, checksum, size)
+        window, limit = checked.window, self.window
+        done: list[int] = []
+        try:
+            for out in self._inflate(start, done):
+                checked.decoded += len(out)
+                if not checked.overflow:
+                    if checked.held + len(out) <= limit:
+                        window.append(out)
+                        checked.held += len(out)
+                    else:  # past the window: decoded again once the frame checks
+                        checked.overflow = True
+        except _Corrupt as c:
+            checked.failed_at, checked.reason = c.offset, c.reason
+            return checked
+        if done:
+            checked.end = done[0]
+        else:
+            checked.failed_at = self._eof_offset()
+        return checked
 
-    def _trial(self, state: Any, head: bytes) -> None:
-        state.decompress(head)
+    def _emit(self, start: int, checked: "_ZstdChecked") -> Iterator[bytes]:
+        """The data of the frame at ``start`` that its check let through: the window it held,
+        then (for a frame larger than the window) the rest, decoded again from its start."""
+        window = checked.window
+        window.reverse()
+        while window:
+            yield window.pop()
+        if checked.overflow:
+            yield from _ahead(self._again(start, checked.held))
+
+    def _again(self, start: int, skip: int) -> Iterator[bytes]:
+        """The frame at ``start`` decoded again, its first ``skip`` bytes left out. It decoded
+        without an error the first time: an error now means that the file changed while it was
+        read (an ``OSError``, which the reader turns into a one-line error naming the file)."""
+        try:
+            for out in self._inflate(start, []):
+                if skip >= len(out):
+                    skip -= len(out)
+                    continue
+                yield out[skip:] if skip else out
+                skip = 0
+        except _Corrupt as c:
+            raise OSError(errno.EIO, f"the file changed while it was read: the zstd frame at byte {start:,} "
+                          f"decodes differently the second time ({c.reason})") from None
+
+    def _measure(self, start: int) -> tuple[int, int]:
+        """Bytes and newlines the frame at ``start`` decodes to before it fails."""
+        size = lines = 0
+        try:
+            for out in self._inflate(start, []):
+                size += len(out)
+                lines += out.count(b"\n")
+        except _Corrupt:
+            pass
+        return size, lines
+
+    def _failed(self, start: int, checked: "_ZstdChecked") -> Iterator[bytes]:
+        """The break for a frame that fails (see the class): returns it, after yielding what of
+        the frame is read (a frame without a checksum cut short by the end of the file)."""
+        unit = self.unit
+        nxt = self._find_unit(start + 1)
+        if checked.reason is None and nxt is not None:  # cut short where another frame starts
+            checked.window.clear()
+            size, lines = self._measure(start)
+            detail = (f"truncated .zst data: the {unit} at byte {start:,} is cut off before its end, and another "
+                      f"{unit} starts at byte {nxt:,}; none of the {size:,} bytes ({lines:,} lines) decoded from it "
+                      f"is read as a record, as what it decoded from the next one's bytes is not its own; reading "
+                      f"went on at that frame ({nxt - start:,} bytes skipped)")
+            return Break("truncated", detail, offset=start, resumed_at=nxt, unreadable_bytes=nxt - start,
+                         untrusted_bytes=size)
+        if checked.reason is None:  # the file ends inside the frame
+            end = self._eof_offset()
+            missing = None
+            if checked.size is not None and checked.size >= checked.decoded:
+                missing = checked.size - checked.decoded
+            detail = (f"truncated .zst file: the compressed data ends at byte {end:,} (the end of the file) in the "
+                      f"middle of a {unit}")
+            if not checked.checksum:
+                yield from self._emit(start, checked)
+                if missing is not None:
+                    detail += f", {missing:,} of its {checked.size:,} decoded bytes are missing"
+                else:
+                    detail += "; the rest of the original is missing"
+                return Break("truncated", detail, offset=end, missing_bytes=missing)
+            checked.window.clear()
+            size, lines = self._measure(start)
+            detail += (f" (at byte {start:,}) whose content checksum, at its end, is missing: none of the {size:,} "
+                       f"bytes ({lines:,} lines) decoded from it is read as a record, as they cannot be checked")
+            return Break("truncated", detail, offset=start, unreadable_bytes=end - start, missing_bytes=missing,
+                         untrusted_bytes=size)
+        checked.window.clear()
+        end = nxt if nxt is not None else self._eof_offset()
+        size, lines = self._measure(start)
+        if "checksum" in checked.reason:
+            detail = (f"corrupt .zst data: the {unit} at byte {start:,} fails its content checksum (what it "
+                      "decodes to is not the data that was compressed)")
+        else:
+            detail = (f"corrupt .zst data: the {unit} at byte {start:,} cannot be decoded at or after byte "
+                      f"{checked.failed_at:,} ({checked.reason})")
+        return self._set_aside(detail, start, nxt, end, size, lines)
+
+    def _plausible(self, at: int) -> bool:
+        """Whether a frame starting at ``at`` decodes (its first 64 KB, or up to where another starts)."""
+        head = self._src.read_at(at, 1 << 16)
+        cut = head.find(self.magic, len(self.magic))
+        try:
+            zstandard.ZstdDecompressor().decompressobj().decompress(head[:cut] if cut > 0 else head)
+        except zstandard.ZstdError:
+            return False
+        return True
+
+
+@dataclass
+class _ZstdChecked:
+    """What ``_ZstdDecoder._check`` found: the frame's ``end`` when it decodes to its end
+    without an error, else where it failed and why (``reason`` None: the file ends inside it);
+    the decoded ``window`` (``held`` bytes; ``overflow``: the frame decodes to more), the bytes
+    ``decoded`` in all, whether the frame has a content ``checksum``, and the decoded ``size``
+    its header states, if it does."""
+
+    end: int | None
+    failed_at: int | None
+    reason: str | None
+    window: list[bytes]
+    held: int
+    decoded: int
+    overflow: bool
+    checksum: bool
+    size: int | None
 
 
 @dataclass
@@ -1067,12 +1175,13 @@ class ShardReader:
         decoder: _Decoder | None = None
         if self.shard.compression in ("gz", "zst"):
             st = os.fstat(f.fileno())
+            # Re-read by offset on a regular file (os.pread), spooled otherwise (a pipe).
+            fd = f.fileno() if stat_module.S_ISREG(st.st_mode) else None
+            src = _Input(io.BufferedReader(hraw, _CHUNK), fd)
             if self.shard.compression == "gz":
-                # Re-read by offset on a regular file (os.pread), spooled otherwise (a pipe).
-                fd = f.fileno() if stat_module.S_ISREG(st.st_mode) else None
-                decoder = _GzipDecoder(_Input(io.BufferedReader(hraw, _CHUNK), fd), st.st_size)
+                decoder = _GzipDecoder(src, st.st_size)
             else:
-                decoder = _ZstdDecoder(io.BufferedReader(hraw, _CHUNK), st.st_size)
+                decoder = _ZstdDecoder(src, st.st_size)
             stream: IO[bytes] = io.BufferedReader(decoder, _CHUNK)
         else:
             stream = io.BufferedReader(hraw, _CHUNK)

@@ -15,21 +15,18 @@ import gzip
 import json
 import os
 import random
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from helpers import make_records, read_jsonl, run_cli
-from synthfilter.config import Config
+from helpers import (
+    assert_nothing_damaged_kept, damaged, make_records, read_through_fifo, run_cli, run_quarantined,
+)
 from synthfilter.io import shards
 from synthfilter.io.shards import Shard, ShardReader
-from synthfilter.pipeline.run import run_pipeline
 
-QUARANTINE = {"on_error": "quarantine"}
 
 
 def _lines(n: int, seed: int) -> list[bytes]:
@@ -107,14 +104,7 @@ def _damaged_file(path: Path, n: int, seed: int, damage: Any) -> tuple[list[list
 
 
 def _run(src: Path, out: Path, fast_config: dict) -> tuple[dict, list[bytes], list[dict], dict]:
-    res = run_pipeline([str(src)], out, Config.from_dict({**fast_config, **QUARANTINE}))
-    kept_path, rej_path = out / "kept" / src.name, out / "rejected" / src.name
-    kept = read_jsonl(kept_path) if kept_path.exists() else []
-    rejected = [orjson.loads(x) for x in read_jsonl(rej_path)] if rej_path.exists() else []
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["conservation"]["ok"]
-    assert res.report["input"]["records"] == len(kept) + len(rejected)  # every record ends in one output
-    return res.report, kept, rejected, manifest
+    return run_quarantined(src, out, fast_config)
 
 
 def _fail_line(src: Path, out: Path) -> str:
@@ -260,19 +250,7 @@ def test_members_cut_short_one_after_another(tmp_path: Path) -> None:
 def _damage(rng: random.Random, members: list[bytes]) -> tuple[list[bytes], set[int]]:
     members = list(members)
     j = rng.randrange(len(members))
-    kind = rng.choice(["flip", "flips", "cut", "trailer"])
-    m = bytearray(members[j])
-    if kind == "flip":
-        m[rng.randrange(10, len(m))] ^= 1 << rng.randrange(8)
-    elif kind == "flips":
-        at = rng.randrange(10, len(m))
-        for k in range(at, min(at + 30, len(m))):
-            m[k] ^= rng.randrange(1, 256)
-    elif kind == "cut":
-        m = m[: rng.randrange(11, len(m))]
-    else:
-        m = m[: len(m) - rng.randint(1, 8)]
-    members[j] = bytes(m)
+    members[j] = damaged(rng, members[j], rng.choice(["flip", "flips", "cut", "trailer"]), header=11, trailer=8)
     return members, {j}
 
 
@@ -287,16 +265,10 @@ def test_damage_anywhere_never_keeps_a_record_that_was_not_written(tmp_path: Pat
     clean = [_member(g) for g in groups]
     p = tmp_path / "d.jsonl.gz"
     for _ in range(40):
-        members, damaged = _damage(rng, clean)
+        members, damaged_at = _damage(rng, clean)
         p.write_bytes(b"".join(members))
-        reader = ShardReader(Shard(p, p.name, "jsonl", "gz"), recover=True)
-        records = list(reader)
-        good = [r.raw for r in records if r.error is None]
-        assert set(good) <= set(lines)  # nothing damaged is read as good
-        assert len(good) == len(set(good))
-        intact = [x for i, g in enumerate(groups) if i not in damaged for x in g]
-        assert set(intact) <= set(good)  # every intact member is read whole
-        assert len(reader.breaks) == sum(1 for r in records if r.brk is not None) >= 1
+        intact = [x for i, g in enumerate(groups) if i not in damaged_at for x in g]
+        assert_nothing_damaged_kept(ShardReader(Shard(p, p.name, "jsonl", "gz"), recover=True), lines, intact)
 
 
 # -- the machinery: members larger than the window, and input that cannot seek --------------------
@@ -339,21 +311,7 @@ def test_input_that_cannot_seek_reads_the_same(tmp_path: Path, monkeypatch: pyte
     regular, fifo = tmp_path / "r.jsonl.gz", tmp_path / "f.jsonl.gz"
     for name, data in _cases().items():
         regular.write_bytes(data)
-        os.mkfifo(fifo)
-
-        def feed(data: bytes = data) -> None:
-            with open(fifo, "wb") as f:
-                for i in range(0, len(data), 4000):
-                    f.write(data[i:i + 4000])
-
-        writer = threading.Thread(target=feed)
-        writer.start()
-        try:
-            got = _read(fifo)
-        finally:
-            writer.join()
-        assert got == _read(regular), name
-        fifo.unlink()
+        assert read_through_fifo(fifo, data, _read) == _read(regular), name
 
 
 def test_a_member_that_changes_between_its_check_and_its_reading_is_an_error(
