@@ -842,7 +842,8 @@ def _prepare_out(out: Path, overwrite: bool, input_paths: Sequence[str]) -> None
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None) -> dict[str, Any]:
+def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None,
+               mapper: Any = None) -> dict[str, Any]:
     why = result.reasons[i]
     out: dict[str, Any] = {"decision": "rejected", "reason": why}
     if result.duplicate_of[i] is not None:
@@ -851,6 +852,12 @@ def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None)
     if result.p_machine[i] is not None:
         out["p_machine"] = result.p_machine[i]
     out["provenance"] = result.provenance[i]
+    field = result.config.ratio.provenance_field
+    if why == EXCLUDED and field and mapper is not None:
+        # Never scored, so never labelled by the scan: what its own field says, as for any item.
+        from synthfilter.provenance import CODE_NAMES
+
+        out["provenance"] = CODE_NAMES[mapper.label(rec.lookup(field))]
     if language is not None:
         out["language"] = language
     if why == EXCLUDED:
@@ -877,6 +884,9 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
     counts = _reason_counts(result)
     n = len(result.reasons)
     languages = result._scan.language_codes() if result._scan is not None else None
+    from synthfilter.provenance import ProvenanceMapper
+
+    mapper = ProvenanceMapper(result.config.ratio.provenance_map) if result.config.ratio.provenance_field else None
     seen = 0
     try:
         # A second pass over the records (the export files are read again), in input order.
@@ -887,7 +897,7 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
             else:
                 obj = rec.to_dict()
                 language = CODES[languages[i]] if languages is not None and languages[i] >= 0 else None
-                obj["synthfilter"] = _rejection(result, i, rec, language)
+                obj["synthfilter"] = _rejection(result, i, rec, language, mapper)
                 rejected.write_line(orjson.dumps(obj, default=str, option=opts))
         kept = counts.get("kept", 0)
         if seen != n:

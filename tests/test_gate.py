@@ -176,6 +176,19 @@ def test_write_approved_removes_copies_downsamples_to_the_limit_and_loses_nothin
     assert code == 1 and (out_dir / "approved.jsonl").read_bytes() == before
 
 
+def test_excluded_items_keep_the_provenance_their_field_gives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trashed = ("\n  <item><title>Draft</title><wp:post_id>902</wp:post_id><wp:post_type>post</wp:post_type>"
+               "<wp:status>trash</wp:status><content:encoded><![CDATA[<p>Old words.</p>]]></content:encoded>"
+               "<wp:postmeta><wp:meta_key><![CDATA[ai_generated]]></wp:meta_key><wp:meta_value><![CDATA[1]]>"
+               "</wp:meta_value></wp:postmeta></item>")
+    export = wxr(tmp_path / "blog.xml", make_posts(n_human=6, n_machine=2, exact=0, near=0), trashed)
+    out_dir = tmp_path / "approved"
+    gate_cli([str(export), *NO_DETECTOR, *WXR_PROVENANCE, "--write-approved", str(out_dir)], capsys)
+    why = {r["id"]: r["synthfilter"] for r in map(orjson.loads, (out_dir / "rejected.jsonl").read_bytes().splitlines())}
+    # Never scored, it was written as "unknown" whatever its field said.
+    assert why["902"]["reason"] == "excluded" and why["902"]["provenance"] == "machine"
+
+
 # -- CSV, HTML report ----------------------------------------------------------------------------------
 
 
