@@ -488,9 +488,7 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         >>> result.passed, result.offending_ids
     """
     from synthfilter.gatescan import ListSource
-    from synthfilter.io.cms import make_ids_unique
-
-    from synthfilter.io.cms import CmsRecord
+    from synthfilter.io.cms import CmsRecord, make_ids_unique
 
     if isinstance(records, (str, bytes, os.PathLike, Mapping, CmsRecord)) or not isinstance(records, Iterable):
         raise TypeError(f"gate takes an iterable of records (CmsRecords or mappings), got {type(records).__name__}"
@@ -677,17 +675,15 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
         if v is None and not m.get("synthetic_estimable", True):
             out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
                                  "max_synthetic: the synthetic share cannot be estimated (see the note)"))
-        elif v is None and not m["with_text"]:
-            # Nothing was read that could be gated (an empty export, bodies that are all empty,
+        elif v is None:
+            # With text there is an estimate, or it is unestimable (above), or ``_result`` refused.
+            # So nothing was read that could be gated (an empty export, bodies that are all empty,
             # every item excluded, e.g. by a misspelt --post-types): a gate that passes here
             # would pass a broken export.
             excluded = f"; {m['excluded']:,} not gated ({_excluded_summary(m)})" if m["excluded"] else ""
             out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
                                  f"max_synthetic: nothing to check: none of the {m['records']:,} records read has "
                                  f"text{excluded}"))
-        elif v is None:  # cannot happen with text: an estimate, or one of the errors above
-            out.append(GateCheck("max_synthetic", False, None, pol.max_synthetic,
-                                 "max_synthetic: the synthetic share was not estimated"))
         elif refuse_unreliable and m.get("synthetic_reliability") == "unreliable":
             out.append(GateCheck("max_synthetic", False, v, pol.max_synthetic,
                                  f"max_synthetic: the detector looks unreliable on this export, so its estimate "
@@ -844,6 +840,7 @@ def _prepare_out(out: Path, overwrite: bool, input_paths: Sequence[str]) -> None
 
 def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None,
                mapper: Any = None) -> dict[str, Any]:
+    """``mapper``: the provenance field's ``ProvenanceMapper``, None without a field."""
     why = result.reasons[i]
     out: dict[str, Any] = {"decision": "rejected", "reason": why}
     if result.duplicate_of[i] is not None:
@@ -852,12 +849,11 @@ def _rejection(result: GateResult, i: int, rec: CmsRecord, language: str | None,
     if result.p_machine[i] is not None:
         out["p_machine"] = result.p_machine[i]
     out["provenance"] = result.provenance[i]
-    field = result.config.ratio.provenance_field
-    if why == EXCLUDED and field and mapper is not None:
+    if why == EXCLUDED and mapper is not None:
         # Never scored, so never labelled by the scan: what its own field says, as for any item.
         from synthfilter.provenance import CODE_NAMES
 
-        out["provenance"] = CODE_NAMES[mapper.label(rec.lookup(field))]
+        out["provenance"] = CODE_NAMES[mapper.label(rec.lookup(result.config.ratio.provenance_field))]
     if language is not None:
         out["language"] = language
     if why == EXCLUDED:
@@ -875,6 +871,7 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
     from synthfilter.io.shards import AtomicJsonlWriter, atomic_write_bytes
     from synthfilter.language import CODES
     from synthfilter.pipeline.stages import ConservationError
+    from synthfilter.provenance import ProvenanceMapper
 
     started = _now()
     _prepare_out(out, overwrite, result._input_paths)
@@ -884,8 +881,6 @@ def _write_approved(result: GateResult, out: Path, overwrite: bool) -> dict[str,
     counts = _reason_counts(result)
     n = len(result.reasons)
     languages = result._scan.language_codes() if result._scan is not None else None
-    from synthfilter.provenance import ProvenanceMapper
-
     mapper = ProvenanceMapper(result.config.ratio.provenance_map) if result.config.ratio.provenance_field else None
     seen = 0
     try:

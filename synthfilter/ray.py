@@ -197,12 +197,11 @@ def _status_counts(table: Any, cfg: Any) -> dict[str, np.ndarray]:
     """Records per reason the score stage decided (malformed, set aside, else kept), and the first
     malformed record of the batch."""
     from synthfilter.api import ERROR_COL, ColumnTable, record_statuses
-    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_MALFORMED, STATUS_OK, reason_of_status
+    from synthfilter.pipeline.stages import REASONS, STATUS_MALFORMED, reason_of_status
 
     errors = table.column(ERROR_COL).to_pylist()
     status, _ = record_statuses(ColumnTable(table=table), cfg, errors)
-    reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status))
-    counts = np.bincount(reason.astype(np.int64), minlength=len(REASONS))[None]
+    counts = np.bincount(reason_of_status(status).astype(np.int64), minlength=len(REASONS))[None]
     bad = np.flatnonzero(status == STATUS_MALFORMED)
     if not len(bad):
         return {"counts": counts, "index": np.array([np.iinfo(np.int64).max]), "id": np.array([""], object),
@@ -307,14 +306,14 @@ def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | N
         DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL, ColumnTable,
         record_statuses,
     )
-    from synthfilter.pipeline.stages import KEPT, REASONS, STATUS_OK, reason_of_status
+    from synthfilter.pipeline.stages import KEPT, REASONS, reason_of_status
 
     lookup: Mapping[str, np.ndarray] = resolve(ref)
     g = table.column(INDEX_COL).to_numpy()
     annotate = cfg.annotate
     # Malformed records and those the score stage set aside have no decision row: their status says.
     status, _ = record_statuses(ColumnTable(table=table), cfg)
-    reason = np.where(status == STATUS_OK, KEPT, reason_of_status(status)).astype(np.int8)
+    reason = reason_of_status(status)  # KEPT for usable records, until their decision row says
     dup: list[str | None] = [None] * len(g)
     posterior = np.full(len(g), np.nan, dtype=np.float32)
     keys = lookup["gidx"]

@@ -175,7 +175,8 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
     """
     from rich.console import Console
 
-    from synthfilter.detect.model import check_model_out, default_model_path, print_error, staged_model_dir
+    from synthfilter.detect.evaluate import fmt_value, print_error
+    from synthfilter.detect.model import check_model_out, default_model_path, staged_model_dir
     from synthfilter.detect.train import fit_calibrator, operating_points, score_distribution, write_card
 
     con = Console(quiet=quiet)
@@ -246,11 +247,8 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
         write_card(tmp, card)
     con.print(f"adapted {det.model_id} on {len(y)} labelled records ({n_h} human, {n_m} machine) -> {out}",
               highlight=False)
-    con.print(f"AUROC on these records: {_f(before['auroc'])} before, {_f(after['auroc'])} after (out of fold); "
-              f"TPR at 1 % FPR {_f(before['tpr_at_fpr1'])} -> {_f(after['tpr_at_fpr1'])}", highlight=False)
+    con.print(f"AUROC on these records: {fmt_value(before['auroc'])} before, {fmt_value(after['auroc'])} after "
+              f"(out of fold); TPR at 1 % FPR {fmt_value(before['tpr_at_fpr1'])} -> "
+              f"{fmt_value(after['tpr_at_fpr1'])}", highlight=False)
     con.print(f"use it with --model {out}", highlight=False)
     return 0
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"

@@ -302,18 +302,17 @@ def eval_command(data: list[Path], model: Path | None = None, text_field: str = 
 
     from synthfilter.detect.model import Detector, ModelError, default_model_path
 
-    err = Console(stderr=True)
     con = Console(quiet=quiet)
     group_by = [g for g in (group_by or []) if g]
     try:
         labelled = load_labelled(data, text_field, label_field, human_label, machine_label, group_by)
         det = Detector.load(model if model is not None else default_model_path())
     except (DataError, ModelError) as e:
-        _print_error(err, str(e))
+        print_error(str(e))
         return 2
     points = {pt["name"]: pt for pt in det.card.get("operating_points", [])}
     if operating_point not in points:
-        _print_error(err, f"model has no operating point {operating_point!r} (has: {', '.join(points) or 'none'})")
+        print_error(f"model has no operating point {operating_point!r} (has: {', '.join(points) or 'none'})")
         return 2
     threshold = float(points[operating_point]["threshold"])
     texts = labelled.texts
@@ -335,15 +334,16 @@ def eval_command(data: list[Path], model: Path | None = None, text_field: str = 
     return 0
 
 
-def _print_error(err, message: str) -> None:  # noqa: ANN001
-    """``error: message`` on one line, as written: a file name such as ``export[v2]`` is not markup,
-    and a message longer than the terminal is not wrapped."""
-    from rich.markup import escape
+def print_error(message: str) -> None:
+    """``error: message`` on stderr for train / adapt / eval: one line, as written (a file name
+    such as ``export[v2]`` is not markup, and a message longer than the terminal is not wrapped)."""
+    import sys
 
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _fmt(x: float | None, spec: str = ".3f") -> str:
+def fmt_value(x: float | None, spec: str = ".3f") -> str:
+    """A metric as printed: "-" where there is none (e.g. AUROC of a single-class set)."""
     return "-" if x is None else format(x, spec)
 
 
@@ -355,9 +355,9 @@ def print_summary(con, summary: dict) -> None:  # noqa: ANN001
     for col in ("AUROC", "TPR@1%FPR", "TPR@5%FPR", "ECE", "threshold", "TPR", "FPR", "TP", "FP", "TN", "FN"):
         t.add_column(col, justify="right")
     c = summary["confusion"]
-    t.add_row(_fmt(summary["auroc"], ".4f"), _fmt(summary["tpr_at_fpr1"]), _fmt(summary["tpr_at_fpr5"]),
-              _fmt(summary["ece"], ".4f"), _fmt(summary["threshold"], ".4f"), _fmt(summary["tpr"]),
-              _fmt(summary["fpr"], ".4f"), str(c["tp"]), str(c["fp"]), str(c["tn"]), str(c["fn"]))
+    t.add_row(fmt_value(summary["auroc"], ".4f"), fmt_value(summary["tpr_at_fpr1"]), fmt_value(summary["tpr_at_fpr5"]),
+              fmt_value(summary["ece"], ".4f"), fmt_value(summary["threshold"], ".4f"), fmt_value(summary["tpr"]),
+              fmt_value(summary["fpr"], ".4f"), str(c["tp"]), str(c["fp"]), str(c["tn"]), str(c["fn"]))
     con.print(t)
     for g, table in summary.get("groups", {}).items():
         gt = Table(title=f"by {g}")
@@ -366,11 +366,11 @@ def print_summary(con, summary: dict) -> None:  # noqa: ANN001
         overall = summary["fpr"]
         for value, r in table.items():
             ratio = r["fpr"] / overall if r["fpr"] is not None and overall else None
-            gt.add_row(value, str(r["n"]), str(r["n_human"]), str(r["n_machine"]), _fmt(r["auroc"]),
-                       _fmt(r["tpr"]), _fmt(r["fpr"], ".4f"), _fmt(ratio, ".2f"))
+            gt.add_row(value, str(r["n"]), str(r["n_human"]), str(r["n_machine"]), fmt_value(r["auroc"]),
+                       fmt_value(r["tpr"]), fmt_value(r["fpr"], ".4f"), fmt_value(ratio, ".2f"))
         con.print(gt)
         fair = summary.get("fairness", {}).get(g)
         if fair:
-            con.print(f"{g}: worst human FPR {_fmt(fair['max_group_human_fpr'], '.4f')} vs overall "
-                      f"{_fmt(fair['overall_human_fpr'], '.4f')} (ratio {_fmt(fair['max_fpr_ratio'], '.2f')})",
+            con.print(f"{g}: worst human FPR {fmt_value(fair['max_group_human_fpr'], '.4f')} vs overall "
+                      f"{fmt_value(fair['overall_human_fpr'], '.4f')} (ratio {fmt_value(fair['max_fpr_ratio'], '.2f')})",
                       highlight=False)

@@ -8,10 +8,11 @@ import hashlib
 import json
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -83,14 +84,6 @@ class ModelError(RuntimeError):
     """A model directory is missing, incomplete or was written by an incompatible version."""
 
 
-def print_error(message: str) -> None:
-    """``error: message`` on stderr, as one line and as written: no markup (a label or path with
-    brackets in it is not a style), no wrapping."""
-    import sys
-
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
 def check_model_out(out: Path, overwrite: bool, protect: Sequence[Path] = ()) -> Path:
     """The model directory ``train`` / ``adapt`` will write, checked before any work is done
     (ModelError when it cannot be used). It may not exist yet, be empty, or (with ``overwrite``)
@@ -124,38 +117,28 @@ def check_model_out(out: Path, overwrite: bool, protect: Sequence[Path] = ()) ->
     return out
 
 
-def staged_model_dir(out: Path) -> "_StagedDir":
+@contextmanager
+def staged_model_dir(out: Path) -> Iterator[Path]:
     """Write a model into a temporary sibling of ``out``, renamed into place when complete (a
     previous model there is replaced only then): a run stopped midway never leaves a model
     directory that mixes files of two trainings, nor half of one, under ``out``."""
-    return _StagedDir(out)
+    import shutil
 
-
-class _StagedDir:
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.path = out.parent / f".{out.name}.tmp-{os.getpid()}"
-
-    def __enter__(self) -> Path:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
-        return self.path
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        import shutil
-
-        if kind is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            os.replace(self.out, old)
-        os.replace(self.path, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_model_file(path: Path, load: Any) -> Any:

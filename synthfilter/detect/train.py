@@ -31,8 +31,10 @@ import numpy as np
 from synthfilter.detect.evaluate import (
     LabelledData,
     DataError,
+    fmt_value,
     load_labelled,
     operating_point_at_threshold,
+    print_error,
     summarise,
     threshold_at_fpr,
 )
@@ -60,7 +62,6 @@ from synthfilter.detect.model import (
     head_file,
     lm_file,
     model_files,
-    print_error,
     staged_model_dir,
 )
 from synthfilter.detect.trees import TreeEnsemble
@@ -623,9 +624,6 @@ def _print_summary(con, out: Path, card: dict) -> None:  # noqa: ANN001
     for p in card["operating_points"]:
         table.add_row(p["name"], f"{p['threshold']:.4f}", f"{p['tpr']:.3f}", f"{p['fpr']:.4f}")
     con.print(table)
-    def f(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)  # e.g. AUROC of a single-class validation set
-
     for name, m in card["metrics"].items():
-        con.print(f"{name}: AUROC {f(m['auroc'], '.4f')}  TPR@1%FPR {f(m['tpr_at_fpr1'], '.3f')}  "
-                  f"TPR@5%FPR {f(m['tpr_at_fpr5'], '.3f')}  ECE {f(m['ece'], '.4f')}", highlight=False)
+        con.print(f"{name}: AUROC {fmt_value(m['auroc'], '.4f')}  TPR@1%FPR {fmt_value(m['tpr_at_fpr1'])}  "
+                  f"TPR@5%FPR {fmt_value(m['tpr_at_fpr5'])}  ECE {fmt_value(m['ece'], '.4f')}", highlight=False)

@@ -317,8 +317,8 @@ class _Corrupt(Exception):
 
 class _Decoder(io.RawIOBase):
     """Incremental decompression of gzip members (``_GzipDecoder``) or zstd frames
-    (``_ZstdDecoder``), one after another, that stops cleanly where the data breaks instead of
-    losing what it has decoded.
+    (``_ZstdDecoder``), one after another, each handed out only once it has checked, that stops
+    cleanly where the data breaks.
 
     ``readinto`` returns 0 at the end of the data and at a break; ``pending`` then describes
     the break, and ``resume()`` goes on at the next member or frame found after it (if any).
@@ -328,9 +328,8 @@ class _Decoder(io.RawIOBase):
     magic = b""
     unit = ""  # "gzip member" / "zstd frame"
 
-    def __init__(self, src: "_Input", size: int):
+    def __init__(self, src: "_Input"):
         self._src = src
-        self._size = size
         self._out = memoryview(b"")
         self._eof = False
         self.pending: Break | None = None
@@ -414,8 +413,14 @@ class _Decoder(io.RawIOBase):
     def _failed(self, start: int, checked: Any) -> Iterator[bytes]:
         raise NotImplementedError
 
-
     # -- shared by the decoders that read through ``_Input`` --------------------------------------
+
+    @staticmethod
+    def _held(window: list[bytes]) -> Iterator[bytes]:
+        """The decoded bytes a check held, in order, each let go as it is handed out."""
+        window.reverse()
+        while window:
+            yield window.pop()
 
     def _eof_offset(self) -> int:
         while not self._src.eof:
@@ -636,14 +641,10 @@ class _GzipDecoder(_Decoder):
         """The data of the member at ``start`` that its check let through: the window it held,
         then (for a member larger than the window) the rest, decoded again from the saved state
         up to the member's end (to the end of the file for a member cut short there)."""
-        limit = checked.end
-        window = checked.window
-        window.reverse()
-        while window:
-            yield window.pop()
+        yield from self._held(checked.window)
         if checked.resume is not None:
             state, at = checked.resume
-            yield from _ahead(self._again(start, state, at, limit))
+            yield from _ahead(self._again(start, state, at, checked.end))
 
     def _again(self, start: int, state: Any, at: int, limit: int | None = None) -> Iterator[bytes]:
         """``_inflate`` of bytes of the member at ``start`` that decoded without an error the
@@ -957,10 +958,7 @@ class _ZstdDecoder(_Decoder):
     def _emit(self, start: int, checked: "_ZstdChecked") -> Iterator[bytes]:
         """The data of the frame at ``start`` that its check let through: the window it held,
         then (for a frame larger than the window) the rest, decoded again from its start."""
-        window = checked.window
-        window.reverse()
-        while window:
-            yield window.pop()
+        yield from self._held(checked.window)
         if checked.overflow:
             yield from _ahead(self._again(start, checked.held))
 
@@ -1178,10 +1176,7 @@ class ShardReader:
             # Re-read by offset on a regular file (os.pread), spooled otherwise (a pipe).
             fd = f.fileno() if stat_module.S_ISREG(st.st_mode) else None
             src = _Input(io.BufferedReader(hraw, _CHUNK), fd)
-            if self.shard.compression == "gz":
-                decoder = _GzipDecoder(src, st.st_size)
-            else:
-                decoder = _ZstdDecoder(src, st.st_size)
+            decoder = (_GzipDecoder if self.shard.compression == "gz" else _ZstdDecoder)(src)
             stream: IO[bytes] = io.BufferedReader(decoder, _CHUNK)
         else:
             stream = io.BufferedReader(hraw, _CHUNK)

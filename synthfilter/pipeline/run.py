@@ -175,6 +175,7 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
     would leave records unread, or outputs that another config made, behind an exit 0."""
     before = {i["rel"]: i for i in manifest.get("inputs", [])}
     now = {sh.rel: sh for sh in shards}
+
     def names(rels: list[str]) -> str:
         return ", ".join(rels[:3]) + (f" and {len(rels) - 3:,} more" if len(rels) > 3 else "")
 
@@ -650,10 +651,13 @@ def _after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> Base
     if restore_replaced(out):
         return None
     work = out / WORK_DIR
-    if isinstance(e, ConfigError):
-        # The settings cannot do what they ask on this corpus (a target without scores or labels):
-        # new settings are needed, which a --resume would refuse, so nothing is kept.
+    if isinstance(e, (HumanLossError, ConfigError)):
+        # A policy refused the run, or its settings cannot do what they ask on this corpus (a
+        # target without scores or labels): new settings are needed, which a --resume would
+        # refuse, so nothing is left behind.
         shutil.rmtree(work, ignore_errors=True)
+        if not any(out.iterdir()):
+            out.rmdir()
         return None
     if not isinstance(e, InputError):
         return None
@@ -738,11 +742,7 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
             with _work_files(work):
                 ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
         except HumanLossError as e:
-            # The policy refused the run: leave nothing behind.
-            shutil.rmtree(work, ignore_errors=True)
-            if not any(out.iterdir()):
-                out.rmdir()
-            raise refusal_with_provenance(e, metas, cfg) from None
+            raise refusal_with_provenance(e, metas, cfg) from None  # nothing is left behind: _after_failure
         written: dict[str, dict[str, int]] = {}
         # The diversity section and report.html's charts need only the decisions: made in a thread
         # while the records are written (the write stage spends most of its time in zlib, without the GIL).

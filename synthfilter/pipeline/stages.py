@@ -830,13 +830,13 @@ def synthetic_without_estimate(counts: SurvivorCounts, cfg: Config, decisions: D
                                require_target: bool = True) -> bool:
     """Fill ``decisions.synthetic`` when there is nothing to estimate from (True), or leave it."""
     r = cfg.ratio
-    if (require_target and counts.survivors and not counts.scored and not counts.human and not counts.machine
-            and r.target_ratio is not None):
+    nothing = not counts.scored and not counts.human and not counts.machine
+    if require_target and counts.survivors and nothing and r.target_ratio is not None:
         # Without a score or a label there is nothing to downsample by: going on would ignore the target.
         raise ConfigError(f"cannot downsample to a synthetic share of {r.target_ratio:.1%}: none of the "
                           f"{counts.survivors:,} records has a known provenance or a detector score: enable the "
                           "detector or label the records (--provenance-field / --provenance-map)")
-    if not counts.survivors or (not counts.scored and not counts.human and not counts.machine):
+    if not counts.survivors or nothing:
         decisions.synthetic = {
             "known_provenance": {"human": 0, "machine": 0}, "detector_scored": 0,
             "target_ratio": r.target_ratio, "downsampled": 0, "method": None,

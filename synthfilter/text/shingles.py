@@ -245,7 +245,7 @@ def _token_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, segment
 
 def token_hashes_batch(
     texts: Sequence[str], spaceless_share: float = DEFAULT_SPACELESS_SHARE, chunk_bytes: int = 1 << 18,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``token_hash`` of every token of every normalised text, in order (words; single visible
     characters for texts mostly in scripts written without spaces, as ``shingles`` decides),
     without a Python loop over tokens. Returns ``(hashes, offsets, char_mode)``: uint32 hashes,

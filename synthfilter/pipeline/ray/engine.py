@@ -156,9 +156,10 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     except BaseException as e:
         if out_store.local is not None and restore_replaced(out_store.local):  # what --overwrite moved aside
             raise
-        if isinstance(e, ConfigError):
-            # Settings that cannot do what they ask here (a target without scores or labels): a
-            # --resume would refuse the new ones, so nothing is kept (as the local engine).
+        if isinstance(e, (HumanLossError, ConfigError)):
+            # A policy refused the run, or settings that cannot do what they ask here (a target
+            # without scores or labels): a --resume would refuse new ones, so nothing is kept
+            # (as the local engine).
             out_store.delete(WORK_DIR)
             if out_store.local is not None and out_store.local.is_dir() and not any(out_store.local.iterdir()):
                 out_store.local.rmdir()
@@ -193,10 +194,7 @@ def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignor
             progress.log(f"decide: {rejected:,} rejected as duplicates or downsampled "
                          f"({time.perf_counter() - t_decide:,.1f} s)")
         except HumanLossError as e:
-            out_store.delete(WORK_DIR)
-            if out_store.local is not None and not any(out_store.local.iterdir()):
-                out_store.local.rmdir()
-            raise refusal_with_provenance(e, metas, cfg) from None
+            raise refusal_with_provenance(e, metas, cfg) from None  # nothing is left behind: run_pipeline_ray
         written: dict[str, dict[str, int]] = {}
         if not cfg.dry_run:
             written = write_all(sources, cfg, work, out_store, progress)
