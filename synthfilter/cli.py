@@ -514,11 +514,47 @@ def _gate_process() -> None:
             pass
 
 
+def _redeliver_lost_interrupt(info: Any) -> None:
+    """``sys.unraisablehook`` of the command's own process. A Ctrl-C (or the run's SIGTERM) that
+    arrives while Python runs a callback it cannot raise from (a weakref callback, such as the
+    import system's module-lock cleanup, or a ``__del__``) is printed as "Exception ignored in
+    ..." with a traceback, and lost: the run goes on. Such an interrupt is sent again, so that it
+    is raised where the command handles it (one line, exit 130); anything else is shown as before."""
+    kind = info.exc_type
+    if kind is not None and issubclass(kind, KeyboardInterrupt):
+        signum = getattr(info.exc_value, "signum", signal.SIGINT)
+        if callable(signal.getsignal(signum)):  # a Python handler still wants it
+            import threading
+
+            threading.Thread(target=_send_when_returned, args=(threading.get_ident(), signum),
+                             name="synthfilter-interrupt", daemon=True).start()
+        return
+    sys.__unraisablehook__(info)
+
+
+def _send_when_returned(thread_id: int, signum: int) -> None:
+    """Sends ``signum`` once the hook has returned: sent from the hook itself, the handler's
+    exception would be raised inside the hook, and be lost with it."""
+    import time
+
+    hook = _redeliver_lost_interrupt.__code__
+    for _ in range(2000):
+        frame = sys._current_frames().get(thread_id)
+        while frame is not None and frame.f_code is not hook:
+            frame = frame.f_back
+        if frame is None:
+            break
+        time.sleep(0.001)
+    os.kill(os.getpid(), signum)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     global _OWN_PROCESS, _EXITS_PROCESS
     _OWN_PROCESS = True
     _EXITS_PROCESS = argv is None  # the console script or ``python -m``, not a caller passing argv
+    if _EXITS_PROCESS:
+        sys.unraisablehook = _redeliver_lost_interrupt
     try:
         app(args=argv, prog_name="synthfilter", standalone_mode=True)
     except SystemExit as e:
