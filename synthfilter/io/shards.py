@@ -1521,7 +1521,9 @@ class AtomicJsonlWriter:
         if compression == "gz":
             self._stream = gzip.GzipFile(filename="", fileobj=self._file, mode="wb", mtime=0, compresslevel=6)
         elif compression == "zst":
-            self._stream = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+            # With a content checksum, as the zstd tool writes: a reader (ours too) can then tell
+            # a damaged frame from a good one instead of trusting what it decodes to.
+            self._stream = zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(self._file, closefd=False)
         else:
             self._stream = None
         self._buf: list[bytes] = []

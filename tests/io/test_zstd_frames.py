@@ -281,3 +281,16 @@ def test_input_that_cannot_seek_reads_the_same(tmp_path: Path, monkeypatch: pyte
                  _frame(lines, checksum=False)[:-2000]):
         regular.write_bytes(data)
         assert read_through_fifo(fifo, data, _read) == _read(regular)
+
+
+def test_zst_outputs_carry_a_content_checksum(tmp_path: Path) -> None:
+    # Our own .zst outputs are read back as inputs of the next stage: written with a content
+    # checksum, a damaged frame is set aside there instead of read as records.
+    out = tmp_path / "kept.jsonl.zst"
+    writer = shards.AtomicJsonlWriter(out, "zst")
+    writer.write_lines(_lines(50, 3))
+    writer.commit()
+    params = zstandard.get_frame_parameters(out.read_bytes())
+    assert params.has_checksum
+    with zstandard.ZstdDecompressor().stream_reader(out.open("rb")) as r:
+        assert r.read().count(b"\n") == 50
