@@ -379,7 +379,10 @@ def run(s: Settings, data: list[str], work: Path, text_field: str = "text", labe
                          f"kept {_share(stats['estimated_share_after'])} vs {stats['true_share_after']:.3f}, "
                          f"AUROC {stats['detector_auroc']:.4f}")
         for i, r in enumerate(names):
-            models[r] = KneserNeyTrigram(train[r], V)
+            if train[r]:
+                models[r] = KneserNeyTrigram(train[r], V)
+            else:  # the filter kept nothing it could vouch for: nothing to retrain on, the model stays
+                notes.append(f"{r}: filter kept no record, model not retrained")
             outputs[r] = generate(models[r], s, [i + 1, g], H)
             results["metrics"][r].append(measure(models[r], outputs[r], corpus, s, test_unigrams))
         line = "  ".join(f"{r} {results['metrics'][r][-1]['perplexity']:.0f}/{results['metrics'][r][-1]['distinct_2']:.3f}"
