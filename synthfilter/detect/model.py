@@ -317,6 +317,23 @@ class Calibrator:
             return cls(z["x"], z["y"])
 
 
+def check_card_files(directory: Path, card: Any) -> None:
+    """Each file the card lists (``files``: name -> bytes, sha256) must be the one it describes: a
+    file replaced by another model's, or edited, would score with parts that were never trained
+    together, and every figure on the card would describe another model. Cards without the list
+    (written by hand, or before it existed) are not checked."""
+    files = card.get("files") if isinstance(card, dict) else None
+    if not isinstance(files, dict):
+        return
+    for name, want in sorted(files.items()):
+        path = directory / name
+        if not isinstance(want, dict) or "sha256" not in want or not path.is_file():
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != want["sha256"]:
+            raise ModelError(f"{path}: does not match the model card (sha256 differs: the file was changed or comes "
+                             "from another model); reinstall the model or train it again")
+
+
 def files_sha256(directory: Path, names: Sequence[str] | None = None) -> str:
     """One stable digest over the named files (name and content), in a fixed order; by default
     the files the directory's config lists."""
@@ -407,7 +424,9 @@ class Detector:
             raise ModelError(f"{d / CONFIG_FILE}: damaged: no expert centre / spread ({e!r})") from None
         experts = [Expert(k, read_model_file(d / expert_file(k), load_expert), *spread[k]) for k in kinds]
         adapter = read_model_file(d / ADAPTER_FILE, LinearModel.load) if adapted else None
-        return cls(d, components, experts, read_model_file(d / CALIBRATION_FILE, Calibrator.load), config, card, adapter)
+        calibrator = read_model_file(d / CALIBRATION_FILE, Calibrator.load)
+        check_card_files(d, card)
+        return cls(d, components, experts, calibrator, config, card, adapter)
 
     @property
     def model_id(self) -> str:

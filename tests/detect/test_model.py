@@ -149,6 +149,26 @@ def test_a_damaged_model_file_is_named_in_a_model_error(tmp_path, damage):
     assert code == 2 and victim.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_model_file_that_is_not_the_cards_is_refused(tmp_path):
+    # Files that load but were never trained together (one model's LM copied over another's, or
+    # an edited config) score with a model the card does not describe: refused, naming the file.
+    import shutil
+
+    from synthfilter.detect.model import ModelError
+
+    d = tmp_path / "model"
+    shutil.copytree(default_model_path(), d)
+    Detector.load(d)  # a faithful copy loads
+    shutil.copyfile(d / "lm_chat.npz", d / "lm_base.npz")
+    with pytest.raises(ModelError, match="lm_base.npz: does not match the model card"):
+        Detector.load(d)
+    # A card without the file list (hand-written, older) is not checked.
+    card = json.loads((d / "card.json").read_text(encoding="utf-8"))
+    del card["files"]
+    (d / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    Detector.load(d)
+
+
 def test_default_model_path_points_at_the_repo_or_the_wheel():
     p = default_model_path()
     assert p.name == "default"
