@@ -10,6 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import regex
+
+# Nothing a reader would see: white space and format characters (zero-width space and joiners,
+# the byte-order mark, soft hyphens, direction marks), which str.strip() keeps. CMS exports
+# leave bodies of nothing else ("&#8203;", a pasted BOM).
+_BLANK = regex.compile(r"[\s\p{Cf}]*+")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, or only white space and format characters."""
+    return not text or text.isspace() or _BLANK.fullmatch(text) is not None
+
 _MISSING = object()
 
 
@@ -55,7 +67,7 @@ class FieldSpec:
         if not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
             return rid, None, prov, f"text field {self.text_field!r} is {kind}, expected a string"
-        if not value.strip():
+        if is_blank(value):
             return rid, None, prov, f"text field {self.text_field!r} is empty"
         return rid, value, prov, None
 

@@ -12,6 +12,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from synthfilter.records import is_blank
+
 
 class DataError(ValueError):
     """Input data cannot be used; the message names the file (and line) and what to do."""
@@ -146,7 +148,7 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
         if type(text) is not str:
             kind = "null" if text is None else type(text).__name__
             return DataError(f"{path}:{lineno}: text field {text_field!r} is {kind}, expected a string")
-        if not text or text.isspace():
+        if is_blank(text):
             return DataError(f"{path}:{lineno}: text field {text_field!r} is empty")
         if value is None:
             return DataError(f"{path}:{lineno}: label is null (field {label_field!r}); every record needs a "
@@ -165,7 +167,7 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
                     text, value = rec[text_field], rec[label_field]
                 except KeyError:
                     raise problem(path, lineno, rec) from None
-                if type(text) is not str or not text or text.isspace():
+                if type(text) is not str or is_blank(text):
                     raise problem(path, lineno, rec)
                 code = known.get(value) if type(value) is str else None
                 if code is None:

@@ -192,7 +192,7 @@ def test_iter_jsonl_keeps_line_numbers_big_integers_and_replaces_lone_surrogates
     assert got[1][1]["text"] == "half \ufffd emoji"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t \u00a0"])
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \u00a0", "\u200b\u200d\ufeff"])
 def test_empty_or_whitespace_text_is_an_error(tmp_path, text):
     rows = _records(4, seed=5)
     rows[1]["text"] = text

@@ -69,6 +69,8 @@ BAD_LINES = {
     "non-string text": (b'{"text": 42}', "is int, expected a string"),
     "null text": (b'{"text": null}', "is null, expected a string"),
     "empty text": (b'{"text": "   "}', "is empty"),
+    # Nothing a reader sees: zero-width space, BOM, soft hyphen, no-break space (a CMS's empty body)
+    "invisible text": (b'{"text": "\\u200b\\ufeff \\u00ad\\u00a0"}', "is empty"),
     "not an object": (b'["text", "in a list"]', "expected a JSON object"),
 }
 
