@@ -1198,7 +1198,12 @@ def plan_downsampling(
         warnings.append(
             f"to be sure of the target the plan had to drop every record without provenance ({k:,}): within the "
             "bound the detector cannot tell the human records apart from the synthetic ones here"
-            + (f" (the bound is widened {_WIDENED_OVER[reliability.interval]})" if widened else "")  # type: ignore[union-attr]
+            + (f" (the bound is widened {_WIDENED_OVER[reliability.interval]})" if widened else
+               " (the model card's held-out texts are too few to vouch for a cut this deep)"
+               if kept_share.card_bin is not None else "")
+            + ". To keep more, give part of the corpus provenance metadata (--provenance-field), raise the target, "
+            "or set ratio.safety = \"point\" to cut by the estimate alone (the kept share may then be over the "
+            "target)"
         )
     elif human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
         warnings.append(

@@ -450,7 +450,9 @@ def test_a_plan_that_cannot_vouch_for_any_record_drops_them_all_and_says_so() ->
     card["operating_points"] = [p for p in card["operating_points"] if p["name"] in ("fpr1", "fpr5")]
     plan = plan_downsampling(s, unknown(len(s)), u, 0.05, card=card, n_boot=200, widen="unseen_source")
     assert not plan.keep.any()
-    assert any("drop every record without provenance" in w for w in plan.to_report()["warnings"])
+    (warning,) = [w for w in plan.to_report()["warnings"] if "drop every record without provenance" in w]
+    assert "(the bound is widened over the rates of sources the detector never saw)" in warning
+    assert "ratio.safety = \"point\"" in warning and "--provenance-field" in warning  # what to do
 
 
 @pytest.mark.parametrize("share", [0.05, 0.2])
@@ -480,6 +482,20 @@ def tail_heavy_scores(n_h: int, n_m: int, rng: np.random.Generator) -> tuple[np.
     h, m = class_scores(n_h, n_m, rng)
     look_human, _ = class_scores(n_m, 0, rng)
     return h, np.where(rng.uniform(size=n_m) < 0.08, look_human, m)
+
+
+def test_held_out_histograms_too_few_for_a_deep_cut_drop_everything_and_say_why() -> None:
+    # A card measured on 150 texts of each class cannot vouch for a 10 % cut of an 80 % corpus.
+    rng = np.random.default_rng(8)
+    card = make_card(source_shift=False, held_out=class_scores(150, 150, rng))
+    s, y = corpus(4000, 0.8, seed=9)
+    u = record_uniform(0, [f"r{i}" for i in range(len(s))])
+    plan = plan_downsampling(s, unknown(len(s)), u, 0.1, card=card, n_boot=200)
+    assert not plan.keep.any()
+    (warning,) = [w for w in plan.to_report()["warnings"] if "drop every record without provenance" in w]
+    assert "held-out texts are too few to vouch for a cut this deep" in warning
+    # The same corpus with the card measured on 1,500 / 6,000 texts keeps human text.
+    assert plan_downsampling(s, unknown(len(s)), u, 0.1, card=make_card(source_shift=False), n_boot=200).keep[~y].mean() > 0.2
 
 
 def test_held_out_histograms_keep_a_deep_cut_honest_where_the_calibration_is_too_sure() -> None:
