@@ -949,9 +949,9 @@ class _KeptShare:
         self.dist = dist
         self.card_bin: np.ndarray | None = None
         if dist is not None and scores is not None and self.z is not None and an.bins is not None:
-            self.card_bin = np.full(len(provenance), -1, dtype=np.int64)
-            s = np.asarray(scores, dtype=np.float64).ravel()
-            self.card_bin[an.scored] = dist.bin_of(s[an.scored])
+            # int16: 2 bytes a record more at decide time (a card has a few dozen bins).
+            self.card_bin = np.full(len(provenance), -1, dtype=np.int16 if dist.bins < 2 ** 15 else np.int32)
+            self.card_bin[an.scored] = dist.bin_of(np.asarray(scores).ravel()[an.scored].astype(np.float64))
             self.in_card_bin = np.bincount(self.card_bin[an.scored], minlength=dist.bins)
             self.u_held = np.random.default_rng([seed, 2]).uniform(size=(2, len(self.z)))
 
