@@ -922,7 +922,7 @@ class _KeptShare:
     """
 
     def __init__(self, an: _Analysis, provenance: np.ndarray, posterior: np.ndarray, n_boot: int, seed: int,
-                 scores: np.ndarray | None = None, dist: rel.ScoreDistribution | None = None):
+                 dist: rel.ScoreDistribution | None = None):
         self.an = an
         self.widened = an.corners is not None or bool(an.below)
         self.prov = provenance
@@ -943,16 +943,15 @@ class _KeptShare:
         self.scores = np.full(len(provenance), -np.inf)
         if an.bins is not None:
             self.scores[an.scored] = an.bins.score[an.bins.index]
-        # The held-out histograms' view: card bin of each scored record, and the fixed uniforms
-        # that turn the held-out counts into each replicate's draw (the same for every kept set,
-        # so the bound moves smoothly as the plan drops more).
+        # The held-out histograms' view: the card bin of each score bin (by its representative
+        # score; a score bin is far narrower than a card bin), and the fixed uniforms that turn
+        # the held-out counts into each replicate's draw (the same for every kept set, so the
+        # bound moves smoothly as the plan drops more).
         self.dist = dist
-        self.card_bin: np.ndarray | None = None
-        if dist is not None and scores is not None and self.z is not None and an.bins is not None:
-            # int16: 2 bytes a record more at decide time (a card has a few dozen bins).
-            self.card_bin = np.full(len(provenance), -1, dtype=np.int16 if dist.bins < 2 ** 15 else np.int32)
-            self.card_bin[an.scored] = dist.bin_of(np.asarray(scores).ravel()[an.scored].astype(np.float64))
-            self.in_card_bin = np.bincount(self.card_bin[an.scored], minlength=dist.bins)
+        self.card_of_bin: np.ndarray | None = None
+        if dist is not None and self.z is not None and an.bins is not None:
+            self.card_of_bin = dist.bin_of(an.bins.score)
+            self.in_card_bin = np.bincount(self.card_of_bin, weights=an.bins.counts, minlength=dist.bins)
             self.u_held = np.random.default_rng([seed, 2]).uniform(size=(2, len(self.z)))
 
     def replicates(self, kept: np.ndarray) -> list[np.ndarray] | None:
@@ -979,29 +978,30 @@ class _KeptShare:
                 below = self._count(np.c_[share, self.pi_sets[-1]], np.r_[float(len(k_bins)), n_unscored], var)
                 sets[-1] = np.clip((machines + below) / m, 0.0, 1.0)
                 break
-        if self.card_bin is not None:
-            held_out = self._held_out(kept, n_unscored)
+        if self.card_of_bin is not None:
+            held_out = self._held_out(per_bin, n_unscored)
             sets.append(np.clip((machines + held_out) / m, 0.0, 1.0))
         return sets
 
-    def _held_out(self, kept: np.ndarray, n_unscored: float) -> np.ndarray:
-        """Per replicate, the synthetic records among the kept ones as the card's held-out
-        histograms see them. The kept records count as every record scored below the highest
-        card bin any of them is in, plus the same fraction of that bin's held-out texts as of its
-        records here: exact for a threshold cut but for the bin's shape (its lower part, which a
-        cut keeps, is the more human), an upper bound for the uniform strategy's (a higher bin is
-        at least as synthetic as a lower one). Each class's count there is drawn from its
-        posterior (Beta, Jeffreys prior: none of 2,000 held-out texts scoring this low still
-        leaves room for one in a thousand) and turned into a share at the replicate's prior."""
+    def _held_out(self, per_bin: np.ndarray, n_unscored: float) -> np.ndarray:
+        """Per replicate, the synthetic records among the kept ones (``per_bin``: kept records
+        per score bin) as the card's held-out histograms see them. The kept records count as
+        every record scored below the highest card bin any of them is in, plus the same fraction
+        of that bin's held-out texts as of its records here: exact for a threshold cut but for
+        the bin's shape (its lower part, which a cut keeps, is the more human), an upper bound for
+        the uniform strategy's (a higher bin is at least as synthetic as a lower one). Each
+        class's count there is drawn from its posterior (Beta, Jeffreys prior: none of 2,000
+        held-out texts scoring this low still leaves room for one in a thousand) and turned into
+        a share at the replicate's prior."""
         from scipy.special import betaincinv
 
-        assert self.card_bin is not None and self.dist is not None
-        c_bins = self.card_bin[kept]
-        c_bins = c_bins[c_bins >= 0]
+        assert self.card_of_bin is not None and self.dist is not None
+        per_card = np.bincount(self.card_of_bin, weights=per_bin, minlength=self.dist.bins)
+        n_scored = float(per_bin.sum())
         pi = self.pi_sets[-1]
-        if len(c_bins):
-            top = int(c_bins.max())
-            part = float((c_bins == top).sum()) / float(self.in_card_bin[top])
+        if n_scored > 0:
+            top = int(np.flatnonzero(per_card)[-1])
+            part = float(per_card[top]) / float(self.in_card_bin[top])
             shares = []
             for counts, u in zip((self.dist.machine, self.dist.human), self.u_held):
                 below = float(counts[:top].sum()) + part * float(counts[top])
@@ -1010,8 +1010,8 @@ class _KeptShare:
             q = pi * f_m / np.maximum(pi * f_m + (1.0 - pi) * f_h, 1e-300)
         else:
             q = np.zeros_like(pi)
-        var = len(c_bins) * float(np.mean(q * (1 - q))) + n_unscored * float(np.mean(pi * (1 - pi)))
-        return self._count(np.c_[q, pi], np.r_[float(len(c_bins)), n_unscored], var)
+        var = n_scored * float(np.mean(q * (1 - q))) + n_unscored * float(np.mean(pi * (1 - pi)))
+        return self._count(np.c_[q, pi], np.r_[n_scored, n_unscored], var)
 
     def _count(self, q: np.ndarray, counts: np.ndarray, var: float) -> np.ndarray:
         """Per replicate, how many kept records are synthetic: ``counts`` records per bin, each
@@ -1023,7 +1023,7 @@ class _KeptShare:
         reps = self.replicates(kept)
         if reps is None:
             return float(np.sort(self.posterior[kept]).sum() / max(int(kept.sum()), 1))
-        if self.card_bin is not None and not self.widened:
+        if self.card_of_bin is not None and not self.widened:
             reps = reps[-1:]  # the held-out view carries the calibration's uncertainty, the map's none
         return max(float(np.quantile(r, confidence)) for r in reps)
 
@@ -1152,7 +1152,7 @@ def plan_downsampling(
     if an.bins is not None:
         posterior[an.scored] = _sigmoid(logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
-    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, scores, rel.card_score_distribution(card)[0])
+    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, rel.card_score_distribution(card)[0])
 
     order = drop_order(posterior, prov, u, strategy)
     q_ordered = posterior[order]
@@ -1200,7 +1200,7 @@ def plan_downsampling(
             "bound the detector cannot tell the human records apart from the synthetic ones here"
             + (f" (the bound is widened {_WIDENED_OVER[reliability.interval]})" if widened else
                " (the model card's held-out texts are too few to vouch for a cut this deep)"
-               if kept_share.card_bin is not None else "")
+               if kept_share.card_of_bin is not None else "")
             + ". To keep more, give part of the corpus provenance metadata (--provenance-field), raise the target, "
             "or set ratio.safety = \"point\" to cut by the estimate alone (the kept share may then be over the "
             "target)"
