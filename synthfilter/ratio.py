@@ -916,9 +916,9 @@ class _KeptShare:
     prior). The map is fitted on few texts where scores are lowest, and a kept set cut deep into
     that tail (a 10 % target on an 80 % corpus) is where it is least sure: on the shipped model
     it said about 5 % synthetic where held-out texts showed 12 %, and kept sets broke their 95 %
-    bound in a fifth to a quarter of held-out mixtures there. The held-out view carries the uncertainty of its counts, which
-    the map's does not, so it sets the upper bound (with the widened sets, when the interval
-    is widened); the interval spans every view.
+    bound in a fifth to a quarter of held-out mixtures there. The held-out view carries the
+    uncertainty of its counts, which the map's does not, so it sets the upper bound (with the
+    widened sets, when the interval is widened); the interval spans every view.
     """
 
     def __init__(self, an: _Analysis, provenance: np.ndarray, posterior: np.ndarray, n_boot: int, seed: int,
