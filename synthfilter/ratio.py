@@ -1152,7 +1152,7 @@ def plan_downsampling(
     if an.bins is not None:
         posterior[an.scored] = _sigmoid(logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
-    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, rel.card_score_distribution(card)[0])
+    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, _bound_histograms(card, reliability, known_scores, prov))
 
     order = drop_order(posterior, prov, u, strategy)
     q_ordered = posterior[order]
@@ -1238,6 +1238,25 @@ def plan_downsampling(
             "use a stronger detector / provenance metadata."
         )
     return plan
+
+
+def _bound_histograms(card: Mapping[str, Any] | None, reliability: rel.Reliability | None,
+                      known_scores: np.ndarray | None, provenance: np.ndarray) -> rel.ScoreDistribution | None:
+    """The held-out histograms the kept share's bound reads: the card's, plus this corpus's
+    records of known provenance when the reliability checks re-measured the detector's rates on
+    them (both classes, ``MIN_LABELLED`` or more each). They are the corpus's own evidence: the
+    more there are, the deeper a cut the bound can vouch for."""
+    dist, _ = rel.card_score_distribution(card)
+    if dist is None or reliability is None:
+        return dist
+    check = next((c for c in reliability.checks if c.name == "provenance"), None)
+    if check is None or check.figures.get("rates_used") != "corpus":
+        return dist
+    labelled = labelled_scores(known_scores, provenance, card)
+    if labelled is None:
+        return dist
+    return rel.ScoreDistribution(dist.edges, dist.human + labelled.histogram(labelled.human, dist),
+                                 dist.machine + labelled.histogram(labelled.machine, dist))
 
 
 def _first_safe(

@@ -514,3 +514,20 @@ def test_held_out_histograms_keep_a_deep_cut_honest_where_the_calibration_is_too
     assert y[honest.keep].mean() <= 0.12 and honest.keep[~y].mean() > 0.6
     lo, hi = honest.ci95_after
     assert lo <= y[honest.keep].mean() <= hi
+
+
+def test_labelled_records_let_the_bound_vouch_for_a_deeper_cut() -> None:
+    # The card's histograms (150 texts a class) vouch for little at 80 % synthetic cut to 10 %.
+    # With 300 records of each class labelled in the corpus itself (the rates re-measured on them)
+    # they join the bound's histograms, and the plan keeps more of the unlabelled human text,
+    # still within the bound.
+    card = make_card(source_shift=False, held_out=class_scores(150, 150, np.random.default_rng(8)))
+    masked, scores, prov, y = labelled_corpus(4000, 0.8, 300, 300, seed=9)
+    truth = np.r_[y, np.zeros(300, bool), np.ones(300, bool)]
+    u = record_uniform(0, [f"r{i}" for i in range(len(prov))])
+    alone = plan_downsampling(masked, prov, u, 0.1, card=card, n_boot=200)
+    labelled = plan_downsampling(masked, prov, u, 0.1, card=card, n_boot=200, known_scores=scores)
+    assert labelled.before.reliability.to_dict()["checks"]["provenance"]["rates_used"] == "corpus"
+    human_unlabelled = (prov == 0) & ~truth
+    assert alone.keep[human_unlabelled].mean() < 0.5 < 0.6 < labelled.keep[human_unlabelled].mean()
+    assert truth[alone.keep].mean() <= 0.12 and truth[labelled.keep].mean() <= 0.12
