@@ -1109,9 +1109,10 @@ def plan_downsampling(
             shows the target met); ``proceed`` plans with the widened interval and marks the
             kept share unknown (``kept_share_known``).
 
-    If the estimated share before is already <= R, nothing is dropped, unless the interval is
-    widened (the detector doubtful or unreliable here, or ``widen = "unseen_source"``) and its
-    upper bound exceeds R + ``tolerance``.
+    If the estimated share before is already <= R, nothing is dropped, unless (``safety =
+    "upper"``) the whole corpus's upper bound exceeds R + ``tolerance``: an estimate under the
+    target with a wide interval (a small corpus, rates re-measured on few labelled records, a
+    widened interval) is cut to its bound like any other.
     """
     if not 0.0 <= target_ratio < 1.0:
         raise ValueError(f"target_ratio must be in [0, 1), got {target_ratio}")
@@ -1164,7 +1165,7 @@ def plan_downsampling(
     tol = 1e-12
     bound = min(target_ratio + tolerance, 1.0)
     if an.estimate.share <= target_ratio + tol and not (
-        widened and safety == "upper" and n_boot > 0 and kept_share.upper(np.ones(n, dtype=bool), confidence) > bound
+        safety == "upper" and n_boot > 0 and kept_share.upper(np.ones(n, dtype=bool), confidence) > bound
     ):
         k = 0
         k_point = 0
