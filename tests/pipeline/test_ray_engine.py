@@ -415,6 +415,9 @@ def _readers_of(path: Path) -> list[int]:
     return pids
 
 
+_FIFO_WAIT_S = 60.0  # how long the feeder waits for a reader to show up, or to drain the pipe
+
+
 class FifoFeeder(threading.Thread):
     """Serves a shard's bytes through a named pipe, once per reader. On the opens numbered in
     ``kill_on`` it sends half, SIGKILLs the reading worker process and hangs up; after the
@@ -441,7 +444,11 @@ class FifoFeeder(threading.Thread):
             os.set_blocking(fd, True)
             n, self.opens = self.opens, self.opens + 1
             readers: list[int] = []
-            for _ in range(500):  # the woken reader's descriptor shows up in /proc shortly
+            # The woken reader's descriptor shows up in /proc shortly; on a loaded machine (the
+            # suite beside a benchmark on both cores) it took more than 5 s once, and a kill that
+            # found no reader to kill failed the test.
+            deadline = time.monotonic() + _FIFO_WAIT_S
+            while time.monotonic() < deadline:
                 readers = _readers_of(self.fifo)
                 if readers:
                     break
@@ -469,7 +476,8 @@ class FifoFeeder(threading.Thread):
         session's bytes from the start."""
         os.write(fd, self.data[: len(self.data) // 2])
         pending = array.array("i", [1])
-        for _ in range(500):
+        deadline = time.monotonic() + _FIFO_WAIT_S
+        while time.monotonic() < deadline:
             fcntl.ioctl(fd, termios.FIONREAD, pending)
             if pending[0] == 0:
                 break
