@@ -417,6 +417,7 @@ class _Analysis:
     corners: tuple[np.ndarray, np.ndarray] | None = None
     corner_shifts: tuple[np.ndarray, np.ndarray] | None = None
     below: list[tuple[float, np.ndarray]] = field(default_factory=list)  # see _widened
+    labelled: rel.LabelledScores | None = None  # the known-provenance records' scores, counted
 
 
 def _check_inputs(scores: np.ndarray, provenance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -483,13 +484,14 @@ def _analyse(
     scored = unknown & np.isfinite(s)
     unscored = unknown & ~np.isfinite(s)
     bins = _Bins.build(s[scored]) if scored.any() else None
+    labelled = labelled_scores(known_scores, prov, card)
     got = _estimate_from_bins(
         bins, len(s), int(unscored.sum()), int((prov == HUMAN).sum()), int((prov == MACHINE).sum()),
-        card, method, n_boot, seed, labelled_scores(known_scores, prov, card), widen,
+        card, method, n_boot, seed, labelled, widen,
     )
     est = got.estimate
     an = _Analysis(est, bins, scored, unscored, got.pi, got.pi_boot, est.train_prior, corners=got.corners,
-                   below=got.below)
+                   below=got.below, labelled=labelled)
     if bins is not None and posteriors:
         an.shift = float(_logit_shift(bins, np.array([got.pi]), est.train_prior, est.method)[0])
         an.shift_boot = _logit_shift(bins, got.pi_boot, est.train_prior, est.method)
@@ -1153,7 +1155,7 @@ def plan_downsampling(
     if an.bins is not None:
         posterior[an.scored] = _sigmoid(logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
-    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, _bound_histograms(card, reliability, known_scores, prov))
+    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, _bound_histograms(card, an))
 
     order = drop_order(posterior, prov, u, strategy)
     q_ordered = posterior[order]
@@ -1241,23 +1243,21 @@ def plan_downsampling(
     return plan
 
 
-def _bound_histograms(card: Mapping[str, Any] | None, reliability: rel.Reliability | None,
-                      known_scores: np.ndarray | None, provenance: np.ndarray) -> rel.ScoreDistribution | None:
+def _bound_histograms(card: Mapping[str, Any] | None, an: _Analysis) -> rel.ScoreDistribution | None:
     """The held-out histograms the kept share's bound reads: the card's, plus this corpus's
     records of known provenance when the reliability checks re-measured the detector's rates on
     them (both classes, ``MIN_LABELLED`` or more each). They are the corpus's own evidence: the
     more there are, the deeper a cut the bound can vouch for."""
     dist, _ = rel.card_score_distribution(card)
-    if dist is None or reliability is None:
+    reliability = an.estimate.reliability
+    if dist is None or reliability is None or an.labelled is None:
         return dist
     check = next((c for c in reliability.checks if c.name == "provenance"), None)
     if check is None or check.figures.get("rates_used") != "corpus":
         return dist
-    labelled = labelled_scores(known_scores, provenance, card)
-    if labelled is None:
-        return dist
-    return rel.ScoreDistribution(dist.edges, dist.human + labelled.histogram(labelled.human, dist),
-                                 dist.machine + labelled.histogram(labelled.machine, dist))
+    lab = an.labelled
+    return rel.ScoreDistribution(dist.edges, dist.human + lab.histogram(lab.human, dist),
+                                 dist.machine + lab.histogram(lab.machine, dist))
 
 
 def _first_safe(

@@ -20,7 +20,9 @@ _BLANK = regex.compile(r"[\s\p{Cf}]*+")
 
 def is_blank(text: str) -> bool:
     """True when ``text`` shows nothing: empty, or only white space and format characters."""
-    return not text or text.isspace() or _BLANK.fullmatch(text) is not None
+    if text[:1].isalnum():
+        return False  # most texts: a letter or digit first is never blank (cheaper than str.strip())
+    return _BLANK.fullmatch(text) is not None
 
 _MISSING = object()
 

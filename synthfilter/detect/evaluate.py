@@ -120,8 +120,9 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
 
     Labels match the way the provenance mapper matches values: text stripped and case-folded,
     booleans as true/false, integral numbers as integers (``--human-label false`` matches JSON
-    false and "False"; ``--machine-label 1`` matches 1, 1.0 and "1"). A null label, an empty or
-    whitespace-only text and an empty file are errors.
+    false and "False"; ``--machine-label 1`` matches 1, 1.0 and "1"). A null label, an empty text
+    (``records.is_blank``: nothing but white space or invisible format characters) and an empty
+    file are errors.
     """
     from synthfilter.provenance import canonical_value
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -317,34 +317,41 @@ class Calibrator:
             return cls(z["x"], z["y"])
 
 
-def check_card_files(directory: Path, card: Any) -> None:
+def check_card_files(directory: Path, card: Any) -> dict[str, bytes]:
     """Each file the card lists (``files``: name -> bytes, sha256) must be the one it describes: a
     file replaced by another model's, or edited, would score with parts that were never trained
     together, and every figure on the card would describe another model. Cards without the list
-    (written by hand, or before it existed) are not checked."""
+    (written by hand, or before it existed) are not checked. Returns the checked files' digests
+    (``files_sha256`` reuses them instead of reading the files again)."""
     files = card.get("files") if isinstance(card, dict) else None
+    digests: dict[str, bytes] = {}
     if not isinstance(files, dict):
-        return
+        return digests
     for name, want in sorted(files.items()):
         path = directory / name
         if not isinstance(want, dict) or "sha256" not in want or not path.is_file():
             continue
-        if hashlib.sha256(path.read_bytes()).hexdigest() != want["sha256"]:
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        if digest.hex() != want["sha256"]:
             raise ModelError(f"{path}: does not match the model card (sha256 differs: the file was changed or comes "
                              "from another model); reinstall the model or train it again")
+        digests[name] = digest
+    return digests
 
 
-def files_sha256(directory: Path, names: Sequence[str] | None = None) -> str:
+def files_sha256(directory: Path, names: Sequence[str] | None = None,
+                 digests: Mapping[str, bytes] | None = None) -> str:
     """One stable digest over the named files (name and content), in a fixed order; by default
-    the files the directory's config lists."""
+    the files the directory's config lists. ``digests``: files' sha256 already computed."""
     if names is None:
         config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         names = config.get("files") or [CONFIG_FILE]
+    digests = digests or {}
     h = hashlib.sha256()
     for name in sorted(names):
         h.update(name.encode())
         h.update(b"\0")
-        h.update(hashlib.sha256((directory / name).read_bytes()).digest())
+        h.update(digests.get(name) or hashlib.sha256((directory / name).read_bytes()).digest())
     return h.hexdigest()
 
 
@@ -386,6 +393,7 @@ class Detector:
         self.card = card
         self.batch_size = batch_size
         self._sha256: str | None = None
+        self._digests: dict[str, bytes] = {}  # files' sha256 from the card check at load
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Detector":
@@ -425,8 +433,9 @@ class Detector:
         experts = [Expert(k, read_model_file(d / expert_file(k), load_expert), *spread[k]) for k in kinds]
         adapter = read_model_file(d / ADAPTER_FILE, LinearModel.load) if adapted else None
         calibrator = read_model_file(d / CALIBRATION_FILE, Calibrator.load)
-        check_card_files(d, card)
-        return cls(d, components, experts, calibrator, config, card, adapter)
+        det = cls(d, components, experts, calibrator, config, card, adapter)
+        det._digests = check_card_files(d, card)
+        return det
 
     @property
     def model_id(self) -> str:
@@ -435,7 +444,7 @@ class Detector:
     @property
     def sha256(self) -> str:
         if self._sha256 is None:
-            self._sha256 = files_sha256(self.path)
+            self._sha256 = files_sha256(self.path, digests=self._digests)
         return self._sha256
 
     def expert_z(self, x: np.ndarray) -> np.ndarray:
