@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from synthfilter.detect.evaluate import auroc, load_labelled, threshold_at_fpr, tpr_at_fpr  # noqa: E402
+from synthfilter.detect.evaluate import auroc, load_labelled, tpr_at_fpr  # noqa: E402
 from synthfilter.detect.augment import plain_rewrite  # noqa: E402
 from synthfilter.detect.model import Detector  # noqa: E402
 from _results import dated_section, replace_section  # noqa: E402
@@ -103,7 +103,10 @@ def train_model(tr, idx: np.ndarray, out: Path, seed: int) -> None:
     cells = tr.groups["source"][idx][result.cal_idx]
     points = [{"name": k, "threshold": v}
               for k, v in operating_points(result.cal_proba[cal_y == 0], result.cal_proba, cells[cal_y == 0]).items()]
-    write_model(out, result, params, {"model_id": f"{out.name}@dev", "operating_points": points})
+    # The card fields the prevalence estimate reads, as `synthfilter train` writes them.
+    card = {"model_id": f"{out.name}@dev", "train_prior": float(cal_y.mean()),
+            "calibrated_on": "held_out_share" if len(cal_y) < len(idx) else "out_of_fold", "operating_points": points}
+    write_model(out, result, params, card)
 
 
 # Domains of a held-out unit with at least this many human texts get their own row.

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synthfilter.ratio import (HUMAN, MACHINE, UnreliableDetectorError, estimate_prevalence, plan_downsampling,
+from synthfilter.ratio import (HUMAN, MACHINE, UnreliableDetectorError, card_calibration_held_out, estimate_prevalence,
+                               plan_downsampling,
                                record_uniform)
 from _results import replace_section  # noqa: E402
 
@@ -729,6 +730,10 @@ NOT_INDEPENDENT = ("Since 2026-12-07 the mixture fit's level reads its misfit in
                    "over the separation of the card's class histograms), a rule adopted after seeing 8 of the L2R "
                    "mixtures below reported `ok` under the old one (a fixed 3 points of probability mass; "
                    "docs/ratio.md): these tables are not an independent test of it.")
+LOSO_CARDS = ("The models' cards carry `train_prior` and `calibrated_on` since 2026-12-07, as `synthfilter train` "
+              "writes them (before, `detector_generalisation.py` left both out, so the estimate was the adjusted "
+              "count and EM was not among the estimators the checks compare; the runs before this one measured "
+              "that). With them the estimate is EM (docs/ratio.md, \"Estimators\").")
 
 
 def reliability_main(args: argparse.Namespace) -> int:
@@ -753,7 +758,7 @@ def reliability_main(args: argparse.Namespace) -> int:
              f"(target {REL_TARGET:.0%}: refused when the verdict is unreliable). \"covers\": share of mixtures "
              "whose 95 % interval holds the true share; \"sampling\" is the interval before any widening.", ""]
     if args.loso_root is not None:
-        lines += [NOT_INDEPENDENT, ""]
+        lines += [NOT_INDEPENDENT, "", LOSO_CARDS, ""]
     all_off: list[dict] = []
     all_in: list[dict] = []
     per_case: dict[str, dict] = {}
@@ -766,7 +771,11 @@ def reliability_main(args: argparse.Namespace) -> int:
         shift = (card.get("source_shift") or {}).get("points") or {}
         moves = "; ".join(f"{k}: " + ", ".join(f"{r['held_out']} TPR {r['train_tpr']:.2f}->{r['tpr']:.2f} FPR "
                                                f"{r['train_fpr']:.3f}->{r['fpr']:.3f}" for r in v) for k, v in shift.items())
-        lines += [f"Card: {points}; score_distribution {'yes' if card.get('score_distribution') else 'no'}; "
+        prior = card.get("train_prior")
+        lines += [f"Card: train_prior {'none' if prior is None else f'{prior:.3f}'}, calibrated_on "
+                  f"{card.get('calibrated_on') or 'not given'} (unlabelled mixtures estimated by "
+                  f"{'em' if prior is not None and card_calibration_held_out(card) else 'acc'}); {points}; "
+                  f"score_distribution {'yes' if card.get('score_distribution') else 'no'}; "
                   f"source_shift {moves or 'none'}.", ""]
         in_label = ("In distribution (each replicate: the card's rates and histograms re-measured on a random half "
                     "of the validation rows of the model's own sources, mixtures drawn from the other half)"

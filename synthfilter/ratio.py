@@ -380,12 +380,26 @@ def _prior_from_counts(
     raise ValueError(f"unknown prevalence method {method!r}; choose from auto, {', '.join(METHODS)}")
 
 
-def _resolve_method(method: str, train_prior: float | None, op: OperatingPoint | None) -> str:
+def card_calibration_held_out(card: Mapping[str, Any] | None) -> bool:
+    """Whether the card's calibration map was fitted on held-out text scored by the model itself
+    (``calibrated_on: held_out_share``, what ``synthfilter train`` writes), not on fold models'
+    out-of-fold scores (a sharper refitted model then reads the map a little off)."""
+    return str((card or {}).get("calibrated_on", "")).casefold() == "held_out_share"
+
+
+def _resolve_method(method: str, train_prior: float | None, op: OperatingPoint | None,
+                    calibration_held_out: bool = False, corpus_rates: bool = False) -> str:
     if method == "auto":
-        # Measured in benchmarks/ratio_accuracy.py (docs/ratio.md): adjusted count with rates
-        # measured on held-out data is unbiased and its interval covers; EM inherits the
-        # calibration map's error (fitted on fold models' scores, not the shipped model's) and
-        # is the choice only when no held-out rates exist. Without a card: mean score (biased).
+        # Measured in benchmarks/ratio_accuracy.py (docs/ratio.md, "Estimators"). Rates re-measured
+        # on this corpus's labelled records are its own evidence: adjusted count with them. Else EM
+        # when the calibration map was fitted on held-out text scored by the model itself: it
+        # reads every score, not one threshold's count, and does not carry the sampling error of
+        # rates measured on a few hundred human texts. Adjusted count with held-out rates when the
+        # map is the fold models' (EM inherits its error then). Without a card: mean score (biased).
+        if op is not None and corpus_rates:
+            return "acc"
+        if train_prior is not None and calibration_held_out:
+            return "em"
         if op is not None and op.held_out:
             return "acc"
         if train_prior is not None:
@@ -583,7 +597,8 @@ def _estimate_from_bins(
     points = [_with_measured(p, m) for p, m in zip(card_points, measured)] if measured else card_points
     op = _widest(points)
     op_measured = measured[points.index(op)] if measured and op is not None else None
-    used = _resolve_method(method, train_prior, op)
+    corpus_rates = op_measured is not None and (op_measured.tpr is not None or op_measured.fpr is not None)
+    used = _resolve_method(method, train_prior, op, card_calibration_held_out(card), corpus_rates)
     if used == "pcc" and method == "auto":
         warnings.append(
             "model card has neither train_prior nor operating points: the synthetic share is the mean "

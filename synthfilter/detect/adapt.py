@@ -238,6 +238,7 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
                            "before": before, "after_out_of_fold": after},
             "train_prior": float(y.mean()),
             "prior_note": "calibrated probabilities correspond to the labelled records' share of machine text",
+            "calibrated_on": "out_of_fold",
             "operating_points_measured_on": "out-of-fold scores of the labelled records",
             "operating_points": [{"name": k, **operating_point_at_threshold(y, proba, t)} for k, t in thresholds.items()],
             "thresholds_chosen_on": "out-of-fold scores of the labelled records (1 % / 5 % human FPR)",

@@ -514,6 +514,8 @@ def build_card(*, model_id: str, train: LabelledData, val: LabelledData | None, 
         "train_prior": float(cal_y.mean()),
         "prior_note": "calibrated probabilities correspond to this share of machine text (the training mix, "
                       "as held out for calibration)",
+        # What the prevalence estimate's method choice reads (ratio.card_calibration_held_out).
+        "calibrated_on": "held_out_share" if len(cal_y) < len(y) else "out_of_fold",
         "kinds": result.kinds,
         "training_data": {"files": [str(p) for p in train.paths], "n": int(len(y)),
                           "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),

@@ -113,6 +113,9 @@ def test_adapt_recovers_a_shifted_corpus_and_writes_an_honest_card(small_model, 
     assert card["adapted_from"]["sha256"] == base.sha256 and card["adaptation"]["n"] == 120
     assert card["adaptation"]["inputs"] in ("experts", "all", "refit")  # the shipped ranking is wrong here
     assert card["adaptation"]["after_out_of_fold"]["auroc"] > 0.9 > card["adaptation"]["before"]["auroc"]
+    # Its map is fitted on fold models' scores, whatever the base card said: the estimate keeps
+    # the operating points' rates rather than reading the map (docs/ratio.md, "Estimators").
+    assert card["calibrated_on"] == "out_of_fold"
     fresh = _labels(d / "fresh.jsonl", 60, seed=9, swap=True)
     rows = [json.loads(x) for x in fresh.read_text().splitlines()]
     y = np.array([x["label"] == "machine" for x in rows])

@@ -47,6 +47,7 @@ def test_train_writes_a_loadable_model_with_a_card(trained):
     assert card["balanced_by"]["field"] == "domain"
     assert card["kinds"] == ["machine"]  # the corpus names no generator: one expert
     assert card["training_data"]["n_calibration"] == 40  # a quarter of each (domain, kind) stratum
+    assert card["calibrated_on"] == "held_out_share"  # what the prevalence estimate reads to pick EM
     assert set(card["metrics"]["calibration_share"]["groups"]["domain"]) == {"blog", "news"}
     dist = card["score_distribution"]
     assert dist["measured_on"] == "validation" and sum(dist["human"]) == sum(dist["machine"]) == 40
