@@ -598,7 +598,16 @@ def _estimate_from_bins(
     op = _widest(points)
     op_measured = measured[points.index(op)] if measured and op is not None else None
     corpus_rates = op_measured is not None and (op_measured.tpr is not None or op_measured.fpr is not None)
-    used = _resolve_method(method, train_prior, op, card_calibration_held_out(card), corpus_rates)
+    # Re-measured rates that agree with the card's vouch for its calibration: with a map fitted on
+    # held-out text, EM then reads every score instead of one threshold's count over rates that a
+    # few dozen labelled records measure loosely (docs/ratio.md, "Estimators", rule 1).
+    agreed = None
+    if corpus_rates and method == "auto" and train_prior is not None and card_calibration_held_out(card):
+        assert op_measured is not None
+        zs = rel.rates_agree(op_measured)
+        agreed = (op_measured, zs) if zs is not None else None
+    used = _resolve_method(method, train_prior, op, card_calibration_held_out(card),
+                           corpus_rates and agreed is None)
     if used == "pcc" and method == "auto":
         warnings.append(
             "model card has neither train_prior nor operating points: the synthetic share is the mean "
@@ -632,7 +641,8 @@ def _estimate_from_bins(
         return (known_m + x * n_unknown) / n
 
     checks, estimators = _checks(bins, used, pi, pi_boot if n_boot > 0 else None, draws, op, op_measured, points,
-                                 card_points, measured, train_prior, card, labelled, seed)
+                                 card_points, measured, train_prior, card, labelled, seed,
+                                 agreed if used == "em" else None)
     verdict, reasons = rel.combine(checks)
     sampling_ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
     corners, basis, unseen_ci, below_used, zero_low = None, "sampling", None, [], False
@@ -691,6 +701,7 @@ def _checks(
     card: Mapping[str, Any] | None,
     labelled: rel.LabelledScores | None,
     seed: int,
+    agreed: tuple[rel.MeasuredRates, Mapping[str, float]] | None = None,
 ) -> tuple[list[rel.Check], dict[str, tuple[float, np.ndarray]]]:
     """The three reliability checks, and every estimator's share with its replicates.
 
@@ -732,7 +743,7 @@ def _checks(
         card_op = card_points[points.index(op)]
         share_card = float(_prior_from_counts("acc", bins, bins.counts, train_prior, card_op)[0])
         share_measured = pi
-    provenance = rel.provenance_check(measured, uses, labelled, share_card, share_measured, used)
+    provenance = rel.provenance_check(measured, uses, labelled, share_card, share_measured, used, agreed)
 
     # Mixture fit against the card's held-out histograms (the labelled records' own, per class,
     # where there are enough of them: they are this corpus's classes).
@@ -1261,14 +1272,16 @@ def plan_downsampling(
 def _bound_histograms(card: Mapping[str, Any] | None, an: _Analysis) -> rel.ScoreDistribution | None:
     """The held-out histograms the kept share's bound reads: the card's, plus this corpus's
     records of known provenance when the reliability checks re-measured the detector's rates on
-    them (both classes, ``MIN_LABELLED`` or more each). They are the corpus's own evidence: the
-    more there are, the deeper a cut the bound can vouch for."""
+    them, or found them agreeing with the card's (both classes, ``MIN_LABELLED`` or more each).
+    They are the corpus's own evidence: the more there are, the deeper a cut the bound can vouch
+    for."""
     dist, _ = rel.card_score_distribution(card)
     reliability = an.estimate.reliability
     if dist is None or reliability is None or an.labelled is None:
         return dist
     check = next((c for c in reliability.checks if c.name == "provenance"), None)
-    if check is None or check.figures.get("rates_used") != "corpus":
+    if check is None or check.level == rel.NOT_RUN or an.labelled.n_human < rel.MIN_LABELLED \
+            or an.labelled.n_machine < rel.MIN_LABELLED:
         return dist
     lab = an.labelled
     return rel.ScoreDistribution(dist.edges, dist.human + lab.histogram(lab.human, dist),

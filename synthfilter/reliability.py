@@ -33,6 +33,9 @@ AGREEMENT_DOUBTFUL, AGREEMENT_UNRELIABLE = 0.05, 0.10  # estimates this far apar
 # histogram as large as moving the share this much (the same scale as the agreement check).
 FIT_DOUBTFUL, FIT_UNRELIABLE = 0.05, 0.10
 RATE_SHIFT_DOUBTFUL = 0.05  # the share moves this much when one re-measured rate replaces the card's
+# A re-measured rate agrees with the card's while within this many standard errors of it (about
+# 95 %): then the card's calibration, which those records vouch for, may give the estimate.
+RATE_AGREE_Z = 2.0
 FIT_REPLICATES = 400  # parametric-bootstrap replicates of the mixture fit's misfit
 CHECK_REPLICATES = 400  # bootstrap replicates for the checks when the estimate has fewer than 200
 _CLIP = 1e-6  # scores are clipped to [1e-6, 1 - 1e-6], as ratio.SCORE_CLIP
@@ -206,6 +209,23 @@ class MeasuredRates:
                 "labelled_human": self.n_human}
 
 
+def rate_z(k: int, n: int, card: float) -> float:
+    """How many standard errors the rate k / n measured on labelled records lies from the card's."""
+    p = (k + 0.5) / (n + 1.0)
+    return abs(k / n - card) / math.sqrt(p * (1 - p) / n)
+
+
+def rates_agree(measured: MeasuredRates) -> dict[str, float] | None:
+    """The z of every re-measured rate against the card's when all are within ``RATE_AGREE_Z``
+    (None when one is not, or none was re-measured)."""
+    zs = {}
+    if measured.fpr is not None:
+        zs["fpr_z"] = rate_z(measured.fp, measured.n_human, measured.card_fpr)
+    if measured.tpr is not None:
+        zs["tpr_z"] = rate_z(measured.tp, measured.n_machine, measured.card_tpr)
+    return zs if zs and all(z <= RATE_AGREE_Z for z in zs.values()) else None
+
+
 def measure_rates(name: str, threshold: float, card_tpr: float, card_fpr: float,
                   labelled: LabelledScores) -> MeasuredRates:
     return MeasuredRates(name, threshold, card_tpr, card_fpr, labelled.at_or_above(labelled.machine, threshold),
@@ -300,10 +320,13 @@ def _points(x: float) -> str:
 
 
 def provenance_check(rates: Sequence[MeasuredRates], primary: MeasuredRates | None, labelled: LabelledScores | None,
-                     share_card: float | None, share_measured: float | None, method: str) -> Check:
+                     share_card: float | None, share_measured: float | None, method: str,
+                     agreed: tuple[MeasuredRates, Mapping[str, float]] | None = None) -> Check:
     """The card's rates against the rates re-measured on labelled records of this corpus.
 
     ``primary`` is the re-measured operating point the estimate uses (None when it uses none).
+    ``agreed``: the estimate reads the card's calibration instead, because the rates re-measured
+    at this point agree with the card's (their z scores).
     """
     n_h = labelled.n_human if labelled is not None else 0
     n_m = labelled.n_machine if labelled is not None else 0
@@ -313,6 +336,11 @@ def provenance_check(rates: Sequence[MeasuredRates], primary: MeasuredRates | No
         return Check("provenance", NOT_RUN, "no record of known provenance carries a detector score", figures)
     if not rates:
         return Check("provenance", NOT_RUN, "the model card has no operating points to re-measure", figures)
+    if agreed is not None:
+        point, zs = agreed
+        figures["rates_used"] = "card calibration, confirmed by the labelled records"
+        figures["agreement_z"] = {"point": point.name, **zs}
+        return Check("provenance", "ok", None, figures)
     if primary is None or (primary.tpr is None and primary.fpr is None):
         why = (f"fewer than {MIN_LABELLED} records of known provenance of each class carry a detector score "
                f"({n_h} human, {n_m} machine)" if all(r.tpr is None and r.fpr is None for r in rates)
@@ -332,8 +360,7 @@ def provenance_check(rates: Sequence[MeasuredRates], primary: MeasuredRates | No
     else:
         k, n, card = primary.tp, primary.n_machine, primary.card_tpr
         what = "finds machine text"
-    p = (k + 0.5) / (n + 1.0)
-    z = abs(k / n - card) / math.sqrt(p * (1 - p) / n)
+    z = rate_z(k, n, card)
     impact = abs((share_measured or 0.0) - (share_card or 0.0))
     figures["z"] = z
     level = "doubtful" if z > SIGNIFICANT_Z and impact >= RATE_SHIFT_DOUBTFUL else "ok"

@@ -388,7 +388,7 @@ def test_auto_prefers_held_out_rates_and_posteriors_add_up_to_the_estimate() -> 
     assert np.all(np.diff(plan.posterior[order].astype(np.float64)) >= -1e-7)
 
 
-def test_auto_reads_every_score_when_the_map_is_the_models_own_but_labels_come_first() -> None:
+def test_auto_reads_every_score_when_the_map_is_the_models_own_unless_labels_disagree() -> None:
     card = {**_held_out_card(2.5), "calibrated_on": "held_out_share"}
     s, y = simulate(6000, 0.3, 2.5, seed=21)
     est = estimate_prevalence(s, unknown(len(s)), card, n_boot=300)
@@ -401,13 +401,25 @@ def test_auto_reads_every_score_when_the_map_is_the_models_own_but_labels_come_f
     assert est.ci95[0] <= y.mean() <= est.ci95[1]
     # A map fitted on fold models' scores (what `adapt` writes) keeps the held-out rates.
     assert estimate_prevalence(s, unknown(len(s)), {**card, "calibrated_on": "out_of_fold"}, n_boot=0).method == "acc"
-    # Labelled records of the corpus re-measure the rates: the corpus's own evidence wins.
-    h, m = simulate(400, 0.0, 2.5, seed=22)[0][:60], simulate(400, 1.0, 2.5, seed=23)[0][:60]
-    scores = np.concatenate([s, h, m])
+    # Labelled records of the corpus re-measure the rates. Where they agree with the card's, they
+    # vouch for its map and EM stays; where they do not, the corpus's own rates win.
     prov = np.r_[unknown(len(s)), np.full(60, 1, np.int8), np.full(60, 2, np.int8)]
-    labelled = estimate_prevalence(np.where(prov == 0, scores, np.nan), prov, card, n_boot=0, known_scores=scores)
-    assert labelled.method == "acc"
-    assert labelled.reliability.to_dict()["checks"]["provenance"]["rates_used"] == "corpus"
+
+    def with_labels(human: np.ndarray, machine: np.ndarray):
+        scores = np.concatenate([s, human, machine])
+        return estimate_prevalence(np.where(prov == 0, scores, np.nan), prov, card, n_boot=0, known_scores=scores)
+
+    machine = simulate(400, 1.0, 2.5, seed=23)[0][:60]
+    agreeing = with_labels(simulate(400, 0.0, 2.5, seed=22)[0][:60], machine)
+    check = agreeing.reliability.to_dict()["checks"]["provenance"]
+    assert agreeing.method == "em" and check["level"] == "ok"
+    assert check["rates_used"] == "card calibration, confirmed by the labelled records"
+    assert max(check["agreement_z"]["fpr_z"], check["agreement_z"]["tpr_z"]) <= 2.0
+    # Human text of this corpus that scores like the machine text the detector knows: its FPR here
+    # is far from the card's, so adjusted count with the corpus's rates.
+    moved = with_labels(simulate(400, 0.5, 2.5, seed=24)[0][:60], machine)
+    assert moved.method == "acc"
+    assert moved.reliability.to_dict()["checks"]["provenance"]["rates_used"] == "corpus"
 
 
 def test_float32_thresholds_match_the_scores_they_were_measured_on() -> None:
