@@ -494,6 +494,7 @@ def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.N
 
     rng = np.random.default_rng(args.seed)
     split_rng = np.random.default_rng([args.seed, 7])
+    label_rng = np.random.default_rng([args.seed, 11])  # its own draws: the mixtures stay as they were
     rows: list[dict] = []
     base_card = card
     for rep in range(args.reps):
@@ -507,7 +508,12 @@ def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.N
             s, yy = scores[idx], y[idx]
             truth = float(yy.mean())
             prov = np.zeros(len(idx), np.int8)
-            est = estimate_prevalence(s, prov, card, n_boot=args.boot, seed=rep)
+            labelled = np.zeros(len(idx), bool)
+            if args.labelled > 0:  # provenance on a random share of the records; their scores re-measure the card
+                labelled[label_rng.choice(len(idx), int(round(args.labelled * len(idx))), replace=False)] = True
+                prov = np.where(labelled, np.where(yy, MACHINE, HUMAN), 0).astype(np.int8)
+            known = {"known_scores": s} if args.labelled > 0 else {}
+            est = estimate_prevalence(s, prov, card, n_boot=args.boot, seed=rep, **known)
             r = est.reliability
             row = {"protocol": protocol, "share": share, "n": len(idx), "truth": truth, "est": est.share,
                    "ci": est.ci95, "sampling_ci": r.ci95_sampling if r else est.ci95,
@@ -519,12 +525,13 @@ def rel_evaluate(scores: np.ndarray, y: np.ndarray, card: dict, args: argparse.N
                 if mode == "unseen" and row["unseen_ci"] is None:
                     continue
                 try:
-                    plan = plan_downsampling(s, prov, u, REL_TARGET, card=card, n_boot=args.boot, seed=rep, **kw)
+                    plan = plan_downsampling(s, prov, u, REL_TARGET, card=card, n_boot=args.boot, seed=rep, **kw,
+                                             **known)
                 except UnreliableDetectorError:
                     row[f"kept_{mode}"] = None
                     continue
                 row[f"kept_{mode}"] = float(yy[plan.keep].mean()) if plan.keep.any() else 0.0
-                row[f"human_kept_{mode}"] = float(plan.keep[~yy].mean())
+                row[f"human_kept_{mode}"] = float(plan.keep[~yy & ~labelled].mean())
             rows.append(row)
     return rows
 
@@ -782,6 +789,11 @@ def reliability_main(args: argparse.Namespace) -> int:
              f"{args.max_n} records), {args.boot} bootstrap replicates, seed {args.seed}, default settings "
              f"(target {REL_TARGET:.0%}: refused when the verdict is unreliable). \"covers\": share of mixtures "
              "whose 95 % interval holds the true share; \"sampling\" is the interval before any widening.", ""]
+    if args.labelled > 0:
+        lines += [f"{args.labelled:.0%} of each mixture's records carry their provenance: their scores re-measure "
+                  "the detector's rates and, where they score like the card's held-out texts, join the bound's "
+                  "histograms (docs/ratio.md, \"Provenance\"); \"human kept\" counts the unlabelled human "
+                  "records.", ""]
     if args.loso_root is not None:
         lines += [NOT_INDEPENDENT, "", LOSO_CARDS, ""]
     all_off: list[dict] = []
@@ -823,15 +835,17 @@ def reliability_main(args: argparse.Namespace) -> int:
     if not args.no_write:
         key = ("loso_models" if args.loso_root else "stand_ins" if args.model == "quick-loso"
                else "shipped" if args.model == "shipped" else f"model:{Path(args.model).name}")
+        key += f"+labelled{args.labelled:g}" if args.labelled > 0 else ""
         summary = json.loads(RELIABILITY_JSON.read_text()) if RELIABILITY_JSON.exists() else {}
         summary[key] = {"date": dt.date.today().isoformat(), "reps": args.reps, "seed": args.seed,
                         "cases": per_case, "all": rel_summary(all_off, all_in)}
         RELIABILITY_JSON.write_text(json.dumps(summary, indent=2) + "\n")
         what = ("--loso-root " + str(args.loso_root)) if args.loso_root else f"--model {args.model}" + (
             f" --heldout {args.heldout}" if args.heldout else "")
+        what += f" --labelled {args.labelled:g}" if args.labelled > 0 else ""
         kind = ("leave-one-source-out models" if args.loso_root else "stand-in models" if args.model == "quick-loso"
                 else "shipped model, in distribution" if args.model == "shipped" else f"model {Path(args.model).name}")
-        title = f"{REL_TITLE}: {kind}"
+        title = f"{REL_TITLE}: {kind}" + (f", {args.labelled:.0%} of each mixture labelled" if args.labelled > 0 else "")
         section = (f"## {title}, {dt.date.today().isoformat()}\n\n`python benchmarks/ratio_accuracy.py "
                    f"--reliability {what}` (checks and verdict: docs/ratio.md)\n\n{body}")
         replace_section(title, section)
@@ -851,6 +865,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "synthfilter-bench" / "ratio_reliability",
                     help="scores and stand-in models are kept here between runs")
     ap.add_argument("--max-n", type=int, default=3000, help="largest mixture (reliability benchmark)")
+    ap.add_argument("--labelled", type=float, default=0.0,
+                    help="reliability benchmark: give this share of each mixture's records their provenance")
     ap.add_argument("--reps", type=int, default=20, help="random mixtures per cell")
     ap.add_argument("--fill", type=float, default=0.9, help="mixture size as a share of the largest possible")
     ap.add_argument("--boot", type=int, default=1000)

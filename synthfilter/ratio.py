@@ -1181,7 +1181,8 @@ def plan_downsampling(
     if an.bins is not None:
         posterior[an.scored] = _sigmoid(logit(an.bins.score) + an.shift)[an.bins.index]
     posterior[an.unscored] = an.pi
-    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, _bound_histograms(card, an))
+    bound_dist, bound_view = _bound_histograms(card, an)
+    kept_share = _KeptShare(an, prov, posterior, n_boot, seed, bound_dist)
 
     order = drop_order(posterior, prov, u, strategy)
     q_ordered = posterior[order]
@@ -1228,11 +1229,20 @@ def plan_downsampling(
             f"to be sure of the target the plan had to drop every record without provenance ({k:,}): within the "
             "bound the detector cannot tell the human records apart from the synthetic ones here"
             + (f" (the bound is widened {_WIDENED_OVER[reliability.interval]})" if widened else
+               " (the records of known provenance, which score unlike the model card's held-out texts, are too "
+               "few to vouch for a cut this deep)" if bound_view == "labelled" else
                " (the model card's held-out texts are too few to vouch for a cut this deep)"
                if kept_share.card_of_bin is not None else "")
             + ". To keep more, give part of the corpus provenance metadata (--provenance-field), raise the target, "
             "or set ratio.safety = \"point\" to cut by the estimate alone (the kept share may then be over the "
             "target)"
+        )
+    elif bound_view == "labelled" and k > k_point:
+        warnings.append(
+            "the records of known provenance score unlike the model card's held-out texts of their class, so the "
+            "bound on the kept records' synthetic share reads them alone, not the card: "
+            f"{extra:,} records more than the estimate alone needs were dropped (about "
+            f"{extra_human / max(human_total, 1e-12):.0%} of the human text); more labelled records narrow it"
         )
     elif human_total > 0 and extra_human / human_total >= _SAFETY_WARNING:
         warnings.append(
@@ -1269,23 +1279,31 @@ def plan_downsampling(
     return plan
 
 
-def _bound_histograms(card: Mapping[str, Any] | None, an: _Analysis) -> rel.ScoreDistribution | None:
-    """The held-out histograms the kept share's bound reads: the card's, plus this corpus's
-    records of known provenance when the reliability checks re-measured the detector's rates on
-    them, or found them agreeing with the card's (both classes, ``MIN_LABELLED`` or more each).
-    They are the corpus's own evidence: the more there are, the deeper a cut the bound can vouch
-    for."""
+def _bound_histograms(card: Mapping[str, Any] | None, an: _Analysis) -> tuple[rel.ScoreDistribution | None, str]:
+    """The held-out histograms the kept share's bound reads, and which they are (``card``,
+    ``card+labelled`` or ``labelled``).
+
+    The card's, plus this corpus's records of known provenance when the reliability checks
+    re-measured the detector's rates on them, or found them agreeing with the card's (both
+    classes, ``MIN_LABELLED`` or more each): the corpus's own evidence, so the more there are, the
+    deeper a cut the bound can vouch for. When the labelled records of either class score unlike
+    the card's held-out texts of that class (``LABELLED_SHIFT_P``), the card's histograms do not
+    describe this corpus (a source the detector never saw, whose machine text scores low), and
+    the bound reads the labelled records alone: wider, since they are fewer, but this corpus's."""
     dist, _ = rel.card_score_distribution(card)
     reliability = an.estimate.reliability
     if dist is None or reliability is None or an.labelled is None:
-        return dist
+        return dist, "card"
     check = next((c for c in reliability.checks if c.name == "provenance"), None)
     if check is None or check.level == rel.NOT_RUN or an.labelled.n_human < rel.MIN_LABELLED \
             or an.labelled.n_machine < rel.MIN_LABELLED:
-        return dist
+        return dist, "card"
     lab = an.labelled
-    return rel.ScoreDistribution(dist.edges, dist.human + lab.histogram(lab.human, dist),
-                                 dist.machine + lab.histogram(lab.machine, dist))
+    human, machine = lab.histogram(lab.human, dist), lab.histogram(lab.machine, dist)
+    if min(rel.histogram_shift(human, dist.human)[1], rel.histogram_shift(machine, dist.machine)[1]) \
+            < rel.LABELLED_SHIFT_P:
+        return rel.ScoreDistribution(dist.edges, human, machine), "labelled"
+    return rel.ScoreDistribution(dist.edges, dist.human + human, dist.machine + machine), "card+labelled"
 
 
 def _first_safe(

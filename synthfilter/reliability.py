@@ -36,6 +36,10 @@ RATE_SHIFT_DOUBTFUL = 0.05  # the share moves this much when one re-measured rat
 # A re-measured rate agrees with the card's while within this many standard errors of it (about
 # 95 %): then the card's calibration, which those records vouch for, may give the estimate.
 RATE_AGREE_Z = 2.0
+# Labelled records whose scores are distributed unlike the card's held-out texts of their class
+# (a two-sample Kolmogorov-Smirnov test this unlikely under one distribution) describe this corpus
+# and the card does not: a plan's kept-share bound then reads the labelled records alone.
+LABELLED_SHIFT_P = 0.05
 FIT_REPLICATES = 400  # parametric-bootstrap replicates of the mixture fit's misfit
 CHECK_REPLICATES = 400  # bootstrap replicates for the checks when the estimate has fewer than 200
 _CLIP = 1e-6  # scores are clipped to [1e-6, 1 - 1e-6], as ratio.SCORE_CLIP
@@ -207,6 +211,20 @@ class MeasuredRates:
         return {"name": self.name, "threshold": self.threshold, "card_tpr": self.card_tpr, "card_fpr": self.card_fpr,
                 "measured_tpr": self.tpr, "measured_fpr": self.fpr, "labelled_machine": self.n_machine,
                 "labelled_human": self.n_human}
+
+
+def histogram_shift(labelled: np.ndarray, card: np.ndarray) -> tuple[float, float]:
+    """Kolmogorov-Smirnov distance between two histograms of one class over the same bins (the
+    labelled records' and the card's) and its asymptotic p-value. On bins the distance can only
+    be smaller than on the scores, so the test errs towards "no shift"."""
+    from scipy.stats import kstwobign
+
+    a, b = np.asarray(labelled, dtype=np.float64), np.asarray(card, dtype=np.float64)
+    n_a, n_b = float(a.sum()), float(b.sum())
+    if n_a == 0 or n_b == 0:
+        return 0.0, 1.0
+    d = float(np.max(np.abs(np.cumsum(a) / n_a - np.cumsum(b) / n_b)))
+    return d, float(kstwobign.sf(d * math.sqrt(n_a * n_b / (n_a + n_b))))
 
 
 def rate_z(k: int, n: int, card: float) -> float:

@@ -546,3 +546,27 @@ def test_a_corpus_estimated_under_the_target_is_still_cut_to_its_bound() -> None
     assert upper.before.share <= 0.1 < 0.12 < upper.before.ci95[1]
     assert point.downsampled == 0 and upper.downsampled > 0
     assert y[upper.keep].mean() < y.mean()
+
+
+def test_labelled_records_that_score_unlike_the_card_bound_the_cut_alone(monkeypatch) -> None:
+    # A source the detector never saw, 50 % synthetic, with 300 records of each class labelled.
+    # The rates re-measured on them make the estimate right and the verdict `ok`, but the card's
+    # histograms still say the low scores are human text, which here they are not: a plan that
+    # bounded its kept share with them kept 22 % synthetic for a 10 % target. The labelled records'
+    # scores are distributed unlike the card's, so the bound reads them alone.
+    masked, scores, prov, y = labelled_corpus(3000, 0.5, 300, 300, seed=11, **OFF)
+    truth = np.r_[y, np.zeros(300, bool), np.ones(300, bool)]
+    u = record_uniform(0, [f"r{i}" for i in range(len(prov))])
+    plan = plan_downsampling(masked, prov, u, 0.1, card=CARD, n_boot=300, known_scores=scores)
+    assert plan.before.reliability.verdict == "ok"
+    assert truth[plan.keep].mean() <= 0.12
+    assert plan.warning is not None and "score unlike the model card's held-out texts" in plan.warning
+    monkeypatch.setattr(rel, "LABELLED_SHIFT_P", 0.0)  # the card's histograms plus the labelled ones
+    pooled = plan_downsampling(masked, prov, u, 0.1, card=CARD, n_boot=300, known_scores=scores)
+    assert truth[pooled.keep].mean() > 0.2
+    # Labelled records of the card's own distribution join its histograms, and no warning says otherwise.
+    monkeypatch.setattr(rel, "LABELLED_SHIFT_P", 0.05)
+    masked, scores, prov, y = labelled_corpus(3000, 0.5, 300, 300, seed=11)
+    same = plan_downsampling(masked, prov, u, 0.1, card=CARD, n_boot=300, known_scores=scores)
+    assert "score unlike" not in (same.warning or "")
+    assert np.r_[y, np.zeros(300, bool), np.ones(300, bool)][same.keep].mean() <= 0.12
