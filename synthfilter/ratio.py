@@ -601,13 +601,13 @@ def _estimate_from_bins(
     # Re-measured rates that agree with the card's vouch for its calibration: with a map fitted on
     # held-out text, EM then reads every score instead of one threshold's count over rates that a
     # few dozen labelled records measure loosely (docs/ratio.md, "Estimators", rule 1).
+    map_held_out = card_calibration_held_out(card)
     agreed = None
-    if corpus_rates and method == "auto" and train_prior is not None and card_calibration_held_out(card):
+    if corpus_rates and method == "auto" and train_prior is not None and map_held_out:
         assert op_measured is not None
         zs = rel.rates_agree(op_measured)
-        agreed = (op_measured, zs) if zs is not None else None
-    used = _resolve_method(method, train_prior, op, card_calibration_held_out(card),
-                           corpus_rates and agreed is None)
+        agreed = (op_measured, zs) if zs is not None else None  # then _resolve_method gives em (rule 2)
+    used = _resolve_method(method, train_prior, op, map_held_out, corpus_rates and agreed is None)
     if used == "pcc" and method == "auto":
         warnings.append(
             "model card has neither train_prior nor operating points: the synthetic share is the mean "
@@ -641,8 +641,7 @@ def _estimate_from_bins(
         return (known_m + x * n_unknown) / n
 
     checks, estimators = _checks(bins, used, pi, pi_boot if n_boot > 0 else None, draws, op, op_measured, points,
-                                 card_points, measured, train_prior, card, labelled, seed,
-                                 agreed if used == "em" else None)
+                                 card_points, measured, train_prior, card, labelled, seed, agreed)
     verdict, reasons = rel.combine(checks)
     sampling_ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
     corners, basis, unseen_ci, below_used, zero_low = None, "sampling", None, [], False
