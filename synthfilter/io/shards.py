@@ -1089,6 +1089,9 @@ class RecordBatch:
     errors: list[str | None] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     breaks: dict[int, Break] = field(default_factory=dict)
+    # position -> the line's full size, for a line over ``max_line_bytes``: its raw is only the
+    # first ``OVERSIZED_RAW_PREFIX`` bytes (the rest is never held in memory)
+    oversized: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -1108,6 +1111,7 @@ class RecordBatch:
 
 # Bytes that ``bytes.strip()`` removes: a line starting with any other byte is not blank.
 _ASCII_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+OVERSIZED_RAW_PREFIX = 1024  # bytes of an over-long line kept as its quarantined raw line
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some tools put at the start of a file
 
 
@@ -1216,8 +1220,10 @@ class ShardReader:
                     if len(line) > limit and not line.endswith(b"\n"):
                         size = len(line) + self._skip_rest_of_line(stream)
                         offset = start + size
+                        batch.oversized[len(batch.lines)] = size
                         batch.append(
-                            line_no, line[:1024], None, f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
+                            line_no, line[:OVERSIZED_RAW_PREFIX], None,
+                            f"line is {size:,} bytes, over the {limit:,}-byte limit (max_line_bytes)", start,
                         )
                     else:
                         # The raw line keeps a CR of CRLF (kept lines are written back as read);

@@ -1020,6 +1020,9 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
                         fields["raw"] = raw.decode("utf-8", errors="replace")
                         if fields["raw"].encode("utf-8") != raw:
                             fields["raw_base64"] = base64.b64encode(raw).decode("ascii")
+                        if j in batch.oversized:  # the first bytes only: the rest is at byte_offset in the input
+                            fields["raw_truncated"] = True
+                            fields["raw_bytes"] = batch.oversized[j]
                 record["synthfilter"] = fields
                 rejected.write_line(dump_json_line(record))
         if seen != n:

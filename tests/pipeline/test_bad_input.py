@@ -192,6 +192,9 @@ def test_oversized_line(tmp_path: Path, fast_config: dict) -> None:
     assert read_jsonl(tmp_path / "o2" / "kept" / "big.jsonl") == _good_lines()
     (rej,) = [orjson.loads(x) for x in read_jsonl(tmp_path / "o2" / "rejected" / "big.jsonl")]
     assert rej["synthfilter"]["source"]["byte_offset"] == sum(len(x) + 1 for x in _good_lines()[:2])
+    # Only the line's first bytes are kept, and the record says so (and how long the line is).
+    assert rej["synthfilter"]["raw"].encode() == big[:1024]
+    assert rej["synthfilter"]["raw_truncated"] is True and rej["synthfilter"]["raw_bytes"] == len(big) + 1
 
 
 # -- property-based: arbitrary bytes and JSON values never crash, and conservation holds ------------
