@@ -614,9 +614,11 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     check_out_dir(out, shards, inputs, cfg)
     progress = progress or Progress(quiet=True)
     lock = RunLock(out, WORK_DIR)
+    # Refused by the lock: the directory is another run's, so none of the clean-up below (its
+    # temporary files, what its --overwrite moved aside, its work directory) is this run's to do.
+    lock.acquire()
     try:
         with _interruptible(out):
-            lock.acquire()
             return _run_locked(shards, ignored, out, cfg, progress)
     except RunInterrupted:
         _remove_tmp_files(out)

@@ -885,6 +885,16 @@ def test_overwrite_and_resume_of_a_finished_run_follow_the_local_rules(corpus: d
     with pytest.raises(ConfigError, match="cannot downsample to a synthetic share of 20.0%"):
         re.run_pipeline_ray([str(src)], out, Config.from_dict(failing))
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # One run at a time in a directory: while another holds it, a run is refused and touches nothing.
+    from synthfilter.pipeline.runlock import RunLock
+
+    held = RunLock(out, "_synthfilter").acquire()
+    try:
+        with pytest.raises(UsageError, match="another synthfilter run is writing to this directory"):
+            re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "overwrite": True}))
+    finally:
+        held.release()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # --resume of the finished run: nothing to do with the same inputs, refused with another one.
     again = re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}))
     assert again.manifest["conservation"]["ok"]

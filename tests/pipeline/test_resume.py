@@ -138,9 +138,17 @@ def test_a_second_run_on_the_same_directory_is_refused(corpus_dir: Path, referen
     while not (out / "_synthfilter" / "run.json").exists():
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
-    code, err = finish(start_run(corpus_dir, out, ARGS, "--resume"))
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert f"another synthfilter run (pid {first.pid}) is writing to this directory" in err
+    # A refused run touches nothing of the run that holds the directory: not even a temporary
+    # file (it used to clean up as if the directory were its own, and the first run then died
+    # on a missing .tmp file).
+    sentinel = out / ".part-0000.jsonl.tmp-1"
+    sentinel.write_bytes(b"being written")
+    for flags in (("--resume",), ("--overwrite",), ()):
+        code, err = finish(start_run(corpus_dir, out, ARGS, *flags))
+        assert code == 2 and len(err.strip().splitlines()) == 1, flags
+        assert f"another synthfilter run (pid {first.pid}) is writing to this directory" in err
+        assert sentinel.read_bytes() == b"being written", flags
+    sentinel.unlink()
     code, err = finish(first)
     assert code == 0, err
     assert outputs(out) == reference[0]

@@ -20,6 +20,7 @@ from synthfilter.pipeline.ray.score import score_all
 from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
 from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations
 from synthfilter.pipeline.ray.storage import ShardSource, Store, discover_sources, is_uri, shard_dir
+from synthfilter.pipeline.runlock import RunLock
 from synthfilter.pipeline.ray.write import (
     diversity_on_ray, per_shard_counts, save_overrides, score_histogram_arrays, write_all,
 )
@@ -131,10 +132,25 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     out_store = Store(out_loc)
     sources, ignored = discover_sources(inputs)
     shards = [s.shard for s in sources]
+    lock: RunLock | None = None
     if out_store.local is not None:
         out_path = out_store.local
         check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
                        [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
+        # One run at a time in a local directory, as the local engine (refused before touching it).
+        lock = RunLock(out_path, WORK_DIR).acquire()
+    try:
+        return _run_in(sources, shards, ignored, out_loc, out_store, cfg, progress, t_start, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
+            out_store: Store, cfg: Config, progress: Progress | None, t_start: float,
+            started: str) -> RunResult:
+    if out_store.local is not None:
+        out_path = out_store.local
         if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
             manifest = json.loads((out_path / "manifest.json").read_text())
             check_finished_run(manifest, shards, cfg, str(out_path))
