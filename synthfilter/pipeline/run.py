@@ -163,10 +163,38 @@ def _now() -> str:
 
 def config_fingerprint(cfg: Config | Mapping[str, Any]) -> str:
     """A hash of the settings that decide a run's outputs (a ``Config`` or its ``to_dict()``)."""
+    return hashlib.sha256(json.dumps(_deciding(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def _deciding(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
     d = dict(cfg.to_dict() if isinstance(cfg, Config) else cfg)
     for k in _NON_DECIDING:
         d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+    return d
+
+
+def differing_settings(before: Mapping[str, Any], cfg: Config) -> list[str]:
+    """The settings (dotted names, ``dedup.threshold``) that decide outputs and differ between an
+    earlier run's config (its ``to_dict()``) and ``cfg``."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, name: str) -> None:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{name}.{k}" if name else str(k))
+        elif a != b:
+            out.append(name)
+
+    walk(_deciding(before), _deciding(cfg), "")
+    return out
+
+
+def _other_settings(before: Mapping[str, Any] | None, cfg: Config) -> str:
+    names = differing_settings(before, cfg) if before is not None else []
+    if not names:
+        return "other settings (config, seed, model or dedup settings)"
+    listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"other settings ({listed})"
 
 
 def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg: Config, where: str) -> None:
@@ -180,8 +208,11 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
         return ", ".join(rels[:3]) + (f" and {len(rels) - 3:,} more" if len(rels) > 3 else "")
 
     problems = []
-    if config_fingerprint(manifest.get("config", {})) != config_fingerprint(cfg):
-        problems.append("it ran with other settings (config, seed, model or dedup settings)")
+    config = manifest.get("config", {})
+    if config.get("dry_run") and not cfg.dry_run:
+        problems.append("it was a --dry-run, which writes no records")
+    if config_fingerprint(config) != config_fingerprint(cfg):
+        problems.append(f"it ran with {_other_settings(config, cfg)}")
     added, gone = sorted(set(now) - set(before)), sorted(set(before) - set(now))
     if added:
         problems.append(f"it did not read {names(added)}")
@@ -264,10 +295,8 @@ def restore_replaced(out: Path) -> bool:
 def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str) -> None:
     """UsageError unless the run described by ``prev`` (its run.json) may be resumed under ``cfg``."""
     if prev.get("fingerprint") != config_fingerprint(cfg):
-        raise UsageError(
-            f"{where}: the interrupted run used different settings (config, seed, model or dedup "
-            "settings); resume with the same settings, or use --overwrite"
-        )
+        raise UsageError(f"{where}: the interrupted run used {_other_settings(prev.get('config'), cfg)}; resume "
+                         "with the same settings, or use --overwrite")
     # Shards scored under "fail" had no bad record, so they stand under "quarantine"; the
     # other way, a resumed run would accept bad records that a fresh one stops on.
     if prev.get("on_error", "fail") == "quarantine" and cfg.on_error == "fail":
@@ -278,7 +307,7 @@ def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str) -> None:
 def run_json(cfg: Config, **more: Any) -> bytes:
     """The work directory's run.json: what a --resume must match."""
     return json.dumps({"fingerprint": config_fingerprint(cfg), "on_error": cfg.on_error, "version": __version__,
-                       **more}).encode()
+                       "config": _deciding(cfg), **more}).encode()
 
 
 def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None) -> None:

@@ -206,7 +206,7 @@ def test_resume_refuses_changed_settings(corpus_dir: Path, tmp_path: Path) -> No
     proc.wait()
     code, err = finish(start_run(corpus_dir, out, ARGS, "--resume", "--seed", "5"))
     assert code == 2
-    assert "different settings" in err
+    assert "the interrupted run used other settings (seed); resume with the same settings" in err
 
 
 def test_finished_run_resumed_is_left_as_it_is(corpus_dir: Path, reference: tuple[dict, float], tmp_path: Path) -> None:

@@ -333,8 +333,18 @@ def test_resume_of_a_finished_run_refuses_other_inputs_or_settings(tmp_path: Pat
     run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
     same = run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True, workers=2))
     assert same.manifest["conservation"]["ok"]  # same inputs and settings: nothing to do
-    with pytest.raises(UsageError, match="finished and it ran with other settings"):
+    with pytest.raises(UsageError, match=r"finished and it ran with other settings \(seed\)"):
         run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True, seed=3))
+    with pytest.raises(UsageError, match=r"other settings \(dedup.threshold, seed\)"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True, seed=3,
+                                                         dedup={**fast_config.get("dedup", {}), "threshold": 0.7}))
+    # A finished --dry-run wrote no records: resuming it as a real run would leave none.
+    dry = tmp_path / "dry"
+    run_pipeline([str(tmp_path / "in")], dry, cfg_of(fast_config, dry_run=True))
+    with pytest.raises(UsageError, match="finished and it was a --dry-run, which writes no records: use --overwrite"):
+        run_pipeline([str(tmp_path / "in")], dry, cfg_of(fast_config, resume=True))
+    assert run_pipeline([str(tmp_path / "in")], dry, cfg_of(fast_config, overwrite=True)).report["output"]["kept"] > 0
+    assert (dry / "kept" / "a.jsonl").exists()
     write_jsonl(tmp_path / "in" / "b.jsonl", make_records(5, seed=43))
     with pytest.raises(UsageError, match="it did not read b.jsonl: use --overwrite"):
         run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, resume=True))
