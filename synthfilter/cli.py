@@ -134,8 +134,8 @@ def build_config(config: Optional[Path], overrides: dict[str, Any]) -> Config:
 def _print_summary(report: dict[str, Any], out: Path | str) -> None:
     inp, outp, dup, syn = report["input"], report["output"], report["duplicates"], report["synthetic"]
     by_reason = outp.get("rejected_by_reason") or {}
-    set_aside = "".join(f", {what} {by_reason[key]:,}" for key, what in (("language", "other language"),
-                                                                        ("repetitive", "repetitive")) if by_reason.get(key))
+    set_aside = "".join(f", {what} {by_reason[key]:,}" for key, what in (
+        ("language", "other language"), ("repetitive", "repetitive"), ("malformed", "malformed")) if by_reason.get(key))
     lines = [
         f"records: {inp['records']:,} in {inp['shards']} shard(s), {inp['malformed']:,} malformed",
         f"kept: {outp['kept']:,}   rejected: {outp['rejected']:,}   "
@@ -189,6 +189,7 @@ def run(
     target_ratio: Optional[float] = typer.Option(None, help="Keep at most this estimated synthetic share (0 <= R < 1)."),
     strategy: Optional[Strategy] = typer.Option(None, help="How to downsample synthetic text. [default: threshold]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
+    provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
     allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
     unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
@@ -211,7 +212,8 @@ def run(
             "detector": {"model": model, "enabled": False if no_detector else None},
             "dedup": {"near": False if no_near_dedup else None, "threshold": threshold, "num_perm": num_perm},
             "ratio": {"target_ratio": target_ratio, "strategy": strategy.value if strategy else None,
-                      "provenance_field": provenance_field, "max_human_loss": max_human_loss,
+                      "provenance_field": provenance_field, "provenance_map": _provenance_map(provenance_map),
+                      "max_human_loss": max_human_loss,
                       "on_unreliable": "proceed" if allow_unreliable_detector else None,
                       "widen": "unseen_source" if unseen_source else None},
             "language": {"keep": languages},
@@ -245,6 +247,7 @@ def report(
     id_field: Optional[str] = typer.Option(None, help="Field holding the record id."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity table by. [default: shard]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record."),
+    provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
     no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
@@ -260,7 +263,8 @@ def report(
             "text_field": text_field, "id_field": id_field, "workers": workers, "quiet": quiet,
             "on_error": on_error.value if on_error else None, "overwrite": overwrite, "resume": resume, "dry_run": True,
             "detector": {"model": model, "enabled": False if no_detector else None},
-            "ratio": {"provenance_field": provenance_field, "target_ratio": None},
+            "ratio": {"provenance_field": provenance_field, "provenance_map": _provenance_map(provenance_map),
+                      "target_ratio": None},
             "report": {"group_by": group_by, "html": True, "diversity": True},
         })
         cfg.ratio.target_ratio = None  # a first look never downsamples, whatever the config file says
@@ -365,6 +369,7 @@ def score(
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
+    provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -375,7 +380,8 @@ def score(
             "text_field": text_field, "id_field": id_field, "workers": workers,
             "on_error": on_error.value if on_error else None, "resume": resume, "overwrite": overwrite,
             "seed": seed, "quiet": quiet, "batch_size": batch_size,
-            "detector": {"model": model}, "ratio": {"provenance_field": provenance_field},
+            "detector": {"model": model},
+            "ratio": {"provenance_field": provenance_field, "provenance_map": _provenance_map(provenance_map)},
         })
         from synthfilter.pipeline.run import Progress
         from synthfilter.pipeline.score_only import run_score_only

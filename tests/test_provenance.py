@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,22 @@ def test_gate_and_datasets_name_a_provenance_field_that_gave_no_label(tmp_path: 
     ds = datasets.Dataset.from_list([{"text": r["text"], "who": r["ai"]} for r in records])
     res = filter_dataset(ds, {**no_detector, "ratio": {"provenance_field": "author"}, "dedup": {"near": False}})
     assert any("no record got a provenance label from field 'author'" in w for w in res.report["warnings"])
+
+
+def test_run_takes_the_provenance_map_its_warning_suggests(tmp_path: Path) -> None:
+    """The warning says 'map them with --provenance-map': `run` takes that flag (it was the gate's
+    alone, so following the advice gave 'No such option'), and it replaces the config's map."""
+    from helpers import run_cli
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", _labelled_rows(80, lambda label: "gpt-4o" if label == "machine" else "staff"))
+    base = ["run", str(tmp_path / "in"), "--no-detector", "--no-near-dedup", "--provenance-field", "meta.by", "-w", "1"]
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "o1")])
+    assert code == 0 and "map them with --provenance-map" in err + out
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "o2"), "--provenance-map", "gpt-*=machine,staff=human",
+                              "--target-ratio", "0.1"])
+    assert code == 0, err
+    report = json.loads((tmp_path / "o2" / "report.json").read_text())
+    known = report["synthetic"]["known_provenance"]
+    assert known["machine"] > 0 and known["human"] > 0 and known["machine"] + known["human"] == 80
+    assert not [w for w in report["warnings"] if "provenance" in w]
+    assert report["synthetic"]["downsampled"] > 0  # the labels alone drive the target without a detector
