@@ -58,7 +58,7 @@ ANNOTATION_COLUMNS = (SCORE_COL, PROVENANCE_COL, TEXT_HASH_COL, LENGTH_COL, ERRO
 
 # Columns the decide step adds to rejected records.
 REASON_COL = "synth_reason"  # a rejection reason of REASONS: "malformed", "exact_duplicate", ..., "repetitive"
-DUPLICATE_OF_COL = "synth_duplicate_of"  # id of the record kept in its place (duplicates only)
+DUPLICATE_OF_COL = "synth_duplicate_of"  # id of the copy its cluster kept (duplicates only)
 P_MACHINE_COL = "synth_p_machine"  # P(machine) under the corpus prior (downsampled records only)
 DECISION_COLUMNS = (REASON_COL, DUPLICATE_OF_COL, P_MACHINE_COL)
 
@@ -79,7 +79,8 @@ class DecideResult:
     Attributes:
         keep: bool per record.
         reason: per record, ``"kept"`` or the rejection reason (``REASONS``).
-        duplicate_of: per record, the id of the record kept in its place (duplicates), else None.
+        duplicate_of: per record, the id of the copy its duplicate cluster kept (duplicates), else None;
+            a target ratio may still downsample that copy (its own reason says so).
         p_machine: float32 P(machine) under the corpus prior for downsampled records, else NaN.
         ids: the record ids the decisions used (they drive every random choice).
         report: the same keys as ``report.json`` of ``synthfilter run``.
