@@ -842,11 +842,11 @@ class _ZstdDecoder(_Decoder):
     no content checksum cannot be checked: damage that zstd decodes without an error goes
     unnoticed there (the format gives nothing to check it by; writers should set checksums),
     but any error zstd reports sets the whole frame aside all the same. A frame cut short by
-    the end of the file is read up to the cut when it has no checksum (as a gzip member cut
-    short there: nothing follows that it could have overrun into); one with a checksum, which
-    cannot be checked now, is set aside whole, and so is one that decodes to the end of the file
-    without an error where another frame starts inside it (cut short there, it decoded the next
-    frame's bytes as its own; reading goes on at that frame).
+    the end of the file is read up to the cut, as a gzip member cut short there (nothing follows
+    that it could have overrun into; its checksum, if it has one, is lost with the cut); one that
+    decodes to the end of the file without an error where another frame starts inside it is set
+    aside whole (cut short there, it decoded the next frame's bytes as its own; reading goes on
+    at that frame).
     """
 
     name = ".zst"
@@ -1009,19 +1009,18 @@ class _ZstdDecoder(_Decoder):
                 missing = checked.size - checked.decoded
             detail = (f"truncated .zst file: the compressed data ends at byte {end:,} (the end of the file) in the "
                       f"middle of a {unit}")
-            if not checked.checksum:
-                yield from self._emit(start, checked)
-                if missing is not None:
-                    detail += f", {missing:,} of its {checked.size:,} decoded bytes are missing"
-                else:
-                    detail += "; the rest of the original is missing"
-                return Break("truncated", detail, offset=end, missing_bytes=missing)
-            checked.window.clear()
-            size, lines = self._measure(start)
-            detail += (f" (at byte {start:,}) whose content checksum, at its end, is missing: none of the {size:,} "
-                       f"bytes ({lines:,} lines) decoded from it is read as a record, as they cannot be checked")
-            return Break("truncated", detail, offset=start, unreadable_bytes=end - start, missing_bytes=missing,
-                         untrusted_bytes=size)
+            # Read up to the cut, as a gzip member cut short by the end of the file: nothing follows
+            # that it could have overrun into. Its content checksum, at its end, is lost with the cut,
+            # as a gzip member's trailer is (zstd writes a whole file as one frame by default, so
+            # setting it aside would lose the whole shard to a cut copy).
+            yield from self._emit(start, checked)
+            if missing is not None:
+                detail += f", {missing:,} of its {checked.size:,} decoded bytes are missing"
+            else:
+                detail += "; the rest of the original is missing"
+            if checked.checksum:
+                detail += " (and its content checksum, at its end, so what it decoded to could not be checked)"
+            return Break("truncated", detail, offset=end, missing_bytes=missing)
         checked.window.clear()
         end = nxt if nxt is not None else self._eof_offset()
         size, lines = self._measure(start)
