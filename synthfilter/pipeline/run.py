@@ -52,6 +52,7 @@ from synthfilter.pipeline.stages import (
     Scorer,
     WorkPaths,
     decide,
+    id_field_warning_of,
     input_stamp,
     provenance_warning_of,
     refusal_with_provenance,
@@ -999,7 +1000,8 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
         },
         "synthetic": decisions.synthetic,
         "languages": decisions.languages,
-        "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions)])],
+        "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions),
+                                                         id_field_warning_of(metas, cfg)])],
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }
 

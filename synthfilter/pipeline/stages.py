@@ -503,6 +503,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     }
     if cfg.ratio.provenance_field:
         meta["provenance_tally"] = scorer.provenance.take_tally()
+    if cfg.id_field:  # named on purpose: count the records it did not name (they fall back to <shard>:<line>)
+        meta["ids_missing"] = sum(1 for rid, line in zip(cols["id"], cols["line"]) if rid == fallback_id(rel, line))
     atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
     return meta
 
@@ -675,6 +677,22 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
         counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
         apply_language_counts(decisions, counts, cfg)
     return decisions
+
+
+def id_field_warning_of(metas: dict[str, dict[str, Any]], cfg: Config) -> str | None:
+    """A plain warning when the id field the user named is missing (or null, or not a scalar) in
+    some records: those are named ``<shard>:<line>`` instead, which every seeded choice and
+    ``duplicate_of`` then use. None when all is well, or no field was named."""
+    if not cfg.id_field or not all("ids_missing" in m for m in metas.values()):
+        return None
+    missing = sum(m["ids_missing"] for m in metas.values())
+    records = sum(m["records"] for m in metas.values())
+    if not missing:
+        return None
+    which = f"in none of the {records:,} records" if missing == records else f"missing in {missing:,} of {records:,} records"
+    return (f"id field {cfg.id_field!r} is {which} (or null, a list or an object there), so those records are "
+            "named '<shard path>:<line>' instead, which duplicate_of and every seeded choice then use: check its "
+            "name (nested fields take a dotted path, e.g. meta.uid)")
 
 
 def provenance_warning_of(metas: dict[str, dict[str, Any]], cfg: Config, decisions: Any = None) -> str | None:

@@ -405,3 +405,18 @@ def test_report_command_resumes_as_its_message_says(tmp_path: Path) -> None:
     code, _, err = run_cli([*args, "--resume"])
     assert code == 0 and "No such option" not in err
     assert run_cli([*args, "--overwrite"])[0] == 0
+
+
+def test_an_id_field_missing_from_records_is_named(tmp_path: Path, fast_config: dict) -> None:
+    rows = make_records(20, seed=8)
+    for i, r in enumerate(rows):
+        r["uid"] = f"u{i}" if i % 4 else None  # null in 5 of 20
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "o1", cfg_of(fast_config, id_field="uid"))
+    (w,) = [w for w in res.report["warnings"] if "id field" in w]
+    assert "id field 'uid' is missing in 5 of 20 records" in w and "'<shard path>:<line>'" in w
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "o2", cfg_of(fast_config, id_field="uuid"))
+    assert any("id field 'uuid' is in none of the 20 records" in w for w in res.report["warnings"])
+    # Without a field named, 'id' is read when present and the fallback is the documented default.
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "o3", cfg_of(fast_config))
+    assert not [w for w in res.report["warnings"] if "id field" in w]
