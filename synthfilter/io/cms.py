@@ -652,8 +652,29 @@ def _delimiter(header: str, path: Path) -> str:
     return best if counts[best] else ","
 
 
+# Elements a CMS body holds. A cell is HTML only when it has a whole tag of one of them (or a
+# comment; see ``_HTML_TAG``): plain text with "a<b" or "<Enter>" in it is not, and parsing it as HTML would lose
+# what follows the "<" ("If a<b and b<c ..." read as "If a").
+_HTML_ELEMENTS = (
+    "a|abbr|address|article|aside|audio|b|blockquote|body|br|button|caption|center|cite|code|col|colgroup|dd|del|"
+    "details|div|dl|dt|em|embed|figcaption|figure|font|footer|form|h[1-6]|head|header|hr|html|i|iframe|img|input|"
+    "ins|kbd|label|li|link|main|mark|meta|nav|noscript|object|ol|option|p|picture|pre|q|s|samp|script|section|"
+    "select|small|source|span|strike|strong|style|sub|summary|sup|table|tbody|td|textarea|tfoot|th|thead|time|"
+    "title|tr|u|ul|var|video|wbr"
+)
+_ATTRIBUTE = r"""\s+[a-zA-Z_:][-a-zA-Z0-9_:.]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_VOID_ELEMENTS = "br|hr|img|wbr|input|meta|link|source|embed|col"
+# A comment, a closing tag, a void element's tag, or an opening tag with attributes: a bare
+# "<S>" or "<b>" alone is as likely a key name or a typo as markup, "</b>" or '<b class="x">' is not.
+_HTML_TAG = re.compile(
+    rf"<!--|</(?:{_HTML_ELEMENTS})\s*>|<(?:{_VOID_ELEMENTS})(?:{_ATTRIBUTE})*\s*/?>"
+    rf"|<(?:{_HTML_ELEMENTS})(?:{_ATTRIBUTE})+\s*/?>",
+    re.IGNORECASE,
+)
+
+
 def _looks_like_html(text: str) -> bool:
-    return bool(re.search(r"<(?:!--|/?[a-zA-Z][a-zA-Z0-9]*[\s/>])", text))
+    return _HTML_TAG.search(text) is not None
 
 
 def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
@@ -741,7 +762,9 @@ def _not_utf8(path: Path, what: str) -> InputError:
 
 
 def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
-    """Records of a JSONL(.gz/.zst) export, read as ``synthfilter run`` reads them."""
+    """Records of a JSONL(.gz/.zst) export, read as ``synthfilter run`` reads them, but for a text
+    field holding HTML (a CMS's API export): converted to text as a CSV cell is, for the checks
+    (the record itself, and so an approved line, stays as read)."""
     from synthfilter.io.shards import ShardReader
 
     fmt = shard_format(path)
@@ -753,6 +776,10 @@ def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
         if rec.error is not None:
             raise InputError(path, rec.error, rec.line)
         rid, text, _, error = spec.extract(rec.obj, rel, rec.line)
+        if text is not None and _looks_like_html(text):
+            text = html_to_text(text)
+            if not text:
+                text, error = None, "no text (the HTML in the text field holds none)"
         obj = rec.obj
         yield CmsRecord(
             id=rid, text=text, title=_str_or_none(obj.get("title")),

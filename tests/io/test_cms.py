@@ -231,6 +231,19 @@ def test_csv_rows_columns_html_cells_and_multiline_positions(tmp_path: Path) -> 
     assert recs[2].text is None and recs[2].error == "no text (empty cell)"
 
 
+@pytest.mark.parametrize("cell", [
+    "If a<b and b<c then a<c, said the maths club, and argued about pizza for an hour.",
+    "Press <Enter> to save your draft, then <Ctrl>+<S> to be sure.",
+    "A List<String> of names, and if x < 3 and y > 2 then stop.",
+])
+def test_plain_text_cells_with_angle_brackets_are_kept_whole(tmp_path: Path, cell: str) -> None:
+    # Read as HTML, "a<b and ..." became a tag and the text after it was lost ("If a").
+    path = tmp_path / "plain.csv"
+    path.write_text('id,text\n1,"' + cell + '"\n', encoding="utf-8")
+    (rec,) = read_csv(path, "plain.csv", ReadOptions())
+    assert rec.text == cell
+
+
 def test_csv_options_delimiters_and_errors(tmp_path: Path) -> None:
     semi = tmp_path / "semi.csv"
     semi.write_text("slug;headline;body\na;Alpha;alpha text\n")
@@ -262,6 +275,18 @@ def test_csv_options_delimiters_and_errors(tmp_path: Path) -> None:
 
 
 # -- JSONL -----------------------------------------------------------------------------------------
+
+
+def test_jsonl_html_bodies_are_read_as_text_and_the_record_stays_as_read(tmp_path: Path) -> None:
+    path = tmp_path / "api.jsonl"
+    rows = [{"id": 1, "text": '<p>The tide <b>comes</b> in.</p><script>trackView()</script>'},
+            {"id": 2, "text": "If a<b and b<c then a<c."},
+            {"id": 3, "text": "<script>trackView()</script><!-- nothing else -->"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recs = list(read_jsonl(path, "api.jsonl", ReadOptions()))
+    assert [r.text for r in recs] == ["The tide comes in.", "If a<b and b<c then a<c.", None]
+    assert recs[2].error == "no text (the HTML in the text field holds none)"
+    assert recs[0].raw == json.dumps(rows[0]).encode()  # an approved line is the line as read
 
 
 def test_jsonl_records_keep_their_object_and_bad_lines_name_the_line(tmp_path: Path) -> None:
