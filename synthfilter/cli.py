@@ -440,6 +440,7 @@ def gate(
     text_field: Optional[str] = typer.Option(None, help="JSONL: field holding the text (dotted path). [default: text]"),
     id_field: Optional[str] = typer.Option(None, help="JSONL: field holding the id. [default: id]"),
     post_types: Optional[str] = typer.Option(None, help="WXR: comma-separated post types to gate. [default: all but WordPress internals]"),
+    post_statuses: Optional[str] = typer.Option(None, help="WXR: comma-separated statuses to gate (publish, draft, pending, private, future; 'protected' adds password-protected posts; 'draft' also Markdown / HTML drafts by front matter). [default: publish]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field or front-matter key / custom field saying who wrote an item."),
     provenance_map: Optional[str] = typer.Option(None, help="How its values map: 'true=machine,false=human,gpt-*=machine'."),
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
@@ -467,7 +468,7 @@ def gate(
                      "require_provenance": require_provenance, "strict": strict,
                      "format": export_format.value if export_format else None, "text_column": text_column,
                      "title_column": title_column, "id_column": id_column, "link_column": link_column,
-                     "post_types": post_types},
+                     "post_types": post_types, "post_statuses": post_statuses},
         })
         from synthfilter.gate import gate_exports
 

@@ -133,6 +133,9 @@ class GateConfig:
     id_column: str | None = None
     link_column: str | None = None
     post_types: list[str] = field(default_factory=list)  # WXR post types to gate; empty: all but WordPress internals
+    # WXR statuses to gate ("protected": password-protected posts too; "draft" also gates Markdown /
+    # HTML files whose front matter marks a draft); empty: every status but trash and auto-draft
+    post_statuses: list[str] = field(default_factory=lambda: ["publish"])
 
 
 @dataclass

@@ -803,6 +803,7 @@ def gate_exports(paths: Sequence[str | os.PathLike[str]], policy: GatePolicy | M
     source = ExportSource(paths, ReadOptions(
         format=g.format, text_field=cfg.text_field, id_field=cfg.id_field, text_column=g.text_column,
         title_column=g.title_column, id_column=g.id_column, link_column=g.link_column, post_types=g.post_types,
+        post_statuses=g.post_statuses,
         max_line_bytes=cfg.max_line_bytes,
     ))
     result = _gate_source(source, _policy(policy, cfg), cfg)

@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from synthfilter.io.shards import InputError, Shard, file_sha256, shard_format
 from synthfilter.records import FieldSpec, get_path, is_missing
@@ -41,6 +41,9 @@ WP_INTERNAL_TYPES = frozenset({
     "wp_font_family", "wp_font_face",
 })
 WP_SKIPPED_STATUSES = frozenset({"trash", "auto-draft"})
+# What is gated by default: published writing only. Drafts, pending reviews, scheduled and private
+# posts, and password-protected ones ("protected"), are not for training unless listed.
+DEFAULT_POST_STATUSES = ("publish",)
 
 # Column names tried, in order, when a CSV option is not given (matched case-insensitively).
 CSV_TEXT_COLUMNS = ("text", "content", "body", "post_content", "content:encoded", "markdown", "html")
@@ -109,6 +112,7 @@ class ReadOptions:
     id_column: str | None = None
     link_column: str | None = None
     post_types: Sequence[str] = ()
+    post_statuses: Sequence[str] = DEFAULT_POST_STATUSES
     max_line_bytes: int = 50 * 1024 * 1024
 
 
@@ -385,14 +389,14 @@ def _str_or_none(value: Any) -> str | None:
 # -- Markdown and HTML files ---------------------------------------------------------------------
 
 
-def read_markdown_file(path: Path, rel: str) -> CmsRecord:
+def read_markdown_file(path: Path, rel: str, post_statuses: Sequence[str] = DEFAULT_POST_STATUSES) -> CmsRecord:
     text = _decode(path.read_bytes(), path, "Markdown")
     meta, body, _ = split_front_matter(text, path)
     body_text, heading = markdown_to_text(body)
-    return _file_record(path, rel, meta, body_text, heading)
+    return _file_record(path, rel, meta, body_text, heading, post_statuses)
 
 
-def read_html_file(path: Path, rel: str) -> CmsRecord:
+def read_html_file(path: Path, rel: str, post_statuses: Sequence[str] = DEFAULT_POST_STATUSES) -> CmsRecord:
     """A page: front matter (Jekyll) and ``<meta>`` tags as metadata; the text of ``<main>`` (or
     the only ``<article>``, or ``<body>`` without navigation, header, footer and aside)."""
     from selectolax.lexbor import LexborHTMLParser
@@ -424,14 +428,32 @@ def read_html_file(path: Path, rel: str) -> CmsRecord:
     if title is None:
         h1 = tree.css_first("h1")
         title = _str_or_none(h1.text()) if h1 is not None else None
-    return _file_record(path, rel, meta, body_text, title)
+    return _file_record(path, rel, meta, body_text, title, post_statuses)
 
 
-def _file_record(path: Path, rel: str, meta: dict[str, Any], text: str, fallback_title: str | None) -> CmsRecord:
+def _unpublished(meta: Mapping[str, Any]) -> bool:
+    """Front matter marking a draft: Hugo's ``draft: true``, Jekyll's ``published: false``."""
+    def flag(key: str) -> bool | None:
+        v = meta.get(key)
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no"):
+            return v.strip().lower() in ("true", "yes")
+        return None
+
+    return flag("draft") is True or flag("published") is False
+
+
+def _file_record(path: Path, rel: str, meta: dict[str, Any], text: str, fallback_title: str | None,
+                 post_statuses: Sequence[str] = DEFAULT_POST_STATUSES) -> CmsRecord:
     title = _str_or_none(meta.get("title")) or fallback_title
     link = _str_or_none(meta.get("url")) or _str_or_none(meta.get("permalink"))
-    return CmsRecord(id=rel, text=text or None, title=title, link=link, path=rel, source=rel, meta=meta,
-                     error=None if text else "no text (empty body)")
+    excluded = None
+    if _unpublished(meta) and "draft" not in {x.strip().lower() for x in post_statuses}:
+        excluded = "draft (front matter; --post-statuses draft gates it)"
+    return CmsRecord(id=rel, text=(text or None) if excluded is None else None, title=title, link=link, path=rel,
+                     source=rel, meta=meta, error=None if text or excluded else "no text (empty body)",
+                     excluded=excluded)
 
 
 def _folder_files(folder: Path, fmt: str | None, ignored: list[str]) -> list[tuple[Path, str, str]]:
@@ -494,7 +516,8 @@ def _qname(tag: str) -> str:
     return local
 
 
-def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[CmsRecord]:
+def read_wxr(path: Path, rel: str, post_types: Sequence[str] = (),
+             post_statuses: Sequence[str] = DEFAULT_POST_STATUSES) -> Iterator[CmsRecord]:
     """Stream the ``<item>``s of a WordPress export (or an RSS 2.0 feed) without building the tree.
 
     No DTD is accepted (WordPress never writes one), so entity expansion ("billion laughs") and
@@ -512,6 +535,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
         return expat.CurrentLineNumber, f" at column {expat.CurrentColumnNumber + 1}"
 
     wanted = {t.strip().lower() for t in post_types if t.strip()}
+    statuses = {t.strip().lower() for t in post_statuses if t.strip()}
     f = open(path, "rb")
     try:
         events = ET.iterparse(f, events=("start", "end"), parser=parser)
@@ -541,7 +565,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
             depth -= 1
             if depth == 2 and channel is not None and _qname(el.tag) == "item":
                 n += 1
-                yield _wxr_record(el, rel, n, wanted)
+                yield _wxr_record(el, rel, n, wanted, statuses)
                 el.clear()
                 channel.remove(el)
         if channel is None:
@@ -564,7 +588,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = ()) -> Iterator[C
         f.close()
 
 
-def _wxr_record(item: Any, rel: str, n: int, wanted: set[str]) -> CmsRecord:
+def _wxr_record(item: Any, rel: str, n: int, wanted: set[str], statuses: set[str]) -> CmsRecord:
     fields: dict[str, str] = {}
     categories: list[str] = []
     tags: list[str] = []
@@ -600,6 +624,9 @@ def _wxr_record(item: Any, rel: str, n: int, wanted: set[str]) -> CmsRecord:
         "tags": tags,
         "custom_fields": custom,
     }
+    protected = bool(fields.get("wp:post_password", "").strip())
+    if protected:
+        meta["password_protected"] = True  # the password itself is never kept
     excerpt = _str_or_none(fields.get("excerpt:encoded"))
     if excerpt:
         meta["excerpt"] = _wp_text(excerpt)
@@ -611,6 +638,10 @@ def _wxr_record(item: Any, rel: str, n: int, wanted: set[str]) -> CmsRecord:
         excluded = f"WordPress {kind} item (not writing)"
     elif status and status.lower() in WP_SKIPPED_STATUSES:
         excluded = f"status {status}"
+    elif status and statuses and status.lower() not in statuses:
+        excluded = f"status {status} (not in --post-statuses)"
+    elif protected and "protected" not in statuses:
+        excluded = "password-protected (--post-statuses protected gates it)"
     markup = fields.get("content:encoded")
     if markup is None:
         markup = fields.get("description", "")
@@ -848,22 +879,23 @@ def iter_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | No
             if not files:
                 raise InputError(p, "no Markdown (.md) or HTML (.html) files in this folder")
             for fp, rel, kind in files:
-                rec = read_markdown_file(fp, rel) if kind == "markdown" else read_html_file(fp, rel)
+                rec = (read_markdown_file(fp, rel, opts.post_statuses) if kind == "markdown"
+                       else read_html_file(fp, rel, opts.post_statuses))
                 yield rec
                 inputs.append(_input(fp, kind, 1, 1 if rec.excluded else 0))
             continue
         fmt = opts.format or detect_format(p)
         rel = p.name
         if fmt == "wxr":
-            got: Iterator[CmsRecord] = read_wxr(p, rel, opts.post_types)
+            got: Iterator[CmsRecord] = read_wxr(p, rel, opts.post_types, opts.post_statuses)
         elif fmt == "csv":
             got = read_csv(p, rel, opts)
         elif fmt == "jsonl":
             got = read_jsonl(p, rel, opts)
         elif fmt == "markdown":
-            got = iter([read_markdown_file(p, rel)])
+            got = iter([read_markdown_file(p, rel, opts.post_statuses)])
         else:
-            got = iter([read_html_file(p, rel)])
+            got = iter([read_html_file(p, rel, opts.post_statuses)])
         n = excluded = with_text = 0
         first_error = None
         for rec in got:

@@ -133,6 +133,39 @@ def test_wxr_items_become_records_with_metadata(tmp_path: Path) -> None:
     assert [r.id for r in only_pages if r.excluded is None] == ["12"]
 
 
+def test_only_published_posts_are_gated_unless_more_statuses_are_asked_for(tmp_path: Path) -> None:
+    # Drafts, pending reviews, scheduled, private and password-protected posts are not for training
+    # by default (a private "salaries memo" used to be approved like any post).
+    protected = wxr_item(26, "Board minutes", "<p>Members only.</p>").replace(
+        "<wp:post_type>", "<wp:post_password><![CDATA[s3cret]]></wp:post_password>\n    <wp:post_type>")
+    path = write_wxr(tmp_path / "site.xml", [
+        wxr_item(21, "Out now", "<p>Published.</p>"),
+        wxr_item(22, "Half done", "<p>TODO: ending.</p>", status="draft"),
+        wxr_item(23, "For review", "<p>Pending.</p>", status="pending"),
+        wxr_item(24, "Salaries memo", "<p>Private.</p>", status="private"),
+        wxr_item(25, "Next week", "<p>Scheduled.</p>", status="future"),
+        protected,
+    ])
+    recs = {r.id: r for r in read_wxr(path, "site.xml")}
+    assert [i for i, r in recs.items() if r.excluded is None] == ["21"]
+    assert recs["22"].excluded == "status draft (not in --post-statuses)" and recs["22"].text is None
+    assert recs["26"].excluded.startswith("password-protected") and recs["26"].meta["password_protected"] is True
+    assert "s3cret" not in json.dumps(recs["26"].to_dict())
+    more = {r.id: r for r in read_wxr(path, "site.xml", post_statuses=["publish", "draft", "protected"])}
+    assert [i for i, r in more.items() if r.excluded is None] == ["21", "22", "26"]
+    assert more["22"].text == "TODO: ending."
+    # Markdown / HTML drafts by front matter: Hugo's draft: true, Jekyll's published: false.
+    site = tmp_path / "content"
+    site.mkdir()
+    (site / "a.md").write_text("---\ntitle: A\ndraft: true\n---\nDraft words.\n")
+    (site / "b.md").write_text("---\ntitle: B\npublished: false\n---\nUnpublished words.\n")
+    (site / "c.md").write_text("---\ntitle: C\ndraft: false\n---\nPublished words.\n")
+    read = read_exports([site])
+    assert {r.id: r.excluded is None for r in read.records} == {"a.md": False, "b.md": False, "c.md": True}
+    read = read_exports([site], ReadOptions(post_statuses=["publish", "draft"]))
+    assert all(r.excluded is None for r in read.records)
+
+
 def _bounded(fn: object) -> tuple[InputError, float, int]:
     tracemalloc.start()
     t0 = time.perf_counter()
