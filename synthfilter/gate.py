@@ -387,6 +387,8 @@ class GateResult:
             lines.append(f"note: {msg}")
         for w in self.warnings[:3]:
             lines.append(f"warning: {w}")
+        if len(self.warnings) > 3:
+            lines.append(f"  ... and {len(self.warnings) - 3:,} more warnings (--report FILE.html, --json FILE)")
         if self.offending:
             lines.append(f"worst items ({len(self.offending):,} offending):")
             for o in self.offending[:_SUMMARY_ITEMS]:
@@ -949,6 +951,8 @@ def render_gate_html(result: GateResult) -> str:
         verdict.append(h.callout([c.detail for c in result.failed], "bad"))
     if result.messages:
         verdict.append(h.callout(result.messages, "info"))
+    if result.warnings:  # what the failed checks point to ("see the warning"), and what to do
+        verdict.append(h.callout(result.warnings, "warn"))
     verdict.append(h.table(checks, [("check", "rule"), ("result", "result"), ("measured", "measured"),
                                     ("limit", "limit"), ("detail", "detail")]))
     m = result.measured

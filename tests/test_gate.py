@@ -224,6 +224,18 @@ def test_csv_export_html_report_lists_offending_items_worst_first(tmp_path: Path
     assert "(again)" in page and "P(synthetic)" in page
 
 
+def test_html_report_shows_the_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A failed check says "see the warning": the page must hold it (it was only in --json).
+    export = write_csv(tmp_path / "posts.csv", make_posts(n_human=8, n_machine=4, exact=0, near=0))
+    report = tmp_path / "gate.html"
+    code, out, _ = gate_cli([str(export), *NO_DETECTOR, "--text-column", "post_content", "--id-column", "ID",
+                             "--provenance-field", "generated_by", "--max-duplicates", "0.5",
+                             "--report", str(report)], capsys)
+    assert code == 0 and "warning: provenance field 'generated_by'" in out
+    page = report.read_text()
+    assert 'class="callout warn"' in page and "provenance field &#x27;generated_by&#x27;: 4 of its 12 values" in page
+
+
 # -- Markdown folder with a TOML config, provenance rules --------------------------------------------
 
 
