@@ -476,13 +476,13 @@ def gate(records: Iterable[CmsRecord | Mapping[str, Any]], policy: GatePolicy | 
         A ``GateResult``: ``passed``, ``checks``, ``measured``, ``offending`` (worst first) and a
         decision per record. The approved subset (``result.approved``) has duplicates removed
         and the synthetic share downsampled to ``ratio.target_ratio``, or else to
-        ``max_synthetic``.
+        ``max_synthetic``. A target that would drop more human records than
+        ``ratio.max_human_loss`` allows fails the rule ``max_human_loss`` (the subset is
+        downsampled all the same): the gate never raises for a policy.
 
     Raises:
         ConfigError: the policy asks for something the config cannot measure (e.g.
             ``require_provenance`` without ``ratio.provenance_field``).
-        synthfilter.ratio.HumanLossError: the target would drop more human records than
-            ``ratio.max_human_loss`` allows.
 
     Example:
         >>> result = gate([{"id": "a", "text": "..."}], {"max_duplicates": 0.05},
@@ -624,6 +624,12 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
         "provenance_missing_share": (missing / n_text if n_text else 0.0) if prov_field else 1.0,
     }
     checks = _checks(pol, measured, refuse_unreliable=cfg.ratio.on_unreliable == "refuse")
+    if gs.human_loss is not None:
+        loss = float(syn.get("estimated_human_loss") or 0.0)
+        measured["human_loss"] = loss
+        checks.append(GateCheck("max_human_loss", False, loss, float(cfg.ratio.max_human_loss or 0.0),
+                                f"max_human_loss: {gs.human_loss}; the approved subset is downsampled to the target "
+                                "all the same: raise the target (--target-ratio) or ratio.max_human_loss"))
     if not pol.has_rules:
         messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
                         "--require-provenance): nothing can fail")
@@ -690,7 +696,7 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
             out.append(GateCheck("max_synthetic", False, v, pol.max_synthetic,
                                  f"max_synthetic: the detector looks unreliable on this export, so its estimate "
                                  f"({_pct(v)}) cannot be trusted against {_pct(pol.max_synthetic)} (see the warning; "
-                                 "ratio.on_unreliable = \"proceed\" compares it anyway)"))
+                                 "--allow-unreliable-detector, or ratio.on_unreliable = \"proceed\", compares it anyway)"))
         else:
             bad = v > pol.max_synthetic + 1e-12
             out.append(GateCheck("max_synthetic", not bad, v, pol.max_synthetic,

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from synthfilter.pipeline.stages import (
     REASONS, STATUS_MALFORMED, STATUS_OK, Annotations, Decisions, decide,
     record_uniforms,
 )
+from synthfilter.ratio import HumanLossError, UnreliableDetectorError
 from synthfilter.records import is_missing
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ class GateScan:
     store: Any = None  # _StringStore, until ``strings`` is built
     strings: RecordStrings | None = None
     provenance_tally: dict[str, Any] | None = None  # ProvenanceMapper.take_tally() with a provenance field
+    human_loss: str | None = None  # why the target broke ratio.max_human_loss (the plan went on without it)
 
     # per record (all) ---------------------------------------------------------------------------
     def reason_codes(self) -> np.ndarray:
@@ -524,7 +526,17 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     card = sf.scorer.detector.card if sf.scorer.uses_detector else None
     # The target is the gate's own (from --max-synthetic) unless --target-ratio set it: with nothing
     # to downsample by, the synthetic rule says so (exit 1) and the approved subset is not downsampled.
-    decisions = decide(ann, cfg, card, require_target=require_target)
+    human_loss: str | None = None
+    try:
+        decisions = decide(ann, cfg, card, require_target=require_target)
+    except HumanLossError as e:
+        if isinstance(e, UnreliableDetectorError) or cfg.ratio.max_human_loss is None:
+            raise
+        # A gate never refuses: the limit is a rule that fails (exit 1), with the reports and the
+        # approved subset (downsampled to the target as planned) written all the same.
+        human_loss = str(e).split(". ", 1)[0].replace("--max-human-loss", "ratio.max_human_loss")
+        decisions = decide(ann, replace(cfg, ratio=replace(cfg.ratio, max_human_loss=None)), card,
+                           require_target=require_target)
     del ann, sigs
     from synthfilter.pipeline.run import build_report
 
@@ -538,7 +550,7 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     return GateScan(n=n, gated=columns.load("gated"), excluded_kinds=excluded_kinds, status=status,
                     provenance=provenance, labels=labels, score=score, language=language, decisions=decisions,
                     report=report, messages=messages, fixes=fixes, store=store,
-                    provenance_tally=meta.get("provenance_tally"))
+                    provenance_tally=meta.get("provenance_tally"), human_loss=human_loss)
 
 
 def unique_ids(store: _StringStore, id_hash: np.ndarray) -> dict[int, str]:

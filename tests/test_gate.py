@@ -544,3 +544,21 @@ def test_languages_option_rejects_other_languages_before_dedup(tmp_path: Path, c
     assert rejected["fr-copy"]["language"] == "fr" and "duplicate_of" not in rejected["fr-copy"]
     assert rejected["en-copy"] == {**rejected["en-copy"], "reason": "exact_duplicate", "duplicate_of": "en-0", "language": "en"}
     assert ">Languages<" in (tmp_path / "g.html").read_text(encoding="utf-8")
+
+
+def test_a_human_loss_limit_fails_a_rule_and_the_outputs_are_still_written(tmp_path: Path) -> None:
+    """ratio.max_human_loss made the gate stop like `run` (exit 1, no report, no approved subset):
+    a gate never refuses, so the limit is a rule that fails, and the plan goes on without it."""
+    import synthfilter
+
+    posts = make_posts(n_human=40, n_machine=40, exact=0, near=0)
+    records = [{"id": p["id"], "text": p["text"]} for p in posts]
+    result = synthfilter.gate(records, {"max_duplicates": 0.5},
+                              {"ratio": {"max_human_loss": 0.0, "target_ratio": 0.05}})
+    (check,) = [c for c in result.checks if c.rule == "max_human_loss"]
+    assert not result.passed and not check.passed and check.limit == 0.0 and check.measured > 0
+    assert "more than ratio.max_human_loss 0" in check.detail and "--max-human-loss" not in check.detail
+    assert result.measured["human_loss"] == check.measured
+    assert sum(r == "kept" for r in result.reasons) < len(records)  # downsampled to the target all the same
+    loose = synthfilter.gate(records, {"max_duplicates": 0.5}, {"ratio": {"target_ratio": 0.05}})
+    assert loose.passed and list(loose.reasons) == list(result.reasons)
