@@ -632,7 +632,7 @@ def _result(gs: Any, source: Any, pol: GatePolicy, cfg: Config, prov_field: str 
                                 "all the same: raise the target (--target-ratio) or ratio.max_human_loss"))
     if not pol.has_rules:
         messages.append("no policy rules set (--max-synthetic, --max-duplicates, --min-records, "
-                        "--require-provenance): nothing can fail")
+                        "--require-provenance): only an export with nothing to gate fails")
 
     # Per record, in input order, from compact columns; excluded items are not gated.
     reason_codes = gs.reason_codes()
@@ -676,6 +676,15 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
         v = m["with_text"]
         out.append(GateCheck("min_records", v >= pol.min_records, v, pol.min_records,
                              f"min_records: {v:,} records with text, at least {pol.min_records:,} required"))
+    elif m["with_text"] == 0 and pol.max_synthetic is None:
+        # Nothing was gated at all (an empty export, a misspelt --post-types, an export of drafts):
+        # whatever the rules, an empty approved subset is not a pass (max_synthetic fails on it
+        # already). min_records = 0 lets it pass.
+        skipped = f"; {m['excluded']:,} not gated ({_excluded_summary(m)})" if m["excluded"] else ""
+        what = f"none of the {m['records']:,} items read has text to gate" if m["records"] else "no item was read"
+        out.append(GateCheck("min_records", False, 0, 1,
+                             f"min_records: {what}{skipped}: check the export, --post-types and --post-statuses "
+                             "(min_records = 0 lets an empty export pass)"))
     if pol.max_synthetic is not None:
         ci = m["synthetic_ci95"]
         v = ci[1] if pol.strict and ci else m["synthetic_share"]

@@ -562,3 +562,17 @@ def test_a_human_loss_limit_fails_a_rule_and_the_outputs_are_still_written(tmp_p
     assert sum(r == "kept" for r in result.reasons) < len(records)  # downsampled to the target all the same
     loose = synthfilter.gate(records, {"max_duplicates": 0.5}, {"ratio": {"target_ratio": 0.05}})
     assert loose.passed and list(loose.reasons) == list(result.reasons)
+
+
+def test_an_export_with_nothing_to_gate_fails_whatever_the_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A duplicates-only gate passed an export whose items were all excluded (a misspelt
+    # --post-types), an export with no items, and one with no rules at all.
+    posts = make_posts(n_human=6, n_machine=0, exact=0, near=0)
+    export = wxr(tmp_path / "site.xml", posts)
+    code, out, _ = gate_cli([str(export), "--post-types", "pots", "--max-duplicates", "0.05", *NO_DETECTOR], capsys)
+    assert code == 1
+    assert re.search(r"failed: min_records: none of the 6 items read has text to gate; 6 not gated \(post type post", out)
+    empty = wxr(tmp_path / "empty.xml", [])
+    code, out, _ = gate_cli([str(empty), *NO_DETECTOR], capsys)
+    assert code == 1 and "failed: min_records: no item was read" in out
+    assert synthfilter.gate([], {"min_records": 0}, {"detector": {"enabled": False}}).passed  # asked for
