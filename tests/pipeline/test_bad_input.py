@@ -98,8 +98,11 @@ def test_bad_line_is_quarantined(tmp_path: Path, case: str, fast_config: dict) -
     assert kept == _good_lines()
     assert rej["synthfilter"]["reason"] == "malformed"
     assert expected in rej["synthfilter"]["error"]
-    if "raw" in rej["synthfilter"]:  # not even JSON: the raw line is kept so nothing is lost
-        assert rej["synthfilter"]["source"]["line"] == 4
+    # Every malformed record says where it was (a parsed object without usable text too).
+    assert rej["synthfilter"]["source"] == {"file": "shard.jsonl", "line": 4,
+                                            "byte_offset": sum(len(x) + 1 for x in _good_lines()[:3])}
+    if "raw" not in rej["synthfilter"]:  # parsed: the object is kept as it was
+        assert {k: v for k, v in rej.items() if k != "synthfilter"} == orjson.loads(bad)
     assert res.report["input"]["malformed"] == 1
 
 
