@@ -318,7 +318,13 @@ def _apply(obj: Any, data: Mapping[str, Any], source: str, prefix: str) -> None:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in fields:
-            raise ConfigError(f"{source}: unknown option {prefix}{key!r}")
+            import difflib
+
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.75)
+            where = f"[{prefix[:-1]}]" if prefix else "the top level"
+            hint = (f"; did you mean {prefix}{close[0]}?" if close
+                    else f"; the options of {where} are {', '.join(sorted(fields))}")
+            raise ConfigError(f"{source}: unknown option {prefix}{key}{hint}")
         if value is None:
             continue
         current = getattr(obj, name)

@@ -30,3 +30,14 @@ def test_verify_threshold_from_toml_and_overrides(tmp_path: Path):
 def test_verify_threshold_outside_0_1_or_not_a_number_is_refused(bad):
     with pytest.raises(ConfigError, match="dedup.verify_threshold"):
         Config.from_dict({"dedup": {"verify_threshold": bad}})
+
+
+def test_an_unknown_option_names_the_closest_one_or_lists_them(tmp_path: Path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[dedup]\ntreshold = 0.7\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown option dedup.treshold; did you mean dedup.threshold\?"):
+        load_config(cfg, {})
+    with pytest.raises(ConfigError, match=r"unknown option zzz; the options of the top level are annotate, batch_size"):
+        Config.from_dict({"zzz": 1})
+    with pytest.raises(ConfigError, match=r"unknown option ratio.nope; the options of \[ratio\] are bootstrap, confidence"):
+        Config.from_dict({"ratio": {"nope": 1}})
