@@ -121,7 +121,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version and exit."),
 ) -> None:
     """Filter model-generated and duplicated text out of training corpora."""
 
@@ -176,14 +176,14 @@ def run(
     id_field: Optional[str] = typer.Option(None, help="Field holding the record id. [default: id when present, else <shard>:<line>]"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
     on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail with a clear error, or quarantine the record in rejected/. [default: fail]"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted run in OUT."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace synthfilter's previous outputs in OUT."),
-    annotate: Optional[bool] = typer.Option(None, "--annotate", help="Add a 'synthfilter' object (score, decision) to every output record."),
-    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="Score and decide, write report + manifest only, no records."),
+    resume: Optional[bool] = typer.Option(None, "--resume", metavar="", help="Continue an interrupted run in OUT."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", metavar="", help="Replace synthfilter's previous outputs in OUT."),
+    annotate: Optional[bool] = typer.Option(None, "--annotate", metavar="", help="Add a 'synthfilter' object (score, decision) to every output record."),
+    dry_run: Optional[bool] = typer.Option(None, "--dry-run", metavar="", help="Score and decide, write report + manifest only, no records."),
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
-    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector (dedup only)."),
-    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", metavar="", help="Do not score with the detector (dedup only)."),
+    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", metavar="", help="Exact duplicates only."),
     threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
     num_perm: Optional[int] = typer.Option(None, help="MinHash permutations. [default: 128]"),
     target_ratio: Optional[float] = typer.Option(None, help="Keep at most this estimated synthetic share (0 <= R < 1)."),
@@ -191,15 +191,15 @@ def run(
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
     provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     max_human_loss: Optional[float] = typer.Option(None, help="Fail (exit 1) if the target would drop more than this share of human records."),
-    allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
-    unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
+    allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", metavar="", help="Downsample to --target-ratio even when the detector looks unreliable on this corpus (the kept share is then reported as unknown). [default: refuse, exit 1]"),
+    unseen_source: Optional[bool] = typer.Option(None, "--unseen-source", metavar="", help="The corpus comes from sources unlike the detector's training data: always widen the interval (and the target's bound) over the rates the model card measured on held-out sources."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Keep only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
-    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", metavar="", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
     group_by: Optional[str] = typer.Option(None, help="Field to group the diversity report by. [default: shard]"),
     engine: Optional[Engine] = typer.Option(None, help="Where the stages run: local process pool or Ray Data. [default: local]"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (default: start a local one)."),
     batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """Dedup, score and downsample shards; write kept/, rejected/, manifest.json and report.json."""
 
@@ -249,12 +249,12 @@ def report(
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record."),
     provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
-    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector."),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", metavar="", help="Do not score with the detector."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
     on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail, or count the record as malformed. [default: fail]"),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a previous report in OUT."),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted report in OUT."),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", metavar="", help="Replace a previous report in OUT."),
+    resume: Optional[bool] = typer.Option(None, "--resume", metavar="", help="Continue an interrupted report in OUT."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """A first look at a corpus: duplicates, synthetic share, diversity; nothing is filtered or written."""
 
@@ -293,8 +293,8 @@ def train(
     seed: int = typer.Option(0, help="Seed for every random choice in training."),
     balance_by: Optional[str] = typer.Option(None, "--balance-by", help="Field naming each text's origin (e.g. source): every (origin, label) cell weighs the same within its label, and texts are cropped to length parity within an origin, so no one origin carries a label."),
     generator_field: str = typer.Option("generator", help="Field naming the model that wrote a machine text (optional): base-LM samples and chat-model text get one expert each."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out (once the new one is complete)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace a model already in --out (once the new one is complete)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """Train a detector on your own labelled human / machine text (e.g. your generator's output)."""
     from synthfilter.detect.train import train_command
@@ -319,8 +319,8 @@ def adapt(
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     method: str = typer.Option("auto", help="auto (chosen by cross-validation), linear (an adapter on top of the "
                                "experts) or refit (the experts refitted with your labels; needs a model with replay.npz)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out (once the adapted one is complete)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary output."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace a model already in --out (once the adapted one is complete)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No summary output."),
 ) -> None:
     """Adapt a detector to your corpus with a few hundred labelled records (no retraining from scratch)."""
     from synthfilter.detect.adapt import adapt_command
@@ -342,7 +342,7 @@ def eval_(
     machine_label: str = typer.Option("machine", help="Label value meaning model-generated."),
     group_by: Optional[str] = typer.Option(None, help="Comma-separated fields for a per-group table (e.g. domain,generator)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON to this file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """AUROC, TPR at 1 % / 5 % FPR, calibration error and confusion of a detector on labelled data."""
     from synthfilter.detect.evaluate import eval_command
@@ -364,14 +364,14 @@ def score(
     id_field: Optional[str] = typer.Option(None, help="Field holding the record id. [default: id when present, else <shard>:<line>]"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes. [default: all cores]"),
     on_error: Optional[OnError] = typer.Option(None, help="On bad input: fail with a clear error, or quarantine the record in rejected/. [default: fail]"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted run in OUT."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace synthfilter's previous outputs in OUT."),
+    resume: Optional[bool] = typer.Option(None, "--resume", metavar="", help="Continue an interrupted run in OUT."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", metavar="", help="Replace synthfilter's previous outputs in OUT."),
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
     provenance_field: Optional[str] = typer.Option(None, help="Field naming who wrote the record (mapped by \\[ratio.provenance_map])."),
     provenance_map: Optional[str] = typer.Option(None, help="How the provenance field's values map to labels, e.g. 'true=machine,false=human,gpt-*=machine' (replaces \\[ratio.provenance_map]). [default: human=human, machine=machine]"),
     batch_size: Optional[int] = typer.Option(None, help="Records per scoring batch. [default: 2048]"),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress output."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """Annotate only: keep every record, each with a 'synthfilter' object (score, provenance); choose thresholds later."""
 
@@ -426,12 +426,12 @@ def gate(
     max_duplicates: Optional[float] = typer.Option(None, help="Fail when more than D (0-1) of the records are exact or near copies of another."),
     min_records: Optional[int] = typer.Option(None, help="Fail when fewer than N records have text."),
     require_provenance: Optional[float] = typer.Option(None, help="Fail when provenance is missing on more than F (0-1) of the records."),
-    strict: Optional[bool] = typer.Option(None, "--strict", help="Compare the upper bound of the synthetic share's 95 % interval."),
-    allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", help="Compare the synthetic share with --max-synthetic even when the detector looks unreliable on the export. [default: the rule fails]"),
+    strict: Optional[bool] = typer.Option(None, "--strict", metavar="", help="Compare the upper bound of the synthetic share's 95 % interval."),
+    allow_unreliable_detector: Optional[bool] = typer.Option(None, "--allow-unreliable-detector", metavar="", help="Compare the synthetic share with --max-synthetic even when the detector looks unreliable on the export. [default: the rule fails]"),
     report_html: Optional[Path] = typer.Option(None, "--report", help="Write a human page (offending items, worst first) to this .html file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write policy, measured values, verdict and offending ids as JSON."),
     write_approved: Optional[Path] = typer.Option(None, "--write-approved", help="Write approved.jsonl, rejected.jsonl and manifest.json to this directory."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a previous gate's outputs in --write-approved DIR."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", metavar="", help="Replace a previous gate's outputs in --write-approved DIR."),
     target_ratio: Optional[float] = typer.Option(None, help="Synthetic share of the approved subset. [default: --max-synthetic]"),
     text_column: Optional[str] = typer.Option(None, help="CSV: column holding the text. [default: text, content, body, ...]"),
     title_column: Optional[str] = typer.Option(None, help="CSV: column holding the title. [default: title, post_title, ...]"),
@@ -445,12 +445,12 @@ def gate(
     provenance_map: Optional[str] = typer.Option(None, help="How its values map: 'true=machine,false=human,gpt-*=machine'."),
     seed: Optional[int] = typer.Option(None, help="Seed for every random choice. [default: 0]"),
     model: Optional[str] = typer.Option(None, "--model", help="Detector model directory. [default: the shipped model]"),
-    no_detector: Optional[bool] = typer.Option(None, "--no-detector", help="Do not score with the detector (provenance and duplicates only)."),
-    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", help="Exact duplicates only."),
+    no_detector: Optional[bool] = typer.Option(None, "--no-detector", metavar="", help="Do not score with the detector (provenance and duplicates only)."),
+    no_near_dedup: Optional[bool] = typer.Option(None, "--no-near-dedup", metavar="", help="Exact duplicates only."),
     threshold: Optional[float] = typer.Option(None, help="Near-duplicate Jaccard threshold. [default: 0.8]"),
     languages: Optional[str] = typer.Option(None, "--languages", help="Gate only records in these languages (comma-separated ISO 639-1 codes, e.g. en,de); the rest are rejected with reason 'language'."),
-    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No summary on stdout (the exit code still tells)."),
+    reject_repetitive: Optional[bool] = typer.Option(None, "--reject-repetitive", metavar="", help="Reject records that repeat themselves (fewer than half of their own word trigrams distinct, as a model stuck in a loop writes) with reason 'repetitive'; \\[repetition] in the config tunes the rule."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", metavar="", help="No summary on stdout (the exit code still tells)."),
 ) -> None:
     """Check a CMS export against a policy: exit 0 pass, 1 policy violated, 2 input or usage error."""
 

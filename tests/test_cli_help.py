@@ -40,3 +40,14 @@ def test_the_sections_this_test_guards_exist() -> None:
     named = {m for c in COMMAND.commands.values() for p in c.params
              for m in SECTION.findall(getattr(p, "help", None) or "")}
     assert {"repetition", "ratio.provenance_map", "gate"} <= named
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND.commands))
+def test_plain_flags_are_not_shown_as_taking_a_value(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--strict <bool>` read as "--strict true", which then failed as a path that does not exist.
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 200)
+    command = COMMAND.commands[name]
+    flags = [p.opts[0] for p in command.params if getattr(p, "is_flag", False) and p.opts[0] != "--help"]
+    result = CliRunner().invoke(app, [name, "--help"])
+    shown = [line for line in result.output.splitlines() if any(f" {f} " in line for f in flags)]
+    assert shown and not [line for line in shown if "<bool>" in line], shown
