@@ -110,6 +110,18 @@ def test_other_languages_get_no_score_and_are_left_out_of_the_estimate(tmp_path:
     assert any("estimated over the records in en" in w for w in res.report["warnings"])
 
 
+def test_downsampled_records_stay_counted_in_the_estimate(tmp_path: Path) -> None:
+    # The languages table counted "in the estimate" after downsampling, so it showed the kept
+    # records only (a user saw it equal the kept count, under the records the estimate read).
+    rows = _mixed()
+    res, out = _run(tmp_path, rows, ratio={"target_ratio": 0.05, "on_unreliable": "proceed"})
+    english = [r["id"] for r in rows if r["lang"] == "en"]
+    assert sum(out[i].get("reason") == "synthetic_downsampled" for i in english) > 0
+    en = res.report["languages"]["by_language"]["en"]
+    assert en["in_estimate"] == len(english) == res.report["synthetic"]["scope"]["records_in_estimate"]
+    assert en["kept"] < en["in_estimate"]
+
+
 def test_languages_filter_rejects_the_rest_before_dedup(tmp_path: Path) -> None:
     rows = _mixed(3)
     rows.append({"id": "fr-copy", "text": rows[-1]["text"] if rows[-1]["lang"] == "fr" else document("fr", 4, seed=0), "lang": "fr"})

@@ -742,8 +742,9 @@ def set_aside_counts(meta: dict[str, Any]) -> np.ndarray:
 def estimated_mask(reason: np.ndarray, scored_language: np.ndarray, provenance: np.ndarray) -> np.ndarray:
     """The records the synthetic share is estimated over (and the only ones downsampling may
     drop): duplicate-removal survivors in a language the detector is trusted on, and survivors
-    of known provenance in any language."""
-    return (reason == KEPT) & (scored_language | (provenance != 0))
+    of known provenance in any language. Downsampled records were among them (downsampling
+    drops only from this set): counted after the plan, they still are."""
+    return ((reason == KEPT) | (reason == DOWNSAMPLED)) & (scored_language | (provenance != 0))
 
 
 def estimated_records(codes: np.ndarray, reason: np.ndarray, provenance: np.ndarray, cfg: Config) -> np.ndarray:
@@ -799,7 +800,8 @@ def languages_section(counts: np.ndarray, cfg: Config) -> dict[str, Any]:
             "detector_scored": int(row[_SCORED]), "in_estimate": int(row[_ESTIMATED]),
         }
     trusted = ["*"] if "*" in cfg.detector.languages else list(cfg.detector.languages)
-    not_estimated = int(counts[:, KEPT].sum() - counts[:, _ESTIMATED].sum())
+    # Survivors of duplicate removal (kept, or downsampled: only estimated records are) outside the estimate.
+    not_estimated = int(counts[:, KEPT].sum() + counts[:, DOWNSAMPLED].sum() - counts[:, _ESTIMATED].sum())
     return {
         "identifier": {**LanguageIdentifier.settings(), "sample_chars": cfg.language.sample_chars,
                        "min_confidence": cfg.language.min_confidence},
@@ -823,7 +825,7 @@ def _note_estimate_scope(decisions: Any, counts: np.ndarray, cfg: Config) -> Non
     if left_out and cfg.detector.enabled:
         from synthfilter.language import CODES
 
-        other = counts[:, KEPT] - counts[:, _ESTIMATED]
+        other = counts[:, KEPT] + counts[:, DOWNSAMPLED] - counts[:, _ESTIMATED]
         top = [f"{CODES[i]} {int(other[i]):,}" for i in np.argsort(-other, kind="stable")[:5] if other[i]]
         decisions.warnings.append(
             f"the synthetic share is estimated over the records in {', '.join(section['detector_languages'])} "

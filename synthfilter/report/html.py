@@ -461,7 +461,7 @@ def detector_section(report: Mapping[str, Any], scores: np.ndarray | None, reaso
         "95 % interval after": fmt_interval(syn.get("ci95_after")) or "—",
         "target ratio": fmt_share(syn.get("target_ratio")) if syn.get("target_ratio") is not None else "none",
         "records downsampled": fmt_count(syn.get("downsampled")),
-        "scored by the detector": fmt_count(syn.get("detector_scored")),
+        "in the estimate by their score (unique, no provenance)": fmt_count(syn.get("detector_scored")),
         "known provenance (human / machine)": f"{fmt_count(known.get('human'))} / {fmt_count(known.get('machine'))}",
         "estimation method": syn.get("method") or "—",
         "downsampling strategy": syn.get("strategy") or "—",
@@ -647,7 +647,7 @@ def languages_section(report: Mapping[str, Any]) -> str:
     if langs.get("keep"):
         note += f" Kept languages (--languages): {', '.join(langs['keep'])}."
     cols = [("language", "language"), ("records", "records"), ("kept", "kept"), ("rejected", "rejected"),
-            ("scored", "detector-scored"), ("estimate", "in the estimate")]
+            ("scored", "detector-scored (copies too)"), ("estimate", "in the estimate (unique)")]
     return section("Languages", table(rows, cols, max_rows=MAX_GROUP_ROWS), note=note)
 
 
@@ -692,7 +692,10 @@ def run_section(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
     if manifest.get("ignored_files"):
         blocks.append(callout([f"not read (unsupported extension): {p}" for p in manifest["ignored_files"]], "info"))
     if manifest.get("config"):
-        blocks.append(details("Configuration (resolved)", kv_table(manifest["config"])))
+        config = dict(manifest["config"])
+        if config.get("workers") == 0:  # as given: 0 means one per core of the machine that ran it
+            config["workers"] = "0 (one per core)"
+        blocks.append(details("Configuration (resolved)", kv_table(config)))
     return section("Run", *blocks, note="From manifest.json.")
 
 
