@@ -152,8 +152,14 @@ _LINE = frozenset({"li", "dt", "dd", "tr", "figcaption", "summary", "caption", "
 _CELL = frozenset({"td", "th"})
 _SPACE_RUN = re.compile(r"(\s+)")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*\n")
-# WordPress shortcodes that wrap or stand for media; their brackets are markup, not prose.
-_WP_SHORTCODE = re.compile(r"\[/?(?:caption|wp_caption|gallery|embed|audio|video|playlist)(?:\s[^\]]*)?\]")
+# WordPress shortcodes that wrap or stand for media, forms and page-builder layout (WPBakery vc_,
+# Divi et_pb_, Avada fusion_, Enfold av_, Cornerstone cs_, Shortcodes Ultimate su_, ...): their
+# brackets are markup, not prose; the text a layout shortcode wraps is kept.
+_WP_SHORTCODE = re.compile(
+    r"\[/?(?:caption|wp_caption|gallery|embed|audio|video|playlist|contact-form-7|contact-form|gravityforms?|"
+    r"wpforms|ninja_forms?|mc4wp_form|rev_slider|layerslider|elementor-template|fl_builder_insert_layout|"
+    r"(?:vc|et_pb|fusion|av|cs|su)_[a-z0-9_]+)(?:\s[^\]]*)?/?\]"
+)
 # Hugo shortcodes ({{< x >}}, {{% x %}}) and Liquid tags ({% x %}, {{ x }}): template syntax.
 _TEMPLATE_TAG = re.compile(r"\{\{[<%].*?[%>]\}\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
 

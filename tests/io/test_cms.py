@@ -89,6 +89,14 @@ def test_html_to_text_keeps_wordpress_blank_line_paragraphs_and_survives_deep_ne
     assert html_to_text(deep) == "bottom of the well"
 
 
+def test_wordpress_shortcodes_of_media_forms_and_page_builders_are_not_text(tmp_path: Path) -> None:
+    body = ('[vc_row][vc_column width="1/2"][vc_column_text]The tide comes in.[/vc_column_text][/vc_column][/vc_row]'
+            '[contact-form-7 id="12" title="Contact"][gallery ids="1,2"]\n\n[et_pb_section fb_built="1"][et_pb_text]'
+            'Second part.[/et_pb_text][/et_pb_section] A [citation needed] stays.')
+    (rec,) = read_wxr(write_wxr(tmp_path / "site.xml", [wxr_item(1, "Builder", body)]), "site.xml")
+    assert rec.text == "The tide comes in.\n\nSecond part. A [citation needed] stays."
+
+
 def test_markdown_to_text_strips_markup_and_keeps_words() -> None:
     source = (
         "# The Harbour Master\n\nHe said *the tide* comes in **crooked** on [Tuesdays](https://example.com).\n\n"
