@@ -643,10 +643,9 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     shards, ignored = discover_shards(inputs)
     check_out_dir(out, shards, inputs, cfg)
     progress = progress or Progress(quiet=True)
-    lock = RunLock(out, WORK_DIR)
     # Refused by the lock: the directory is another run's, so none of the clean-up below (its
     # temporary files, what its --overwrite moved aside, its work directory) is this run's to do.
-    lock.acquire()
+    lock = acquire_run_lock(out)
     try:
         with _interruptible(out):
             return _run_locked(shards, ignored, out, cfg, progress)
@@ -669,6 +668,19 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         lock.release()
         if lock.created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # created for a run that stopped before writing anything
+
+
+def acquire_run_lock(out: Path) -> RunLock:
+    """The output directory's lock (``runlock.RunLock``), taken: a ``UsageError`` when another
+    run holds it, an ``OutputError`` when the directory cannot be created or opened (read-only,
+    no permission, disk full), nothing touched in either case."""
+    try:
+        return RunLock(out, WORK_DIR).acquire()
+    except OSError as e:
+        err = output_error(e, out)
+        if err is None:
+            raise
+        raise err.with_advice("run again with --resume") from None  # as for a write that fails later
 
 
 def _after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> BaseException | None:

@@ -25,6 +25,7 @@ from synthfilter.pipeline.ray.write import (
     diversity_on_ray, per_shard_counts, save_overrides, score_histogram_arrays, write_all,
 )
 from synthfilter.pipeline.run import (
+    acquire_run_lock,
     OUTPUT_ENTRIES,
     WORK_DIR,
     Progress,
@@ -138,7 +139,7 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
         check_out_dir(out_path, [s.shard for s in sources if s.uri is None],
                        [i for i in map(os.fspath, inputs) if not is_uri(i)], cfg)
         # One run at a time in a local directory, as the local engine (refused before touching it).
-        lock = RunLock(out_path, WORK_DIR).acquire()
+        lock = acquire_run_lock(out_path)
     try:
         return _run_in(sources, shards, ignored, out_loc, out_store, cfg, progress, t_start, started)
     finally:
