@@ -33,6 +33,7 @@ APPROVED_FILE, REJECTED_FILE, MANIFEST_FILE = "approved.jsonl", "rejected.jsonl"
 SYNTHETIC_SCORE = 0.5
 _SUMMARY_ITEMS = 5
 _HTML_ITEMS = 2000
+_LISTED_WITHOUT_TEXT = 1000  # items without text named in --json and --report (all are counted)
 GATE_BATCH = 256  # records scored at a time
 _PLACEHOLDER = "\x00synthfilter: streamed by write_json\x00"
 
@@ -265,6 +266,9 @@ class GateResult:
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list, repr=False)
     ignored_files: list[str] = field(default_factory=list, repr=False)
+    # Items read with no text to gate (an empty body, markup only): id, title, where; the first
+    # _LISTED_WITHOUT_TEXT of them (measured["without_text"] counts them all).
+    without_text: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _decisions: Any = field(default=None, repr=False)
     _input_paths: list[str] = field(default_factory=list, repr=False)
     _scan: Any = field(default=None, repr=False)
@@ -315,6 +319,7 @@ class GateResult:
             "measured": self.measured,
             "offending_ids": self.offending_ids if items else _PLACEHOLDER,
             "offending": [o.to_dict() for o in self.offending] if items else _PLACEHOLDER,
+            "without_text": self.without_text,
             "approved": self._approved_summary(),
             "warnings": self.warnings,
             "inputs": self.inputs,
@@ -512,6 +517,7 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
 
     from synthfilter.api import SynthFilter
     from synthfilter.gatescan import scan, take_strings
+    from synthfilter.pipeline.stages import MALFORMED
 
     prov_field = cfg.ratio.provenance_field
     if pol.require_provenance is not None and not prov_field:
@@ -550,8 +556,10 @@ def _gate_source(source: Any, pol: GatePolicy, cfg: Config) -> GateResult:
         # The strings of the records the result names (offending items, kept copies of
         # duplicates); then the temporary files go.
         offending_rows = result.offending.rows  # type: ignore[attr-defined]
-        gs.strings = take_strings(gs, np.concatenate([offending_rows, gs.kept_rows()]))
+        empty_rows = np.flatnonzero(gs.reason_codes() == MALFORMED)[:_LISTED_WITHOUT_TEXT]
+        gs.strings = take_strings(gs, np.concatenate([offending_rows, gs.kept_rows(), empty_rows]))
         gs.store = None
+        result.without_text = [_named(gs.strings, int(i)) for i in empty_rows]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -724,6 +732,13 @@ def _checks(pol: GatePolicy, m: Mapping[str, Any], refuse_unreliable: bool = Tru
                              f"require_provenance: provenance missing on {_pct(v)} of records "
                              f"{'>' if bad else '≤'} {_pct(pol.require_provenance)}"))
     return out
+
+
+def _named(strings: Any, row: int) -> dict[str, Any]:
+    """Id, title and where (link, else path, else source) of a record the result names."""
+    get = strings.get
+    return {"id": get(row, "id"), "title": get(row, "title"),
+            "where": get(row, "link") or get(row, "path") or get(row, "source")}
 
 
 def _offending(gs: Any, reason_codes: Any, prov_codes: Any, require_provenance: bool) -> _Offending:
@@ -1009,6 +1024,18 @@ def render_gate_html(result: GateResult) -> str:
         ("rank", "#"), ("problems", "problems"), ("title", "title"), ("where", "link or path"),
         ("score", "P(synthetic)"), ("duplicate_of", "duplicate of"), ("decision", "decision"), ("id", "id"),
     ]), note=note, anchor="offending"))
+
+    if result.without_text:
+        empty = [{"id": h.Html(f"<code>{_text(e['id'])}</code>"), "title": e["title"] or "(untitled)",
+                  "where": h.Html(f"<code>{_text(e['where'])}</code>")} for e in result.without_text]
+        total = m["without_text"]
+        note = ("Read, but with no text to gate (an empty body, or markup only): often an export problem worth a look. "
+                "They are in no approved subset.")
+        if total > len(empty):
+            note += f" The first {len(empty):,} of {total:,} are listed."
+        sections.append(h.section("Items without text", h.table(empty, [("id", "id"), ("title", "title"),
+                                                                       ("where", "link or path")]),
+                                  note=note, anchor="without-text"))
 
     dec = result._decisions
     scores = result._scan.score  # the gated records' scores, in order

@@ -576,3 +576,20 @@ def test_an_export_with_nothing_to_gate_fails_whatever_the_rules(tmp_path: Path,
     code, out, _ = gate_cli([str(empty), *NO_DETECTOR], capsys)
     assert code == 1 and "failed: min_records: no item was read" in out
     assert synthfilter.gate([], {"min_records": 0}, {"detector": {"enabled": False}}).passed  # asked for
+
+
+def test_items_without_text_are_named_in_the_json_and_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # They were only counted ("2 without text"): an editor could not find which posts came out empty.
+    posts = make_posts(n_human=6, n_machine=0, exact=0, near=0)
+    posts[2]["text"] = ""
+    posts[4]["text"] = ""
+    export = wxr(tmp_path / "site.xml", posts)
+    report, doc = tmp_path / "g.html", tmp_path / "g.json"
+    code, _, _ = gate_cli([str(export), *NO_DETECTOR, "--max-duplicates", "0.5", "--report", str(report),
+                           "--json", str(doc)], capsys)
+    assert code == 0
+    named = json.loads(doc.read_text())["without_text"]
+    assert [e["id"] for e in named] == [posts[2]["id"], posts[4]["id"]]
+    assert named[0]["title"] == posts[2]["title"] and named[0]["where"].startswith("https://")
+    page = report.read_text()
+    assert "Items without text" in page and f"<code>{posts[4]['id']}</code>" in page
