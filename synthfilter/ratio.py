@@ -380,6 +380,27 @@ def _prior_from_counts(
     raise ValueError(f"unknown prevalence method {method!r}; choose from auto, {', '.join(METHODS)}")
 
 
+SMALL_SAMPLE = 200  # fewer detector-scored records than this: the EM interval also reads the likelihood
+
+
+def _likelihood_interval(bins: _Bins, train_prior: float, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of the detector-scored share under a uniform prior, from the
+    mixture likelihood of the scores (each record's likelihood ratio through the calibration map).
+
+    A bootstrap of EM on a few dozen records can collapse to a point: when every record scores
+    on one side of the training prior, every resample's maximum sits at 0 (or 1), and the
+    percentile interval is [0, 0] though five records cannot rule out a third of them being
+    synthetic. The likelihood itself is flat there, and says so."""
+    lr = (bins.score / (1.0 - bins.score)) * ((1.0 - train_prior) / train_prior)
+    grid = np.linspace(0.0, 1.0, 1001)
+    loglik = np.log(grid[:, None] * lr[None, :] + (1.0 - grid[:, None])) @ bins.counts.astype(np.float64)
+    post = np.exp(loglik - loglik.max())
+    cdf = np.cumsum(post)
+    cdf /= cdf[-1]
+    tail = (1.0 - level) / 2.0
+    return float(grid[np.searchsorted(cdf, tail)]), float(grid[min(np.searchsorted(cdf, 1.0 - tail), len(grid) - 1)])
+
+
 def card_calibration_held_out(card: Mapping[str, Any] | None) -> bool:
     """Whether the card's calibration map was fitted on held-out text scored by the model itself
     (``calibrated_on: held_out_share``, what ``synthfilter train`` writes), not on fold models'
@@ -626,6 +647,10 @@ def _estimate_from_bins(
         rates = op.draws(rng, n_boot) if used == "acc" and op is not None else None
         pi_boot = _prior_from_counts(used, bins, draws, train_prior, op, rates)
         det_ci: tuple[float, float] | None = _percentile_ci(pi_boot)
+        if used == "em" and n_scored < SMALL_SAMPLE:
+            assert train_prior is not None
+            lo, hi = _likelihood_interval(bins, train_prior)
+            det_ci = (min(det_ci[0], lo), max(det_ci[1], hi))
     else:
         draws = rates = None
         pi_boot = np.array([pi])

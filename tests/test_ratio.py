@@ -172,6 +172,22 @@ def test_unscored_unknown_records() -> None:
         estimate_prevalence(np.full(5, np.nan), unknown(5), CARD)
 
 
+def test_a_few_records_get_an_interval_as_wide_as_they_leave_open() -> None:
+    # Eight records scoring a little under the training prior: every bootstrap resample's EM
+    # maximum sits at 0, and the percentile interval was [0, 0] (a gate with --strict passed on
+    # it). The likelihood is flat there: with a uniform prior the share's 95 % interval ends where
+    # the posterior (1 - (1 - LR) pi)^8 leaves 2.5 % above.
+    scores = np.full(8, 0.55, dtype=np.float32)
+    est = estimate_prevalence(scores, unknown(8), CARD, n_boot=500, seed=0)
+    assert est.method == "em" and est.share == 0.0
+    lr = (0.55 / 0.45) * ((1 - TRAIN_PRIOR) / TRAIN_PRIOR)
+    grid = np.linspace(0, 1, 100001)
+    post = (1 - (1 - lr) * grid) ** 8
+    cdf = np.cumsum(post) / post.sum()
+    assert est.ci95[0] == 0.0 and est.ci95[1] == pytest.approx(grid[np.searchsorted(cdf, 0.975)], abs=2e-3)
+    assert est.ci95[1] > 0.3
+
+
 def test_estimate_does_not_depend_on_record_order() -> None:
     s, _ = simulate(3000, 0.35, 2.0, seed=7)
     prov = unknown(3000)
