@@ -771,7 +771,7 @@ def _offending(gs: Any, reason_codes: Any, prov_codes: Any, require_provenance: 
     del gated, scores
     prov = prov_codes[rows]
     shown = np.where(prov == MACHINE, 1.0, np.where(prov == HUMAN, 0.0, _shown(score)))
-    serious = synthetic.astype(np.int64) + duplicate
+    serious = synthetic.astype(np.int64) + duplicate + no_label  # the problems each item is listed with
     order = np.lexsort((rows, -np.where(np.isnan(shown), -1.0, shown), -serious))
     rows, synthetic, duplicate, no_label, score = (a[order] for a in (rows, synthetic, duplicate, no_label, score))
     dup_rows = gs.duplicate_rows(rows)

@@ -593,3 +593,16 @@ def test_items_without_text_are_named_in_the_json_and_the_page(tmp_path: Path, c
     assert named[0]["title"] == posts[2]["title"] and named[0]["where"].startswith("https://")
     page = report.read_text()
     assert "Items without text" in page and f"<code>{posts[4]['id']}</code>" in page
+
+
+def test_items_are_ranked_by_every_problem_they_are_listed_with() -> None:
+    # "Sorted by the number of problems", but missing provenance was not counted: an unlabelled
+    # copy (2 problems) ranked below posts already labelled machine (1 problem).
+    posts = make_posts(n_human=4, n_machine=3, exact=0, near=0)
+    records = [{"id": p["id"], "text": p["text"], "who": p["label"]} for p in posts]
+    records.append({"id": "copy", "text": posts[0]["text"]})  # no provenance, and a copy of a human post
+    result = synthfilter.gate(records, {"require_provenance": 0.5},
+                              {"detector": {"enabled": False}, "ratio": {"provenance_field": "who"}})
+    ranked = result.to_dict()["offending"]
+    assert ranked[0]["id"] == "copy" and sorted(ranked[0]["problems"]) == ["exact_duplicate", "missing_provenance"]
+    assert [o["problems"] for o in ranked[1:]] == [["synthetic"]] * 3
