@@ -828,6 +828,16 @@ def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
 # -- detection and the whole read ---------------------------------------------------------------
 
 
+def _first_line_is_json(head: bytes) -> bool:
+    import orjson
+
+    line = head.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 def detect_format(path: Path) -> str:
     """The export format of a file, from its name, else from its first bytes."""
     low = path.name.lower()
@@ -836,7 +846,17 @@ def detect_format(path: Path) -> str:
         if low.endswith(suffixes):
             return fmt
     with open(path, "rb") as f:
-        head = f.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        raw_head = f.read(1 << 16)
+    head = raw_head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if raw_head.startswith((b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd")):
+        kind = {b"\x1f": "gzip", b"P": "zip", b"\x28": "zstd"}[raw_head[:1]]
+        raise InputError(path, f"a {kind}-compressed file whose name does not say what it holds: decompress it "
+                               "first (JSONL is read compressed when named .jsonl.gz or .jsonl.zst)")
+    if head.startswith(b"[") or (low.endswith(".json") and not _first_line_is_json(raw_head)):
+        raise InputError(path, "a JSON document (an API or CMS export), not JSON Lines: write one object per line "
+                               "first, e.g. jq -c '.[]' posts.json > posts.jsonl (or the list that holds the posts, "
+                               "jq -c '.db[0].data.posts[]' for a Ghost export), then pass --text-field (e.g. "
+                               "content.rendered)")
     if head.startswith((b"<?xml", b"<rss")):
         return "wxr"
     if head.startswith((b"<!doctype html", b"<html")):

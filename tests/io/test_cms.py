@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 import tracemalloc
@@ -408,6 +409,19 @@ def test_format_detection_ids_and_input_errors(tmp_path: Path) -> None:
         read_exports([mystery])
     with pytest.raises(InputError, match="path does not exist"):
         read_exports([tmp_path / "nope.xml"])
+    # A JSON document (an API export) and a compressed file with a bare name get the way out, not
+    # "pass --format", which could not help.
+    rest = tmp_path / "posts.json"
+    rest.write_text(json.dumps([{"id": 1, "content": {"rendered": "<p>Hi</p>"}}], indent=1))
+    with pytest.raises(InputError, match=r"posts\.json: a JSON document .* not JSON Lines: .*jq -c '\.\[\]'"):
+        read_exports([rest])
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps({"id": "a", "text": "one object per line"}) + "\n")
+    assert [r.text for r in read_exports([lines]).records] == ["one object per line"]
+    packed = tmp_path / "site.xml.gz"
+    packed.write_bytes(gzip.compress(WXR_HEAD.encode()))
+    with pytest.raises(InputError, match=r"site\.xml\.gz: a gzip-compressed file .* decompress it first"):
+        read_exports([packed])
     empty = tmp_path / "empty_site"
     empty.mkdir()
     with pytest.raises(InputError, match="no Markdown"):
