@@ -374,15 +374,45 @@ def _parse_front_matter(block: str, fence: str, path: Path) -> dict[str, Any]:
 # -- decoding -----------------------------------------------------------------------------------
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Windows tools ("Unicode text") write
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def _declared_charset(data: bytes) -> str | None:
+    """The encoding an HTML page declares in a ``<meta>`` of its first 4 KB, when Python knows it."""
+    import codecs
+
+    m = _META_CHARSET.search(data[:4096])
+    if m is None:
+        return None
+    try:
+        return codecs.lookup(m.group(1).decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None
+
+
 def _decode(data: bytes, path: Path, what: str) -> str:
+    """UTF-8 (a BOM allowed), UTF-16 with its BOM, or (an HTML page) the charset its ``<meta>``
+    declares; anything else is an error naming the first bad byte's line."""
+    if data.startswith(_UTF16_BOMS):
+        return data.decode("utf-16")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        declared = _declared_charset(data) if what == "HTML" else None
+        if declared is not None and declared not in ("utf-8", "utf-8-sig"):
+            try:
+                return data.decode(declared)
+            except UnicodeDecodeError:
+                pass
         line = data[: e.start].count(b"\n") + 1
-        raise InputError(
-            path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); is it a {what} file? re-save it as UTF-8 or pass --format",
-            line,
-        ) from None
+        raise InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}){_resave(what)}", line) from None
+
+
+def _resave(what: str) -> str:
+    article = "an" if what in ("HTML", "XML") else "a"
+    return (f"; if it is {article} {what} file, re-save it as UTF-8 (a UTF-16 file with its byte order mark, and an "
+            "HTML page that declares its charset, are read as they are)")
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -719,8 +749,10 @@ def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
     converted to text."""
     limit = max(csv.field_size_limit(), opts.max_line_bytes)
     csv.field_size_limit(limit)
+    with open(path, "rb") as probe:
+        encoding = "utf-16" if probe.read(2) in _UTF16_BOMS else "utf-8-sig"  # Excel's "Unicode text"
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding=encoding, newline="") as f:
             first = f.readline()
             if not first.strip() and not _any_text_after(f):
                 raise InputError(path, "empty file: no header and no rows")
@@ -788,10 +820,9 @@ def _not_utf8(path: Path, what: str) -> InputError:
             except UnicodeDecodeError as e:
                 data = e.object
                 line = lines + data[: e.start].count(b"\n") + 1
-                return InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); is it a {what} file? re-save it "
-                                  "as UTF-8 or pass --format", line)
+                return InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}){_resave(what)}", line)
             if not chunk:
-                return InputError(path, f"not UTF-8 text; is it a {what} file? re-save it as UTF-8 or pass --format")
+                return InputError(path, f"not UTF-8 text{_resave(what)}")
             lines += chunk.count(b"\n")
 
 

@@ -312,8 +312,26 @@ def test_csv_options_delimiters_and_errors(tmp_path: Path) -> None:
 
     latin = tmp_path / "latin.csv"
     latin.write_bytes("id,text\n1,ok\n2,caf\xe9\n".encode("latin-1"))
-    with pytest.raises(InputError, match=r"latin\.csv:3: not UTF-8 text \(byte 0xe9\)"):
+    with pytest.raises(InputError, match=r"latin\.csv:3: not UTF-8 text \(byte 0xe9\); if it is a CSV file, re-save"):
         list(read_csv(latin, "latin.csv", ReadOptions()))
+    # Excel's "Unicode text" (UTF-16 with a byte order mark, tab-separated) is read as it is.
+    utf16 = tmp_path / "excel.tsv"
+    utf16.write_bytes("id\ttext\n1\tcafé crème\n".encode("utf-16"))
+    assert [r.text for r in read_csv(utf16, "excel.tsv", ReadOptions())] == ["café crème"]
+
+
+def test_html_pages_in_their_declared_charset_and_utf16_files_are_read(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "old.html").write_bytes('<html><head><meta charset="iso-8859-1"><title>Caf\u00e9</title></head>'
+                                    '<body><main><p>Le caf\u00e9 du port.</p></main></body></html>'.encode("latin-1"))
+    (site / "note.md").write_bytes("# Crème\n\nUne note en UTF-16.\n".encode("utf-16"))
+    by_id = {r.id: r for r in read_exports([site]).records}
+    assert by_id["old.html"].text == "Le café du port." and by_id["old.html"].title == "Café"
+    assert by_id["note.md"].text == "Crème\n\nUne note en UTF-16." and by_id["note.md"].title == "Crème"
+    (site / "bad.md").write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"bad\.md:1: not UTF-8 text \(byte 0xe9\); if it is a Markdown file"):
+        read_exports([site])
 
 
 # -- JSONL -----------------------------------------------------------------------------------------
