@@ -29,7 +29,8 @@ ID_COL = "_synthfilter_id"  # the record id the decisions use (id field, or "<pr
 
 
 class FilterResult(NamedTuple):
-    """``kept`` and ``rejected`` Ray Datasets (lazy) and the ``report.json`` keys of the run.
+    """``kept`` and ``rejected`` Ray Datasets (lazy) and the report: report.json's ``input``,
+    ``output``, ``duplicates`` and ``synthetic`` sections (no ``languages`` or ``diversity`` yet).
 
     ``kept`` has the input's columns (plus ``synth_score`` and ``synth_provenance`` under
     ``annotate = true``); ``rejected`` adds ``synth_reason``, ``synth_duplicate_of``,
@@ -47,7 +48,9 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
     """Score, decide and split a Ray Data ``Dataset`` into kept and rejected records.
 
     The same decisions as ``synthfilter run`` on the same records in the same order (ids from
-    ``id_field``, default ``id``, else ``"<id_prefix>:<row>"`` with rows counted from 0). Scoring
+    ``id_field``, default ``id``, else ``"<id_prefix>:<row>"`` with rows counted from 0), run
+    after run: rows are numbered in the dataset's own order, with Ray Data's ``preserve_order``
+    on while they are (a folder read in another order would keep other copies). Scoring
     runs on an actor pool (the detector loads once per worker); the decide stage groups hashes
     and band keys with Ray shuffles and contracts the duplicate graph there; the rejected
     records' decisions are then brought to the driver (one row each) to split the rows. The scored
@@ -112,10 +115,22 @@ def _cpus() -> int:
 
 
 def _with_row_index(ds: Any) -> Any:
-    """``ds`` with its global row number: one Ray task per block, offsets from block sizes."""
+    """``ds`` with its global row number: one Ray task per block, offsets from block sizes.
+
+    The rows are numbered in the dataset's own order: Ray Data hands blocks out as they finish
+    unless ``preserve_order`` is on (a ``read_parquet`` of a folder gave its files in a new order
+    on every run), and the keep rule (earliest copy first) and the fallback ids read that
+    number, so the kept set changed from run to run. It is on while the blocks are listed."""
     import ray
 
-    refs = ds.to_arrow_refs()
+    # The dataset's own context (a copy of the global one, taken when it was made), restored after.
+    options = ds.context.execution_options
+    saved = options.preserve_order
+    options.preserve_order = True
+    try:
+        refs = ds.to_arrow_refs()
+    finally:
+        options.preserve_order = saved
     count = ray.remote(_num_rows)
     sizes = ray.get([count.remote(r) for r in refs])
     add = ray.remote(_add_index)

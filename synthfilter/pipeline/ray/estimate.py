@@ -151,8 +151,9 @@ def decide_estimate(source: Any, decisions: Any, total: int, cfg: Config, card: 
         fn_kwargs={"parts": parts, "cuts": cuts, "cfg": cfg})
     merged = grouped(everyone.union(duplicates), merge_score_counts, rows=total).materialize()
     summary = collect(merged.map_batches(_summarise_values, batch_size=None, batch_format="numpy"))
-    distinct = int(summary["distinct"].sum())
-    human, machine, unscored = (int(summary[k].sum()) for k in ("human", "machine", "unscored"))
+    # An empty dataset summarises to no column at all.
+    distinct, human, machine, unscored = (int(summary[k].sum()) if k in summary else 0
+                                          for k in ("distinct", "human", "machine", "unscored"))
     if distinct == 0:
         bin_scores, bin_counts = np.zeros(0), np.zeros(0, np.int64)
     elif distinct <= MAX_BINS:
