@@ -144,8 +144,26 @@ class SynthFilter:
     # the LSH bands x rows: choosing them is a grid search of about a second, which each
     # ``map`` worker would otherwise redo.
     def __getstate__(self) -> dict[str, Any]:
+        # Also what ``datasets`` hashes for a ``.map`` cache key: the model's files (name, size,
+        # time) are part of it, so a model replaced in place (``adapt --out DIR --overwrite``)
+        # scores again instead of serving the old model's cached scores.
         bands = self.scorer.bands if self._config.dedup.near else None
-        return {"config": self._config, "version": __version__, "bands": bands}
+        return {"config": self._config, "version": __version__, "bands": bands, "model_files": self._model_stamp()}
+
+    def _model_stamp(self) -> list[tuple[str, int, int]] | None:
+        if not self._config.detector.enabled:
+            return None
+        from pathlib import Path
+
+        from synthfilter.detect.model import default_model_path
+
+        model = self._config.detector.model
+        folder = Path(model) if model else default_model_path()
+        try:
+            return sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir() if p.is_file()
+                          for st in (p.stat(),))
+        except OSError:
+            return None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._config = state["config"]

@@ -122,6 +122,25 @@ def test_annotate_fingerprint_depends_on_the_config_only() -> None:
 
 
 @needs_default_model
+def test_annotate_fingerprint_changes_when_the_model_is_replaced_in_place(tmp_path: Path) -> None:
+    # The cache key held the model's path only: after `adapt --out DIR --overwrite` a .map served
+    # the old model's scores from its cache.
+    import shutil
+
+    from datasets.fingerprint import Hasher
+
+    from synthfilter.detect.model import default_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_path(), model)
+    sf = SynthFilter({"detector": {"model": str(model)}})
+    before = Hasher.hash(sf.annotate)
+    assert Hasher.hash(SynthFilter({"detector": {"model": str(model)}}).annotate) == before
+    card = model / "card.json"
+    card.write_text(card.read_text().replace('"train_prior"', '"train_prior" ', 1))
+    assert Hasher.hash(SynthFilter({"detector": {"model": str(model)}}).annotate) != before
+
+
 def test_detector_on_parity_with_two_processes(tmp_path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != "label"} for r in parity_corpus(malformed=False)]
     # Project-made text is off-distribution for the shipped detector: parity is under test here,
@@ -317,3 +336,37 @@ def test_score_command_keeps_every_record_with_its_scores(tmp_path: Path) -> Non
     assert {r["synthfilter"]["reason"] for r in rejected} == {"malformed"}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["synthetic"]["target_ratio"] is None and report["output"]["kept"] == len(usable)
+
+
+def test_streaming_running_estimate_reads_the_labels_and_a_drift_is_said() -> None:
+    """The running share the batches are cut on re-measures the detector's rates on the labelled
+    records, as the final report does (without them it read 51 % on a 2 % corpus and the stream
+    dropped a quarter of it, silently); where it still stood far from the whole stream's, or the
+    stream dropped records from a corpus under the target, the report says so."""
+    from types import SimpleNamespace
+
+    from synthfilter.integrations.hf import _StreamState
+    from synthfilter.ratio import estimate_prevalence
+
+    rows = parity_corpus(300, malformed=False)
+    sf = SynthFilter({"ratio": {"provenance_field": "who", "target_ratio": 0.5}, "dedup": {"near": False}})
+    state = _StreamState(sf, "dataset")
+    state.decide_batch({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows],
+                        "who": [r["label"] if i % 3 else None for i, r in enumerate(rows)]})
+    scores = np.frombuffer(state.surv_scores, dtype=np.float32)
+    prov = np.frombuffer(state.surv_prov, dtype=np.int8)
+    known = np.frombuffer(state.surv_raw_scores, dtype=np.float32)
+    want = estimate_prevalence(scores, prov, state.card, n_boot=0, known_scores=known)
+    assert state.pi == pytest.approx(want.detector_share)
+    blind = estimate_prevalence(scores, prov, state.card, n_boot=0)  # what it read before
+    assert abs(blind.detector_share - want.detector_share) > 0.05
+
+    drift = SimpleNamespace(downsampled=50, decided_on=[(0.5, 100), (0.4, 100)])
+    under = SimpleNamespace(share=0.02, detector_share=0.02)
+    msg = _StreamState._running_drift(drift, under, 0.1)
+    assert "50 records were downsampled batch by batch, but the whole stream's estimate (2.0%) is already" in msg
+    far = SimpleNamespace(share=0.3, detector_share=0.3)
+    assert "from 40% to 50%, 45% on average) stood far from the whole stream's (30.0%)" in \
+        _StreamState._running_drift(drift, far, 0.1)
+    near = SimpleNamespace(downsampled=50, decided_on=[(0.31, 100)])
+    assert _StreamState._running_drift(near, far, 0.1) is None
