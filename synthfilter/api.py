@@ -581,6 +581,8 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
     bands = signatures = None
     if cfg.dedup.near:
         bands = np.array(cols.matrix(BANDS_COL, np.uint64), dtype=np.uint64)
+        signatures = cols.matrix(SIGNATURE_COL, np.uint32) if cfg.dedup.verify else None
+        _check_dedup_columns(bands, signatures, cfg)
         bad = np.flatnonzero(status != STATUS_OK)
         if len(bad):
             # Rows without text (or set aside: --languages, --reject-repetitive) get band keys of their own
@@ -588,8 +590,6 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
             nb = bands.shape[1]
             own = bad.astype(np.uint64)[:, None] * np.uint64(nb) + np.arange(nb, dtype=np.uint64)
             bands[bad] = own ^ _NO_TEXT_SALT
-        if cfg.dedup.verify:
-            signatures = cols.matrix(SIGNATURE_COL, np.uint32)
     ann = Annotations(
         shard=shard if shard is not None else np.zeros(n, dtype=np.int32),
         status=status,
@@ -604,6 +604,27 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         language=language,
     )
     return ann, errors
+
+
+def _check_dedup_columns(bands: np.ndarray, signatures: np.ndarray | None, cfg: Config) -> None:
+    """ValueError when the band keys or signatures were made under other dedup settings: decided
+    under these, the band keys of another threshold were used while the report named this one's,
+    and signatures of another width were compared as they were."""
+    from synthfilter.dedup.lsh import optimal_bands
+
+    d = cfg.dedup
+    if len(bands) == 0:
+        return
+    want_bands = optimal_bands(d.threshold, d.num_perm, verify=d.verify)[0]
+    made = []
+    if bands.shape[1] != want_bands:
+        made.append(f"{bands.shape[1]} LSH bands where dedup.threshold {d.threshold:g} with {d.num_perm} permutations "
+                    f"uses {want_bands}")
+    if signatures is not None and len(signatures) and signatures.shape[1] != d.num_perm:
+        made.append(f"signatures of {signatures.shape[1]} permutations where dedup.num_perm is {d.num_perm}")
+    if made:
+        raise ValueError(f"the annotations were made under other dedup settings ({'; '.join(made)}): annotate again "
+                         "with this config (SynthFilter(config).annotate), or decide with the config that annotated")
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -237,6 +237,20 @@ def test_decide_names_missing_annotation_columns() -> None:
         sf.decide(cols)
 
 
+def test_decide_refuses_annotations_made_under_other_dedup_settings() -> None:
+    # Annotate once, then decide at another threshold: the 0.8 annotation's 14 band keys were used
+    # while the report named the 0.5 config's 32 x 4, and 128-value signatures were compared under
+    # num_perm 256, all without a word.
+    texts = {"text": ["one text here about tides", "another text there about ferries", "a third one"]}
+    cols = SynthFilter({"detector": {"enabled": False}}).annotate(texts)
+    for other, what in (({"threshold": 0.5}, "14 LSH bands where dedup.threshold 0.5 with 128 permutations uses 32"),
+                        ({"num_perm": 256}, "14 LSH bands .*; signatures of 128 permutations where dedup.num_perm is 256")):
+        sf = SynthFilter({"detector": {"enabled": False}, "dedup": other})
+        with pytest.raises(ValueError, match=f"annotations were made under other dedup settings \\({what}"):
+            sf.decide(cols)
+    assert SynthFilter({"detector": {"enabled": False}}).decide(cols).keep.all()  # the config that annotated
+
+
 def test_misuse_is_a_clear_error_not_garbage() -> None:
     import datasets
 
