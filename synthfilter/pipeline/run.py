@@ -658,7 +658,7 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
     except BaseException as e:
         err = output_error(e, out)
         if err is None:
-            better = _after_failure(out, shards, e)
+            better = after_failure(out, shards, e)
             if better is not None:
                 raise better from None
             raise
@@ -683,7 +683,7 @@ def acquire_run_lock(out: Path) -> RunLock:
         raise err.with_advice("run again with --resume") from None  # as for a write that fails later
 
 
-def _after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> BaseException | None:
+def after_failure(out: Path, shards: Sequence[Shard], e: BaseException) -> BaseException | None:
     """A run that failed (not one that was stopped): give back what --overwrite moved aside, and
     leave a work directory only where it saves work. After bad input (exit 2), the shards
     already scored are kept for a --resume, which may add --on-error quarantine; with none
@@ -786,7 +786,7 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
             with _work_files(work):
                 ann, decisions, offsets = _decide_all(shards, cfg, work, metas, scorer)
         except HumanLossError as e:
-            raise refusal_with_provenance(e, metas, cfg) from None  # nothing is left behind: _after_failure
+            raise refusal_with_provenance(e, metas, cfg) from None  # nothing is left behind: after_failure
         written: dict[str, dict[str, int]] = {}
         # The diversity section and report.html's charts need only the decisions: made in a thread
         # while the records are written (the write stage spends most of its time in zlib, without the GIL).

@@ -241,6 +241,24 @@ def test_missing_ray_says_how_to_install(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_an_address_nothing_answers_at_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    # ray.init retried such an address for as long as it ran (10 minutes and more), deaf to SIGTERM.
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    write_jsonl(tmp_path / "in.jsonl", make_records(3))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "synthfilter", "run", str(tmp_path / "in.jsonl"), "--out",
+                           str(tmp_path / "o"), "--engine", "ray", "--ray-address", f"127.0.0.1:{port}",
+                           "--no-detector"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - started < 60
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"could not join Ray at 127.0.0.1:{port}: nothing answers there" in line
+    assert not (tmp_path / "o").exists()  # the corrected command is not refused as 'not empty'
+
+
 # -- the corpus and the local engine's answers ---------------------------------------------------------
 
 
@@ -577,8 +595,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(corpus: dict[str, Any], ray
             assert proc.poll() is None, proc.communicate()[1].decode()
             assert time.monotonic() < deadline, "the interrupted run never wrote the other shards"
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        # SIGTERM (a scheduler stopping the job): Ray's own handler dumped a native stack and
+        # exited 15 or 134; the run says it can be resumed, as the local engine does.
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err.decode()
+        assert f"interrupted (SIGTERM): {out} holds a resumable run" in err.decode()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -929,3 +951,21 @@ def test_overwrite_and_resume_of_a_finished_run_follow_the_local_rules(corpus: d
     write_jsonl(src / "late.jsonl", make_records(5, seed=99))
     with pytest.raises(UsageError, match="it did not read late.jsonl"):
         re.run_pipeline_ray([str(src)], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}))
+
+
+def test_bad_input_says_how_many_shards_a_resume_keeps_as_the_local_engine(ray_cluster: str, tmp_path: Path) -> None:
+    from synthfilter.io.shards import InputError
+
+    for i in range(3):
+        write_jsonl(tmp_path / "in" / f"part-{i}.jsonl", make_records(40, seed=20 + i))
+    with (tmp_path / "in" / "part-3.jsonl").open("w") as f:
+        f.write(json.dumps({"id": "ok", "text": "a record with text"}) + "\n" + json.dumps({"id": "bad", "text": None}) + "\n")
+    out = tmp_path / "out"
+    cfg = {"detector": {"enabled": False}, "quiet": True, "engine": "ray"}
+    with pytest.raises(InputError, match=r"part-3.jsonl:2: text field 'text' is null.*; \d shards? already scored: fix "
+                                         r"the input or add --on-error quarantine, and rerun with --resume"):
+        re.run_pipeline_ray([str(tmp_path / "in")], out, Config.from_dict(cfg))
+    assert not list(out.rglob(".*.tmp-*"))  # the interrupted workers' temporary files are gone
+    done = re.run_pipeline_ray([str(tmp_path / "in")], out,
+                               Config.from_dict({**cfg, "resume": True, "on_error": "quarantine"}))
+    assert done.report["input"]["malformed"] == 1 and done.manifest["conservation"]["ok"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -25,23 +26,23 @@ from synthfilter.pipeline.ray.write import (
     diversity_on_ray, per_shard_counts, save_overrides, score_histogram_arrays, write_all,
 )
 from synthfilter.pipeline.run import (
-    acquire_run_lock,
     OUTPUT_ENTRIES,
     WORK_DIR,
     Progress,
+    RunInterrupted,
     RunResult,
     UsageError,
+    acquire_run_lock,
+    after_failure,
     build_manifest,
     build_report,
     check_conservation,
-    RunInterrupted,
     check_finished_run,
     check_out_dir,
     check_resumable,
     finish_replaced,
     model_info,
     prepare_out_dir,
-    restore_replaced,
     run_json,
 )
 from synthfilter.pipeline.stages import (
@@ -145,6 +146,8 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     finally:
         if lock is not None:
             lock.release()
+            if lock.created and lock.out.is_dir() and not any(lock.out.iterdir()):
+                lock.out.rmdir()  # created for a run that stopped before writing anything
 
 
 def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
@@ -171,15 +174,21 @@ def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Se
     except (KeyboardInterrupt, RunInterrupted):
         raise  # resumable as it stands
     except BaseException as e:
-        if out_store.local is not None and restore_replaced(out_store.local):  # what --overwrite moved aside
+        if out_store.local is not None:
+            # As the local engine: temporary files go, what --overwrite moved aside comes back, and
+            # bad input says how many shards a --resume would keep; a Ray that could not start
+            # (nothing scored) leaves nothing that would refuse the corrected command.
+            if isinstance(e, UsageError) and not any((out_store.local / WORK_DIR / "shards").glob("*/score.json")):
+                shutil.rmtree(out_store.local / WORK_DIR, ignore_errors=True)
+            better = after_failure(out_store.local, shards, e)
+            if better is not None:
+                raise better from None
             raise
         if isinstance(e, (HumanLossError, ConfigError)):
             # A policy refused the run, or settings that cannot do what they ask here (a target
             # without scores or labels): a --resume would refuse new ones, so nothing is kept
             # (as the local engine).
             out_store.delete(WORK_DIR)
-            if out_store.local is not None and out_store.local.is_dir() and not any(out_store.local.iterdir()):
-                out_store.local.rmdir()
         raise
     if out_store.local is not None:
         finish_replaced(out_store.local)
@@ -195,7 +204,10 @@ def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignor
     model = model_info(scorer)
     work.write_bytes("run.json", run_json(cfg))
 
-    with ray_session(cfg), data_context():
+    def stopped(signum: int) -> None:
+        raise RunInterrupted(out_loc, signum)
+
+    with ray_session(cfg, on_term=stopped), data_context():
         metas = score_all(sources, cfg, work, progress, scorer)
         offsets = [0]
         for src in sources:

@@ -72,9 +72,10 @@ def score_shards(batch: dict[str, np.ndarray], cfg: Config, work_root: str,
     Tasks rather than an actor pool: a job's later tasks (the decide task, the write stage) then
     find worker processes that already imported Ray Data and synthfilter (some 1.5 s on a small
     cluster), where an actor pool's processes end with it."""
-    from synthfilter.pipeline.run import config_fingerprint
-
-    key = (config_fingerprint(cfg), work_root, bands)
+    # The whole config: settings that decide no output (on_error) still change what scoring
+    # does, and a long-lived cluster's worker kept a failed run's scorer for its --resume under
+    # --on-error quarantine, which then failed on the same record again.
+    key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), work_root, bands)
     scorer = _SCORERS.get(key)
     if scorer is None:
         _SCORERS.clear()

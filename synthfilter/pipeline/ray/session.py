@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -34,10 +36,13 @@ def import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def ray_session(cfg: Config) -> Iterator[Any]:
+def ray_session(cfg: Config, on_term: Callable[[int], None] | None = None) -> Iterator[Any]:
     """Use the caller's Ray, else join ``cfg.ray_address``, else start a local cluster.
 
     A cluster this function joined or started is left (shut down) when the block ends.
+    ``on_term``: called on SIGTERM (in the main thread) while the block runs. Ray installs its
+    own SIGTERM handler when it starts (a native stack dump, then exit 15 or 134), so it is set
+    after ``ray.init``; a run stopped by a scheduler then says that it can be resumed.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -52,15 +57,40 @@ def ray_session(cfg: Config) -> Iterator[Any]:
         kwargs["logging_level"] = logging.ERROR  # a private cluster's start-up notes are noise
         if cfg.workers > 0:
             kwargs["num_cpus"] = cfg.workers
+    if cfg.ray_address:
+        _check_reachable(cfg.ray_address)
     try:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = cfg.ray_address or "a new local cluster"
         raise UsageError(f"could not start or join Ray at {where}: {str(e).splitlines()[0]}") from None
+    previous = None
+    if on_term is not None and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: on_term(signum))
     try:
         yield ray
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` address that refuses or does not answer a TCP connection is a one-line
+    error: ``ray.init`` retries such an address for as long as it runs, deaf to SIGTERM."""
+    import socket
+
+    if "://" in address or address in ("auto", "local") or ":" not in address:
+        return  # a Ray Client URI, or Ray's own lookup: ray.init says what it finds
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except ValueError:
+        return  # not a port number: left to ray.init
+    except OSError as e:
+        raise UsageError(f"could not join Ray at {address}: nothing answers there ({e.strerror or e}); start the "
+                         "cluster (ray start --head) or check --ray-address") from None
 
 
 @contextlib.contextmanager
