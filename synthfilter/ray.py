@@ -82,6 +82,13 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
     if target_ratio is not None:
         sf = sf.with_options({"ratio": {"target_ratio": target_ratio}})
     cfg = sf.config
+    columns = ds.columns() or []
+    head = cfg.text_field.split(".")[0]
+    if columns and head not in columns:
+        # Said here, with the dataset's columns: inside the actor pool it came wrapped in a
+        # RayTaskError that listed none of them.
+        raise ValueError(f"no column {cfg.text_field!r} for the text (columns: {', '.join(columns[:20])}); "
+                         "set text_field in the config")
     with data_context():
         indexed = _with_row_index(ds)
         scored = indexed.map_batches(
@@ -97,7 +104,7 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
                                   cfg.dedup.num_perm)
     report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     ref = ray.put(_lookup_table(decisions))
-    input_cols = [c for c in ds.columns() if c not in (INDEX_COL, ID_COL)] if ds.columns() else None
+    input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
         "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
     rejected = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={

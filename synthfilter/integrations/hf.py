@@ -89,11 +89,15 @@ class FilterResult:
     ``report`` has the keys of ``report.json``; for a DatasetDict filtered per split it maps
     split name -> report; filtered jointly it is one report with a ``splits`` breakdown. For a
     streaming input it is filled in when an iteration over ``kept`` or ``rejected`` finishes.
+    Unpacks as ``kept, rejected, report``, as ``synthfilter.ray.filter_dataset``'s result does.
     """
 
     kept: Any
     rejected: Any
     report: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.kept, self.rejected, self.report))
 
 
 def _filter(cfg_like: ConfigLike, model: str | None, target_ratio: float | None) -> SynthFilter:

@@ -370,3 +370,15 @@ def test_streaming_running_estimate_reads_the_labels_and_a_drift_is_said() -> No
         _StreamState._running_drift(drift, far, 0.1)
     near = SimpleNamespace(downsampled=50, decided_on=[(0.31, 100)])
     assert _StreamState._running_drift(near, far, 0.1) is None
+
+
+def test_results_unpack_and_decide_names_what_it_needs() -> None:
+    rows = parity_corpus(20, malformed=False)
+    options = {"detector": {"enabled": False}}
+    kept, rejected, report = filter_dataset(Dataset.from_list(rows), options)  # as the Ray API's result
+    assert len(kept) + len(rejected) == len(rows) == report["input"]["records"]
+    sf = SynthFilter(options)
+    stream = Dataset.from_list(rows).map(sf.annotate, batched=True).to_iterable_dataset()
+    with pytest.raises(TypeError, match="decide needs the whole corpus at once .* got IterableDataset: for a "
+                                        "stream use synthfilter.hf.filter_dataset"):
+        sf.decide(stream)

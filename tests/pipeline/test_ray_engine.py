@@ -761,6 +761,8 @@ def test_filter_dataset_numbers_rows_in_the_datasets_order_and_takes_an_empty_on
     for _ in range(3):
         _, rejected, _ = filter_dataset(ray.data.read_parquet(str(tmp_path)), cfg)
         assert {r["id"]: r["synth_duplicate_of"] for r in rejected.take_all()} == expected
+    with pytest.raises(ValueError, match=r"no column 'body' for the text \(columns: id, text, label\)"):
+        filter_dataset(ray.data.read_parquet(str(tmp_path)), {**cfg, "text_field": "body"})
     # An empty dataset: empty results and a report of zeros (it failed with KeyError: 'distinct').
     empty = ray.data.from_items([{"id": "a", "text": "one two three"}]).filter(lambda r: False)
     kept, rejected, report = filter_dataset(empty, cfg)
