@@ -72,6 +72,7 @@ def test_the_datasets_examples_print_what_the_readme_says(tmp_path: Path, monkey
     exec(compile(filter_example, "README.md (filter_dataset example)", "exec"), ns)
     result = ns["result"]
     assert len(result.kept) == 2 and len(result.rejected) == 1
+    assert result.kept.column_names == ["id", "text"]  # "the kept rows, columns unchanged"
     assert result.rejected["synth_reason"] == ["exact_duplicate"]
     assert result.report["output"]["kept"] == 2
 
