@@ -76,8 +76,9 @@ def _is_model_error(e: BaseException) -> bool:
     return model is not None and isinstance(e, model.ModelError)
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
-    """Run a command body, turning every expected failure into a one-line message + exit code."""
+def guarded(fn: Callable[[], Any], resumable: bool = True) -> Any:
+    """Run a command body, turning every expected failure into a one-line message + exit code.
+    ``resumable``: the command takes --resume (a Ctrl-C's line says to use it)."""
     from synthfilter.io.shards import InputError, OutputError
     from synthfilter.pipeline.run import RunInterrupted, UsageError
     from synthfilter.pipeline.stages import ConservationError
@@ -97,7 +98,8 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except RunInterrupted as e:
         stopped = (str(e), e.exit_code)
     except KeyboardInterrupt:
-        stopped = ("interrupted; rerun with --resume to continue", 130)
+        stopped = ("interrupted; rerun with --resume to continue" if resumable else
+                   "interrupted before it finished; run it again (this command has no --resume)", 130)
     except MemoryError:
         _fail("out of memory; use fewer --workers or a smaller --batch-size", EXIT_INTERNAL)
     except OSError as e:
@@ -303,7 +305,7 @@ def train(
         data, out, text_field=text_field, label_field=label_field, human_label=human_label,
         machine_label=machine_label, val=val or None, seed=seed, quiet=quiet, balance_by=balance_by,
         generator_field=generator_field, overwrite=overwrite,
-    ))
+    ), resumable=False)
     raise typer.Exit(code or 0)
 
 
@@ -328,7 +330,7 @@ def adapt(
     code = guarded(lambda: adapt_command(
         data, out, model=model, text_field=text_field, label_field=label_field, human_label=human_label,
         machine_label=machine_label, seed=seed, quiet=quiet, method=method, overwrite=overwrite,
-    ))
+    ), resumable=False)
     raise typer.Exit(code or 0)
 
 
@@ -351,7 +353,7 @@ def eval_(
     code = guarded(lambda: eval_command(
         data, model, text_field=text_field, label_field=label_field, human_label=human_label,
         machine_label=machine_label, group_by=groups, json_out=json_out, quiet=quiet,
-    ))
+    ), resumable=False)
     raise typer.Exit(code or 0)
 
 
@@ -488,7 +490,7 @@ def gate(
                 typer.echo(line)
         return result.exit_code
 
-    raise typer.Exit(guarded(body))
+    raise typer.Exit(guarded(body, resumable=False))
 
 
 _OWN_PROCESS = False  # True when main() runs: this process is the command's own

@@ -51,3 +51,20 @@ def test_plain_flags_are_not_shown_as_taking_a_value(name: str, monkeypatch: pyt
     result = CliRunner().invoke(app, [name, "--help"])
     shown = [line for line in result.output.splitlines() if any(f" {f} " in line for f in flags)]
     assert shown and not [line for line in shown if "<bool>" in line], shown
+
+
+@pytest.mark.parametrize("resumable, line", [
+    (True, "error: interrupted; rerun with --resume to continue"),
+    (False, "error: interrupted before it finished; run it again (this command has no --resume)"),
+])
+def test_ctrl_c_says_resume_only_where_the_command_has_it(resumable: bool, line: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # `gate` (and train, adapt, eval) said "rerun with --resume", a flag they do not take.
+    from synthfilter.cli import guarded
+
+    def stopped() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as exc:
+        guarded(stopped, resumable=resumable)
+    assert exc.value.exit_code == 130 and capsys.readouterr().err.strip() == line
