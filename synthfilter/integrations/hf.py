@@ -120,7 +120,8 @@ def filter_dataset(ds: AnyDataset, config: ConfigLike = None, target_ratio: floa
             / ``IterableDatasetDict`` (one pass, see ``stream_filter``).
         config: a ``Config``, ``SynthFilter``, TOML path or dict of options (as the CLI's).
         target_ratio: keep at most this estimated synthetic share (overrides the config).
-        num_proc: processes for ``Dataset.map`` (results do not depend on it).
+        num_proc: processes for ``Dataset.map`` (results do not depend on it); a streaming input
+            is one pass in this process (a warning says so when num_proc asks for more).
         joint: for a DatasetDict, decide across all splits at once (split order, then rows),
             so a test record duplicated in train is caught; the earlier split keeps its copy.
         model: detector model directory (overrides the config).
@@ -136,6 +137,11 @@ def filter_dataset(ds: AnyDataset, config: ConfigLike = None, target_ratio: floa
     if isinstance(ds, (IterableDataset, IterableDatasetDict)):
         if joint:
             raise ValueError("joint=True needs a DatasetDict: a single streaming pass decides each split on its own")
+        if num_proc is not None and num_proc > 1:
+            import warnings
+
+            warnings.warn(f"num_proc={num_proc} is not used on a streaming dataset: a single pass decides its records "
+                          "in order, in this process", UserWarning, stacklevel=2)
         if isinstance(ds, IterableDatasetDict):
             parts = {name: stream_filter(split, sf, batch_size=bs, split=name) for name, split in ds.items()}
             return FilterResult(kept=IterableDatasetDict({k: r.kept for k, r in parts.items()}),

@@ -244,6 +244,8 @@ def test_streaming_single_pass_rejects_duplicates_and_reports() -> None:
     assert got == want
     assert res.report["duplicates"]["near"] >= 1 and res.report["input"]["malformed"] == 2
     assert [r["id"] for r in res.kept] == [r["id"] for r in kept]  # deterministic on a second pass
+    with pytest.warns(UserWarning, match="num_proc=2 is not used on a streaming dataset"):
+        filter_dataset(stream, options, num_proc=2)
 
 
 def test_streaming_target_ratio_and_first_seen_keep_rule() -> None:
