@@ -976,6 +976,16 @@ def write_html_report(out: Path, report: dict[str, Any], manifest: dict[str, Any
     atomic_write_bytes(out / "report.html", html.encode("utf-8"))
 
 
+def _empty_inputs(metas: dict[str, dict[str, Any]]) -> str | None:
+    """A warning naming the inputs that held no record (read under --on-error quarantine: under
+    fail an empty file stops the run), which the manifest alone recorded."""
+    empty = sorted(rel for rel, m in metas.items() if m.get("empty"))
+    if not empty:
+        return None
+    shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5:,} more" if len(empty) > 5 else "")
+    return f"{len(empty):,} input file{'s' if len(empty) != 1 else ''} held no record: {shown}"
+
+
 def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], decisions: Decisions, cfg: Config,
                  seconds: float, scorer: Scorer) -> dict[str, Any]:
     """report.json: stable top-level keys (documented in the README)."""
@@ -1013,7 +1023,7 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
         "synthetic": decisions.synthetic,
         "languages": decisions.languages,
         "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions),
-                                                         id_field_warning_of(metas, cfg)])],
+                                                         id_field_warning_of(metas, cfg), _empty_inputs(metas)])],
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }
 

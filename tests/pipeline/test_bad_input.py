@@ -250,3 +250,13 @@ def test_bad_record_in_a_worker_process_is_the_same_one_line_error(tmp_path: Pat
         write_jsonl(tmp_path / "in" / f"s{i}.jsonl", _good_lines() + ([b'{"text": broken'] if i == 1 else []))
     with pytest.raises(InputError, match=r"s1.jsonl:7: malformed JSON"):
         run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict({**fast_config, "workers": 2}))
+
+
+def test_an_empty_input_read_under_quarantine_is_named_in_the_warnings(tmp_path: Path, fast_config: dict) -> None:
+    # Under --on-error quarantine an empty file was noted only in manifest.json.
+    write_jsonl(tmp_path / "in" / "a.jsonl", _good_lines())
+    (tmp_path / "in" / "b.jsonl").write_bytes(b"")
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict({**fast_config, "on_error": "quarantine"}))
+    assert "1 input file held no record: b.jsonl" in res.report["warnings"]
+    res = run_pipeline([str(tmp_path / "in" / "a.jsonl")], tmp_path / "out2", Config.from_dict(fast_config))
+    assert not [w for w in res.report["warnings"] if "held no record" in w]
