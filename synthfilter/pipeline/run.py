@@ -56,6 +56,7 @@ from synthfilter.pipeline.stages import (
     input_stamp,
     provenance_warning_of,
     refusal_with_provenance,
+    repeated_ids_warning_of,
     score_shard,
     write_shard,
 )
@@ -1023,7 +1024,8 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
         "synthetic": decisions.synthetic,
         "languages": decisions.languages,
         "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions),
-                                                         id_field_warning_of(metas, cfg), _empty_inputs(metas)])],
+                                                         id_field_warning_of(metas, cfg), repeated_ids_warning_of(metas),
+                                                         _empty_inputs(metas)])],
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }
 

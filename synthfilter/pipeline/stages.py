@@ -505,6 +505,13 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
         meta["provenance_tally"] = scorer.provenance.take_tally()
     if cfg.id_field:  # named on purpose: count the records it did not name (they fall back to <shard>:<line>)
         meta["ids_missing"] = sum(1 for rid, line in zip(cols["id"], cols["line"]) if rid == fallback_id(rel, line))
+    # Records whose id another record of the shard has too (equal ids, equal uniforms: 8 bytes a
+    # record to find them, where a set of the ids would hold them all as strings).
+    uniforms = table.column("uniform").to_numpy()
+    values, first, counts = np.unique(uniforms, return_index=True, return_counts=True)
+    if len(values) < len(uniforms):
+        meta["ids_repeated"] = int(len(uniforms) - len(values))
+        meta["id_repeated_example"] = cols["id"][int(first[np.argmax(counts > 1)])]
     atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
     return meta
 
@@ -677,6 +684,19 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
         counts = record_language_counts(ann.language, decisions.reason, ann.score, ann.provenance, cfg)
         apply_language_counts(decisions, counts, cfg)
     return decisions
+
+
+def repeated_ids_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:
+    """A warning when records share an id with another record of their shard: ``duplicate_of``
+    then names more than one record, and the records share every seeded choice."""
+    repeated = sum(m.get("ids_repeated", 0) for m in metas.values())
+    if not repeated:
+        return None
+    example = next(m["id_repeated_example"] for m in metas.values() if m.get("ids_repeated"))
+    return (f"{repeated:,} records share their id with another record of the same shard (e.g. {example!r}): "
+            "duplicate_of then names more than one record, and they share every seeded choice; give each record "
+            "its own id (--id-field), or none (each is then named <shard path>:<line>). Ids repeated across "
+            "shards are not checked")
 
 
 def id_field_warning_of(metas: dict[str, dict[str, Any]], cfg: Config) -> str | None:
