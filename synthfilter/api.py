@@ -487,15 +487,16 @@ class _RowBlocks:
 def _as_columns(annotations: Any, wanted: Sequence[str]) -> ColumnTable:
     import pyarrow as pa
 
-    if isinstance(annotations, Mapping):
-        return ColumnTable(mapping=annotations)
-    if isinstance(annotations, pa.Table):
-        return ColumnTable(table=annotations)
+    # Before the Mapping test: a DatasetDict is a dict.
     if type(annotations).__name__ in ("IterableDataset", "IterableDatasetDict", "DatasetDict"):
         raise TypeError(f"decide needs the whole corpus at once (a datasets.Dataset, a pyarrow.Table or a dict of "
                         f"columns), got {type(annotations).__name__}: for a stream use "
                         "synthfilter.hf.filter_dataset (one pass), for a DatasetDict decide each split or use "
                         "filter_dataset(..., joint=True)")
+    if isinstance(annotations, Mapping):
+        return ColumnTable(mapping=annotations)
+    if isinstance(annotations, pa.Table):
+        return ColumnTable(table=annotations)
     if hasattr(annotations, "with_format") and hasattr(annotations, "column_names"):
         # A datasets.Dataset (not imported here): its Arrow table, with only the needed columns.
         keep = [c for c in annotations.column_names if c in wanted or c.split(".")[0] in

@@ -134,7 +134,8 @@ class GateConfig:
     link_column: str | None = None
     post_types: list[str] = field(default_factory=list)  # WXR post types to gate; empty: all but WordPress internals
     # WXR statuses to gate ("protected": password-protected posts too; "draft" also gates Markdown /
-    # HTML files whose front matter marks a draft); empty: every status but trash and auto-draft
+    # HTML files whose front matter marks a draft); empty: every WXR status but trash and auto-draft
+    # (password-protected posts and front-matter drafts still only when listed)
     post_statuses: list[str] = field(default_factory=lambda: ["publish"])
 
 

@@ -386,16 +386,21 @@ def _declared_charset(data: bytes) -> str | None:
     if m is None:
         return None
     try:
-        return codecs.lookup(m.group(1).decode("ascii")).name
+        info = codecs.lookup(m.group(1).decode("ascii"))
     except (LookupError, UnicodeDecodeError):
         return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 def _decode(data: bytes, path: Path, what: str) -> str:
     """UTF-8 (a BOM allowed), UTF-16 with its BOM, or (an HTML page) the charset its ``<meta>``
     declares; anything else is an error naming the first bad byte's line."""
     if data.startswith(_UTF16_BOMS):
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise InputError(path, f"not valid UTF-16 text, though it starts with a UTF-16 byte order mark ({e.reason} "
+                                   f"at byte {e.start:,}); re-save it as UTF-8") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -403,7 +408,7 @@ def _decode(data: bytes, path: Path, what: str) -> str:
         if declared is not None and declared not in ("utf-8", "utf-8-sig"):
             try:
                 return data.decode(declared)
-            except UnicodeDecodeError:
+            except (UnicodeDecodeError, LookupError):  # LookupError: a codec that is not a text encoding
                 pass
         line = data[: e.start].count(b"\n") + 1
         raise InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}){_resave(what)}", line) from None
@@ -758,7 +763,10 @@ def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
                 raise InputError(path, "empty file: no header and no rows")
             f.seek(0)
             yield from _csv_rows(f, path, rel, opts, _delimiter(first.split("\n", 1)[0], path))
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if encoding == "utf-16":
+            raise InputError(path, f"not valid UTF-16 text, though it starts with a UTF-16 byte order mark "
+                                   f"({e.reason}); re-save it as UTF-8") from None
         raise _not_utf8(path, "CSV") from None
 
 
@@ -860,13 +868,23 @@ def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
 
 
 def _first_line_is_json(head: bytes) -> bool:
+    """Whether the first non-blank line of ``head`` (a file's first bytes) is a JSON object; a
+    line longer than ``head`` counts when it opens like one."""
     import orjson
 
-    line = head.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
-    try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
-        return False
+    rest = head.lstrip(b"\xef\xbb\xbf")
+    while rest:
+        line, newline, rest = rest.partition(b"\n")
+        line = line.strip()
+        if not line:
+            continue
+        if not newline:  # cut by the end of head: decide by how it opens
+            return line.startswith(b"{")
+        try:
+            return isinstance(orjson.loads(line), dict)
+        except orjson.JSONDecodeError:
+            return False
+    return True  # nothing but blank lines: read as JSONL, which says the file has no record
 
 
 def detect_format(path: Path) -> str:

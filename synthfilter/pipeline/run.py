@@ -71,7 +71,9 @@ OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, WORK_DONE, "manifest.json", "rep
                   REPLACED_DIR)
 # Options that change no decision: a resumed run may differ in these. ``on_error`` is checked
 # apart: a run that stopped on bad input may be resumed with --on-error quarantine.
-_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address", "on_error")
+# "gate": synthfilter gate's own settings, which no run reads (a new one would otherwise refuse to
+# resume every run started before it was added).
+_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address", "on_error", "gate")
 
 
 class UsageError(Exception):

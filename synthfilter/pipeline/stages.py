@@ -504,7 +504,8 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     if cfg.ratio.provenance_field:
         meta["provenance_tally"] = scorer.provenance.take_tally()
     if cfg.id_field:  # named on purpose: count the records it did not name (they fall back to <shard>:<line>)
-        meta["ids_missing"] = sum(1 for rid, line in zip(cols["id"], cols["line"]) if rid == fallback_id(rel, line))
+        meta["ids_missing"] = sum(1 for rid, line, st in zip(cols["id"], cols["line"], cols["status"])
+                                  if st != STATUS_MALFORMED and rid == fallback_id(rel, line))
     # Records whose id another record of the shard has too (equal ids, equal uniforms: 8 bytes a
     # record to find them, where a set of the ids would hold them all as strings).
     uniforms = table.column("uniform").to_numpy()

@@ -384,3 +384,7 @@ def test_results_unpack_and_decide_names_what_it_needs() -> None:
     with pytest.raises(TypeError, match="decide needs the whole corpus at once .* got IterableDataset: for a "
                                         "stream use synthfilter.hf.filter_dataset"):
         sf.decide(stream)
+    from datasets import DatasetDict
+
+    with pytest.raises(TypeError, match="got DatasetDict: .* for a DatasetDict decide each split"):
+        sf.decide(DatasetDict({"train": Dataset.from_list(rows).map(sf.annotate, batched=True)}))

@@ -329,6 +329,15 @@ def test_html_pages_in_their_declared_charset_and_utf16_files_are_read(tmp_path:
     by_id = {r.id: r for r in read_exports([site]).records}
     assert by_id["old.html"].text == "Le café du port." and by_id["old.html"].title == "Café"
     assert by_id["note.md"].text == "Crème\n\nUne note en UTF-16." and by_id["note.md"].title == "Crème"
+    # A broken UTF-16 file, or a page declaring a codec that is not a text encoding: one-line errors.
+    broken = tmp_path / "broken.md"
+    broken.write_bytes(b"\xff\xfeH\x00i\x00\x0a")
+    with pytest.raises(InputError, match=r"broken\.md: not valid UTF-16 text, though it starts with a UTF-16 byte order"):
+        read_exports([broken])
+    odd = tmp_path / "odd.html"
+    odd.write_bytes(b'<html><head><meta charset="base64"></head><body><main>caf\xe9</main></body></html>')
+    with pytest.raises(InputError, match=r"odd\.html:1: not UTF-8 text \(byte 0xe9\)"):
+        read_exports([odd])
     (site / "bad.md").write_bytes("caf\u00e9\n".encode("latin-1"))
     with pytest.raises(InputError, match=r"bad\.md:1: not UTF-8 text \(byte 0xe9\); if it is a Markdown file"):
         read_exports([site])
@@ -436,6 +445,13 @@ def test_format_detection_ids_and_input_errors(tmp_path: Path) -> None:
     lines = tmp_path / "lines.json"
     lines.write_text(json.dumps({"id": "a", "text": "one object per line"}) + "\n")
     assert [r.text for r in read_exports([lines]).records] == ["one object per line"]
+    # JSON Lines opening with a blank line, or with a first record longer than the bytes sniffed.
+    blank = tmp_path / "blank.json"
+    blank.write_text("\n" + json.dumps({"id": "b", "text": "after a blank line"}) + "\n")
+    assert [r.text for r in read_exports([blank]).records] == ["after a blank line"]
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps({"id": "c", "text": "word " * 20000}) + "\n" + json.dumps({"id": "d", "text": "short"}) + "\n")
+    assert [r.id for r in read_exports([long]).records] == ["c", "d"]
     packed = tmp_path / "site.xml.gz"
     packed.write_bytes(gzip.compress(WXR_HEAD.encode()))
     with pytest.raises(InputError, match=r"site\.xml\.gz: a gzip-compressed file .* decompress it first"):

@@ -434,3 +434,14 @@ def test_records_sharing_an_id_are_named(tmp_path: Path, fast_config: dict) -> N
     write_jsonl(tmp_path / "in2" / "a.jsonl", unique)
     res = run_pipeline([str(tmp_path / "in2")], tmp_path / "o2", cfg_of(fast_config))
     assert not [w for w in res.report["warnings"] if "share their id" in w]
+
+
+def test_gate_settings_do_not_stand_in_the_way_of_a_resume() -> None:
+    # A run started before gate.post_statuses existed was refused on resume for that setting.
+    from synthfilter.pipeline.run import config_fingerprint, differing_settings
+
+    before = Config.from_dict({}).to_dict()
+    del before["gate"]["post_statuses"]
+    now = Config.from_dict({})
+    assert differing_settings(before, now) == [] and config_fingerprint(before) == config_fingerprint(now)
+    assert differing_settings(before, Config.from_dict({"seed": 4})) == ["seed"]
