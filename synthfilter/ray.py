@@ -30,7 +30,7 @@ ID_COL = "_synthfilter_id"  # the record id the decisions use (id field, or "<pr
 
 class FilterResult(NamedTuple):
     """``kept`` and ``rejected`` Ray Datasets (lazy) and the report: report.json's ``input``,
-    ``output``, ``duplicates`` and ``synthetic`` sections (no ``languages`` or ``diversity`` yet).
+    ``output``, ``duplicates``, ``synthetic`` and ``languages`` sections (no ``diversity`` yet).
 
     ``kept`` has the input's columns (plus ``synth_score`` and ``synth_provenance`` under
     ``annotate = true``); ``rejected`` adds ``synth_reason``, ``synth_duplicate_of``,
@@ -102,8 +102,19 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
         decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, set_aside, n_bands,
                                   cfg.dedup.num_perm)
-    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     ref = ray.put(_lookup_table(decisions))
+    if cfg.identifies_language:
+        # report.json's languages section, counted as run counts it (stages.record_language_counts).
+        with data_context():
+            got = collect(scored.map_batches(_language_counts, batch_format="pyarrow", batch_size=None,
+                                             fn_kwargs={"ref": ref, "cfg": cfg}))
+        from synthfilter.language import CODES
+        from synthfilter.pipeline.stages import REASONS, apply_language_counts
+
+        shape = (len(CODES), len(REASONS) + 2)
+        apply_language_counts(decisions, got["counts"].reshape(-1, *shape).sum(axis=0) if got
+                              else np.zeros(shape, np.int64), cfg)
+    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
         "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
@@ -300,7 +311,7 @@ def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, second
     counted = CountedDecisions(
         reason=CountedReasons([0, total], np.array([[totals[r] for r in totals]])),
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
-        totals=totals,
+        totals=totals, languages=getattr(decisions, "languages", None),
     )
     report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0}}, counted,  # type: ignore[arg-type]
                           sf.config, seconds, sf.scorer)
@@ -320,32 +331,56 @@ def _lookup_table(decisions: RayDecisions) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in got.items()}
 
 
+def _reasons(table: Any, lookup: Mapping[str, np.ndarray], cfg: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Per row of a scored batch: its reason (the score stage's status, else its decision row),
+    its language code (None when languages are not identified), and where its decision row is."""
+    from synthfilter.api import ColumnTable, record_statuses
+    from synthfilter.pipeline.stages import reason_of_status
+
+    g = table.column(INDEX_COL).to_numpy()
+    status, language = record_statuses(ColumnTable(table=table), cfg)
+    reason = reason_of_status(status)  # KEPT for usable records, until their decision row says
+    keys = lookup["gidx"]
+    at = np.full(len(g), -1, dtype=np.int64)
+    if len(keys):
+        pos = np.minimum(np.searchsorted(keys, g), len(keys) - 1)
+        hit = np.flatnonzero(keys[pos] == g)
+        reason[hit] = lookup["reason"][pos[hit]]
+        at[hit] = pos[hit]
+    return reason, language, at
+
+
+def _language_counts(table: Any, ref: Any, cfg: Any) -> dict[str, np.ndarray]:
+    from synthfilter.api import _PROVENANCE_CODES, PROVENANCE_COL, SCORE_COL
+    from synthfilter.pipeline.stages import record_language_counts
+
+    reason, language, _ = _reasons(table, resolve(ref), cfg)
+    if language is None:
+        language = np.zeros(len(reason), np.uint8)
+    provenance = np.fromiter((_PROVENANCE_CODES[p] for p in table.column(PROVENANCE_COL).to_pylist()),
+                             dtype=np.int8, count=len(reason))
+    score = table.column(SCORE_COL).to_numpy(zero_copy_only=False).astype(np.float32)
+    counts = record_language_counts(language, reason, score, provenance, cfg)
+    return {"counts": counts.ravel()[None]}
+
+
 def _split_rows(table: Any, ref: Any, want_kept: bool, input_cols: list[str] | None, cfg: Any) -> Any:
     """The kept (or rejected) rows of a scored batch, with the columns ``FilterResult`` names."""
     import pyarrow as pa
 
-    from synthfilter.api import (
-        DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL, ColumnTable,
-        record_statuses,
-    )
-    from synthfilter.pipeline.stages import KEPT, REASONS, reason_of_status
+    from synthfilter.api import DUPLICATE_OF_COL, ERROR_COL, P_MACHINE_COL, PROVENANCE_COL, REASON_COL, SCORE_COL
+    from synthfilter.pipeline.stages import KEPT, REASONS
 
     lookup: Mapping[str, np.ndarray] = resolve(ref)
-    g = table.column(INDEX_COL).to_numpy()
     annotate = cfg.annotate
     # Malformed records and those the score stage set aside have no decision row: their status says.
-    status, _ = record_statuses(ColumnTable(table=table), cfg)
-    reason = reason_of_status(status)  # KEPT for usable records, until their decision row says
-    dup: list[str | None] = [None] * len(g)
-    posterior = np.full(len(g), np.nan, dtype=np.float32)
-    keys = lookup["gidx"]
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, g), len(keys) - 1)
-        hit = np.flatnonzero(keys[at] == g)
-        reason[hit] = lookup["reason"][at[hit]]
-        posterior[hit] = lookup["posterior"][at[hit]]
-        for i, j in zip(hit.tolist(), at[hit].tolist()):
-            dup[i] = lookup["duplicate_of"][j]
+    reason, _, at = _reasons(table, lookup, cfg)
+    hit = np.flatnonzero(at >= 0)
+    dup: list[str | None] = [None] * len(reason)
+    posterior = np.full(len(reason), np.nan, dtype=np.float32)
+    posterior[hit] = lookup["posterior"][at[hit]]
+    for i, j in zip(hit.tolist(), at[hit].tolist()):
+        dup[i] = lookup["duplicate_of"][j]
     rows = np.flatnonzero((reason == KEPT) == want_kept)
     take = pa.array(rows, type=pa.int64())
     base = table.select(input_cols) if input_cols is not None else table.drop_columns(

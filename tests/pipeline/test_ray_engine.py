@@ -734,7 +734,10 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     assert got == {ids[i]: (want.reason[i], want.duplicate_of[i]) for i in np.flatnonzero(~want.keep)}
     assert report["duplicates"] == want.report["duplicates"] and report["output"] == want.report["output"]
     assert report["output"]["rejected_by_reason"]["near_duplicate"] > 0
+    # The languages section as run and the Python API count it (it was None through the Ray API).
+    assert report["languages"] == want.report["languages"]
     if set_aside:
+        assert report["languages"]["by_language"]["fr"]["records"] >= 10
         assert report["output"]["rejected_by_reason"]["language"] >= 10
         assert report["output"]["rejected_by_reason"]["repetitive"] == 6
 
