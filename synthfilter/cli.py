@@ -133,6 +133,12 @@ def build_config(config: Optional[Path], overrides: dict[str, Any]) -> Config:
     return load_config(config, overrides)
 
 
+def _print_warnings(report: dict[str, Any]) -> None:
+    """Under --quiet: no summary, but the warnings still reach stderr (they are in report.json too)."""
+    for w in report.get("warnings") or []:
+        typer.echo(f"warning: {w}", err=True)
+
+
 def _print_summary(report: dict[str, Any], out: Path | str) -> None:
     inp, outp, dup, syn = report["input"], report["output"], report["duplicates"], report["synthetic"]
     by_reason = outp.get("rejected_by_reason") or {}
@@ -236,6 +242,8 @@ def run(
                 result = run_pipeline(inputs, out, cfg, progress=progress)
         if not cfg.quiet:
             _print_summary(result.report, result.out)
+        else:
+            _print_warnings(result.report)
 
     guarded(body)
 
@@ -392,6 +400,8 @@ def score(
             result = run_score_only(inputs, out, cfg, progress=progress)
         if not cfg.quiet:
             _print_summary(result.report, result.out)
+        else:
+            _print_warnings(result.report)
 
     guarded(body)
 

@@ -240,3 +240,6 @@ def test_run_takes_the_provenance_map_its_warning_suggests(tmp_path: Path) -> No
     assert known["machine"] > 0 and known["human"] > 0 and known["machine"] + known["human"] == 80
     assert not [w for w in report["warnings"] if "provenance" in w]
     assert report["synthetic"]["downsampled"] > 0  # the labels alone drive the target without a detector
+    # --quiet drops the summary, not the warnings (they went nowhere but report.json).
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "o3"), "--quiet"])
+    assert code == 0 and out == "" and err.startswith("warning: provenance field 'meta.by'")

@@ -106,6 +106,11 @@ def strip_markup(text: str) -> str:
 
 def load_human_texts(patterns: list[str], text_field: str, label_field: str, human_label: str) -> list[str]:
     paths = sorted({p for pat in patterns for p in (glob.glob(pat) or [pat])})
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(f"error: no such file: {', '.join(missing)}; pass --data with JSONL files of text with "
+                         f"{label_field!r} = {human_label!r} rows (the default is the detector's training data, "
+                         "../shared/data/detector/*.jsonl, beside the checkout)")
     texts = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -600,7 +605,7 @@ def _experiment_args(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller pools (< 10 min on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="smaller pools (about 1 min on 2 cores)")
     ap.add_argument("--data", nargs="+", default=[DEFAULT_DATA], help="JSONL files or globs; their human rows are used")
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--label-field", default="label")

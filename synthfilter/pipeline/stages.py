@@ -511,7 +511,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
     uniforms = table.column("uniform").to_numpy()
     values, first, counts = np.unique(uniforms, return_index=True, return_counts=True)
     if len(values) < len(uniforms):
-        meta["ids_repeated"] = int(len(uniforms) - len(values))
+        meta["ids_repeated"] = int(counts[counts > 1].sum())  # every record of a shared id, the first too
         meta["id_repeated_example"] = cols["id"][int(first[np.argmax(counts > 1)])]
     atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
     return meta

@@ -425,11 +425,12 @@ def test_an_id_field_missing_from_records_is_named(tmp_path: Path, fast_config: 
 def test_records_sharing_an_id_are_named(tmp_path: Path, fast_config: dict) -> None:
     rows = make_records(20, seed=12)
     for r in rows[5:9]:
-        r["id"] = "7"  # four records with one id: 3 share it with another
+        r["id"] = "7"  # four records with one id
+    rows[12]["id"] = rows[13]["id"] = "pair"  # and two with another
     write_jsonl(tmp_path / "in" / "a.jsonl", rows)
     res = run_pipeline([str(tmp_path / "in")], tmp_path / "o1", cfg_of(fast_config))
     (w,) = [w for w in res.report["warnings"] if "share their id" in w]
-    assert w.startswith("3 records share their id with another record of the same shard (e.g. '7')")
+    assert w.startswith("6 records share their id with another record of the same shard (e.g. '7')")
     unique = make_records(20, seed=12)
     write_jsonl(tmp_path / "in2" / "a.jsonl", unique)
     res = run_pipeline([str(tmp_path / "in2")], tmp_path / "o2", cfg_of(fast_config))
