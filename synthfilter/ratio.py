@@ -1191,7 +1191,8 @@ def plan_downsampling(
             f"refusing to downsample to target ratio {target_ratio:g}: the detector looks unreliable on this corpus "
             f"({'; '.join(reliability.reasons)}), so the synthetic share of what it keeps would not be known. "
             f"To fix it, {rel.ADVICE}; or pass --allow-unreliable-detector (ratio.on_unreliable = \"proceed\") to "
-            "downsample anyway, with the kept share reported as unknown."
+            "downsample anyway, with the kept share reported as unknown. (`synthfilter report INPUT... --out DIR` "
+            "shows the estimate and these checks without a target.)"
         )
     prov = np.asarray(provenance).ravel().astype(np.int8)
     u = np.asarray(uniform, dtype=np.float64).ravel()

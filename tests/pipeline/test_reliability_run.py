@@ -125,6 +125,7 @@ def test_off_distribution_target_ratio_is_refused_and_nothing_is_written(setup: 
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: refusing to downsample to target ratio 0.1: ")
     assert "--allow-unreliable-detector" in errors[0] and "synthfilter adapt" in errors[0]
+    assert "`synthfilter report INPUT... --out DIR` shows the estimate and these checks" in errors[0]
     assert not out.exists()
 
 
