@@ -579,11 +579,7 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
     hashes = cols.pylist(TEXT_HASH_COL)
     raw = bytes.fromhex("".join(h if h else _ZERO_HASH for h in hashes))
     hl = np.frombuffer(raw, dtype=">u8").reshape(n, 2).astype(np.uint64)
-    prov_names = cols.pylist(PROVENANCE_COL)
-    try:
-        provenance = np.fromiter((_PROVENANCE_CODES[p] for p in prov_names), dtype=np.int8, count=n)
-    except KeyError as e:
-        raise ValueError(f"{PROVENANCE_COL} must be one of {PROVENANCE_NAMES}, found {e.args[0]!r}") from None
+    provenance = provenance_codes(cols.pylist(PROVENANCE_COL))
     bands = signatures = None
     if cfg.dedup.near:
         bands = np.array(cols.matrix(BANDS_COL, np.uint64), dtype=np.uint64)
@@ -610,6 +606,14 @@ def annotations_from_columns(cols: ColumnTable, cfg: Config, ids: Sequence[str],
         language=language,
     )
     return ann, errors
+
+
+def provenance_codes(names: Sequence[str]) -> np.ndarray:
+    """int8 provenance codes of ``synth_provenance`` values."""
+    try:
+        return np.fromiter((_PROVENANCE_CODES[p] for p in names), dtype=np.int8, count=len(names))
+    except KeyError as e:
+        raise ValueError(f"{PROVENANCE_COL} must be one of {PROVENANCE_NAMES}, found {e.args[0]!r}") from None
 
 
 def _check_dedup_columns(bands: np.ndarray, signatures: np.ndarray | None, cfg: Config) -> None:

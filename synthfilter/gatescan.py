@@ -27,7 +27,7 @@ from synthfilter.pipeline.stages import (
     REASONS, STATUS_MALFORMED, STATUS_OK, Annotations, Decisions, decide,
     record_uniforms,
 )
-from synthfilter.ratio import HumanLossError, UnreliableDetectorError
+from synthfilter.ratio import human_loss_excess
 from synthfilter.records import is_missing
 
 if TYPE_CHECKING:
@@ -526,17 +526,18 @@ def _scan(source: RecordSource, sf: SynthFilter, prov_field: str | None, batch_s
     card = sf.scorer.detector.card if sf.scorer.uses_detector else None
     # The target is the gate's own (from --max-synthetic) unless --target-ratio set it: with nothing
     # to downsample by, the synthetic rule says so (exit 1) and the approved subset is not downsampled.
+    # A gate never refuses: ratio.max_human_loss is a rule that fails (exit 1), the reports and the
+    # approved subset (downsampled to the target as planned) written all the same. So the plan is
+    # made without the limit, and its human loss compared with it here.
+    limit = cfg.ratio.max_human_loss
+    decisions = decide(ann, replace(cfg, ratio=replace(cfg.ratio, max_human_loss=None)), card,
+                       require_target=require_target)
     human_loss: str | None = None
-    try:
-        decisions = decide(ann, cfg, card, require_target=require_target)
-    except HumanLossError as e:
-        if isinstance(e, UnreliableDetectorError) or cfg.ratio.max_human_loss is None:
-            raise
-        # A gate never refuses: the limit is a rule that fails (exit 1), with the reports and the
-        # approved subset (downsampled to the target as planned) written all the same.
-        human_loss = str(e).split(". ", 1)[0].replace("--max-human-loss", "ratio.max_human_loss")
-        decisions = decide(ann, replace(cfg, ratio=replace(cfg.ratio, max_human_loss=None)), card,
-                           require_target=require_target)
+    syn = decisions.synthetic or {}
+    if limit is not None and (syn.get("estimated_human_loss") or 0.0) > limit + 1e-12:
+        dropped = float(syn["estimated_human_dropped"])
+        human_loss = human_loss_excess(syn["target_ratio"], dropped, dropped / syn["estimated_human_loss"], limit,
+                                       "ratio.max_human_loss")
     del ann, sigs
     from synthfilter.pipeline.run import build_report
 

@@ -1296,12 +1296,18 @@ def plan_downsampling(
     )
     if max_human_loss is not None and plan.human_loss > max_human_loss + tol:
         raise HumanLossError(
-            f"meeting target ratio {target_ratio:g} would drop {plan.human_loss:.1%} of the records "
-            f"estimated human (about {human_dropped:.0f} of {human_total:.0f}), more than "
-            f"--max-human-loss {max_human_loss:g}. Raise the target ratio or the allowed loss, or "
-            "use a stronger detector / provenance metadata."
+            f"{human_loss_excess(target_ratio, human_dropped, human_total, max_human_loss)}. Raise the target ratio "
+            "or the allowed loss, or use a stronger detector / provenance metadata."
         )
     return plan
+
+
+def human_loss_excess(target_ratio: float, human_dropped: float, human_total: float, limit: float,
+                      option: str = "--max-human-loss") -> str:
+    """What a plan that drops more human records than ``limit`` allows does, in one clause."""
+    loss = human_dropped / human_total if human_total > 0 else 0.0
+    return (f"meeting target ratio {target_ratio:g} would drop {loss:.1%} of the records estimated human (about "
+            f"{human_dropped:.0f} of {human_total:.0f}), more than {option} {limit:g}")
 
 
 def _bound_histograms(card: Mapping[str, Any] | None, an: _Analysis) -> tuple[rel.ScoreDistribution | None, str]:

@@ -105,15 +105,13 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
     ref = ray.put(_lookup_table(decisions))
     if cfg.identifies_language:
         # report.json's languages section, counted as run counts it (stages.record_language_counts).
+        from synthfilter.pipeline.ray.decide import summed_language_counts
+        from synthfilter.pipeline.stages import apply_language_counts
+
         with data_context():
             got = collect(scored.map_batches(_language_counts, batch_format="pyarrow", batch_size=None,
                                              fn_kwargs={"ref": ref, "cfg": cfg}))
-        from synthfilter.language import CODES
-        from synthfilter.pipeline.stages import REASONS, apply_language_counts
-
-        shape = (len(CODES), len(REASONS) + 2)
-        apply_language_counts(decisions, got["counts"].reshape(-1, *shape).sum(axis=0) if got
-                              else np.zeros(shape, np.int64), cfg)
+        apply_language_counts(decisions, summed_language_counts(got), cfg)
     report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
     input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
@@ -351,14 +349,13 @@ def _reasons(table: Any, lookup: Mapping[str, np.ndarray], cfg: Any) -> tuple[np
 
 
 def _language_counts(table: Any, ref: Any, cfg: Any) -> dict[str, np.ndarray]:
-    from synthfilter.api import _PROVENANCE_CODES, PROVENANCE_COL, SCORE_COL
+    from synthfilter.api import PROVENANCE_COL, SCORE_COL, provenance_codes
     from synthfilter.pipeline.stages import record_language_counts
 
     reason, language, _ = _reasons(table, resolve(ref), cfg)
     if language is None:
         language = np.zeros(len(reason), np.uint8)
-    provenance = np.fromiter((_PROVENANCE_CODES[p] for p in table.column(PROVENANCE_COL).to_pylist()),
-                             dtype=np.int8, count=len(reason))
+    provenance = provenance_codes(table.column(PROVENANCE_COL).to_pylist())
     score = table.column(SCORE_COL).to_numpy(zero_copy_only=False).astype(np.float32)
     counts = record_language_counts(language, reason, score, provenance, cfg)
     return {"counts": counts.ravel()[None]}

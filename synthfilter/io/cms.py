@@ -399,8 +399,7 @@ def _decode(data: bytes, path: Path, what: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-16 text, though it starts with a UTF-16 byte order mark ({e.reason} "
-                                   f"at byte {e.start:,}); re-save it as UTF-8") from None
+            raise _not_utf16(path, f"{e.reason} at byte {e.start:,}") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -412,6 +411,11 @@ def _decode(data: bytes, path: Path, what: str) -> str:
                 pass
         line = data[: e.start].count(b"\n") + 1
         raise InputError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}){_resave(what)}", line) from None
+
+
+def _not_utf16(path: Path, why: str) -> InputError:
+    return InputError(path, f"not valid UTF-16 text, though it starts with a UTF-16 byte order mark ({why}); "
+                            "re-save it as UTF-8")
 
 
 def _resave(what: str) -> str:
@@ -765,8 +769,7 @@ def read_csv(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
             yield from _csv_rows(f, path, rel, opts, _delimiter(first.split("\n", 1)[0], path))
     except UnicodeDecodeError as e:
         if encoding == "utf-16":
-            raise InputError(path, f"not valid UTF-16 text, though it starts with a UTF-16 byte order mark "
-                                   f"({e.reason}); re-save it as UTF-8") from None
+            raise _not_utf16(path, e.reason) from None
         raise _not_utf8(path, "CSV") from None
 
 

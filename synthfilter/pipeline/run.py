@@ -193,12 +193,16 @@ def differing_settings(before: Mapping[str, Any], cfg: Config) -> list[str]:
     return out
 
 
+def _listed(items: Sequence[str], k: int) -> str:
+    """The first ``k`` items, and how many more."""
+    return ", ".join(items[:k]) + (f" and {len(items) - k:,} more" if len(items) > k else "")
+
+
 def _other_settings(before: Mapping[str, Any] | None, cfg: Config) -> str:
     names = differing_settings(before, cfg) if before is not None else []
     if not names:
         return "other settings (config, seed, model or dedup settings)"
-    listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return f"other settings ({listed})"
+    return f"other settings ({_listed(names, 4)})"
 
 
 def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg: Config, where: str) -> None:
@@ -209,7 +213,7 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
     now = {sh.rel: sh for sh in shards}
 
     def names(rels: list[str]) -> str:
-        return ", ".join(rels[:3]) + (f" and {len(rels) - 3:,} more" if len(rels) > 3 else "")
+        return _listed(rels, 3)
 
     problems = []
     config = manifest.get("config", {})
@@ -669,8 +673,6 @@ def run_pipeline(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config
         raise err.with_advice("run again with --resume") from None
     finally:
         lock.release()
-        if lock.created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # created for a run that stopped before writing anything
 
 
 def acquire_run_lock(out: Path) -> RunLock:
@@ -985,8 +987,7 @@ def _empty_inputs(metas: dict[str, dict[str, Any]]) -> str | None:
     empty = sorted(rel for rel, m in metas.items() if m.get("empty"))
     if not empty:
         return None
-    shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5:,} more" if len(empty) > 5 else "")
-    return f"{len(empty):,} input file{'s' if len(empty) != 1 else ''} held no record: {shown}"
+    return f"{len(empty):,} input file{'s' if len(empty) != 1 else ''} held no record: {_listed(empty, 5)}"
 
 
 def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], decisions: Decisions, cfg: Config,

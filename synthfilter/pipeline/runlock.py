@@ -72,9 +72,13 @@ class RunLock:
         return f" (pid {pid})" if pid else ""
 
     def release(self) -> None:
+        """Drop the lock; a directory ``acquire`` created and the run left empty goes too (a run
+        that stopped before writing anything leaves nothing behind)."""
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the lock
             self._fd = None
+            if self.created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -1052,13 +1052,12 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
                     rejected = AtomicJsonlWriter(rej_path, shard.compression)
                 fields = dec.fields(lo + j)
                 record = dict(obj) if isinstance(obj, dict) else {}
-                if isinstance(obj, dict) and fields.get("reason") == "malformed":
-                    # An object whose text field is missing, empty or not a string: say where it was,
-                    # as for a line that is not even JSON (its id may be the only other clue).
+                if not isinstance(obj, dict) or fields.get("reason") == "malformed":
+                    # Where a bad record was (an object without usable text too: its id may be the
+                    # only other clue).
                     fields["source"] = {"file": shard.rel, "line": batch.lines[j], "byte_offset": batch.offsets[j]}
                 if not isinstance(obj, dict):
-                    # Not even a JSON object: keep the raw line (and where it was) so nothing is lost.
-                    fields["source"] = {"file": shard.rel, "line": batch.lines[j], "byte_offset": batch.offsets[j]}
+                    # Not even a JSON object: keep the raw line so nothing is lost.
                     if j in batch.breaks:
                         fields["break"] = batch.breaks[j].to_dict(detail=False)  # the detail is the error
                     if raw is not None:

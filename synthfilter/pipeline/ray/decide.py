@@ -97,7 +97,12 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
 def language_counts_on_ray(source: Any, cfg: Config) -> np.ndarray:
     """The local engine's language count matrix (``stages.record_language_counts``), summed over
     chunks of the annotations with their saved decisions (``reason``: after ``save_overrides``)."""
-    got = collect(source.map_chunks(_language_counts, ["status", "score", "provenance", "language", "reason"], cfg=cfg))
+    return summed_language_counts(
+        collect(source.map_chunks(_language_counts, ["status", "score", "provenance", "language", "reason"], cfg=cfg)))
+
+
+def summed_language_counts(got: dict[str, np.ndarray]) -> np.ndarray:
+    """The language count matrices of chunks (``{"counts": (chunks, cells)}``, collected), summed."""
     from synthfilter.language import CODES
 
     shape = (len(CODES), len(REASONS) + 2)

@@ -146,8 +146,6 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
     finally:
         if lock is not None:
             lock.release()
-            if lock.created and lock.out.is_dir() and not any(lock.out.iterdir()):
-                lock.out.rmdir()  # created for a run that stopped before writing anything
 
 
 def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
