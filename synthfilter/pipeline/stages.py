@@ -54,6 +54,9 @@ class ConservationError(RuntimeError):
 # -- score ------------------------------------------------------------------------------------
 
 
+# Mixed into the band keys of texts that normalise to nothing (``Scorer.score_texts``).
+_EMPTY_BAND_SALT = np.uint64(xxhash.xxh3_64_intdigest(b"empty-normalised-text:synthfilter"))
+
 class Scorer:
     """Per-batch scoring: exact hash, MinHash band keys, detector score, provenance label.
 
@@ -142,7 +145,12 @@ class Scorer:
         normalized = [normalize_for_dedup(t) for t in texts]
         # The 128-bit digests in their canonical (big-endian) form, split into two uint64 columns.
         digest = xxhash.xxh3_128_digest
-        hashes = np.frombuffer(b"".join([digest(t.encode("utf-8")) for t in normalized]), dtype=">u8").reshape(n, 2)
+        # A text that normalises to nothing (punctuation, symbols the form drops) is hashed as it
+        # stands, behind a NUL no normalised text holds: "!!!" is a copy of "!!!" only.
+        empty = [i for i, t in enumerate(normalized) if not t]
+        keyed = normalized if not empty else [t or "\x00" + raw for t, raw in zip(normalized, texts)]
+        hashes = np.frombuffer(b"".join([digest(t.encode("utf-8", "surrogatepass")) for t in keyed]),
+                               dtype=">u8").reshape(n, 2)
         out: dict[str, np.ndarray] = {
             "hash_hi": hashes[:, 0].astype(np.uint64),
             "hash_lo": hashes[:, 1].astype(np.uint64),
@@ -168,6 +176,12 @@ class Scorer:
             b, r = self.bands
             out["signatures"] = sigs
             out["bands"] = band_keys(sigs, b, r) if n else np.zeros((0, b), np.uint64)
+            if empty:
+                # No shingles, so one signature for all of them: their band keys come from their
+                # own hash instead, and only their exact copies share a bucket with them.
+                rows = np.asarray(empty)
+                out["bands"][rows] = (out["hash_hi"][rows, None] ^ _EMPTY_BAND_SALT
+                                      ^ np.arange(b, dtype=np.uint64)[None, :])
         to_score = np.ones(n, dtype=bool)
         # The status of each text: STATUS_OK, or why the score stage sets it aside.
         out["status"] = np.full(n, STATUS_OK, dtype=np.int8)

@@ -1,9 +1,11 @@
 """Evasion-resistant text normalisation shared by exact dedup, near-dedup and the detector.
 
 ``normalize_for_dedup`` is the canonical form two texts must share to be exact duplicates:
-NFKC, look-alike Cyrillic/Greek letters mapped to Latin, case-folded, zero-width and control
-characters removed, punctuation stripped, whitespace collapsed. ``clean_text`` is the gentler
-form the detector reads (punctuation kept, because punctuation is style).
+NFKC, case-folded, look-alike Cyrillic/Greek letters mapped to Latin (after case-folding, so
+that both cases of a letter map alike), zero-width, control and private-use characters removed,
+punctuation stripped (a space where it touches a digit, so that 10.50 and 1,050 stay apart; a
+minus sign before a number kept), whitespace collapsed. ``clean_text`` is the gentler form the
+detector reads (case and punctuation kept, because they are style).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import regex
 
 # Changes whenever ``normalize_for_dedup`` would return something different for some text:
 # hashes and MinHash signatures computed under another name must not be mixed with new ones.
-NORMALIZATION_NAME = "nfkc-homoglyph-casefold-nopunct-v1"
+NORMALIZATION_NAME = "nfkc-casefold-homoglyph-nopunct-v2"
 
-# Look-alike letters that are used to hide copies ("homoglyph swaps"). Mapped before
-# case-folding so that upper-case look-alikes map to upper-case Latin letters.
+# Look-alike letters that are used to hide copies ("homoglyph swaps"). ``clean_text`` maps them
+# as they are (an upper-case look-alike to an upper-case Latin letter); ``normalize_for_dedup``
+# maps the case-folded text with ``_FOLDED_HOMOGLYPHS``, so that a letter's two cases agree.
 _HOMOGLYPHS: dict[str, str] = {
     # Cyrillic lower case
     "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
@@ -44,6 +47,19 @@ _HOMOGLYPHS: dict[str, str] = {
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 
+
+def _folded_homoglyphs() -> dict[str, str]:
+    """The map on case-folded text: each look-alike's case-folded form to its Latin letter in lower
+    case. Where a capital folds onto a small letter that is a look-alike itself, the small letter's
+    own twin wins (capital Nu folds to nu, which looks like v)."""
+    out = {k: v.lower() for k, v in _HOMOGLYPHS.items() if k.casefold() == k}
+    for k, v in _HOMOGLYPHS.items():
+        out.setdefault(k.casefold(), v.lower())
+    return out
+
+
+_FOLDED_HOMOGLYPHS = _folded_homoglyphs()
+
 # Whitespace-like controls become spaces; every other format/control/private character
 # (zero-width space/joiners, BOM, soft hyphen, bidi marks, ...) disappears. Code points below
 # _TABLE_LIMIT (Latin, Greek, Cyrillic, general punctuation, ...) go through one str.translate
@@ -58,6 +74,14 @@ _INVISIBLE = regex.compile(
     regex.V1,
 )
 _PUNCT = regex.compile(r"\p{P}+")
+# Punctuation touching a digit separates (10.50 and 1,050, 1/12 and 11/2 stay apart), and a
+# hyphen-minus before a number that follows no word character is a minus sign (U+2212, a symbol
+# that stays): -5 and 5 differ. Elsewhere punctuation goes (don't = dont, e-mail = email).
+# The dedup table turns punctuation into _PUNCT_MARK (a control character, so none is left from
+# the text: the table deletes those), then one regex finds the marks that touch a digit.
+_PUNCT_MARK = "\x01"
+_NUMBER_PUNCT = regex.compile(r"(?<=\d)\x01+|\x01+(?=\d)")
+_MINUS = regex.compile(r"(?<!\w)-(?=\d)")
 
 
 def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
@@ -69,11 +93,12 @@ def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
             keep_punct[cp] = " "
         elif cat in ("Cf", "Cc", "Co", "Cs") or ch in _INVISIBLE_OTHER:
             keep_punct[cp] = None
-    keep_punct.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
     strip_punct = dict(keep_punct)
+    keep_punct.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
+    strip_punct.update({ord(k): v for k, v in _FOLDED_HOMOGLYPHS.items()})
     for cp in range(_TABLE_LIMIT):
         if unicodedata.category(chr(cp)).startswith("P"):
-            strip_punct[cp] = None
+            strip_punct[cp] = _PUNCT_MARK
     return keep_punct, strip_punct
 
 
@@ -119,24 +144,68 @@ def map_homoglyphs(text: str) -> str:
     return text.translate(_HOMOGLYPH_TABLE)
 
 
-def clean_text(text: str, *, casefold: bool = False, strip_punctuation: bool = False) -> str:
-    """NFKC + homoglyphs mapped + invisible characters removed + whitespace collapsed."""
+def clean_text(text: str, *, casefold: bool = False) -> str:
+    """The detector's view: NFKC + homoglyphs mapped + invisible characters removed + whitespace
+    collapsed (case-folded too with ``casefold``)."""
     if not text.isascii():
-        if "\u03f2" in text or "\u03f9" in text:  # lunate sigmas look like C, but NFKC makes them sigmas
-            text = text.replace("\u03f2", "c").replace("\u03f9", "C")
+        text = _unlunate(text)
         text = unicodedata.normalize("NFKC", text)
-    text = (_DEDUP if strip_punctuation else _CLEAN)(text)
+    text = _CLEAN(text)
     if casefold:
         text = text.casefold()
     if not text.isascii() and _HIGH.search(text):
         text = _INVISIBLE.sub("", text)
-        if strip_punctuation:
-            text = _PUNCT.sub("", text)
-    if "  " in text:
-        text = _SPACE_RUN.sub(" ", text)
-    return text.strip(" ")
+    return _collapse(text)
 
 
 def normalize_for_dedup(text: str) -> str:
-    """The canonical form used for exact-duplicate hashing and for shingling."""
-    return clean_text(text, casefold=True, strip_punctuation=True)
+    """The canonical form used for exact-duplicate hashing and for shingling (module docstring).
+    Idempotent: ``normalize_for_dedup(normalize_for_dedup(t)) == normalize_for_dedup(t)``."""
+    if text.isascii():
+        text = text.lower()
+    else:
+        text = _fold(_unlunate(text))
+    if "-" in text:
+        text = _MINUS.sub("\u2212", text)
+    text = _dedup_table(text)
+    if not text.isascii():
+        if _HIGH.search(text):
+            text = _PUNCT.sub("", _INVISIBLE.sub("", text))
+        # Removing an invisible character can join a letter and a combining mark that NFKC
+        # composes, and folding can make a look-alike; fold again until nothing changes.
+        for _ in range(4):
+            if unicodedata.is_normalized("NFKC", text) and text.casefold() == text and _dedup_table(text) == text:
+                break
+            again = _dedup_table(_fold(text))
+            if _HIGH.search(again):
+                again = _PUNCT.sub("", _INVISIBLE.sub("", again))
+            if again == text:
+                break
+            text = again
+    return _collapse(text)
+
+
+def _dedup_table(text: str) -> str:
+    """``_DEDUP_TABLE`` applied, punctuation touching a digit made a space, the rest deleted."""
+    text = _DEDUP(text)
+    if _PUNCT_MARK in text:
+        text = _NUMBER_PUNCT.sub(" ", text).replace(_PUNCT_MARK, "")
+    return text
+
+
+def _unlunate(text: str) -> str:
+    if "\u03f2" in text or "\u03f9" in text:  # lunate sigmas look like C, but NFKC makes them sigmas
+        text = text.replace("\u03f2", "c").replace("\u03f9", "C")
+    return text
+
+
+def _fold(text: str) -> str:
+    """NFKC, case-folded, NFKC again (folding can leave a text that NFKC changes)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _collapse(text: str) -> str:
+    if "  " in text:
+        text = _SPACE_RUN.sub(" ", text)
+    return text.strip(" ")

@@ -74,3 +74,20 @@ def test_load_annotations_maps_band_keys_band_by_band(tmp_path: Path) -> None:
     assert mapped.counts()["exact_duplicate"] > 0
     for field in ("reason", "duplicate_of", "cluster_sizes"):
         assert np.array_equal(getattr(mapped, field), getattr(in_memory, field))
+
+
+def test_texts_that_normalise_to_nothing_are_copies_only_of_the_same_text(tmp_path: Path) -> None:
+    # "!!!", "???", a Hangul filler and an ellipsis all normalise to "": each is a copy of itself
+    # only, as exact and as near duplicate; numbers that differ only in punctuation differ.
+    texts = ["!!!", "???", "!!!", "\u3164", "\u2026", "costs $10.50 for the whole lot of apples today",
+             "costs $1,050 for the whole lot of apples today", "???"]
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
+                            "report": {"diversity": False, "html": False}})
+    shards, _ = discover_shards([str(tmp_path / "in")])
+    work = tmp_path / "work"
+    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
+    ann, _ = load_annotations(shards, work, metas, near=True)
+    got = decide(ann, cfg)
+    rejected = {i: int(got.duplicate_of[i]) for i in range(len(texts)) if got.duplicate_of[i] >= 0 and got.duplicate_of[i] != i}
+    assert rejected == {2: 0, 7: 1}
