@@ -684,6 +684,7 @@ class _StreamState:
                 "largest_cluster": int(sizes.max()) if len(sizes) else 0,
                 "bands": dedup["bands"] if dedup else None, "rows": dedup["rows"] if dedup else None,
                 "threshold": cfg.dedup.threshold if cfg.dedup.near else None,
+                "verify_threshold": cfg.dedup.verify_at if cfg.dedup.near and cfg.dedup.verify else None,
             },
             "synthetic": synthetic,
             "languages": languages.languages,

@@ -1023,6 +1023,7 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
             "bands": dedup["bands"] if dedup else None,
             "rows": dedup["rows"] if dedup else None,
             "threshold": cfg.dedup.threshold if cfg.dedup.near else None,
+            "verify_threshold": cfg.dedup.verify_at if cfg.dedup.near and cfg.dedup.verify else None,
         },
         "synthetic": decisions.synthetic,
         "languages": decisions.languages,

@@ -40,6 +40,7 @@ def test_kept_lines_are_byte_identical_and_duplicates_rejected(tmp_path: Path, f
     assert by_id["dup-case"]["duplicate_of"] == rows[0]["id"]
     assert by_id["dup-zw"]["duplicate_of"] == rows[2]["id"]
     assert res.report["duplicates"]["exact"] == 3
+    assert res.report["duplicates"]["verify_threshold"] is None  # exact dedup only
     assert res.report["output"] == {
         "kept": 60, "rejected": 3, "dry_run": False,
         "rejected_by_reason": {"malformed": 0, "exact_duplicate": 3, "near_duplicate": 0, "synthetic_downsampled": 0,
@@ -238,6 +239,7 @@ def test_near_duplicates_rejected_with_survivor(tmp_path: Path, workers: int) ->
         assert rej[f"near-{i}"]["reason"] == "near_duplicate"
         assert rej[f"near-{i}"]["duplicate_of"] == r["id"]
     assert res.report["duplicates"]["near"] == 6 and res.report["input"]["malformed"] == 1
+    assert res.report["duplicates"]["verify_threshold"] == res.report["duplicates"]["threshold"] == 0.8
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["dedup"]["num_perm"] == 128 and m["dedup"]["bands"] * m["dedup"]["rows"] <= 128
     assert res.report["duplicates"]["bands"] == m["dedup"]["bands"]
