@@ -205,10 +205,12 @@ def _other_settings(before: Mapping[str, Any] | None, cfg: Config) -> str:
     return f"other settings ({_listed(names, 4)})"
 
 
-def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg: Config, where: str) -> None:
+def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg: Config, where: str,
+                       model: Mapping[str, Any] | None = None) -> None:
     """UsageError unless a finished run (its manifest) read these shards, at the sizes they have
-    now, under these settings: ``--resume`` of it then has nothing left to do. Anything else
-    would leave records unread, or outputs that another config made, behind an exit 0."""
+    now, under these settings and this detector (``model``: ``model_info``): ``--resume`` of it
+    then has nothing left to do. Anything else would leave records unread, or outputs that
+    another config or model made, behind an exit 0."""
     before = {i["rel"]: i for i in manifest.get("inputs", [])}
     now = {sh.rel: sh for sh in shards}
 
@@ -221,6 +223,9 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
         problems.append("it was a --dry-run, which writes no records")
     if config_fingerprint(config) != config_fingerprint(cfg):
         problems.append(f"it ran with {_other_settings(config, cfg)}")
+    changed_model = _model_changed((manifest.get("model") or {}).get("sha256"), model)
+    if changed_model:
+        problems.append(changed_model)
     added, gone = sorted(set(now) - set(before)), sorted(set(before) - set(now))
     if added:
         problems.append(f"it did not read {names(added)}")
@@ -300,11 +305,28 @@ def restore_replaced(out: Path) -> bool:
     return True
 
 
-def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str) -> None:
-    """UsageError unless the run described by ``prev`` (its run.json) may be resumed under ``cfg``."""
+def _model_changed(sha_before: str | None, model: Mapping[str, Any] | None) -> str | None:
+    """Why a run made with the model of sha256 ``sha_before`` cannot go on with ``model``
+    (``model_info``): the files at the model's path were replaced (``adapt --overwrite`` does
+    that), and the scores already made would be mixed with the new model's. None when alike,
+    or when either side is not known (a run without a detector: its settings differ anyway)."""
+    if not sha_before or not model or sha_before == model.get("sha256"):
+        return None
+    return (f"its detector model {model.get('id')!r} was replaced since (sha256 {str(sha_before)[:12]}, now "
+            f"{str(model.get('sha256'))[:12]})")
+
+
+def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str,
+                    model: Mapping[str, Any] | None = None) -> None:
+    """UsageError unless the run described by ``prev`` (its run.json) may be resumed under ``cfg``
+    and this detector (``model``: ``model_info``)."""
     if prev.get("fingerprint") != config_fingerprint(cfg):
         raise UsageError(f"{where}: the interrupted run used {_other_settings(prev.get('config'), cfg)}; resume "
                          "with the same settings, or use --overwrite")
+    changed_model = _model_changed(prev.get("model_sha256"), model)
+    if changed_model:
+        raise UsageError(f"{where}: the interrupted run scored with a detector that is not the one there now: "
+                         f"{changed_model}; resume with the same model files, or use --overwrite")
     # Shards scored under "fail" had no bad record, so they stand under "quarantine"; the
     # other way, a resumed run would accept bad records that a fresh one stops on.
     if prev.get("on_error", "fail") == "quarantine" and cfg.on_error == "fail":
@@ -312,13 +334,15 @@ def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str) -> None:
                          "with it, or use --overwrite")
 
 
-def run_json(cfg: Config, **more: Any) -> bytes:
-    """The work directory's run.json: what a --resume must match."""
+def run_json(cfg: Config, model: Mapping[str, Any] | None = None, **more: Any) -> bytes:
+    """The work directory's run.json: what a --resume must match (``model``: ``model_info``)."""
     return json.dumps({"fingerprint": config_fingerprint(cfg), "on_error": cfg.on_error, "version": __version__,
-                       "config": _deciding(cfg), **more}).encode()
+                       "config": _deciding(cfg), "model_sha256": model["sha256"] if model else None,
+                       **more}).encode()
 
 
-def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None) -> None:
+def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None,
+                    model: Mapping[str, Any] | None = None) -> None:
     """Create a local ``out``, applying the --resume / --overwrite rules to a non-empty one
     (UsageError when neither applies), and remove leftover temporary files.
 
@@ -346,7 +370,7 @@ def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None =
                 if note is not None:
                     note(f"note: {out}: the interrupted run had not started its work yet; starting it")
             if run_file.exists():
-                check_resumable(json.loads(run_file.read_text()), cfg, str(out))
+                check_resumable(json.loads(run_file.read_text()), cfg, str(out), model)
         else:
             raise UsageError(f"{out}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
@@ -765,21 +789,23 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     # Workers a killed run left behind would race with this one: stop them first.
     stop_orphaned_workers(work, progress.log)
     shutil.rmtree(out / WORK_DONE, ignore_errors=True)  # a finished run's, killed while deleting it
+    # The detector loads first: a model that cannot load leaves the directory as it was, and a
+    # --resume is checked against the model's files as well as its path.
+    scorer = Scorer(cfg)
+    model = model_info(scorer)
     if cfg.resume and (out / "manifest.json").exists() and not work.exists():
         # The run being resumed had already finished: its outputs stand as they are.
         manifest = json.loads((out / "manifest.json").read_text())
-        check_finished_run(manifest, shards, cfg, str(out))
+        check_finished_run(manifest, shards, cfg, str(out), model)
         progress.log(f"{out}: run already complete; nothing to resume")
         finish_replaced(out)
         return RunResult(report=json.loads((out / "report.json").read_text()), manifest=manifest, out=out)
-    prepare_out_dir(out, cfg, progress.log)
+    prepare_out_dir(out, cfg, progress.log, model)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work.mkdir(parents=True, exist_ok=True)
     (work / WORKERS_LOCK).touch()
-    scorer = Scorer(cfg)
-    model = model_info(scorer)
-    atomic_write_bytes(work / "run.json", run_json(cfg, pid=os.getpid()))
+    atomic_write_bytes(work / "run.json", run_json(cfg, model, pid=os.getpid()))
     workers = cfg.resolved_workers()
 
     with ShardExecutor(workers, len(shards), worker_lock=work / WORKERS_LOCK) as executor:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from faults import after, finish, group_members, kill_at, leftovers, outputs, phase, start_run, wait_group_gone
-from helpers import make_records, write_jsonl
+from helpers import make_records, run_cli, write_jsonl
 from synthfilter.pipeline.stages import input_stamp
 
 ARGS = ["--no-detector", "--workers", "2", "-q"]  # near-duplicate detection on: every work file exists
@@ -307,3 +307,50 @@ def test_a_ctrl_c_that_lands_in_a_callback_is_raised_again_not_printed_and_lost(
         assert "KeyboardInterrupt" not in proc.stderr, proc.stderr
     else:
         assert proc.stdout.strip() == "lost" and "KeyboardInterrupt" in proc.stderr
+
+
+def _replace_model_in_place(model: Path) -> None:
+    """What ``adapt --overwrite`` does to a model directory: same path, other files. Here a key
+    no loader reads is added to config.json, and the card's record of that file follows."""
+    import hashlib
+
+    config = model / "config.json"
+    data = json.loads(config.read_text())
+    data["replaced_for_a_test"] = True
+    config.write_text(json.dumps(data))
+    card = json.loads((model / "card.json").read_text())
+    raw = config.read_bytes()
+    card["files"]["config.json"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (model / "card.json").write_text(json.dumps(card))
+
+
+def test_resume_refuses_a_model_replaced_in_place(tmp_path: Path) -> None:
+    from synthfilter.detect.model import default_model_path
+
+    inp = tmp_path / "in"
+    write_jsonl(inp / "a.jsonl", make_records(40, seed=3))
+    model = tmp_path / "model"
+    shutil.copytree(default_model_path(), model)
+    out = tmp_path / "out"
+    # A model that cannot load stops the run before it touches the output directory.
+    (tmp_path / "broken").mkdir()
+    code, _, err = run_cli(["run", str(inp), "--out", str(out), "--model", str(tmp_path / "broken"), "-q"])
+    assert code == 2 and not out.exists(), err
+    args = ["run", str(inp), "--out", str(out), "--model", str(model), "--workers", "1", "-q"]
+    code, _, err = run_cli(args)
+    assert code == 0, err
+    before = (out / "manifest.json").read_bytes()
+    _replace_model_in_place(model)
+    code, _, err = run_cli([*args, "--resume"])
+    assert code == 2 and "was replaced since (sha256" in err and "--overwrite" in err, err
+    assert (out / "manifest.json").read_bytes() == before
+
+    # An interrupted run is checked against the sha256 its run.json recorded.
+    from synthfilter.config import Config
+    from synthfilter.pipeline.run import UsageError, check_resumable, run_json
+
+    cfg = Config.from_dict({"quiet": True})
+    prev = json.loads(run_json(cfg, {"id": "model", "sha256": "a" * 64}))
+    check_resumable(prev, cfg, "out", {"id": "model", "sha256": "a" * 64})
+    with pytest.raises(UsageError, match="the interrupted run scored with a detector that is not the one there now"):
+        check_resumable(prev, cfg, "out", {"id": "model", "sha256": "b" * 64})

@@ -92,7 +92,8 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _prepare_remote_out(out: Store, cfg: Config, shards: Sequence[Shard]) -> dict[str, Any] | None:
+def _prepare_remote_out(out: Store, cfg: Config, shards: Sequence[Shard],
+                        model: dict[str, Any] | None) -> dict[str, Any] | None:
     """The local engine's rules for an output directory, on a remote filesystem. Returns the
     finished run's report and manifest when ``--resume`` finds nothing left to do."""
     entries = out.entries()
@@ -101,11 +102,11 @@ def _prepare_remote_out(out: Store, cfg: Config, shards: Sequence[Shard]) -> dic
     if cfg.resume:
         if "manifest.json" in entries and WORK_DIR not in entries:
             manifest = json.loads(out.read_bytes("manifest.json"))
-            check_finished_run(manifest, shards, cfg, out.root)
+            check_finished_run(manifest, shards, cfg, out.root, model)
             return {"report": json.loads(out.read_bytes("report.json")), "manifest": manifest}
         if not out.exists(f"{WORK_DIR}/run.json"):
             raise UsageError(f"{out.root}: --resume given but this directory holds no synthfilter run to resume")
-        check_resumable(json.loads(out.read_bytes(f"{WORK_DIR}/run.json")), cfg, out.root)
+        check_resumable(json.loads(out.read_bytes(f"{WORK_DIR}/run.json")), cfg, out.root, model)
         return None
     if cfg.overwrite:
         for name in OUTPUT_ENTRIES:
@@ -151,24 +152,28 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
 def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
             out_store: Store, cfg: Config, progress: Progress | None, t_start: float,
             started: str) -> RunResult:
+    # The detector loads first, as in the local engine (a bad model touches nothing; --resume
+    # checks the model's files).
+    scorer = Scorer(cfg)
+    model = model_info(scorer)
     if out_store.local is not None:
         out_path = out_store.local
         if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
             manifest = json.loads((out_path / "manifest.json").read_text())
-            check_finished_run(manifest, shards, cfg, str(out_path))
+            check_finished_run(manifest, shards, cfg, str(out_path), model)
             (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
             finish_replaced(out_path)
             return RunResult(report=json.loads((out_path / "report.json").read_text()), manifest=manifest,
                              out=out_path)
-        prepare_out_dir(out_path, cfg)
+        prepare_out_dir(out_path, cfg, model=model)
     else:
-        finished = _prepare_remote_out(out_store, cfg, shards)
+        finished = _prepare_remote_out(out_store, cfg, shards, model)
         if finished is not None:
             (progress or Progress(quiet=True)).log(f"{out_loc}: run already complete; nothing to resume")
             return RunResult(report=finished["report"], manifest=finished["manifest"], out=out_loc)
     try:
         result = _run_prepared(sources, shards, ignored, out_loc, out_store, cfg,
-                               progress or Progress(quiet=True), t_start, started)
+                               progress or Progress(quiet=True), t_start, started, scorer)
     except (KeyboardInterrupt, RunInterrupted):
         raise  # resumable as it stands
     except BaseException as e:
@@ -194,13 +199,13 @@ def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Se
 
 
 def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
-                  out_store: Store, cfg: Config, progress: Progress, t_start: float, started: str) -> RunResult:
+                  out_store: Store, cfg: Config, progress: Progress, t_start: float, started: str,
+                  scorer: Scorer) -> RunResult:
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work = out_store.sub(WORK_DIR)
-    scorer = Scorer(cfg)
     model = model_info(scorer)
-    work.write_bytes("run.json", run_json(cfg))
+    work.write_bytes("run.json", run_json(cfg, model))
 
     def stopped(signum: int) -> None:
         raise RunInterrupted(out_loc, signum)
