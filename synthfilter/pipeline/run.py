@@ -243,18 +243,57 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
 def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
     """UsageError unless a local ``out`` is usable: not inside an input directory, holding no
     input, and a directory if it exists."""
+    from synthfilter.io.shards import _glob_root, _is_glob
+
     out_real = out.resolve()
     for raw in inputs:
         p = Path(str(raw))
-        if p.is_dir():
-            d = p.resolve()
+        # A recursive glob reads every directory under its root, as a directory input does.
+        root = _glob_root(str(raw)) if _is_glob(str(raw)) and "**" in str(raw) and not p.exists() else p
+        if root.is_dir():
+            d = root.resolve()
             if out_real == d or d in out_real.parents:
-                raise UsageError(f"{out}: output directory is inside input directory {p}; choose an output outside it")
+                raise UsageError(f"{out}: output directory is inside input {'glob' if root is not p else 'directory'} "
+                                 f"{raw}; choose an output outside it")
+    check_not_an_output(shards)
     for sh in shards:
         if out_real in sh.path.parents:
             raise UsageError(f"{sh.path}: input is inside the output directory {out}; choose another output")
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a directory")
+
+
+def not_empty_message(out: Path | str, interrupted: bool, finished: bool) -> str:
+    """Why a run into a non-empty ``out`` without --resume or --overwrite is refused, and what to pass."""
+    if interrupted:
+        return (f"{out}: holds an interrupted synthfilter run; pass --resume to continue it (same inputs and "
+                "settings), or --overwrite to start again")
+    if finished:
+        return f"{out}: holds a finished synthfilter run; pass --overwrite to replace it, or choose another directory"
+    return f"{out}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it"
+
+
+def check_not_an_output(shards: Sequence[Shard]) -> None:
+    """UsageError when shards were found inside an earlier run's output directory (a ``kept/`` or
+    ``rejected/`` beside its ``manifest.json``) below the input given: reading the directory as
+    a corpus would take its rejected records back in. Its ``kept/`` given as the input itself is
+    fine: that is how a filtered corpus is read again."""
+    seen: dict[Path, bool] = {}
+    for sh in shards:
+        parts = Path(sh.rel).parts[:-1]
+        root = sh.path
+        for _ in Path(sh.rel).parts:
+            root = root.parent
+        for depth in range(len(parts)):
+            d = root.joinpath(*parts[: depth + 1])
+            if d not in seen:
+                seen[d] = d.name in ("kept", "rejected") and (d.parent / "manifest.json").is_file() and \
+                    (d.parent / "report.json").is_file()
+            if seen[d]:
+                run_dir = d.parent
+                raise UsageError(f"{run_dir}: this is a synthfilter output directory (manifest.json, kept/, rejected/), "
+                                 f"and reading it as input would take its rejected records back in; to filter or report "
+                                 f"on what it kept, pass {run_dir / 'kept'}")
 
 
 def _remove_own_outputs(out: Path, keep: Sequence[str] = ()) -> None:
@@ -372,7 +411,8 @@ def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None =
             if run_file.exists():
                 check_resumable(json.loads(run_file.read_text()), cfg, str(out), model)
         else:
-            raise UsageError(f"{out}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
+            raise UsageError(not_empty_message(out, (out / WORK_DIR / "run.json").is_file(),
+                                               (out / "manifest.json").is_file()))
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.rglob(".*.tmp-*"):
         tmp.unlink(missing_ok=True)

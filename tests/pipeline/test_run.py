@@ -448,3 +448,31 @@ def test_gate_settings_do_not_stand_in_the_way_of_a_resume() -> None:
     now = Config.from_dict({})
     assert differing_settings(before, now) == [] and config_fingerprint(before) == config_fingerprint(now)
     assert differing_settings(before, Config.from_dict({"seed": 4})) == ["seed"]
+
+
+def test_an_earlier_runs_output_directory_is_not_read_as_a_corpus(tmp_path: Path, fast_config) -> None:
+    # Its rejected/ would come back in: refused with the way out (its kept/), which is read.
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(30, seed=2, dup_every=5))
+    first = tmp_path / "runs" / "first"
+    run_pipeline([str(tmp_path / "in")], first, cfg_of(fast_config))
+    for given in (first, tmp_path / "runs", str(tmp_path / "runs" / "**" / "*.jsonl")):
+        with pytest.raises(UsageError, match=f"{first}: this is a synthfilter output directory .* pass {first / 'kept'}"):
+            run_pipeline([str(given)], tmp_path / "second", cfg_of(fast_config))
+    res = run_pipeline([str(first / "kept")], tmp_path / "second", cfg_of(fast_config))
+    assert res.report["input"]["records"] == json.loads((first / "report.json").read_text())["output"]["kept"]
+    # An output directory under a recursive glob's root would be read by the next run of that glob.
+    with pytest.raises(UsageError, match="output directory is inside input glob"):
+        run_pipeline([str(tmp_path / "in" / "**" / "*.jsonl")], tmp_path / "in" / "out", cfg_of(fast_config))
+
+
+def test_a_directory_holding_an_interrupted_or_finished_run_says_which(tmp_path: Path, fast_config) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_records(20, seed=4))
+    out = tmp_path / "out"
+    run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
+    with pytest.raises(UsageError, match="holds a finished synthfilter run; pass --overwrite"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
+    (out / "manifest.json").unlink()
+    (out / "_synthfilter").mkdir()
+    (out / "_synthfilter" / "run.json").write_text("{}")
+    with pytest.raises(UsageError, match="holds an interrupted synthfilter run; pass --resume to continue it"):
+        run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))

@@ -40,6 +40,7 @@ from synthfilter.pipeline.run import (
     check_finished_run,
     check_out_dir,
     check_resumable,
+    not_empty_message,
     finish_replaced,
     model_info,
     prepare_out_dir,
@@ -117,7 +118,7 @@ def _prepare_remote_out(out: Store, cfg: Config, shards: Sequence[Shard],
             raise UsageError(f"{out.root}: --overwrite removes only synthfilter's own outputs, and the directory also "
                              f"holds {', '.join(leftover[:5])}; choose an empty directory")
         return None
-    raise UsageError(f"{out.root}: output directory is not empty; pass --resume to continue a run or --overwrite to replace it")
+    raise UsageError(not_empty_message(out.root, out.exists(f"{WORK_DIR}/run.json"), "manifest.json" in entries))
 
 
 def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Config,
