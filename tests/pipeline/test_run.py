@@ -152,7 +152,7 @@ def test_out_dir_rules(tmp_path: Path, fast_config: dict) -> None:
     with pytest.raises(UsageError, match="not empty"):
         run_pipeline([str(tmp_path / "in")], tmp_path / "busy", cfg_of(fast_config))
     run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="holds a finished synthfilter run; pass --overwrite"):
         run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config))
     before = (tmp_path / "out" / "kept" / "a.jsonl").read_bytes()
     run_pipeline([str(tmp_path / "in")], tmp_path / "out", cfg_of(fast_config, overwrite=True))
@@ -371,7 +371,7 @@ def test_a_run_stopped_by_bad_input_can_go_on_with_quarantine(tmp_path: Path, fa
     out = tmp_path / "out"
     with pytest.raises(InputError, match="1 shard already scored: .* rerun with --resume to keep it"):
         run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config))
-    with pytest.raises(UsageError, match="not empty"):
+    with pytest.raises(UsageError, match="holds an interrupted synthfilter run; pass --resume"):
         run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, on_error="quarantine"))
     resumed = run_pipeline([str(tmp_path / "in")], out, cfg_of(fast_config, on_error="quarantine", resume=True))
     fresh = run_pipeline([str(tmp_path / "in")], tmp_path / "fresh", cfg_of(fast_config, on_error="quarantine"))
@@ -402,8 +402,8 @@ def test_report_command_resumes_as_its_message_says(tmp_path: Path) -> None:
     args = ["report", str(tmp_path / "in"), "--out", str(tmp_path / "rep"), "--no-detector", "-q", "--workers", "1"]
     assert run_cli(args)[0] == 0
     code, _, err = run_cli(args)
-    assert code == 2 and "pass --resume to continue a run or --overwrite" in err
-    # The option the message names exists (it did not: "No such option: --resume").
+    assert code == 2 and "holds a finished synthfilter run; pass --overwrite to replace it" in err
+    # --resume of it is accepted (it was "No such option: --resume") and has nothing left to do.
     code, _, err = run_cli([*args, "--resume"])
     assert code == 0 and "No such option" not in err
     assert run_cli([*args, "--overwrite"])[0] == 0
