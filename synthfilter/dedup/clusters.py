@@ -10,8 +10,10 @@ import numpy as np
 
 __all__ = [
     "bucket_links", "choose_survivors", "component_roots", "gather_sorted_rows", "near_duplicate_components",
-    "release_mapped_pages", "runs_of_equal",
+    "release_mapped_pages", "runs_of_equal", "split_at_survivors",
 ]
+
+VERIFY_CHUNK = 4096  # candidate pairs compared per numpy step (bounds temporary memory)
 
 
 def near_duplicate_components(
@@ -21,7 +23,7 @@ def near_duplicate_components(
     verify: bool = True,
     *,
     max_rounds: int = 8,
-    verify_chunk: int = 4096,
+    verify_chunk: int = VERIFY_CHUNK,
     copy_of: np.ndarray | None = None,
 ) -> np.ndarray:
     """Component label of every record: the smallest record index of its near-duplicate cluster.
@@ -165,6 +167,66 @@ def choose_survivors(labels: np.ndarray, sort_keys: Sequence[np.ndarray] = ()) -
     first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     survivor[members] = np.repeat(members[first], np.diff(np.r_[first, len(members)]))
     return survivor
+
+
+# Rounds of ``split_at_survivors``: each settles one ring of a chain around its survivor.
+SPLIT_ROUNDS = 64
+
+
+def split_at_survivors(
+    labels: np.ndarray,
+    survivor: np.ndarray,
+    sort_keys: Sequence[np.ndarray],
+    similar: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    max_rounds: int = SPLIT_ROUNDS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters re-split so that every record removed as a duplicate is similar to the record it
+    is removed for.
+
+    A cluster is a connected component of verified links, so a chain of edits (A ~ B ~ C) is one
+    cluster although A and C may share little. Here each member is checked against its
+    cluster's survivor (``similar(survivor, member)``); the members that fail form a cluster of
+    their own, which chooses its survivor by the same rule (``choose_survivors`` with
+    ``sort_keys``), and so on, ring by ring. Members still unchecked after ``max_rounds`` keep
+    themselves (kept, not removed for a record they may not resemble).
+
+    Args:
+        labels: (N,) int64 cluster label per record (a member's index), modified in place.
+        survivor: (N,) ``choose_survivors(labels, sort_keys)``, modified in place.
+        sort_keys: the keep rule's keys, as given to ``choose_survivors``.
+        similar: ``similar(u, v)``: whether each pair reaches the threshold.
+
+    Returns ``(labels, survivor)``: a cluster that was split is labelled by its survivor, the
+    failed members by the smallest of them. Only a cluster's own records decide its split, so an
+    engine that sees whole clusters at a time (Ray, by partition) splits them alike.
+    """
+    pending = np.flatnonzero(survivor != np.arange(len(survivor)))  # members not yet checked
+    for _ in range(max_rounds):
+        if not len(pending):
+            break
+        passed = similar(survivor[pending], pending)
+        failed = pending[~passed]
+        if not len(failed):
+            pending = failed
+            break
+        # The failed members of each cluster, grouped by the cluster (by its label), in index order.
+        failed = failed[np.lexsort((failed, labels[failed]))]
+        old = labels[failed]
+        starts = np.flatnonzero(np.r_[True, old[1:] != old[:-1]])
+        first = np.repeat(failed[starts], np.diff(np.r_[starts, len(failed)]))
+        # What stays is labelled by its survivor, so that no label is shared with the new cluster.
+        stay = pending[passed]
+        labels[stay] = survivor[stay]
+        labels[survivor[pending]] = survivor[pending]
+        labels[failed] = first
+        failed.sort()
+        chosen = choose_survivors(labels[failed], [np.asarray(k)[failed] for k in sort_keys])
+        survivor[failed] = failed[chosen]
+        pending = failed[chosen != np.arange(len(failed))]
+    if len(pending):
+        labels[pending] = pending
+        survivor[pending] = pending
+    return labels, survivor
 
 
 # -- buckets --------------------------------------------------------------------------------

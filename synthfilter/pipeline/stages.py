@@ -614,6 +614,25 @@ def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
     """Pick one record per group by the configured rule; ties go to the earliest record."""
+    from synthfilter.dedup.clusters import choose_survivors
+
+    return choose_survivors(labels, keep_keys(ann, rules))
+
+
+def split_clusters(labels: np.ndarray, survivor: np.ndarray, ann: Annotations, rules: Sequence[str],
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``dedup.clusters.split_at_survivors`` with ``ann``'s signatures and keep rule: a record is
+    removed only for a survivor whose estimated Jaccard with it reaches ``threshold``."""
+    from synthfilter.dedup.clusters import VERIFY_CHUNK, _similar, split_at_survivors
+
+    def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return _similar(ann.signatures, u, v, threshold, VERIFY_CHUNK)
+
+    return split_at_survivors(labels, survivor, keep_keys(ann, rules), similar)
+
+
+def keep_keys(ann: Annotations, rules: Sequence[str]) -> list[np.ndarray]:
+    """The keep rule's sort keys (``choose_survivors``: lowest first), in the columns' own types."""
     keys = []
     for rule in rules:
         # Keys in the columns' own (narrow) types: the same order as any wider type gives.
@@ -626,9 +645,7 @@ def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.
             keys.append(np.negative(ann.length))
         elif rule == "order":
             break
-    from synthfilter.dedup.clusters import choose_survivors
-
-    return choose_survivors(labels, keys)
+    return keys
 
 
 _PROVENANCE_RANK = np.array([1, 0, 2], dtype=np.int8)  # by provenance code: human first, machine last
@@ -681,6 +698,10 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
         labels = np.arange(n, dtype=np.int64)
 
     survivor = survivors(labels, ann, cfg.dedup.keep_rule)
+    if cfg.dedup.near and cfg.dedup.verify and ann.signatures is not None and n:
+        # A chain of edits is one component; each record is removed only for a survivor it
+        # resembles, the rest form clusters of their own.
+        labels, survivor = split_clusters(labels, survivor, ann, cfg.dedup.keep_rule, cfg.dedup.verify_at)
     dup = np.flatnonzero(ok & (survivor != np.arange(n)))
     reason[dup] = duplicate_reasons(survivor, ann.hash_hi, ann.hash_lo, dup)
     dup_of = np.full(n, -1, dtype=np.int64)

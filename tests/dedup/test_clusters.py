@@ -11,7 +11,9 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from synthfilter.dedup.clusters import Forest, choose_survivors, component_roots, near_duplicate_components
+from synthfilter.dedup.clusters import (
+    Forest, choose_survivors, component_roots, near_duplicate_components, split_at_survivors,
+)
 from synthfilter.dedup.lsh import band_keys
 from synthfilter.dedup.minhash import MinHasher
 from synthfilter.text.normalize import normalize_for_dedup
@@ -277,3 +279,64 @@ def test_leaving_out_later_copies_gives_the_same_labels(maker):
         assert np.array_equal(got, want)
     with pytest.raises(ValueError, match="copy_of"):
         near_duplicate_components(keys, sigs, copy_of=copy_of[:-1])
+
+
+def _split_reference(labels, keys, similar):
+    """The rule in plain Python: a cluster keeps its survivor and the members similar to it; the
+    rest form a cluster of their own, settled the same way."""
+    out_survivor = {}
+    clusters = {}
+    for i, lab in enumerate(labels):
+        clusters.setdefault(int(lab), []).append(i)
+    todo = list(clusters.values())
+    while todo:
+        members = sorted(todo.pop())
+        best = min(members, key=lambda i: (*[k[i] for k in keys], i))
+        out_survivor[best] = best
+        rest = []
+        for i in members:
+            if i != best:
+                (rest if not similar(best, i) else []).append(i)
+                if similar(best, i):
+                    out_survivor[i] = best
+        if rest:
+            todo.append(rest)
+    return np.array([out_survivor[i] for i in range(len(labels))])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_at_survivors_removes_a_record_only_for_one_it_resembles(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 300
+    # Records on a line: i and j are similar within a reach of 3; clusters are runs of the line
+    # (chains), some with a preferred record (a lower key) in the middle.
+    pos = np.cumsum(rng.integers(1, 3, n))
+    labels = np.zeros(n, np.int64)
+    for i in range(1, n):
+        labels[i] = labels[i - 1] if pos[i] - pos[i - 1] <= 1 and rng.random() > 0.05 else i
+    key = rng.integers(0, 3, n).astype(np.int8)
+
+    def similar(u, v):
+        return np.abs(pos[np.asarray(u)] - pos[np.asarray(v)]) <= 3
+
+    survivor = choose_survivors(labels, [key])
+    got_labels, got = split_at_survivors(labels.copy(), survivor.copy(), [key], similar)
+    want = _split_reference(labels, [key], lambda a, b: bool(similar(np.array([a]), np.array([b]))[0]))
+    assert np.array_equal(got, want)
+    removed = np.flatnonzero(got != np.arange(n))
+    assert len(removed) and similar(got[removed], removed).all()
+    # Labels name the new clusters: records share a label exactly when they share a survivor.
+    pairs = {(int(a), int(b)) for a, b in zip(got_labels, got)}
+    assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})
+    # A chain longer than the reach is split where the plain components kept one survivor.
+    assert len(np.unique(got)) > len(np.unique(survivor))
+
+
+def test_split_at_survivors_leaves_unchecked_members_kept_after_the_last_round() -> None:
+    n = 12
+    labels = np.zeros(n, np.int64)
+    survivor = choose_survivors(labels)
+    # Only neighbours are similar: every round settles two records, one round is allowed.
+    got_labels, got = split_at_survivors(labels, survivor, [], lambda u, v: np.abs(u - v) <= 1, max_rounds=1)
+    assert got[:2].tolist() == [0, 0]
+    assert got[2:].tolist() == list(range(2, n))

@@ -91,3 +91,40 @@ def test_texts_that_normalise_to_nothing_are_copies_only_of_the_same_text(tmp_pa
     got = decide(ann, cfg)
     rejected = {i: int(got.duplicate_of[i]) for i in range(len(texts)) if got.duplicate_of[i] >= 0 and got.duplicate_of[i] != i}
     assert rejected == {2: 0, 7: 1}
+
+
+def test_a_chain_of_edits_keeps_the_records_that_do_not_resemble_the_survivor(tmp_path: Path) -> None:
+    # 21 documents of 100 words, each with one more word changed than the one before: neighbours
+    # are near-duplicates, the two ends share no 5-gram. Every record removed must resemble the
+    # record it is removed for, so the chain is cut into rings around survivors.
+    import random
+
+    from synthfilter.dedup.minhash import MinHasher
+    from synthfilter.text.normalize import normalize_for_dedup
+
+    rng = random.Random(7)
+    vocab = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ta", "vi", "zo") for b in
+             ("bar", "cen", "dol", "fim", "gat", "hus", "jor", "kel", "lun", "mab", "nir", "pox")]
+    words = [rng.choice(vocab) for _ in range(100)]
+    docs = []
+    for i in range(21):
+        docs.append(" ".join(words))
+        words = list(words)
+        words[(i * 5) % 100] = rng.choice(vocab) + "x"
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i:02d}", "text": t} for i, t in enumerate(docs)])
+    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
+                            "report": {"diversity": False, "html": False}})
+    shards, _ = discover_shards([str(tmp_path / "in")])
+    work = tmp_path / "work"
+    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
+    ann, _ = load_annotations(shards, work, metas, near=True)
+    got = decide(ann, cfg)
+    sigs = MinHasher(num_perm=cfg.dedup.num_perm).signatures([normalize_for_dedup(t) for t in docs])
+    removed = [i for i in range(21) if got.duplicate_of[i] >= 0]
+    kept = [i for i in range(21) if got.duplicate_of[i] < 0]
+    assert removed and len(kept) >= 3 and 0 in kept and 20 in kept
+    for i in removed:
+        j = int(got.duplicate_of[i])
+        assert np.count_nonzero(sigs[i] == sigs[j]) / sigs.shape[1] >= cfg.dedup.verify_at, (i, j)
+    # The cluster sizes count the rings, not the whole chain.
+    assert int(got.cluster_sizes.sum()) == len(removed) + int(len(got.cluster_sizes)) and got.cluster_sizes.max() < 21

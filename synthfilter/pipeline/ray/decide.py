@@ -9,8 +9,9 @@ Passes, each a Ray Data shuffle over compact rows:
 2. verify: bucket members with their signatures (read by their shard's task), grouped by
    bucket, linked by ``bucket_links`` (no verification: linked in pass 1);
 3. components: ``components.connected_components`` over exact and near edges;
-4. survivors: each group's records with what the keep rule reads, grouped by component,
-   ``survivors`` and ``duplicate_reasons`` as in ``stages.decide``.
+4. survivors: each group's records with what the keep rule reads (and their signatures, to split
+   the group at its survivor), grouped by component, ``survivors``, ``split_clusters`` and
+   ``duplicate_reasons`` as in ``stages.decide``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from synthfilter.dedup.clusters import bucket_links, runs_of_equal
 from synthfilter.pipeline.ray.components import connected_components
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
 from synthfilter.pipeline.stages import (
-    KEPT, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, survivors,
+    KEPT, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, split_clusters, survivors,
 )
 
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
@@ -161,9 +162,13 @@ def duplicate_rows(source: Any, total: int, cfg: Config, n_bands: int) -> Any:
     labels = connected_components(edges, n_edges).materialize()
     n_nodes = labels.count()
     parts = partitions_for(n_nodes)
-    nodes = source.lookup(labels, NODE_COLUMNS).map_batches(
+    # With verification, the clusters are split at their survivors as in stages.decide: the
+    # members' signatures travel with them.
+    split = near and cfg.dedup.verify
+    nodes = source.lookup(labels, NODE_COLUMNS + (("sigs",) if split else ())).map_batches(
         _by_label, batch_format="numpy", batch_size=None, fn_kwargs={"parts": parts})
-    return grouped(nodes, _choose_survivors, rows=n_nodes, rules=tuple(cfg.dedup.keep_rule)).materialize()
+    return grouped(nodes, _choose_survivors, rows=n_nodes, rules=tuple(cfg.dedup.keep_rule),
+                   threshold=cfg.dedup.verify_at if split else None).materialize()
 
 
 def _empty_decisions(ray: Any) -> Any:
@@ -276,8 +281,10 @@ def _by_label(batch: dict[str, np.ndarray], parts: int) -> dict[str, np.ndarray]
     return {**batch, "part": (batch["label"] % parts).astype(np.int64)}
 
 
-def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Per partition of whole groups: the keep rule's survivor of each, the others' reasons."""
+def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...],
+                      threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Per partition of whole groups: the keep rule's survivor of each (the groups split at it,
+    ``stages.split_clusters``, with a ``threshold``), the others' reasons."""
     order = np.lexsort((batch["gidx"], batch["label"]))
     b = {k: v[order] for k, v in batch.items()}
     n = len(order)
@@ -285,11 +292,15 @@ def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...]) -> d
     compact = Annotations(
         shard=np.zeros(n, np.int32), status=np.zeros(n, np.int8), hash_hi=b["hash_hi"], hash_lo=b["hash_lo"],
         score=b["score"], provenance=b["provenance"], uniform=np.zeros(n), length=b["length"],
+        signatures=b.get("sigs"),
     )
-    survivor = survivors(b["label"], compact, rules)
+    label = b["label"]
+    survivor = survivors(label, compact, rules)
+    if threshold is not None and n:
+        label, survivor = split_clusters(label.copy(), survivor, compact, rules, threshold)
     dup = np.flatnonzero(survivor != np.arange(n))
     reason = duplicate_reasons(survivor, b["hash_hi"], b["hash_lo"], dup)
-    _, sizes = np.unique(b["label"], return_counts=True)
+    _, sizes = np.unique(label, return_counts=True)
     size = sizes[sizes >= 2]  # one row a cluster (its size in ``gidx``)
     k = len(size)
     return {
