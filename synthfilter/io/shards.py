@@ -230,9 +230,30 @@ def _inside(p: Path, root: Path) -> bool:
 
 
 def _walk(directory: Path, root: Path, ignored: list[str]) -> list[tuple[Path, str]]:
+    """The shards under ``directory``, with their paths relative to ``root``.
+
+    A symbolic link to a directory is followed like a directory (a dataset assembled from
+    links to its parts must not lose them silently). Each real directory is read once: one
+    reached again by another link adds nothing (its shards are found already, as a file
+    reached twice is deduplicated by ``discover_shards``), and a link back to a directory it
+    is inside of is a loop, refused as a broken link to a file is.
+    """
     out = []
-    for dirpath, dirnames, filenames in os.walk(directory):
+    visited = {directory.resolve()}
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
         dirnames.sort()
+        here = Path(dirpath).resolve()
+        # Links last: a directory reached both as itself and by a link here is read as itself.
+        for name in sorted(dirnames, key=lambda d: os.path.islink(os.path.join(dirpath, d))):
+            sub = Path(dirpath) / name
+            real = sub.resolve()
+            if real == here or real in here.parents:
+                raise InputError(sub, f"symbolic link loop (to {os.readlink(sub)}): it leads back to {real}, which "
+                                      "holds it, inside an input directory; remove it")
+            if real in visited:
+                dirnames.remove(name)  # read once already, by another path
+            else:
+                visited.add(real)
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if shard_format(p) is None:
@@ -290,7 +311,9 @@ class Break:
     first one is the error.
     """
 
-    kind: str  # "truncated" or "corrupt" (compressed JSONL), "row_group" or "file" (Parquet)
+    # "truncated" or "corrupt" (compressed JSONL), "misnamed" (a .gz/.zst name on data that starts
+    # as something else: none of it read), "row_group" or "file" (Parquet)
+    kind: str
     detail: str  # one line without the path: what broke, where, and what was lost
     offset: int  # byte offset in the file where reading broke
     resumed_at: int | None = None  # byte offset where reading went on; None: nothing readable after it
@@ -328,8 +351,9 @@ class _Decoder(io.RawIOBase):
     magic = b""
     unit = ""  # "gzip member" / "zstd frame"
 
-    def __init__(self, src: "_Input"):
+    def __init__(self, src: "_Input", file_name: str = ""):
         self._src = src
+        self.file_name = file_name  # the shard's name, for the advice on a misnamed file
         self._out = memoryview(b"")
         self._eof = False
         self.pending: Break | None = None
@@ -450,6 +474,12 @@ class _Decoder(io.RawIOBase):
         """The break for bytes that are not a member / frame where one should start."""
         nxt = self._find_unit(pos + 1)
         end = nxt if nxt is not None else self._eof_offset()
+        if pos == 0 and nxt is None:
+            # Nothing in the file decodes: its first bytes may say what it is instead (plain JSONL,
+            # or the other compression), which is a name to change, not damage to repair.
+            misnamed = misnamed_message(self.file_name, self.name[1:], self._src.read_at(0, 8))
+            if misnamed is not None:
+                return Break("misnamed", misnamed, offset=0, unreadable_bytes=end)
         detail = f"corrupt {self.name} file: no {self.unit} starts at byte {pos:,}"
         if nxt is not None:
             detail += f"; reading went on at the next {self.unit}, at byte {nxt:,} ({end - pos:,} bytes skipped)"
@@ -1112,9 +1142,37 @@ class RecordBatch:
 _ASCII_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 OVERSIZED_RAW_PREFIX = 1024  # bytes of an over-long line kept as its quarantined raw line
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some tools put at the start of a file
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def misnamed_message(name: str, compression: str | None, head: bytes) -> str | None:
+    """Why a JSONL shard named ``name`` (compression ``compression`` by its name: None, "gz" or
+    "zst") cannot be what its first bytes ``head`` say it is, and the name to give it; None
+    where they do not contradict the name (a corrupt file says so in its own words)."""
+    if head.startswith(_GZIP_MAGIC):
+        found = "gz"
+    elif head.startswith(_ZSTD_MAGIC):
+        found = "zst"
+    elif head.startswith(_BOM) or head[:1] == b"{" or (head and head[0] in _ASCII_WHITESPACE):
+        found = None  # plain text, as a JSON line starts
+    else:
+        return None
+    if found == compression:
+        return None
+    tool = {"gz": "gzip", "zst": "zstd"}
+    base = name[:-len(compression) - 1] if compression and name.lower().endswith("." + compression) else name
+    if compression is None:
+        return (f"{name} starts with {tool[found]}'s magic bytes ({head[:2 if found == 'gz' else 4].hex(' ')}), "
+                f"so it is {tool[found]}-compressed: name it {name}.{found}")  # type: ignore[index]
+    if found is None:
+        return f"{name} is not {tool[compression]}: it starts like plain JSONL; rename it {base}"
+    return f"{name} is not {tool[compression]}: it starts with {tool[found]}'s magic bytes; rename it {base}.{found}"
 
 
 def _fail_message(brk: Break, records: int) -> str:
+    if brk.kind == "misnamed":
+        return brk.detail  # the fix is a new name: nothing is damaged
     if not records:
         return (f"{brk.detail}; re-copy or re-create the file, or use --on-error quarantine to set the unreadable "
                 "part aside and keep what follows, if readable")
@@ -1179,7 +1237,7 @@ class ShardReader:
             # Re-read by offset on a regular file (os.pread), spooled otherwise (a pipe).
             fd = f.fileno() if stat_module.S_ISREG(st.st_mode) else None
             src = _Input(io.BufferedReader(hraw, _CHUNK), fd)
-            decoder = (_GzipDecoder if self.shard.compression == "gz" else _ZstdDecoder)(src)
+            decoder = (_GzipDecoder if self.shard.compression == "gz" else _ZstdDecoder)(src, Path(self.shard.rel).name)
             stream: IO[bytes] = io.BufferedReader(decoder, _CHUNK)
         else:
             stream = io.BufferedReader(hraw, _CHUNK)
@@ -1235,7 +1293,14 @@ class ShardReader:
                             self.blank_lines += 1
                             continue
                         obj = error = None
-                        if parse:
+                        if start == 0 and decoder is None and (misnamed := misnamed_message(
+                                Path(self.shard.rel).name, None, body[:4])) is not None:
+                            # Compressed data under a plain name: not a JSON line, and not a
+                            # damaged one either. Fail on the name; quarantine as usual.
+                            if not self.recover:
+                                raise InputError(path, misnamed)
+                            error = misnamed
+                        elif parse:
                             try:
                                 obj = loads(body)
                             except decode_error:
@@ -1317,11 +1382,51 @@ class ShardReader:
                 index += 1
                 yield batch
                 continue
-            rows = piece.to_pylist()
+            rows = _parquet_rows(piece)
             n = len(rows)
             yield RecordBatch(index, list(range(row + 1, row + n + 1)), [None] * n, rows, [None] * n, [0] * n)
             index += n
         self.parquet_schema = pieces.schema
+
+
+def _parquet_rows(piece: Any) -> list[dict[str, Any]]:
+    """The rows of a record batch as Python dicts, for the score stage to find its fields in.
+
+    Only those values are used: the write stage copies the rows from the file itself, so a column
+    that has no exact Python value is given one that stands for it here, rather than failing the
+    run. Without pandas (which this process keeps out) a nanosecond timestamp, time or duration
+    that is not a whole number of microseconds has none: it is read as its text
+    (``2020-09-13 12:26:40.000000123``), which holds every digit."""
+    import pyarrow as pa
+
+    try:
+        return piece.to_pylist()
+    except (ValueError, pa.ArrowException):
+        pass
+    names = piece.schema.names
+    columns = [_column_values(piece.column(i)) for i in range(piece.num_columns)]
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(piece.num_rows)]
+
+
+def _column_values(column: Any) -> list[Any]:
+    """One column's values as Python objects: as pyarrow converts them, else as text (see
+    ``_parquet_rows``), a struct field by field (a text field may be nested beside such a value),
+    else None (a list of such values: no text cast for it)."""
+    import pyarrow as pa
+
+    try:
+        return column.to_pylist()
+    except (ValueError, pa.ArrowException):
+        pass
+    if pa.types.is_struct(column.type):
+        names = [column.type.field(i).name for i in range(column.type.num_fields)]
+        children = [_column_values(child) for child in column.flatten()]
+        valid = column.is_valid().to_pylist()
+        return [dict(zip(names, values)) if ok else None for ok, *values in zip(valid, *children)]
+    try:
+        return column.cast(pa.string()).to_pylist()
+    except (ValueError, pa.ArrowException):
+        return [None] * len(column)
 
 
 class ParquetPieces:
@@ -1447,6 +1552,7 @@ def _parse_big_numbers(text: str) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -1476,13 +1582,85 @@ def _without_surrogates(obj: Any) -> Any:
 
 
 def dump_json_line(obj: Any) -> bytes:
-    """A record as one JSON line: orjson, or the standard library for integers beyond 64 bits."""
+    """A record as one JSON line: orjson, or (for integers beyond 64 bits) ``_encode_exact``.
+    Never ``NaN`` or ``Infinity``, which are not JSON: a float that is not finite is written as
+    null, as orjson writes it."""
     try:
         return orjson.dumps(obj)
     except TypeError:
-        import json
+        return _encode_exact(obj).encode("utf-8")
 
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+def json_line_with(raw: bytes, obj: dict[str, Any], name: str, value: Any) -> bytes:
+    """The JSON object line ``raw`` (``obj`` as read from it) with one member added at its end
+    (or, where it has one already, set in its place): how a written record gets its
+    ``synthfilter`` object.
+
+    The record's own text is written back as read: parsed and written again, a number can
+    change (orjson reads ``1e400`` as infinity, ``5e-400`` as 0.0, a long decimal rounded to a
+    float), and the output must hold the record as it came. So the member is added to the line's
+    bytes; only a line that names it already, or escapes a lone surrogate (no UTF-8 text can
+    hold one: it is written as U+FFFD, as it is read), is parsed again and written member by
+    member with each number's own text (``_encode_exact``).
+    """
+    body = raw[3:] if raw.startswith(_BOM) else raw
+    body = body.strip()  # no CR, and no space after the closing brace
+    if name not in obj and not _SURROGATE_ESCAPE_BYTES.search(body):
+        sep = b"," if obj else b""
+        return body[:-1] + sep + orjson.dumps(name) + b":" + dump_json_line(value) + b"}"
+    record = _parse_exact(body.decode("utf-8"))
+    record[name] = value
+    return _encode_exact(record).encode("utf-8")
+
+
+class _Verbatim(str):
+    """JSON text written as it is: a number as it was read (``_parse_exact``), or punctuation."""
+
+
+def _parse_exact(text: str) -> Any:
+    """A JSON line's value with each number kept as its text (``_Verbatim``) and lone
+    surrogates as U+FFFD; ``text`` is valid JSON (it was read once already)."""
+    import json
+
+    obj = json.loads(text, parse_float=_Verbatim, parse_int=_Verbatim)
+    return _without_surrogates(obj) if _SURROGATE_ESCAPE.search(text) else obj
+
+
+def _encode_exact(obj: Any) -> str:
+    """``obj`` as compact JSON with the standard library's encoder, numbers read by
+    ``_parse_exact`` as their text, integers of any size, a float that is not finite as null.
+    Walked with a stack of its own: a record nested as deep as the parser allows must not run
+    out of Python's stack here."""
+    import json
+    import math
+
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    out: list[str] = []
+    todo: list[Any] = [obj]
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if kind is _Verbatim:
+            out.append(value)
+        elif kind is dict:
+            todo.append(_Verbatim("}"))
+            items = list(value.items())
+            for i in range(len(items) - 1, -1, -1):
+                todo.append(items[i][1])
+                todo.append(_Verbatim(("," if i else "") + encode(str(items[i][0])) + ":"))
+            todo.append(_Verbatim("{"))
+        elif kind is list:
+            todo.append(_Verbatim("]"))
+            for i in range(len(value) - 1, -1, -1):
+                todo.append(value[i])
+                if i:
+                    todo.append(_Verbatim(","))
+            todo.append(_Verbatim("["))
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append("null")
+        else:
+            out.append(encode(value))
+    return "".join(out)
 
 
 def _first_line(e: BaseException) -> str:

@@ -1059,7 +1059,10 @@ def write_shard(shard: Shard, cfg: Config, work: Path, out: Path) -> dict[str, i
 
 def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
     """Kept lines are copied as read, unparsed and a batch at a time (unless ``--annotate``);
-    only rejected lines are parsed, to add their ``synthfilter`` object."""
+    only rejected lines are parsed, to add their ``synthfilter`` object. A record written with
+    its ``synthfilter`` object keeps its own text (``json_line_with``): numbers and all."""
+    from synthfilter.io.shards import json_line_with
+
     kept = AtomicJsonlWriter(kept_path, shard.compression)
     rejected: AtomicJsonlWriter | None = None
     n = len(dec.reason)
@@ -1076,7 +1079,8 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
             kept_rows = np.flatnonzero(reasons == KEPT).tolist()
             if annotate:
                 for j in kept_rows:
-                    kept.write_line(dump_json_line({**batch.objs[j], "synthfilter": dec.fields(lo + j)}))
+                    line: bytes = batch.raw[j]  # type: ignore[assignment]  # read with its lines (raw=True)
+                    kept.write_line(json_line_with(line, batch.objs[j], "synthfilter", dec.fields(lo + j)))
             else:
                 kept.write_lines([batch.raw[j] for j in kept_rows])  # type: ignore[misc]
             for j in np.flatnonzero(reasons != KEPT).tolist():
@@ -1102,8 +1106,11 @@ def _write_jsonl(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec
                         if j in batch.oversized:  # the first bytes only: the rest is at byte_offset in the input
                             fields["raw_truncated"] = True
                             fields["raw_bytes"] = batch.oversized[j]
-                record["synthfilter"] = fields
-                rejected.write_line(dump_json_line(record))
+                if isinstance(obj, dict) and raw is not None:
+                    rejected.write_line(json_line_with(raw, obj, "synthfilter", fields))
+                else:
+                    record["synthfilter"] = fields
+                    rejected.write_line(dump_json_line(record))
         if seen != n:
             raise ConservationError(f"{shard.path}: {seen} records on the second read, {n} on the first")
         kept.commit()
@@ -1136,6 +1143,9 @@ def _struct_column(rows: np.ndarray, dec: ShardDecisions) -> Any:
 
 
 def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, dec: ShardDecisions) -> dict[str, int]:
+    """Kept and rejected rows are copied from the file as Arrow data: their values, types and
+    schema (metadata too) as read. Rejected rows get the ``synthfilter`` struct in place of any
+    column of that name, at the end."""
     import pyarrow as pa
 
     from synthfilter.io.shards import Break, ParquetPieces
@@ -1151,13 +1161,26 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
     kept_schema = base_schema.append(struct_field) if cfg.annotate else schema
     kept = AtomicParquetWriter(kept_path, kept_schema)
     rejected: AtomicParquetWriter | None = None
+    # The rejected file's schema is the shard's own, whichever rows come first: a writer takes
+    # only tables of its schema. An unreadable row group is a row of nulls (but for its
+    # ``synthfilter`` struct), which a non-nullable field cannot hold: where the shard has
+    # malformed records (the rows that may stand for one), its fields are all nullable in
+    # rejected/, and only there.
+    relax = bool(np.any(reason == MALFORMED))
+    rej_schema = pa.schema([f.with_nullable(True) if relax else f for f in base_schema] + [struct_field],
+                           metadata=schema.metadata)
     offset = 0
 
     def reject(rt: Any) -> None:
         nonlocal rejected
         if rejected is None:
-            rejected = AtomicParquetWriter(rej_path, rt.schema)
-        rejected.write_table(rt)
+            rejected = AtomicParquetWriter(rej_path, rej_schema)
+        rejected.write_table(pa.Table.from_arrays(rt.columns, schema=rej_schema))
+
+    def nulls(rows: np.ndarray) -> Any:
+        """Rows of nulls with their ``synthfilter`` struct: records of the shard that were not read."""
+        return pa.Table.from_arrays([pa.nulls(len(rows), f.type) for f in base_schema] + [_struct_column(rows, dec)],
+                                    schema=rej_schema)
 
     try:
         for _row, piece in _chain_first(first, it):
@@ -1167,8 +1190,7 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
                     raise ConservationError(f"{shard.path}: the break at row {_row + 1} was not read the first time")
                 rows = np.arange(offset, offset + 1)
                 offset += 1
-                col = _struct_column(rows, dec)
-                reject(pa.table({**{f.name: pa.nulls(1, f.type) for f in base_schema}, "synthfilter": col}))
+                reject(nulls(rows))
                 continue
             table = pa.Table.from_batches([piece], schema=schema)
             rows = np.arange(offset, offset + table.num_rows)
@@ -1178,19 +1200,18 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
             r = reason[rows]
             kept_rows = rows[r == KEPT]
             rej_rows = rows[r != KEPT]
-            kt = table.take(pa.array(kept_rows - rows[0] if len(rows) else kept_rows))
+            kt = _take_rows(table, kept_rows - rows[0] if len(rows) else kept_rows)
             if cfg.annotate:
                 kt = _replace_struct(kt, _struct_column(kept_rows, dec))
             kept.write_table(kt)
             if len(rej_rows):
-                reject(_replace_struct(table.take(pa.array(rej_rows - rows[0])), _struct_column(rej_rows, dec)))
+                reject(_replace_struct(_take_rows(table, rej_rows - rows[0]), _struct_column(rej_rows, dec)))
         if offset < n:
             # Records past the readable data: the quarantined tail of a file that could not be read.
             rows = np.arange(offset, n)
             if np.any(reason[rows] == KEPT):
                 raise ConservationError(f"{shard.path}: rows {offset}..{n} could not be re-read")
-            col = _struct_column(rows, dec)
-            reject(pa.table({**{f.name: pa.nulls(len(rows), f.type) for f in base_schema}, "synthfilter": col}))
+            reject(nulls(rows))
             offset = n
         if offset != n:
             raise ConservationError(f"{shard.path}: {offset} rows on the second read, {n} on the first")
@@ -1203,6 +1224,29 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
             rejected.abort()
         raise
     return {"kept": kept.count, "rejected": rejected.count if rejected else 0}
+
+
+def _take_rows(table: Any, positions: np.ndarray) -> Any:
+    """The rows of ``table`` at ``positions`` (ascending), its schema unchanged.
+
+    Arrow's ``take`` has no kernel for every type (``string_view`` and ``binary_view``, which
+    Polars writes, have none in pyarrow 26), and a column of such a type must pass through as
+    it is: then the rows are cut as runs of consecutive positions, slices of the table (no
+    copy), joined."""
+    import pyarrow as pa
+
+    if len(positions) == table.num_rows:
+        return table  # every row, in order (positions are ascending and distinct)
+    try:
+        return table.take(pa.array(positions, type=pa.int64()))
+    except pa.ArrowNotImplementedError:
+        pass
+    if not len(positions):
+        return table.slice(0, 0)
+    cuts = np.flatnonzero(np.diff(positions) != 1) + 1
+    starts = positions[np.concatenate(([0], cuts))]
+    ends = positions[np.concatenate((cuts - 1, [len(positions) - 1]))] + 1
+    return pa.concat_tables([table.slice(int(a), int(b - a)) for a, b in zip(starts, ends)])
 
 
 def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

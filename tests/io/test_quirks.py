@@ -136,3 +136,44 @@ def test_an_escaped_lone_surrogate_is_read_as_a_replacement_character(tmp_path: 
     for _ in range(depth):
         inner = inner[0]
     assert inner == {"\ufffd": "\ufffd"}
+
+
+def test_numbers_keep_their_text_in_rejected_and_annotated_lines(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    # orjson reads 1e400 as infinity, 5e-400 as 0.0 and a 20-digit decimal as the nearest float;
+    # written back from those, the record would change (or, infinity, stop being JSON).
+    numbers = b'"x": 1e400, "z": 12345678901234567890.5, "w": 5e-400, "n": -0.0, "big": %d' % BIG
+    first = b'{"id": "a", "text": "%s", %s}\n' % (TEXTS[0].encode(), numbers)
+    copy = first.replace(b'"a"', b'"b"')
+    # A lone surrogate is written as U+FFFD, so that line is written member by member: its
+    # numbers keep their text all the same.
+    odd = b'{"id": "c", "text": "%s \\ud83d", %s}\n' % (TEXTS[1].encode(), numbers)
+    odd_copy = odd.replace(b'"c"', b'"d"')
+    data = first + copy + odd + odd_copy
+    out, res = _run(tmp_path, data, fast_config)
+    assert res.report["output"]["rejected_by_reason"]["exact_duplicate"] == 2
+    exact = {"parse_float": str, "parse_int": str}
+    rejected = (out / "rejected" / "part.jsonl").read_bytes().splitlines()
+    assert rejected[0] == copy.rstrip(b"}\n") + b',"synthfilter":' + orjson.dumps(
+        json.loads(rejected[0])["synthfilter"]) + b"}"  # the line as read, one member added
+    obj = json.loads(rejected[1], **exact)
+    assert (obj["x"], obj["z"], obj["w"], obj["n"], obj["big"]) == ("1e400", "12345678901234567890.5", "5e-400",
+                                                                   "-0.0", str(BIG))
+    assert obj["id"] == "d" and obj["text"] == TEXTS[1] + " \ufffd" and obj["synthfilter"]["reason"] == "exact_duplicate"
+
+    # --annotate: every line written with its synthfilter object; never NaN or Infinity, and the
+    # output reads again as input (its synthfilter objects replaced, numbers as they were).
+    out2, _ = _run(tmp_path / "annotated", data, fast_config, annotate=True)
+    kept = (out2 / "kept" / "part.jsonl").read_bytes()
+    assert b"Infinity" not in kept and b"NaN" not in kept
+    assert kept.splitlines()[0].startswith(first.rstrip(b"}\n") + b',"synthfilter":{"decision":"kept"')
+    again = tmp_path / "again"
+    res3 = run_pipeline([str(out2 / "kept")], again, Config.from_dict({**fast_config, "annotate": True}))
+    assert res3.report["input"]["malformed"] == 0 and res3.report["output"]["kept"] == 2
+    for line in (again / "kept" / "part.jsonl").read_bytes().splitlines():
+        obj = json.loads(line, **exact)
+        assert (obj["x"], obj["z"], obj["w"], obj["big"]) == ("1e400", "12345678901234567890.5", "5e-400", str(BIG))
+        assert line.count(b'"synthfilter"') == 1 and obj["synthfilter"]["decision"] == "kept"
+
+
+def test_dump_json_line_never_writes_nan_or_infinity() -> None:
+    assert dump_json_line({"a": BIG, "b": float("inf"), "c": [float("nan")]}) == b'{"a":%d,"b":null,"c":[null]}' % BIG
