@@ -694,7 +694,8 @@ def _estimate_from_bins(
         if corners is not None:
             det_ci = (min(det_ci[0], float(np.quantile(corners[0], 0.025))),  # type: ignore[index]
                       max(det_ci[1], float(np.quantile(corners[1], 0.975))))  # type: ignore[index]
-    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci, zero_low)
+    reliability = rel.Reliability(verdict, reasons, tuple(checks), basis, sampling_ci, unseen_ci, zero_low,
+                                  rel.advice(card))
     ci = None if det_ci is None else (overall(det_ci[0]), overall(det_ci[1]))
     message = reliability.message(ci)
     if message:
@@ -1190,7 +1191,7 @@ def plan_downsampling(
         raise UnreliableDetectorError(
             f"refusing to downsample to target ratio {target_ratio:g}: the detector looks unreliable on this corpus "
             f"({'; '.join(reliability.reasons)}), so the synthetic share of what it keeps would not be known. "
-            f"To fix it, {rel.ADVICE}; or pass --allow-unreliable-detector (ratio.on_unreliable = \"proceed\") to "
+            f"To fix it, {reliability.advice}; or pass --allow-unreliable-detector (ratio.on_unreliable = \"proceed\") to "
             "downsample anyway, with the kept share reported as unknown. (`synthfilter report INPUT... --out DIR` "
             "shows the estimate and these checks without a target.)"
         )

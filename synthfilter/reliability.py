@@ -53,6 +53,24 @@ ADVICE = ("label ~300 records of this corpus and run `synthfilter adapt LABELLED
           "or give part of the corpus provenance metadata (--provenance-field)")
 
 
+def advice(card: Mapping[str, Any] | None) -> str:
+    """What to do about a flagged detector: ``ADVICE``, or, for a model made by ``synthfilter
+    adapt`` (its card has ``adapted_from``; it cannot be adapted again), adapting the model it
+    was adapted from again with more labels."""
+    base = card.get("adapted_from") if isinstance(card, Mapping) else None
+    if not isinstance(base, Mapping):
+        return ADVICE
+    import shlex
+
+    path = base.get("path")
+    name = str(base.get("model_id") or path or "the original model")
+    model = f" --model {shlex.quote(str(path))}" if path else ""
+    return (f"label more records of this corpus (~300 or more, with the ones this model was adapted on) and adapt "
+            f"the model it was adapted from, {name}, again: `synthfilter adapt LABELLED.jsonl{model} --out DIR` "
+            "(an adapted model cannot be adapted again), or give part of the corpus provenance metadata "
+            "(--provenance-field)")
+
+
 # -- the card's held-out figures ---------------------------------------------------------------
 
 
@@ -521,6 +539,7 @@ class Reliability:
     # The widened interval's low end was set to 0: flagged, and no labelled human records measured
     # the false-positive rate here, so the share may be 0 for all the scores can tell.
     low_end_zero: bool = False
+    advice: str = ADVICE  # what to do when flagged (``advice(card)``)
 
     @property
     def flagged(self) -> bool:
@@ -538,7 +557,7 @@ class Reliability:
             if self.low_end_zero:
                 text += (" (down to none: what the detector flags here may all be human text it misreads, "
                          "which labelled human records would rule in or out)")
-        return f"{text}. To fix it, {ADVICE}"
+        return f"{text}. To fix it, {self.advice}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reasons": list(self.reasons), "interval": self.interval,

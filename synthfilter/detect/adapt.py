@@ -20,7 +20,9 @@ it scored them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -165,6 +167,48 @@ def fit_adaptation(det: Detector, texts: Sequence[str], y: np.ndarray, seed: int
                       best[0])
 
 
+def adapted_card(det: Detector, src: Path, out: Path, data: Sequence[Path], y: np.ndarray, proba: np.ndarray,
+                 thresholds: dict[str, float], ad: Adaptation, seed: int, seconds: float) -> dict:
+    """The adapted model's card: every figure at the top level is the adapted model's own
+    (measured out of fold on the labelled records); the card of the model it was adapted from
+    is kept whole under ``base_model``, so nothing reads the base model's validation metrics,
+    timings or held-out-source rates (``source_shift``) as this model's."""
+    from synthfilter.detect.train import score_distribution
+
+    base = {k: v for k, v in det.card.items() if k not in ("files", "sha256")}
+    n_h, n_m = int((y == 0).sum()), int((y == 1).sum())
+    before = {"auroc": auroc(y, ad.base_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.base_raw, 0.01)}
+    after = {"auroc": auroc(y, ad.oof_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.oof_raw, 0.01)}
+    card = {
+        "model_id": f"{det.model_id}+adapted-{out.name}",
+        "format_version": det.card.get("format_version", det.config.get("format_version")),
+        "created_with": "synthfilter adapt",
+        "seed": seed,
+        "train_prior": float(y.mean()),
+        "prior_note": "calibrated probabilities correspond to the labelled records' share of machine text",
+        "calibrated_on": "out_of_fold",
+        "kinds": [e.kind for e in det.experts],
+        # What the components (language models, TF-IDF heads) were fitted on, as the base card says.
+        **({"training_data": det.card["training_data"]} if "training_data" in det.card else {}),
+        "adapted_from": {"model_id": det.model_id, "sha256": det.sha256, "path": os.path.abspath(src)},
+        "adaptation": {"data": [os.path.abspath(p) for p in data], "n": int(len(y)), "n_human": n_h, "n_machine": n_m,
+                       "method": "refit" if ad.experts is not None else "linear", "inputs": ad.inputs,
+                       **({"labels_weigh": ad.c} if ad.experts is not None else {"strength_c": ad.c}),
+                       "cv_auroc": {k: round(v, 4) for k, v in ad.cv_auroc.items()},
+                       "before": before, "after_out_of_fold": after},
+        "operating_points_measured_on": "out-of-fold scores of the labelled records",
+        "operating_points": [{"name": k, **operating_point_at_threshold(y, proba, t)} for k, t in thresholds.items()],
+        "thresholds_chosen_on": "out-of-fold scores of the labelled records (1 % / 5 % human FPR)",
+        "score_distribution": score_distribution(proba, y, "out-of-fold scores of the labelled records"),
+        "metrics": {"adaptation_out_of_fold": summarise(y, proba, thresholds["default"])},
+        "adapt_seconds": round(seconds, 1),
+        # What the adapted model was made from: its components (language models, TF-IDF heads)
+        # and, unless refitted, its experts. Its figures describe that model, not this one.
+        "base_model": base,
+    }
+    return card
+
+
 def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_field: str = "text",
                   label_field: str = "label", human_label: str = "human", machine_label: str = "machine",
                   seed: int = 0, quiet: bool = False, method: str = "auto", overwrite: bool = False) -> int:
@@ -177,7 +221,7 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
 
     from synthfilter.detect.evaluate import fmt_value, print_error
     from synthfilter.detect.model import check_model_out, default_model_path, staged_model_dir
-    from synthfilter.detect.train import fit_calibrator, operating_points, score_distribution, write_card
+    from synthfilter.detect.train import fit_calibrator, operating_points, write_card
 
     con = Console(quiet=quiet)
     src = Path(model) if model is not None else default_model_path()
@@ -197,13 +241,18 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
         return 2
     det = Detector.load(src)
     if adapter_method(det.config) is not None:
-        print_error(f"{src}: already adapted; adapt the model it was adapted from")
+        base = det.card.get("adapted_from")
+        base = base if isinstance(base, dict) else {}
+        name = ", ".join(str(base[k]) for k in ("model_id", "path") if base.get(k))
+        print_error(f"{src}: already adapted; adapt the model it was adapted from{f' ({name})' if name else ''} "
+                    "again, with all your labels")
         return 2
     if method == "refit" and not (src / REPLAY_FILE).is_file():
         print_error(f"{src}: has no {REPLAY_FILE} (the experts' training rows), so its experts cannot be refitted; "
                     "retrain it with this version of synthfilter, or use --method linear")
         return 2
     y = labelled.y.astype(int)
+    t0 = time.perf_counter()
     ad = fit_adaptation(det, labelled.texts, y, seed, method)
     calibrator = fit_calibrator(ad.oof_raw, y)
     proba = calibrator(ad.oof_raw)
@@ -226,26 +275,9 @@ def adapt_command(data: list[Path], out: Path, model: Path | None = None, text_f
                                  "seed": seed}
             config["files"] = [*config["files"], ADAPTER_FILE]
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        before = {"auroc": auroc(y, ad.base_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.base_raw, 0.01)}
-        after = {"auroc": auroc(y, ad.oof_raw), "tpr_at_fpr1": tpr_at_fpr(y, ad.oof_raw, 0.01)}
-        card = dict(det.card)
-        card.update({
-            "model_id": f"{det.model_id}+adapted-{out.name}",
-            "adapted_from": {"model_id": det.model_id, "sha256": det.sha256, "path": str(src)},
-            "adaptation": {"data": [str(p) for p in data], "n": int(len(y)), "n_human": n_h, "n_machine": n_m,
-                           "inputs": ad.inputs, **({"labels_weigh": ad.c} if ad.experts is not None else {"strength_c": ad.c}),
-                           "cv_auroc": {k: round(v, 4) for k, v in ad.cv_auroc.items()},
-                           "before": before, "after_out_of_fold": after},
-            "train_prior": float(y.mean()),
-            "prior_note": "calibrated probabilities correspond to the labelled records' share of machine text",
-            "calibrated_on": "out_of_fold",
-            "operating_points_measured_on": "out-of-fold scores of the labelled records",
-            "operating_points": [{"name": k, **operating_point_at_threshold(y, proba, t)} for k, t in thresholds.items()],
-            "thresholds_chosen_on": "out-of-fold scores of the labelled records (1 % / 5 % human FPR)",
-            "score_distribution": score_distribution(proba, y, "out-of-fold scores of the labelled records"),
-        })
-        card["metrics"] = {**card.get("metrics", {}), "adaptation_out_of_fold": summarise(y, proba, thresholds["default"])}
+        card = adapted_card(det, src, out, data, y, proba, thresholds, ad, seed, time.perf_counter() - t0)
         write_card(tmp, card)
+    before, after = card["adaptation"]["before"], card["adaptation"]["after_out_of_fold"]
     con.print(f"adapted {det.model_id} on {len(y)} labelled records ({n_h} human, {n_m} machine) -> {out}",
               highlight=False)
     con.print(f"AUROC on these records: {fmt_value(before['auroc'])} before, {fmt_value(after['auroc'])} after "

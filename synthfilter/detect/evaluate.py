@@ -8,11 +8,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from synthfilter.records import is_blank
+from synthfilter.records import get_path, is_blank, is_missing
 
 
 class DataError(ValueError):
@@ -113,6 +113,21 @@ def _shown(value: Any) -> str:
         return repr(value)[:80]
 
 
+def _field_getter(name: str) -> Callable[[dict], Any]:
+    """``rec[name]`` (KeyError when absent); a dotted ``name`` is a path into nested objects, as
+    ``records.get_path`` follows it (a top-level key spelt with the dots wins)."""
+    if "." not in name:
+        return lambda rec: rec[name]
+
+    def get(rec: dict) -> Any:
+        value = get_path(rec, name)
+        if is_missing(value):
+            raise KeyError(name)
+        return value
+
+    return get
+
+
 def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: str = "label",
                   human_label: str = "human", machine_label: str = "machine",
                   group_fields: Sequence[str] = ()) -> LabelledData:
@@ -122,7 +137,8 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
     booleans as true/false, integral numbers as integers (``--human-label false`` matches JSON
     false and "False"; ``--machine-label 1`` matches 1, 1.0 and "1"). A null label, an empty text
     (``records.is_blank``: nothing but white space or invisible format characters) and an empty
-    file are errors.
+    file are errors. A field may be a dotted path into nested objects (``meta.label``), read as
+    ``synthfilter run`` reads ``--text-field``: a top-level key spelt ``meta.label`` is read first.
     """
     from synthfilter.provenance import canonical_value
 
@@ -141,11 +157,11 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
 
     def problem(path: Path, lineno: int, rec: dict) -> DataError:
         """What is wrong with a record the fast path refused."""
-        if text_field not in rec:
+        text, value = get_path(rec, text_field), get_path(rec, label_field)
+        if is_missing(text):
             return DataError(f"{path}:{lineno}: no {text_field!r} field (set --text-field)")
-        if label_field not in rec:
+        if is_missing(value):
             return DataError(f"{path}:{lineno}: no {label_field!r} field (set --label-field)")
-        text, value = rec[text_field], rec[label_field]
         if type(text) is not str:
             kind = "null" if text is None else type(text).__name__
             return DataError(f"{path}:{lineno}: text field {text_field!r} is {kind}, expected a string")
@@ -160,12 +176,13 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
         return DataError(f"{path}:{lineno}: label {_shown(value)} is neither {human_label!r} (human) nor "
                          f"{machine_label!r} (machine); set --human-label / --machine-label")
 
+    text_of, label_of = _field_getter(text_field), _field_getter(label_field)
     for path in map(Path, paths):
         before = len(texts)
         for lines, objs in _record_batches(path):
             for lineno, rec in zip(lines, objs):
                 try:
-                    text, value = rec[text_field], rec[label_field]
+                    text, value = text_of(rec), label_of(rec)
                 except KeyError:
                     raise problem(path, lineno, rec) from None
                 if type(text) is not str or is_blank(text):
@@ -180,7 +197,8 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
                 add_text(text)
                 add_label(code)
                 for g, add in add_groups:
-                    add(str(rec.get(g, "(missing)")))
+                    v = get_path(rec, g)
+                    add("(missing)" if is_missing(v) else str(v))
         if len(texts) == before:
             raise DataError(f"{path}: no records (empty file)")
     if not texts:
@@ -313,11 +331,16 @@ def eval_command(data: list[Path], model: Path | None = None, text_field: str = 
     except (DataError, ModelError) as e:
         print_error(str(e))
         return 2
-    points = {pt["name"]: pt for pt in det.card.get("operating_points", [])}
+    points = {str(pt["name"]): pt for pt in det.card.get("operating_points", []) if "name" in pt}
     if operating_point not in points:
         print_error(f"model has no operating point {operating_point!r} (has: {', '.join(points) or 'none'})")
         return 2
-    threshold = float(points[operating_point]["threshold"])
+    try:
+        threshold = float(points[operating_point]["threshold"])
+    except (KeyError, TypeError, ValueError):
+        print_error(f"{det.path / 'card.json'}: damaged or unreadable model file (operating point {operating_point!r} "
+                    "has no numeric threshold); reinstall the model or train it again")
+        return 2
     texts = labelled.texts
     proba = np.empty(len(texts), dtype=np.float64)
     step = 512

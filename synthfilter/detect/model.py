@@ -379,6 +379,41 @@ def adapter_inputs(x: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.column_stack([x, z, combine(z)])
 
 
+# The JSON types of the top-level fields a loaded model's config and card are read with (a
+# field may be absent; null is allowed where the writer writes it). (type, element type) for lists.
+CONFIG_SHAPE: dict[str, Any] = {"kinds": (list, str), "features": (list, str), "files": (list, str),
+                                "experts": dict, "adapter": (dict, type(None)), "params": dict,
+                                "max_chars": int}
+CARD_SHAPE: dict[str, Any] = {"model_id": str, "operating_points": (list, dict), "train_prior": (float, int, type(None)),
+                              "score_distribution": dict, "source_shift": dict, "metrics": dict, "files": dict,
+                              "training_data": dict, "adapted_from": dict, "adaptation": dict, "base_model": dict}
+
+
+def _check_shape(path: Path, doc: Any, shape: Mapping[str, Any]) -> None:
+    """A ModelError (a damaged file) unless ``doc`` is a JSON object whose fields in ``shape``
+    have the types the loader and the pipeline read them as."""
+    def wrong(what: str) -> ModelError:
+        return ModelError(f"{path}: damaged or unreadable model file ({what}); reinstall the model or train it again")
+
+    def name(t: type) -> str:
+        return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+                bool: "a boolean", type(None): "null"}.get(t, t.__name__)
+
+    if not isinstance(doc, dict):
+        raise wrong(f"{name(type(doc))}, expected a JSON object")
+    for key, want in shape.items():
+        if key not in doc:
+            continue
+        value = doc[key]
+        if isinstance(want, tuple) and want[0] is list:
+            if not isinstance(value, list) or not all(isinstance(v, want[1]) for v in value):
+                raise wrong(f"{key!r} is not a list of {name(want[1]).removeprefix('a ').removeprefix('an ')}s")
+            continue
+        types = want if isinstance(want, tuple) else (want,)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise wrong(f"{key!r} is {name(type(value))}, expected {' or '.join(dict.fromkeys(map(name, types)))}")
+
+
 class Detector:
     """A loaded detector: ``predict_proba(texts)`` gives calibrated P(machine-generated)."""
 
@@ -404,10 +439,8 @@ class Detector:
         if not (d / CONFIG_FILE).is_file() or not (d / CARD_FILE).is_file():
             raise ModelError(f"{d}: not a synthfilter detector model (missing "
                              f"{', '.join(n for n in (CONFIG_FILE, CARD_FILE) if not (d / n).is_file())})")
-        try:
-            config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{d / CONFIG_FILE}: unreadable ({e})") from None
+        config = read_model_file(d / CONFIG_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        _check_shape(d / CONFIG_FILE, config, CONFIG_SHAPE)
         if config.get("format_version") != FORMAT_VERSION:
             raise ModelError(
                 f"{d}: model format {config.get('format_version')!r} is not supported (expected {FORMAT_VERSION}); "
@@ -421,6 +454,7 @@ class Detector:
         if list(config.get("features", [])) != list(feature_names(kinds)):
             raise ModelError(f"{d}: model was trained with a different feature set; retrain it")
         card = read_model_file(d / CARD_FILE, lambda p: json.loads(p.read_text(encoding="utf-8")))
+        _check_shape(d / CARD_FILE, card, CARD_SHAPE)
         components = Components(
             lms={n: read_model_file(d / lm_file(n), BigramLM.load) for n in ("human", *kinds)},
             heads={k: read_model_file(d / head_file(k), HashedLinear.load) for k in kinds},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 from synthfilter.detect.evaluate import (
     LabelledData,
     DataError,
+    auroc,
     fmt_value,
     load_labelled,
     operating_point_at_threshold,
@@ -66,7 +68,7 @@ from synthfilter.detect.model import (
 )
 from synthfilter.detect.trees import TreeEnsemble
 
-MIN_PER_CLASS = 20
+MIN_PER_CLASS = 20  # the floor; with boosted-tree experts, ``min_per_class`` asks for more
 MISSING = "(missing)"
 
 # Generators whose output is a sample of a base (not instruction-tuned) LM. Any other named
@@ -123,6 +125,16 @@ class TrainParams:
                                                      min_samples_leaf=40, l2_regularization=1.0))
     linear_c: float = 0.03
     expert_model: dict = field(default_factory=lambda: {"chat": "trees", "machine": "trees", "base": "linear"})
+
+
+def min_per_class(params: TrainParams) -> int:
+    """Texts of each class training needs: below this the boosted-tree experts, whose leaves
+    hold at least ``min_samples_leaf`` texts, cannot fill a leaf with one class in every
+    calibration fold, never split, and score every text alike (60 with the defaults; a useful
+    model needs a few hundred of each)."""
+    k = max(params.calibration_folds, 2)
+    leaf = int(params.trees.get("min_samples_leaf", 1)) if "trees" in params.expert_model.values() else 1
+    return max(MIN_PER_CLASS, -(-leaf * k // (k - 1)))
 
 
 ProgressFn = Callable[[str], None]
@@ -517,7 +529,7 @@ def build_card(*, model_id: str, train: LabelledData, val: LabelledData | None, 
         # What the prevalence estimate's method choice reads (ratio.card_calibration_held_out).
         "calibrated_on": "held_out_share" if len(cal_y) < len(y) else "out_of_fold",
         "kinds": result.kinds,
-        "training_data": {"files": [str(p) for p in train.paths], "n": int(len(y)),
+        "training_data": {"files": [os.path.abspath(p) for p in train.paths], "n": int(len(y)),
                           "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum()),
                           "n_calibration": int(len(cal_y)), "sources": sources or []},
         "operating_points_measured_on": measured_on,
@@ -536,7 +548,7 @@ def build_card(*, model_id: str, train: LabelledData, val: LabelledData | None, 
         card["balanced_by"] = {"field": balance_by, "rule": "every (value, label) cell weighs the same within "
                                                             "its label; texts cropped to length parity within a value"}
     if measured_on == "validation":
-        card["validation_data"] = {"files": [str(p) for p in val.paths], "n": int(len(val.y)),
+        card["validation_data"] = {"files": [os.path.abspath(p) for p in val.paths], "n": int(len(val.y)),
                                    "n_human": int((val.y == 0).sum()), "n_machine": int((val.y == 1).sum())}
         card["metrics"]["validation"] = summarise(val.y, val_proba, thresholds["default"], groups=val.groups,
                                                   group_by=group_by)
@@ -565,54 +577,89 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
     fields = dict(text_field=text_field, label_field=label_field, human_label=human_label,
                   machine_label=machine_label)
     out = check_model_out(out, overwrite)  # before hours of training, not after
+    params = params or TrainParams()
     try:
         group_fields = tuple(dict.fromkeys([*group_by, *([balance_by] if balance_by else []), generator_field]))
         train = load_labelled(data, group_fields=group_fields, **fields)
-        _check_trainable(train)
+        _check_trainable(train, params)
         val_data = load_labelled(val, group_fields=group_by, **fields) if val else None
+        if val_data is not None:
+            _check_two_classes(val_data, "validation data (--val)")
     except DataError as e:
         print_error(str(e))
         return 2
-    params = params or TrainParams()
     n_steps = params.folds + 4 + (1 if val_data else 0)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=con, disable=quiet, transient=False) as bar:
-        task = bar.add_task("fitting", total=n_steps)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=con, disable=quiet, transient=False) as bar:
+            task = bar.add_task("fitting", total=n_steps)
 
-        def step(msg: str) -> None:
-            bar.update(task, advance=1, description=msg)
+            def step(msg: str) -> None:
+                bar.update(task, advance=1, description=msg)
 
-        cells = train.groups[balance_by] if balance_by else None
-        result = fit_detector(train.texts, train.y, params, seed, progress=step, cells=cells,
-                              generators=train.groups.get(generator_field))
-        val_proba = None
-        mid = model_id or f"{out.name}@1"
-        with staged_model_dir(out) as staging:
-            # Written once without validation metrics so the evaluation runs on the saved files.
-            write_model(staging, result, params, build_card(model_id=mid, train=train, val=None, result=result,
-                                                            val_proba=None, seed=seed, sources=sources,
-                                                            balance_by=balance_by))
-            if val_data is not None:
-                val_proba = Detector.load(staging).predict_proba(val_data.texts)
-                step("validation scored")
-            card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
-                              seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
-            write_card(staging, card)
-        step("model written")
+            cells = train.groups[balance_by] if balance_by else None
+            result = fit_detector(train.texts, train.y, params, seed, progress=step, cells=cells,
+                                  generators=train.groups.get(generator_field))
+            _check_separates(train, train.y[result.cal_idx], result.cal_proba,
+                             "the held-out calibration share" if len(result.cal_idx) < len(train.y)
+                             else "the training texts scored out of fold")
+            val_proba = None
+            mid = model_id or f"{out.name}@1"
+            with staged_model_dir(out) as staging:  # removed, not renamed into place, on an error
+                # Written once without validation metrics so the evaluation runs on the saved files.
+                write_model(staging, result, params, build_card(model_id=mid, train=train, val=None, result=result,
+                                                                val_proba=None, seed=seed, sources=sources,
+                                                                balance_by=balance_by))
+                if val_data is not None:
+                    val_proba = Detector.load(staging).predict_proba(val_data.texts)
+                    step("validation scored")
+                    _check_separates(train, val_data.y, val_proba, "the --val data")
+                card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
+                                  seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
+                write_card(staging, card)
+            step("model written")
+    except DataError as e:
+        print_error(str(e))
+        return 2
     _print_summary(con, out, card)
     return 0
 
 
-def _check_trainable(train: LabelledData) -> None:
-    n_h, n_m = int((train.y == 0).sum()), int((train.y == 1).sum())
-    where = ", ".join(str(p) for p in train.paths)
+def _check_two_classes(data: LabelledData, what: str) -> None:
+    n_h, n_m = int((data.y == 0).sum()), int((data.y == 1).sum())
     if n_h == 0 or n_m == 0:
         missing = "human" if n_h == 0 else "machine"
-        raise DataError(f"{where}: training data has a single class (no {missing} rows); "
+        raise DataError(f"{', '.join(str(p) for p in data.paths)}: {what} has a single class (no {missing} rows); "
                         "a detector needs both human and machine examples")
-    if min(n_h, n_m) < MIN_PER_CLASS:
+
+
+def _check_trainable(train: LabelledData, params: TrainParams) -> None:
+    n_h, n_m = int((train.y == 0).sum()), int((train.y == 1).sum())
+    where = ", ".join(str(p) for p in train.paths)
+    _check_two_classes(train, "training data")
+    need = min_per_class(params)
+    if min(n_h, n_m) < need:
         raise DataError(f"{where}: training set too small ({n_h} human, {n_m} machine rows); "
-                        f"need at least {MIN_PER_CLASS} of each class")
+                        f"need at least {need} of each class (a few hundred for a useful model), or adapt the "
+                        f"shipped model with these labels: synthfilter adapt {where} --out DIR")
+
+
+def _check_separates(train: LabelledData, y: np.ndarray, proba: np.ndarray, where: str) -> None:
+    """A DataError unless the trained model ranks machine text above human text on ``where``
+    (held out of fitting): a model that scores every text alike, or no better than chance,
+    would flag nothing, or at random, and its card would say so only in passing."""
+    proba = np.asarray(proba, dtype=np.float64)
+    score = auroc(y, proba)
+    alike = bool(len(proba)) and float(proba.max() - proba.min()) < 1e-9
+    if not alike and score is not None and score > 0.5:
+        return
+    n_h, n_m = int((train.y == 0).sum()), int((train.y == 1).sum())
+    files = " ".join(str(p) for p in train.paths)
+    how = "scores every text alike" if alike else f"ranks no better than chance (AUROC {fmt_value(score, '.3f')})"
+    raise DataError(f"{files}: training on {n_h} human and {n_m} machine records gave a model that cannot tell them "
+                    f"apart (it {how} on {where}); no model written. Label more records (a few hundred of each "
+                    "class), or adapt the shipped model with these labels, which needs far fewer: "
+                    f"synthfilter adapt {files} --out DIR")
 
 
 def _print_summary(con, out: Path, card: dict) -> None:  # noqa: ANN001

@@ -91,6 +91,28 @@ def test_load_labelled_custom_fields_and_compression(tmp_path):
     assert data.groups["team"].tolist() == ["x"] * 6
 
 
+def test_load_labelled_reads_dotted_fields_as_run_does(tmp_path):
+    # --text-field / --label-field doc.body used to be looked up as one top-level key only, while
+    # run and score follow the path (records.get_path); a top-level key spelt with the dot wins.
+    rows = [{"doc": {"body": f"text {i}"}, "meta": {"who": "ours" if i % 2 else "web", "team": {"name": f"t{i % 3}"}}}
+            for i in range(6)]
+    rows[0]["meta.who"] = "ours"  # read first: the label of this record is its top-level "meta.who"
+    f = _write(tmp_path / "n.jsonl", rows)
+    data = load_labelled([f], text_field="doc.body", label_field="meta.who", human_label="web",
+                         machine_label="ours", group_fields=["meta.team.name", "meta.nope"])
+    assert data.texts == [f"text {i}" for i in range(6)]
+    assert data.y.tolist() == [1, 1, 0, 1, 0, 1]
+    assert data.groups["meta.team.name"].tolist() == ["t0", "t1", "t2", "t0", "t1", "t2"]
+    assert set(data.groups["meta.nope"].tolist()) == {"(missing)"}
+    del rows[4]["meta"]["who"]
+    _one_line_error([_write(tmp_path / "m.jsonl", rows)], r"m\.jsonl:5: no 'meta\.who' field", text_field="doc.body",
+                    label_field="meta.who", human_label="web", machine_label="ours")
+    rows[4]["meta"]["who"] = "web"
+    rows[2]["doc"] = "flat"
+    _one_line_error([_write(tmp_path / "t.jsonl", rows)], r"t\.jsonl:3: no 'doc\.body' field", text_field="doc.body",
+                    label_field="meta.who", human_label="web", machine_label="ours")
+
+
 def test_threshold_gives_the_same_answer_in_float32_and_float64():
     r = np.random.default_rng(4)
     human = np.round(r.random(999), 3).astype(np.float32)  # many ties, like a step calibrator

@@ -187,6 +187,51 @@ def test_adapt_keeps_the_ranking_when_labels_agree_and_refuses_bad_input(small_m
     assert not (d / "few").exists() and not (d / "again").exists()
 
 
+def test_the_adapted_card_is_its_own_and_keeps_the_base_card_apart(small_model, tmp_path, monkeypatch):
+    # The adapted card used to keep the base model's created_with, train_seconds, validation
+    # metrics and source_shift at the top level: run widened the adapted model's interval with
+    # the base model's held-out-source rates, measured at other operating points.
+    import shutil
+
+    from synthfilter import ratio
+    from synthfilter import reliability as rel
+    from synthfilter.detect.adapt import adapt_command
+
+    d = small_model
+    base = tmp_path / "base"
+    shutil.copytree(d / "model", base)
+    card = json.loads((base / "card.json").read_text())
+    card["source_shift"] = {"measured_on": "made up", "points": {"default": [
+        {"held_out": "x", "train_tpr": 0.9, "train_fpr": 0.01, "tpr": 0.5, "fpr": 0.05}]}}
+    (base / "card.json").write_text(json.dumps(card))
+    assert ratio.rel.card_source_shift(card)
+    monkeypatch.chdir(tmp_path)
+    _labels(tmp_path / "labels.jsonl", 100, seed=5)
+    from pathlib import Path
+
+    assert adapt_command([Path("labels.jsonl")], Path("adapted"), model=Path("base"), quiet=True,
+                         method="linear") == 0
+    adapted = Detector.load(tmp_path / "adapted").card
+    assert adapted["created_with"] == "synthfilter adapt" and "train_seconds" not in adapted
+    assert adapted["adaptation"]["data"] == [str(tmp_path / "labels.jsonl")]
+    assert adapted["adapted_from"]["path"] == str(tmp_path / "base")
+    assert set(adapted["metrics"]) == {"adaptation_out_of_fold"}  # no base calibration_share / validation
+    assert "source_shift" not in adapted and rel.card_source_shift(adapted) == {}
+    assert "validation_data" not in adapted and "balanced_by" not in adapted
+    kept = adapted["base_model"]
+    assert kept["created_with"] == "synthfilter train" and kept["source_shift"] == card["source_shift"]
+    assert kept["train_seconds"] == card["train_seconds"] and kept["metrics"] == card["metrics"]
+    assert kept["model_id"] == card["model_id"] and "files" not in kept
+    # A flagged estimate's advice for an adapted model: re-adapt the model it came from (an
+    # adapted model cannot be adapted again), naming it; the plain advice for any other model.
+    advice = rel.advice(adapted)
+    assert card["model_id"] in advice and f"--model {tmp_path / 'base'}" in advice
+    assert "cannot be adapted again" in advice and advice != rel.ADVICE
+    assert rel.advice(card) == rel.ADVICE
+    flagged = rel.Reliability("unreliable", ("a reason",), (), advice=advice)
+    assert flagged.message().endswith(f"To fix it, {advice}")
+
+
 def test_plain_rewrite_keeps_the_sentences_and_uses_only_frequent_words():
     from synthfilter.detect.augment import plain_rewrite
 

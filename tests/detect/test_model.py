@@ -149,6 +149,42 @@ def test_a_damaged_model_file_is_named_in_a_model_error(tmp_path, damage):
     assert code == 2 and victim.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("victim, edit, what", [
+    ("config.json", lambda c: [], "a list, expected a JSON object"),
+    ("card.json", lambda c: [], "a list, expected a JSON object"),
+    ("card.json", lambda c: "card", "a string, expected a JSON object"),
+    ("config.json", lambda c: {**c, "adapter": "linear"}, "'adapter' is a string"),
+    ("config.json", lambda c: {**c, "kinds": "chat"}, "'kinds' is not a list of strings"),
+    ("card.json", lambda c: {**c, "operating_points": {"default": 0.5}}, "'operating_points' is not a list"),
+    ("card.json", lambda c: {**c, "operating_points": [0.5]}, "'operating_points' is not a list of objects"),
+    ("card.json", lambda c: {**c, "train_prior": [0.5]}, "'train_prior' is a list, expected a number or null"),
+    ("card.json", lambda c: {**c, "model_id": ["x"]}, "'model_id' is a list"),
+    ("card.json", lambda c: {**c, "metrics": []}, "'metrics' is a list"),
+])
+def test_config_or_card_of_the_wrong_json_type_is_a_damaged_model_file(tmp_path, victim, edit, what):
+    # Valid JSON of the wrong shape ([] for an object) used to reach .get() and end in "internal
+    # error: AttributeError", exit 3; now it is the damaged-file error a bad JSON file gets.
+    import shutil
+
+    from synthfilter.detect.model import ModelError
+
+    d = tmp_path / "model"
+    shutil.copytree(default_model_path(), d)
+    path = d / victim
+    path.write_text(json.dumps(edit(json.loads(path.read_text(encoding="utf-8")))), encoding="utf-8")
+    with pytest.raises(ModelError, match=f"{victim}: damaged or unreadable model file") as e:
+        Detector.load(d)
+    assert what in str(e.value) and "reinstall" in str(e.value)
+    if victim == "config.json" and what.startswith("a list"):  # the CLI's one line, exit 2
+        from helpers import run_cli
+
+        (tmp_path / "in.jsonl").write_text(json.dumps({"text": "A short note about the weather today."}) + "\n")
+        code, _, err = run_cli(["run", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"), "--model", str(d),
+                                "-q"])
+        assert code == 2 and "config.json: damaged or unreadable model file" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_model_file_that_is_not_the_cards_is_refused(tmp_path):
     # Files that load but were never trained together (one model's LM copied over another's, or
     # an edited config) score with a model the card does not describe: refused, naming the file.

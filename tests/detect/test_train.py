@@ -225,8 +225,72 @@ def test_train_writes_its_model_whole_and_only_where_it_may(tmp_path, monkeypatc
     Detector.load(out)
 
 
-def test_a_single_class_validation_set_is_summarised_not_a_crash(tmp_path, capsys):
+def test_a_single_class_validation_set_is_refused_like_single_class_training_data(tmp_path, capsys):
+    # It used to train, print "TPR 0.000" on no machine texts and write a card whose score
+    # histograms were malformed (the reliability checks then silently said "unchecked").
     data = write_corpus(tmp_path / "d.jsonl", 40, 40, seed=6)
     only_human = write_corpus(tmp_path / "v.jsonl", 20, 0, seed=7)
-    assert train_command([data], tmp_path / "m", val=[only_human], quiet=False, params=FAST) == 0
-    assert "validation: AUROC -" in capsys.readouterr().out
+    assert train_command([data], tmp_path / "m", val=[only_human], quiet=True, params=FAST) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "v.jsonl: validation data (--val) has a single class (no machine rows)" in err
+    assert not (tmp_path / "m").exists()
+    only_machine = write_corpus(tmp_path / "w.jsonl", 0, 20, seed=8)
+    assert train_command([data], tmp_path / "m", val=[only_machine], quiet=True, params=FAST) == 2
+    assert "has a single class (no human rows)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "v.jsonl", "w.jsonl"]
+
+
+def test_too_few_labels_for_the_default_recipe_are_refused_with_advice(tmp_path, capsys):
+    # 25 + 25 records used to train a model that scored every text 0.5 (AUROC 0.5, TPR 0) and
+    # exit 0: the experts' trees (leaves of 40 or more) could not split.
+    data = write_corpus(tmp_path / "few.jsonl", 25, 25, seed=3)
+    assert train_command([data], tmp_path / "m", quiet=True) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "(25 human, 25 machine rows)" in err and "need at least 60 of each class" in err
+    assert "synthfilter adapt" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_model_that_cannot_tell_the_classes_apart_is_not_written(tmp_path, monkeypatch, capsys):
+    from synthfilter.detect import train as train_mod
+
+    data = write_corpus(tmp_path / "d.jsonl", 25, 25, seed=3)
+    # Below the minimum the trees cannot split and every text scores the same: the check after
+    # training catches it whatever the minimum lets through.
+    monkeypatch.setattr(train_mod, "min_per_class", lambda params: 20, raising=False)
+    assert train_command([data], tmp_path / "m", quiet=True) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "25 human and 25 machine records" in err and "scores every text alike" in err
+    assert "no model written" in err and "synthfilter adapt" in err
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+    # A model that ranks the --val texts no better than chance (here their labels are swapped)
+    # is not written either, and does not replace the model already there.
+    data = write_corpus(tmp_path / "d2.jsonl", 40, 40, seed=6)
+    swapped = write_corpus(tmp_path / "v.jsonl", 20, 20, seed=7, human_label="machine", machine_label="human")
+    out = tmp_path / "m"
+    assert train_command([data], out, seed=1, quiet=True, params=FAST) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train_command([data], out, val=[swapped], seed=2, quiet=True, params=FAST, overwrite=True) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "ranks no better than chance (AUROC 0.0" in err and "on the --val data" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "d2.jsonl", "m", "v.jsonl"]  # no staging left
+
+
+def test_the_card_names_its_data_files_by_absolute_path_and_nested_fields_are_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [json.loads(x) for x in write_corpus(tmp_path / "flat.jsonl", 40, 40, seed=4).read_text().splitlines()]
+    nested = [{"doc": {"body": r["text"]}, "meta": {"who": r["label"], "site": r["domain"]}} for r in rows]
+    (tmp_path / "nested.jsonl").write_text("".join(json.dumps(r) + "\n" for r in nested), encoding="utf-8")
+    from pathlib import Path
+
+    code = train_command([Path("nested.jsonl")], Path("m"), val=[Path("nested.jsonl")], quiet=True, params=FAST,
+                         text_field="doc.body", label_field="meta.who", balance_by="meta.site")
+    assert code == 0
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training_data"]["files"] == [str(tmp_path / "nested.jsonl")]
+    assert card["validation_data"]["files"] == [str(tmp_path / "nested.jsonl")]
+    assert card["training_data"]["n_human"] == 40 and card["training_data"]["n_machine"] == 40
+    assert set(card["metrics"]["calibration_share"]) and card["balanced_by"]["field"] == "meta.site"
