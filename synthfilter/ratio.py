@@ -128,6 +128,11 @@ class DownsamplingPlan:
     warning: str | None = None
     extra_dropped_for_safety: int = 0
     kept_share_known: bool = True
+    # The one-sided bound the plan enforced on the kept share (``safety = "upper"``): its value,
+    # its confidence and the most it could be (target + tolerance). None with ``point``.
+    upper_bound_after: float | None = None
+    upper_bound_confidence: float | None = None
+    upper_bound_limit: float | None = None
 
     @property
     def human_loss(self) -> float:
@@ -143,6 +148,9 @@ class DownsamplingPlan:
             "ci95_before": list(b.ci95) if b.ci95 is not None else None,
             "estimated_share_after": self.share_after if known else None,
             "ci95_after": list(self.ci95_after) if self.ci95_after is not None and known else None,
+            "upper_bound_after": self.upper_bound_after if known else None,
+            "upper_bound_confidence": self.upper_bound_confidence,
+            "upper_bound_limit": self.upper_bound_limit,
             "kept_share_known": known,
             "target_ratio": self.target_ratio,
             "known_provenance": {"human": b.known_human, "machine": b.known_machine},
@@ -1241,6 +1249,10 @@ def plan_downsampling(
         share_after = float(point[k])
         ci_after = kept_share.interval(keep)
 
+    # The bound the plan was held to, as it stands for the records kept (the two-sided interval
+    # above can reach past it: its upper end is a 97.5 % bound, this one 95 %).
+    upper_after = (float(kept_share.upper(keep, confidence)) if safety == "upper" and n_boot > 0 and keep.any()
+                   else None)
     extra = k - k_point
     extra_human = float(np.sort(1.0 - posterior[order[k_point:k]]).sum())
     warnings = []
@@ -1294,6 +1306,9 @@ def plan_downsampling(
         warning="; ".join(warnings) or None,
         extra_dropped_for_safety=int(extra),
         kept_share_known=not (unreliable and k > 0),
+        upper_bound_after=upper_after,
+        upper_bound_confidence=float(confidence) if upper_after is not None else None,
+        upper_bound_limit=float(bound) if upper_after is not None else None,
     )
     if max_human_loss is not None and plan.human_loss > max_human_loss + tol:
         raise HumanLossError(

@@ -252,6 +252,18 @@ def test_threshold_plan_meets_the_target_with_a_strong_detector(safety: str) -> 
     assert abs(plan.human_loss - (~plan.keep[~y]).mean()) < 0.02
 
 
+def test_the_report_states_the_bound_the_plan_was_held_to() -> None:
+    # The two-sided interval's upper end (97.5 %) may reach past target + tolerance; the one-sided
+    # 95 % bound the plan enforces may not, and the report states it.
+    s, _ = simulate(600, 0.4, 1.5, seed=11)
+    safe = plan_for(s, unknown(len(s)), 0.1, safety="upper").to_report()
+    assert safe["upper_bound_confidence"] == 0.95 and safe["upper_bound_limit"] == pytest.approx(0.12)
+    assert safe["estimated_share_after"] <= safe["upper_bound_after"] <= safe["upper_bound_limit"] + 1e-9
+    assert safe["upper_bound_after"] <= safe["ci95_after"][1] + 1e-9
+    point = plan_for(s, unknown(len(s)), 0.1, safety="point").to_report()
+    assert point["upper_bound_after"] is None and point["upper_bound_limit"] is None
+
+
 def test_a_poor_detector_drops_more_for_safety_and_says_so() -> None:
     # A small corpus and a poor (but well-calibrated) detector: the kept share's upper bound
     # exceeds target + 2 pt, so the plan drops more; the detector is not off-distribution, so
