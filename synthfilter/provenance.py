@@ -111,13 +111,13 @@ class ProvenanceMapper:
 
     def _reset_tally(self) -> None:
         self._present = self._labelled = self._unmatched = 0
-        self._examples: dict[str, None] = {}
+        self._examples: dict[str, str] = {}  # matching key -> the value as the data spells it
 
     def take_tally(self) -> dict[str, Any]:
         """Counts since the last call (then reset): values ``present`` (not missing), ``labelled``
         human or machine, ``unmatched`` by any key, and up to five of the unmatched ``examples``."""
         tally = {"present": self._present, "labelled": self._labelled, "unmatched": self._unmatched,
-                 "examples": list(self._examples)}
+                 "examples": list(self._examples.values())}
         self._reset_tally()
         return tally
 
@@ -143,8 +143,10 @@ class ProvenanceMapper:
                 self._cache[key] = code
         if code == _NO_MATCH:
             self._unmatched += 1
-            if len(self._examples) < TALLY_EXAMPLES:
-                self._examples[key[:40]] = None
+            if len(self._examples) < TALLY_EXAMPLES and key[:40] not in self._examples:
+                # Named as the data spells it (matching ignores case; a user greps for this).
+                raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                self._examples[key[:40]] = raw.strip()[:40]
             return UNKNOWN
         self._labelled += code != UNKNOWN
         return code

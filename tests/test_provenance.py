@@ -146,8 +146,9 @@ def test_the_mapper_tallies_present_labelled_and_unmatched_values() -> None:
     m = ProvenanceMapper({"human": "human", "gpt-*": "machine", "unsure": "unknown"})
     m.labels(["Human", "GPT-4o", "AI", None, "unsure", "ai", "Claude", float("nan")])
     tally = m.take_tally()
-    # "unsure" is mapped (to unknown): present, not labelled, not unmatched.
-    assert tally == {"present": 6, "labelled": 2, "unmatched": 3, "examples": ["ai", "claude"]}
+    # "unsure" is mapped (to unknown): present, not labelled, not unmatched. Examples are spelt as
+    # in the data (the first spelling of each), for a user to search for.
+    assert tally == {"present": 6, "labelled": 2, "unmatched": 3, "examples": ["AI", "Claude"]}
     assert m.take_tally() == {"present": 0, "labelled": 0, "unmatched": 0, "examples": []}  # reset
     assert merge_tallies([tally, None, {"present": 1, "labelled": 1, "unmatched": 0, "examples": []}])["present"] == 7
 
