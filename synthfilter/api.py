@@ -31,6 +31,7 @@ from synthfilter.pipeline.stages import (
     Scorer,
     decide,
     record_uniforms,
+    repeated_ids,
 )
 from synthfilter.records import FieldSpec, get_path, is_missing
 
@@ -391,7 +392,10 @@ class SynthFilter:
         seconds = seconds_before + time.perf_counter() - t0
         from synthfilter.pipeline.run import build_report
 
-        metas = {name: {"records": size, "size": 0} for name, size in parts}
+        metas: dict[str, dict[str, Any]] = {name: {"records": size, "size": 0} for name, size in parts}
+        # Ids given twice make duplicate_of ambiguous: warned of as the CLI warns (the whole
+        # dataset is one "shard" here).
+        metas[parts[0][0]].update(repeated_ids(ann.uniform, ids) if parts and len(ids) else {})
         report = build_report([name for name, _ in parts], metas, decisions, cfg, seconds, self.scorer)
         report["input"]["bytes"] = input_bytes
         reason_names = [REASONS[r] for r in decisions.reason.tolist()]

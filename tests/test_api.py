@@ -217,6 +217,16 @@ def test_decide_overrides_and_fallback_ids() -> None:
     assert sf.config.ratio.target_ratio == 0.1  # overrides do not change the filter
 
 
+def test_decide_warns_of_ids_given_twice_as_the_cli_does() -> None:
+    rows = parity_corpus(40, malformed=False)
+    sf = SynthFilter(PARITY_OPTIONS)
+    cols = _annotate_in_batches(sf, rows, size=20)
+    assert not [w for w in sf.decide(cols).report["warnings"] if "share their id" in w]
+    cols["id"] = ["x" if i < 5 else f"r{i}" for i in range(len(rows))]
+    warned = [w for w in sf.decide(cols).report["warnings"] if "share their id" in w]
+    assert len(warned) == 1 and warned[0].startswith("5 records share their id") and "'x'" in warned[0]
+
+
 def test_malformed_records_fail_by_default_and_are_quarantined_on_request() -> None:
     rows = parity_corpus(30)
     strict = SynthFilter({"detector": {"enabled": False}})

@@ -522,11 +522,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
                                   if st != STATUS_MALFORMED and rid == fallback_id(rel, line))
     # Records whose id another record of the shard has too (equal ids, equal uniforms: 8 bytes a
     # record to find them, where a set of the ids would hold them all as strings).
-    uniforms = table.column("uniform").to_numpy()
-    values, first, counts = np.unique(uniforms, return_index=True, return_counts=True)
-    if len(values) < len(uniforms):
-        meta["ids_repeated"] = int(counts[counts > 1].sum())  # every record of a shared id, the first too
-        meta["id_repeated_example"] = cols["id"][int(first[np.argmax(counts > 1)])]
+    meta.update(repeated_ids(table.column("uniform").to_numpy(), cols["id"]))
     atomic_write_bytes(paths.meta, json.dumps(meta, indent=1).encode())
     return meta
 
@@ -722,6 +718,17 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
     return decisions
 
 
+def repeated_ids(uniforms: np.ndarray, ids: Sequence[Any]) -> dict[str, Any]:
+    """``ids_repeated`` (every record of an id that another record has too, the first included)
+    and ``id_repeated_example``, from the records' uniforms (equal ids, equal uniforms: 8 bytes a
+    record to find them, where a set of the ids would hold them all as strings); {} when none."""
+    values, first, counts = np.unique(uniforms, return_index=True, return_counts=True)
+    if len(values) == len(uniforms):
+        return {}
+    return {"ids_repeated": int(counts[counts > 1].sum()),
+            "id_repeated_example": ids[int(first[np.argmax(counts > 1)])]}
+
+
 def repeated_ids_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:
     """A warning when records share an id with another record of their shard: ``duplicate_of``
     then names more than one record, and the records share every seeded choice."""
@@ -731,8 +738,8 @@ def repeated_ids_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:
     example = next(m["id_repeated_example"] for m in metas.values() if m.get("ids_repeated"))
     return (f"{repeated:,} records share their id with another record of the same shard (e.g. {example!r}): "
             "duplicate_of then names more than one record, and they share every seeded choice; give each record "
-            "its own id (--id-field), or none (each is then named <shard path>:<line>). Ids repeated across "
-            "shards are not checked")
+            "its own id (--id-field; in Python, the id column or ids passed), or none (each is then named "
+            "<shard path>:<line>). Ids repeated across shards are not checked")
 
 
 def id_field_warning_of(metas: dict[str, dict[str, Any]], cfg: Config) -> str | None:
