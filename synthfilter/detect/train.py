@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -581,7 +581,7 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
     try:
         group_fields = tuple(dict.fromkeys([*group_by, *([balance_by] if balance_by else []), generator_field]))
         train = load_labelled(data, group_fields=group_fields, **fields)
-        _check_trainable(train, params)
+        _check_trainable(train, params, fields)
         val_data = load_labelled(val, group_fields=group_by, **fields) if val else None
         if val_data is not None:
             _check_two_classes(val_data, "validation data (--val)")
@@ -600,7 +600,7 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
             cells = train.groups[balance_by] if balance_by else None
             result = fit_detector(train.texts, train.y, params, seed, progress=step, cells=cells,
                                   generators=train.groups.get(generator_field))
-            _check_separates(train, train.y[result.cal_idx], result.cal_proba,
+            _check_separates(train, fields, train.y[result.cal_idx], result.cal_proba,
                              "the held-out calibration share" if len(result.cal_idx) < len(train.y)
                              else "the training texts scored out of fold")
             val_proba = None
@@ -613,7 +613,7 @@ def train_command(data: list[Path], out: Path, text_field: str = "text", label_f
                 if val_data is not None:
                     val_proba = Detector.load(staging).predict_proba(val_data.texts)
                     step("validation scored")
-                    _check_separates(train, val_data.y, val_proba, "the --val data")
+                    _check_separates(train, fields, val_data.y, val_proba, "the --val data")
                 card = build_card(model_id=mid, train=train, val=val_data, result=result, val_proba=val_proba,
                                   seed=seed, sources=sources, group_by=group_by, balance_by=balance_by)
                 write_card(staging, card)
@@ -633,7 +633,17 @@ def _check_two_classes(data: LabelledData, what: str) -> None:
                         "a detector needs both human and machine examples")
 
 
-def _check_trainable(train: LabelledData, params: TrainParams) -> None:
+def _adapt_command(train: LabelledData, fields: Mapping[str, str]) -> str:
+    """The ``synthfilter adapt`` command line for the same labelled files and fields, as a user
+    can paste it."""
+    import shlex
+
+    defaults = {"text_field": "text", "label_field": "label", "human_label": "human", "machine_label": "machine"}
+    options = [f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in fields.items() if v != defaults.get(k)]
+    return " ".join(["synthfilter adapt", *(shlex.quote(str(p)) for p in train.paths), *options, "--out DIR"])
+
+
+def _check_trainable(train: LabelledData, params: TrainParams, fields: Mapping[str, str]) -> None:
     n_h, n_m = int((train.y == 0).sum()), int((train.y == 1).sum())
     where = ", ".join(str(p) for p in train.paths)
     _check_two_classes(train, "training data")
@@ -641,10 +651,11 @@ def _check_trainable(train: LabelledData, params: TrainParams) -> None:
     if min(n_h, n_m) < need:
         raise DataError(f"{where}: training set too small ({n_h} human, {n_m} machine rows); "
                         f"need at least {need} of each class (a few hundred for a useful model), or adapt the "
-                        f"shipped model with these labels: synthfilter adapt {where} --out DIR")
+                        f"shipped model with these labels: {_adapt_command(train, fields)}")
 
 
-def _check_separates(train: LabelledData, y: np.ndarray, proba: np.ndarray, where: str) -> None:
+def _check_separates(train: LabelledData, fields: Mapping[str, str], y: np.ndarray, proba: np.ndarray,
+                     where: str) -> None:
     """A DataError unless the trained model ranks machine text above human text on ``where``
     (held out of fitting): a model that scores every text alike, or no better than chance,
     would flag nothing, or at random, and its card would say so only in passing."""
@@ -659,7 +670,7 @@ def _check_separates(train: LabelledData, y: np.ndarray, proba: np.ndarray, wher
     raise DataError(f"{files}: training on {n_h} human and {n_m} machine records gave a model that cannot tell them "
                     f"apart (it {how} on {where}); no model written. Label more records (a few hundred of each "
                     "class), or adapt the shipped model with these labels, which needs far fewer: "
-                    f"synthfilter adapt {files} --out DIR")
+                    f"{_adapt_command(train, fields)}")
 
 
 def _print_summary(con, out: Path, card: dict) -> None:  # noqa: ANN001

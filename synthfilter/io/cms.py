@@ -890,12 +890,22 @@ def _first_line_is_json(head: bytes) -> bool:
     return True  # nothing but blank lines: read as JSONL, which says the file has no record
 
 
+_JSON_DOCUMENT = ("a JSON document (an API or CMS export), not JSON Lines: write one object per line first, e.g. "
+                  "jq -c '.[]' posts.json > posts.jsonl (or the list that holds the posts, jq -c "
+                  "'.db[0].data.posts[]' for a Ghost export), then pass --text-field (e.g. content.rendered)")
+
+
 def detect_format(path: Path) -> str:
     """The export format of a file, from its name, else from its first bytes."""
     low = path.name.lower()
     for suffixes, fmt in ((JSONL_SUFFIXES, "jsonl"), (CSV_SUFFIXES, "csv"), (XML_SUFFIXES, "wxr"),
                           (MARKDOWN_SUFFIXES, "markdown"), (HTML_SUFFIXES, "html")):
         if low.endswith(suffixes):
+            if fmt == "jsonl" and low.endswith(".jsonl") and path.is_file():
+                # A JSON array saved under a .jsonl name is the same export as a .json one.
+                with open(path, "rb") as f:
+                    if f.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                        raise InputError(path, _JSON_DOCUMENT)
             return fmt
     with open(path, "rb") as f:
         raw_head = f.read(1 << 16)
@@ -905,10 +915,7 @@ def detect_format(path: Path) -> str:
         raise InputError(path, f"a {kind}-compressed file whose name does not say what it holds: decompress it "
                                "first (JSONL is read compressed when named .jsonl.gz or .jsonl.zst)")
     if head.startswith(b"[") or (low.endswith(".json") and not _first_line_is_json(raw_head)):
-        raise InputError(path, "a JSON document (an API or CMS export), not JSON Lines: write one object per line "
-                               "first, e.g. jq -c '.[]' posts.json > posts.jsonl (or the list that holds the posts, "
-                               "jq -c '.db[0].data.posts[]' for a Ghost export), then pass --text-field (e.g. "
-                               "content.rendered)")
+        raise InputError(path, _JSON_DOCUMENT)
     if head.startswith((b"<?xml", b"<rss")):
         return "wxr"
     if head.startswith((b"<!doctype html", b"<html")):

@@ -249,6 +249,21 @@ def test_too_few_labels_for_the_default_recipe_are_refused_with_advice(tmp_path,
     assert "(25 human, 25 machine rows)" in err and "need at least 60 of each class" in err
     assert "synthfilter adapt" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+    # The adapt command it gives can be pasted: files apart, the fields and labels carried over.
+    other = tmp_path / "other one.jsonl"
+    other.write_text(data.read_text())
+    assert train_command([data, other], tmp_path / "m", quiet=True, label_field="label", human_label="human",
+                         machine_label="machine", text_field="text") == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"synthfilter adapt {data} '{other}' --out DIR" in err
+    from synthfilter.detect.evaluate import LabelledData
+    from synthfilter.detect.train import _adapt_command
+
+    cmd = _adapt_command(LabelledData([], np.zeros(0), paths=[data]),
+                         {"text_field": "doc.body", "label_field": "source", "human_label": "web",
+                          "machine_label": "ours"})
+    assert cmd == f"synthfilter adapt {data} --text-field doc.body --label-field source --human-label web " \
+                  "--machine-label ours --out DIR"
 
 
 def test_a_model_that_cannot_tell_the_classes_apart_is_not_written(tmp_path, monkeypatch, capsys):

@@ -442,6 +442,12 @@ def test_format_detection_ids_and_input_errors(tmp_path: Path) -> None:
     rest.write_text(json.dumps([{"id": 1, "content": {"rendered": "<p>Hi</p>"}}], indent=1))
     with pytest.raises(InputError, match=r"posts\.json: a JSON document .* not JSON Lines: .*jq -c '\.\[\]'"):
         read_exports([rest])
+    # The same array saved as .jsonl (pretty-printed or on one line) gets the same way out.
+    for i, indent in enumerate((1, None)):
+        misnamed = tmp_path / f"posts{i}.jsonl"
+        misnamed.write_text(json.dumps([{"id": 1, "content": {"rendered": "<p>Hi</p>"}}], indent=indent))
+        with pytest.raises(InputError, match=rf"posts{i}\.jsonl: a JSON document .* jq -c '\.\[\]'"):
+            read_exports([misnamed])
     lines = tmp_path / "lines.json"
     lines.write_text(json.dumps({"id": "a", "text": "one object per line"}) + "\n")
     assert [r.text for r in read_exports([lines]).records] == ["one object per line"]
