@@ -622,7 +622,13 @@ def split_clusters(labels: np.ndarray, survivor: np.ndarray, ann: Annotations, r
     from synthfilter.dedup.clusters import VERIFY_CHUNK, _similar, split_at_survivors
 
     def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return _similar(ann.signatures, u, v, threshold, VERIFY_CHUNK)
+        # Copies of the survivor's text have its signature (estimated Jaccard 1): their rows need
+        # not be read. Most members of a corpus with many exact copies are such.
+        out = (ann.hash_hi[u] == ann.hash_hi[v]) & (ann.hash_lo[u] == ann.hash_lo[v])
+        rest = np.flatnonzero(~out)
+        if len(rest):
+            out[rest] = _similar(ann.signatures, u[rest], v[rest], threshold, VERIFY_CHUNK)
+        return out
 
     return split_at_survivors(labels, survivor, keep_keys(ann, rules), similar)
 
