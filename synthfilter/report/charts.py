@@ -19,6 +19,8 @@ __all__ = [
     "BEFORE",
     "REASON_COLORS",
     "chart_svg",
+    "cluster_log_scale",
+    "cluster_size_bins",
     "cluster_size_histogram",
     "decision_bars",
     "diversity_bars",
@@ -203,10 +205,10 @@ def score_histogram(scores: np.ndarray, reasons: np.ndarray, reason_names: Seque
     return chart_svg(fig, title="histogram of detector scores by decision")
 
 
-@styled
-def cluster_size_histogram(cluster_sizes: np.ndarray) -> str | None:
-    """Number of duplicate clusters (groups of >= 2 equal or near-equal records) by size:
-    one bar per size up to 20, logarithmic bins beyond. ``None`` without clusters."""
+def cluster_size_bins(cluster_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(edges, counts)`` of the duplicate-cluster chart: one bin per size up to 20, logarithmic
+    bins beyond; bin i holds the clusters of ``edges[i]`` to ``edges[i + 1] - 1`` records. ``None``
+    without clusters (sizes under 2 are not clusters)."""
     sizes = np.asarray(cluster_sizes, dtype=np.int64)
     sizes = sizes[sizes >= 2]
     if not len(sizes):
@@ -218,21 +220,53 @@ def cluster_size_histogram(cluster_sizes: np.ndarray) -> str | None:
         edges = np.unique(np.concatenate([np.arange(2, 11), np.geomspace(11, top + 1, 9).round()]).astype(np.int64))
         edges = np.append(edges[edges <= top], top + 1)
     counts, _ = np.histogram(sizes, bins=edges)
+    return edges, counts
+
+
+def cluster_log_scale(counts: np.ndarray) -> bool:
+    """Whether the cluster chart draws its bars on a log scale: when the tallest bar is over 50
+    times the shortest non-empty one (a linear scale would leave those as slivers)."""
+    counts = np.asarray(counts)
+    return bool(len(counts) and counts.max() > 50 * max(1, counts[counts > 0].min()))
+
+
+@styled
+def cluster_size_histogram(cluster_sizes: np.ndarray) -> str | None:
+    """Number of duplicate clusters (groups of >= 2 equal or near-equal records) by size
+    (``cluster_size_bins``), each bar labelled with its count; on a log scale, said in the axis
+    label, with a tick at every power of ten, when ``cluster_log_scale``. ``None`` without clusters."""
+    binned = cluster_size_bins(cluster_sizes)
+    if binned is None:
+        return None
+    edges, counts = binned
+    log = cluster_log_scale(counts)
     fig = new_figure(7.0, 2.6)
     ax = fig.add_subplot()
-    ax.bar(range(len(counts)), counts, color=REASON_COLORS["exact_duplicate"], width=0.8)
+    bars = ax.bar(range(len(counts)), counts, color=REASON_COLORS["exact_duplicate"], width=0.8)
+    # Every bar says its count (an empty bin says nothing: no bar, no number).
+    ax.bar_label(bars, labels=[f"{c:,}" if c else "" for c in counts], padding=2, fontsize=8, color=_INK)
     labels = [str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
     ax.set_xticks(range(len(counts)), labels, rotation=45 if len(counts) > 12 else 0,
                   ha="right" if len(counts) > 12 else "center")
     ax.set_xlabel("records in the cluster")
-    ax.set_ylabel("clusters")
-    _integer_ticks(ax.yaxis)
-    set_margins(fig, len(f"{int(counts.max()):,}"), ylabel=True, bottom=0.85 if len(counts) > 12 else 0.5)
-    if counts.max() > 50 * max(1, counts[counts > 0].min()):
-        from matplotlib.ticker import FuncFormatter
+    ax.set_ylabel("clusters (log scale)" if log else "clusters")
+    peak = int(counts.max())
+    decades = len(str(peak - 1))  # the tallest bar is at most 10 ** decades
+    set_margins(fig, len(f"{10 ** decades:,}" if log else f"{peak:,}"), ylabel=True,
+                bottom=0.85 if len(counts) > 12 else 0.5)
+    if log:
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator([10.0 ** k for k in range(decades + 1)]))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        # From 0.5, so that a bar of one cluster is a bar, not a sliver; up to the power of ten
+        # over the tallest bar, with room for its number.
+        ax.set_ylim(0.5, max(10.0 ** decades, peak * 2.2))
+    else:
+        _integer_ticks(ax.yaxis)
+        ax.set_ylim(0, peak * 1.15)
     _style_axes(ax)
     ax.grid(False, axis="x")
     return chart_svg(fig, title="duplicate clusters by size")

@@ -10,7 +10,7 @@ Building blocks (all return HTML strings; text arguments are escaped, ``Html`` v
   ``chart(svg, caption=None, empty=...)``   a figure around an SVG from ``synthfilter.report.charts``
   ``callout(messages, tone="warn")``, ``details(summary, *blocks)``, ``paragraph(text)``
   ``chart_svg(fig)``   any matplotlib ``Figure`` as inline SVG (re-exported from ``charts``)
-  ``fmt_count``, ``fmt_share``, ``fmt_interval``, ``fmt_number``   number formatting used throughout
+  ``fmt_count``, ``fmt_share``, ``fmt_interval``, ``fmt_number``, ``fmt_p``   number formatting used throughout
 The run report's own sections are public too: ``headline_section``, ``outcome_section``,
 ``detector_section``, ``duplicates_section``, ``diversity_report_section``, ``groups_section``,
 ``run_section``; ``render_gate_report`` puts a verdict and its checks above them.
@@ -41,10 +41,14 @@ __all__ = [
     "details",
     "diversity_report_section",
     "duplicates_section",
+    "estimates_block",
+    "estimator_name",
     "fmt_count",
     "fmt_interval",
     "fmt_number",
+    "fmt_p",
     "fmt_share",
+    "glossary",
     "groups_section",
     "headline",
     "headline_section",
@@ -287,6 +291,8 @@ td .phrase{overflow-wrap:anywhere}
 .verdict.fail{background:#fff5f5;color:var(--bad);border:1px solid #e53e3e}
 .badge{display:inline-block;font-size:12px;padding:1px 8px;border-radius:10px;background:#fffbea;border:1px solid #f0b429;margin-left:8px;vertical-align:middle}
 details{margin:8px 0}summary{cursor:pointer;color:var(--accent)}
+dl.defs{display:grid;grid-template-columns:fit-content(35%) minmax(0,1fr);gap:3px 14px;margin:8px 0 12px;font-size:13px;color:var(--muted)}
+dl.defs dt{font-weight:600;color:var(--ink)}dl.defs dd{margin:0}
 .two{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:0 20px}
 footer{color:var(--muted);font-size:13px;text-align:center;padding:10px}
 """
@@ -336,9 +342,14 @@ def _synthetic_stat(syn: Mapping[str, Any]) -> Stat:
     tone = None
     if target is not None:
         parts.append(f"target ≤ {fmt_share(target)}")
-        upper = (syn.get("ci95_after") or [None, None])[1]
+        bound, limit = syn.get("upper_bound_after"), syn.get("upper_bound_limit")
+        if bound is not None and limit is not None and not unknown:
+            # The bound the plan was held to (one-sided), not the two-sided interval's end.
+            parts.append(f"{fmt_share(syn.get('upper_bound_confidence') or 0.95, 0)} upper bound {fmt_share(bound)} "
+                         f"(held ≤ {fmt_share(limit)})")
+        upper = bound if bound is not None else (syn.get("ci95_after") or [None, None])[1]
         tone = "good" if after is not None and after <= target + 1e-12 else "bad"
-        if tone == "good" and upper is not None and upper > target:
+        if tone == "good" and upper is not None and upper > (limit if bound is not None and limit else target) + 1e-12:
             tone = "warn"
     verdict = (syn.get("reliability") or {}).get("verdict")
     if verdict in ("doubtful", "unreliable"):
@@ -347,8 +358,78 @@ def _synthetic_stat(syn: Mapping[str, Any]) -> Stat:
     return Stat("Synthetic share", value, " · ".join(parts) or None, tone)
 
 
+# Plain words for the estimators' and checks' internal names (report.json keeps the names).
+_ESTIMATOR_WORDS = {
+    "em": "calibrated scores (EM)",
+    "acc": "count above a threshold, corrected (ACC)",
+    "mixture": "mixture fit",
+    "pcc": "mean detector score (PCC)",
+    "cc": "count of scores ≥ 0.5 (CC)",
+}
+_SOURCE_WORDS = {"card": "the detector's own test data (model card)", "labelled": "your labelled records"}
+_RATES_USED_WORDS = {
+    "card": "the model card's",
+    "corpus": "both re-measured on your labelled records",
+    "corpus FPR, card TPR": "false-alarm rate re-measured on your labelled records, detection rate from the model card",
+    "corpus TPR, card FPR": "detection rate re-measured on your labelled records, false-alarm rate from the model card",
+    "card calibration, confirmed by the labelled records":
+        "the model card's calibration, confirmed by your labelled records",
+}
+_LEVEL_WORDS = {"not_run": "not run"}
+
+
+def _threshold_words(point: str) -> str:
+    """An operating point's name in words: ``fpr1`` is the 1 %-false-alarm threshold."""
+    m = re.fullmatch(r"fpr(\d+(?:\.\d+)?)", str(point))
+    return f"the {m.group(1)} %-false-alarm threshold" if m else f"the {str(point).replace('_', ' ')} threshold"
+
+
+def estimator_name(name: Any) -> str:
+    """An estimator's name in words (``em``, ``acc``, ``acc@fpr1``, ``mixture``, ``pcc``, ``cc``)."""
+    name = str(name)
+    if name.startswith("acc@"):
+        return f"count above {_threshold_words(name[4:])}, corrected (ACC)"
+    return _ESTIMATOR_WORDS.get(name, name.replace("_", " "))
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value as the warnings write it: three decimals, ``< 0.001`` where that would read 0.000."""
+    if p is None or not np.isfinite(float(p)):
+        return "—"
+    return "< 0.001" if float(p) < 0.0005 else f"{float(p):.3f}"
+
+
+def _p_text(p: Any) -> str:
+    shown = fmt_p(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
+def _plain(text: str) -> str:
+    """Warnings and reasons from report.json with their internal names put in words."""
+    text = re.sub(r"\bthe fpr(\d+(?:\.\d+)?) threshold\b", lambda m: _threshold_words(f"fpr{m.group(1)}"), text)
+    text = re.sub(r"\(p = 0\.000\)", "(p < 0.001)", text)
+    return re.sub(r"\bthe estimate \(([\w@]+)\)", lambda m: f"the estimate ({estimator_name(m.group(1))})", text)
+
+
+def _histogram_source(classes: Any) -> str:
+    """``class_histograms`` (``card``, ``labelled``, ``labelled human, card machine``, ...) in words."""
+    if classes in _SOURCE_WORDS:
+        return f"typical human and machine score histograms from {_SOURCE_WORDS[classes]}"
+    parts = []
+    for part in str(classes).split(", "):
+        source, _, cls = part.partition(" ")
+        parts.append(f"{cls} from {_SOURCE_WORDS.get(source, source)}" if cls else part)
+    return "typical score histograms: " + "; ".join(parts)
+
+
+_INTERVAL_WORDS = {
+    "source_shift": "source shift: widened over how far the detector's rates moved on text sources it was not "
+                    "trained on",
+    "estimator_range": "estimator range: from the lowest to the highest estimate",
+}
+
 _VERDICT_WORDS = {
-    "ok": "no check found the detector behaving differently here than on the data its card was measured on",
+    "ok": "no check found the detector behaving differently here than on the data its model card was measured on",
     "doubtful": "the detector looks less reliable on this corpus than on its training data; the interval is widened",
     "unreliable": "the detector looks unreliable on this corpus: its estimate and any kept share it plans are not to be trusted",
     "unchecked": "no check could run with this model card (it lacks held-out rates, score histograms and a "
@@ -359,25 +440,104 @@ _VERDICT_WORDS = {
 def _check_summary(name: str, check: Mapping[str, Any]) -> str:
     """One check's figures in a sentence."""
     if check.get("level") == "not_run":
-        return f"not run: {check.get('reason') or ''}"
+        return _plain(check.get("reason") or "—")  # the result column says "not run"
     if name == "provenance":
         lab = check.get("labelled") or {}
         rates = []
         for p in check.get("points") or []:
-            got = [f"{what} {fmt_share(p.get(f'measured_{key}'))} (card {fmt_share(p.get(f'card_{key}'))})"
-                   for key, what in (("tpr", "TPR"), ("fpr", "FPR")) if p.get(f"measured_{key}") is not None]
+            got = [f"{what} {fmt_share(p.get(f'measured_{key}'))} (model card {fmt_share(p.get(f'card_{key}'))})"
+                   for key, what in (("tpr", "detection rate"), ("fpr", "false-alarm rate"))
+                   if p.get(f"measured_{key}") is not None]
             if got:
-                rates.append(f"{p.get('name')}: {', '.join(got)}")
+                rates.append(f"at {_threshold_words(p.get('name'))}: {', '.join(got)}")
+        used = check.get("rates_used")
         return (f"{fmt_count(lab.get('human'))} human and {fmt_count(lab.get('machine'))} machine records of known "
-                f"provenance; rates used: {check.get('rates_used')}; " + "; ".join(rates))
+                f"provenance; rates the estimate uses: {_RATES_USED_WORDS.get(used, used)}; " + "; ".join(rates))
     if name == "mixture_fit":
-        return (f"mixture share {fmt_share(check.get('share'))}; misfit {fmt_share(check.get('tv'))} against "
-                f"{fmt_share(check.get('tv_null_median'))} from sampling alone (p = {fmt_number(check.get('p_value'))}); "
-                f"class histograms: {check.get('class_histograms')}")
+        return (f"fitted share {fmt_share(check.get('share'))}; misfit {fmt_share(check.get('tv'))} of the histogram "
+                f"against {fmt_share(check.get('tv_null_median'))} from sampling alone ({_p_text(check.get('p_value'))}); "
+                f"{_histogram_source(check.get('class_histograms'))}")
     if name == "agreement":
-        pairs = ", ".join(f"{p.get('estimator')} {fmt_share(p.get('share'))}" for p in check.get("pairs") or [])
-        return f"{check.get('primary')} {fmt_share(check.get('primary_share'))} vs {pairs}"
+        pairs = check.get("pairs") or []
+        gap = max((abs(p.get("difference") or 0.0) for p in pairs), default=0.0)
+        return (f"{len(pairs) + 1} estimates of the share on the same records, the furthest {100 * gap:.1f} points "
+                "from the one used (table above)")
     return ""
+
+
+def _estimate_rows(syn: Mapping[str, Any]) -> tuple[list[dict[str, Any]], float | None]:
+    """One row per estimator of the share among the detector-scored records, and the share of the one used."""
+    agreement = (((syn.get("reliability") or {}).get("checks") or {}).get("agreement")) or {}
+    if agreement.get("primary_share") is not None:
+        used = agreement["primary_share"]
+        rows = [{"estimator": estimator_name(agreement.get("primary")), "share": fmt_share(used),
+                 "difference": "the estimate used", "result": "—"}]
+        for p in agreement.get("pairs") or []:
+            d = p.get("difference")
+            rows.append({"estimator": estimator_name(p.get("estimator")), "share": fmt_share(p.get("share")),
+                         "difference": "—" if d is None else f"{100 * d:+.1f} points",
+                         "result": _LEVEL_WORDS.get(p.get("level"), p.get("level"))})
+        return rows, used
+    by_method = syn.get("detector_share_by_method") or {}
+    method = syn.get("method")
+    rows = [{"estimator": estimator_name(k), "share": fmt_share(v),
+             "difference": "the estimate used" if k == method else "—", "result": "—"} for k, v in by_method.items()]
+    return rows, by_method.get(method)
+
+
+def estimates_block(syn: Mapping[str, Any]) -> str:
+    """Every estimate of the share, labelled with the records it covers, and how the share before
+    (which adds the records of known provenance, counted exactly) follows from the one used."""
+    rows, used = _estimate_rows(syn)
+    if not rows:
+        return ""
+    scored = syn.get("detector_scored")
+    known = syn.get("known_provenance") or {}
+    human, machine = int(known.get("human") or 0), int(known.get("machine") or 0)
+    scope = syn.get("scope") or {}
+    total = scope.get("records_in_estimate")
+    if total is None and scored is not None:
+        total = int(scored) + human + machine
+    over = f"the {fmt_count(scored)} detector-scored records" if scored is not None else "the detector-scored records"
+    caption = f"Estimates of the synthetic share over {over} (unique, provenance unknown)"
+    before = syn.get("estimated_share_before")
+    if human + machine:
+        text = (f"These cover only {over}. The estimated share before filtering ({fmt_share(before)}) is over all "
+                f"{fmt_count(total)} records in the estimate: these, at the estimate used"
+                + (f" ({fmt_share(used)})" if used is not None else "")
+                + f", plus the {fmt_count(human + machine)} records of known provenance ({fmt_count(machine)} machine, "
+                f"{fmt_count(human)} human), counted exactly, not estimated.")
+    else:
+        text = (f"These cover {over}; no record has known provenance, so the estimated share before filtering "
+                f"({fmt_share(before)}) is the estimate used.")
+    if scope.get("not_estimated"):
+        text += (f" The {fmt_count(scope['not_estimated'])} kept record(s) in languages the detector is not trusted "
+                 "on are in neither figure.")
+    return (table(rows, [("estimator", "estimate"), ("share", "synthetic share"),
+                         ("difference", "difference from the one used"), ("result", "agreement")], caption=caption)
+            + paragraph(text))
+
+
+_GLOSSARY = (
+    ("Detection rate", ": the share of machine-written records the detector flags at a threshold;"),
+    ("false-alarm rate", ": the share of human-written records it flags."),
+    ("The 1 %-false-alarm threshold", " is the score above which the detector flagged 1 % of the human text of "
+                                      "its own test data (likewise 5 %)."),
+    ("Model card", ": the detector's figures, measured on that test data."),
+    ("Calibrated scores (EM)", " finds the share that best explains every record's score;"),
+    ("count above a threshold, corrected (ACC)", " takes the share of records flagged at a threshold and corrects it "
+                                                "for that threshold's detection and false-alarm rates;"),
+    ("mixture fit", " finds the blend of typical human and machine score histograms closest to this corpus's. "
+                    "Where the detector behaves here as on its test data, these estimates agree within sampling noise."),
+    ("p", ": how often sampling alone would give a misfit this large; under 0.01 counts as significant "
+          "(shown to three decimals)."),
+)
+
+
+def glossary() -> str:
+    """The detector section's terms in one paragraph."""
+    items = " ".join(f"<b>{_esc(term)}</b>{_esc(text)}" for term, text in _GLOSSARY)
+    return f'<p class="muted glossary"><b>Terms used here.</b> {items}</p>'
 
 
 def reliability_block(syn: Mapping[str, Any]) -> str:
@@ -388,22 +548,24 @@ def reliability_block(syn: Mapping[str, Any]) -> str:
     verdict = r.get("verdict")
     tone = {"ok": "good", "doubtful": "warn", "unreliable": "bad"}.get(verdict, "info")
     lines = [f"Detector reliability on this corpus: {verdict}: {_VERDICT_WORDS.get(verdict, '')}."]
-    lines += [f"{reason}." for reason in r.get("reasons") or []]
+    lines += [f"{_plain(reason)}." for reason in r.get("reasons") or []]
     if r.get("interval") not in (None, "sampling"):
-        why = (": two estimates of the share differ by more than sampling explains, though by less than the "
+        why = ("; two estimates of the share differ by more than sampling explains, though by less than the "
                "checks flag, so the interval spans every estimate" if verdict == "ok" else "")
+        how = _INTERVAL_WORDS.get(r.get("interval"), str(r.get("interval")).replace("_", " "))
         lines.append(f"95 % interval from sampling alone {fmt_interval(r.get('ci95_sampling'))}, widened to "
-                     f"{fmt_interval(syn.get('ci95_before'))} ({str(r.get('interval')).replace('_', ' ')}{why}).")
+                     f"{fmt_interval(syn.get('ci95_before'))} ({how}{why}).")
     elif r.get("ci95_unseen_source"):
         lines.append("The checks cannot see every shift (machine text of a new source that scores like human text "
                      "looks like a more human corpus): if this corpus is unlike the detector's training data, the "
-                     f"95 % interval over the rates the card measured on held-out sources is "
+                     f"95 % interval over the rates the model card measured on held-out sources is "
                      f"{fmt_interval(r.get('ci95_unseen_source'))} (--unseen-source uses it).")
     if syn.get("kept_share_known") is False:
         lines.append("The run went on anyway: the synthetic share of the kept records is unknown.")
     names = {"provenance": "rates re-measured on labelled records", "mixture_fit": "score histogram fit",
              "agreement": "estimators agree"}
-    rows = [{"check": names.get(k, k), "result": c.get("level"), "figures": _check_summary(k, c)}
+    rows = [{"check": names.get(k, k), "result": _LEVEL_WORDS.get(c.get("level"), c.get("level")),
+             "figures": _check_summary(k, c)}
             for k, c in (r.get("checks") or {}).items()]
     return callout(lines, tone) + table(rows, ["check", "result", "figures"])
 
@@ -430,7 +592,7 @@ def headline_section(report: Mapping[str, Any]) -> str:
     if timing.get("seconds") is not None:
         rate = timing.get("records_per_s")
         stats.append(Stat("Run time", f"{timing['seconds']:,.1f} s", f"{rate:,.0f} records/s" if rate else None))
-    warnings = list(report.get("warnings") or [])
+    warnings = [_plain(w) for w in report.get("warnings") or []]
     return section("Summary", headline(stats), callout(warnings, "warn") if warnings else "", anchor="summary")
 
 
@@ -454,32 +616,54 @@ def detector_section(report: Mapping[str, Any], scores: np.ndarray | None, reaso
     if scores is not None and reasons is not None and len(scores):
         svg = charts.score_histogram(scores, reasons, reason_names)
     known = syn.get("known_provenance") or {}
+    scope = syn.get("scope") or {}
+    total = scope.get("records_in_estimate")
+    if total is None and syn.get("detector_scored") is not None:
+        total = int(syn["detector_scored"]) + int(known.get("human") or 0) + int(known.get("machine") or 0)
+    agreement = (((syn.get("reliability") or {}).get("checks") or {}).get("agreement")) or {}
+    method = syn.get("method")
+    primary = agreement.get("primary")
+    if method and primary and str(primary).split("@")[0] == method:
+        method = primary  # which threshold the count used
+    over = f" (all {fmt_count(total)} records in the estimate)" if total else ""
     facts = {
-        "estimated synthetic share before": fmt_share(syn.get("estimated_share_before")),
+        f"estimated synthetic share before{over}": fmt_share(syn.get("estimated_share_before")),
         "95 % interval before": fmt_interval(syn.get("ci95_before")) or "—",
         "estimated synthetic share after": fmt_share(syn.get("estimated_share_after")),
         "95 % interval after": fmt_interval(syn.get("ci95_after")) or "—",
+        **({"upper bound after, one-sided (the plan holds it at most target + tolerance)":
+            f"{fmt_share(syn['upper_bound_after'])} at {fmt_share(syn.get('upper_bound_confidence') or 0.95, 0)} "
+            f"confidence (at most {fmt_share(syn.get('upper_bound_limit'))})"}
+           if syn.get("upper_bound_after") is not None and syn.get("kept_share_known") is not False else {}),
         "target ratio": fmt_share(syn.get("target_ratio")) if syn.get("target_ratio") is not None else "none",
         "records downsampled": fmt_count(syn.get("downsampled")),
-        "in the estimate by their score (unique, no provenance)": fmt_count(syn.get("detector_scored")),
-        "known provenance (human / machine)": f"{fmt_count(known.get('human'))} / {fmt_count(known.get('machine'))}",
-        "estimation method": syn.get("method") or "—",
+        "in the estimate by their detector score (unique, provenance unknown)": fmt_count(syn.get("detector_scored")),
+        "known provenance, counted exactly (human / machine)":
+            f"{fmt_count(known.get('human'))} / {fmt_count(known.get('machine'))}",
+        "estimation method": estimator_name(method) if method else "—",
         "downsampling strategy": syn.get("strategy") or "—",
         "detector reliability": (syn.get("reliability") or {}).get("verdict") or "—",
     }
     if syn.get("kept_share_known") is False:
         facts["estimated synthetic share after"] = "unknown (unreliable detector)"
     rows = [{"what": k, "value": v} for k, v in facts.items()]
+    estimates = estimates_block(syn)
+    reliability = reliability_block(syn)
     return section("Detector scores",
                    chart(svg, "Detector score of every scored record, coloured by the decision taken.",
                          empty="No detector scores: the detector was off for this run (or no record had text)."),
                    table(rows, [("what", "estimate"), ("value", "value")]),
-                   reliability_block(syn))
+                   estimates, reliability, glossary() if estimates or reliability else "")
 
 
 def duplicates_section(report: Mapping[str, Any], cluster_sizes: np.ndarray | None) -> str:
     dup = report.get("duplicates") or {}
     svg = charts.cluster_size_histogram(cluster_sizes) if cluster_sizes is not None and len(cluster_sizes) else None
+    caption = ("Duplicate clusters by the number of records in them (one record of each is kept); the number on "
+               "each bar is its count of clusters.")
+    binned = charts.cluster_size_bins(cluster_sizes) if svg is not None else None
+    if binned is not None and charts.cluster_log_scale(binned[1]):
+        caption += " Bar heights are on a log scale: each gridline is ten times the one below."
     bands = f"{dup.get('bands')} × {dup.get('rows')}" if dup.get("bands") else "—"
     rows = [
         {"what": "exact duplicates removed", "value": fmt_count(dup.get("exact"))},
@@ -490,8 +674,7 @@ def duplicates_section(report: Mapping[str, Any], cluster_sizes: np.ndarray | No
         {"what": "LSH bands × rows", "value": bands},
     ]
     return section("Duplicates",
-                   chart(svg, "Duplicate clusters by the number of records in them (one record of each is kept).",
-                         empty="No duplicate clusters."),
+                   chart(svg, caption, empty="No duplicate clusters."),
                    table(rows, [("what", "duplicates"), ("value", "value")]))
 
 
@@ -515,6 +698,56 @@ _DIVERSITY_ROWS = (
     ("near_duplicate_rate", "near-duplicate rate", False),
     ("mean_pairwise_similarity", "mean pairwise similarity", False),
 )
+
+
+# One plain sentence per metric of the table (docs/diversity.md has the full definitions):
+# (keys it explains, term, sentence); {window}, {threshold} and {here} are filled in.
+_DIVERSITY_WORDS = (
+    (("records",), "records sampled", "Records in the sample: before, any record with text is equally likely to be "
+                                      "in it; after, the sampled records that were kept."),
+    (("tokens", "types", "mean_tokens_per_record"), "words, distinct words, words per record",
+     "Words as duplicate detection sees them (lower-cased, punctuation removed): all of them, how many different "
+     "ones, and the average per record."),
+    (("distinct_1", "distinct_2", "distinct_3"), "distinct-1, -2, -3",
+     "The share of the sample's single words, word pairs and word triples that are not a repeat of one seen "
+     "before; higher means less repeated wording."),
+    (("entropy_1", "entropy_2", "entropy_3"), "word, bigram, trigram entropy",
+     "How evenly the text spreads over different words, word pairs and word triples, in bits; higher means no "
+     "small set of them dominates."),
+    (("mattr",), "MATTR", "Moving-average type-token ratio: the average share of different words in every run of "
+                          "{window} consecutive words; unlike distinct-1 it does not fall just because the sample is "
+                          "larger."),
+    (("hapax_share",), "hapax share", "The share of the different words that occur only once: the long tail of rare "
+                                      "words."),
+    (("compression_ratio",), "compression ratio", "How many times smaller zlib makes the sampled text; higher means "
+                                                  "more repeated passages."),
+    (("self_repeating_share",), "self-repeating records",
+     "The share of sampled records that loop: fewer than half of their own word triples are different."),
+    (("exact_duplicate_rate",), "exact-duplicate rate",
+     "The share of sampled records whose text equals another sampled record's; every copy counts, the one kept "
+     "too, so a pair adds two records here but one to the exact duplicates removed{here}."),
+    (("near_duplicate_rate",), "near-duplicate rate",
+     "The share of sampled records with a near-copy in the sample (word overlap, Jaccard ≥ {threshold}), exact "
+     "copies included."),
+    (("mean_pairwise_similarity",), "mean pairwise similarity",
+     "The average word overlap (Jaccard of 5-word shingles) of two sampled records: 0 when they share nothing, "
+     "1 for copies."),
+)
+
+
+def _diversity_definitions(shown: set[str], ref: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
+    """A definition list: one plain sentence per metric in ``shown``."""
+    here = ""
+    dup = (report or {}).get("duplicates") or {}
+    records = ((report or {}).get("input") or {}).get("records")
+    rate = ref.get("exact_duplicate_rate")
+    if rate is not None and dup.get("exact") is not None and records:
+        here = (f" (here {fmt_share(rate)} of the sample before filtering, against {fmt_count(dup['exact'])} exact duplicates "
+                f"removed, {fmt_share(dup['exact'] / records)} of the input)")
+    fill = {"window": ref.get("mattr_window", 50), "threshold": ref.get("near_duplicate_threshold", "—"), "here": here}
+    items = "".join(f"<dt>{_esc(term)}</dt><dd>{_esc(text.format(**fill))}</dd>"
+                    for keys, term, text in _DIVERSITY_WORDS if shown.intersection(keys))
+    return f'<h3>What the metrics mean</h3><dl class="defs">{items}</dl>' if items else ""
 
 
 def _change(before: Any, after: Any, higher_is_diverse: bool | None) -> Html:
@@ -555,24 +788,29 @@ def _phrase_table(rows: Sequence[Mapping[str, Any]], caption: str) -> str:
     return table(_phrase_rows(rows), cols, caption=caption)
 
 
-def diversity_report_section(diversity: Mapping[str, Any] | None) -> str:
-    """Diversity before and after filtering: table with changes, chart, samey phrases."""
+def diversity_report_section(diversity: Mapping[str, Any] | None, report: Mapping[str, Any] | None = None) -> str:
+    """Diversity before and after filtering: table with changes, what each metric means, chart,
+    samey phrases. With the run's ``report``, the exact-duplicate rate is set against the
+    exact duplicates removed."""
     if not diversity:
         return section("Diversity", paragraph("Diversity was not measured for this run."))
     before, after = diversity.get("before") or {}, diversity.get("after") or {}
-    rows = []
+    rows, shown = [], set()
     for key, label, direction in _DIVERSITY_ROWS:
         b, a = before.get(key), after.get(key)
         if b is None and a is None:
             continue
+        shown.add(key)
         rows.append({"metric": label, "before": b, "after": a, "change": _change(b, a, direction)})
     ref = before or after
     note = (f"Measured on a deterministic sample of up to {fmt_count(ref.get('records'))} records before and after "
             f"filtering. MATTR window {ref.get('mattr_window', '—')} words; near-duplicates at Jaccard ≥ "
             f"{ref.get('near_duplicate_threshold', '—')}; similarity over {fmt_count(ref.get('similarity_pairs'))} "
-            "record pairs. Change is relative to before; green: more diverse, red: less diverse. "
-            "Definitions: docs/diversity.md.")
+            "record pairs. Change is relative to before; green: more diverse, red: less diverse. The duplicate "
+            "rates count copies within the sample only (the corpus-wide counts are under Duplicates). Full "
+            "definitions: docs/diversity.md in synthfilter's source repository.")
     blocks = [table(rows, [("metric", "metric"), ("before", "before"), ("after", "after"), ("change", "change")]),
+              _diversity_definitions(shown, ref, report),
               chart(charts.diversity_bars(before, after), "Metrics on a 0–1 scale, before and after filtering.",
                     empty="No diversity metric could be computed (no text in the sample).")]
     samey_before = before.get("samey_ngrams") or []
@@ -724,7 +962,7 @@ def prerender_run_sections(report: Mapping[str, Any], *, group_by: str | None, s
         "outcome": outcome_section(report),
         "detector": detector_section(report, scores, reasons, reason_names),
         "duplicates": duplicates_section(report, cluster_sizes),
-        "diversity": diversity_report_section(diversity),
+        "diversity": diversity_report_section(diversity, report),
         "groups": groups_section(diversity, group_by),
         "languages": languages_section(report),
     }

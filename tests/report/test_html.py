@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -385,5 +386,258 @@ def test_an_ok_interval_widened_over_the_estimators_says_why() -> None:
             "checks": {}}})
 
     ok = block("ok")
-    assert "widened to" in ok and "estimator range: two estimates of the share differ by more than sampling" in ok
+    assert "widened to" in ok and ("estimator range: from the lowest to the highest estimate; two estimates of the "
+                                   "share differ by more than sampling") in ok
     assert "differ by more than sampling" not in block("doubtful")
+
+
+# -- plain words: estimators, checks, what each number covers -------------------------------------
+
+
+def _shifted_synthetic() -> dict[str, Any]:
+    """``synthetic`` as report.json writes it for a corpus the detector misreads (em primary, the
+    checks flag it, no record of known provenance), as in a run on an off-distribution corpus."""
+    reason_fit = ("the corpus's detector scores do not look like a mix of human and machine text as the detector "
+                  "knows them: 41% of the score histogram sits where no mix puts it, as much as moving the synthetic "
+                  "share by 66 points (p = 0.002)")
+    reason_agree = ("two estimates of the synthetic share differ by 53 points (33% from the calibrated scores, 87% "
+                    "from the fpr1 threshold)")
+    point = {"threshold": 0.97, "card_tpr": 0.3287, "card_fpr": 0.0102, "measured_tpr": None, "measured_fpr": None,
+             "labelled_machine": 0, "labelled_human": 0}
+    return {
+        "estimated_share_before": 0.3304, "ci95_before": [0.0, 1.0], "estimated_share_after": 0.3304,
+        "ci95_after": [0.0, 1.0], "target_ratio": None, "known_provenance": {"human": 0, "machine": 0},
+        "detector_scored": 1018, "unscored": 0, "downsampled": 0, "naive_share_before": 0.37, "method": "em",
+        "strategy": None, "detector_share_by_method": {"acc": 0.4462, "em": 0.3304}, "weak_detector": True,
+        "scope": {"detector_languages": ["en"], "records_in_estimate": 1018, "not_estimated": 22},
+        "reliability": {
+            "verdict": "unreliable", "reasons": [reason_fit, reason_agree], "interval": "source_shift",
+            "ci95_sampling": [0.296, 0.362], "ci95_unseen_source": [0.296, 1.0], "low_end_zero": True,
+            "checks": {
+                "provenance": {"level": "not_run", "reason": "no record of known provenance carries a detector score",
+                               "min_labelled": 30, "labelled": {"human": 0, "machine": 0},
+                               "points": [{"name": "fpr1", **point}, {"name": "fpr5", **point}], "rates_used": "card"},
+                "mixture_fit": {"level": "unreliable", "reason": reason_fit, "share": 0.3359, "tv": 0.4753,
+                                "tv_null_median": 0.069, "tv_excess": 0.4063, "separation": 0.612,
+                                "share_points": 0.664, "p_value": 0.0024937655860349127, "bins": 30,
+                                "class_histograms": "card"},
+                "agreement": {"level": "unreliable", "reason": reason_agree, "primary": "em", "primary_share": 0.3304,
+                              "pairs": [
+                                  {"estimator": "acc@fpr1", "share": 0.8654, "difference": 0.535, "sd": 0.036,
+                                   "z": 14.9, "level": "unreliable"},
+                                  {"estimator": "acc@fpr5", "share": 0.4462, "difference": 0.1158, "sd": 0.016,
+                                   "z": 7.1, "level": "unreliable"},
+                                  {"estimator": "mixture", "share": 0.3359, "difference": 0.0055, "sd": 0.007,
+                                   "z": 0.76, "level": "ok"}]},
+            },
+        },
+    }
+
+
+def _labelled_synthetic() -> dict[str, Any]:
+    """``synthetic`` of a target-ratio run with 116 records of known provenance: the estimate uses the
+    count above the fpr1 threshold with both rates re-measured on them (26.1 % of the 902 detector-scored
+    records), so the share before, over all 1,018 records, is (0.2605 × 902 + 56) / 1018 = 28.6 %."""
+    point = {"card_tpr": 0.3287, "card_fpr": 0.0102, "measured_tpr": 1.0, "measured_fpr": 0.0,
+             "labelled_machine": 56, "labelled_human": 60}
+    return {
+        "estimated_share_before": 0.28585, "ci95_before": [0.2482, 0.3111], "estimated_share_after": 0.0994,
+        "ci95_after": [0.052, 0.127], "kept_share_known": True, "target_ratio": 0.1,
+        "known_provenance": {"human": 60, "machine": 56}, "detector_scored": 902, "unscored": 0, "downsampled": 230,
+        "detector_share_by_method": {"acc": 0.2605, "em": 0.3002}, "method": "acc", "strategy": "threshold",
+        "scope": {"detector_languages": ["en"], "records_in_estimate": 1018, "not_estimated": 22},
+        "reliability": {
+            "verdict": "ok", "reasons": [], "interval": "sampling", "ci95_sampling": [0.2482, 0.3111],
+            "ci95_unseen_source": [0.239, 0.3136], "low_end_zero": False,
+            "checks": {
+                "provenance": {"level": "ok", "reason": None, "min_labelled": 30, "labelled": {"human": 60, "machine": 56},
+                               "points": [{"name": "fpr1", "threshold": 0.97, **point},
+                                          {"name": "fpr5", "threshold": 0.93, **point}],
+                               "rates_used": "corpus", "share_with_card_rates": 0.786, "share_with_measured_rates": 0.2605},
+                "mixture_fit": {"level": "ok", "reason": None, "share": 0.2652, "tv": 0.166, "tv_null_median": 0.1606,
+                                "tv_excess": 0.0057, "separation": 0.798, "share_points": 0.007,
+                                "p_value": 0.41895261845386533, "bins": 30, "class_histograms": "labelled"},
+                "agreement": {"level": "ok", "reason": None, "primary": "acc@fpr1", "primary_share": 0.2605,
+                              "pairs": [{"estimator": "acc@fpr5", "share": 0.2639, "difference": 0.0033, "sd": 0.0137,
+                                         "z": 0.24, "level": "ok"},
+                                        {"estimator": "mixture", "share": 0.2652, "difference": 0.0046, "sd": 0.0234,
+                                         "z": 0.2, "level": "ok"}]},
+            },
+        },
+    }
+
+
+_JARGON = re.compile(r"\b(em|acc|pcc|acc@fpr\d+|fpr\d+|TPR|FPR|not_run|rates_used|class_histograms)\b")
+
+
+def visible_text(page_html: str) -> str:
+    """What a reader sees: no style, no chart, no tags."""
+    import html as html_lib
+
+    text = re.sub(r"<(style|svg)\b.*?</\1>", " ", page_html, flags=re.S)
+    text = re.sub(r"</?(b|code|span)\b[^>]*>", "", text)  # inline: part of the sentence around it
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def render_synthetic(syn: dict[str, Any], warnings: list[str] | None = None) -> str:
+    report, manifest, scores, reasons, sizes = make_run()
+    report["synthetic"] = syn
+    report["warnings"] = warnings if warnings is not None else []
+    return render_run_report(report, manifest, scores=scores, reasons=reasons, cluster_sizes=sizes)
+
+
+@pytest.mark.parametrize("make_syn", [_shifted_synthetic, _labelled_synthetic])
+def test_the_estimate_is_explained_in_plain_words(make_syn) -> None:
+    syn = make_syn()
+    # The report.json figures do carry the internal names: the check below would see them.
+    assert _JARGON.search(json.dumps(syn))
+    warning = f"the detector looks unreliable on this corpus: {'; '.join(syn['reliability']['reasons'])}"
+    text = visible_text(render_synthetic(syn, [warning] if syn["reliability"]["reasons"] else []))
+    assert not _JARGON.search(text), _JARGON.search(text)
+    assert "count above the 1 %-false-alarm threshold, corrected (ACC)" in text
+    assert "count above the 5 %-false-alarm threshold, corrected (ACC)" in text and "mixture fit" in text
+    assert "Terms used here." in text and "false-alarm rate: the share of human-written records" in text
+    assert "calibrated scores (EM)" in text.replace("Calibrated", "calibrated")
+
+
+def test_checks_name_their_sources_and_round_p_as_the_warnings_do() -> None:
+    shifted = visible_text(render_synthetic(_shifted_synthetic(), [_shifted_synthetic()["reliability"]["reasons"][1]]))
+    assert "estimation method calibrated scores (EM)" in " ".join(shifted.split())
+    assert "not run" in shifted and "no record of known provenance carries a detector score" in shifted
+    assert "from the detector's own test data (model card)" in shifted
+    # p as in the warning, never the raw 0.0024937...
+    assert "(p = 0.002)" in shifted and "0.00249" not in shifted
+    # the warning in the summary and the reason in the verdict both name the threshold in words
+    assert shifted.count("87% from the 1 %-false-alarm threshold") == 2
+    labelled = " ".join(visible_text(render_synthetic(_labelled_synthetic())).split())
+    assert "rates the estimate uses: both re-measured on your labelled records" in labelled
+    assert ("at the 1 %-false-alarm threshold: detection rate 100.0 % (model card 32.9 %), false-alarm rate 0.0 % "
+            "(model card 1.0 %)") in labelled
+    assert "score histograms from your labelled records" in labelled and "(p = 0.419)" in labelled
+
+
+def test_fmt_p_and_plain_words() -> None:
+    from synthfilter.report.html import _plain, estimator_name, fmt_p
+
+    assert [fmt_p(p) for p in (0.0024937, 0.41895, 0.0004, 0.0005, 1.0, None)] == [
+        "0.002", "0.419", "< 0.001", "0.001", "1.000", "—"]
+    assert _plain("moving it by 5 points (p = 0.000)") == "moving it by 5 points (p < 0.001)"
+    assert _plain("37% from the fpr5 threshold, 40% from the default threshold") == (
+        "37% from the 5 %-false-alarm threshold, 40% from the default threshold")
+    assert _plain("the estimate (em) does not use an operating point's rates") == (
+        "the estimate (calibrated scores (EM)) does not use an operating point's rates")
+    assert estimator_name("acc@fpr0.5") == "count above the 0.5 %-false-alarm threshold, corrected (ACC)"
+    assert estimator_name("acc@default") == "count above the default threshold, corrected (ACC)"
+
+
+def test_estimates_say_what_they_cover_and_how_the_share_before_follows() -> None:
+    text = " ".join(visible_text(render_synthetic(_labelled_synthetic())).split())
+    assert "estimated synthetic share before (all 1,018 records in the estimate) 28.6 %" in text
+    assert "Estimates of the synthetic share over the 902 detector-scored records (unique, provenance unknown)" in text
+    assert ("The estimated share before filtering (28.6 %) is over all 1,018 records in the estimate: these, at the "
+            "estimate used (26.1 %), plus the 116 records of known provenance (56 machine, 60 human), counted exactly, "
+            "not estimated.") in text
+    assert "The 22 kept record(s) in languages the detector is not trusted on are in neither figure." in text
+    # the table: the estimate used first, the others as differences from it
+    assert re.search(r"count above the 1 %-false-alarm threshold, corrected \(ACC\) 26\.1 % the estimate used", text)
+    assert re.search(r"mixture fit 26\.5 % \+0\.5 points ok", text)
+    # without known provenance the share before is the estimate itself
+    shifted = " ".join(visible_text(render_synthetic(_shifted_synthetic())).split())
+    assert "over the 1,018 detector-scored records" in shifted
+    assert "no record has known provenance, so the estimated share before filtering (33.0 %) is the estimate used" in shifted
+    assert re.search(r"count above the 1 %-false-alarm threshold, corrected \(ACC\) 86\.5 % \+53\.5 points unreliable",
+                     shifted)
+
+
+def test_estimates_fall_back_to_the_methods_without_checks() -> None:
+    syn = _labelled_synthetic()
+    del syn["reliability"]
+    text = " ".join(visible_text(render_synthetic(syn)).split())
+    assert "count above a threshold, corrected (ACC) 26.1 % the estimate used" in text
+    assert "calibrated scores (EM) 30.0 %" in text and "Terms used here." in text
+    # detector off: no estimate, no table of estimates, no glossary
+    off = visible_text(render(scores=None))
+    assert "Estimates of the synthetic share" not in off and "Terms used here." not in off
+
+
+# -- the duplicate-cluster chart ------------------------------------------------------------------
+
+
+def _svg_texts(svg: str) -> list[str]:
+    """The chart's text (drawn as paths; matplotlib names each in a comment)."""
+    return re.findall(r"<!-- (.*?) -->", svg)
+
+
+def test_cluster_chart_labels_every_bar_and_its_log_scale() -> None:
+    sizes = np.array([2] * 72 + [3] * 3 + [5, 7, 8, 9, 10])
+    edges, counts = charts.cluster_size_bins(sizes)
+    assert counts.tolist() == [72, 3, 0, 1, 0, 1, 1, 1, 1] and charts.cluster_log_scale(counts)
+    texts = _svg_texts(charts.cluster_size_histogram(sizes))
+    axis = texts.index("clusters (log scale)")
+    ticks, bars = texts[texts.index("records in the cluster") + 1:axis], texts[axis + 1:]
+    assert ticks == ["1", "10", "100"]  # every power of ten, up to one above the tallest bar
+    assert bars == ["72", "3", "1", "1", "1", "1", "1"]  # a number on every bar, none on an empty bin
+    caption = duplicates_caption(sizes)
+    assert "log scale" in caption and "the number on each bar is its count" in caption
+
+    wide = np.array([2] * 1500 + [3] * 200 + [4] * 30 + [30, 300, 5000])
+    texts = _svg_texts(charts.cluster_size_histogram(wide))
+    axis = texts.index("clusters (log scale)")
+    assert texts[texts.index("records in the cluster") + 1:axis] == ["1", "10", "100", "1,000", "10,000"]
+    assert texts[axis + 1:] == ["1,500", "200", "30", "1", "1", "1"]
+
+
+def test_cluster_chart_is_linear_when_the_range_is_small() -> None:
+    sizes = np.array([2] * 20 + [3] * 5 + [4])
+    assert not charts.cluster_log_scale(charts.cluster_size_bins(sizes)[1])
+    texts = _svg_texts(charts.cluster_size_histogram(sizes))
+    assert "clusters" in texts and not any("log" in t for t in texts)
+    assert texts[texts.index("clusters") + 1:] == ["20", "5", "1"]
+    assert "log scale" not in duplicates_caption(sizes)
+
+
+def duplicates_caption(sizes: np.ndarray) -> str:
+    from synthfilter.report.html import duplicates_section
+
+    html = duplicates_section({"exact": 1, "near": 0, "clusters": len(sizes)}, sizes)
+    return re.search(r"<figcaption>(.*?)</figcaption>", html, flags=re.S).group(1)
+
+
+# -- diversity: what each metric means, on the page -----------------------------------------------
+
+
+def test_diversity_metrics_are_defined_on_the_page(full_html) -> None:
+    report = make_run()[0]
+    text = " ".join(visible_text(full_html).split())
+    # no pointer to a file a pip user does not have, unless it says where it lives
+    assert all(m.endswith(" in synthfilter's source repository") for m in re.findall(r"docs/diversity\.md[^.]*", text))
+    div = re.search(r'<section id="diversity".*?</section>', full_html, flags=re.S).group(0)
+    terms = re.findall(r"<dt>(.*?)</dt>", div)
+    assert len(terms) == 11 and "MATTR" in terms and "exact-duplicate rate" in terms
+    # every metric the table can show has its sentence
+    from synthfilter.report.html import _DIVERSITY_ROWS, _DIVERSITY_WORDS
+
+    explained = {k for keys, _, _ in _DIVERSITY_WORDS for k in keys}
+    assert {key for key, _, _ in _DIVERSITY_ROWS} <= explained
+    exact = report["duplicates"]["exact"]
+    rate = report["diversity"]["before"]["exact_duplicate_rate"]
+    assert (f"here {100 * rate:.1f} % of the sample before filtering, against {exact:,} exact duplicates removed, "
+            f"{100 * exact / report['input']['records']:.1f} % of the input") in text
+    assert "every copy counts, the one kept too" in text
+
+
+def test_a_target_plan_shows_the_one_sided_bound_it_was_held_to() -> None:
+    from synthfilter.report.html import _synthetic_stat
+
+    syn = {"estimated_share_before": 0.286, "ci95_before": [0.248, 0.311], "estimated_share_after": 0.099,
+           "ci95_after": [0.052, 0.127], "target_ratio": 0.1, "upper_bound_after": 0.118,
+           "upper_bound_confidence": 0.95, "upper_bound_limit": 0.12, "kept_share_known": True,
+           "reliability": {"verdict": "ok"}}
+    stat = _synthetic_stat(syn)
+    # The two-sided interval reaches 12.7 %, past target + tolerance; the bound the plan met does not.
+    assert "95 % upper bound 11.8 % (held ≤ 12.0 %)" in str(stat.detail) and stat.tone == "good"
+    assert _synthetic_stat({**syn, "upper_bound_after": None, "upper_bound_limit": None}).tone == "warn"
+    report, manifest, scores, reasons, sizes = make_run()
+    report["synthetic"].update(syn)
+    page_text = render_run_report(report, manifest, scores=scores, reasons=reasons, cluster_sizes=sizes)
+    assert "upper bound after, one-sided" in page_text and "11.8 % at 95 % confidence (at most 12.0 %)" in page_text
