@@ -144,9 +144,10 @@ class ProvenanceMapper:
         if code == _NO_MATCH:
             self._unmatched += 1
             if len(self._examples) < TALLY_EXAMPLES and key[:40] not in self._examples:
-                # Named as the data spells it (matching ignores case; a user greps for this).
-                raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-                self._examples[key[:40]] = raw.strip()[:40]
+                # A string named as the data spells it (matching ignores case; a user greps for
+                # it); a JSON true or 1.0 as its canonical key (Python would spell them True, 1.0).
+                raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                self._examples[key[:40]] = raw.strip()[:40] if isinstance(raw, str) else key[:40]
             return UNKNOWN
         self._labelled += code != UNKNOWN
         return code

@@ -149,6 +149,8 @@ def test_the_mapper_tallies_present_labelled_and_unmatched_values() -> None:
     # "unsure" is mapped (to unknown): present, not labelled, not unmatched. Examples are spelt as
     # in the data (the first spelling of each), for a user to search for.
     assert tally == {"present": 6, "labelled": 2, "unmatched": 3, "examples": ["AI", "Claude"]}
+    m.labels([True, 2.0])
+    assert m.take_tally()["examples"] == ["true", "2"]  # as JSON spells them, not True / 2.0
     assert m.take_tally() == {"present": 0, "labelled": 0, "unmatched": 0, "examples": []}  # reset
     assert merge_tallies([tally, None, {"present": 1, "labelled": 1, "unmatched": 0, "examples": []}])["present"] == 7
 

@@ -224,6 +224,9 @@ def split_at_survivors(
         survivor[failed] = failed[chosen]
         pending = failed[chosen != np.arange(len(failed))]
     if len(pending):
+        # The last clusters keep their survivors alone: labelled by them (their label, the
+        # smallest failed member, may be one of the members let go), the members by themselves.
+        labels[survivor[pending]] = survivor[pending]
         labels[pending] = pending
         survivor[pending] = pending
     return labels, survivor

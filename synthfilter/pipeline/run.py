@@ -274,26 +274,27 @@ def not_empty_message(out: Path | str, interrupted: bool, finished: bool) -> str
 
 
 def check_not_an_output(shards: Sequence[Shard]) -> None:
-    """UsageError when shards were found inside an earlier run's output directory (a ``kept/`` or
-    ``rejected/`` beside its ``manifest.json``) below the input given: reading the directory as
-    a corpus would take its rejected records back in. Its ``kept/`` given as the input itself is
-    fine: that is how a filtered corpus is read again."""
+    """UsageError when shards were found in an earlier run's ``rejected/`` (beside its
+    ``manifest.json`` and ``report.json``) below the input given: reading that run's directory
+    as a corpus would take its rejected records back in. Its ``kept/``, given or linked to, is
+    fine: that is how a filtered corpus is read again.
+
+    A shard's path is resolved (links followed) and its ``rel`` is where it was found below the
+    input, so the directories between the two are the resolved parents of the path, as many as
+    ``rel`` has parts above the file."""
     seen: dict[Path, bool] = {}
     for sh in shards:
-        parts = Path(sh.rel).parts[:-1]
-        root = sh.path
-        for _ in Path(sh.rel).parts:
-            root = root.parent
-        for depth in range(len(parts)):
-            d = root.joinpath(*parts[: depth + 1])
+        d = sh.path.parent
+        for _ in range(len(Path(sh.rel).parts) - 1):
             if d not in seen:
-                seen[d] = d.name in ("kept", "rejected") and (d.parent / "manifest.json").is_file() and \
+                seen[d] = d.name == "rejected" and (d.parent / "manifest.json").is_file() and \
                     (d.parent / "report.json").is_file()
             if seen[d]:
                 run_dir = d.parent
                 raise UsageError(f"{run_dir}: this is a synthfilter output directory (manifest.json, kept/, rejected/), "
                                  f"and reading it as input would take its rejected records back in; to filter or report "
                                  f"on what it kept, pass {run_dir / 'kept'}")
+            d = d.parent
 
 
 def _remove_own_outputs(out: Path, keep: Sequence[str] = ()) -> None:

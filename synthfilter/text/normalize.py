@@ -75,13 +75,33 @@ _INVISIBLE = regex.compile(
 )
 _PUNCT = regex.compile(r"\p{P}+")
 # Punctuation touching a digit separates (10.50 and 1,050, 1/12 and 11/2 stay apart), and a
-# hyphen-minus before a number that follows no word character is a minus sign (U+2212, a symbol
-# that stays): -5 and 5 differ. Elsewhere punctuation goes (don't = dont, e-mail = email).
-# The dedup table turns punctuation into _PUNCT_MARK (a control character, so none is left from
-# the text: the table deletes those), then one regex finds the marks that touch a digit.
+# hyphen or dash before a number that follows no word character is a minus sign (U+2212, a
+# symbol that stays): -5 and 5 differ. Elsewhere punctuation goes (don't = dont, e-mail = email).
+# The dedup table turns punctuation into _PUNCT_MARK and hyphens and dashes into _DASH_MARK
+# (control characters, so none is left from the text: the table deletes those); what the marks
+# become is decided once every invisible character is gone (``_resolve_marks``), so that a
+# zero-width character next to them changes nothing.
 _PUNCT_MARK = "\x01"
-_NUMBER_PUNCT = regex.compile(r"(?<=\d)\x01+|\x01+(?=\d)")
-_MINUS = regex.compile(r"(?<!\w)-(?=\d)")
+_DASH_MARK = "\x02"
+_DASHES = "-\u2010\u2011\u2012\u2013"
+# The first branch starts at the first mark of a run only: tried inside a long run (a line of
+# 100,000 dashes), each start would scan the rest of the run (quadratic time); the second
+# starts only right after a digit.
+_NUMBER_PUNCT = regex.compile(r"(?<!\x01)\x01+(?=\d)|(?<=\d)\x01+")
+_MINUS = regex.compile(r"(?<![\w\x02])\x02(?=\d)")  # not after a word character or another dash
+_DIGIT = re.compile(r"\d")
+# An ASCII text's skeleton: digits 0, marks as they are, spaces as they are, anything else a.
+# A mark run changes the canonical form only where it sits between a digit and a character
+# that is not a space (beside a space, a space or nothing collapse alike), which the skeleton
+# finds at C speed; only then does the regex run.
+_SKELETON = bytes(0x30 if 0x30 <= b <= 0x39 else b if b in (0x01, 0x02, 0x20) else 0x61 for b in range(256))
+_SANDWICHES = (b"0\x010", b"0\x01a", b"a\x010")
+# Above _TABLE_LIMIT: invisible characters (not the marks) and punctuation, for the dedup form.
+_INVISIBLE_HIGH = regex.compile(
+    r"[[\p{Cf}\p{Cc}\p{Co}\p{Cs}&&[^\t\n\r\v\f\x85\x01\x02]]\u3164\uffa0\ufe00-\ufe0f\U000e0100-\U000e01ef]",
+    regex.V1,
+)
+_PUNCT_HIGH = regex.compile(r"[\p{P}&&[^\x00-\u303f]]+", regex.V1)
 
 
 def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
@@ -98,7 +118,7 @@ def _build_tables() -> tuple[dict[int, str | None], dict[int, str | None]]:
     strip_punct.update({ord(k): v for k, v in _FOLDED_HOMOGLYPHS.items()})
     for cp in range(_TABLE_LIMIT):
         if unicodedata.category(chr(cp)).startswith("P"):
-            strip_punct[cp] = _PUNCT_MARK
+            strip_punct[cp] = _DASH_MARK if chr(cp) in _DASHES else _PUNCT_MARK
     return keep_punct, strip_punct
 
 
@@ -161,36 +181,48 @@ def clean_text(text: str, *, casefold: bool = False) -> str:
 def normalize_for_dedup(text: str) -> str:
     """The canonical form used for exact-duplicate hashing and for shingling (module docstring).
     Idempotent: ``normalize_for_dedup(normalize_for_dedup(t)) == normalize_for_dedup(t)``."""
-    if text.isascii():
-        text = text.lower()
-    else:
-        text = _fold(_unlunate(text))
-    if "-" in text:
-        text = _MINUS.sub("\u2212", text)
-    text = _dedup_table(text)
+    text = _dedup_pass(text.lower() if text.isascii() else _fold(_unlunate(text)))
     if not text.isascii():
-        if _HIGH.search(text):
-            text = _PUNCT.sub("", _INVISIBLE.sub("", text))
         # Removing an invisible character can join a letter and a combining mark that NFKC
         # composes, and folding can make a look-alike; fold again until nothing changes.
         for _ in range(4):
-            if unicodedata.is_normalized("NFKC", text) and text.casefold() == text and _dedup_table(text) == text:
+            if unicodedata.is_normalized("NFKC", text) and text.casefold() == text and _dedup_pass(text) == text:
                 break
-            again = _dedup_table(_fold(text))
-            if _HIGH.search(again):
-                again = _PUNCT.sub("", _INVISIBLE.sub("", again))
+            again = _dedup_pass(_fold(text))
             if again == text:
                 break
             text = again
     return _collapse(text)
 
 
-def _dedup_table(text: str) -> str:
-    """``_DEDUP_TABLE`` applied, punctuation touching a digit made a space, the rest deleted."""
+def _dedup_pass(text: str) -> str:
+    """``_DEDUP_TABLE`` applied, invisible characters above it removed and punctuation above it
+    marked, then the marks resolved (``_resolve_marks``)."""
     text = _DEDUP(text)
-    if _PUNCT_MARK in text:
-        text = _NUMBER_PUNCT.sub(" ", text).replace(_PUNCT_MARK, "")
-    return text
+    if not text.isascii() and _HIGH.search(text):
+        text = _PUNCT_HIGH.sub(_PUNCT_MARK, _INVISIBLE_HIGH.sub("", text))
+    return _resolve_marks(text)
+
+
+def _resolve_marks(text: str) -> str:
+    """Dash marks before a number that follows no word character become minus signs; marks that
+    touch a digit become a space; the rest go."""
+    has_dash, has_punct = _DASH_MARK in text, _PUNCT_MARK in text
+    if not (has_dash or has_punct):
+        return text
+    if text.isascii():
+        skeleton = text.encode("ascii").translate(_SKELETON)
+        digits = b"0" in skeleton
+    else:
+        skeleton, digits = None, _DIGIT.search(text) is not None
+    if has_dash:
+        if digits and (skeleton is None or b"\x020" in skeleton):
+            text = _MINUS.sub("\u2212", text)
+        text = text.replace(_DASH_MARK, _PUNCT_MARK)
+        skeleton = skeleton.replace(b"\x02", b"\x01") if skeleton is not None and digits else skeleton
+    if digits and (skeleton is None or b"\x01\x01" in skeleton or any(s in skeleton for s in _SANDWICHES)):
+        text = _NUMBER_PUNCT.sub(" ", text)
+    return text.replace(_PUNCT_MARK, "")
 
 
 def _unlunate(text: str) -> str:

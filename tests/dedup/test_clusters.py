@@ -340,3 +340,13 @@ def test_split_at_survivors_leaves_unchecked_members_kept_after_the_last_round()
     got_labels, got = split_at_survivors(labels, survivor, [], lambda u, v: np.abs(u - v) <= 1, max_rounds=1)
     assert got[:2].tolist() == [0, 0]
     assert got[2:].tolist() == list(range(2, n))
+    # With a keep rule that picks another survivor than the smallest failed member, whose index
+    # labels the last cluster: still one survivor per label (the report's cluster sizes).
+    n = 200
+    labels, key = np.zeros(n, np.int64), -np.arange(n, dtype=np.float64)  # later records win
+    got_labels, got = split_at_survivors(labels, choose_survivors(labels, [key]), [key],
+                                         lambda u, v: np.abs(u - v) <= 1)
+    pairs = {(int(a), int(b)) for a, b in zip(got_labels, got)}
+    assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})
+    removed = np.flatnonzero(got != np.arange(n))
+    assert len(removed) and (np.abs(got[removed] - removed) <= 1).all()

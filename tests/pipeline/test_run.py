@@ -458,6 +458,11 @@ def test_an_earlier_runs_output_directory_is_not_read_as_a_corpus(tmp_path: Path
     for given in (first, tmp_path / "runs", str(tmp_path / "runs" / "**" / "*.jsonl")):
         with pytest.raises(UsageError, match=f"{first}: this is a synthfilter output directory .* pass {first / 'kept'}"):
             run_pipeline([str(given)], tmp_path / "second", cfg_of(fast_config))
+    # Reached through a symbolic link from an input directory, it is the same directory.
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "run").symlink_to(first, target_is_directory=True)
+    with pytest.raises(UsageError, match="this is a synthfilter output directory"):
+        run_pipeline([str(tmp_path / "linked")], tmp_path / "second", cfg_of(fast_config))
     res = run_pipeline([str(first / "kept")], tmp_path / "second", cfg_of(fast_config))
     assert res.report["input"]["records"] == json.loads((first / "report.json").read_text())["output"]["kept"]
     # An output directory under a recursive glob's root would be read by the next run of that glob.

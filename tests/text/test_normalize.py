@@ -144,3 +144,25 @@ def test_punctuation_touching_a_digit_separates_and_a_minus_sign_stays():
     ]
     for a, b in together:
         assert normalize_for_dedup(a) == normalize_for_dedup(b), (a, b)
+
+
+def test_invisible_characters_beside_punctuation_and_digits_change_nothing():
+    # The minus and digit rules are decided once every invisible character is gone: a zero-width
+    # space, soft hyphen, NUL, BOM or variation selector inserted next to them hides no copy.
+    for invisible in ("\u200b", "\u00ad", "\x00", "\ufeff", "\ufe0f", "\U000e0101"):
+        for plain in ("a-5", "low: -5", "5.x", "10.50", "x -5", "1/2"):
+            for at in range(len(plain) + 1):
+                hidden = plain[:at] + invisible + plain[at:]
+                assert normalize_for_dedup(hidden) == normalize_for_dedup(plain), (hidden, plain)
+    # Punctuation beyond the fast table follows the digit rule too, and dashes are minus signs.
+    assert normalize_for_dedup("10\u30fb50") != normalize_for_dedup("1050")
+    assert normalize_for_dedup("\u20135") == normalize_for_dedup("\u20105") == normalize_for_dedup("-5") == "\u22125"
+
+
+def test_long_runs_of_punctuation_are_read_whole():
+    # A separator line of 100,000 marks (once quadratic in the digit rule): the same form as a
+    # short run, beside digits and letters.
+    for run in ("!" * 100_000, "-" * 100_000, "._" * 50_000):
+        assert normalize_for_dedup("1" + run + "2") == "1 2"
+        assert normalize_for_dedup("a" + run + "b") == "ab"
+        assert normalize_for_dedup(run) == ""
