@@ -145,6 +145,18 @@ def damaged(rng: Any, data: bytes, kind: str, header: int, trailer: int) -> byte
     return bytes(m)
 
 
+def damage_parquet_row_group(path: Path, group: int) -> None:
+    """Make row group ``group`` of a Parquet file unreadable: 64 bytes of its text column's
+    (column 1) first data page flipped."""
+    import pyarrow.parquet as pq
+
+    col = pq.ParquetFile(path).metadata.row_group(group).column(1)
+    data = bytearray(path.read_bytes())
+    for k in range(col.data_page_offset, col.data_page_offset + 64):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
 def assert_nothing_damaged_kept(reader: Any, lines: list[bytes], intact: list[bytes]) -> None:
     """What ``reader`` (a ``ShardReader`` over a damaged file with ``recover=True``) gives: no
     record that was not among ``lines``, none twice, every ``intact`` one, and one break record

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import run_cli
+from helpers import damage_parquet_row_group, run_cli
 from synthfilter.config import Config
 from synthfilter.pipeline.run import run_pipeline
 
@@ -91,11 +91,7 @@ def _damaged_parquet(path: Path, damage: int | None) -> Any:
                      schema=SCHEMA)
     pq.write_table(table, path, row_group_size=50)
     if damage is not None:
-        col = pq.ParquetFile(path).metadata.row_group(damage).column(1)  # the text column
-        data = bytearray(path.read_bytes())
-        for k in range(col.data_page_offset, col.data_page_offset + 64):
-            data[k] ^= 0x5A
-        path.write_bytes(bytes(data))
+        damage_parquet_row_group(path, damage)
     return table
 
 

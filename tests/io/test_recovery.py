@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from helpers import make_records, read_jsonl, run_cli
+from helpers import damage_parquet_row_group, make_records, read_jsonl, run_cli
 from synthfilter.config import Config
 from synthfilter.io.shards import InputError, Shard, ShardReader
 from synthfilter.pipeline.run import run_pipeline
@@ -177,11 +177,7 @@ def test_reader_without_recovery_raises_after_the_records_before_the_break(tmp_p
 def _damaged_parquet(path: Path, n: int = 4000, group: int = 1000, damage: int = 3) -> list[dict]:
     rows = make_records(n, seed=27)
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=group)
-    col = pq.ParquetFile(path).metadata.row_group(damage).column(1)  # the text column
-    data = bytearray(path.read_bytes())
-    for k in range(col.data_page_offset, col.data_page_offset + 64):
-        data[k] ^= 0x5A
-    path.write_bytes(bytes(data))
+    damage_parquet_row_group(path, damage)
     return rows
 
 

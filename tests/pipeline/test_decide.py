@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,15 +52,22 @@ def test_merge_labels_are_the_components_of_both_labelings(seed: int) -> None:
     assert np.array_equal(merge_labels(a, b.copy()), want)
 
 
+def _annotated(inp: Path, work: Path) -> tuple[Config, list, dict, Any, list[int]]:
+    """The score stage over the shards of ``inp`` (exact and near dedup, no detector) and the
+    annotations the decide stage loads: (config, shards, score summaries, annotations, offsets)."""
+    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
+                            "report": {"diversity": False, "html": False}})
+    shards, _ = discover_shards([str(inp)])
+    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
+    ann, offsets = load_annotations(shards, work, metas, near=True)
+    return cfg, shards, metas, ann, offsets
+
+
 def test_load_annotations_maps_band_keys_band_by_band(tmp_path: Path) -> None:
     for s in range(3):
         write_jsonl(tmp_path / "in" / f"part-{s}.jsonl", make_records(60, seed=s, dup_every=4))
-    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
-                            "report": {"diversity": False, "html": False}})
-    shards, _ = discover_shards([str(tmp_path / "in")])
     work = tmp_path / "work"
-    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
-    ann, offsets = load_annotations(shards, work, metas, near=True)
+    cfg, shards, metas, ann, offsets = _annotated(tmp_path / "in", work)
     nb = metas[shards[0].rel]["bands"]
     rows = np.concatenate([np.fromfile(WorkPaths.for_shard(work, sh).bands, dtype=np.uint64).reshape(-1, nb)
                            for sh in shards])
@@ -76,19 +84,19 @@ def test_load_annotations_maps_band_keys_band_by_band(tmp_path: Path) -> None:
         assert np.array_equal(getattr(mapped, field), getattr(in_memory, field))
 
 
+def _decided(tmp_path: Path, rows: list[dict]) -> tuple[Config, Any]:
+    """The local engine's score and decide stages over one shard of ``rows`` (no detector)."""
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    cfg, *_, ann, _ = _annotated(tmp_path / "in", tmp_path / "work")
+    return cfg, decide(ann, cfg)
+
+
 def test_texts_that_normalise_to_nothing_are_copies_only_of_the_same_text(tmp_path: Path) -> None:
     # "!!!", "???", a Hangul filler and an ellipsis all normalise to "": each is a copy of itself
     # only, as exact and as near duplicate; numbers that differ only in punctuation differ.
     texts = ["!!!", "???", "!!!", "\u3164", "\u2026", "costs $10.50 for the whole lot of apples today",
              "costs $1,050 for the whole lot of apples today", "???"]
-    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
-    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
-                            "report": {"diversity": False, "html": False}})
-    shards, _ = discover_shards([str(tmp_path / "in")])
-    work = tmp_path / "work"
-    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
-    ann, _ = load_annotations(shards, work, metas, near=True)
-    got = decide(ann, cfg)
+    _, got = _decided(tmp_path, [{"id": str(i), "text": t} for i, t in enumerate(texts)])
     rejected = {i: int(got.duplicate_of[i]) for i in range(len(texts)) if got.duplicate_of[i] >= 0 and got.duplicate_of[i] != i}
     assert rejected == {2: 0, 7: 1}
 
@@ -111,14 +119,7 @@ def test_a_chain_of_edits_keeps_the_records_that_do_not_resemble_the_survivor(tm
         docs.append(" ".join(words))
         words = list(words)
         words[(i * 5) % 100] = rng.choice(vocab) + "x"
-    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i:02d}", "text": t} for i, t in enumerate(docs)])
-    cfg = Config.from_dict({"detector": {"enabled": False}, "quiet": True,
-                            "report": {"diversity": False, "html": False}})
-    shards, _ = discover_shards([str(tmp_path / "in")])
-    work = tmp_path / "work"
-    metas = {sh.rel: score_shard(sh, cfg, work) for sh in shards}
-    ann, _ = load_annotations(shards, work, metas, near=True)
-    got = decide(ann, cfg)
+    cfg, got = _decided(tmp_path, [{"id": f"d{i:02d}", "text": t} for i, t in enumerate(docs)])
     sigs = MinHasher(num_perm=cfg.dedup.num_perm).signatures([normalize_for_dedup(t) for t in docs])
     removed = [i for i in range(21) if got.duplicate_of[i] >= 0]
     kept = [i for i in range(21) if got.duplicate_of[i] < 0]
