@@ -66,6 +66,14 @@ class FieldSpec:
             prov = None if p is _MISSING else p
         if value is _MISSING:
             return rid, None, prov, f"missing text field {self.text_field!r}"
+        if isinstance(value, bytes):
+            # A Parquet binary column (strings written without their UTF-8 annotation, as
+            # Impala and older Spark do): text when it is UTF-8.
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return rid, None, prov, (f"text field {self.text_field!r} is bytes that are not UTF-8 "
+                                         f"({e.reason} at byte {e.start})")
         if not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
             return rid, None, prov, f"text field {self.text_field!r} is {kind}, expected a string"

@@ -133,3 +133,21 @@ def test_damaged_row_group_beside_non_nullable_fields(tmp_path: Path, fast_confi
     rejected = pq.read_table(tmp_path / "out2" / "rejected" / "x.parquet")
     assert _without_struct(rejected).schema.equals(SCHEMA, check_metadata=True)
     assert _without_struct(rejected).equals(table.slice(250))
+
+
+def test_a_binary_text_column_is_read_as_utf8(tmp_path: Path, fast_config: dict[str, Any]) -> None:
+    # Impala and older Spark write strings as binary without the UTF-8 annotation: the text is
+    # read, the column written back as it was; bytes that are not UTF-8 are one bad record.
+    texts = [t.encode() for t in _texts()]
+    texts[3] = b"caf\xe9 au lait, latin-1 bytes"
+    table = pa.table({"id": [f"r{i}" for i in range(12)], "text": pa.array(texts, pa.binary())})
+    src = tmp_path / "in" / "x.parquet"
+    src.parent.mkdir()
+    pq.write_table(table, src)
+    res = run_pipeline([str(src.parent)], tmp_path / "out", Config.from_dict({**fast_config, "on_error": "quarantine"}))
+    assert res.report["output"]["kept"] == 9 and res.report["input"]["malformed"] == 1
+    kept = pq.read_table(tmp_path / "out" / "kept" / "x.parquet")
+    assert kept.schema.equals(table.schema) and kept.column("text").to_pylist()[0] == texts[0]
+    rejected = pq.read_table(tmp_path / "out" / "rejected" / "x.parquet").to_pylist()
+    bad = [r for r in rejected if r["synthfilter"]["reason"] == "malformed"]
+    assert len(bad) == 1 and "is bytes that are not UTF-8 (invalid continuation byte at byte 3)" in bad[0]["synthfilter"]["error"]
