@@ -98,6 +98,9 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
         ).materialize()
         total = scored.count()
         set_aside = _set_aside(scored, sf, id_prefix)
+        # Ids given to more than one record, warned of as run warns (only ids the dataset gives:
+        # the fallback ids, <prefix>:<row>, are unique).
+        repeated = _repeated_ids(scored) if columns and (cfg.id_field or "id").split(".")[0] in columns else {}
         n_bands = sf.scorer.bands[0] if cfg.dedup.near else 0
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
         decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, set_aside, n_bands,
@@ -112,7 +115,7 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
             got = collect(scored.map_batches(_language_counts, batch_format="pyarrow", batch_size=None,
                                              fn_kwargs={"ref": ref, "cfg": cfg}))
         apply_language_counts(decisions, summed_language_counts(got), cfg)
-    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0)
+    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0, repeated)
     input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
         "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
@@ -302,7 +305,26 @@ def _map_dataset_chunks(table: Any, sf: Any, fn: Any, fn_kwargs: dict[str, Any])
         yield out
 
 
-def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, seconds: float) -> dict[str, Any]:
+def _repeated_ids(scored: Any) -> dict[str, Any]:
+    """``stages.repeated_ids`` on the cluster: the id column grouped (a shuffle), one row a batch
+    back to the driver; the example is the smallest repeated id, whatever the batches' order."""
+    got = collect(scored.select_columns([ID_COL]).groupby(ID_COL).count().map_batches(
+        _repeated_in_batch, batch_format="pyarrow", batch_size=None))
+    if not got or not int(got["records"].sum()):
+        return {}
+    examples = [e for e, n in zip(got["example"].tolist(), got["records"].tolist()) if n]
+    return {"ids_repeated": int(got["records"].sum()), "id_repeated_example": min(examples)}
+
+
+def _repeated_in_batch(table: Any) -> dict[str, np.ndarray]:
+    counts = table.column(table.column_names[-1]).to_numpy()  # the count column
+    repeated = counts > 1
+    ids = [v for v, r in zip(table.column(ID_COL).to_pylist(), repeated.tolist()) if r]
+    return {"records": np.array([int(counts[repeated].sum())]), "example": np.array([min(ids) if ids else ""], object)}
+
+
+def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, seconds: float,
+            repeated: dict[str, Any] | None = None) -> dict[str, Any]:
     from synthfilter.pipeline.run import build_report
 
     totals = decisions.counts()
@@ -311,7 +333,8 @@ def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, second
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
         totals=totals, languages=getattr(decisions, "languages", None),
     )
-    report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0}}, counted,  # type: ignore[arg-type]
+    report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0, **(repeated or {})}},
+                          counted,  # type: ignore[arg-type]
                           sf.config, seconds, sf.scorer)
     report["input"]["bytes"] = None
     return report

@@ -726,13 +726,14 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
 
 def repeated_ids(uniforms: np.ndarray, ids: Sequence[Any]) -> dict[str, Any]:
     """``ids_repeated`` (every record of an id that another record has too, the first included)
-    and ``id_repeated_example``, from the records' uniforms (equal ids, equal uniforms: 8 bytes a
-    record to find them, where a set of the ids would hold them all as strings); {} when none."""
-    values, first, counts = np.unique(uniforms, return_index=True, return_counts=True)
+    and ``id_repeated_example`` (the smallest such id: the same in every engine and API), from
+    the records' uniforms (equal ids, equal uniforms: 8 bytes a record to find them, where a set
+    of the ids would hold them all as strings); {} when none."""
+    values, inverse, counts = np.unique(uniforms, return_inverse=True, return_counts=True)
     if len(values) == len(uniforms):
         return {}
-    return {"ids_repeated": int(counts[counts > 1].sum()),
-            "id_repeated_example": ids[int(first[np.argmax(counts > 1)])]}
+    shared = np.flatnonzero(counts[inverse] > 1)
+    return {"ids_repeated": int(len(shared)), "id_repeated_example": min(str(ids[int(i)]) for i in shared)}
 
 
 def repeated_ids_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:

@@ -974,3 +974,24 @@ def test_bad_input_says_how_many_shards_a_resume_keeps_as_the_local_engine(ray_c
     done = re.run_pipeline_ray([str(tmp_path / "in")], out,
                                Config.from_dict({**cfg, "resume": True, "on_error": "quarantine"}))
     assert done.report["input"]["malformed"] == 1 and done.manifest["conservation"]["ok"]
+
+
+def test_filter_dataset_warns_of_ids_given_twice_as_run_does(ray_cluster: str) -> None:
+    import ray
+
+    from synthfilter.api import SynthFilter
+    from synthfilter.ray import filter_dataset
+
+    rows = make_records(60, seed=9)
+    for i, r in enumerate(rows[:7]):
+        r["id"] = "b" if i < 3 else "a"  # 7 records share two ids; the example is the smallest
+    cfg: dict[str, Any] = {"detector": {"enabled": False}}
+    _, _, report = filter_dataset(ray.data.from_items(rows, override_num_blocks=3), cfg)
+    warned = [w for w in report["warnings"] if "share their id" in w]
+    assert len(warned) == 1 and warned[0].startswith("7 records share their id") and "(e.g. 'a')" in warned[0]
+    sf = SynthFilter(cfg)
+    ids = [r["id"] for r in rows]
+    want = sf.decide(sf.annotate({"text": [r["text"] for r in rows], "id": ids}), ids=ids)
+    assert [w for w in want.report["warnings"] if "share their id" in w] == warned
+    _, _, unique = filter_dataset(ray.data.from_items(make_records(20, seed=2)), cfg)
+    assert not [w for w in unique["warnings"] if "share their id" in w]
