@@ -463,7 +463,8 @@ def mixture_check(fit: MixtureFit | None, why_not: str | None, n_bins: int | Non
     if level != "ok":
         reason = (f"the corpus's detector scores do not look like a mix of human and machine text as the detector "
                   f"knows them: {fit.excess:.0%} of the score histogram sits where no mix puts it, as much as "
-                  f"moving the synthetic share by {_points(min(fit.share_points, 1.0))} (p = {fit.p_value:.3f})")
+                  f"moving the synthetic share by {_points(min(fit.share_points, 1.0))} "
+                  f"({'p < 0.001' if fit.p_value < 0.0005 else f'p = {fit.p_value:.3f}'})")
     return Check("mixture_fit", level, reason, figures)
 
 
@@ -471,7 +472,13 @@ _LABELS = {"em": "the calibrated scores", "mixture": "the score histogram"}
 
 
 def _label(name: str) -> str:
-    return _LABELS.get(name, f"the {name.split('@', 1)[1]} threshold" if name.startswith("acc@") else name)
+    """An estimator in the words of a warning: ``acc@fpr1`` is the count above the 1 %-false-alarm
+    threshold (the operating point at which 1 % of the card's held-out human texts score above)."""
+    if name.startswith("acc@"):
+        point = name.split("@", 1)[1]
+        rate = point[3:] if point.startswith("fpr") else None
+        return f"the count above the {rate} %-false-alarm threshold" if rate else f"the count above the {point} threshold"
+    return _LABELS.get(name, name)
 
 
 def agreement_check(primary: str, estimates: Mapping[str, tuple[float, np.ndarray]]) -> Check:

@@ -164,7 +164,7 @@ def test_estimators_that_disagree_beyond_noise_say_by_how_many_points() -> None:
     em = next(p for p in agreement["pairs"] if p["estimator"] == "em")
     assert abs(em["difference"]) >= rel.AGREEMENT_UNRELIABLE and em["z"] > rel.SIGNIFICANT_Z
     assert f"differ by {round(100 * abs(em['difference']))} points" in est.warnings[0]
-    assert "from the calibrated scores" in est.warnings[0] and "from the fpr5 threshold" in est.warnings[0]
+    assert "from the calibrated scores" in est.warnings[0] and "from the count above the 5 %-false-alarm threshold" in est.warnings[0]
     # A small corpus: the same gap is within noise, so it is not flagged.
     small = estimate_prevalence(s[:40], unknown(40), card, n_boot=200)
     assert small.reliability.to_dict()["checks"]["agreement"]["level"] == "ok"
