@@ -156,15 +156,10 @@ class SynthFilter:
             return None
         from pathlib import Path
 
-        from synthfilter.detect.model import default_model_path
+        from synthfilter.detect.model import default_model_path, model_files_stamp
 
         model = self._config.detector.model
-        folder = Path(model) if model else default_model_path()
-        try:
-            return sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir() if p.is_file()
-                          for st in (p.stat(),))
-        except OSError:
-            return None
+        return list(model_files_stamp(Path(model) if model else default_model_path())) or None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._config = state["config"]

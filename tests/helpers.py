@@ -145,6 +145,21 @@ def damaged(rng: Any, data: bytes, kind: str, header: int, trailer: int) -> byte
     return bytes(m)
 
 
+def replace_model_in_place(model: Path) -> None:
+    """What ``adapt --overwrite`` does to a model directory: same path, other files. Here a key
+    no loader reads is added to config.json, and the card's record of that file follows."""
+    import hashlib
+
+    config = model / "config.json"
+    data = json.loads(config.read_text())
+    data["replaced_for_a_test"] = True
+    config.write_text(json.dumps(data))
+    card = json.loads((model / "card.json").read_text())
+    raw = config.read_bytes()
+    card["files"]["config.json"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (model / "card.json").write_text(json.dumps(card))
+
+
 def damage_parquet_row_group(path: Path, group: int) -> None:
     """Make row group ``group`` of a Parquet file unreadable: 64 bytes of its text column's
     (column 1) first data page flipped."""

@@ -520,14 +520,25 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "default"
 
 
-_CACHE: dict[tuple[int, str], Detector] = {}
+_CACHE: dict[tuple[int, str, tuple], Detector] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def model_files_stamp(directory: Path) -> tuple:
+    """Name, size and modification time of each file in a model directory: what changes when a
+    model is replaced in place (``adapt --overwrite``), read without reading the files."""
+    try:
+        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in directory.iterdir() if p.is_file()
+                            for st in (p.stat(),)))
+    except OSError:
+        return ()
+
+
 def get_detector(path: str | os.PathLike[str] | None = None) -> Detector:
-    """The detector at ``path`` (None: the shipped default), loaded once per process."""
+    """The detector at ``path`` (None: the shipped default), loaded once per process, and again
+    when its files were replaced since (a long-lived process would score with the old model)."""
     resolved = str(Path(path).resolve() if path is not None else default_model_path().resolve())
-    key = (os.getpid(), resolved)
+    key = (os.getpid(), resolved, model_files_stamp(Path(resolved)))
     det = _CACHE.get(key)
     if det is None:
         with _CACHE_LOCK:

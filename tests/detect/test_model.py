@@ -214,3 +214,19 @@ def test_default_model_path_points_at_the_repo_or_the_wheel():
     assert p.name == "default"
     assert p.parent.name in ("models", "_models")
     assert Path(p).is_dir()
+
+
+def test_a_model_replaced_in_place_is_loaded_again_in_the_same_process(tmp_path: Path) -> None:
+    # adapt --overwrite replaces a model's files at the same path: a long-lived process (a
+    # notebook, a service) must not go on scoring with the copy it loaded before.
+    import shutil
+
+    from helpers import replace_model_in_place
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_path(), model)
+    first = get_detector(model)
+    assert get_detector(model) is first
+    replace_model_in_place(model)
+    again = get_detector(model)
+    assert again is not first and again.sha256 != first.sha256

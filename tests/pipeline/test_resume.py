@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from faults import after, finish, group_members, kill_at, leftovers, outputs, phase, start_run, wait_group_gone
-from helpers import make_records, run_cli, write_jsonl
+from helpers import make_records, replace_model_in_place, run_cli, write_jsonl
 from synthfilter.pipeline.stages import input_stamp
 
 ARGS = ["--no-detector", "--workers", "2", "-q"]  # near-duplicate detection on: every work file exists
@@ -309,21 +309,6 @@ def test_a_ctrl_c_that_lands_in_a_callback_is_raised_again_not_printed_and_lost(
         assert proc.stdout.strip() == "lost" and "KeyboardInterrupt" in proc.stderr
 
 
-def _replace_model_in_place(model: Path) -> None:
-    """What ``adapt --overwrite`` does to a model directory: same path, other files. Here a key
-    no loader reads is added to config.json, and the card's record of that file follows."""
-    import hashlib
-
-    config = model / "config.json"
-    data = json.loads(config.read_text())
-    data["replaced_for_a_test"] = True
-    config.write_text(json.dumps(data))
-    card = json.loads((model / "card.json").read_text())
-    raw = config.read_bytes()
-    card["files"]["config.json"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
-    (model / "card.json").write_text(json.dumps(card))
-
-
 def test_resume_refuses_a_model_replaced_in_place(tmp_path: Path) -> None:
     from synthfilter.detect.model import default_model_path
 
@@ -340,7 +325,7 @@ def test_resume_refuses_a_model_replaced_in_place(tmp_path: Path) -> None:
     code, _, err = run_cli(args)
     assert code == 0, err
     before = (out / "manifest.json").read_bytes()
-    _replace_model_in_place(model)
+    replace_model_in_place(model)
     code, _, err = run_cli([*args, "--resume"])
     assert code == 2 and "was replaced since (sha256" in err and "--overwrite" in err, err
     assert (out / "manifest.json").read_bytes() == before
