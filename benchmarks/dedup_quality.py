@@ -47,7 +47,7 @@ from scipy.sparse import coo_matrix, csr_matrix, triu
 from scipy.sparse.csgraph import connected_components
 
 from synthfilter.config import DedupConfig
-from synthfilter.dedup.clusters import choose_survivors, near_duplicate_components, split_at_survivors
+from synthfilter.dedup.clusters import choose_survivors, near_duplicate_components, similar_pairs, split_at_survivors
 from synthfilter.dedup.lsh import band_keys, optimal_bands
 from synthfilter.dedup.minhash import MinHasher
 from synthfilter.text.normalize import normalize_for_dedup
@@ -199,10 +199,8 @@ def synthfilter_clusters(
     labels = near_duplicate_components(keys, sigs, threshold=verify_at, verify=verify)
     if verify:
         # As the decide stage does: each cluster split at its survivor (keep rule: input order).
-        def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-            return np.count_nonzero(sigs[u] == sigs[v], axis=1) / num_perm >= verify_at
-
-        labels, _ = split_at_survivors(labels, choose_survivors(labels), [], similar)
+        labels, _ = split_at_survivors(labels, choose_survivors(labels), [],
+                                       lambda u, v: similar_pairs(sigs, u, v, verify_at))
     return labels, time.perf_counter() - t0, bands
 
 

@@ -390,7 +390,8 @@ class SynthFilter:
         metas: dict[str, dict[str, Any]] = {name: {"records": size, "size": 0} for name, size in parts}
         # Ids given twice make duplicate_of ambiguous: warned of as the CLI warns (the whole
         # dataset is one "shard" here).
-        metas[parts[0][0]].update(repeated_ids(ann.uniform, ids) if parts and len(ids) else {})
+        if len(ids):
+            metas[parts[0][0]].update(repeated_ids(ann.uniform, ids))
         report = build_report([name for name, _ in parts], metas, decisions, cfg, seconds, self.scorer)
         report["input"]["bytes"] = input_bytes
         reason_names = [REASONS[r] for r in decisions.reason.tolist()]

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "bucket_links", "choose_survivors", "component_roots", "gather_sorted_rows", "near_duplicate_components",
-    "release_mapped_pages", "runs_of_equal", "split_at_survivors",
+    "release_mapped_pages", "runs_of_equal", "similar_pairs", "split_at_survivors",
 ]
 
 VERIFY_CHUNK = 4096  # candidate pairs compared per numpy step (bounds temporary memory)
@@ -74,7 +74,7 @@ def near_duplicate_components(
             raise ValueError(f"signatures must have shape ({n}, num_perm), got {signatures.shape}")
 
     def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return _similar(signatures, u, v, threshold, verify_chunk)
+        return similar_pairs(signatures, u, v, threshold, verify_chunk)
 
     # A band's buckets can hold most records: their indices in 32 bits where they fit.
     index_type = np.int32 if n < 2**31 else np.int64
@@ -344,8 +344,8 @@ GATHER_PAIRS_PER_RECORD = 1 / 256
 SPAN_ROWS = 32_768
 
 
-def _similar(
-    signatures: np.ndarray, u: np.ndarray, v: np.ndarray, threshold: float, chunk: int
+def similar_pairs(
+    signatures: np.ndarray, u: np.ndarray, v: np.ndarray, threshold: float, chunk: int = VERIFY_CHUNK
 ) -> np.ndarray:
     """Whether the estimated Jaccard of each pair (u[i], v[i]) reaches ``threshold``."""
     out = np.empty(len(u), dtype=bool)

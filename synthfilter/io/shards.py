@@ -165,6 +165,13 @@ def _glob_root(pattern: str) -> Path:
     return Path(*root) if root else Path(".")
 
 
+def glob_root_of(raw: str | os.PathLike[str]) -> Path | None:
+    """The directory a glob input's matches are read under (its part before the first wildcard),
+    or None where the input is read as a path (no wildcard, or a file or directory so named)."""
+    s = str(raw)
+    return _glob_root(s) if _is_glob(s) and not Path(s).exists() else None
+
+
 def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shard], list[str]]:
     """Expand files, directories (recursively) and globs into shards, in a stable order.
 
@@ -177,11 +184,11 @@ def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shar
     ignored: list[str] = []
     for raw in inputs:
         s = str(raw)
-        if _is_glob(s) and not Path(s).exists():
+        root = glob_root_of(s)
+        if root is not None:
             matches = sorted(glob.glob(s, recursive=True))
             if not matches:
                 raise InputError(s, "glob matched no files")
-            root = _glob_root(s)
             for m in matches:
                 p = Path(m)
                 if p.is_dir():

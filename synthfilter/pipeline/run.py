@@ -243,13 +243,13 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
 def check_out_dir(out: Path, shards: Sequence[Shard], inputs: Sequence[str], cfg: Config) -> None:
     """UsageError unless a local ``out`` is usable: not inside an input directory, holding no
     input, and a directory if it exists."""
-    from synthfilter.io.shards import _glob_root, _is_glob
+    from synthfilter.io.shards import glob_root_of
 
     out_real = out.resolve()
     for raw in inputs:
         p = Path(str(raw))
         # A recursive glob reads every directory under its root, as a directory input does.
-        root = _glob_root(str(raw)) if _is_glob(str(raw)) and "**" in str(raw) and not p.exists() else p
+        root = (glob_root_of(raw) if "**" in str(raw) else None) or p
         if root.is_dir():
             d = root.resolve()
             if out_real == d or d in out_real.parents:

@@ -608,18 +608,18 @@ def merge_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return forest.labels()
 
 
-def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str]) -> np.ndarray:
-    """Pick one record per group by the configured rule; ties go to the earliest record."""
-    from synthfilter.dedup.clusters import choose_survivors
+def survivors(labels: np.ndarray, ann: Annotations, rules: Sequence[str],
+              split_at: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, survivor)``: one record per group kept by the configured rule, ties to the
+    earliest record. With ``split_at`` (an estimated Jaccard), the groups are then split at
+    their survivors (``dedup.clusters.split_at_survivors``, ``ann``'s signatures): a record is
+    removed only for a survivor it resembles. ``labels`` may be modified in place."""
+    from synthfilter.dedup.clusters import VERIFY_CHUNK, choose_survivors, similar_pairs, split_at_survivors
 
-    return choose_survivors(labels, keep_keys(ann, rules))
-
-
-def split_clusters(labels: np.ndarray, survivor: np.ndarray, ann: Annotations, rules: Sequence[str],
-                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``dedup.clusters.split_at_survivors`` with ``ann``'s signatures and keep rule: a record is
-    removed only for a survivor whose estimated Jaccard with it reaches ``threshold``."""
-    from synthfilter.dedup.clusters import VERIFY_CHUNK, _similar, split_at_survivors
+    keys = keep_keys(ann, rules)
+    survivor = choose_survivors(labels, keys)
+    if split_at is None:
+        return labels, survivor
 
     def similar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         # Copies of the survivor's text have its signature (estimated Jaccard 1): their rows need
@@ -627,10 +627,10 @@ def split_clusters(labels: np.ndarray, survivor: np.ndarray, ann: Annotations, r
         out = (ann.hash_hi[u] == ann.hash_hi[v]) & (ann.hash_lo[u] == ann.hash_lo[v])
         rest = np.flatnonzero(~out)
         if len(rest):
-            out[rest] = _similar(ann.signatures, u[rest], v[rest], threshold, VERIFY_CHUNK)
+            out[rest] = similar_pairs(ann.signatures, u[rest], v[rest], split_at, VERIFY_CHUNK)
         return out
 
-    return split_at_survivors(labels, survivor, keep_keys(ann, rules), similar)
+    return split_at_survivors(labels, survivor, keys, similar)
 
 
 def keep_keys(ann: Annotations, rules: Sequence[str]) -> list[np.ndarray]:
@@ -699,11 +699,10 @@ def decide(ann: Annotations, cfg: Config, card: dict[str, Any] | None = None,
     if labels is None:
         labels = np.arange(n, dtype=np.int64)
 
-    survivor = survivors(labels, ann, cfg.dedup.keep_rule)
-    if cfg.dedup.near and cfg.dedup.verify and ann.signatures is not None and n:
-        # A chain of edits is one component; each record is removed only for a survivor it
-        # resembles, the rest form clusters of their own.
-        labels, survivor = split_clusters(labels, survivor, ann, cfg.dedup.keep_rule, cfg.dedup.verify_at)
+    # A chain of edits is one component; each record is removed only for a survivor it
+    # resembles, the rest form clusters of their own.
+    split = cfg.dedup.near and cfg.dedup.verify and ann.signatures is not None and n
+    labels, survivor = survivors(labels, ann, cfg.dedup.keep_rule, cfg.dedup.verify_at if split else None)
     dup = np.flatnonzero(ok & (survivor != np.arange(n)))
     reason[dup] = duplicate_reasons(survivor, ann.hash_hi, ann.hash_lo, dup)
     dup_of = np.full(n, -1, dtype=np.int64)

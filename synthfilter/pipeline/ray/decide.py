@@ -10,8 +10,8 @@ Passes, each a Ray Data shuffle over compact rows:
    bucket, linked by ``bucket_links`` (no verification: linked in pass 1);
 3. components: ``components.connected_components`` over exact and near edges;
 4. survivors: each group's records with what the keep rule reads (and their signatures, to split
-   the group at its survivor), grouped by component, ``survivors``, ``split_clusters`` and
-   ``duplicate_reasons`` as in ``stages.decide``.
+   the group at its survivor), grouped by component, ``survivors`` (split) and ``duplicate_reasons``
+   as in ``stages.decide``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from synthfilter.dedup.clusters import bucket_links, runs_of_equal
 from synthfilter.pipeline.ray.components import connected_components
 from synthfilter.pipeline.ray.session import collect, grouped, partitions_for
 from synthfilter.pipeline.stages import (
-    KEPT, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, split_clusters, survivors,
+    KEPT, REASONS, STATUS_OK, Annotations, duplicate_reasons, record_language_counts, survivors,
 )
 
 EXACT_KIND = -1  # the "band" of exact-hash rows in the key shuffle
@@ -284,7 +284,7 @@ def _by_label(batch: dict[str, np.ndarray], parts: int) -> dict[str, np.ndarray]
 def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...],
                       threshold: float | None = None) -> dict[str, np.ndarray]:
     """Per partition of whole groups: the keep rule's survivor of each (the groups split at it,
-    ``stages.split_clusters``, with a ``threshold``), the others' reasons."""
+    ``stages.survivors``, with a ``threshold``), the others' reasons."""
     order = np.lexsort((batch["gidx"], batch["label"]))
     b = {k: v[order] for k, v in batch.items()}
     n = len(order)
@@ -294,10 +294,7 @@ def _choose_survivors(batch: dict[str, np.ndarray], rules: tuple[str, ...],
         score=b["score"], provenance=b["provenance"], uniform=np.zeros(n), length=b["length"],
         signatures=b.get("sigs"),
     )
-    label = b["label"]
-    survivor = survivors(label, compact, rules)
-    if threshold is not None and n:
-        label, survivor = split_clusters(label.copy(), survivor, compact, rules, threshold)
+    label, survivor = survivors(b["label"], compact, rules, threshold if n else None)
     dup = np.flatnonzero(survivor != np.arange(n))
     reason = duplicate_reasons(survivor, b["hash_hi"], b["hash_lo"], dup)
     _, sizes = np.unique(label, return_counts=True)
