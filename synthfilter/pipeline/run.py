@@ -43,7 +43,7 @@ from synthfilter.io.shards import (
     pandas_left_out,
     tmp_path_for,
 )
-from synthfilter.pipeline.runlock import WORKERS_LOCK, RunLock, stop_orphaned_workers, worker_init
+from synthfilter.pipeline.runlock import WORKERS_LOCK, RunLock, stop_orphaned_workers, wait_workers_gone, worker_init
 from synthfilter.pipeline.stages import (
     REASONS,
     Annotations,
@@ -527,6 +527,8 @@ class ShardExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             p.join(10)
+        if self.worker_lock is not None:
+            wait_workers_gone(self.worker_lock)  # the clean-up of their temporary files comes after
 
     def map(self, fn: Callable[..., Any], shards: Sequence[Shard], args: tuple[Any, ...],
             on_done: Callable[[Shard, Any], None]) -> None:

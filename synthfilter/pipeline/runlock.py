@@ -155,6 +155,29 @@ def worker_init(lock_path: str | None, main_pid: int) -> None:
         hold_worker_lock(lock_path)
 
 
+def wait_workers_gone(lock_path: Path, timeout: float = 10.0) -> bool:
+    """Wait until no process holds the workers' lock (each worker holds it until its very end,
+    when its files close and it can write nothing more); False at the deadline.
+
+    Not the pool's ``join``: a forkserver's worker is joined through the fork server, and a
+    SIGTERM to the process group may kill the server first; ``join`` then returns at once while
+    the worker may still be finishing a write that the run's clean-up must come after.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        while not _flock(fd, exclusive=True):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+    finally:
+        os.close(fd)  # the lock goes with it
+
+
 def _lock_holders(path: Path) -> list[int]:
     """Processes holding a lock on ``path``, from /proc/locks (Linux); [] where unknown."""
     try:
