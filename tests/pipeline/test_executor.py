@@ -19,18 +19,22 @@ class Stop(Exception):
     pass
 
 
+_HELD: list[bytes] = []
+
+
 def _task(size: int) -> None:
     """A worker's task: returns at once for 0, else fills ``size`` bytes of memory (slow to tear
     down when the worker is killed) and waits to be stopped."""
     if size:
-        held = b"\x01" * size  # noqa: F841 - touched pages: the kernel frees them as the worker exits
+        _HELD.append(b"\x01" * size)  # touched pages: the kernel frees them as the worker exits
         time.sleep(120)
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads lock holders from Linux /proc/locks")
 def test_the_pool_exits_after_its_workers_even_when_the_fork_server_died_first(tmp_path: Path) -> None:
-    # A SIGTERM sent to the run's process group kills the fork server along with the workers, and the pool's join (made through the server) then returns at once, while a worker
-    # may still be ending. The run removes its temporary files as soon as the pool exits, so a
+    # A SIGTERM sent to the run's process group kills the fork server along with the workers,
+    # and the pool's join (made through the server) then returns at once, while a worker may
+    # still be ending. The run removes its temporary files as soon as the pool exits, so a
     # worker finishing a write after that left one behind (seen in CI). A worker holds the
     # workers' lock until its last moment: none may hold it once the pool has exited. The 1 GiB
     # worker takes the kernel long enough to tear down for this to fail without the wait.
