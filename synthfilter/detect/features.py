@@ -458,8 +458,10 @@ def style_matrix(norms: Sequence[str], tokens: Sequence[Sequence[str]] | None = 
     end_mask[last[tid.lengths > 0]] = True
     ends = np.flatnonzero(end_mask)
     e_doc = doc[ends]
-    first_end = np.r_[True, e_doc[1:] != e_doc[:-1]]
-    prev = np.r_[-1, ends[:-1]]
+    # As long as ``ends`` even when the batch holds no token at all (then all three are empty).
+    first_end = np.ones(len(ends), dtype=bool)
+    first_end[1:] = e_doc[1:] != e_doc[:-1]
+    prev = np.r_[-1, ends[:-1]][: len(ends)]
     s_len = np.where(first_end, ends - (t_start[e_doc] - 1), ends - prev).astype(np.float64)
     keep = s_len > 1
     k_len, k_doc = s_len[keep], e_doc[keep]
@@ -477,7 +479,8 @@ def style_matrix(norms: Sequence[str], tokens: Sequence[Sequence[str]] | None = 
     out[:, i + 4] = _group_mean((k_len < 8).astype(np.float64), k_doc, n, n_sent)
     out[:, i + 5] = _group_mean((k_len > 35).astype(np.float64), k_doc, n, n_sent)
     # Sentence starts: the token after every end but a text's last, plus the text's first token.
-    not_last_end = np.r_[e_doc[1:] == e_doc[:-1], False]
+    not_last_end = np.zeros(len(ends), dtype=bool)
+    not_last_end[:-1] = e_doc[1:] == e_doc[:-1]
     start_tok = ids[ends[not_last_end] + 1]
     fw_start = np.bincount(e_doc[not_last_end], weights=(fw_col[start_tok] >= 0).astype(np.float64), minlength=n)
     nonempty = tid.lengths > 0

@@ -88,6 +88,16 @@ def test_style_vector_shape_and_finite(rng):
     assert m.dtype == np.float32 and np.isfinite(m).all()
 
 
+def test_a_batch_of_texts_without_words_is_scored_as_in_any_other_batch():
+    # A shard of one record whose text is a NUL (or any such record with --batch-size 1)
+    # stopped the run with an internal error: the sentence arrays were one longer than the ends.
+    other = "The council met on Tuesday. It voted to keep the library open."
+    for texts in (["\x00"], ["\x00", "\x01 \x02"], ["", "   "], [""]):
+        m = style_matrix(texts)
+        assert m.shape == (len(texts), N_STYLE) and np.isfinite(m).all()
+        np.testing.assert_array_equal(m, style_matrix(texts + [other])[: len(texts)])
+
+
 def test_style_rates_do_not_scale_with_length(rng):
     short = detector_text(machine_text(rng, 10))
     doubled = short + " " + short
