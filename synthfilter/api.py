@@ -361,7 +361,8 @@ class SynthFilter:
         overrides = {"target_ratio": target_ratio, "strategy": strategy, "max_human_loss": max_human_loss}
         if any(v is not None for v in overrides.values()):
             sf = self.with_options({"ratio": overrides})
-        cols = _as_columns(annotations, sf.annotation_columns + _id_columns(sf._config))
+        cols = _as_columns(annotations, sf.annotation_columns + _id_columns(sf._config) +
+                           _provenance_columns(sf._config))
         n = cols.num_rows
         if ids is None:
             ids = record_ids(cols, sf._config, id_prefix)
@@ -369,10 +370,18 @@ class SynthFilter:
         if len(ids) != n:
             raise ValueError(f"ids has {len(ids)} entries for {n} records")
         ann, errors = annotations_from_columns(cols, sf._config, ids)
-        return sf._decide(ann, ids, errors, parts=[(id_prefix, n)], seconds_before=time.perf_counter() - t0)
+        # The provenance field's values, where the annotations still hold the records' own column
+        # (``ds.map(sf.annotate)`` keeps it), counted as run counts them: values that match no key.
+        tally = provenance_tally(cols, sf._config, ann.status != STATUS_MALFORMED)
+        return sf._decide(ann, ids, errors, parts=[(id_prefix, n)], seconds_before=time.perf_counter() - t0,
+                          provenance_tallies=[tally])
 
     def _decide(self, ann: Annotations, ids: list[str], errors: list[str], parts: Sequence[tuple[str, int]],
-                seconds_before: float = 0.0, input_bytes: int | None = None) -> DecideResult:
+                seconds_before: float = 0.0, input_bytes: int | None = None,
+                provenance_tallies: Sequence[Mapping[str, Any] | None] | None = None) -> DecideResult:
+        """``decide`` on built annotations; ``provenance_tallies``: one ``provenance_tally`` a part
+        (None where its provenance values are not known: then only whether any record got a label
+        is checked)."""
         cfg = self._config
         t0 = time.perf_counter()
         bad = np.flatnonzero(ann.status == STATUS_MALFORMED)
@@ -392,6 +401,12 @@ class SynthFilter:
         # dataset is one "shard" here).
         if len(ids):
             metas[parts[0][0]].update(repeated_ids(ann.uniform, ids))
+        lo = 0
+        for (name, size), tally in zip(parts, provenance_tallies or ()):
+            if tally is not None:  # the run's per-shard summary: read by stages.provenance_warning_of
+                malformed = int(np.count_nonzero(ann.status[lo:lo + size] == STATUS_MALFORMED))
+                metas[name].update(provenance_tally=tally, malformed=malformed)
+            lo += size
         report = build_report([name for name, _ in parts], metas, decisions, cfg, seconds, self.scorer)
         report["input"]["bytes"] = input_bytes
         reason_names = [REASONS[r] for r in decisions.reason.tolist()]
@@ -510,6 +525,28 @@ def _as_columns(annotations: Any, wanted: Sequence[str]) -> ColumnTable:
 
 def _id_columns(cfg: Config) -> tuple[str, ...]:
     return (cfg.id_field or "id",)
+
+
+def _provenance_columns(cfg: Config) -> tuple[str, ...]:
+    return (cfg.ratio.provenance_field,) if cfg.ratio.provenance_field else ()
+
+
+def provenance_tally(cols: ColumnTable | None, cfg: Config, usable: np.ndarray) -> dict[str, Any] | None:
+    """``ProvenanceMapper.take_tally`` over the provenance field's values of the ``usable`` records
+    (those with text: the ones ``annotate`` labels), as ``synthfilter run`` tallies each shard: for
+    ``provenance.provenance_warning``. None without a field, or where ``cols`` lacks its column
+    (only the ``synth_provenance`` labels are known then)."""
+    field = cfg.ratio.provenance_field
+    if not field or cols is None or (field not in cols and field.split(".")[0] not in cols):
+        return None
+    from synthfilter.provenance import ProvenanceMapper
+
+    mapper = ProvenanceMapper(cfg.ratio.provenance_map)
+    label = mapper.label
+    for value, ok in zip(field_values(cols, field, cols.num_rows), usable.tolist()):
+        if ok:
+            label(None if is_missing(value) else value)
+    return mapper.take_tally()
 
 
 def record_ids(cols: ColumnTable | Mapping[str, Any] | Any, cfg: Config, prefix: str, start: int = 0) -> list[str]:

@@ -6,6 +6,7 @@ files; this module is for users whose data already lives in Ray Data.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Iterator, Mapping, NamedTuple
 
@@ -101,6 +102,9 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
         # Ids given to more than one record, warned of as run warns (only ids the dataset gives:
         # the fallback ids, <prefix>:<row>, are unique).
         repeated = _repeated_ids(scored) if columns and (cfg.id_field or "id").split(".")[0] in columns else {}
+        # The provenance field's values tallied as run tallies its shards (one row a block), for
+        # run's warning of values that match no key.
+        provenance = _provenance_tally(scored, cfg)
         n_bands = sf.scorer.bands[0] if cfg.dedup.near else 0
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
         decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, set_aside, n_bands,
@@ -115,7 +119,12 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
             got = collect(scored.map_batches(_language_counts, batch_format="pyarrow", batch_size=None,
                                              fn_kwargs={"ref": ref, "cfg": cfg}))
         apply_language_counts(decisions, summed_language_counts(got), cfg)
-    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0, repeated)
+    summary = dict(repeated)
+    if provenance is not None:
+        from synthfilter.pipeline.stages import MALFORMED
+
+        summary.update(provenance_tally=provenance, malformed=int(set_aside[MALFORMED]))
+    report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0, summary)
     input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
         "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
@@ -323,8 +332,41 @@ def _repeated_in_batch(table: Any) -> dict[str, np.ndarray]:
     return {"records": np.array([int(counts[repeated].sum())]), "example": np.array([min(ids) if ids else ""], object)}
 
 
+def _provenance_tally(scored: Any, cfg: Any) -> dict[str, Any] | None:
+    """``api.provenance_tally`` summed over the blocks of the scored dataset (one row a block back
+    to the driver); None without a provenance field or its column."""
+    from synthfilter.api import ERROR_COL
+    from synthfilter.provenance import merge_tallies
+
+    field = cfg.ratio.provenance_field
+    if not field:
+        return None
+    columns = scored.columns() or []
+    top = field if field in columns else field.split(".")[0]
+    if top not in columns:
+        return None
+    got = collect(scored.select_columns([ERROR_COL, top]).map_batches(
+        _provenance_tally_in_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg}))
+    if not got:
+        return merge_tallies([])
+    return merge_tallies({"present": p, "labelled": lab, "unmatched": u, "examples": json.loads(e)} for p, lab, u, e in
+                         zip(got["present"].tolist(), got["labelled"].tolist(), got["unmatched"].tolist(),
+                             got["examples"].tolist()))
+
+
+def _provenance_tally_in_batch(table: Any, cfg: Any) -> dict[str, np.ndarray]:
+    from synthfilter.api import ERROR_COL, ColumnTable, provenance_tally
+
+    usable = np.fromiter((not e for e in table.column(ERROR_COL).to_pylist()), dtype=bool, count=table.num_rows)
+    tally = provenance_tally(ColumnTable(table=table), cfg, usable) or {}
+    return {k: np.array([int(tally.get(k, 0))]) for k in ("present", "labelled", "unmatched")} | {
+        "examples": np.array([json.dumps(tally.get("examples", []))], object)}
+
+
 def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, seconds: float,
-            repeated: dict[str, Any] | None = None) -> dict[str, Any]:
+            summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """report.json's sections; ``summary``: what run's score stage says of a shard, for the
+    dataset (one "shard"): its ids given twice, its provenance tally."""
     from synthfilter.pipeline.run import build_report
 
     totals = decisions.counts()
@@ -333,7 +375,7 @@ def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, second
         cluster_sizes=decisions.cluster_sizes, synthetic=decisions.synthetic, warnings=decisions.warnings,
         totals=totals, languages=getattr(decisions, "languages", None),
     )
-    report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0, **(repeated or {})}},
+    report = build_report([id_prefix], {id_prefix: {"records": total, "size": 0, **(summary or {})}},
                           counted,  # type: ignore[arg-type]
                           sf.config, seconds, sf.scorer)
     report["input"]["bytes"] = None

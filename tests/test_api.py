@@ -227,6 +227,43 @@ def test_decide_warns_of_ids_given_twice_as_the_cli_does() -> None:
     assert len(warned) == 1 and warned[0].startswith("5 records share their id") and "'x'" in warned[0]
 
 
+def test_decide_warns_of_provenance_values_that_match_no_key_as_the_cli_does(tmp_path: Path) -> None:
+    import datasets
+
+    from synthfilter.hf import filter_dataset
+
+    rows = make_records(40, seed=17, machine_share=0.4)
+    # An export that mostly says "human" / "machine", but also spells who wrote a record its own way.
+    for i in (3, 8, 15, 21, 30):
+        rows[i]["label"] = "AI assistant"
+    for i in (11, 26):
+        rows[i]["label"] = "Staff writer"
+    del rows[34]["label"]  # no value at all: missing, not unmatched
+    rows.append({"id": "blank", "text": "   ", "label": "AI assistant"})  # no text: not counted
+    rows.append({"id": "tide", "text": "Low tide at the north pier is at 6:40 tomorrow morning, so the ferry "
+                                       "leaves from the south landing instead.", "label": "Staff writer"})
+    options = {**PARITY_OPTIONS, "ratio": {"provenance_field": "label"}}
+    _, cli_report = cli_decisions(tmp_path, {"part.jsonl": rows}, options)
+    (cli,) = [w for w in cli_report["warnings"] if "match no key" in w]
+    assert cli.startswith("provenance field 'label': 8 of its 40 values match no key of the provenance map "
+                          "(values such as 'AI assistant', 'Staff writer')")
+    sf = SynthFilter(options)
+    cols = _annotate_in_batches(sf, rows, size=15)
+    assert [w for w in sf.decide(cols).report["warnings"] if "field 'label'" in w] == [cli]
+    # A Dataset annotated by .map keeps the records' own columns: the same warning.
+    ds = datasets.Dataset.from_list([{k: r.get(k) for k in ("id", "text", "label")} for r in rows])
+    annotated = ds.map(sf.annotate, batched=True, batch_size=15)
+    assert [w for w in sf.decide(annotated).report["warnings"] if "field 'label'" in w] == [cli]
+    assert [w for w in filter_dataset(ds, options).report["warnings"] if "field 'label'" in w] == [cli]
+    if DEFAULT_MODEL.exists():  # a stream needs a score for the records of unknown provenance
+        stream = filter_dataset(ds.to_iterable_dataset(), {**options, "detector": {"enabled": True}}, batch_size=15)
+        list(stream.kept)
+        assert [w for w in stream.report["warnings"] if "field 'label'" in w] == [cli]
+    # Without the field's own column only the labels are known: no record lacks one here, no warning.
+    cols.pop("label")
+    assert not [w for w in sf.decide(cols).report["warnings"] if "field 'label'" in w]
+
+
 def test_malformed_records_fail_by_default_and_are_quarantined_on_request() -> None:
     rows = parity_corpus(30)
     strict = SynthFilter({"detector": {"enabled": False}})

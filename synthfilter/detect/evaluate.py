@@ -53,7 +53,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
         yield from zip(lines, objs)
 
 
-def _record_batches(path: Path) -> Iterator[tuple[list[int], list[dict]]]:
+def _record_batches(path: Path, fields: Sequence[str] = ()) -> Iterator[tuple[list[int], list[dict]]]:
     """``iter_jsonl`` a batch at a time: (line numbers, records), as the reader gives them."""
     from synthfilter.io.shards import InputError, Shard, ShardReader
 
@@ -63,7 +63,7 @@ def _record_batches(path: Path) -> Iterator[tuple[list[int], list[dict]]]:
         raise DataError(f"{path}: file does not exist")
     if path.name.lower().endswith(".parquet"):
         raise DataError(f"{path}: Parquet is not read here, expected a {_JSONL_KINDS} file")
-    reader = ShardReader(Shard(path, path.name, "jsonl", _compression(path)))
+    reader = ShardReader(Shard(path, path.name, "jsonl", _compression(path)), fields=fields)
     last = 0
     try:
         for batch in reader.batches(raw=False):
@@ -179,7 +179,7 @@ def load_labelled(paths: Sequence[Path], text_field: str = "text", label_field: 
     text_of, label_of = _field_getter(text_field), _field_getter(label_field)
     for path in map(Path, paths):
         before = len(texts)
-        for lines, objs in _record_batches(path):
+        for lines, objs in _record_batches(path, (text_field, label_field, *group_fields)):
             for lineno, rec in zip(lines, objs):
                 try:
                     text, value = text_of(rec), label_of(rec)

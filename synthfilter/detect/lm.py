@@ -217,12 +217,14 @@ def segment_stats(values: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarra
     mean = s1 / safe_n
     out[:, 0] = mean
     out[:, 1] = np.sqrt(np.maximum(s2 / safe_n - mean * mean, 0.0))
-    # One float sort instead of a lexsort: offset each document's values into its own band.
-    lo = float(values.min())
-    span = float(values.max()) - lo + 1.0
-    sorted_vals = np.sort((values - lo) + doc * span) - doc * span + lo
+    # Each document's values sorted on their own: exact, so a text's figures do not depend on
+    # the texts scored with it (an offset per document into one float sort, faster in theory,
+    # rounded them by the batch's range), and small sorts are faster than one big one here.
     starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
     has = n > 0
+    sorted_vals = np.empty_like(values)
+    for a, b in zip(starts[has].tolist(), (starts + n.astype(np.int64))[has].tolist()):
+        sorted_vals[a:b] = np.sort(values[a:b])
     for col, q in ((2, 0.1), (3, 0.5), (4, 0.9)):
         idx = starts + np.floor(q * np.maximum(n - 1, 0)).astype(np.int64)
         out[has, col] = sorted_vals[np.minimum(idx[has], len(values) - 1)]

@@ -240,7 +240,9 @@ class LinearModel:
         self.bias = float(bias)
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.bias
+        # A sum per row, not a matrix product: BLAS sums a row in an order it picks by the number
+        # of rows, and a text's score would then depend in its last bits on the batch.
+        return (((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) * self.coef).sum(axis=1) + self.bias
 
     def save(self, path: Path) -> None:
         np.savez(path, kind=np.array(["linear"]), mean=self.mean, scale=self.scale, coef=self.coef,
@@ -353,6 +355,23 @@ def files_sha256(directory: Path, names: Sequence[str] | None = None,
         h.update(b"\0")
         h.update(digests.get(name) or hashlib.sha256((directory / name).read_bytes()).digest())
     return h.hexdigest()
+
+
+def model_identity(path: str | os.PathLike[str] | None) -> dict[str, str]:
+    """The id and sha256 of the model at ``path`` (None: the shipped one), as the loaded
+    ``Detector`` gives them (``model_id``, ``sha256``: ``files_sha256`` of its files), read from
+    its card and files without loading it. A model whose files are missing or unreadable raises
+    (OSError, ValueError); ``Detector.load`` says what is wrong with it."""
+    d = Path(path).resolve() if path is not None else default_model_path().resolve()
+    card = json.loads((d / CARD_FILE).read_text(encoding="utf-8"))
+    if not isinstance(card, dict):
+        raise ValueError(f"{d / CARD_FILE}: not a JSON object")
+    return {"id": model_id_of(card, d), "sha256": files_sha256(d)}
+
+
+def model_id_of(card: Mapping[str, Any], path: Path) -> str:
+    """A model's id: its card's ``model_id``, else ``<directory name>@unversioned``."""
+    return str(card.get("model_id", f"{path.name}@unversioned"))
 
 
 def combine(z: np.ndarray) -> np.ndarray:
@@ -473,7 +492,7 @@ class Detector:
 
     @property
     def model_id(self) -> str:
-        return str(self.card.get("model_id", f"{self.path.name}@unversioned"))
+        return model_id_of(self.card, self.path)
 
     @property
     def sha256(self) -> str:

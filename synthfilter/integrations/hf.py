@@ -47,6 +47,7 @@ from synthfilter.api import (
     SynthFilter,
     annotations_from_columns,
     field_values,
+    provenance_tally,
     record_ids,
 )
 from synthfilter.config import Config
@@ -58,6 +59,7 @@ from synthfilter.pipeline.stages import (
     NEAR_DUP,
     PROVENANCE_NAMES,
     REASONS,
+    STATUS_MALFORMED,
     apply_language_counts,
     languages_section,
     reason_of_status,
@@ -241,6 +243,16 @@ def _id_table(ds: Dataset, cfg: Config) -> ColumnTable:
     return ColumnTable(table=ds.select_columns([top]).with_format("arrow")[:])
 
 
+def _field_table(ds: Dataset, path: str | None) -> ColumnTable | None:
+    """The column of ``ds`` that holds ``path`` (a column, or the struct column a dotted path
+    starts in); None without a path or such a column."""
+    if not path:
+        return None
+    names = ds.column_names
+    top = path if path in names else path.split(".")[0]
+    return ColumnTable(table=ds.select_columns([top]).with_format("arrow")[:]) if top in names else None
+
+
 def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: int | None, batch_size: int,
                   as_dict: bool = False) -> FilterResult:
     """Annotate every part, decide over all of them in order, split the decisions back."""
@@ -255,8 +267,15 @@ def _filter_parts(parts: list[tuple[str, Dataset]], sf: SynthFilter, num_proc: i
     sizes = [len(ds) for _, ds in parts]
     shard = np.repeat(np.arange(len(parts), dtype=np.int32), sizes)
     ann, errors = annotations_from_columns(ColumnTable(table=table), cfg, ids, shard=shard)
+    # The provenance field's values of each part, tallied as run tallies a shard (the .map that
+    # labelled them may have run in other processes): values that match no key are warned of.
+    tallies, lo = [], 0
+    for size, (_, ds) in zip(sizes, parts):
+        usable = ann.status[lo:lo + size] != STATUS_MALFORMED
+        tallies.append(provenance_tally(_field_table(ds, cfg.ratio.provenance_field), cfg, usable))
+        lo += size
     result = sf._decide(ann, ids, errors, parts=[(name, len(ds)) for name, ds in parts],
-                        seconds_before=time.perf_counter() - t0)
+                        seconds_before=time.perf_counter() - t0, provenance_tallies=tallies)
     kept: dict[str, Dataset] = {}
     rejected: dict[str, Dataset] = {}
     by_split: dict[str, Any] = {}
@@ -459,6 +478,8 @@ class _StreamState:
         self.downsampled = 0
         self.decided_on: list[tuple[float, int]] = []  # (running share used, records it decided) per batch
         self.warnings: list[str] = []
+        # The provenance field's values as run tallies them (None until a batch has its column).
+        self.provenance_tally: dict[str, Any] | None = None
         # Records per language and decision as run's decide counts them, summed over the batches.
         self.language_counts = record_language_counts(
             np.zeros(0, np.uint8), np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.int8), cfg,
@@ -474,7 +495,15 @@ class _StreamState:
         if cfg.ratio.provenance_field:
             prov = [None if v is MISSING else v for v in field_values(batch, cfg.ratio.provenance_field, n)]
         ids = record_ids(ColumnTable(mapping=dict(batch)), cfg, self.prefix, start=self.rows)
+        field = cfg.ratio.provenance_field
+        mapper = self.sf.scorer.provenance if field else None
+        if mapper is not None:
+            mapper.take_tally()  # this batch's values only
         scored = self.sf._score_values(values, prov)
+        if mapper is not None and (field in batch or field.split(".")[0] in batch):
+            from synthfilter.provenance import merge_tallies
+
+            self.provenance_tally = merge_tallies([self.provenance_tally, mapper.take_tally()])
         reason = np.zeros(n, dtype=np.int8)
         dup_of: list[str | None] = [None] * n
         errors = scored["error"]
@@ -667,6 +696,14 @@ class _StreamState:
             if not known_after:
                 warnings.append("the stream was downsampled although the detector looks unreliable on it (a streaming "
                                 "pass cannot refuse up front): the synthetic share of the kept records is unknown")
+        if cfg.ratio.provenance_field:
+            from synthfilter.provenance import provenance_warning
+
+            # As filter_dataset on a Dataset: without the field's column, whether any record got a label.
+            tally = self.provenance_tally or {"present": None, "labelled": int((surv_prov != 0).sum()), "unmatched": 0}
+            why = provenance_warning(cfg.ratio.provenance_field, records - int(c[MALFORMED]), tally)
+            if why:
+                warnings.append(why)
         if r.max_human_loss is not None:
             warnings.append("max_human_loss is not checked on a streaming pass (it needs the whole corpus)")
         languages = SimpleNamespace(languages=None, synthetic=synthetic, warnings=warnings)

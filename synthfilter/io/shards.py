@@ -1121,7 +1121,9 @@ class RecordBatch:
     start: int
     lines: list[int] = field(default_factory=list)
     raw: list[bytes | None] = field(default_factory=list)
-    objs: list[Any] = field(default_factory=list)  # None where malformed or not parsed
+    # None where not a JSON object or not parsed; an object whose error is a key it repeats
+    # (``RepeatedKeys``) is kept, as read, beside its error
+    objs: list[Any] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     breaks: dict[int, Break] = field(default_factory=dict)
@@ -1195,14 +1197,19 @@ class ShardReader:
     Parquet row group) becomes one malformed record in place, carrying the ``Break``, and
     reading goes on after it where it can; without, the first break raises ``InputError``
     naming the byte offset or row group (after the records read before it).
+
+    ``fields`` are the (dotted) fields the caller reads from each record: a JSON line that
+    repeats a key on the way to one of them is malformed (``RepeatedKeys``), its object kept
+    beside the error. A key the caller does not read may repeat; so may any, without ``fields``.
     """
 
     def __init__(self, shard: Shard, max_line_bytes: int = 50 * 1024 * 1024, batch_rows: int = 4096,
-                 recover: bool = False):
+                 recover: bool = False, fields: Sequence[str | None] = ()):
         self.shard = shard
         self.max_line_bytes = max_line_bytes
         self.batch_rows = batch_rows
         self.recover = recover
+        self.repeated_keys = RepeatedKeys(fields) if any(fields) else None
         self.blank_lines = 0
         self.sha256 = ""
         self.bytes_read = 0
@@ -1257,6 +1264,8 @@ class ShardReader:
         hraw, decoder, stream = self._open_jsonl()
         readline = stream.readline
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        repeats = self.repeated_keys
+        may_repeat = repeats.may_repeat if repeats is not None else None
         limit = self.max_line_bytes
         rows = self.batch_rows
         line_no = 0
@@ -1314,6 +1323,8 @@ class ShardReader:
                                 pass
                             if type(obj) is not dict or holds_big_number(obj):
                                 obj, error = parse_json_line(body)
+                            if may_repeat is not None and error is None and may_repeat(body):
+                                error = repeats.confirm(body)  # type: ignore[union-attr]
                         add_line(line_no)
                         add_raw(raw if keep_raw else None)
                         add_obj(obj)
@@ -1490,9 +1501,11 @@ class ParquetPieces:
             row += n
 
 
-def parse_json_line(body: bytes) -> tuple[Any, str | None]:
+def parse_json_line(body: bytes, repeated_keys: "RepeatedKeys | None" = None) -> tuple[Any, str | None]:
     """A JSON line as an object, or (None, why not). A BOM or CR around it is ignored; a line
-    orjson refuses only for an integer beyond 64 bits is read by the standard library's parser."""
+    orjson refuses only for an integer beyond 64 bits is read by the standard library's parser.
+    With ``repeated_keys``, an object that repeats a key read from it is returned with the error
+    that says so."""
     body = body.rstrip(b"\r")
     if body.startswith(_BOM):
         body = body[3:]
@@ -1510,7 +1523,111 @@ def parse_json_line(body: bytes) -> tuple[Any, str | None]:
             return None, f"malformed JSON ({_first_line(e)})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__ if obj is not None else 'null'}"
+    if repeated_keys is not None and repeated_keys.may_repeat(body):
+        return obj, repeated_keys.confirm(body)
     return obj, None
+
+
+class RepeatedKeys:
+    """Whether a JSON line repeats a key on the way to the fields read from it.
+
+    JSON lets an object name a key twice (``{"text": "first body", "text": "second body"}``);
+    parsers keep one of the values (orjson and the standard library the last) and say nothing,
+    so the record would be scored, deduplicated and labelled on a text, id or provenance the
+    one who wrote it may not think it has. Such a record is malformed when the repeated key is
+    one a field is read through: the field's own key, or a key on a dotted field's way (``meta``
+    and ``source`` for ``meta.source``, the way ``records.get_path`` follows it: the whole
+    dotted name first, where the object has that key). A repeated key nothing reads is left
+    alone: the record is read as it is without this check.
+
+    orjson does not report repeats, so a line is first tested on its bytes (``may_repeat``: the
+    JSON spelling of a key read followed by a colon, ``"text":``, found more than once, in one
+    regular expression pass over the line), and only such a line is parsed again, by a parser
+    that sees every key-value pair (``confirm``): ``"text"`` as a key of another object is no
+    repeat. A key spelled with an escape that its plain spelling has not (``"te\\u0078t"``)
+    escapes the byte test.
+    """
+
+    def __init__(self, fields: Sequence[str | None]):
+        import json
+
+        self.paths = tuple(dict.fromkeys(f for f in fields if f))
+        keys = dict.fromkeys(k for path in self.paths for k in (path, *path.split(".")))
+        # A key as orjson writes it (UTF-8), and as an ASCII-only writer escapes it (json.dumps).
+        # One pattern finds them all in one pass over the line (a bytes.count per key would
+        # take a pass per key, each over the whole text).
+        spellings = {s: orjson.dumps(k) for k in keys for s in (orjson.dumps(k), json.dumps(k).encode("ascii"))}
+        # Followed by a colon: a key ("type": "text" has no colon after "text").
+        self._find_all = re.compile(b"(" + b"|".join(map(re.escape, spellings)) + rb")[ \t\r\n]*:").findall
+        self._escaped = {s: k for s, k in spellings.items() if s != k}  # escaped spelling -> plain one
+
+    def may_repeat(self, body: bytes) -> bool:
+        """Whether ``body`` (a JSON line) may repeat a key read from it: ``confirm`` tells."""
+        found = self._find_all(body)
+        if len(found) < 2:
+            return False
+        if self._escaped:
+            found = [self._escaped.get(s, s) for s in found]
+        return len(set(found)) < len(found)
+
+    def confirm(self, body: bytes) -> str | None:
+        """Why the JSON object line ``body`` (read as one already) is malformed for a key it
+        repeats on the way to a field read, or None where it repeats none of those."""
+        import json
+
+        text = body.decode("utf-8")
+        lone = _SURROGATE_ESCAPE.search(text) is not None  # keys read as U+FFFD there, as they are read
+
+        def pairs(items: list[tuple[str, Any]]) -> _PairedObject:
+            if lone:
+                items = [(_SURROGATE.sub("\ufffd", k), v) for k, v in items]
+            obj = _PairedObject(items)
+            if len(obj) < len(items):
+                counts: dict[str, int] = {}
+                for k, _ in items:
+                    counts[k] = counts.get(k, 0) + 1
+                obj.repeats = counts
+            return obj
+
+        def refuse(name: str) -> Any:
+            raise ValueError(name)
+
+        try:
+            top = json.loads(text, object_pairs_hook=pairs, parse_constant=refuse)
+        except (ValueError, RecursionError):
+            return None  # not for this parser (it was read): nothing to tell
+        for path in self.paths:
+            found = _repeat_on_way(top, path)
+            if found is not None:
+                key, n, way = found
+                where = f" in its {orjson.dumps('.'.join(way)).decode()} object" if way else ""
+                return (f"the record repeats the key {orjson.dumps(key).decode()}{where} ({n} values): "
+                        "which one counts is ambiguous; keep only one")
+        return None
+
+
+class _PairedObject(dict):
+    """A JSON object read by ``RepeatedKeys.confirm``: the last value of each key, as any parser
+    keeps it, and ``repeats``: each key's count, where one is repeated (else None)."""
+
+    repeats: dict[str, int] | None = None
+
+
+def _repeat_on_way(obj: Any, path: str) -> tuple[str, int, list[str]] | None:
+    """(key, its count, the keys of the objects it is in) for the first key repeated on the
+    way ``records.get_path`` follows ``path`` through ``obj`` (``_PairedObject``s), or None."""
+    if type(obj) is not _PairedObject:
+        return None
+    parts = [path] if path in obj else path.split(".")  # the whole dotted name first, as read
+    way: list[str] = []
+    for part in parts:
+        if type(obj) is not _PairedObject or part not in obj:
+            return None
+        if obj.repeats is not None and obj.repeats[part] > 1:
+            return part, obj.repeats[part], way
+        way.append(part)
+        obj = obj[part]
+    return None
 
 
 _BIG = float(1 << 64)

@@ -53,6 +53,8 @@ from synthfilter.pipeline.stages import (
     WorkPaths,
     decide,
     id_field_warning_of,
+    ids_across_shards,
+    ids_across_shards_warning_of,
     input_stamp,
     provenance_warning_of,
     refusal_with_provenance,
@@ -69,11 +71,15 @@ WORK_DONE = "_synthfilter.done"  # a finished run's work directory, renamed on i
 REPLACED_DIR = "_synthfilter.replaced"
 OUTPUT_ENTRIES = ("kept", "rejected", WORK_DIR, WORK_DONE, "manifest.json", "report.json", "report.html",
                   REPLACED_DIR)
-# Options that change no decision: a resumed run may differ in these. ``on_error`` is checked
-# apart: a run that stopped on bad input may be resumed with --on-error quarantine.
-# "gate": synthfilter gate's own settings, which no run reads (a new one would otherwise refuse to
-# resume every run started before it was added).
-_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address", "on_error", "gate")
+# Options that change no output: a resumed run may differ in these (``section.key`` for a key of
+# a section). ``on_error`` is checked apart: a run that stopped on bad input may be resumed with
+# --on-error quarantine. "gate": synthfilter gate's own settings, which no run reads (a new one
+# would otherwise refuse to resume every run started before it was added). "detector.batch_size":
+# read by nothing (the detector scores 1,024 texts at a time whatever it says, and its scores do
+# not depend on the batch). ``batch_size`` is checked apart as well: it changes no output in
+# some runs only (``_batch_size_binds``).
+_NON_DECIDING = ("resume", "overwrite", "workers", "quiet", "dry_run", "engine", "ray_address", "on_error", "gate",
+                 "batch_size", "detector.batch_size")
 
 
 class UsageError(Exception):
@@ -173,8 +179,39 @@ def config_fingerprint(cfg: Config | Mapping[str, Any]) -> str:
 def _deciding(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
     d = dict(cfg.to_dict() if isinstance(cfg, Config) else cfg)
     for k in _NON_DECIDING:
-        d.pop(k, None)
+        section, _, key = k.rpartition(".")
+        if not section:
+            d.pop(key, None)
+        elif isinstance(d.get(section), Mapping):
+            d[section] = {name: v for name, v in d[section].items() if name != key}
     return d
+
+
+def _batch_size_binds(cfg: Config, formats: Iterable[str] | None) -> list[str]:
+    """Why ``batch_size`` (records per read and per scoring batch) can change the outputs of a run
+    that read inputs of these formats (None: not known); empty when it cannot, and a resumed run
+    may then take another (a smaller one, after a run killed for memory).
+
+    It can through Parquet: the records of a batch are written as one row group, and where a
+    damaged row group is cut can move with it. Everything else the score stage computes is
+    computed record by record whatever the batch (hashes, MinHash, language, repetition,
+    provenance, the sample's hash-uniforms, the band keys of records set aside, and the
+    detector's scores, bit for bit), and JSONL is read and written line by line
+    (tests/pipeline/test_resume.py, tests/detect/test_model.py)."""
+    why = []
+    known = None if formats is None else set(formats)
+    if known is None or not all(isinstance(f, str) for f in known):
+        why.append("which input formats it read is not recorded")
+    else:
+        others = sorted(known - {"jsonl"})
+        if "parquet" in others:
+            why.append("Parquet outputs are written a row group per batch")
+        why.extend(f"{fmt} inputs are read a batch at a time" for fmt in others if fmt != "parquet")
+    return why
+
+
+def _batch_size_note(was: Any, why: Sequence[str], advice: str = "") -> str:
+    return f" (--batch-size was {was} and cannot change here: {'; '.join(why)}{advice})"
 
 
 def differing_settings(before: Mapping[str, Any], cfg: Config) -> list[str]:
@@ -198,8 +235,11 @@ def _listed(items: Sequence[str], k: int) -> str:
     return ", ".join(items[:k]) + (f" and {len(items) - k:,} more" if len(items) > k else "")
 
 
-def _other_settings(before: Mapping[str, Any] | None, cfg: Config) -> str:
+def _other_settings(before: Mapping[str, Any] | None, cfg: Config, batch_size: bool = False) -> str:
+    """``batch_size``: the batch size differs too, where it decides outputs (``_batch_size_binds``)."""
     names = differing_settings(before, cfg) if before is not None else []
+    if batch_size:
+        names = sorted([*names, "batch_size"])
     if not names:
         return "other settings (config, seed, model or dedup settings)"
     return f"other settings ({_listed(names, 4)})"
@@ -221,8 +261,11 @@ def check_finished_run(manifest: Mapping[str, Any], shards: Sequence[Shard], cfg
     config = manifest.get("config", {})
     if config.get("dry_run") and not cfg.dry_run:
         problems.append("it was a --dry-run, which writes no records")
-    if config_fingerprint(config) != config_fingerprint(cfg):
-        problems.append(f"it ran with {_other_settings(config, cfg)}")
+    was = config.get("batch_size")
+    why = _batch_size_binds(cfg, [i.get("format") for i in manifest.get("inputs", [])]) if was != cfg.batch_size else []
+    if config_fingerprint(config) != config_fingerprint(cfg) or why:
+        problems.append(f"it ran with {_other_settings(config, cfg, bool(why))}"
+                        + (_batch_size_note(was, why) if why else ""))
     changed_model = _model_changed((manifest.get("model") or {}).get("sha256"), model)
     if changed_model:
         problems.append(changed_model)
@@ -360,9 +403,18 @@ def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str,
                     model: Mapping[str, Any] | None = None) -> None:
     """UsageError unless the run described by ``prev`` (its run.json) may be resumed under ``cfg``
     and this detector (``model``: ``model_info``)."""
-    if prev.get("fingerprint") != config_fingerprint(cfg):
-        raise UsageError(f"{where}: the interrupted run used {_other_settings(prev.get('config'), cfg)}; resume "
-                         "with the same settings, or use --overwrite")
+    before = prev.get("config")
+    # Its settings are compared under the rules of this version (a setting found since to change
+    # no output does not stop a run started before), by its fingerprint where they were not kept.
+    same = (config_fingerprint(before) if isinstance(before, Mapping) else prev.get("fingerprint")) \
+        == config_fingerprint(cfg)
+    # Recorded apart since the fingerprint leaves it out; before that, in the settings.
+    was = prev["batch_size"] if "batch_size" in prev else (before or {}).get("batch_size")
+    why = _batch_size_binds(cfg, prev.get("formats")) if was != cfg.batch_size else []
+    if not same or why:
+        note = _batch_size_note(was, why, "; fewer --workers also take less memory") if why else ""
+        raise UsageError(f"{where}: the interrupted run used {_other_settings(before, cfg, bool(why))}; resume "
+                         f"with the same settings, or use --overwrite{note}")
     changed_model = _model_changed(prev.get("model_sha256"), model)
     if changed_model:
         raise UsageError(f"{where}: the interrupted run scored with a detector that is not the one there now: "
@@ -374,11 +426,15 @@ def check_resumable(prev: Mapping[str, Any], cfg: Config, where: str,
                          "with it, or use --overwrite")
 
 
-def run_json(cfg: Config, model: Mapping[str, Any] | None = None, **more: Any) -> bytes:
-    """The work directory's run.json: what a --resume must match (``model``: ``model_info``)."""
+def run_json(cfg: Config, model: Mapping[str, Any] | None = None, *, shards: Sequence[Shard] | None = None,
+             **more: Any) -> bytes:
+    """The work directory's run.json: what a --resume must match (``model``: ``model_info``).
+    ``shards``: the inputs, whose formats say whether the batch size may change on resume (not
+    known without them, and then it may not)."""
+    formats = {"formats": sorted({sh.format for sh in shards})} if shards is not None else {}
     return json.dumps({"fingerprint": config_fingerprint(cfg), "on_error": cfg.on_error, "version": __version__,
-                       "config": _deciding(cfg), "model_sha256": model["sha256"] if model else None,
-                       **more}).encode()
+                       "config": _deciding(cfg), "batch_size": cfg.batch_size, **formats,
+                       "model_sha256": model["sha256"] if model else None, **more}).encode()
 
 
 def prepare_out_dir(out: Path, cfg: Config, note: Callable[[str], None] | None = None,
@@ -832,23 +888,24 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     # Workers a killed run left behind would race with this one: stop them first.
     stop_orphaned_workers(work, progress.log)
     shutil.rmtree(out / WORK_DONE, ignore_errors=True)  # a finished run's, killed while deleting it
+    if cfg.resume and (out / "manifest.json").exists() and not work.exists():
+        # The run being resumed had already finished: its outputs stand as they are. Its model is
+        # checked by the sha256 of its files, without loading it (nothing is scored).
+        manifest = json.loads((out / "manifest.json").read_text())
+        check_finished_run(manifest, shards, cfg, str(out), model_info(cfg))
+        progress.log(f"{out}: run already complete; nothing to resume")
+        finish_replaced(out)
+        return RunResult(report=json.loads((out / "report.json").read_text()), manifest=manifest, out=out)
     # The detector loads first: a model that cannot load leaves the directory as it was, and a
     # --resume is checked against the model's files as well as its path.
     scorer = Scorer(cfg)
     model = model_info(scorer)
-    if cfg.resume and (out / "manifest.json").exists() and not work.exists():
-        # The run being resumed had already finished: its outputs stand as they are.
-        manifest = json.loads((out / "manifest.json").read_text())
-        check_finished_run(manifest, shards, cfg, str(out), model)
-        progress.log(f"{out}: run already complete; nothing to resume")
-        finish_replaced(out)
-        return RunResult(report=json.loads((out / "report.json").read_text()), manifest=manifest, out=out)
     prepare_out_dir(out, cfg, progress.log, model)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work.mkdir(parents=True, exist_ok=True)
     (work / WORKERS_LOCK).touch()
-    atomic_write_bytes(work / "run.json", run_json(cfg, model, pid=os.getpid()))
+    atomic_write_bytes(work / "run.json", run_json(cfg, model, shards=shards, pid=os.getpid()))
     workers = cfg.resolved_workers()
 
     with ShardExecutor(workers, len(shards), worker_lock=work / WORKERS_LOCK) as executor:
@@ -893,8 +950,19 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     return RunResult(report=report, manifest=manifest, out=out)
 
 
-def model_info(scorer: Scorer) -> dict[str, Any] | None:
-    """The manifest's ``model`` entry: the detector's id and sha256, None without a detector."""
+def model_info(scorer: Scorer | Config) -> dict[str, Any] | None:
+    """The manifest's ``model`` entry: the detector's id and sha256, None without a detector.
+    Of a ``Config``: the same, read from the model's card and files without loading it
+    (``model_identity``), or by loading it where they cannot be read (which says why)."""
+    if isinstance(scorer, Config):
+        if not scorer.detector.enabled:
+            return None
+        from synthfilter.detect.model import model_identity
+
+        try:
+            return model_identity(scorer.detector.model)
+        except Exception:  # noqa: BLE001 - missing or damaged: loading it gives the error to show
+            scorer = Scorer(scorer)
     if not scorer.uses_detector:
         return None
     det = scorer.detector
@@ -926,6 +994,9 @@ def _decide_all(shards: Sequence[Shard], cfg: Config, work: Path, metas: dict[st
     card = scorer.detector.card if scorer.uses_detector else None
     decisions = decide(ann, cfg, card)
     save_decisions(shards, work, offsets, decisions)
+    # Ids given in more than one shard, for the report's warnings (ids_across_shards_warning_of).
+    for rel, found in ids_across_shards(shards, work, ann, offsets).items():
+        metas[rel].update(found)
     return ann, decisions, offsets
 
 
@@ -1098,7 +1169,7 @@ def build_report(shards: Sequence[Shard], metas: dict[str, dict[str, Any]], deci
         "languages": decisions.languages,
         "warnings": [*decisions.warnings, *filter(None, [provenance_warning_of(metas, cfg, decisions),
                                                          id_field_warning_of(metas, cfg), repeated_ids_warning_of(metas),
-                                                         _empty_inputs(metas)])],
+                                                         ids_across_shards_warning_of(metas), _empty_inputs(metas)])],
         "timing": {"seconds": round(seconds, 3), "records_per_s": round(records / seconds, 1) if seconds > 0 else None},
     }
 

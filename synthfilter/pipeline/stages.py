@@ -311,7 +311,8 @@ class _ReaderHolder:
 
     def __init__(self, shard: Shard, cfg: Config, parse: bool = True, raw: bool = True):
         self.reader = ShardReader(shard, max_line_bytes=cfg.max_line_bytes, batch_rows=cfg.batch_size,
-                                  recover=cfg.on_error == "quarantine")
+                                  recover=cfg.on_error == "quarantine",
+                                  fields=(cfg.text_field, cfg.id_field or "id", cfg.ratio.provenance_field))
         self.cfg = cfg
         self.parse = parse
         self.raw = raw
@@ -742,10 +743,101 @@ def repeated_ids_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:
     if not repeated:
         return None
     example = next(m["id_repeated_example"] for m in metas.values() if m.get("ids_repeated"))
+    # Where the shards were also checked against each other (ids_across_shards), that has a warning
+    # of its own (ids_across_shards_warning_of).
+    checked = all("ids_across_shards" in m for m in metas.values())
+    across = "" if checked else ". Ids repeated across shards are not checked"
     return (f"{repeated:,} records share their id with another record of the same shard (e.g. {example!r}): "
             "duplicate_of then names more than one record, and they share every seeded choice; give each record "
             "its own id (--id-field; in Python, the id column or ids passed), or none (each is then named "
-            "<shard path>:<line>). Ids repeated across shards are not checked")
+            f"<shard path>:<line>){across}")
+
+
+def ids_across_shards(shards: Sequence[Shard], work: Path, ann: Annotations, offsets: Sequence[int]
+                      ) -> dict[str, dict[str, Any]]:
+    """Ids that records of more than one shard hold (a shard exported twice, ids numbered from 0 in
+    every shard), per shard: ``ids_across_shards``, how many of its ids a later shard holds too
+    (each id counted once, in the first shard that holds it), and where there are any,
+    ``id_across_example``, the smallest of them, and ``id_across_other``, the next shard holding it.
+
+    Found from what the decide stage holds already, the records' uniforms (equal ids, equal
+    uniforms) and shard numbers: a sorted copy of the uniforms, then a sort of the records whose
+    uniform repeats; only those candidates' ids are read back from the shards' annotation files
+    (memory-mapped), a shard and the shards it shares ids with at a time, to tell apart two ids
+    that only share a uniform (a 53-bit hash) and to pick the example."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+
+    found: dict[str, dict[str, Any]] = {sh.rel: {"ids_across_shards": 0} for sh in shards}
+    uniform = ann.uniform
+    if len(shards) < 2 or len(uniform) < 2:
+        return found
+    # A sorted copy says whether any uniform repeats at all (8 bytes a record, for a moment)...
+    ordered = np.sort(uniform)
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return found
+    repeated = np.unique(ordered[1:][same])
+    del ordered, same
+    # ... then only the records holding a repeated one are sorted (found a stretch at a time).
+    held = []
+    for lo in range(0, len(uniform), 1 << 20):
+        part = uniform[lo:lo + (1 << 20)]
+        at = np.minimum(np.searchsorted(repeated, part), len(repeated) - 1)
+        held.append(lo + np.flatnonzero(repeated[at] == part))
+    held_rows = np.concatenate(held)
+    del held, repeated
+    order = held_rows[np.argsort(uniform[held_rows], kind="stable")]  # equal uniforms: in global (shard) order
+    ordered = uniform[order]
+    same = np.flatnonzero(ordered[1:] == ordered[:-1])
+    # The first place where a run of equal uniforms passes from one shard to the next.
+    cross = same[ann.shard[order[same]] != ann.shard[order[same + 1]]]
+    if not len(cross):
+        return found
+    starts, first = np.unique(np.searchsorted(ordered, ordered[cross], side="left"), return_index=True)
+    rows, other_rows = order[starts], order[cross[first] + 1]  # the id's first record, and one of a later shard
+    del order, ordered, same, cross, starts, first, held_rows
+    home, other = ann.shard[rows], ann.shard[other_rows]
+
+    def ids_at(si: int, global_rows: np.ndarray) -> Any:
+        with pa.memory_map(str(WorkPaths.for_shard(work, shards[si]).ann)) as source:
+            column = ipc.open_file(source).read_all().column("id")
+            return column.take(pa.array(global_rows - offsets[si], type=pa.int64())).combine_chunks()
+
+    for si in np.unique(home).tolist():
+        mine = np.flatnonzero(home == si)
+        ids = ids_at(si, rows[mine])
+        confirmed = np.zeros(len(mine), dtype=bool)
+        for sj in np.unique(other[mine]).tolist():
+            at = np.flatnonzero(other[mine] == sj)
+            theirs = ids_at(sj, other_rows[mine[at]])
+            confirmed[at] = pc.equal(ids.take(pa.array(at, type=pa.int64())), theirs).to_numpy(zero_copy_only=False)
+        if not confirmed.any():
+            continue
+        kept = np.flatnonzero(confirmed)
+        shared = ids.take(pa.array(kept, type=pa.int64()))
+        example = pc.min_max(shared)["min"].as_py()
+        k = kept[int(pc.index(shared, example).as_py())]
+        found[shards[si].rel] = {"ids_across_shards": int(len(kept)), "id_across_example": example,
+                                 "id_across_other": shards[int(other[mine[k]])].rel}
+    return found
+
+
+def ids_across_shards_warning_of(metas: dict[str, dict[str, Any]]) -> str | None:
+    """A warning when records of different shards share an id (``ids_across_shards``): the smallest
+    such id and two shards that hold it. None when none do, or the shards were not checked."""
+    if not all("ids_across_shards" in m for m in metas.values()):
+        return None
+    n = sum(m["ids_across_shards"] for m in metas.values())
+    if not n:
+        return None
+    example, where, other = min((m["id_across_example"], rel, m["id_across_other"])
+                                for rel, m in metas.items() if m["ids_across_shards"])
+    return (f"{n:,} id{'s are' if n != 1 else ' is'} repeated across shards (e.g. {example!r}, in {where} and "
+            f"in {other}): a shard given twice (exported again under another name)? duplicate_of then names more "
+            "than one record, and they share every seeded choice; give each record its own id (--id-field), or "
+            "none (each is then named <shard path>:<line>)")
 
 
 def id_field_warning_of(metas: dict[str, dict[str, Any]], cfg: Config) -> str | None:

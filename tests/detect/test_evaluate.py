@@ -279,3 +279,20 @@ def test_eval_prints_the_error_on_one_line_as_written(tmp_path, capsys):
     assert eval_command([f], tmp_path / "no-model", quiet=True) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"error: {f}:2: text field 'text' is empty"
+
+
+def test_labelled_records_that_repeat_a_read_key_are_refused_with_file_and_line(tmp_path):
+    # Which label (or text) counts would be the JSON parser's choice: train, adapt and eval refuse,
+    # naming the place, as run does; a repeated key they do not read is no concern of theirs.
+    from synthfilter.detect.evaluate import DataError
+
+    good = {"text": "The committee agreed to meet again next week to finish the report.", "label": "human"}
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps(good) + "\n"
+                    + '{"text": "A second note about the budget.", "label": "human", "label": "machine"}\n'
+                    + '{"text": "Third.", "url": "a", "url": "b", "label": "human"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r'labels\.jsonl:2: the record repeats the key "label" \(2 values\)'):
+        load_labelled([path])
+    path.write_text(json.dumps(good) + "\n" + '{"text": "Third one here.", "url": "a", "url": "b", "label": "machine"}\n',
+                    encoding="utf-8")
+    assert len(load_labelled([path]).texts) == 2

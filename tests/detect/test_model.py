@@ -230,3 +230,49 @@ def test_a_model_replaced_in_place_is_loaded_again_in_the_same_process(tmp_path:
     replace_model_in_place(model)
     again = get_detector(model)
     assert again is not first and again.sha256 != first.sha256
+
+
+def test_model_identity_is_the_loaded_detectors_read_without_loading_it(tmp_path: Path, monkeypatch) -> None:
+    # What a --resume of a finished run compares with the sha256 its manifest recorded: the same
+    # digest (files_sha256) and id as the loaded model's, from the files alone.
+    import shutil
+
+    from synthfilter.detect.model import model_identity
+
+    d = tmp_path / "model"
+    shutil.copytree(default_model_path(), d)
+    loaded = Detector.load(d)
+    card = json.loads((d / "card.json").read_text(encoding="utf-8"))
+    del card["model_id"]
+    (tmp_path / "unnamed").mkdir()
+    for f in d.iterdir():
+        shutil.copyfile(f, tmp_path / "unnamed" / f.name)
+    (tmp_path / "unnamed" / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    unnamed = Detector.load(tmp_path / "unnamed")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Detector, "load", no_loading)
+    assert model_identity(d) == {"id": loaded.model_id, "sha256": loaded.sha256}
+    assert model_identity(None) == {"id": "synthfilter-default-en@3", "sha256": files_sha256(default_model_path())}
+    assert model_identity(tmp_path / "unnamed") == {"id": "unnamed@unversioned", "sha256": unnamed.sha256}
+    assert unnamed.model_id == "unnamed@unversioned"
+
+
+def test_scores_do_not_depend_on_the_batch(texts):
+    # Bit for bit, so that --batch-size may change on resume and a datasets .map gives each
+    # record one score whatever its batch size: the language models' percentiles and the linear
+    # expert's sum once differed in their last bits with the texts scored together.
+    det = Detector.load(default_model_path())
+    got = {}
+    for size in (1024, 5, 1):
+        det.batch_size = size
+        got[size] = (det.raw_scores(texts).tobytes(), det.predict_proba(texts).tobytes())
+    assert got[5] == got[1024]
+    assert got[1] == got[1024]
+
+
+def test_a_batch_of_texts_without_tokens_is_scored(detector):
+    p = detector.predict_proba(["\x00"])
+    assert p.shape == (1,) and np.isfinite(p).all()

@@ -995,3 +995,29 @@ def test_filter_dataset_warns_of_ids_given_twice_as_run_does(ray_cluster: str) -
     assert [w for w in want.report["warnings"] if "share their id" in w] == warned
     _, _, unique = filter_dataset(ray.data.from_items(make_records(20, seed=2)), cfg)
     assert not [w for w in unique["warnings"] if "share their id" in w]
+
+
+def test_filter_dataset_warns_of_provenance_values_that_match_no_key_as_run_does(ray_cluster: str,
+                                                                                  tmp_path: Path) -> None:
+    import ray
+
+    from synthfilter.ray import filter_dataset
+
+    rows = make_records(60, seed=14, machine_share=0.5)
+    for r in rows:
+        r["meta"] = {"who": "human" if r["label"] == "human" else "gpt-4"}
+    # Spellings the map (human, gpt-*) does not know, spread over the blocks.
+    for i in (2, 19, 33, 47, 58):
+        rows[i]["meta"]["who"] = "ChatGPT"
+    for i in (7, 41):
+        rows[i]["meta"]["who"] = "newsroom staff"
+    del rows[25]["meta"]["who"]  # missing: not a value that matches no key
+    rows.append({"id": "empty", "text": "", "meta": {"who": "ChatGPT"}})  # no text: not counted
+    cfg: dict[str, Any] = {"detector": {"enabled": False}, "on_error": "quarantine", "quiet": True, "workers": 1,
+                           "ratio": PROVENANCE, "report": {"diversity": False, "html": False}}
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    want = [w for w in run_pipeline([str(tmp_path / "in")], tmp_path / "out", Config.from_dict(cfg)).report["warnings"]
+            if "match no key" in w]
+    assert len(want) == 1 and want[0].startswith("provenance field 'meta.who': 7 of its 59 values match no key")
+    _, _, report = filter_dataset(ray.data.from_items(rows, override_num_blocks=4), cfg)
+    assert [w for w in report["warnings"] if "'meta.who'" in w] == want

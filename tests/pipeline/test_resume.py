@@ -339,3 +339,162 @@ def test_resume_refuses_a_model_replaced_in_place(tmp_path: Path) -> None:
     check_resumable(prev, cfg, "out", {"id": "model", "sha256": "a" * 64})
     with pytest.raises(UsageError, match="the interrupted run scored with a detector that is not the one there now"):
         check_resumable(prev, cfg, "out", {"id": "model", "sha256": "b" * 64})
+
+
+def _batch_size_free(got: dict) -> dict:
+    """``outputs`` less the batch size the manifest records (the resumed run's, there); a copy."""
+    manifest = got["manifest.json"]
+    config = {k: v for k, v in manifest["config"].items() if k != "batch_size"}
+    return {**got, "manifest.json": {**manifest, "config": config}}
+
+
+@pytest.mark.parametrize("point", ["mid-score", "mid-write"])
+def test_resume_with_another_batch_size_matches(corpus_dir: Path, reference: tuple[dict, float], tmp_path: Path,
+                                                point: str) -> None:
+    # Killed (for memory, say) and resumed with a smaller --batch-size: on JSONL every record is
+    # scored and written as it is whatever the batch (detector scores too), so the shards the
+    # resumed run scores or writes in batches of 97 end as those written in batches of 2,048.
+    out = tmp_path / "out"
+    when = {"mid-score": lambda: _scored(out) >= 2, "mid-write": lambda: _written(out) >= 2}[point]
+    proc = start_run(corpus_dir, out, ARGS)
+    assert kill_at(proc, when), "the run finished before the kill point"
+    proc.wait()
+    wait_group_gone(proc.pid)
+    assert not (out / "manifest.json").exists()
+    if point == "mid-score":
+        assert _scored(out) < 6, "every shard was scored before the kill"
+    else:
+        assert _written(out) < 6, "every shard was written before the kill"
+    code, err = finish(start_run(corpus_dir, out, ARGS, "--resume", "--batch-size", "97"))
+    assert code == 0, err
+    assert _batch_size_free(outputs(out)) == _batch_size_free(reference[0])
+    assert json.loads((out / "manifest.json").read_text())["config"]["batch_size"] == 97
+    assert leftovers(out) == []
+    # The finished run stands for either batch size.
+    assert finish(start_run(corpus_dir, out, ARGS, "--resume"))[0] == 0
+
+
+def test_scores_without_the_detector_do_not_depend_on_the_batch() -> None:
+    # What lets --batch-size change on resume: every annotation of the score stage is computed
+    # record by record (language, repetition, MinHash and band keys, exact hashes, provenance),
+    # byte for byte the same whichever records share its batch (the detector's scores too:
+    # tests/detect/test_model.py).
+    import random
+
+    import numpy as np
+
+    from synthfilter.config import Config
+    from synthfilter.pipeline.stages import Scorer
+
+    texts = [r["text"] for r in make_records(700, seed=9, dup_every=5)]
+    texts += ["", "!!!", "Hi.", "Guten Tag, wie geht es Ihnen heute? Das Wetter ist schön.", "la " * 400,
+              "Bonjour à tous, la réunion est reportée à jeudi.", "这是一个用中文写的句子。"] * 3
+    random.Random(3).shuffle(texts)
+    prov = [("human", "machine", None)[i % 3] for i in range(len(texts))]
+    cfg = Config.from_dict({"detector": {"enabled": False}, "language": {"identify": "always"},
+                            "repetition": {"reject": True}, "ratio": {"provenance_field": "who"}})
+    scorer = Scorer(cfg)
+    got = {}
+    for size in (2048, 256, 7, 1):
+        parts = [scorer.score_texts(texts[i:i + size], prov[i:i + size]) for i in range(0, len(texts), size)]
+        got[size] = {k: np.concatenate([p[k] for p in parts]).tobytes() for k in parts[0]}
+    assert {"signatures", "bands", "language", "language_confidence", "status", "provenance"} <= set(got[2048])
+    for size in (256, 7, 1):
+        assert got[size] == got[2048], size
+
+
+def test_batch_size_may_change_on_resume_only_where_it_changes_no_output(tmp_path: Path) -> None:
+    from synthfilter.config import Config
+    from synthfilter.io.shards import Shard
+    from synthfilter.pipeline.run import UsageError, _deciding, check_finished_run, check_resumable, run_json
+
+    def cfg(**more) -> Config:
+        return Config.from_dict({"detector": {"enabled": False}, **more})
+
+    jsonl = [Shard(tmp_path / "a.jsonl.gz", "a.jsonl.gz", "jsonl", "gz")]
+    both = [*jsonl, Shard(tmp_path / "b.parquet", "b.parquet", "parquet", None)]
+    small = cfg(batch_size=64, workers=3, quiet=True, detector={"enabled": False, "batch_size": 8})
+    # JSONL: the batch size (and the detector's, which nothing reads) is free, detector on or off.
+    check_resumable(json.loads(run_json(cfg(), shards=jsonl)), small, "out")
+    check_resumable(json.loads(run_json(Config(), shards=jsonl)), Config.from_dict({"batch_size": 64}), "out")
+    # Elsewhere it is refused, saying why and what takes less memory instead.
+    refusals = [
+        (run_json(cfg(), shards=both), small, "Parquet outputs are written a row group per batch"),
+        # No formats recorded: the Ray engine's run.json.
+        (run_json(cfg()), small, "which input formats it read is not recorded"),
+    ]
+    for prev, now, why in refusals:
+        with pytest.raises(UsageError) as e:
+            check_resumable(json.loads(prev), now, "out")
+        assert str(e.value) == ("out: the interrupted run used other settings (batch_size); resume with the same "
+                                "settings, or use --overwrite (--batch-size was 2048 and cannot change here: "
+                                f"{why}; fewer --workers also take less memory)")
+    with pytest.raises(UsageError, match=r"other settings \(batch_size, seed\)"):
+        check_resumable(json.loads(run_json(Config(), shards=both)),
+                        Config.from_dict({"batch_size": 64, "seed": 4}), "out")
+    with pytest.raises(UsageError, match=r"other settings \(seed\); resume with the same settings, or use --overwrite$"):
+        check_resumable(json.loads(run_json(Config(), shards=jsonl)),
+                        Config.from_dict({"batch_size": 64, "seed": 4}), "out")
+    # A run.json of an earlier version (the batch sizes in its fingerprint and settings, no
+    # formats) resumes under the same settings, and not under another batch size.
+    old = {"fingerprint": "not-recomputed", "on_error": "fail", "model_sha256": None,
+           "config": {**_deciding(cfg()), "batch_size": 2048, "detector": cfg().to_dict()["detector"]}}
+    check_resumable(old, cfg(workers=5), "out")
+    with pytest.raises(UsageError, match="which input formats it read is not recorded"):
+        check_resumable(old, small, "out")
+    # A finished run: the same rule, from its manifest's settings and input formats.
+    manifest = {"config": cfg().to_dict(), "inputs": [{"rel": "a.jsonl.gz", "format": "jsonl"}]}
+    check_finished_run(manifest, jsonl, small, "out")
+    manifest["inputs"].append({"rel": "b.parquet", "format": "parquet"})
+    with pytest.raises(UsageError, match=r"the run there finished and it ran with other settings \(batch_size\) "
+                                         r"\(--batch-size was 2048 and cannot change here: Parquet outputs"):
+        check_finished_run(manifest, both, small, "out")
+    del manifest["inputs"][1]["format"]  # not recorded: as if it might be Parquet
+    with pytest.raises(UsageError, match="which input formats it read is not recorded"):
+        check_finished_run(manifest, both, small, "out")
+
+
+def test_finished_run_resumed_checks_the_model_without_loading_it(tmp_path: Path, monkeypatch) -> None:
+    # Its outputs stand: nothing is scored, so the model's files are hashed, never loaded; a model
+    # replaced in place since is still refused, with the same message.
+    import synthfilter.detect.model as model_module
+    from synthfilter.config import Config
+    from synthfilter.detect.model import Detector, ModelError, default_model_path
+    from synthfilter.pipeline.run import UsageError, run_pipeline
+
+    inp = tmp_path / "in"
+    write_jsonl(inp / "a.jsonl", make_records(40, seed=3))
+    model = tmp_path / "model"
+    shutil.copytree(default_model_path(), model)
+    out = tmp_path / "out"
+
+    def cfg(**more) -> Config:
+        return Config.from_dict({"detector": {"model": str(model)}, "workers": 1, "quiet": True,
+                                 "report": {"html": False}, **more})
+
+    first = run_pipeline([str(inp)], out, cfg())
+    before = (out / "manifest.json").read_bytes()
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the detector was loaded")
+
+    monkeypatch.setattr(model_module, "get_detector", no_loading)
+    monkeypatch.setattr(Detector, "load", no_loading)
+    again = run_pipeline([str(inp)], out, cfg(resume=True))
+    assert again.manifest == json.loads(before) and again.report == first.report
+    assert (out / "manifest.json").read_bytes() == before
+
+    replace_model_in_place(model)
+    with pytest.raises(UsageError) as e:
+        run_pipeline([str(inp)], out, cfg(resume=True))
+    monkeypatch.undo()
+    was, now = first.manifest["model"]["sha256"], Detector.load(model).sha256
+    assert was != now
+    assert str(e.value) == (f"{out}: --resume given, but the run there finished and its detector model "
+                            f"'synthfilter-default-en@3' was replaced since (sha256 {was[:12]}, now {now[:12]}): "
+                            "use --overwrite to run again")
+    # A model that cannot be read is loaded after all, for the error loading gives.
+    shutil.rmtree(model)
+    with pytest.raises(ModelError, match="model directory does not exist"):
+        run_pipeline([str(inp)], out, cfg(resume=True))
+    assert (out / "manifest.json").read_bytes() == before

@@ -439,6 +439,43 @@ def test_records_sharing_an_id_are_named(tmp_path: Path, fast_config: dict) -> N
     assert not [w for w in res.report["warnings"] if "share their id" in w]
 
 
+def test_ids_repeated_across_shards_are_named(tmp_path: Path, fast_config: dict) -> None:
+    # A shard exported again with its ids (and some texts edited) next to the first export: the
+    # per-shard check sees nothing wrong, yet duplicate_of and every seeded choice key on the id.
+    first = make_records(12, seed=21)
+    first[4] = {"id": "post-0412", "text": "The harbour office reopens on Monday after the storm damage to its roof "
+                                           "was repaired over the long weekend."}
+    first[9] = {"id": "post-0077", "text": "Volunteers counted forty-one herons along the estuary this spring, "
+                                           "eight more than the survey found last year."}
+    again = make_records(10, seed=22)
+    again[2] = {"id": "post-0412", "text": "The harbour office reopens on Monday, once the roof damaged in the "
+                                           "storm has been repaired."}
+    again[6] = {"id": "post-0077", "text": "Forty-one herons were counted along the estuary by volunteers this "
+                                           "spring, up eight on last year's survey."}
+    third = make_records(8, seed=23)
+    third[5] = {"id": "post-0412", "text": "Harbour office: open again from Monday; the storm-damaged roof is "
+                                           "fixed."}
+    write_jsonl(tmp_path / "in" / "a.jsonl", first)
+    write_jsonl(tmp_path / "in" / "b.jsonl", again)
+    write_jsonl(tmp_path / "in" / "c.jsonl", third)
+    res = run_pipeline([str(tmp_path / "in")], tmp_path / "o1", cfg_of(fast_config))
+    (w,) = [w for w in res.report["warnings"] if "across shards" in w]
+    # Two ids (one of them in all three shards, counted once), the smallest named with two shards.
+    assert w.startswith("2 ids are repeated across shards (e.g. 'post-0077', in a.jsonl and in b.jsonl)"), w
+    assert "duplicate_of then names more than one record" in w
+    assert not [w for w in res.report["warnings"] if "share their id" in w]  # none within a shard
+    # Distinct ids across the shards: no warning; and one within a shard is warned of as before,
+    # without the note that shards are not checked against each other (they now are).
+    third[5]["id"] = third[1]["id"]
+    for name, rows in (("a", make_records(12, seed=21)), ("b", make_records(10, seed=22)), ("c", third)):
+        write_jsonl(tmp_path / "in2" / f"{name}.jsonl", rows)
+    res = run_pipeline([str(tmp_path / "in2")], tmp_path / "o2", cfg_of(fast_config))
+    assert not [w for w in res.report["warnings"] if "across shards" in w]
+    (w,) = [w for w in res.report["warnings"] if "share their id" in w]
+    assert w.startswith("2 records share their id with another record of the same shard (e.g. 's23-1')")
+    assert w.endswith("(each is then named <shard path>:<line>)")
+
+
 def test_gate_settings_do_not_stand_in_the_way_of_a_resume() -> None:
     # A run started before gate.post_statuses existed was refused on resume for that setting.
     from synthfilter.pipeline.run import config_fingerprint, differing_settings

@@ -48,6 +48,8 @@ class RayDecisions:
     synthetic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     languages: dict[str, Any] | None = None  # report.json's "languages" section (``language_counts_on_ray``)
+    # Per shard, stages.ids_across_shards, where the decide stage ran in one task (which finds them)
+    ids_across_shards: dict[str, dict[str, Any]] | None = None
 
     def counts(self) -> dict[str, int]:
         return dict(self.totals)
@@ -73,7 +75,8 @@ def decide_on_ray(source: Any, total: int, cfg: Config, card: dict[str, Any] | N
         rows, summary = decide_in_one_task(source.work, shards, metas, source.parts, cfg, card, near)
         decisions = RayDecisions(rows=rows.materialize(), totals={},
                                  cluster_sizes=RunLengthArray(summary["sizes"], summary["counts"], np.int64),
-                                 synthetic=summary["synthetic"], warnings=list(summary["warnings"]))
+                                 synthetic=summary["synthetic"], warnings=list(summary["warnings"]),
+                                 ids_across_shards=summary.get("ids_across_shards"))
         decisions.totals = reason_totals(decisions.rows, total, set_aside)
         return decisions
     dups = duplicate_rows(source, total, cfg, n_bands)

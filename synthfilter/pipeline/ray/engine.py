@@ -17,6 +17,7 @@ import numpy as np
 from synthfilter.config import Config, ConfigError
 from synthfilter.io.shards import Shard
 from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
+from synthfilter.pipeline.ray.ids import ids_across_shards_on_ray
 from synthfilter.pipeline.ray.score import score_all
 from synthfilter.pipeline.ray.session import data_context, import_ray, ray_session
 from synthfilter.pipeline.ray.annotations import AnnotationPart, FileAnnotations
@@ -221,6 +222,12 @@ def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignor
             progress.log(f"decide: {offsets[-1]:,} records on Ray")
             source, decisions = _decide_all(sources, cfg, work, metas, offsets, scorer)
             decided = save_overrides(work, sources, offsets, decisions.rows)
+            # Ids given in more than one shard, as the local engine finds them (for the report's warnings).
+            across = decisions.ids_across_shards
+            if across is None:
+                across = ids_across_shards_on_ray(source, [src.shard for src in sources], offsets)
+            for rel, found in across.items():
+                metas[rel].update(found)
             if cfg.identifies_language:
                 apply_language_counts(decisions, language_counts_on_ray(source, cfg), cfg)
             rejected = offsets[-1] - decisions.totals["kept"] - decisions.totals["malformed"]

@@ -82,14 +82,15 @@ def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, 
                  near: bool) -> tuple[Any, dict[str, Any]]:
     from synthfilter.pipeline.ray.score import forget_scorers
     from synthfilter.pipeline.run import load_annotations
-    from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, NEAR_DUP, decide
+    from synthfilter.pipeline.stages import DOWNSAMPLED, EXACT_DUP, NEAR_DUP, decide, ids_across_shards
     from synthfilter.ratio import HumanLossError, UnreliableDetectorError
 
     forget_scorers()  # this worker may have scored shards: the decide stage needs the memory
     work = Path(work_dir)
     try:
-        ann, _ = load_annotations(shards, work, metas, near=near)
+        ann, offsets = load_annotations(shards, work, metas, near=near)
         dec = decide(ann, cfg, card, count_languages=False)
+        across = ids_across_shards(shards, work, ann, offsets)  # as the local engine: from the uniforms held
     except HumanLossError as e:  # a policy refused the plan: the driver raises it (exit 1)
         kind = "unreliable" if isinstance(e, UnreliableDetectorError) else "human_loss"
         return _no_rows(), {"refused": (kind, str(e))}
@@ -104,7 +105,7 @@ def _decide_task(work_dir: str, shards: list[Shard], metas: dict[str, dict[str, 
                         dec.posterior[rows], ann.score[rows], ann.provenance[rows])
     sizes, counts = np.unique(dec.cluster_sizes, return_counts=True)
     return table, {"sizes": sizes.astype(np.int64), "counts": counts.astype(np.int64),
-                   "synthetic": dec.synthetic, "warnings": dec.warnings}
+                   "synthetic": dec.synthetic, "warnings": dec.warnings, "ids_across_shards": across}
 
 
 def _ids_of(work: Store, parts: Sequence[AnnotationPart], gidx: np.ndarray) -> list[str | None]:
