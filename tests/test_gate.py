@@ -314,7 +314,11 @@ def test_bad_input_and_usage_exit_2_with_one_line(tmp_path: Path, capsys: pytest
                     "<rss><channel><item><title>&b;</title></item></channel></rss>\n")
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text('id,text\n1,"ok"\n2,"unclosed\n')
+    repeated = tmp_path / "repeated.jsonl"  # which text counts would be the JSON parser's silent choice
+    repeated.write_text('{"id": "a", "text": "The mayor opened the new bridge with a short speech."}\n'
+                        '{"id": "b", "text": "The first body of the post.", "text": "The second body."}\n')
     cases = [
+        ([str(repeated)], rf'^error: {re.escape(str(repeated))}:2: the record repeats the key "text" \(2 values\)'),
         ([str(broken)], rf"^error: {re.escape(str(broken))}:\d+: malformed XML: mismatched tag at column \d+$"),
         ([str(bomb)], rf"^error: {re.escape(str(bomb))}:2: refused: .*billion laughs"),
         ([str(bad_csv)], rf"^error: {re.escape(str(bad_csv))}:\d+: unreadable CSV"),

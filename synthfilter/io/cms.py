@@ -160,8 +160,11 @@ _WP_SHORTCODE = re.compile(
     r"wpforms|ninja_forms?|mc4wp_form|rev_slider|layerslider|elementor-template|fl_builder_insert_layout|"
     r"(?:vc|et_pb|fusion|av|cs|su)_[a-z0-9_]+)(?:\s[^\]]*)?/?\]"
 )
-# Hugo shortcodes ({{< x >}}, {{% x %}}) and Liquid tags ({% x %}, {{ x }}): template syntax.
-_TEMPLATE_TAG = re.compile(r"\{\{[<%].*?[%>]\}\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
+# Hugo shortcodes ({{< x >}}, {{% x %}}) and Liquid tags ({% x %}, {{ x }}): template syntax, as
+# the regular expression r"\{\{[<%].*?[%>]\}\}|\{%.*?%\}|\{\{.*?\}\}" (DOTALL) finds them, which
+# ``_strip_template_tags`` applies in linear time.
+_TEMPLATE_OPEN = re.compile(r"\{[{%]")
+_HUGO_CLOSE = re.compile(r"[%>]\}\}")
 
 
 class _TextBuilder:
@@ -254,18 +257,80 @@ def _walk_text(root: Any, drop: frozenset[str] = _DROP) -> str:
 
 def html_to_text(markup: str) -> str:
     """Readable text of an HTML fragment: scripts, styles and comments dropped, block elements
-    as line and paragraph breaks, entities decoded, whitespace collapsed."""
+    as line and paragraph breaks, entities decoded, whitespace collapsed.
+
+    Over-deep markup is not given to the parser (lexbor), whose time grows with the square of
+    the nesting depth ("<div>" * 64,000 takes seconds, a megabyte of it hours). Markup with more
+    than 256 tags is first scanned once (``html_depth``, linear): when the parser would hold
+    more than 512 open elements (Chromium's cap on the depth of its tree), or re-open more than
+    8 unclosed formatting elements after every block, or the scan cannot follow how the parser
+    would nest it (misnested formatting such as ``<b><p>x</b>``), a linear extractor reads it
+    instead (``flat_text``), with the same rules: the words in order, block elements as line
+    and paragraph breaks, <pre> as it is, scripts, styles, templates and comments dropped,
+    entities decoded. On ordinary pages its text is the parser's.
+    """
     from selectolax.lexbor import LexborHTMLParser
 
     if not markup or not markup.strip():
         return ""
+    from synthfilter.io.deephtml import flat_text, html_too_deep  # it imports this module's rules
+
+    if html_too_deep(markup):
+        return flat_text(markup)
     tree = LexborHTMLParser(markup)
     root = tree.body if tree.body is not None else tree.root
     return _walk_text(root) if root is not None else ""
 
 
+
 def _wp_text(markup: str) -> str:
-    return html_to_text(_WP_SHORTCODE.sub(" ", markup))
+    # A shortcode ends at a "]": none can start after the last one. Leaving that tail out of the
+    # search keeps it linear ("[vc_row " * n with no "]" would be tried n times to the end).
+    end = markup.rfind("]") + 1
+    return html_to_text(_WP_SHORTCODE.sub(" ", markup[:end]) + markup[end:])
+
+
+def _strip_template_tags(source: str) -> str:
+    r"""``source`` with its Hugo shortcodes and Liquid tags replaced by a space, as
+    ``re.sub(r"\{\{[<%].*?[%>]\}\}|\{%.*?%\}|\{\{.*?\}\}", " ", source, flags=re.DOTALL)`` does, in
+    linear time: the expression looks for a closing mark from every opening one, and an opening
+    mark with no closing mark after it is looked for once, not again from each later opening."""
+    out: list[str] = []
+    kept = pos = 0
+    missing: set[str] = set()  # closing marks that no longer occur from where they were looked for
+    while True:
+        m = _TEMPLATE_OPEN.search(source, pos)
+        if m is None:
+            break
+        i = m.start()
+        end = -1
+        if source[i + 1] == "{":
+            if source[i + 2:i + 3] in ("<", "%") and i + 2 < len(source) and "hugo" not in missing:
+                close = _HUGO_CLOSE.search(source, i + 3)
+                if close is not None:
+                    end = close.end()
+                else:
+                    missing.add("hugo")
+            if end < 0 and "}}" not in missing:
+                j = source.find("}}", i + 2)
+                if j >= 0:
+                    end = j + 2
+                else:
+                    missing.add("}}")
+        elif "%}" not in missing:
+            j = source.find("%}", i + 2)
+            if j >= 0:
+                end = j + 2
+            else:
+                missing.add("%}")
+        if end < 0:
+            pos = i + 1
+            continue
+        out.append(source[kept:i])
+        out.append(" ")
+        kept = pos = end
+    out.append(source[kept:])
+    return "".join(out)
 
 
 def _markdown_parser() -> Any:
@@ -278,7 +343,7 @@ def _markdown_parser() -> Any:
 def markdown_to_text(source: str) -> tuple[str, str | None]:
     """Text of a Markdown body and its first level-1 heading (None when there is none)."""
     md = _markdown_parser()
-    tokens = md.parse(_TEMPLATE_TAG.sub(" ", source))
+    tokens = md.parse(_strip_template_tags(source))
     heading = None
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open" and tok.tag == "h1" and i + 1 < len(tokens):
@@ -309,8 +374,8 @@ def _yaml_loader() -> Any:
 
 def _plain(value: Any, depth: int = 0) -> Any:
     """JSON-ready metadata: dates and times as ISO strings, keys as strings."""
-    if depth > 50:
-        raise ValueError("nested more than 50 levels deep")
+    if depth > _MAX_FRONT_MATTER_DEPTH:
+        raise ValueError(f"nested more than {_MAX_FRONT_MATTER_DEPTH} levels deep")
     if isinstance(value, dict):
         return {str(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -340,17 +405,81 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int]
     raise InputError(path, f"front matter opened with {fence!r} is never closed (no {closers[0]!r} line follows)", 1)
 
 
+# Front matter nested deeper than ``_plain`` accepts is refused before it is parsed: tomllib
+# takes time in the square of a dotted key's length (a.a.a... = 1), PyYAML in the square of a flow
+# collection's depth ([[[...), both far beyond what a refusal at 50 levels needs.
+_MAX_FRONT_MATTER_DEPTH = 50
+_TOML_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
+# A key where TOML has keys: at the start of a line or of a table header, in an inline table.
+_TOML_DOTTED_KEY = re.compile(
+    rf"(?:^[ \t]*\[{{0,2}}|[{{,])[ \t]*({_TOML_KEY_PART}(?:[ \t]*\.[ \t]*{_TOML_KEY_PART})+)", re.MULTILINE
+)
+_TOML_KEY_DOT = re.compile(r"""\.|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'""")
+_YAML_FLOW_MARKS = re.compile(r"""\\.|["'\[\]{}#\n]""")
+
+
+def _toml_key_depth(block: str) -> int:
+    """The most parts a dotted key or table header of a TOML block has."""
+    deepest = 0
+    for m in _TOML_DOTTED_KEY.finditer(block):
+        parts = 1 + sum(1 for t in _TOML_KEY_DOT.findall(m.group(1)) if t == ".")
+        deepest = max(deepest, parts)
+    return deepest
+
+
+def _yaml_flow_depth(block: str) -> int:
+    """An upper bound on how deep a YAML block nests flow collections ([ and {): every opening
+    bracket counts, a closing one only outside a quoted scalar and a comment (a quote counts as
+    one where a scalar can start)."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    for m in _YAML_FLOW_MARKS.finditer(block):
+        c = m.group(0)
+        if c == "\n":
+            comment = False
+            if quote == "'":
+                continue
+        if comment:
+            continue
+        if quote:
+            if c == quote:
+                quote = ""
+            continue
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c in "\"'" or c == "#":
+            i = m.start()
+            before = block[i - 1] if i > 0 else "\n"
+            if before in " \t\n[{,:" or (c == "#" and before in " \t\n"):
+                if c == "#":
+                    comment = True
+                else:
+                    quote = c
+    return deepest
+
+
 def _parse_front_matter(block: str, fence: str, path: Path) -> dict[str, Any]:
+    too_deep = f"front matter nested more than {_MAX_FRONT_MATTER_DEPTH} levels deep"
     if fence == "+++":
+        if _toml_key_depth(block) > _MAX_FRONT_MATTER_DEPTH:
+            raise InputError(path, too_deep, 2)
         try:
             data: Any = tomllib.loads(block)
         except tomllib.TOMLDecodeError as e:
             m = re.search(r"line (\d+)", str(e))
             line = int(m.group(1)) + 1 if m else 2
             raise InputError(path, f"malformed TOML front matter ({str(e).splitlines()[0]})", line) from None
+        except RecursionError:
+            raise InputError(path, "TOML front matter is nested too deeply", 2) from None
     else:
         import yaml
 
+        if _yaml_flow_depth(block) > _MAX_FRONT_MATTER_DEPTH:
+            raise InputError(path, too_deep, 2)
         try:
             data = yaml.load(block, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
@@ -446,8 +575,16 @@ def read_html_file(path: Path, rel: str, post_statuses: Sequence[str] = DEFAULT_
     the only ``<article>``, or ``<body>`` without navigation, header, footer and aside)."""
     from selectolax.lexbor import LexborHTMLParser
 
+    from synthfilter.io.deephtml import flat_page, html_too_deep
+
     text = _decode(path.read_bytes(), path, "HTML")
     front, body, _ = split_front_matter(text, path)
+    if html_too_deep(body):  # read in one linear pass, as html_to_text reads such markup
+        meta, title, canonical, body_text = flat_page(body)
+        meta.update(front)
+        if canonical is not None and "url" not in meta:
+            meta["url"] = canonical
+        return _file_record(path, rel, meta, body_text, title, post_statuses)
     tree = LexborHTMLParser(body)
     meta: dict[str, Any] = {}
     for node in tree.css("meta"):
@@ -581,7 +718,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = (),
 
     wanted = {t.strip().lower() for t in post_types if t.strip()}
     statuses = {t.strip().lower() for t in post_statuses if t.strip()}
-    f = open(path, "rb")
+    f = _GrowingReader(open(path, "rb"))
     try:
         events = ET.iterparse(f, events=("start", "end"), parser=parser)
         # Events arrive a chunk late; note where the root element starts while expat is on it.
@@ -598,6 +735,7 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = (),
         channel: Any = None
         n = 0
         for event, el in events:
+            f.progress = True
             if event == "start":
                 depth += 1
                 if depth == 1 and _qname(el.tag) != "rss":
@@ -608,11 +746,17 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = (),
                     channel = el
                 continue
             depth -= 1
-            if depth == 2 and channel is not None and _qname(el.tag) == "item":
-                n += 1
-                yield _wxr_record(el, rel, n, wanted, statuses)
+            if depth == 2 and channel is not None:
+                if _qname(el.tag) == "item":
+                    n += 1
+                    yield _wxr_record(el, rel, n, wanted, statuses)
+                # Nothing of the channel but its items is read: drop each child once read (from the
+                # end, where it is: removing it by search would take time in the children kept).
                 el.clear()
-                channel.remove(el)
+                if len(channel) and channel[-1] is el:
+                    del channel[-1]
+                else:
+                    channel.remove(el)
         if channel is None:
             raise InputError(path, "not a WordPress WXR export: no <channel> inside <rss>")
     except ET.ParseError as e:
@@ -631,6 +775,29 @@ def read_wxr(path: Path, rel: str, post_types: Sequence[str] = (),
                          "expansion and external entities are not allowed", line) from None
     finally:
         f.close()
+
+
+class _GrowingReader:
+    """A binary file whose ``read`` returns more each time the XML parser got no event from the
+    last chunk (and 64 KiB again once it does). expat before 2.6 parses an unfinished token (a
+    long attribute, comment or tag) again from its start with every chunk fed: with chunks of a
+    fixed size that is quadratic in the token's length, with doubling chunks linear."""
+
+    _BASE = 1 << 16
+    _MAX = 1 << 26
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.size = self._BASE
+        self.progress = True  # set by the reader on every event
+
+    def read(self, _n: int = -1) -> bytes:
+        self.size = self._BASE if self.progress else min(self.size * 2, self._MAX)
+        self.progress = False
+        return self.f.read(self.size)
+
+    def close(self) -> None:
+        self.f.close()
 
 
 def _wxr_record(item: Any, rel: str, n: int, wanted: set[str], statuses: set[str]) -> CmsRecord:
@@ -850,7 +1017,7 @@ def read_jsonl(path: Path, rel: str, opts: ReadOptions) -> Iterator[CmsRecord]:
     compression = fmt[1] if fmt else None
     spec = FieldSpec(opts.text_field, opts.id_field)
     reader = ShardReader(Shard(path=path, rel=rel, format="jsonl", compression=compression),
-                         max_line_bytes=opts.max_line_bytes)
+                         max_line_bytes=opts.max_line_bytes, fields=(opts.text_field, opts.id_field or "id"))
     for rec in reader:
         if rec.error is not None:
             raise InputError(path, rec.error, rec.line)
