@@ -343,7 +343,13 @@ def _markdown_parser() -> Any:
 def markdown_to_text(source: str) -> tuple[str, str | None]:
     """Text of a Markdown body and its first level-1 heading (None when there is none)."""
     md = _markdown_parser()
-    tokens = md.parse(_strip_template_tags(source))
+    source = _strip_template_tags(source)
+    tokens = md.parse(source)
+    if tokens and max(tok.level for tok in tokens) >= md.options["maxNesting"] - 1:
+        # markdown-it stops at its nesting limit (20 levels of lists or quotes) and drops the
+        # rest of the document without a word: such a body is read as it stands, its marks
+        # left in, so that nothing in it is hidden from the checks.
+        return html_to_text(source), None
     heading = None
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open" and tok.tag == "h1" and i + 1 < len(tokens):

@@ -224,3 +224,16 @@ def test_front_matter_nested_beyond_the_limit_is_refused_before_parsing(tmp_path
 def test_front_matter_within_the_limit_is_read() -> None:
     assert _yaml_flow_depth("tags: [a, b]\ntitle: \"x ]]] [\"\nk: {a: [1, [2]]}\n# ]]]\nq: 'it''s ]'\n") == 3
     assert _yaml_flow_depth("k: " + "[" * 50 + "]" * 50) == 50
+
+
+def test_markdown_nested_beyond_the_parsers_limit_keeps_its_text() -> None:
+    # markdown-it stops at 20 levels of lists or quotes and drops the rest of the body without a
+    # word: a post could hide its text from the gate behind 21 "- " or ">". Such a body is read as
+    # it stands, marks and all; an ordinary nested list is read as Markdown still.
+    for body in ("- " * 21 + "The hidden paragraph is here.\n\nAnd one more after it.",
+                 ">" * 25 + " The hidden paragraph is here.\n\nAnd one more after it."):
+        text, heading = markdown_to_text(body)
+        assert "The hidden paragraph is here." in text and text.endswith("And one more after it."), body[:30]
+        assert heading is None
+    assert markdown_to_text("# Notes\n\n- one\n  - two\n    - three\n\nClosing *words*.") == (
+        "Notes\n\none\n\ntwo\n\nthree\n\nClosing words.", "Notes")
