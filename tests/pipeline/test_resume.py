@@ -483,6 +483,10 @@ def test_finished_run_resumed_checks_the_model_without_loading_it(tmp_path: Path
     again = run_pipeline([str(inp)], out, cfg(resume=True))
     assert again.manifest == json.loads(before) and again.report == first.report
     assert (out / "manifest.json").read_bytes() == before
+    # The Ray engine's --resume of a finished run, likewise (Ray is not even started).
+    from synthfilter.pipeline.ray.engine import run_pipeline_ray
+
+    assert run_pipeline_ray([str(inp)], out, cfg(resume=True, engine="ray")).manifest == json.loads(before)
 
     replace_model_in_place(model)
     with pytest.raises(UsageError) as e:

@@ -154,20 +154,23 @@ def run_pipeline_ray(inputs: Sequence[str], out: str | os.PathLike[str], cfg: Co
 def _run_in(sources: Sequence[ShardSource], shards: Sequence[Shard], ignored: Sequence[str], out_loc: str,
             out_store: Store, cfg: Config, progress: Progress | None, t_start: float,
             started: str) -> RunResult:
+    if out_store.local is not None:
+        out_path = out_store.local
+        if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
+            # Finished: its outputs stand, and its model is checked by its files' sha256 without
+            # loading it (as the local engine).
+            manifest = json.loads((out_path / "manifest.json").read_text())
+            check_finished_run(manifest, shards, cfg, str(out_path), model_info(cfg))
+            (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
+            finish_replaced(out_path)
+            return RunResult(report=json.loads((out_path / "report.json").read_text()), manifest=manifest,
+                             out=out_path)
     # The detector loads first, as in the local engine (a bad model touches nothing; --resume
     # checks the model's files).
     scorer = Scorer(cfg)
     model = model_info(scorer)
     if out_store.local is not None:
-        out_path = out_store.local
-        if cfg.resume and (out_path / "manifest.json").exists() and not (out_path / WORK_DIR).exists():
-            manifest = json.loads((out_path / "manifest.json").read_text())
-            check_finished_run(manifest, shards, cfg, str(out_path), model)
-            (progress or Progress(quiet=True)).log(f"{out_path}: run already complete; nothing to resume")
-            finish_replaced(out_path)
-            return RunResult(report=json.loads((out_path / "report.json").read_text()), manifest=manifest,
-                             out=out_path)
-        prepare_out_dir(out_path, cfg, model=model)
+        prepare_out_dir(out_store.local, cfg, model=model)
     else:
         finished = _prepare_remote_out(out_store, cfg, shards, model)
         if finished is not None:
