@@ -208,6 +208,15 @@ class _TextBuilder:
             else:
                 self._emit(piece)
 
+    def start(self, tag: str) -> None:
+        """The break an element's start makes: a paragraph, a line, or a table cell's bar."""
+        if tag in _PARAGRAPH:
+            self.brk(2)
+        elif tag in _LINE:
+            self.brk(1)
+        elif tag in _CELL:
+            self.cell()
+
     def cell(self) -> None:
         if not self.pending and self.parts:
             self.parts.append(" | ")
@@ -241,12 +250,7 @@ def _walk_text(root: Any, drop: frozenset[str] = _DROP) -> str:
         if tag == "br":
             out.brk(1)
             continue
-        if tag in _PARAGRAPH:
-            out.brk(2)
-        elif tag in _LINE:
-            out.brk(1)
-        elif tag in _CELL:
-            out.cell()
+        out.start(tag)
         if tag == "pre":
             pre += 1
         stack.append((node, True))

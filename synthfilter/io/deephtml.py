@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Any, Iterator
 
-from synthfilter.io.cms import _CELL, _DROP, _LINE, _PARAGRAPH, _str_or_none, _TextBuilder
+from synthfilter.io.cms import _DROP, _LINE, _PARAGRAPH, _str_or_none, _TextBuilder
 
 # -- over-deep HTML: a linear pre-scan, and a linear extractor ------------------------------------
 #
@@ -937,12 +937,7 @@ def flat_text(markup: str, drop: frozenset[str] = _DROP) -> str:
                 continue
             if hiding or foreign:
                 continue
-            if name in _PARAGRAPH:
-                out.brk(2)
-            elif name in _LINE:
-                out.brk(1)
-            elif name in _CELL:
-                out.cell()
+            out.start(name)
             if name in ("pre", "listing", "textarea"):
                 skip_newline = True
                 pre += name != "textarea"
