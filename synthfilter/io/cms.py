@@ -583,44 +583,53 @@ def read_markdown_file(path: Path, rel: str, post_statuses: Sequence[str] = DEFA
 def read_html_file(path: Path, rel: str, post_statuses: Sequence[str] = DEFAULT_POST_STATUSES) -> CmsRecord:
     """A page: front matter (Jekyll) and ``<meta>`` tags as metadata; the text of ``<main>`` (or
     the only ``<article>``, or ``<body>`` without navigation, header, footer and aside)."""
-    from selectolax.lexbor import LexborHTMLParser
-
     from synthfilter.io.deephtml import flat_page, html_too_deep
 
     text = _decode(path.read_bytes(), path, "HTML")
     front, body, _ = split_front_matter(text, path)
-    if html_too_deep(body):  # read in one linear pass, as html_to_text reads such markup
-        meta, title, canonical, body_text = flat_page(body)
-        meta.update(front)
-        if canonical is not None and "url" not in meta:
-            meta["url"] = canonical
-        return _file_record(path, rel, meta, body_text, title, post_statuses)
-    tree = LexborHTMLParser(body)
+    # An over-deep page is read in one linear pass, as html_to_text reads such markup.
+    meta, title, canonical, body_text = flat_page(body) if html_too_deep(body) else _parsed_page(body)
+    meta.update(front)
+    if canonical is not None and "url" not in meta:
+        meta["url"] = canonical
+    return _file_record(path, rel, meta, body_text, title, post_statuses)
+
+
+# What a page's text leaves out inside its <main> (or only <article>), and in the page as a whole.
+_MAIN_DROP = _DROP | {"nav"}
+_PAGE_DROP = _DROP | {"nav", "header", "footer", "aside"}
+
+
+def _parsed_page(markup: str) -> tuple[dict[str, Any], str | None, str | None, str]:
+    """``(meta, title, canonical link, text)`` of a page from its parsed tree: ``<meta>`` names
+    and contents, the first ``<title>`` (else the first ``<h1>``), and the text of ``<main>``
+    (else of the only ``<article>``, else of the page without ``_PAGE_DROP``)."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(markup)
     meta: dict[str, Any] = {}
     for node in tree.css("meta"):
         attrs = node.attributes
         key = attrs.get("name") or attrs.get("property")
         if key and attrs.get("content") is not None:
             meta[key] = attrs.get("content")
-    meta.update(front)
     title_node = tree.css_first("title")
     title = _str_or_none(title_node.text()) if title_node is not None else None
-    canonical = tree.css_first('link[rel="canonical"]')
-    if canonical is not None and "url" not in meta and canonical.attributes.get("href"):
-        meta["url"] = canonical.attributes.get("href")
+    link = tree.css_first('link[rel="canonical"]')
+    canonical = (link.attributes.get("href") or None) if link is not None else None
     main = tree.css_first("main")
     articles = tree.css("article") if main is None else []
     if main is not None:
-        root, drop = main, _DROP | {"nav"}
+        root, drop = main, _MAIN_DROP
     elif len(articles) == 1:
-        root, drop = articles[0], _DROP | {"nav"}
+        root, drop = articles[0], _MAIN_DROP
     else:
-        root, drop = tree.body, _DROP | {"nav", "header", "footer", "aside"}
+        root, drop = tree.body, _PAGE_DROP
     body_text = _walk_text(root, drop) if root is not None else ""
     if title is None:
         h1 = tree.css_first("h1")
         title = _str_or_none(h1.text()) if h1 is not None else None
-    return _file_record(path, rel, meta, body_text, title, post_statuses)
+    return meta, title, canonical, body_text
 
 
 def _unpublished(meta: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Any, Iterator
 
-from synthfilter.io.cms import _DROP, _LINE, _PARAGRAPH, _str_or_none, _TextBuilder
+from synthfilter.io.cms import _DROP, _LINE, _MAIN_DROP, _PAGE_DROP, _PARAGRAPH, _str_or_none, _TextBuilder
 
 # -- over-deep HTML: a linear pre-scan, and a linear extractor ------------------------------------
 #
@@ -1036,12 +1036,12 @@ def flat_page(markup: str) -> tuple[dict[str, Any], str | None, str | None, str]
             spans[name].append((starts[0], len(markup)))
     if spans["main"]:
         a, b = spans["main"][0]
-        text = flat_text(markup[a:b], _DROP | {"nav"})
+        text = flat_text(markup[a:b], _MAIN_DROP)
     elif len(spans["article"]) == 1:
         a, b = spans["article"][0]
-        text = flat_text(markup[a:b], _DROP | {"nav"})
+        text = flat_text(markup[a:b], _MAIN_DROP)
     else:
-        text = flat_text(markup, _DROP | {"nav", "header", "footer", "aside"})
+        text = flat_text(markup, _PAGE_DROP)
     if title is None and spans["h1"]:
         a, b = spans["h1"][0]
         title = _str_or_none(flat_text(markup[a:b]))
