@@ -1528,6 +1528,33 @@ def parse_json_line(body: bytes, repeated_keys: "RepeatedKeys | None" = None) ->
     return obj, None
 
 
+def _any_spelling(key: str) -> bytes:
+    """A regular expression (bytes) for every JSON spelling of the string ``key``, quotes
+    included: each character as its UTF-8 bytes, as a ``\\uXXXX`` escape in either case of hex
+    digit (a pair of them beyond the BMP), or as its short escape (``\\/``, ``\\n``, ...)."""
+
+    def hex4(unit: int) -> bytes:
+        return b"".join(
+            b"[" + re.escape(d.lower().encode()) + re.escape(d.upper().encode()) + b"]" if d.isalpha()
+            else d.encode() for d in f"{unit:04x}")
+
+    def escapes(ch: str) -> list[bytes]:
+        code = ord(ch)
+        if code > 0xFFFF:
+            high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+            forms = [rb"\\u" + hex4(high) + rb"\\u" + hex4(low)]
+        else:
+            forms = [rb"\\u" + hex4(code)]
+        short = {"/": b"/", '"': b'"', "\\": b"\\", "\b": b"b", "\f": b"f", "\n": b"n", "\r": b"r", "\t": b"t"}
+        if ch in short:
+            forms.append(rb"\\" + re.escape(short[ch]))
+        if ch not in '"\\' and code >= 0x20:
+            forms.append(re.escape(ch.encode("utf-8")))
+        return forms
+
+    return b'"' + b"".join(b"(?:" + b"|".join(escapes(ch)) + b")" for ch in key) + b'"'
+
+
 class RepeatedKeys:
     """Whether a JSON line repeats a key on the way to the fields read from it.
 
@@ -1544,31 +1571,34 @@ class RepeatedKeys:
     JSON spelling of a key read followed by a colon, ``"text":``, found more than once, in one
     regular expression pass over the line), and only such a line is parsed again, by a parser
     that sees every key-value pair (``confirm``): ``"text"`` as a key of another object is no
-    repeat. A key spelled with an escape that its plain spelling has not (``"te\\u0078t"``)
-    escapes the byte test.
+    repeat. Every spelling of a key counts: ``"te\\u0078t"`` is ``"text"`` to any parser.
     """
 
     def __init__(self, fields: Sequence[str | None]):
-        import json
-
         self.paths = tuple(dict.fromkeys(f for f in fields if f))
         keys = dict.fromkeys(k for path in self.paths for k in (path, *path.split(".")))
-        # A key as orjson writes it (UTF-8), and as an ASCII-only writer escapes it (json.dumps).
-        # One pattern finds them all in one pass over the line (a bytes.count per key would
-        # take a pass per key, each over the whole text).
-        spellings = {s: orjson.dumps(k) for k in keys for s in (orjson.dumps(k), json.dumps(k).encode("ascii"))}
+        # One pattern finds every spelling of every key read in one pass over the line (a
+        # bytes.count per key would take a pass per key, each over the whole text): each
+        # character as UTF-8 or as any JSON escape of it (``"te\\u0078t"`` is ``"text"``).
         # Followed by a colon: a key ("type": "text" has no colon after "text").
-        self._find_all = re.compile(b"(" + b"|".join(map(re.escape, spellings)) + rb")[ \t\r\n]*:").findall
-        self._escaped = {s: k for s, k in spellings.items() if s != k}  # escaped spelling -> plain one
+        # A quote, then (a look ahead that skips most quotes at once) a key's first character
+        # or a backslash, then each key's spellings without its opening quote.
+        firsts = b"".join(sorted({re.escape(k[:1].encode("utf-8")[:1] or b'"') for k in keys}))
+        spellings = b"|".join(_any_spelling(k)[1:] for k in keys)
+        self._find_all = re.compile(b'("(?=[' + firsts + rb'\\])(?:' + spellings + rb"))[ \t\r\n]*:").findall
+        self._plain = {orjson.dumps(k): k for k in keys}
+        self._plain_set = frozenset(self._plain)
 
     def may_repeat(self, body: bytes) -> bool:
         """Whether ``body`` (a JSON line) may repeat a key read from it: ``confirm`` tells."""
         found = self._find_all(body)
         if len(found) < 2:
             return False
-        if self._escaped:
-            found = [self._escaped.get(s, s) for s in found]
-        return len(set(found)) < len(found)
+        distinct = set(found)
+        if not distinct <= self._plain_set:  # a key spelled with escapes: the key it spells
+            plain = self._plain
+            distinct = {plain[s] if s in plain else orjson.loads(s) for s in found}
+        return len(distinct) < len(found)
 
     def confirm(self, body: bytes) -> str | None:
         """Why the JSON object line ``body`` (read as one already) is malformed for a key it

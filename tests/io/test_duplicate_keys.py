@@ -134,6 +134,28 @@ def test_a_field_name_beyond_ascii_is_found_as_an_ascii_only_writer_escapes_it()
         assert keys.confirm(line).startswith('the record repeats the key "résumé" (2 values)')
 
 
+@pytest.mark.parametrize("second", [
+    b'"te\\u0078t"', b'"TE\\u0058T"', b'"\\u0074\\u0065\\u0078\\u0074"', b'"tex\\u0074"'])
+def test_a_key_spelled_with_escapes_is_the_same_key(second: bytes) -> None:
+    # Any parser reads "te\u0078t" as "text": the byte test finds every spelling, in any hex case.
+    keys = RepeatedKeys(("text", "meta.source"))
+    line = b'{"text": "Tea at four.", ' + second + b': "Tea at five."}'
+    expected = second.lower() != b'"te\\u0058t"'  # "TE\u0058T" is "TEXT": another key
+    assert keys.may_repeat(line) is expected
+    assert (keys.confirm(line) is not None) is expected
+    nested = b'{"meta": {"source": "wire", "sour\\u0063e": "staff"}, "text": "A note."}'
+    assert keys.confirm(nested).startswith('the record repeats the key "source" in its "meta" object')
+    assert keys.may_repeat(nested)
+
+
+def test_a_key_with_a_slash_or_beyond_the_bmp_is_found_in_each_spelling() -> None:
+    keys = RepeatedKeys(("meta/src", "\U0001f4dd"))
+    for line in (b'{"meta/src": "a", "meta\\/src": "b"}', b'{"meta\\u002Fsrc": "a", "meta/src": "b"}',
+                 '{"\U0001f4dd": "a", "\\ud83d\\uDCDD": "b"}'.encode()):
+        assert keys.may_repeat(line) and keys.confirm(line) is not None
+    assert not keys.may_repeat(b'{"meta/src": "a", "meta\\\\src": "b"}')
+
+
 def test_an_escaped_lone_surrogate_is_read_as_before(tmp_path: Path) -> None:
     line = b'{"id": "n", "text": "A cut emoji \\ud83d here.", "note": "text", "id": "m"}'
     ((obj, error),) = _read(write_jsonl(tmp_path / "s.jsonl", [line]), READ)
