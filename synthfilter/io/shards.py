@@ -1386,7 +1386,14 @@ class ShardReader:
         self.sha256, self.bytes_read = file_sha256(path), path.stat().st_size
         index = 0
         pieces = ParquetPieces(path, self.batch_rows)
+        ambiguous: str | None = None
         for row, piece in pieces:
+            if self.parquet_schema is None and pieces.schema is not None and self.repeated_keys is not None:
+                # A column (or struct field) read whose name the schema gives twice: which one
+                # is the text is ambiguous, as for a JSON key given twice. Every row is malformed.
+                ambiguous = schema_repeat(pieces.schema, self.repeated_keys.paths)
+                if ambiguous is not None and not self.recover:
+                    raise InputError(path, ambiguous)
             self.parquet_schema = pieces.schema
             if isinstance(piece, Break):
                 self.breaks.append(piece)
@@ -1402,7 +1409,7 @@ class ShardReader:
                 continue
             rows = _parquet_rows(piece)
             n = len(rows)
-            yield RecordBatch(index, list(range(row + 1, row + n + 1)), [None] * n, rows, [None] * n, [0] * n)
+            yield RecordBatch(index, list(range(row + 1, row + n + 1)), [None] * n, rows, [ambiguous] * n, [0] * n)
             index += n
         self.parquet_schema = pieces.schema
 
@@ -1657,6 +1664,33 @@ def _repeat_on_way(obj: Any, path: str) -> tuple[str, int, list[str]] | None:
             return part, obj.repeats[part], way
         way.append(part)
         obj = obj[part]
+    return None
+
+
+def schema_repeat(schema: Any, paths: Sequence[str]) -> str | None:
+    """Why a Parquet file whose schema (``pyarrow.Schema``) names a column, or a struct field,
+    twice on the way ``records.get_path`` follows one of ``paths`` is malformed, or None. Each row
+    read from it would hold only the last of them (the file's own columns all pass through)."""
+    import pyarrow as pa
+
+    top = [(f.name, f.type) for f in schema]
+    for path in paths:
+        level = top
+        parts = [path] if any(name == path for name, _ in top) else path.split(".")
+        way: list[str] = []
+        for part in parts:
+            found = [t for name, t in level if name == part]
+            if len(found) > 1:
+                key = orjson.dumps(part).decode()
+                if not way:
+                    return f"the file has {len(found)} columns named {key}: which one counts is ambiguous; keep only one"
+                return (f"the file's {orjson.dumps('.'.join(way)).decode()} column has {len(found)} fields named "
+                        f"{key}: which one counts is ambiguous; keep only one")
+            if not found:
+                break
+            way.append(part)
+            kind = found[0]
+            level = [(f.name, f.type) for f in kind] if pa.types.is_struct(kind) else []
     return None
 
 

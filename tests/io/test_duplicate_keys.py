@@ -226,3 +226,58 @@ def test_a_repeated_key_inside_a_dotted_fields_object_is_caught(tmp_path: Path, 
     assert code == 2, err
     (line,) = err.strip().splitlines()
     assert line.startswith(f"error: {src}:3: {expected}"), line
+
+
+# -- Parquet: a column (or struct field) read whose name the schema gives twice --------------------
+
+
+def _parquet_with(path: Path, names: list[str], columns: list[Any]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_arrays(columns, names=names), path)
+    return path
+
+
+def test_a_parquet_file_naming_a_read_column_twice_is_refused_or_quarantined_whole(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = pa.array([r["id"] for r in GOOD])
+    first = pa.array([r["text"] for r in GOOD])
+    second = pa.array([f"Another body for {r['id']}, which the reader would have taken." for r in GOOD])
+    src = _parquet_with(tmp_path / "in" / "twice.parquet", ["id", "text", "text"], [ids, first, second])
+    code, _, err = run_cli(["run", str(src), "--out", str(tmp_path / "out"), *FLAGS])
+    assert code == 2 and err.strip() == (f"error: {src}: the file has 2 columns named \"text\": which one counts "
+                                         "is ambiguous; keep only one")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli(["run", str(src), "--out", str(tmp_path / "q"), *FLAGS, "--on-error", "quarantine"])
+    assert code == 0, err
+    rejected = pq.ParquetFile(tmp_path / "q" / "rejected" / "twice.parquet").read()
+    assert rejected.schema.names == ["id", "text", "text", "synthfilter"]  # both columns, as read
+    assert rejected.column(1).to_pylist() == first.to_pylist() and rejected.column(2).to_pylist() == second.to_pylist()
+    assert {s["reason"] for s in rejected.column(3).to_pylist()} == {"malformed"}
+    assert "columns named \"text\"" in rejected.column(3)[0]["error"].as_py()
+
+
+def test_a_parquet_struct_repeating_a_read_field_is_malformed_and_an_unread_repeat_passes(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(GOOD)
+    texts = pa.array([r["text"] for r in GOOD])
+    meta = pa.StructArray.from_arrays([pa.array(["wire"] * n), pa.array(["staff"] * n)], names=["source", "source"])
+    src = _parquet_with(tmp_path / "in" / "meta.parquet", ["text", "meta"], [texts, meta])
+    code, _, err = run_cli(["run", str(src), "--out", str(tmp_path / "out"), *FLAGS, "--provenance-field", "meta.source"])
+    assert code == 2 and "the file's \"meta\" column has 2 fields named \"source\"" in err, err
+    # Not read without --provenance-field: the file is read as before, its columns kept as they are.
+    code, _, err = run_cli(["run", str(src), "--out", str(tmp_path / "plain"), *FLAGS])
+    assert code == 0, err
+    kept = pq.ParquetFile(tmp_path / "plain" / "kept" / "meta.parquet").read()
+    assert kept.num_rows == n and kept.schema.field("meta").type.num_fields == 2
+    labels = _parquet_with(tmp_path / "in2" / "labels.parquet", ["text", "label", "label"],
+                           [texts, pa.array(["a"] * n), pa.array(["b"] * n)])
+    code, _, err = run_cli(["run", str(labels), "--out", str(tmp_path / "labels"), *FLAGS])
+    assert code == 0, err
+    assert pq.ParquetFile(tmp_path / "labels" / "kept" / "labels.parquet").read().schema.names == ["text", "label", "label"]
