@@ -1236,14 +1236,24 @@ def _synthfilter_struct_type() -> Any:
         ("decision", pa.string()), ("reason", pa.string()), ("duplicate_of", pa.string()),
         ("score", pa.float32()), ("p_machine", pa.float32()), ("provenance", pa.string()), ("error", pa.string()),
         ("language", pa.string()), ("language_confidence", pa.float32()),
+        # Where a malformed record was (the shard's path, its 1-based row), as a JSONL one's
+        # ``source`` says: in rejected/ its row number is lost. Null for every other record.
+        ("source", pa.struct([("file", pa.string()), ("row", pa.int64())])),
     ])
 
 
-def _struct_column(rows: np.ndarray, dec: ShardDecisions) -> Any:
+def _struct_column(rows: np.ndarray, dec: ShardDecisions, file: str | None = None,
+                   file_rows: np.ndarray | None = None) -> Any:
+    """The ``synthfilter`` struct of the records ``rows``; a malformed one's ``source`` names
+    ``file`` and its row in ``file_rows`` (1-based, parallel to ``rows``; None: not known)."""
     import pyarrow as pa
 
     names = _synthfilter_struct_type().names
     values = [{k: f.get(k) for k in names} for f in (dec.fields(int(i)) for i in rows)]
+    if file is not None:
+        for k, v in enumerate(values):
+            if v["reason"] == "malformed":
+                v["source"] = {"file": file, "row": None if file_rows is None else int(file_rows[k])}
     return pa.array(values, type=_synthfilter_struct_type())
 
 
@@ -1282,20 +1292,20 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
             rejected = AtomicParquetWriter(rej_path, rej_schema)
         rejected.write_table(pa.Table.from_arrays(rt.columns, schema=rej_schema))
 
-    def nulls(rows: np.ndarray) -> Any:
+    def nulls(rows: np.ndarray, file_rows: np.ndarray | None) -> Any:
         """Rows of nulls with their ``synthfilter`` struct: records of the shard that were not read."""
-        return pa.Table.from_arrays([pa.nulls(len(rows), f.type) for f in base_schema] + [_struct_column(rows, dec)],
-                                    schema=rej_schema)
+        struct = _struct_column(rows, dec, shard.rel, file_rows)
+        return pa.Table.from_arrays([pa.nulls(len(rows), f.type) for f in base_schema] + [struct], schema=rej_schema)
 
     try:
-        for _row, piece in _chain_first(first, it):
+        for first_row, piece in _chain_first(first, it):
             if isinstance(piece, Break):
                 # An unreadable row group (or file): its one record, rejected as malformed.
                 if offset >= n or reason[offset] == KEPT:
-                    raise ConservationError(f"{shard.path}: the break at row {_row + 1} was not read the first time")
+                    raise ConservationError(f"{shard.path}: the break at row {first_row + 1} was not read the first time")
                 rows = np.arange(offset, offset + 1)
                 offset += 1
-                reject(nulls(rows))
+                reject(nulls(rows, np.array([first_row + 1])))  # the first row it could not read
                 continue
             table = pa.Table.from_batches([piece], schema=schema)
             rows = np.arange(offset, offset + table.num_rows)
@@ -1310,13 +1320,14 @@ def _write_parquet(shard: Shard, cfg: Config, kept_path: Path, rej_path: Path, d
                 kt = _replace_struct(kt, _struct_column(kept_rows, dec))
             kept.write_table(kt)
             if len(rej_rows):
-                reject(_replace_struct(_take_rows(table, rej_rows - rows[0]), _struct_column(rej_rows, dec)))
+                at = rej_rows - rows[0]
+                reject(_replace_struct(_take_rows(table, at), _struct_column(rej_rows, dec, shard.rel, first_row + 1 + at)))
         if offset < n:
             # Records past the readable data: the quarantined tail of a file that could not be read.
             rows = np.arange(offset, n)
             if np.any(reason[rows] == KEPT):
                 raise ConservationError(f"{shard.path}: rows {offset}..{n} could not be re-read")
-            reject(nulls(rows))
+            reject(nulls(rows, None))
             offset = n
         if offset != n:
             raise ConservationError(f"{shard.path}: {offset} rows on the second read, {n} on the first")

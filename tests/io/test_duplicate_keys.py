@@ -259,6 +259,8 @@ def test_a_parquet_file_naming_a_read_column_twice_is_refused_or_quarantined_who
     assert rejected.column(1).to_pylist() == first.to_pylist() and rejected.column(2).to_pylist() == second.to_pylist()
     assert {s["reason"] for s in rejected.column(3).to_pylist()} == {"malformed"}
     assert "columns named \"text\"" in rejected.column(3)[0]["error"].as_py()
+    assert [s["source"] for s in rejected.column(3).to_pylist()] == [{"file": "twice.parquet", "row": i + 1}
+                                                                     for i in range(len(GOOD))]
 
 
 def test_a_parquet_struct_repeating_a_read_field_is_malformed_and_an_unread_repeat_passes(tmp_path: Path) -> None:

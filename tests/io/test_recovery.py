@@ -196,6 +196,8 @@ def test_parquet_keeps_every_readable_row_group(tmp_path: Path, fast_config: dic
     (rej,) = pq.read_table(tmp_path / "out" / "rejected" / "p.parquet").to_pylist()
     error = rej["synthfilter"]["error"]
     assert rej["synthfilter"]["reason"] == "malformed"
+    # Where it was: the shard and the first row it lost (rejected/ has no row numbers of its own).
+    assert rej["synthfilter"]["source"] == {"file": "p.parquet", "row": damage * 1000 + 1}
     assert f"row group {damage + 1} of 4" in error and f"rows {damage * 1000 + 1:,}-{(damage + 1) * 1000:,}" in error
     assert res.report["input"]["records"] == 3001 and res.report["input"]["breaks"] == 1
     assert res.report["input"]["unreadable_bytes"] > 0
