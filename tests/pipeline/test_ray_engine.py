@@ -882,6 +882,14 @@ def test_resume_after_the_run_is_killed_mid_decide(corpus: dict[str, Any], ray_c
         env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "manifest.json").exists() and not list((out / "kept").rglob("*.jsonl"))
+    # The run recorded what it read, as the local engine does: the batch size may change on resume
+    # of JSONL alone, and this corpus has a Parquet shard, whose row groups follow it.
+    from synthfilter.pipeline.run import WORK_DIR, UsageError
+
+    assert json.loads((out / WORK_DIR / "run.json").read_text())["formats"] == ["jsonl", "parquet"]
+    with pytest.raises(UsageError, match=r"--batch-size was \d+ and cannot change here: Parquet outputs are written"):
+        re.run_pipeline_ray([str(corpus["src"])], out,
+                            Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True, "batch_size": 97}))
     stages = _Stages()
     re.run_pipeline_ray([str(corpus["src"])], out, Config.from_dict({**CONFIG_A, "engine": "ray", "resume": True}),
                         stages)

@@ -210,7 +210,7 @@ def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignor
         progress.log(f"note: {path}: not a supported shard extension, not read")
     work = out_store.sub(WORK_DIR)
     model = model_info(scorer)
-    work.write_bytes("run.json", run_json(cfg, model))
+    work.write_bytes("run.json", run_json(cfg, model, shards=shards))  # formats: may --batch-size change
 
     def stopped(signum: int) -> None:
         raise RunInterrupted(out_loc, signum)
