@@ -31,7 +31,8 @@ ID_COL = "_synthfilter_id"  # the record id the decisions use (id field, or "<pr
 
 class FilterResult(NamedTuple):
     """``kept`` and ``rejected`` Ray Datasets (lazy) and the report: report.json's ``input``,
-    ``output``, ``duplicates``, ``synthetic`` and ``languages`` sections (no ``diversity`` yet).
+    ``output``, ``duplicates``, ``synthetic``, ``languages`` and ``diversity`` sections (the
+    diversity sample grouped by ``report.group_by``, else all in one group named ``id_prefix``).
 
     ``kept`` has the input's columns (plus ``synth_score`` and ``synth_provenance`` under
     ``annotate = true``); ``rejected`` adds ``synth_reason``, ``synth_duplicate_of``,
@@ -109,7 +110,8 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
         card = sf.scorer.detector.card if sf.scorer.uses_detector else None
         decisions = decide_on_ray(_DatasetAnnotations(scored, sf), total, cfg, card, set_aside, n_bands,
                                   cfg.dedup.num_perm)
-    ref = ray.put(_lookup_table(decisions))
+    lookup = _lookup_table(decisions)
+    ref = ray.put(lookup)
     if cfg.identifies_language:
         # report.json's languages section, counted as run counts it (stages.record_language_counts).
         from synthfilter.pipeline.ray.decide import summed_language_counts
@@ -125,6 +127,12 @@ def filter_dataset(ds: Any, config: Any = None, *, target_ratio: float | None = 
 
         summary.update(provenance_tally=provenance, malformed=int(set_aside[MALFORMED]))
     report = _report(decisions, sf, total, id_prefix, time.perf_counter() - t0, summary)
+    if cfg.report.diversity:
+        from synthfilter.diversity import set_diversity
+
+        with data_context():
+            set_diversity(report, _diversity(scored, sf, lookup, total - int(set_aside.sum()), id_prefix),
+                          cfg.repetition.reject)
     input_cols = [c for c in columns if c not in (INDEX_COL, ID_COL)] if columns else None
     kept = scored.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={
         "ref": ref, "want_kept": True, "input_cols": input_cols, "cfg": cfg})
@@ -383,6 +391,83 @@ def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, second
 
 
 # -- split ---------------------------------------------------------------------------------------
+
+
+# -- diversity -----------------------------------------------------------------------------------
+
+
+def _diversity(scored: Any, sf: Any, lookup: Mapping[str, np.ndarray], usable: int, group: str) -> dict[str, Any]:
+    """report.json's ``diversity`` as the CLI computes it: on the ``report.sample_size`` usable
+    records with the smallest uniform (ties: the lower row), taken in that order.
+
+    The sample is found without bringing more than a few times its size to the driver: the
+    records below a cut-off uniform (first ``2 k / usable``, the uniforms being uniform), the
+    cut-off raised fourfold until at least ``k`` are below it; then only their texts, groups and
+    signatures are fetched."""
+    import ray
+
+    from synthfilter.diversity import diversity_section
+
+    cfg = sf.config
+    k = cfg.report.sample_size
+    cut = min(1.0, 2.0 * k / max(usable, 1))
+    while True:
+        got = collect(_DatasetAnnotations(scored, sf).map_chunks(_below, ["uniform"], cut=cut))
+        found = len(got["gidx"]) if got else 0
+        if found >= k or cut >= 1.0:
+            break
+        cut = min(1.0, cut * 4)
+    if not found:
+        return diversity_section([], [], [], [], seed=cfg.seed)
+    order = np.lexsort((got["gidx"], got["uniform"]))[:k]
+    sample = got["gidx"][order]  # in sample order
+    wanted = ray.put(np.sort(sample))
+    rows = collect(scored.map_batches(_sample_rows, batch_format="pyarrow", batch_size=None,
+                                      fn_kwargs={"ref": wanted, "cfg": cfg, "group": group}))
+    by_row = np.argsort(rows["gidx"], kind="stable")
+    at = by_row[np.searchsorted(rows["gidx"][by_row], sample)]
+    texts = [rows["text"][i] for i in at.tolist()]
+    groups = [rows["group"][i] for i in at.tolist()]
+    # Every sampled record is usable: it was kept unless a decision row says otherwise.
+    keep = np.ones(len(sample), dtype=bool)
+    keys = lookup["gidx"]
+    if len(keys):
+        pos = np.minimum(np.searchsorted(keys, sample), len(keys) - 1)
+        keep[keys[pos] == sample] = False
+    sigs = rows["sigs"][at] if "sigs" in rows else None
+    return diversity_section(
+        texts, [t for t, kk in zip(texts, keep) if kk], groups, [g for g, kk in zip(groups, keep) if kk],
+        before_sigs=sigs, after_sigs=None if sigs is None else sigs[keep], seed=cfg.seed,
+    )
+
+
+def _below(chunk: dict[str, np.ndarray], cut: float) -> dict[str, np.ndarray]:
+    """The usable records of a chunk whose uniform is below ``cut``: row number and uniform."""
+    at = np.flatnonzero((chunk["status"] == 0) & (chunk["uniform"] < cut))
+    return {"gidx": chunk["gidx"][at], "uniform": chunk["uniform"][at]}
+
+
+def _sample_rows(table: Any, ref: Any, cfg: Any, group: str) -> dict[str, np.ndarray]:
+    """The sampled rows of a scored batch: row number, text, group label and, with near dedup,
+    MinHash signature."""
+    from synthfilter.api import MISSING, SIGNATURE_COL, ColumnTable, field_values
+
+    wanted: np.ndarray = resolve(ref)
+    g = table.column(INDEX_COL).to_numpy()
+    pos = np.minimum(np.searchsorted(wanted, g), max(len(wanted) - 1, 0))
+    rows = np.flatnonzero(wanted[pos] == g) if len(wanted) else np.zeros(0, np.int64)
+    part = ColumnTable(table=table.take(rows))
+    n = len(rows)
+    out: dict[str, Any] = {"gidx": g[rows], "text": np.asarray(field_values(part, cfg.text_field, n), dtype=object)}
+    if cfg.report.group_by:
+        out["group"] = np.asarray(["(missing)" if v is MISSING or v is None else str(v)
+                                   for v in field_values(part, cfg.report.group_by, n)], dtype=object)
+    else:
+        out["group"] = np.asarray([group] * n, dtype=object)
+    if SIGNATURE_COL in table.column_names:
+        col = table.column(SIGNATURE_COL).take(rows).combine_chunks()
+        out["sigs"] = col.values.to_numpy().reshape(n, -1) if n else np.zeros((0, col.type.list_size), np.uint32)
+    return out
 
 
 def _lookup_table(decisions: RayDecisions) -> dict[str, np.ndarray]:

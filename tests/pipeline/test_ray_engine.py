@@ -722,7 +722,10 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     rows += [{"id": f"fr-{i}", "text": t, "label": "x"} for i, t in enumerate(sentences("fr", 12, seed=3))]
     rows += [{"id": f"loop-{i}", "text": looping_text(rng), "label": "x"} for i in range(6)]
     cfg: dict[str, Any] = {"detector": {"enabled": False}, "on_error": "quarantine",
-                           "language": {"keep": ["en"]}, "repetition": {"reject": True}}
+                           "language": {"keep": ["en"]}, "repetition": {"reject": True},
+                           "report": {"group_by": "label", "sample_size": 120}}
+    for i, r in enumerate(rows):
+        r["label"] = f"g{i % 3}"  # diversity by group
     kept, rejected, report = filter_dataset(ray.data.from_items(rows, override_num_blocks=4), cfg)
     sf = SynthFilter(cfg)
     ids = [r["id"] for r in rows]
@@ -736,6 +739,16 @@ def test_filter_dataset_matches_the_python_api(ray_cluster: str, monkeypatch: py
     assert report["output"]["rejected_by_reason"]["near_duplicate"] > 0
     # The languages section as run and the Python API count it (it was None through the Ray API).
     assert report["languages"] == want.report["languages"]
+    # report.json's diversity section as the datasets integration (and run) compute it: the
+    # sample of the 120 usable records with the smallest uniform, before and after, by group.
+    import datasets
+
+    from synthfilter.hf import filter_dataset as hf_filter_dataset
+
+    hf_report = hf_filter_dataset(datasets.Dataset.from_list(rows), cfg).report
+    assert report["diversity"] == hf_report["diversity"]
+    assert report["diversity"]["before"]["records"] == 120
+    assert report["diversity"]["after"]["records"] < 120 and set(report["diversity"]["by_group"]) == {"g0", "g1", "g2"}
     assert report["languages"]["by_language"]["fr"]["records"] >= 10
     assert report["output"]["rejected_by_reason"]["language"] >= 10
     assert report["output"]["rejected_by_reason"]["repetitive"] == 6
