@@ -174,7 +174,7 @@ def test_score_tasks_build_one_scorer_per_process_and_forget_it(tmp_path: Path) 
     import pickle
 
     from synthfilter.pipeline.ray import score as score_mod
-    from synthfilter.pipeline.ray.storage import ShardSource, discover_sources
+    from synthfilter.pipeline.ray.storage import discover_sources
 
     src = tmp_path / "in"
     write_jsonl(src / "a.jsonl", make_records(30, seed=3))
