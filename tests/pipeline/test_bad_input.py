@@ -148,6 +148,21 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
         assert len(err.strip().splitlines()) == 1
 
 
+def test_a_named_pipe_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # Each input is read twice (score, then write): a pipe hung the write stage, with its records
+    # read once. Refused at once, given by name or found in a directory, with nothing written.
+    import os
+
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", _good_lines())
+    os.mkfifo(tmp_path / "in" / "b.jsonl")  # nothing ever writes to it: a read would hang
+    for args in ([str(tmp_path / "in" / "b.jsonl")], [str(tmp_path / "in")], [str(src), str(tmp_path / "in" / "*.jsonl")]):
+        out = tmp_path / f"o{len(os.listdir(tmp_path))}"
+        code, _, err = run_cli(["run", *args, "--out", str(out), "--no-detector", "--no-near-dedup", "-q"])
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "b.jsonl: a named pipe (FIFO), not a regular file: synthfilter reads each input twice" in err
+        assert not out.exists()
+
+
 def test_truncated_gz_tail_is_quarantined(tmp_path: Path, fast_config: dict) -> None:
     src = tmp_path / "in" / "t.jsonl.gz"
     src.parent.mkdir()
