@@ -317,7 +317,15 @@ def test_bad_input_and_usage_exit_2_with_one_line(tmp_path: Path, capsys: pytest
     repeated = tmp_path / "repeated.jsonl"  # which text counts would be the JSON parser's silent choice
     repeated.write_text('{"id": "a", "text": "The mayor opened the new bridge with a short speech."}\n'
                         '{"id": "b", "text": "The first body of the post.", "text": "The second body."}\n')
+    import os
+
+    pipe = tmp_path / "pipe.jsonl"  # nothing writes to it: reading it would hang (it is read twice)
+    os.mkfifo(pipe)
+    (tmp_path / "site").mkdir()
+    os.mkfifo(tmp_path / "site" / "post.md")
     cases = [
+        ([str(pipe)], rf"^error: {re.escape(str(pipe))}: a named pipe \(FIFO\), not a regular file: .*to a file first$"),
+        ([str(tmp_path / "site")], r"site/post\.md: a named pipe \(FIFO\), not a regular file"),
         ([str(repeated)], rf'^error: {re.escape(str(repeated))}:2: the record repeats the key "text" \(2 values\)'),
         ([str(broken)], rf"^error: {re.escape(str(broken))}:\d+: malformed XML: mismatched tag at column \d+$"),
         ([str(bomb)], rf"^error: {re.escape(str(bomb))}:2: refused: .*billion laughs"),

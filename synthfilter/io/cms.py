@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from synthfilter.io.shards import InputError, Shard, file_sha256, shard_format
+from synthfilter.io.shards import InputError, Shard, file_sha256, not_a_file, shard_format
 from synthfilter.records import FieldSpec, get_path, is_missing
 
 if sys.version_info >= (3, 11):
@@ -669,6 +669,9 @@ def _folder_files(folder: Path, fmt: str | None, ignored: list[str]) -> list[tup
                 if not name.startswith("."):
                     ignored.append(str(p))
                 continue
+            why = not_a_file(p)
+            if why is not None:
+                raise InputError(p, why)
             out.append((p, p.relative_to(folder).as_posix(), kind))
     return out
 
@@ -1141,6 +1144,9 @@ def iter_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | No
     for raw in paths:
         if not Path(raw).exists():
             raise InputError(Path(raw), "path does not exist")
+        why = not_a_file(Path(raw))
+        if why is not None:
+            raise InputError(Path(raw), why)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():

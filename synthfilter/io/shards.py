@@ -220,12 +220,9 @@ def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shar
                 p, f"maps to the same output path {rel!r} as {by_rel[rel]}; pass their common parent directory instead"
             )
         by_rel[rel] = p
-        kind = _not_a_file(real)
-        if kind is not None:
-            # A run reads each input twice (to score, then to write): a pipe would give its
-            # records once and then hang the second read, or give other ones.
-            raise InputError(p, f"{kind}, not a regular file: synthfilter reads each input twice (to score it, then to "
-                                "write its records), so it takes files only; write the stream to a file first")
+        why = not_a_file(real)
+        if why is not None:
+            raise InputError(p, why)
         fmt, comp = shard_format(p)  # type: ignore[misc]
         shards.append(Shard(path=real, rel=rel, format=fmt, compression=comp))
     if not shards:
@@ -234,8 +231,11 @@ def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shar
     return shards, ignored
 
 
-def _not_a_file(path: Path) -> str | None:
-    """What ``path`` is where it is not a regular file (a named pipe, a device, a socket)."""
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be an input where it is not a regular file or a directory (a named
+    pipe, a device, a socket), else None. Every input is read more than once (a run scores it,
+    then writes its records; the gate sniffs its format, then reads it): a pipe would give its
+    records once and then hang the next read, or give other ones."""
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -243,7 +243,8 @@ def _not_a_file(path: Path) -> str | None:
     for test, kind in ((stat_module.S_ISFIFO, "a named pipe (FIFO)"), (stat_module.S_ISCHR, "a character device"),
                        (stat_module.S_ISBLK, "a block device"), (stat_module.S_ISSOCK, "a socket")):
         if test(mode):
-            return kind
+            return (f"{kind}, not a regular file: synthfilter reads each input more than once, so it takes "
+                    "files only; write the stream to a file first")
     return None
 
 
