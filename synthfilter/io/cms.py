@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from synthfilter.io.shards import InputError, Shard, file_sha256, not_a_file, shard_format
+from synthfilter.io.shards import InputError, Shard, file_sha256, shard_format, special_file
 from synthfilter.records import FieldSpec, get_path, is_missing
 
 if sys.version_info >= (3, 11):
@@ -657,6 +657,15 @@ def _file_record(path: Path, rel: str, meta: dict[str, Any], text: str, fallback
                      excluded=excluded)
 
 
+def _refuse_special(path: Path) -> None:
+    """An export that is a named pipe, a device or a socket is refused: the gate reads each one
+    more than once (its format is sniffed, then it is read), and a pipe read again would hang."""
+    kind = special_file(path)
+    if kind is not None:
+        raise InputError(path, f"{kind}, not a regular file: the gate reads each export more than once, so it takes "
+                               "files only; write the export to a file first")
+
+
 def _folder_files(folder: Path, fmt: str | None, ignored: list[str]) -> list[tuple[Path, str, str]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -669,9 +678,7 @@ def _folder_files(folder: Path, fmt: str | None, ignored: list[str]) -> list[tup
                 if not name.startswith("."):
                     ignored.append(str(p))
                 continue
-            why = not_a_file(p)
-            if why is not None:
-                raise InputError(p, why)
+            _refuse_special(p)
             out.append((p, p.relative_to(folder).as_posix(), kind))
     return out
 
@@ -1144,9 +1151,7 @@ def iter_exports(paths: Sequence[str | os.PathLike[str]], opts: ReadOptions | No
     for raw in paths:
         if not Path(raw).exists():
             raise InputError(Path(raw), "path does not exist")
-        why = not_a_file(Path(raw))
-        if why is not None:
-            raise InputError(Path(raw), why)
+        _refuse_special(Path(raw))
     for raw in paths:
         p = Path(raw)
         if p.is_dir():

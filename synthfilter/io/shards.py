@@ -220,9 +220,10 @@ def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shar
                 p, f"maps to the same output path {rel!r} as {by_rel[rel]}; pass their common parent directory instead"
             )
         by_rel[rel] = p
-        why = not_a_file(real)
-        if why is not None:
-            raise InputError(p, why)
+        kind = special_file(real)
+        if kind is not None and kind != PIPE:
+            raise InputError(p, f"{kind}, not a regular file: synthfilter reads each input more than once, so it takes "
+                                "files (or named pipes fed once per read) only; write the data to a file first")
         fmt, comp = shard_format(p)  # type: ignore[misc]
         shards.append(Shard(path=real, rel=rel, format=fmt, compression=comp))
     if not shards:
@@ -231,21 +232,31 @@ def discover_shards(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Shar
     return shards, ignored
 
 
-def not_a_file(path: Path) -> str | None:
-    """Why ``path`` cannot be an input where it is not a regular file or a directory (a named
-    pipe, a device, a socket), else None. Every input is read more than once (a run scores it,
-    then writes its records; the gate sniffs its format, then reads it): a pipe would give its
-    records once and then hang the next read, or give other ones."""
+PIPE = "a named pipe (FIFO)"
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is where it is neither a regular file nor a directory (``PIPE``, a device,
+    a socket), else None (also where it cannot be looked at: reading it says what is wrong)."""
     try:
         mode = path.stat().st_mode
     except OSError:
-        return None  # reading it says what is wrong
-    for test, kind in ((stat_module.S_ISFIFO, "a named pipe (FIFO)"), (stat_module.S_ISCHR, "a character device"),
+        return None
+    for test, kind in ((stat_module.S_ISFIFO, PIPE), (stat_module.S_ISCHR, "a character device"),
                        (stat_module.S_ISBLK, "a block device"), (stat_module.S_ISSOCK, "a socket")):
         if test(mode):
-            return (f"{kind}, not a regular file: synthfilter reads each input more than once, so it takes "
-                    "files only; write the stream to a file first")
+            return kind
     return None
+
+
+def pipe_notes(shards: Sequence[Shard]) -> list[str]:
+    """A note for each input that is a named pipe. A run opens each input more than once (its
+    first bytes are looked at, it is scored, then its records are written): what feeds the pipe
+    must write the same data each time it is opened, and until it does the run waits there.
+    Said at the start, so that such a wait is explained."""
+    return [f"note: {sh.path}: a named pipe; a run opens each input more than once (to score it, then to write its "
+            "records), so what writes to it must write the same data each time it is opened; the run waits until it does"
+            for sh in shards if special_file(sh.path) == PIPE]
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -41,6 +41,7 @@ from synthfilter.io.shards import (
     file_sha256,
     output_error,
     pandas_left_out,
+    pipe_notes,
     tmp_path_for,
 )
 from synthfilter.pipeline.runlock import WORKERS_LOCK, RunLock, stop_orphaned_workers, wait_workers_gone, worker_init
@@ -903,6 +904,8 @@ def _run_locked(shards: Sequence[Shard], ignored: Sequence[str], out: Path, cfg:
     prepare_out_dir(out, cfg, progress.log, model)
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
+    for note in pipe_notes(shards):
+        progress.log(note)
     work.mkdir(parents=True, exist_ok=True)
     (work / WORKERS_LOCK).touch()
     atomic_write_bytes(work / "run.json", run_json(cfg, model, shards=shards, pid=os.getpid()))

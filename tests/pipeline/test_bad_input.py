@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import make_records, read_jsonl, run_cli, write_jsonl
+from helpers import FifoFeeder, make_records, read_jsonl, run_cli, write_jsonl
 from synthfilter.config import Config
 from synthfilter.io.shards import InputError
 from synthfilter.pipeline.run import run_pipeline
@@ -148,19 +148,35 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
         assert len(err.strip().splitlines()) == 1
 
 
-def test_a_named_pipe_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    # Each input is read twice (score, then write): a pipe hung the write stage, with its records
-    # read once. Refused at once, given by name or found in a directory, with nothing written.
+def test_a_device_is_refused_and_a_named_pipe_is_read_with_a_note(tmp_path: Path) -> None:
+    # Each input is read twice (score, then write). A device (a link to /dev/null named like a
+    # shard) is refused before anything is read; a named pipe is read, with a note at the start
+    # that what feeds it must write its data once for each read (else the run waits, and the
+    # note says why).
     import os
 
-    src = write_jsonl(tmp_path / "in" / "a.jsonl", _good_lines())
-    os.mkfifo(tmp_path / "in" / "b.jsonl")  # nothing ever writes to it: a read would hang
-    for args in ([str(tmp_path / "in" / "b.jsonl")], [str(tmp_path / "in")], [str(src), str(tmp_path / "in" / "*.jsonl")]):
-        out = tmp_path / f"o{len(os.listdir(tmp_path))}"
+    (tmp_path / "dev").mkdir()
+    os.symlink("/dev/null", tmp_path / "dev" / "null.jsonl")
+    for args in ([str(tmp_path / "dev" / "null.jsonl")], [str(tmp_path / "dev")]):
+        out = tmp_path / f"o{len(args[0])}"
         code, _, err = run_cli(["run", *args, "--out", str(out), "--no-detector", "--no-near-dedup", "-q"])
         assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert "b.jsonl: a named pipe (FIFO), not a regular file: synthfilter reads each input more than once" in err
+        assert "null.jsonl: a character device, not a regular file: synthfilter reads each input more than once" in err
         assert not out.exists()
+    data = b"".join(line + b"\n" for line in _good_lines())
+    os.mkfifo(tmp_path / "pipe.jsonl")
+
+    feeder = FifoFeeder(tmp_path / "pipe.jsonl", data)  # the same data once per open, until stopped
+    feeder.start()
+    try:
+        code, out, err = run_cli(["run", str(tmp_path / "pipe.jsonl"), "--out", str(tmp_path / "piped"),
+                                  "--no-detector", "--no-near-dedup"])
+    finally:
+        feeder.stop.set()
+    assert code == 0, err
+    assert f"note: {tmp_path / 'pipe.jsonl'}: a named pipe; a run opens each input more than once" in out + err
+    assert read_jsonl(tmp_path / "piped" / "kept" / "pipe.jsonl") == list(_good_lines())
+    feeder.join(timeout=10)
 
 
 def test_truncated_gz_tail_is_quarantined(tmp_path: Path, fast_config: dict) -> None:

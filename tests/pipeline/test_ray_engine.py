@@ -7,16 +7,12 @@ without Ray."""
 
 from __future__ import annotations
 
-import array
-import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import termios
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import make_records, read_jsonl, write_jsonl
+from helpers import FifoFeeder, make_records, read_jsonl, write_jsonl
 from synthfilter.config import Config
 from synthfilter.dedup.clusters import near_duplicate_components
 from synthfilter.dedup.lsh import band_keys
@@ -415,97 +411,6 @@ def test_cli_joins_a_running_cluster_and_reads_and_writes_uris(corpus: dict[str,
     _assert_same(got, want)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"][0]["path"].startswith("file:///")
-
-
-def _readers_of(path: Path) -> list[int]:
-    """Processes (other than this one) holding ``path`` open."""
-    target = str(path)
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
-
-
-_FIFO_WAIT_S = 60.0  # how long the feeder waits for a reader to show up, or to drain the pipe
-
-
-class FifoFeeder(threading.Thread):
-    """Serves a shard's bytes through a named pipe, once per reader. On the opens numbered in
-    ``kill_on`` it sends half, SIGKILLs the reading worker process and hangs up; after the
-    open numbered ``hold_after`` it waits for ``release`` before serving again."""
-
-    def __init__(self, fifo: Path, data: bytes, kill_on: tuple[int, ...] = (), hold_after: int | None = None):
-        super().__init__(daemon=True)
-        self.fifo, self.data, self.kill_on, self.hold_after = fifo, data, kill_on, hold_after
-        self.opens = 0
-        self.killed: list[int] = []
-        self.release = threading.Event()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if self.hold_after is not None and self.opens > self.hold_after and not self.release.is_set():
-                time.sleep(0.05)
-                continue
-            try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # no reader yet
-                time.sleep(0.02)
-                continue
-            os.set_blocking(fd, True)
-            n, self.opens = self.opens, self.opens + 1
-            readers: list[int] = []
-            # The woken reader's descriptor shows up in /proc shortly; on a loaded machine (the
-            # suite beside a benchmark on both cores) it took more than 5 s once, and a kill that
-            # found no reader to kill failed the test.
-            deadline = time.monotonic() + _FIFO_WAIT_S
-            while time.monotonic() < deadline:
-                readers = _readers_of(self.fifo)
-                if readers:
-                    break
-                time.sleep(0.01)
-            if n in self.kill_on:
-                self._kill_reader_midway(fd, readers)
-            else:
-                try:
-                    view = memoryview(self.data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                except BrokenPipeError:
-                    pass
-                os.close(fd)
-            # A reader holds the pipe a while after the end of the file; until it lets go, a
-            # new open would hand it a second copy.
-            while set(readers) & set(_readers_of(self.fifo)) and not self.stop.is_set():
-                time.sleep(0.02)
-
-    def _kill_reader_midway(self, fd: int, pids: list[int]) -> None:
-        """Half the bytes, read to the last one, then the reader dies while waiting for more.
-
-        Stopped before the pipe is closed and killed after, the reader never sees the end of
-        the file; and the pipe is empty, so a retry that opens it meanwhile reads the next
-        session's bytes from the start."""
-        os.write(fd, self.data[: len(self.data) // 2])
-        pending = array.array("i", [1])
-        deadline = time.monotonic() + _FIFO_WAIT_S
-        while time.monotonic() < deadline:
-            fcntl.ioctl(fd, termios.FIONREAD, pending)
-            if pending[0] == 0:
-                break
-            time.sleep(0.01)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        os.close(fd)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-            self.killed.append(pid)
 
 
 def _with_fifo(corpus: dict[str, Any], name: str, shard: str) -> tuple[Path, Path, bytes]:

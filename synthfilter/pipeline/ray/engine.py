@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthfilter.config import Config, ConfigError
-from synthfilter.io.shards import Shard
+from synthfilter.io.shards import Shard, pipe_notes
 from synthfilter.pipeline.ray.decide import RayDecisions, decide_on_ray, language_counts_on_ray
 from synthfilter.pipeline.ray.ids import ids_across_shards_on_ray
 from synthfilter.pipeline.ray.score import score_all
@@ -208,6 +208,8 @@ def _run_prepared(sources: Sequence[ShardSource], shards: Sequence[Shard], ignor
                   scorer: Scorer) -> RunResult:
     for path in ignored:
         progress.log(f"note: {path}: not a supported shard extension, not read")
+    for note in pipe_notes(shards):
+        progress.log(note)
     work = out_store.sub(WORK_DIR)
     model = model_info(scorer)
     work.write_bytes("run.json", run_json(cfg, model, shards=shards))  # formats: may --batch-size change
