@@ -34,11 +34,12 @@ def start_run(inp: Path | list[Path], out: Path, args: list[str], *extra: str, *
     return subprocess.Popen(
         [sys.executable, "-m", "synthfilter", "run", *inputs, "--out", str(out), *args, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=_default_signals, **popen,
+        preexec_fn=default_signals, **popen,
     )
 
 
-def _default_signals() -> None:
+def default_signals() -> None:
+    """SIGINT and SIGTERM at their defaults and unblocked (a ``preexec_fn``), as a shell starts a command."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     # A blocked signal is inherited too (the mask survives exec): unblock them, as a shell does.
