@@ -69,7 +69,7 @@ def test_offending_items_are_written_in_full_but_not_held(tmp_path: Path) -> Non
     # The same posts labelled human in one export and machine in the other, where all of them
     # offend. --json names every item in full, but the result holds a few numbers per item, not
     # its id, title, link and source: those wait in a temporary file until an item is built.
-    posts = make_posts(n_human=1500, n_machine=0, exact=0, near=0)
+    posts = make_posts(n_human=700, n_machine=0, exact=0, near=0)
     for p in posts:
         p["title"] += ": " + ", ".join(["a title as long as the ones editors write"] * 3)
     human = wxr(tmp_path / "human.xml", posts)

@@ -91,11 +91,17 @@ def test_fast_path_equals_the_plain_definition():
 def test_the_canonical_form_is_a_fixed_point_for_every_code_point():
     # Each code point alone, after a letter, before a combining mark, after an invisible joiner
     # and between digits, in blocks of texts joined by spaces (one call per block; a failing
-    # block is then searched for its code point): normalising again changes nothing.
+    # block is then searched for its code point): normalising again changes nothing. Every
+    # assigned code point; of the unassigned and private-use ones (three quarters of the range,
+    # which no normalisation step maps), every 16th.
+    import unicodedata
+
     def contexts(c: str) -> list[str]:
         return [c, "a" + c + "b", "A" + c, c + "\u0301", "e\u200d" + c, "1" + c + "2"]
 
-    points = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    points = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
+              and (cp % 16 == 0 or unicodedata.category(chr(cp)) not in ("Cn", "Co"))]
+    assert len(points) > 150_000
     for lo in range(0, len(points), 2048):
         block = points[lo : lo + 2048]
         text = " ".join(t for cp in block for t in contexts(chr(cp)))
