@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from synthfilter.pipeline.ray.annotations import positions_in
 from synthfilter.pipeline.ray_engine import (
     CountedDecisions,
     CountedReasons,
@@ -390,9 +391,6 @@ def _report(decisions: RayDecisions, sf: Any, total: int, id_prefix: str, second
     return report
 
 
-# -- split ---------------------------------------------------------------------------------------
-
-
 # -- diversity -----------------------------------------------------------------------------------
 
 
@@ -429,11 +427,7 @@ def _diversity(scored: Any, sf: Any, lookup: Mapping[str, np.ndarray], usable: i
     texts = [rows["text"][i] for i in at.tolist()]
     groups = [rows["group"][i] for i in at.tolist()]
     # Every sampled record is usable: it was kept unless a decision row says otherwise.
-    keep = np.ones(len(sample), dtype=bool)
-    keys = lookup["gidx"]
-    if len(keys):
-        pos = np.minimum(np.searchsorted(keys, sample), len(keys) - 1)
-        keep[keys[pos] == sample] = False
+    keep = positions_in(lookup["gidx"], sample) < 0
     sigs = rows["sigs"][at] if "sigs" in rows else None
     return diversity_section(
         texts, [t for t, kk in zip(texts, keep) if kk], groups, [g for g, kk in zip(groups, keep) if kk],
@@ -450,24 +444,26 @@ def _below(chunk: dict[str, np.ndarray], cut: float) -> dict[str, np.ndarray]:
 def _sample_rows(table: Any, ref: Any, cfg: Any, group: str) -> dict[str, np.ndarray]:
     """The sampled rows of a scored batch: row number, text, group label and, with near dedup,
     MinHash signature."""
-    from synthfilter.api import MISSING, SIGNATURE_COL, ColumnTable, field_values
+    from synthfilter.api import SIGNATURE_COL, ColumnTable, field_values
+    from synthfilter.records import group_label
 
     wanted: np.ndarray = resolve(ref)
     g = table.column(INDEX_COL).to_numpy()
-    pos = np.minimum(np.searchsorted(wanted, g), max(len(wanted) - 1, 0))
-    rows = np.flatnonzero(wanted[pos] == g) if len(wanted) else np.zeros(0, np.int64)
+    rows = np.flatnonzero(positions_in(wanted, g) >= 0)
     part = ColumnTable(table=table.take(rows))
     n = len(rows)
     out: dict[str, Any] = {"gidx": g[rows], "text": np.asarray(field_values(part, cfg.text_field, n), dtype=object)}
     if cfg.report.group_by:
-        out["group"] = np.asarray(["(missing)" if v is MISSING or v is None else str(v)
-                                   for v in field_values(part, cfg.report.group_by, n)], dtype=object)
+        out["group"] = np.asarray([group_label(v) for v in field_values(part, cfg.report.group_by, n)], dtype=object)
     else:
         out["group"] = np.asarray([group] * n, dtype=object)
     if SIGNATURE_COL in table.column_names:
         col = table.column(SIGNATURE_COL).take(rows).combine_chunks()
         out["sigs"] = col.values.to_numpy().reshape(n, -1) if n else np.zeros((0, col.type.list_size), np.uint32)
     return out
+
+
+# -- split ---------------------------------------------------------------------------------------
 
 
 def _lookup_table(decisions: RayDecisions) -> dict[str, np.ndarray]:
@@ -488,13 +484,9 @@ def _reasons(table: Any, lookup: Mapping[str, np.ndarray], cfg: Any) -> tuple[np
     g = table.column(INDEX_COL).to_numpy()
     status, language = record_statuses(ColumnTable(table=table), cfg)
     reason = reason_of_status(status)  # KEPT for usable records, until their decision row says
-    keys = lookup["gidx"]
-    at = np.full(len(g), -1, dtype=np.int64)
-    if len(keys):
-        pos = np.minimum(np.searchsorted(keys, g), len(keys) - 1)
-        hit = np.flatnonzero(keys[pos] == g)
-        reason[hit] = lookup["reason"][pos[hit]]
-        at[hit] = pos[hit]
+    at = positions_in(lookup["gidx"], g)
+    hit = np.flatnonzero(at >= 0)
+    reason[hit] = lookup["reason"][at[hit]]
     return reason, language, at
 
 

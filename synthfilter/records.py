@@ -44,6 +44,12 @@ def is_missing(value: Any) -> bool:
     return value is _MISSING
 
 
+def group_label(value: Any) -> str:
+    """A record's group in the report's diversity section: its ``report.group_by`` value as
+    text, ``(missing)`` where it has none."""
+    return "(missing)" if value is _MISSING or value is None else str(value)
+
+
 def fallback_id(rel: str, line: int) -> str:
     return f"{rel}:{line}"
 

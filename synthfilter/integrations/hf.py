@@ -65,6 +65,7 @@ from synthfilter.pipeline.stages import (
     reason_of_status,
     record_language_counts,
 )
+from synthfilter.records import group_label
 
 __all__ = [
     "FilterResult", "annotate_dataset", "annotation_features", "decision_features", "filter_dataset", "stream_filter",
@@ -235,12 +236,8 @@ def annotate_dataset(ds: Dataset, sf: SynthFilter, num_proc: int | None = None,
 
 
 def _id_table(ds: Dataset, cfg: Config) -> ColumnTable:
-    field_name = cfg.id_field or "id"
-    names = ds.column_names
-    top = field_name if field_name in names else field_name.split(".")[0]
-    if top not in names:
-        return ColumnTable(mapping={"_rows": range(len(ds))})
-    return ColumnTable(table=ds.select_columns([top]).with_format("arrow")[:])
+    table = _field_table(ds, cfg.id_field or "id")
+    return table if table is not None else ColumnTable(mapping={"_rows": range(len(ds))})
 
 
 def _field_table(ds: Dataset, path: str | None) -> ColumnTable | None:
@@ -322,8 +319,7 @@ def _diversity(parts: list[tuple[str, Dataset]], ann: Any, keep: np.ndarray, cfg
         batch = ds.select(rows)[:]
         texts.extend(field_values(batch, cfg.text_field, len(rows)))
         if cfg.report.group_by:
-            groups.extend("(missing)" if v is MISSING or v is None else str(v)
-                          for v in field_values(batch, cfg.report.group_by, len(rows)))
+            groups.extend(map(group_label, field_values(batch, cfg.report.group_by, len(rows))))
         else:
             groups.extend([name] * len(rows))
     # Gathered in global order; the CLI hands them over in sample order (by uniform).

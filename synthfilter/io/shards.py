@@ -1418,11 +1418,13 @@ class ShardReader:
         index = 0
         pieces = ParquetPieces(path, self.batch_rows)
         ambiguous: str | None = None
+        checked = self.repeated_keys is None
         for row, piece in pieces:
-            if self.parquet_schema is None and pieces.schema is not None and self.repeated_keys is not None:
+            if not checked and pieces.schema is not None:
                 # A column (or struct field) read whose name the schema gives twice: which one
                 # is the text is ambiguous, as for a JSON key given twice. Every row is malformed.
-                ambiguous = schema_repeat(pieces.schema, self.repeated_keys.paths)
+                checked = True
+                ambiguous = schema_repeat(pieces.schema, self.repeated_keys.paths)  # type: ignore[union-attr]
                 if ambiguous is not None and not self.recover:
                     raise InputError(path, ambiguous)
             self.parquet_schema = pieces.schema
@@ -1567,8 +1569,8 @@ def parse_json_line(body: bytes, repeated_keys: "RepeatedKeys | None" = None) ->
 
 
 def _any_spelling(key: str) -> bytes:
-    """A regular expression (bytes) for every JSON spelling of the string ``key``, quotes
-    included: each character as its UTF-8 bytes, as a ``\\uXXXX`` escape in either case of hex
+    """A regular expression (bytes) for every JSON spelling of the string ``key`` between its
+    quotes: each character as its UTF-8 bytes, as a ``\\uXXXX`` escape in either case of hex
     digit (a pair of them beyond the BMP), or as its short escape (``\\/``, ``\\n``, ...)."""
 
     def hex4(unit: int) -> bytes:
@@ -1590,7 +1592,10 @@ def _any_spelling(key: str) -> bytes:
             forms.append(re.escape(ch.encode("utf-8")))
         return forms
 
-    return b'"' + b"".join(b"(?:" + b"|".join(escapes(ch)) + b")" for ch in key) + b'"'
+    return b"".join(b"(?:" + b"|".join(escapes(ch)) + b")" for ch in key)
+
+
+_AMBIGUOUS = "which one counts is ambiguous; keep only one"  # a key, column or field given twice
 
 
 class RepeatedKeys:
@@ -1617,13 +1622,13 @@ class RepeatedKeys:
         keys = dict.fromkeys(k for path in self.paths for k in (path, *path.split(".")))
         # One pattern finds every spelling of every key read in one pass over the line (a
         # bytes.count per key would take a pass per key, each over the whole text): each
-        # character as UTF-8 or as any JSON escape of it (``"te\\u0078t"`` is ``"text"``).
-        # Followed by a colon: a key ("type": "text" has no colon after "text").
-        # A quote, then (a look ahead that skips most quotes at once) a key's first character
-        # or a backslash, then each key's spellings without its opening quote.
+        # character as UTF-8 or as any JSON escape of it (``"te\\u0078t"`` is ``"text"``). A
+        # quote, then a look-ahead that skips most quotes at once (a key's first byte, or a
+        # backslash), the spellings and the closing quote; then a colon: a key ("type": "text"
+        # has no colon after "text").
         firsts = b"".join(sorted({re.escape(k[:1].encode("utf-8")[:1] or b'"') for k in keys}))
-        spellings = b"|".join(_any_spelling(k)[1:] for k in keys)
-        self._find_all = re.compile(b'("(?=[' + firsts + rb'\\])(?:' + spellings + rb"))[ \t\r\n]*:").findall
+        spellings = b"|".join(_any_spelling(k) for k in keys)
+        self._find_all = re.compile(b'("(?=[' + firsts + rb'\\])(?:' + spellings + rb')")[ \t\r\n]*:').findall
         self._plain = {orjson.dumps(k): k for k in keys}
         self._plain_set = frozenset(self._plain)
 
@@ -1669,8 +1674,7 @@ class RepeatedKeys:
             if found is not None:
                 key, n, way = found
                 where = f" in its {orjson.dumps('.'.join(way)).decode()} object" if way else ""
-                return (f"the record repeats the key {orjson.dumps(key).decode()}{where} ({n} values): "
-                        "which one counts is ambiguous; keep only one")
+                return f"the record repeats the key {orjson.dumps(key).decode()}{where} ({n} values): {_AMBIGUOUS}"
         return None
 
 
@@ -1714,9 +1718,9 @@ def schema_repeat(schema: Any, paths: Sequence[str]) -> str | None:
             if len(found) > 1:
                 key = orjson.dumps(part).decode()
                 if not way:
-                    return f"the file has {len(found)} columns named {key}: which one counts is ambiguous; keep only one"
-                return (f"the file's {orjson.dumps('.'.join(way)).decode()} column has {len(found)} fields named "
-                        f"{key}: which one counts is ambiguous; keep only one")
+                    return f"the file has {len(found)} columns named {key}: {_AMBIGUOUS}"
+                within = orjson.dumps(".".join(way)).decode()
+                return f"the file's {within} column has {len(found)} fields named {key}: {_AMBIGUOUS}"
             if not found:
                 break
             way.append(part)

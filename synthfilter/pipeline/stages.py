@@ -31,7 +31,7 @@ from synthfilter.io.shards import (
     parse_json_line,
     tmp_path_for,
 )
-from synthfilter.records import FieldSpec, fallback_id, get_path, is_missing
+from synthfilter.records import FieldSpec, fallback_id, get_path, group_label
 from synthfilter.text.normalize import normalize_for_dedup
 
 REASONS = ("kept", "malformed", "exact_duplicate", "near_duplicate", "synthetic_downsampled", "language",
@@ -445,7 +445,7 @@ def score_shard(shard: Shard, cfg: Config, work: Path, scorer: Scorer | None = N
                     batch_prov.append(prov)
                     if group_field is not None:
                         g = get_path(obj, group_field)
-                        batch_groups.append("(missing)" if is_missing(g) or g is None else str(g))
+                        batch_groups.append(group_label(g))
                     statuses.append(STATUS_OK)
                 else:
                     if fail:

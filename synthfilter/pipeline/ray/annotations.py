@@ -82,6 +82,16 @@ def _lookup_part(batch: dict[str, np.ndarray], work: Store, parts: Sequence[Anno
     return {k: np.concatenate([f[k] for f in found]) for k in found[0]}
 
 
+def positions_in(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where each of ``values`` is in ``sorted_keys`` (ascending), -1 where it is not (int64)."""
+    at = np.full(len(values), -1, dtype=np.int64)
+    if len(sorted_keys) and len(values):
+        pos = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+        hit = sorted_keys[pos] == values
+        at[hit] = pos[hit]
+    return at
+
+
 def attach(requests: dict[str, np.ndarray], chunk: dict[str, np.ndarray],
            columns: Sequence[str]) -> dict[str, np.ndarray] | None:
     """The rows of ``requests`` (sorted by ``gidx``; a record may be asked for more than once)
@@ -90,10 +100,8 @@ def attach(requests: dict[str, np.ndarray], chunk: dict[str, np.ndarray],
     if not len(g) or not len(requests["gidx"]):
         return None
     order = np.argsort(g, kind="stable")
-    sorted_g = g[order]
-    want = requests["gidx"]
-    pos = np.minimum(np.searchsorted(sorted_g, want), len(g) - 1)
-    hit = np.flatnonzero(sorted_g[pos] == want)
+    pos = positions_in(g[order], requests["gidx"])
+    hit = np.flatnonzero(pos >= 0)
     if not len(hit):
         return None
     at = order[pos[hit]]
